@@ -1,0 +1,219 @@
+// Package apierr builds and reads gRPC status errors that carry structured
+// details (google.rpc.ErrorInfo, BadRequest, PreconditionFailure, RetryInfo),
+// so every error that crosses the wire has a code, a stable machine-readable
+// reason, and, where it applies, the offending field.
+//
+// Handlers return an *Error; grpc-go turns it into a status through its
+// GRPCStatus method. Clients read the reason with Reason and the rest with
+// the other readers, whatever process produced the error.
+package apierr
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Domain is the ErrorInfo domain of errors raised by Duet services.
+const Domain = "duet.dev"
+
+// Reasons shared by every service. Services add their own, such as
+// EMAIL_TAKEN or PAYMENT_DECLINED; a reason never changes once published.
+const (
+	ReasonInvalidArgument = "INVALID_ARGUMENT"
+	ReasonInternal        = "INTERNAL"
+	ReasonUnavailable     = "UNAVAILABLE"
+	ReasonDeadline        = "DEADLINE_EXCEEDED"
+	ReasonCanceled        = "CANCELED"
+)
+
+// Error is a status error under construction. The zero value is not useful;
+// start from New or one of the shorthands.
+type Error struct {
+	code     codes.Code
+	reason   string
+	message  string
+	metadata map[string]string
+	fields   []*errdetails.BadRequest_FieldViolation
+	precond  []*errdetails.PreconditionFailure_Violation
+	retry    time.Duration
+	hasRetry bool
+}
+
+// Detail adds structured detail to an Error.
+type Detail func(*Error)
+
+// New returns an error with the given code, stable reason and human message.
+func New(code codes.Code, reason, message string, details ...Detail) *Error {
+	e := &Error{code: code, reason: reason, message: message}
+	for _, d := range details {
+		d(e)
+	}
+	return e
+}
+
+// Metadata adds key/value pairs to the ErrorInfo, for example the id of the
+// resource involved. Pairs are given as alternating keys and values.
+func Metadata(kv ...string) Detail {
+	return func(e *Error) {
+		if e.metadata == nil {
+			e.metadata = make(map[string]string, len(kv)/2)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			e.metadata[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+// Field adds a BadRequest field violation. field is the path of the field in
+// the request, as in "items[0].quantity".
+func Field(field, description string) Detail {
+	return func(e *Error) {
+		e.fields = append(e.fields, &errdetails.BadRequest_FieldViolation{Field: field, Description: description})
+	}
+}
+
+// Precondition adds a PreconditionFailure violation: typ names the kind of
+// check ("USER", "PAYMENT"), subject what failed it ("users/42").
+func Precondition(typ, subject, description string) Detail {
+	return func(e *Error) {
+		e.precond = append(e.precond, &errdetails.PreconditionFailure_Violation{Type: typ, Subject: subject, Description: description})
+	}
+}
+
+// RetryAfter adds RetryInfo telling the client how long to wait before trying again.
+func RetryAfter(d time.Duration) Detail {
+	return func(e *Error) { e.retry, e.hasRetry = d, true }
+}
+
+// InvalidField is the usual validation error: INVALID_ARGUMENT, reason
+// INVALID_ARGUMENT, naming one field.
+func InvalidField(field, description string) *Error {
+	return New(codes.InvalidArgument, ReasonInvalidArgument, fmt.Sprintf("invalid %s: %s", field, description), Field(field, description))
+}
+
+// NotFound is NOT_FOUND with the given reason, naming the missing resource in
+// the ErrorInfo metadata under "id".
+func NotFound(reason, what, id string) *Error {
+	return New(codes.NotFound, reason, fmt.Sprintf("%s %q not found", what, id), Metadata("id", id))
+}
+
+// Unavailable is UNAVAILABLE with RetryInfo: a temporary failure worth retrying.
+func Unavailable(reason, message string, retryAfter time.Duration) *Error {
+	return New(codes.Unavailable, reason, message, RetryAfter(retryAfter))
+}
+
+// Internal is an INTERNAL error whose message reveals nothing of the cause.
+// Log the cause where it happened; never send it.
+func Internal() *Error {
+	return New(codes.Internal, ReasonInternal, "internal error")
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	return fmt.Sprintf("rpc error: code = %s reason = %s desc = %s", e.code, e.reason, e.message)
+}
+
+// Code returns the gRPC code.
+func (e *Error) Code() codes.Code { return e.code }
+
+// GRPCStatus returns the status with all details attached; grpc-go calls it
+// when a handler returns the error.
+func (e *Error) GRPCStatus() *status.Status {
+	s := status.New(e.code, e.message)
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: e.reason, Domain: Domain, Metadata: e.metadata}}
+	if len(e.fields) > 0 {
+		details = append(details, &errdetails.BadRequest{FieldViolations: e.fields})
+	}
+	if len(e.precond) > 0 {
+		details = append(details, &errdetails.PreconditionFailure{Violations: e.precond})
+	}
+	if e.hasRetry {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.retry)})
+	}
+	withDetails, err := s.WithDetails(details...)
+	if err != nil {
+		return s
+	}
+	return withDetails
+}
+
+// details returns the status details of err, or nil when err carries no status.
+func details(err error) []any {
+	if err == nil {
+		return nil
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	return s.Details()
+}
+
+// Info returns the ErrorInfo carried by err, or nil.
+func Info(err error) *errdetails.ErrorInfo {
+	for _, d := range details(err) {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info
+		}
+	}
+	return nil
+}
+
+// Reason returns the stable reason carried by err, or "" when it has none.
+func Reason(err error) string {
+	if info := Info(err); info != nil {
+		return info.GetReason()
+	}
+	return ""
+}
+
+// Is reports whether err carries the given reason.
+func Is(err error, reason string) bool { return err != nil && Reason(err) == reason }
+
+// Code returns the gRPC code of err: OK for nil, Unknown for an error without status.
+func Code(err error) codes.Code { return status.Code(err) }
+
+// FieldViolation is one invalid field, as read back from an error.
+type FieldViolation struct {
+	// Field is the path of the field in the request.
+	Field string
+	// Description says what is wrong with it.
+	Description string
+}
+
+// FieldViolations returns the BadRequest field violations carried by err.
+func FieldViolations(err error) []FieldViolation {
+	var out []FieldViolation
+	for _, d := range details(err) {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				out = append(out, FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
+			}
+		}
+	}
+	return out
+}
+
+// RetryDelay returns the delay suggested by err's RetryInfo, if it has one.
+func RetryDelay(err error) (time.Duration, bool) {
+	for _, d := range details(err) {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
+}
+
+// As reports whether err is, or wraps, an *Error and returns it.
+func As(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}
