@@ -1,0 +1,258 @@
+// Package client opens the one shared gRPC connection a Duet process keeps
+// per peer, with keepalive, round-robin balancing, retries of idempotent
+// methods on UNAVAILABLE, per-method timeouts, and propagation of the
+// request id, trace context and caller's deadline.
+//
+// Which methods are retried is read from the contract itself: a method
+// marked `option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS` in its
+// .proto gets the retry policy; every other method is tried once.
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/duetkit/duet/kit/metrics"
+	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/server"
+)
+
+// DefaultTimeout bounds each unary call that has no shorter deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Retry tunes the retry policy of idempotent methods (gRPC service config
+// retryPolicy). Only UNAVAILABLE is retried: it means the call did not run.
+type Retry struct {
+	// MaxAttempts counts the first try; grpc-go caps it at 5. Default 4.
+	MaxAttempts int
+	// InitialBackoff and MaxBackoff bound the jittered exponential backoff.
+	// Defaults 100ms and 1s.
+	InitialBackoff, MaxBackoff time.Duration
+}
+
+// Config tunes a connection. The zero value is valid and means "defaults".
+type Config struct {
+	// Metrics records client RED metrics; nil means metrics.Default().
+	Metrics *metrics.Metrics
+	// Creds secures the connection; nil means plaintext.
+	Creds credentials.TransportCredentials
+	// Services names the fully-qualified services the peer serves (for
+	// example "duet.user.v1.UserService"), whose methods get timeouts and
+	// retries. Empty means every service linked into this binary.
+	Services []string
+	// Timeout bounds each unary call; negative disables it.
+	Timeout time.Duration
+	// Retry tunes retries of idempotent methods.
+	Retry Retry
+	// DisableRetries turns retries off altogether.
+	DisableRetries bool
+	// Keepalive sets client pings; zero means every 30s, 10s timeout,
+	// even without active calls.
+	Keepalive keepalive.ClientParameters
+	// DisableTracing turns off the OpenTelemetry stats handler.
+	DisableTracing bool
+	// UnaryInterceptors and StreamInterceptors run after the defaults.
+	UnaryInterceptors  []grpc.UnaryClientInterceptor
+	StreamInterceptors []grpc.StreamClientInterceptor
+	// Options are appended to the dial options.
+	Options []grpc.DialOption
+}
+
+// New returns a connection to target ("host:port", "dns:///name:port", or
+// any target grpc.NewClient accepts). It does not connect until first used;
+// share it for the life of the process.
+func New(target string, cfg Config) (*grpc.ClientConn, error) {
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.Default()
+	}
+	creds := cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	ka := cfg.Keepalive
+	if ka == (keepalive.ClientParameters{}) {
+		ka = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
+	}
+	if ka.Time < server.DefaultMinPingInterval {
+		// Pinging faster than servers allow gets the connection closed
+		// with ENHANCE_YOUR_CALM.
+		ka.Time = server.DefaultMinPingInterval
+	}
+	sc, err := ServiceConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(ka),
+		grpc.WithDefaultServiceConfig(sc),
+		grpc.WithChainUnaryInterceptor(append([]grpc.UnaryClientInterceptor{
+			requestid.UnaryClientInterceptor(),
+			m.Client.UnaryClientInterceptor(),
+		}, cfg.UnaryInterceptors...)...),
+		grpc.WithChainStreamInterceptor(append([]grpc.StreamClientInterceptor{
+			requestid.StreamClientInterceptor(),
+			m.Client.StreamClientInterceptor(),
+		}, cfg.StreamInterceptors...)...),
+	}
+	if !cfg.DisableTracing {
+		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
+	}
+	opts = append(opts, cfg.Options...)
+	conn, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", target, err)
+	}
+	return conn, nil
+}
+
+// The JSON shapes of gRPC service config (gRFC A6 and service_config.proto).
+type serviceConfig struct {
+	LoadBalancingConfig []map[string]struct{} `json:"loadBalancingConfig"`
+	MethodConfig        []methodConfig        `json:"methodConfig,omitempty"`
+}
+
+type methodName struct {
+	Service string `json:"service"`
+	Method  string `json:"method,omitempty"`
+}
+
+type methodConfig struct {
+	Name         []methodName `json:"name"`
+	Timeout      string       `json:"timeout,omitempty"`
+	WaitForReady *bool        `json:"waitForReady,omitempty"`
+	RetryPolicy  *retryPolicy `json:"retryPolicy,omitempty"`
+}
+
+type retryPolicy struct {
+	MaxAttempts          int      `json:"maxAttempts"`
+	InitialBackoff       string   `json:"initialBackoff"`
+	MaxBackoff           string   `json:"maxBackoff"`
+	BackoffMultiplier    float64  `json:"backoffMultiplier"`
+	RetryableStatusCodes []string `json:"retryableStatusCodes"`
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%gs", d.Seconds()) }
+
+// ServiceConfig returns the JSON service config New installs for cfg:
+// round_robin, a timeout on every unary method, and a retry policy on
+// idempotent ones. It is exported so it can be inspected and tested.
+func ServiceConfig(cfg Config) (string, error) {
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	r := cfg.Retry
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = 4
+	}
+	if r.InitialBackoff == 0 {
+		r.InitialBackoff = 100 * time.Millisecond
+	}
+	if r.MaxBackoff == 0 {
+		r.MaxBackoff = time.Second
+	}
+	policy := &retryPolicy{
+		MaxAttempts:          r.MaxAttempts,
+		InitialBackoff:       seconds(r.InitialBackoff),
+		MaxBackoff:           seconds(r.MaxBackoff),
+		BackoffMultiplier:    2,
+		RetryableStatusCodes: []string{"UNAVAILABLE"},
+	}
+	sc := serviceConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
+
+	services, err := lookupServices(cfg.Services)
+	if err != nil {
+		return "", err
+	}
+	for _, sd := range services {
+		var retried, once []methodName
+		methods := sd.Methods()
+		for i := 0; i < methods.Len(); i++ {
+			md := methods.Get(i)
+			if md.IsStreamingClient() || md.IsStreamingServer() {
+				continue // streams live as long as their caller wants
+			}
+			name := methodName{Service: string(sd.FullName()), Method: string(md.Name())}
+			if idempotent(md) && !cfg.DisableRetries {
+				retried = append(retried, name)
+			} else {
+				once = append(once, name)
+			}
+		}
+		mc := methodConfig{}
+		if timeout > 0 {
+			mc.Timeout = seconds(timeout)
+		}
+		if len(retried) > 0 {
+			c := mc
+			c.Name, c.RetryPolicy = retried, policy
+			sc.MethodConfig = append(sc.MethodConfig, c)
+		}
+		if len(once) > 0 && mc.Timeout != "" {
+			c := mc
+			c.Name = once
+			sc.MethodConfig = append(sc.MethodConfig, c)
+		}
+	}
+	b, err := json.Marshal(sc)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+func idempotent(md protoreflect.MethodDescriptor) bool {
+	opts, ok := md.Options().(*descriptorpb.MethodOptions)
+	if !ok || opts == nil {
+		return false
+	}
+	switch opts.GetIdempotencyLevel() {
+	case descriptorpb.MethodOptions_IDEMPOTENT, descriptorpb.MethodOptions_NO_SIDE_EFFECTS:
+		return true
+	}
+	return false
+}
+
+// lookupServices resolves names in the global registry; no names means
+// every service linked in, except grpc's own (health, reflection).
+func lookupServices(names []string) ([]protoreflect.ServiceDescriptor, error) {
+	var out []protoreflect.ServiceDescriptor
+	if len(names) > 0 {
+		for _, n := range names {
+			d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(n))
+			if err != nil {
+				return nil, fmt.Errorf("client: unknown service %q: %w", n, err)
+			}
+			sd, ok := d.(protoreflect.ServiceDescriptor)
+			if !ok {
+				return nil, fmt.Errorf("client: %q is not a service", n)
+			}
+			out = append(out, sd)
+		}
+		return out, nil
+	}
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		if strings.HasPrefix(string(fd.Package()), "grpc.") {
+			return true
+		}
+		svcs := fd.Services()
+		for i := 0; i < svcs.Len(); i++ {
+			out = append(out, svcs.Get(i))
+		}
+		return true
+	})
+	return out, nil
+}

@@ -1,0 +1,61 @@
+// Package logger builds the structured JSON logger every Duet process uses.
+// Its handler adds the request id and trace id found in the context to each
+// record, so a log line written anywhere in a call chain names its request.
+package logger
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/duetkit/duet/kit/requestid"
+)
+
+// New returns a JSON logger writing to w at the given level, with the
+// context handler installed. service, when not empty, is added to every line.
+func New(w io.Writer, level slog.Leveler, service string) *slog.Logger {
+	l := slog.New(NewHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})))
+	if service != "" {
+		l = l.With("service", service)
+	}
+	return l
+}
+
+// Handler wraps another slog.Handler and adds request_id and trace_id
+// attributes taken from the record's context.
+type Handler struct {
+	next slog.Handler
+}
+
+// NewHandler wraps next.
+func NewHandler(next slog.Handler) *Handler { return &Handler{next: next} }
+
+// Enabled implements slog.Handler.
+func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.next.Enabled(ctx, level)
+}
+
+// Handle implements slog.Handler.
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if ctx != nil {
+		if id := requestid.FromContext(ctx); id != "" {
+			r.AddAttrs(slog.String("request_id", id))
+		}
+		if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+			r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
+		}
+	}
+	return h.next.Handle(ctx, r)
+}
+
+// WithAttrs implements slog.Handler.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &Handler{next: h.next.WithAttrs(attrs)}
+}
+
+// WithGroup implements slog.Handler.
+func (h *Handler) WithGroup(name string) slog.Handler {
+	return &Handler{next: h.next.WithGroup(name)}
+}

@@ -1,0 +1,57 @@
+// Package metrics holds a process's Prometheus registry with gRPC RED
+// metrics (requests, errors by code, duration histograms) for both the
+// server and the client side, and serves them over HTTP.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is one registry and the gRPC collectors registered on it. Every
+// server and client of a process should share one, since Prometheus rejects
+// a second registration of the same metric names.
+type Metrics struct {
+	// Registry holds every collector; register your own on it too.
+	Registry *prometheus.Registry
+	// Server counts and times calls handled by gRPC servers.
+	Server *grpcprom.ServerMetrics
+	// Client counts and times calls made by gRPC clients.
+	Client *grpcprom.ClientMetrics
+}
+
+// New returns a registry with Go runtime, process and gRPC collectors.
+func New() *Metrics {
+	buckets := prometheus.ExponentialBuckets(0.0005, 2.5, 12) // 0.5 ms to ~12 s
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Server: grpcprom.NewServerMetrics(
+			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(buckets)),
+		),
+		Client: grpcprom.NewClientMetrics(
+			grpcprom.WithClientHandlingTimeHistogram(grpcprom.WithHistogramBuckets(buckets)),
+		),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Server,
+		m.Client,
+	)
+	return m
+}
+
+var defaultMetrics = sync.OnceValue(New)
+
+// Default returns the process-wide Metrics, made on first use.
+func Default() *Metrics { return defaultMetrics() }
+
+// Handler serves the registry in the Prometheus text format, for /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}

@@ -1,0 +1,116 @@
+// Package requestid carries a request id through a call chain: in the
+// context of the code handling a request, and in gRPC metadata between
+// processes, so that every log line of every hop can name the request.
+package requestid
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// Header is the gRPC metadata key (lower case, as HTTP/2 requires) and the
+// HTTP header name that carry the request id.
+const Header = "x-request-id"
+
+// maxLen bounds ids accepted from callers, so a client cannot fill logs.
+const maxLen = 128
+
+type ctxKey struct{}
+
+// NewContext returns a context carrying id.
+func NewContext(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// FromContext returns the request id carried by ctx, or "".
+func FromContext(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKey{}).(string)
+	return id
+}
+
+// New returns a fresh random request id.
+func New() string { return uuid.NewString() }
+
+// Valid reports whether id is acceptable from a caller: 1 to 128 characters
+// of letters, digits and ". _ : -". Anything else is replaced, never echoed.
+func Valid(id string) bool {
+	if id == "" || len(id) > maxLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// fromIncoming returns the valid request id in incoming metadata, or a new one.
+func fromIncoming(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(Header); len(v) > 0 && Valid(v[0]) {
+			return v[0]
+		}
+	}
+	return New()
+}
+
+// UnaryServerInterceptor puts the caller's request id (or a new one) in the
+// handler's context and echoes it in the response header.
+func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		id := fromIncoming(ctx)
+		_ = grpc.SetHeader(ctx, metadata.Pairs(Header, id))
+		return handler(NewContext(ctx, id), req)
+	}
+}
+
+// StreamServerInterceptor is UnaryServerInterceptor for streams.
+func StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		id := fromIncoming(ss.Context())
+		_ = ss.SetHeader(metadata.Pairs(Header, id))
+		return handler(srv, &stream{ServerStream: ss, ctx: NewContext(ss.Context(), id)})
+	}
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+// outgoing adds the context's request id to outgoing metadata, unless the
+// caller already set one explicitly.
+func outgoing(ctx context.Context) context.Context {
+	id := FromContext(ctx)
+	if id == "" {
+		return ctx
+	}
+	if md, ok := metadata.FromOutgoingContext(ctx); ok && len(md.Get(Header)) > 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, Header, id)
+}
+
+// UnaryClientInterceptor forwards the context's request id as metadata.
+func UnaryClientInterceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(outgoing(ctx), method, req, reply, cc, opts...)
+	}
+}
+
+// StreamClientInterceptor forwards the context's request id as metadata.
+func StreamClientInterceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(outgoing(ctx), desc, cc, method, opts...)
+	}
+}

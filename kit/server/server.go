@@ -1,0 +1,282 @@
+// Package server builds a production gRPC server with every concern a Duet
+// service needs switched on by default: panic recovery, request ids, a slog
+// access log, Prometheus RED metrics, OpenTelemetry tracing, protovalidate
+// checks, a default deadline, message size limits, keepalive enforcement,
+// the grpc.health.v1 service and reflection.
+//
+// Each piece can be tuned or switched off through Config; the zero Config
+// gives the defaults.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/metrics"
+	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/validation"
+)
+
+// Defaults used for zero fields of Config.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultMaxMsgSize  = 4 << 20
+	DefaultDrain       = 15 * time.Second
+	DefaultKeepalive   = 30 * time.Second
+	DefaultPingTimeout = 10 * time.Second
+	// DefaultMinPingInterval is the shortest client keepalive interval the
+	// server tolerates; kit/client pings no more often than this.
+	DefaultMinPingInterval = 10 * time.Second
+)
+
+// Config tunes a Server. The zero value is valid and means "defaults".
+type Config struct {
+	// Name identifies the service in logs.
+	Name string
+	// Logger receives the access log and recovered panics; nil means slog.Default().
+	Logger *slog.Logger
+	// Metrics records RED metrics; nil means metrics.Default().
+	Metrics *metrics.Metrics
+	// Creds secures the listener; nil means plaintext (loopback and tests).
+	Creds credentials.TransportCredentials
+	// DefaultTimeout bounds unary calls that arrive without a deadline.
+	// Negative disables it.
+	DefaultTimeout time.Duration
+	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
+	MaxRecvMsgSize, MaxSendMsgSize int
+	// Keepalive sets the server's pings and connection ages; zero fields
+	// take grpc-go's defaults except Time and Timeout.
+	Keepalive keepalive.ServerParameters
+	// KeepalivePolicy bounds how often clients may ping; zero means a
+	// MinTime of DefaultMinPingInterval, pings without streams allowed.
+	KeepalivePolicy keepalive.EnforcementPolicy
+	// DrainTimeout bounds Shutdown's graceful phase before in-flight calls
+	// are cut off.
+	DrainTimeout time.Duration
+	// Validator checks requests against protovalidate rules; nil makes one.
+	Validator protovalidate.Validator
+	// DisableValidation, DisableReflection, DisableAccessLog and
+	// DisableTracing switch those defaults off.
+	DisableValidation, DisableReflection, DisableAccessLog, DisableTracing bool
+	// UnaryInterceptors and StreamInterceptors run after the defaults,
+	// closest to the handler.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// Options are appended to the grpc.ServerOptions the server is built with.
+	Options []grpc.ServerOption
+}
+
+// Server is a gRPC server with health, reflection and the default
+// interceptor chain. It implements grpc.ServiceRegistrar, so generated
+// Register functions take it directly.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+	log    *slog.Logger
+	drain  time.Duration
+
+	mu       sync.Mutex
+	services []string
+}
+
+// New builds a Server from cfg.
+func New(cfg Config) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.Default()
+	}
+	validator := cfg.Validator
+	if validator == nil && !cfg.DisableValidation {
+		var err error
+		if validator, err = protovalidate.New(); err != nil {
+			return nil, fmt.Errorf("server: protovalidate: %w", err)
+		}
+	}
+	creds := cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	ka := cfg.Keepalive
+	if ka.Time == 0 {
+		ka.Time = DefaultKeepalive
+	}
+	if ka.Timeout == 0 {
+		ka.Timeout = DefaultPingTimeout
+	}
+	policy := cfg.KeepalivePolicy
+	if policy == (keepalive.EnforcementPolicy{}) {
+		policy = keepalive.EnforcementPolicy{MinTime: DefaultMinPingInterval, PermitWithoutStream: true}
+	}
+	drain := cfg.DrainTimeout
+	if drain <= 0 {
+		drain = DefaultDrain
+	}
+
+	recover := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return apierr.Internal()
+	})
+
+	unary := []grpc.UnaryServerInterceptor{requestid.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{requestid.StreamServerInterceptor()}
+	if !cfg.DisableAccessLog {
+		l := accessLogger(log)
+		opts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+		unary = append(unary, logging.UnaryServerInterceptor(l, opts...))
+		stream = append(stream, logging.StreamServerInterceptor(l, opts...))
+	}
+	unary = append(unary, m.Server.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recover))
+	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover))
+	timeout := cfg.DefaultTimeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	if timeout > 0 {
+		unary = append(unary, defaultDeadline(timeout))
+	}
+	if !cfg.DisableValidation {
+		unary = append(unary, validation.UnaryServerInterceptor(validator))
+		stream = append(stream, validation.StreamServerInterceptor(validator))
+	}
+	unary = append(unary, cfg.UnaryInterceptors...)
+	stream = append(stream, cfg.StreamInterceptors...)
+
+	opts := []grpc.ServerOption{
+		grpc.Creds(creds),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(orDefault(cfg.MaxRecvMsgSize, DefaultMaxMsgSize)),
+		grpc.MaxSendMsgSize(orDefault(cfg.MaxSendMsgSize, DefaultMaxMsgSize)),
+		grpc.KeepaliveParams(ka),
+		grpc.KeepaliveEnforcementPolicy(policy),
+	}
+	if !cfg.DisableTracing {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	}
+	opts = append(opts, cfg.Options...)
+
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if !cfg.DisableReflection {
+		reflection.Register(s.grpc)
+	}
+	// Until Serve runs, nothing is ready.
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	return s, nil
+}
+
+func orDefault(v, d int) int {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+// RegisterService implements grpc.ServiceRegistrar and records the service
+// so that its health status follows the server's.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.grpc.RegisterService(desc, impl)
+	s.mu.Lock()
+	s.services = append(s.services, desc.ServiceName)
+	s.mu.Unlock()
+	s.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// GRPC returns the underlying *grpc.Server, for options this package does not cover.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Health returns the health service, to report readiness changes of your own
+// (a lost database, say) with SetServingStatus.
+func (s *Server) Health() *health.Server { return s.health }
+
+// SetServing marks the server and every registered service SERVING or NOT_SERVING.
+func (s *Server) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.mu.Lock()
+	names := append([]string{""}, s.services...)
+	s.mu.Unlock()
+	for _, n := range names {
+		s.health.SetServingStatus(n, st)
+	}
+}
+
+// Serve marks the server SERVING and accepts connections on lis until
+// Shutdown. It returns nil after a Shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	s.SetServing(true)
+	err := s.grpc.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown drains the server: health turns NOT_SERVING so balancers stop
+// sending new calls, in-flight calls may finish until ctx is done or the
+// drain timeout passes, and whatever is left is then cut off.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	timer := time.NewTimer(s.drain)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	s.log.WarnContext(ctx, "drain timed out; stopping with calls in flight")
+	s.grpc.Stop()
+	<-done
+}
+
+// defaultDeadline gives calls that carry no deadline one, so a forgotten
+// client timeout cannot pin server resources forever.
+func defaultDeadline(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if _, ok := ctx.Deadline(); ok {
+			return handler(ctx, req)
+		}
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return handler(ctx, req)
+	}
+}
+
+// accessLogger adapts slog to go-grpc-middleware's logging interface. The
+// context reaches the handler, so kit/logger adds request and trace ids.
+func accessLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
