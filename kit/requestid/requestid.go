@@ -63,11 +63,13 @@ func fromIncoming(ctx context.Context) string {
 }
 
 // UnaryServerInterceptor puts the caller's request id (or a new one) in the
-// handler's context and echoes it in the response header.
+// handler's context and echoes it in the response trailer. Not the header:
+// a response that sends headers is committed, and gRPC would no longer
+// retry it transparently.
 func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		id := fromIncoming(ctx)
-		_ = grpc.SetHeader(ctx, metadata.Pairs(Header, id))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(Header, id))
 		return handler(NewContext(ctx, id), req)
 	}
 }
@@ -76,7 +78,7 @@ func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 func StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		id := fromIncoming(ss.Context())
-		_ = ss.SetHeader(metadata.Pairs(Header, id))
+		ss.SetTrailer(metadata.Pairs(Header, id))
 		return handler(srv, &stream{ServerStream: ss, ctx: NewContext(ss.Context(), id)})
 	}
 }

@@ -1,0 +1,108 @@
+package apierr_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// wire sends err through the same conversion grpc-go does on both ends:
+// the server turns it into a status proto, the client rebuilds an error.
+func wire(err error) error {
+	st, _ := status.FromError(err)
+	return status.ErrorProto(st.Proto())
+}
+
+func TestDetailsSurviveTheWire(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		wantCode   codes.Code
+		wantReason string
+		wantFields []apierr.FieldViolation
+		wantRetry  time.Duration
+	}{
+		{
+			name:       "invalid field",
+			err:        apierr.InvalidField("email", "must be an email address"),
+			wantCode:   codes.InvalidArgument,
+			wantReason: apierr.ReasonInvalidArgument,
+			wantFields: []apierr.FieldViolation{{Field: "email", Description: "must be an email address"}},
+		},
+		{
+			name:       "not found",
+			err:        apierr.NotFound("USER_NOT_FOUND", "user", "42"),
+			wantCode:   codes.NotFound,
+			wantReason: "USER_NOT_FOUND",
+		},
+		{
+			name:       "temporary",
+			err:        apierr.Unavailable("PROVIDER_UNAVAILABLE", "try later", 1500*time.Millisecond),
+			wantCode:   codes.Unavailable,
+			wantReason: "PROVIDER_UNAVAILABLE",
+			wantRetry:  1500 * time.Millisecond,
+		},
+		{
+			name:       "wrapped",
+			err:        fmt.Errorf("charging: %w", apierr.New(codes.FailedPrecondition, "PAYMENT_DECLINED", "declined")),
+			wantCode:   codes.FailedPrecondition,
+			wantReason: "PAYMENT_DECLINED",
+		},
+		{
+			name:     "plain error has no reason",
+			err:      errors.New("boom"),
+			wantCode: codes.Unknown,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := wire(tt.err)
+			if c := apierr.Code(got); c != tt.wantCode {
+				t.Errorf("code = %v, want %v", c, tt.wantCode)
+			}
+			if r := apierr.Reason(got); r != tt.wantReason {
+				t.Errorf("reason = %q, want %q", r, tt.wantReason)
+			}
+			if tt.wantReason != "" {
+				if info := apierr.Info(got); info.GetDomain() != apierr.Domain {
+					t.Errorf("domain = %q, want %q", info.GetDomain(), apierr.Domain)
+				}
+			}
+			fv := apierr.FieldViolations(got)
+			if len(fv) != len(tt.wantFields) {
+				t.Fatalf("field violations = %+v, want %+v", fv, tt.wantFields)
+			}
+			for i := range fv {
+				if fv[i] != tt.wantFields[i] {
+					t.Errorf("violation %d = %+v, want %+v", i, fv[i], tt.wantFields[i])
+				}
+			}
+			d, ok := apierr.RetryDelay(got)
+			if ok != (tt.wantRetry != 0) || d != tt.wantRetry {
+				t.Errorf("retry = %v, %v; want %v", d, ok, tt.wantRetry)
+			}
+		})
+	}
+}
+
+func TestPreconditionAndMetadata(t *testing.T) {
+	err := wire(apierr.New(codes.FailedPrecondition, "USER_NOT_FOUND", "no such user",
+		apierr.Precondition("USER", "users/42", "does not exist"),
+		apierr.Metadata("user_id", "42")))
+	st, _ := status.FromError(err)
+	if len(st.Details()) != 2 {
+		t.Fatalf("details = %v, want ErrorInfo and PreconditionFailure", st.Details())
+	}
+	if got := apierr.Info(err).GetMetadata()["user_id"]; got != "42" {
+		t.Errorf("metadata user_id = %q, want 42", got)
+	}
+	if !apierr.Is(err, "USER_NOT_FOUND") || apierr.Is(nil, "USER_NOT_FOUND") {
+		t.Error("Is does not match reasons")
+	}
+}

@@ -1,0 +1,20 @@
+package apierr_test
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// A handler returns an *apierr.Error; the client reads the reason and the
+// offending field back from the status it receives.
+func ExampleNew() {
+	err := apierr.New(codes.AlreadyExists, "EMAIL_TAKEN", "email is already in use",
+		apierr.Field("email", "already in use"))
+
+	err2 := wire(err) // what the client sees
+	fmt.Println(apierr.Code(err2), apierr.Reason(err2), apierr.FieldViolations(err2)[0].Field)
+	// Output: AlreadyExists EMAIL_TAKEN email
+}

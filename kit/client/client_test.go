@@ -1,0 +1,153 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// flaky fails every call with UNAVAILABLE until it has failed `failures` times.
+type flaky struct {
+	userv1.UnimplementedUserServiceServer
+	failures int32
+	gets     atomic.Int32
+	creates  atomic.Int32
+}
+
+func (f *flaky) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	if f.gets.Add(1) <= f.failures {
+		return nil, apierr.Unavailable("TEST_DOWN", "down for now", time.Millisecond)
+	}
+	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+}
+
+func (f *flaky) CreateUser(ctx context.Context, req *userv1.CreateUserRequest) (*userv1.CreateUserResponse, error) {
+	if f.creates.Add(1) <= f.failures {
+		return nil, apierr.Unavailable("TEST_DOWN", "down for now", time.Millisecond)
+	}
+	return &userv1.CreateUserResponse{User: &userv1.User{Email: req.GetEmail()}}, nil
+}
+
+func serve(t *testing.T, impl userv1.UserServiceServer) string {
+	t.Helper()
+	srv, err := server.New(server.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userv1.RegisterUserServiceServer(srv, impl)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return lis.Addr().String()
+}
+
+func TestRetriesOnlyIdempotentMethods(t *testing.T) {
+	tests := []struct {
+		name      string
+		call      func(context.Context, userv1.UserServiceClient) error
+		count     func(*flaky) int32
+		wantCode  codes.Code
+		wantCalls int32
+	}{
+		{
+			name: "GetUser is NO_SIDE_EFFECTS: retried until it works",
+			call: func(ctx context.Context, c userv1.UserServiceClient) error {
+				_, err := c.GetUser(ctx, &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"})
+				return err
+			},
+			count:     func(f *flaky) int32 { return f.gets.Load() },
+			wantCode:  codes.OK,
+			wantCalls: 3,
+		},
+		{
+			name: "CreateUser is not idempotent: tried once",
+			call: func(ctx context.Context, c userv1.UserServiceClient) error {
+				_, err := c.CreateUser(ctx, &userv1.CreateUserRequest{Email: "a@example.com", Name: "A"})
+				return err
+			},
+			count:     func(f *flaky) int32 { return f.creates.Load() },
+			wantCode:  codes.Unavailable,
+			wantCalls: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &flaky{failures: 2}
+			conn, err := client.New(serve(t, f), client.Config{Retry: client.Retry{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = tt.call(ctx, userv1.NewUserServiceClient(conn))
+			if got := apierr.Code(err); got != tt.wantCode {
+				t.Fatalf("code = %v, want %v (%v)", got, tt.wantCode, err)
+			}
+			if got := tt.count(f); got != tt.wantCalls {
+				t.Errorf("server saw %d calls, want %d", got, tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestServiceConfig(t *testing.T) {
+	js, err := client.ServiceConfig(client.Config{Services: []string{"duet.user.v1.UserService"}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc struct {
+		LoadBalancingConfig []map[string]any `json:"loadBalancingConfig"`
+		MethodConfig        []struct {
+			Name        []struct{ Service, Method string } `json:"name"`
+			Timeout     string                             `json:"timeout"`
+			RetryPolicy *struct {
+				RetryableStatusCodes []string `json:"retryableStatusCodes"`
+			} `json:"retryPolicy"`
+		} `json:"methodConfig"`
+	}
+	if err := json.Unmarshal([]byte(js), &sc); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sc.LoadBalancingConfig[0]["round_robin"]; !ok {
+		t.Errorf("load balancing = %v, want round_robin", sc.LoadBalancingConfig)
+	}
+	retried := map[string]bool{}
+	timed := map[string]string{}
+	for _, mc := range sc.MethodConfig {
+		for _, n := range mc.Name {
+			timed[n.Method] = mc.Timeout
+			if mc.RetryPolicy != nil {
+				retried[n.Method] = true
+			}
+		}
+	}
+	want := map[string]bool{"GetUser": true, "ListUsers": true, "CreateUser": false, "UpdateUser": false}
+	for m, r := range want {
+		if retried[m] != r {
+			t.Errorf("%s retried = %v, want %v", m, retried[m], r)
+		}
+		if timed[m] != "2s" {
+			t.Errorf("%s timeout = %q, want 2s", m, timed[m])
+		}
+	}
+	if _, err := client.ServiceConfig(client.Config{Services: []string{"no.such.Service"}}); err == nil {
+		t.Error("unknown service accepted")
+	}
+}

@@ -1,0 +1,315 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/server"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// OpenTelemetry's and glog's process-wide workers are not ours.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+// users is a UserService whose GetUser runs a test-chosen function.
+type users struct {
+	userv1.UnimplementedUserServiceServer
+	get func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error)
+}
+
+func (u *users) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	return u.get(ctx, req)
+}
+
+// start serves svc on a loopback port and returns a kit client connection.
+func start(t *testing.T, cfg server.Config, svc *users) (*server.Server, *grpc.ClientConn) {
+	t.Helper()
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userv1.RegisterUserServiceServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := client.New(lis.Addr().String(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Shutdown(context.Background())
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv, conn
+}
+
+const validID = "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"
+
+func TestServerChain(t *testing.T) {
+	var seen struct {
+		sync.Mutex
+		requestID   string
+		hasDeadline bool
+	}
+	svc := &users{get: func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		seen.Lock()
+		seen.requestID = requestid.FromContext(ctx)
+		_, seen.hasDeadline = ctx.Deadline()
+		seen.Unlock()
+		switch req.GetId() {
+		case "00000000-0000-4000-8000-000000000001":
+			panic("secret database password leaked in panic")
+		case "00000000-0000-4000-8000-000000000002":
+			return nil, apierr.NotFound("USER_NOT_FOUND", "user", req.GetId())
+		}
+		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+	}}
+	_, conn := start(t, server.Config{Name: "test"}, svc)
+	users := userv1.NewUserServiceClient(conn)
+
+	tests := []struct {
+		name       string
+		id         string
+		wantCode   codes.Code
+		wantReason string
+		wantField  string
+	}{
+		{name: "ok", id: validID, wantCode: codes.OK},
+		{name: "validation names the field", id: "not-a-uuid", wantCode: codes.InvalidArgument, wantReason: apierr.ReasonInvalidArgument, wantField: "id"},
+		{name: "panic is internal and hides its cause", id: "00000000-0000-4000-8000-000000000001", wantCode: codes.Internal, wantReason: apierr.ReasonInternal},
+		{name: "handler error keeps its reason", id: "00000000-0000-4000-8000-000000000002", wantCode: codes.NotFound, wantReason: "USER_NOT_FOUND"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: tt.id})
+			if got := apierr.Code(err); got != tt.wantCode {
+				t.Fatalf("code = %v, want %v (err %v)", got, tt.wantCode, err)
+			}
+			if got := apierr.Reason(err); got != tt.wantReason {
+				t.Errorf("reason = %q, want %q", got, tt.wantReason)
+			}
+			if tt.wantField != "" {
+				fv := apierr.FieldViolations(err)
+				if len(fv) != 1 || fv[0].Field != tt.wantField {
+					t.Errorf("field violations = %+v, want one on %q", fv, tt.wantField)
+				}
+			}
+			if tt.wantCode == codes.Internal && err != nil && (strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "panic")) {
+				t.Errorf("internal error leaks its cause: %v", err)
+			}
+		})
+	}
+}
+
+func TestRequestIDAndDefaultDeadline(t *testing.T) {
+	got := make(chan [2]any, 1)
+	svc := &users{get: func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		_, ok := ctx.Deadline()
+		got <- [2]any{requestid.FromContext(ctx), ok}
+		return &userv1.GetUserResponse{}, nil
+	}}
+	srv, err := server.New(server.Config{DefaultTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userv1.RegisterUserServiceServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Shutdown(context.Background())
+	// A bare grpc-go client sends no deadline and no request id.
+	raw, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+
+	var trailer metadata.MD
+	if _, err := userv1.NewUserServiceClient(raw).GetUser(context.Background(), &userv1.GetUserRequest{Id: validID}, grpc.Trailer(&trailer)); err != nil {
+		t.Fatal(err)
+	}
+	v := <-got
+	id, hasDeadline := v[0].(string), v[1].(bool)
+	if !requestid.Valid(id) {
+		t.Errorf("handler saw request id %q, want a generated one", id)
+	}
+	if h := trailer.Get(requestid.Header); len(h) != 1 || h[0] != id {
+		t.Errorf("response trailer %s = %v, want [%s]", requestid.Header, h, id)
+	}
+	if !hasDeadline {
+		t.Error("call without deadline got none from the server default")
+	}
+
+	// The kit client forwards the request id of its context.
+	conn, err := client.New(lis.Addr().String(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := requestid.NewContext(context.Background(), "req-123")
+	if _, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v[0] != "req-123" {
+		t.Errorf("handler saw request id %q, want req-123", v[0])
+	}
+}
+
+func TestShutdownDrainsInFlightCalls(t *testing.T) {
+	const inFlight = 8
+	started := make(chan struct{}, inFlight)
+	release := make(chan struct{})
+	svc := &users{get: func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		started <- struct{}{}
+		<-release
+		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+	}}
+	srv, err := server.New(server.Config{DrainTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userv1.RegisterUserServiceServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	conn, err := client.New(lis.Addr().String(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	users := userv1.NewUserServiceClient(conn)
+	health := healthpb.NewHealthClient(conn)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if st, err := health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || st.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health before shutdown = %v, %v; want SERVING", st.GetStatus(), err)
+	}
+
+	var failed atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < inFlight; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
+				t.Errorf("in-flight call failed: %v", err)
+				failed.Add(1)
+			}
+		}()
+	}
+	for i := 0; i < inFlight; i++ {
+		<-started
+	}
+	shutdown := make(chan struct{})
+	go func() {
+		srv.Shutdown(ctx)
+		close(shutdown)
+	}()
+	// Health turns NOT_SERVING while calls are still running.
+	waitFor(t, ctx, func() bool {
+		resp, err := healthCheckDirect(ctx, srv)
+		return err == nil && resp == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	select {
+	case <-shutdown:
+		t.Fatal("Shutdown returned while calls were in flight")
+	default:
+	}
+	close(release)
+	wg.Wait()
+	<-shutdown
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d in-flight calls lost during drain", failed.Load(), inFlight)
+	}
+}
+
+// healthCheckDirect asks the health service in process, since the listener
+// stops taking new connections once draining starts.
+func healthCheckDirect(ctx context.Context, srv *server.Server) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	resp, err := srv.Health().Check(ctx, &healthpb.HealthCheckRequest{})
+	return resp.GetStatus(), err
+}
+
+func TestShutdownCutsOffAfterDrainTimeout(t *testing.T) {
+	started := make(chan struct{}, 1)
+	svc := &users{get: func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		started <- struct{}{}
+		<-ctx.Done() // a handler that never finishes on its own
+		return nil, ctx.Err()
+	}}
+	srv, err := server.New(server.Config{DrainTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userv1.RegisterUserServiceServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	conn, err := client.New(lis.Addr().String(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID})
+		errc <- err
+	}()
+	<-started
+	srv.Shutdown(ctx)
+	err = <-errc
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || apierr.Code(err) == codes.DeadlineExceeded {
+		t.Fatalf("call after forced stop = %v; want it cut off promptly", err)
+	}
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("condition not met before deadline")
+		case <-tick.C:
+		}
+	}
+}
