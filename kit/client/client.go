@@ -5,7 +5,11 @@
 //
 // Which methods are retried is read from the contract itself: a method
 // marked `option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS` in its
-// .proto gets the retry policy; every other method is tried once.
+// .proto gets the retry policy; every other method is tried once. Only
+// failures where the call did not run are retried: an UNAVAILABLE that a
+// kit/server application returned on purpose (with an ErrorInfo, usually
+// RetryInfo too) tells the transport not to retry, so retries never
+// multiply across hops; the caller reads RetryInfo and decides.
 package client
 
 import (

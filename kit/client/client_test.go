@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
@@ -19,7 +20,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// flaky fails every call with UNAVAILABLE until it has failed `failures` times.
+// flaky fails every call with a bare UNAVAILABLE (as a server that is not
+// ready would) until it has failed `failures` times.
 type flaky struct {
 	userv1.UnimplementedUserServiceServer
 	failures int32
@@ -29,14 +31,14 @@ type flaky struct {
 
 func (f *flaky) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
 	if f.gets.Add(1) <= f.failures {
-		return nil, apierr.Unavailable("TEST_DOWN", "down for now", time.Millisecond)
+		return nil, status.Error(codes.Unavailable, "not ready")
 	}
 	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
 }
 
 func (f *flaky) CreateUser(ctx context.Context, req *userv1.CreateUserRequest) (*userv1.CreateUserResponse, error) {
 	if f.creates.Add(1) <= f.failures {
-		return nil, apierr.Unavailable("TEST_DOWN", "down for now", time.Millisecond)
+		return nil, status.Error(codes.Unavailable, "not ready")
 	}
 	return &userv1.CreateUserResponse{User: &userv1.User{Email: req.GetEmail()}}, nil
 }
@@ -149,5 +151,38 @@ func TestServiceConfig(t *testing.T) {
 	}
 	if _, err := client.ServiceConfig(client.Config{Services: []string{"no.such.Service"}}); err == nil {
 		t.Error("unknown service accepted")
+	}
+}
+
+// decided answers UNAVAILABLE with an ErrorInfo: the application handled the
+// call and chose to fail it for now.
+type decided struct {
+	userv1.UnimplementedUserServiceServer
+	gets atomic.Int32
+}
+
+func (d *decided) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	d.gets.Add(1)
+	return nil, apierr.Unavailable("PROVIDER_UNAVAILABLE", "try later", time.Second)
+}
+
+func TestDecidedUnavailableIsNotRetried(t *testing.T) {
+	d := &decided{}
+	conn, err := client.New(serve(t, d), client.Config{Retry: client.Retry{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"})
+	if apierr.Reason(err) != "PROVIDER_UNAVAILABLE" {
+		t.Fatalf("err = %v, want PROVIDER_UNAVAILABLE", err)
+	}
+	if d, ok := apierr.RetryDelay(err); !ok || d != time.Second {
+		t.Errorf("RetryInfo = %v, %v; want 1s for the caller", d, ok)
+	}
+	if got := d.gets.Load(); got != 1 {
+		t.Errorf("server saw %d calls, want 1: a decided failure must not be retried by the transport", got)
 	}
 }

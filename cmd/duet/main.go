@@ -1,0 +1,229 @@
+// Command duet runs the Duet shop: every service and the REST gateway in one
+// process (`duet` or `duet up`), or one component per process
+// (`duet serve user|order|payment|gateway`). Every flag can also be set
+// through the DUET_* environment variable shown in --help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/logger"
+	"github.com/duetkit/duet/kit/tracing"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	default:
+		fmt.Fprintln(os.Stderr, "duet:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `duet runs the Duet shop.
+
+Usage:
+  duet [up] [flags]                 every service and the gateway in one process
+  duet serve COMPONENT [flags]      one component: user, order, payment or gateway
+  duet help [COMMAND]               this text, or a command's flags
+
+Each flag may also be set with the environment variable shown beside it;
+a flag given on the command line wins.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "up"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "up":
+		return up(ctx, args, stdout, stderr)
+	case "serve":
+		return serve(ctx, args, stderr)
+	case "help":
+		fmt.Fprint(stdout, usage)
+		if len(args) > 0 {
+			fmt.Fprintln(stdout)
+			return run(ctx, []string{args[0], "--help"}, stdout, stdout)
+		}
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+// common holds the flags every command has.
+type common struct {
+	logLevel     string
+	drainTimeout time.Duration
+	dataDir      string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 15*time.Second, "how long in-flight calls may run on shutdown before they are cut off")
+	fs.StringVar(&c.dataDir, "data-dir", system.DefaultDataDir, "directory for the SQLite databases")
+}
+
+func (c *common) logger(w io.Writer, service string) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return logger.New(w, level, service), nil
+}
+
+func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("up", "duet [up] [flags]", stderr)
+	var c common
+	c.register(fs)
+	httpAddr := fs.String("http-addr", system.DefaultHTTPAddr, "gateway REST listen address")
+	userAddr := fs.String("user-addr", system.DefaultUserAddr, "user service gRPC listen address")
+	orderAddr := fs.String("order-addr", system.DefaultOrderAddr, "order service gRPC listen address")
+	paymentAddr := fs.String("payment-addr", system.DefaultPaymentAddr, "payment service gRPC listen address")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr, "")
+	if err != nil {
+		return err
+	}
+	shutdownTracing, err := tracing.Setup(ctx, "duet")
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.WithoutCancel(ctx))
+
+	sys, err := system.Start(ctx, system.Config{
+		DataDir:  c.dataDir,
+		HTTPAddr: *httpAddr, UserAddr: *userAddr, OrderAddr: *orderAddr, PaymentAddr: *paymentAddr,
+		DrainTimeout: c.drainTimeout,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `Duet is running (data in %s).
+  REST gateway   http://%[2]s   (try: curl http://%[2]s/v1/users)
+  API docs       http://%[2]s/docs   (OpenAPI: http://%[2]s/openapi.json)
+  Metrics        http://%[2]s/metrics
+  gRPC user      %[3]s
+  gRPC order     %[4]s
+  gRPC payment   %[5]s
+Press Ctrl+C to stop.
+`, c.dataDir, sys.HTTPAddr, sys.UserAddr, sys.OrderAddr, sys.PaymentAddr)
+
+	<-ctx.Done()
+	log.Info("shutting down: draining in-flight requests")
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.drainTimeout+5*time.Second)
+	defer cancel()
+	if err := sys.Shutdown(stopCtx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("serve", "duet serve COMPONENT [flags]   (COMPONENT: "+strings.Join(system.Components, ", ")+")", stderr)
+	var c common
+	c.register(fs)
+	listen := fs.String("listen", "127.0.0.1:9090", "listen address: gRPC for a service, HTTP for the gateway")
+	dbURL := fs.String("database-url", "", "database URL: postgres://… or sqlite:PATH (default: a SQLite file in --data-dir)")
+	userTarget := fs.String("user-target", "", "user service address (host:port or dns:///host:port); order and gateway")
+	orderTarget := fs.String("order-target", "", "order service address; gateway")
+	paymentTarget := fs.String("payment-target", "", "payment service address; order and gateway")
+	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz of a service (off when empty)")
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		fs.Usage()
+		return errors.New("serve needs a component")
+	}
+	component := args[0]
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr, "")
+	if err != nil {
+		return err
+	}
+	shutdownTracing, err := tracing.Setup(ctx, "duet-"+component)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.WithoutCancel(ctx))
+	return system.Serve(ctx, component, system.ServeConfig{
+		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
+		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
+		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, Logger: log,
+	})
+}
+
+// envName is the environment variable that sets flag name: --user-target
+// is DUET_USER_TARGET.
+func envName(name string) string {
+	return "DUET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.Usage = func() {
+		fmt.Fprintf(w, "Usage: %s\n\nFlags:\n", synopsis)
+		var lines []string
+		fs.VisitAll(func(f *flag.Flag) {
+			def := ""
+			if f.DefValue != "" {
+				def = fmt.Sprintf(" (default %q)", f.DefValue)
+			}
+			lines = append(lines, fmt.Sprintf("  --%s  [%s]\n        %s%s\n", f.Name, envName(f.Name), f.Usage, def))
+		})
+		sort.Strings(lines)
+		fmt.Fprint(w, strings.Join(lines, ""))
+	}
+	return fs
+}
+
+// parse reads args, then fills every flag not given on the command line
+// from its environment variable.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, serr)
+			}
+		}
+	})
+	return err
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for duet: run with DUET_TEST_AS_DUET=1
+// it executes main, so tests can start real duet processes and signal them.
+func TestMain(m *testing.M) {
+	if os.Getenv("DUET_TEST_AS_DUET") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
+	for _, cmd := range []string{"up", "serve"} {
+		t.Run(cmd, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), []string{cmd, "--help"}, &out, &out)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("--help returned %v", err)
+			}
+			for _, flagName := range map[string][]string{
+				"up":    {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr"},
+				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target", "metrics-addr"},
+			}[cmd] {
+				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("help lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("DUET_LOG_LEVEL", "shout")
+	err := run(context.Background(), []string{"up"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "log-level") {
+		t.Fatalf("a bad DUET_LOG_LEVEL gave %v, want a log-level error", err)
+	}
+	err = run(context.Background(), []string{"serve", "nonsense"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "log-level") {
+		t.Fatalf("serve with a bad DUET_LOG_LEVEL gave %v", err)
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"fly"}, "unknown command"},
+		{[]string{"serve"}, "needs a component"},
+		{[]string{"serve", "kitchen", "--listen", "127.0.0.1:0"}, "unknown component"},
+		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA"}, "--user-target"},
+		{[]string{"up", "extra"}, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			for i, a := range tt.args {
+				if a == "DATA" {
+					tt.args[i] = t.TempDir()
+				}
+			}
+			err := run(context.Background(), tt.args, &bytes.Buffer{}, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run(%v) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSIGTERMDrainsAndExitsZero starts a real duet process, waits until its
+// gateway is ready, sends SIGTERM and expects a clean exit.
+func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "up", "--data-dir", t.TempDir(),
+		"--http-addr", "127.0.0.1:0", "--user-addr", "127.0.0.1:0", "--order-addr", "127.0.0.1:0", "--payment-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "DUET_TEST_AS_DUET=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The banner names the gateway's address.
+	var gateway string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "REST" {
+			gateway = f[2]
+			break
+		}
+	}
+	if gateway == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("no gateway address in the banner; stderr:\n%s", stderr.String())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	resp, err := http.Get(gateway + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/readyz = %d", resp.StatusCode)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("duet exited with %v after SIGTERM; stderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop logged:\n%s", stderr.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

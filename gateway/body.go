@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// ReasonRequestTooLarge is the ErrorInfo reason of a request whose body
+// exceeds Config.MaxBodyBytes (HTTP 413).
+const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
+
+// limitBody enforces Config.MaxBodyBytes before any handler sees the body
+// and answers 413 itself when it is exceeded; it reports whether the
+// request may go on.
+//
+// A declared Content-Length over the limit is refused without reading. A
+// body of unknown length (chunked) is read up to the limit into memory
+// right here: the generated handlers decode the first JSON value and then
+// discard the rest ignoring errors, so a limit hit while they read would
+// either be lost (the call proceeds on a truncated body) or surface as a
+// generic decode error. Buffering costs nothing extra, since the decoders
+// hold the whole body in memory anyway.
+func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true
+	}
+	limit := g.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		writeError(w, tooLarge(limit))
+		return false
+	}
+	if r.ContentLength >= 0 {
+		// net/http never reads past a declared Content-Length.
+		return true
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, tooLarge(limit))
+		} else {
+			writeError(w, newAPIError(apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "could not read the request body"), 0))
+		}
+		return false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	return true
+}
+
+// tooLarge is the 413 answer to an over-large body.
+func tooLarge(limit int64) apiError {
+	return newAPIError(apierr.New(codes.InvalidArgument, ReasonRequestTooLarge,
+		fmt.Sprintf("request body exceeds %d bytes", limit),
+		apierr.Metadata("limit", strconv.FormatInt(limit, 10))), http.StatusRequestEntityTooLarge)
+}

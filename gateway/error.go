@@ -1,0 +1,238 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"regexp"
+	"strconv"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// Reasons of errors the gateway raises itself, besides apierr's shared
+// ones and ReasonRequestTooLarge.
+const (
+	// ReasonRouteNotFound: no route has this path (HTTP 404).
+	ReasonRouteNotFound = "ROUTE_NOT_FOUND"
+	// ReasonMethodNotAllowed: the path exists, not with this method (HTTP 405).
+	ReasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
+)
+
+// Reasons that turn an error into 402 Payment Required: the payment
+// method was refused, which a client must handle differently from a bad
+// request (400) even though both are FAILED_PRECONDITION in gRPC.
+var paymentRequiredReasons = map[string]bool{
+	"PAYMENT_DECLINED":   true,
+	"INSUFFICIENT_FUNDS": true,
+}
+
+// apiError is an error ready to be written: a status whose details start
+// with an ErrorInfo, and the HTTP status to answer with.
+type apiError struct {
+	status     *spb.Status
+	httpStatus int
+}
+
+// newAPIError wraps e; httpStatus 0 means the status of e's gRPC code.
+func newAPIError(e *apierr.Error, httpStatus int) apiError {
+	if httpStatus == 0 {
+		httpStatus = runtime.HTTPStatusFromCode(e.Code())
+	}
+	return apiError{status: e.GRPCStatus().Proto(), httpStatus: httpStatus}
+}
+
+// internalError is what a client sees of any INTERNAL, UNKNOWN or DATA_LOSS
+// error, whatever its cause.
+func internalError() apiError { return newAPIError(apierr.Internal(), 0) }
+
+// errorBody is the JSON shape of every error response. It follows
+// google.rpc.Status as Google's JSON APIs render it, with the code's name
+// added so clients need no table.
+type errorBody struct {
+	// Code is the gRPC code number, for example 5.
+	Code int32 `json:"code"`
+	// Status is the gRPC code name, for example "NOT_FOUND".
+	Status string `json:"status"`
+	// Message is for humans; match on the ErrorInfo reason instead.
+	Message string `json:"message"`
+	// Details are google.protobuf.Any in proto3 JSON, ErrorInfo first.
+	Details []json.RawMessage `json:"details"`
+}
+
+// handleError is grpc-gateway's error handler: it answers every failed
+// call, whether the backend or the gateway itself produced the error.
+func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	httpStatus := 0
+	if hs, ok := errors.AsType[*runtime.HTTPStatusError](err); ok {
+		httpStatus, err = hs.HTTPStatus, hs.Err
+	}
+	st, ok := status.FromError(err)
+	if !ok && httpStatus == http.StatusBadRequest {
+		// A malformed path escape: the client's fault, not ours.
+		st = status.New(codes.InvalidArgument, err.Error())
+	}
+	e := toAPIError(st, httpStatus)
+	if e.httpStatus >= 500 {
+		// The client sees a masked message; the cause is logged here.
+		level := slog.LevelError
+		if c := st.Code(); c == codes.Unavailable || c == codes.DeadlineExceeded {
+			level = slog.LevelWarn
+		}
+		g.log.Log(ctx, level, "gateway: call failed", "method", r.Method, "path", r.URL.Path,
+			"code", st.Code().String(), "error", st.Message())
+	}
+	writeError(w, e)
+}
+
+// handleRoutingError is grpc-gateway's routing error handler: unknown
+// paths, wrong methods and malformed paths get JSON errors too.
+func (g *Gateway) handleRoutingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	var e *apierr.Error
+	switch httpStatus {
+	case http.StatusNotFound:
+		e = apierr.New(codes.NotFound, ReasonRouteNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	case http.StatusMethodNotAllowed:
+		e = apierr.New(codes.Unimplemented, ReasonMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+	case http.StatusBadRequest:
+		e = apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "malformed request path")
+	default:
+		writeError(w, internalError())
+		return
+	}
+	writeError(w, newAPIError(e, httpStatus))
+}
+
+// toAPIError decides what a client sees of st. Errors from Duet services
+// carry an ErrorInfo and pass through as they are, except that internal
+// ones are masked. Errors without one come from the gateway (bad JSON, bad
+// query parameters) or from the transport (a backend down, a deadline);
+// they get an ErrorInfo, and transport messages, which name internal
+// addresses, are replaced.
+func toAPIError(st *status.Status, httpStatus int) apiError {
+	c := st.Code()
+	switch c {
+	case codes.OK, codes.Internal, codes.Unknown, codes.DataLoss:
+		return internalError()
+	}
+	p := st.Proto()
+	if infoOf(p) == nil {
+		var e *apierr.Error
+		switch c {
+		case codes.InvalidArgument:
+			var details []apierr.Detail
+			if f := offendingField(p.GetMessage()); f != "" {
+				details = append(details, apierr.Field(f, p.GetMessage()))
+			}
+			e = apierr.New(c, apierr.ReasonInvalidArgument, p.GetMessage(), details...)
+		case codes.Unavailable:
+			e = apierr.New(c, apierr.ReasonUnavailable, "service unavailable")
+		case codes.DeadlineExceeded:
+			e = apierr.New(c, apierr.ReasonDeadline, "deadline exceeded")
+		case codes.Canceled:
+			e = apierr.New(c, apierr.ReasonCanceled, "request canceled")
+		default:
+			e = apierr.New(c, code.Code_name[int32(c)], p.GetMessage())
+		}
+		q := e.GRPCStatus().Proto()
+		q.Details = append(q.Details, p.GetDetails()...)
+		p = q
+	}
+	if httpStatus == 0 {
+		httpStatus = runtime.HTTPStatusFromCode(c)
+		if paymentRequiredReasons[infoOf(p).GetReason()] {
+			httpStatus = http.StatusPaymentRequired
+		}
+	}
+	return apiError{status: p, httpStatus: httpStatus}
+}
+
+// infoOf returns the ErrorInfo among p's details, or nil.
+func infoOf(p *spb.Status) *errdetails.ErrorInfo {
+	for _, a := range p.GetDetails() {
+		info := new(errdetails.ErrorInfo)
+		if a.MessageIs(info) && a.UnmarshalTo(info) == nil {
+			return info
+		}
+	}
+	return nil
+}
+
+// Field names in the gateway's own INVALID_ARGUMENT messages: protojson's
+// decode errors, grpc-gateway's query and path parameter errors.
+var fieldPatterns = []*regexp.Regexp{
+	regexp.MustCompile(`unknown field "([^"]+)"`),
+	regexp.MustCompile(`duplicate field "([^"]+)"`),
+	regexp.MustCompile(`invalid value for \w+ field ([\w.]+):`),
+	regexp.MustCompile(`parsing field "([^"]+)"`),
+	regexp.MustCompile(`parameter: ([\w.]+),`),
+}
+
+// offendingField returns the field named by a gateway error message, or "".
+func offendingField(msg string) string {
+	for _, re := range fieldPatterns {
+		if m := re.FindStringSubmatch(msg); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+// writeError writes e as the JSON error body, with Retry-After when the
+// error carries RetryInfo. The X-Request-ID header is already set.
+func writeError(w http.ResponseWriter, e apiError) {
+	body := errorBody{
+		Code:    e.status.GetCode(),
+		Status:  code.Code_name[e.status.GetCode()],
+		Message: e.status.GetMessage(),
+		Details: make([]json.RawMessage, 0, len(e.status.GetDetails())),
+	}
+	for _, a := range e.status.GetDetails() {
+		b, err := protojson.Marshal(a)
+		if err != nil {
+			// A detail type this binary does not know: leave it out
+			// rather than fail the whole answer.
+			continue
+		}
+		body.Details = append(body.Details, b)
+		if d, ok := retryDelay(a); ok {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d)), 10))
+		}
+	}
+	buf, err := json.Marshal(body)
+	if err != nil {
+		buf = []byte(`{"code":13,"status":"INTERNAL","message":"internal error","details":[]}`)
+		e.httpStatus = http.StatusInternalServerError
+	}
+	h := w.Header()
+	// Left over from a response that failed half-way through.
+	h.Del("Trailer")
+	h.Del("Transfer-Encoding")
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(e.httpStatus)
+	_, _ = w.Write(buf)
+}
+
+// retryDelay returns the delay in seconds of a RetryInfo detail.
+func retryDelay(a *anypb.Any) (float64, bool) {
+	ri := new(errdetails.RetryInfo)
+	if !a.MessageIs(ri) || a.UnmarshalTo(ri) != nil {
+		return 0, false
+	}
+	return max(ri.GetRetryDelay().AsDuration().Seconds(), 0), true
+}

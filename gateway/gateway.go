@@ -1,0 +1,295 @@
+// Package gateway is Duet's REST + JSON edge. It translates HTTP requests
+// into gRPC calls on the user, order and payment services through
+// grpc-gateway, over real client connections, so every REST call crosses the
+// same server interceptors as a service-to-service call.
+//
+// Besides the generated routes it serves:
+//
+//	GET /openapi.json  the OpenAPI (Swagger 2.0) document of the REST API
+//	GET /docs          a small self-contained page listing the operations
+//	GET /healthz       200 while the process is alive
+//	GET /readyz        200 only when every backend's grpc.health.v1 reports SERVING
+//
+// Every response carries an X-Request-ID header (the caller's, when valid,
+// or a new one), which is also sent to the backends as x-request-id
+// metadata and written on every log line.
+//
+// Errors are JSON: {"code": 5, "status": "NOT_FOUND", "message": "...",
+// "details": [...]}, with the HTTP status of the gRPC code, except that a
+// declined payment (reason PAYMENT_DECLINED or INSUFFICIENT_FUNDS) is 402
+// Payment Required and an over-large body is 413.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/logger"
+)
+
+// Defaults used for zero fields of Config.
+const (
+	// DefaultMaxBodyBytes bounds request bodies: the largest valid request
+	// (an order of 100 lines) is a few kilobytes.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultRequestTimeout is the deadline given to each API call; it
+	// travels to the backends as the gRPC deadline.
+	DefaultRequestTimeout = 15 * time.Second
+	// DefaultReadyTimeout bounds a /readyz probe, so a hung backend makes
+	// the gateway unready quickly instead of hanging the prober.
+	DefaultReadyTimeout = time.Second
+	// DefaultReadHeaderTimeout bounds reading request headers (Slowloris).
+	DefaultReadHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout bounds reading a whole request, body included.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds a request from the end of its headers to
+	// the end of its response; it exceeds DefaultReadTimeout plus
+	// DefaultRequestTimeout so a slow but legal call is never cut off.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultIdleTimeout bounds how long a keep-alive connection waits for
+	// its next request.
+	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultMaxHeaderBytes bounds request headers; room for a bearer token
+	// and tracing headers, far less than net/http's 1 MiB.
+	DefaultMaxHeaderBytes = 64 << 10
+)
+
+// Config configures a Gateway. Users, Orders and Payments are required;
+// every other zero field takes its default.
+type Config struct {
+	// Users, Orders and Payments are the client connections to the
+	// services, typically made by kit/client. The gateway does not close them.
+	Users, Orders, Payments *grpc.ClientConn
+	// Logger receives the access log and errors; nil means slog.Default().
+	// Its handler is wrapped with kit/logger's unless it already is one, so
+	// every line names its request id.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds request bodies; larger ones get 413.
+	MaxBodyBytes int64
+	// RequestTimeout is the deadline of each API call.
+	RequestTimeout time.Duration
+	// ReadyTimeout bounds the backend health checks of /readyz.
+	ReadyTimeout time.Duration
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout and
+	// MaxHeaderBytes set the fields of the same name of the http.Server
+	// returned by Server.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                                            int
+}
+
+// withDefaults returns cfg with its zero fields set to the defaults.
+func (cfg Config) withDefaults() Config {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if _, ok := cfg.Logger.Handler().(*logger.Handler); !ok {
+		cfg.Logger = slog.New(logger.NewHandler(cfg.Logger.Handler()))
+	}
+	setDefault(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&cfg.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&cfg.ReadyTimeout, DefaultReadyTimeout)
+	setDefault(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&cfg.ReadTimeout, DefaultReadTimeout)
+	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	return cfg
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// Gateway is the REST edge. It implements http.Handler; mount it at the
+// root of a server (Server builds one with sensible timeouts).
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	mux      *runtime.ServeMux
+	backends []backend
+	docs     []byte
+}
+
+// New builds a Gateway forwarding to the connections in cfg. ctx is handed
+// to grpc-gateway's registration; the routes stay valid after it ends.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	if cfg.Users == nil || cfg.Orders == nil || cfg.Payments == nil {
+		return nil, errors.New("gateway: Config.Users, Config.Orders and Config.Payments are required")
+	}
+	cfg = cfg.withDefaults()
+	g := &Gateway{
+		cfg: cfg,
+		log: cfg.Logger,
+		backends: []backend{
+			{name: "user", service: userv1.UserService_ServiceDesc.ServiceName, conn: cfg.Users},
+			{name: "order", service: orderv1.OrderService_ServiceDesc.ServiceName, conn: cfg.Orders},
+			{name: "payment", service: paymentv1.PaymentService_ServiceDesc.ServiceName, conn: cfg.Payments},
+		},
+	}
+	docs, err := renderDocs(openAPIDocument)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: docs page: %w", err)
+	}
+	g.docs = docs
+
+	g.mux = runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
+		runtime.WithErrorHandler(g.handleError),
+		runtime.WithRoutingErrorHandler(g.handleRoutingError),
+		runtime.WithMetadata(forwardRequestID),
+		runtime.WithIncomingHeaderMatcher(incomingHeader),
+		runtime.WithOutgoingHeaderMatcher(dropMetadata),
+		runtime.WithOutgoingTrailerMatcher(dropMetadata),
+		// X-HTTP-Method-Override would let a form POST run as a GET;
+		// no client of this API needs it, and it blurs the access log.
+		runtime.WithDisableHTTPMethodOverride(),
+	)
+	if err := userv1.RegisterUserServiceHandler(ctx, g.mux, cfg.Users); err != nil {
+		return nil, fmt.Errorf("gateway: user routes: %w", err)
+	}
+	if err := orderv1.RegisterOrderServiceHandler(ctx, g.mux, cfg.Orders); err != nil {
+		return nil, fmt.Errorf("gateway: order routes: %w", err)
+	}
+	if err := paymentv1.RegisterPaymentServiceHandler(ctx, g.mux, cfg.Payments); err != nil {
+		return nil, fmt.Errorf("gateway: payment routes: %w", err)
+	}
+	// Registered on the same mux so that a wrong method or path on these
+	// gets the same JSON routing errors as the API.
+	for path, h := range map[string]http.HandlerFunc{
+		"/healthz":      g.serveHealthz,
+		"/readyz":       g.serveReadyz,
+		"/openapi.json": serveOpenAPI,
+		"/docs":         g.serveDocs,
+	} {
+		if err := g.mux.HandlePath(http.MethodGet, path, func(w http.ResponseWriter, r *http.Request, _ map[string]string) { h(w, r) }); err != nil {
+			return nil, fmt.Errorf("gateway: route %s: %w", path, err)
+		}
+	}
+	return g, nil
+}
+
+// ServeHTTP implements http.Handler: it assigns the request id, logs the
+// request once it is answered, turns panics into a JSON 500, bounds the
+// body and the time of the call, then routes.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ctx := withRequestID(r.Context(), r.Header.Get(requestIDHeader))
+	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
+	rec := &responseRecorder{ResponseWriter: w}
+	r = r.WithContext(ctx)
+	defer func() { g.logAccess(ctx, r, rec, time.Since(start)) }()
+	defer g.recoverPanic(ctx, rec, r)
+
+	if !g.limitBody(rec, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	defer cancel()
+	g.mux.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// Server returns an http.Server for g listening on addr, with every timeout
+// and the header size limit set from the Config, and net/http's own errors
+// sent to the Logger.
+func (g *Gateway) Server(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           g,
+		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
+		ReadTimeout:       g.cfg.ReadTimeout,
+		WriteTimeout:      g.cfg.WriteTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
+		MaxHeaderBytes:    g.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// recoverPanic answers a panicking request with a JSON 500 that reveals
+// nothing, and logs the panic. http.ErrAbortHandler keeps its meaning.
+func (g *Gateway) recoverPanic(ctx context.Context, w *responseRecorder, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	g.log.ErrorContext(ctx, "gateway: panic serving request", "panic", fmt.Sprint(p), "method", r.Method, "path", r.URL.Path)
+	if !w.wroteHeader {
+		writeError(w, internalError())
+	}
+}
+
+// logAccess writes the access log line of one request.
+func (g *Gateway) logAccess(ctx context.Context, r *http.Request, w *responseRecorder, d time.Duration) {
+	level := slog.LevelInfo
+	if w.status() >= 500 {
+		level = slog.LevelError
+	}
+	g.log.LogAttrs(ctx, level, "http request",
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", w.status()),
+		slog.Duration("duration", d),
+		slog.Int64("bytes", w.written),
+	)
+}
+
+// responseRecorder remembers the status and size of a response for the
+// access log.
+type responseRecorder struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+	written     int64
+}
+
+func (w *responseRecorder) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseRecorder) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer
+// (Flush, deadlines).
+func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes flushes through for streamed responses.
+func (w *responseRecorder) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if !w.wroteHeader {
+			w.WriteHeader(http.StatusOK)
+		}
+		f.Flush()
+	}
+}
+
+func (w *responseRecorder) status() int {
+	if !w.wroteHeader {
+		// Nothing written: net/http answers 200 with an empty body.
+		return http.StatusOK
+	}
+	return w.code
+}

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// openAPIDocument is the OpenAPI document of the REST API, generated from
+// the contract by protoc-gen-openapiv2 straight into this package
+// (scripts/gen) so that go:embed can reach it; CI fails when it is stale.
+//
+//go:embed openapi/duet.swagger.json
+var openAPIDocument []byte
+
+// serveOpenAPI serves the OpenAPI document.
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(openAPIDocument)))
+	_, _ = w.Write(openAPIDocument)
+}
+
+// serveDocs serves the page rendered by renderDocs. It loads nothing from
+// elsewhere (the machine may be offline), and its Content-Security-Policy
+// says so.
+func (g *Gateway) serveDocs(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	h.Set("Content-Length", strconv.Itoa(len(g.docs)))
+	_, _ = w.Write(g.docs)
+}
+
+// operation is one REST operation listed on the docs page.
+type operation struct {
+	Method, Path, ID, Summary string
+}
+
+// docsGroup is the operations of one service.
+type docsGroup struct {
+	Tag, Description string
+	Operations       []operation
+}
+
+// httpMethods are the keys of an OpenAPI path item that are operations,
+// in the order the page lists them.
+var httpMethods = []string{"get", "post", "put", "patch", "delete", "head", "options"}
+
+// renderDocs renders the docs page from the OpenAPI document once, at
+// start-up: one table per service of method, path, operation and summary.
+func renderDocs(doc []byte) ([]byte, error) {
+	var spec struct {
+		Tags []struct {
+			Name        string `json:"name"`
+			Description string `json:"description"`
+		} `json:"tags"`
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(doc, &spec); err != nil {
+		return nil, err
+	}
+	groups := map[string]*docsGroup{}
+	group := func(tag string) *docsGroup {
+		if groups[tag] == nil {
+			groups[tag] = &docsGroup{Tag: tag}
+		}
+		return groups[tag]
+	}
+	for _, t := range spec.Tags {
+		group(t.Name).Description = t.Description
+	}
+	for path, item := range spec.Paths {
+		for method, raw := range item {
+			if !slices.Contains(httpMethods, method) {
+				continue // path-level "parameters" and extensions
+			}
+			var op struct {
+				OperationID string   `json:"operationId"`
+				Summary     string   `json:"summary"`
+				Tags        []string `json:"tags"`
+			}
+			if err := json.Unmarshal(raw, &op); err != nil {
+				return nil, err
+			}
+			tag := "Other"
+			if len(op.Tags) > 0 {
+				tag = op.Tags[0]
+			}
+			g := group(tag)
+			g.Operations = append(g.Operations, operation{
+				Method:  strings.ToUpper(method),
+				Path:    path,
+				ID:      op.OperationID,
+				Summary: op.Summary,
+			})
+		}
+	}
+	var list []docsGroup
+	for _, g := range groups {
+		if len(g.Operations) == 0 {
+			continue
+		}
+		slices.SortFunc(g.Operations, func(a, b operation) int {
+			if c := strings.Compare(a.Path, b.Path); c != 0 {
+				return c
+			}
+			return slices.Index(httpMethods, strings.ToLower(a.Method)) - slices.Index(httpMethods, strings.ToLower(b.Method))
+		})
+		list = append(list, *g)
+	}
+	slices.SortFunc(list, func(a, b docsGroup) int { return strings.Compare(a.Tag, b.Tag) })
+
+	var buf bytes.Buffer
+	if err := docsTemplate.Execute(&buf, list); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+var docsTemplate = template.Must(template.New("docs").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Duet REST API</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; width: 100%; margin-bottom: 2rem; }
+th, td { text-align: left; vertical-align: top; padding: .4rem .6rem; border-bottom: 1px solid #ddd; }
+td.summary, p.desc { white-space: pre-line; }
+code { font-size: 14px; }
+.method { font-weight: 600; font-family: monospace; }
+</style>
+</head>
+<body>
+<h1>Duet REST API</h1>
+<p>JSON in and out, proto3 JSON names (lowerCamelCase); 64-bit integers such as money units are strings.
+The machine-readable description is <a href="openapi.json">openapi.json</a> (OpenAPI 2.0).</p>
+<p>Errors are <code>{"code", "status", "message", "details"}</code>, with a <code>google.rpc.ErrorInfo</code>
+detail whose <code>reason</code> is stable. HTTP statuses: 400 invalid input (a <code>BadRequest</code> detail names the field),
+402 payment declined, 404 not found, 409 duplicate, 413 body too large, 503 temporarily unavailable (see <code>Retry-After</code>).
+Send <code>X-Request-ID</code> to trace a call; every response returns it.</p>
+{{range .}}
+<h2 id="{{.Tag}}">{{.Tag}}</h2>
+{{with .Description}}<p class="desc">{{.}}</p>{{end}}
+<table>
+<tr><th>Method</th><th>Path</th><th>Operation</th><th>Summary</th></tr>
+{{range .Operations}}<tr><td class="method">{{.Method}}</td><td><code>{{.Path}}</code></td><td>{{.ID}}</td><td class="summary">{{.Summary}}</td></tr>
+{{end}}</table>
+{{end}}
+</body>
+</html>
+`))

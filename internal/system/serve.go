@@ -1,0 +1,194 @@
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/duetkit/duet/gateway"
+	"github.com/duetkit/duet/kit/metrics"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/services/order"
+	"github.com/duetkit/duet/services/payment"
+	"github.com/duetkit/duet/services/user"
+)
+
+// ServeConfig describes one component run on its own, as by `duet serve`.
+type ServeConfig struct {
+	// Listen is the component's address: gRPC for a service, HTTP for the gateway.
+	Listen string
+	// DatabaseURL is the service's database: postgres://… or sqlite:PATH.
+	// Empty means a SQLite file in DataDir.
+	DatabaseURL string
+	// DataDir holds the default SQLite file.
+	DataDir string
+	// UserTarget, OrderTarget and PaymentTarget address the peers:
+	// "host:port", "dns:///name:port" or any grpc.NewClient target.
+	UserTarget, OrderTarget, PaymentTarget string
+	// MetricsAddr, when set, serves /metrics and /healthz over HTTP for a
+	// service (the gateway serves /metrics on its own listener).
+	MetricsAddr string
+	// DrainTimeout bounds graceful shutdown.
+	DrainTimeout time.Duration
+	// Logger receives the component's logs.
+	Logger *slog.Logger
+	// Ready, when not nil, is called with the bound address once the
+	// component accepts calls.
+	Ready func(addr string)
+}
+
+// Serve runs one component until ctx is done, then drains it. It returns
+// nil after a clean drain.
+func Serve(ctx context.Context, component string, cfg ServeConfig) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if cfg.DatabaseURL == "" && component != Gateway {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		cfg.DatabaseURL = SQLiteURL(cfg.DataDir, component)
+	}
+	// Services name themselves in their logs; the gateway and kit server
+	// lines get the component name here.
+	log := cfg.Logger
+	s := &System{log: log}
+
+	var svc service
+	var err error
+	switch component {
+	case User:
+		svc, err = user.Open(ctx, user.Config{DatabaseURL: cfg.DatabaseURL, Logger: log})
+	case Payment:
+		svc, err = payment.Open(ctx, payment.Config{DatabaseURL: cfg.DatabaseURL, Logger: log})
+	case Order:
+		if cfg.UserTarget == "" || cfg.PaymentTarget == "" {
+			return errors.New("order needs --user-target and --payment-target")
+		}
+		userConn, derr := s.dial(cfg.UserTarget)
+		if derr != nil {
+			return derr
+		}
+		paymentConn, derr := s.dial(cfg.PaymentTarget)
+		if derr != nil {
+			s.Shutdown(ctx)
+			return derr
+		}
+		svc, err = order.Open(ctx, order.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Users: userConn, Payments: paymentConn})
+	case Gateway:
+		return serveGateway(ctx, s, cfg, log.With("service", Gateway))
+	default:
+		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
+	}
+	if err != nil {
+		s.Shutdown(context.WithoutCancel(ctx))
+		return fmt.Errorf("%s: %w", component, err)
+	}
+	addr, err := s.serve(component, Config{Logger: log, DrainTimeout: cfg.DrainTimeout}, cfg.Listen, svc)
+	if err != nil {
+		s.Shutdown(context.WithoutCancel(ctx))
+		return err
+	}
+	var metricsSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		if metricsSrv, err = serveMetrics(cfg.MetricsAddr, s.services[0].srv); err != nil {
+			s.Shutdown(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+	log.Info("serving", "component", component, "grpc", addr, "metrics", cfg.MetricsAddr)
+	if cfg.Ready != nil {
+		cfg.Ready(addr)
+	}
+	<-ctx.Done()
+	log.Info("draining")
+	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainBound(cfg.DrainTimeout))
+	defer cancel()
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(stop)
+	}
+	return s.Shutdown(stop)
+}
+
+// drainBound is how long a whole shutdown may take: the server's own drain
+// bound plus time to close stores and connections.
+func drainBound(d time.Duration) time.Duration {
+	if d <= 0 {
+		d = server.DefaultDrain
+	}
+	return d + 5*time.Second
+}
+
+func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Logger) error {
+	if cfg.UserTarget == "" || cfg.OrderTarget == "" || cfg.PaymentTarget == "" {
+		return errors.New("gateway needs --user-target, --order-target and --payment-target")
+	}
+	defer s.Shutdown(context.WithoutCancel(ctx))
+	userConn, err := s.dial(cfg.UserTarget)
+	if err != nil {
+		return err
+	}
+	orderConn, err := s.dial(cfg.OrderTarget)
+	if err != nil {
+		return err
+	}
+	paymentConn, err := s.dial(cfg.PaymentTarget)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(ctx, gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway listen: %w", err)
+	}
+	s.HTTPAddr = lis.Addr().String()
+	s.http = HTTPServer(gw, s.HTTPAddr)
+	s.httpDone = make(chan error, 1)
+	go func() { s.httpDone <- s.http.Serve(lis) }()
+	log.Info("serving", "component", Gateway, "http", s.HTTPAddr)
+	if cfg.Ready != nil {
+		cfg.Ready(s.HTTPAddr)
+	}
+	<-ctx.Done()
+	log.Info("draining")
+	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainBound(cfg.DrainTimeout))
+	defer cancel()
+	return s.Shutdown(stop)
+}
+
+// serveMetrics exposes a service's Prometheus metrics and its liveness and
+// readiness (from its gRPC health status) over plain HTTP, for scrapers and
+// orchestrators that do not speak gRPC.
+func serveMetrics(addr string, srv *server.Server) (*http.Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Default().Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := srv.Health().Check(r.Context(), &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	h := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	go h.Serve(lis)
+	return h, nil
+}

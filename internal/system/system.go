@@ -1,0 +1,262 @@
+// Package system assembles Duet's components — the user, payment and order
+// services and the REST gateway — and runs them, all in one process
+// (Start) or one per process (Serve). Both paths build each component the
+// same way: a kit/server on its own listener, kit/client connections to its
+// peers, so an embedded run exercises the same gRPC hops as a distributed one.
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/duetkit/duet/gateway"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/metrics"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/services/order"
+	"github.com/duetkit/duet/services/payment"
+	"github.com/duetkit/duet/services/user"
+)
+
+// Component names, as used by `duet serve`.
+const (
+	User    = "user"
+	Order   = "order"
+	Payment = "payment"
+	Gateway = "gateway"
+)
+
+// Components lists what `duet serve` accepts.
+var Components = []string{User, Order, Payment, Gateway}
+
+// Config describes an embedded system. Zero fields take defaults; an
+// address of "127.0.0.1:0" picks a free port.
+type Config struct {
+	// DataDir holds each service's SQLite file; default ".duet".
+	DataDir string
+	// HTTPAddr is the gateway's listen address; default 127.0.0.1:8080.
+	HTTPAddr string
+	// UserAddr, OrderAddr and PaymentAddr are the services' gRPC listen
+	// addresses; defaults 127.0.0.1:9091, :9092 and :9093.
+	UserAddr, OrderAddr, PaymentAddr string
+	// UserDB, OrderDB and PaymentDB override the database URLs, for example
+	// with postgres:// URLs; default a SQLite file per service in DataDir.
+	UserDB, OrderDB, PaymentDB string
+	// DrainTimeout bounds graceful shutdown of each component.
+	DrainTimeout time.Duration
+	// Logger receives every component's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults for Config.
+const (
+	DefaultDataDir     = ".duet"
+	DefaultHTTPAddr    = "127.0.0.1:8080"
+	DefaultUserAddr    = "127.0.0.1:9091"
+	DefaultOrderAddr   = "127.0.0.1:9092"
+	DefaultPaymentAddr = "127.0.0.1:9093"
+)
+
+func (c Config) withDefaults() Config {
+	def := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&c.DataDir, DefaultDataDir)
+	def(&c.HTTPAddr, DefaultHTTPAddr)
+	def(&c.UserAddr, DefaultUserAddr)
+	def(&c.OrderAddr, DefaultOrderAddr)
+	def(&c.PaymentAddr, DefaultPaymentAddr)
+	def(&c.UserDB, SQLiteURL(c.DataDir, User))
+	def(&c.OrderDB, SQLiteURL(c.DataDir, Order))
+	def(&c.PaymentDB, SQLiteURL(c.DataDir, Payment))
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// SQLiteURL is the default database of service under dataDir.
+func SQLiteURL(dataDir, service string) string {
+	return "sqlite:" + filepath.Join(dataDir, service+".db")
+}
+
+// System is a running embedded system.
+type System struct {
+	// HTTPAddr, UserAddr, OrderAddr and PaymentAddr are the bound addresses.
+	HTTPAddr, UserAddr, OrderAddr, PaymentAddr string
+
+	log      *slog.Logger
+	http     *http.Server
+	httpDone chan error
+	// services in start order; stopped in reverse so callers drain first.
+	services []*running
+	conns    []*grpc.ClientConn
+}
+
+// running is one gRPC component being served.
+type running struct {
+	name   string
+	srv    *server.Server
+	closer interface{ Close() error }
+	done   chan error
+}
+
+// Start runs every component in this process and returns once all of them
+// accept calls. On error, whatever had started is stopped again.
+func Start(ctx context.Context, cfg Config) (_ *System, err error) {
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	s := &System{log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			s.Shutdown(ctx)
+		}
+	}()
+
+	users, err := user.Open(ctx, user.Config{DatabaseURL: cfg.UserDB, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("user: %w", err)
+	}
+	if s.UserAddr, err = s.serve(User, cfg, cfg.UserAddr, users); err != nil {
+		return nil, err
+	}
+	payments, err := payment.Open(ctx, payment.Config{DatabaseURL: cfg.PaymentDB, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("payment: %w", err)
+	}
+	if s.PaymentAddr, err = s.serve(Payment, cfg, cfg.PaymentAddr, payments); err != nil {
+		return nil, err
+	}
+
+	userConn, err := s.dial(s.UserAddr)
+	if err != nil {
+		return nil, err
+	}
+	paymentConn, err := s.dial(s.PaymentAddr)
+	if err != nil {
+		return nil, err
+	}
+	orders, err := order.Open(ctx, order.Config{
+		DatabaseURL: cfg.OrderDB,
+		Logger:      cfg.Logger,
+		Users:       userConn,
+		Payments:    paymentConn,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("order: %w", err)
+	}
+	if s.OrderAddr, err = s.serve(Order, cfg, cfg.OrderAddr, orders); err != nil {
+		return nil, err
+	}
+	orderConn, err := s.dial(s.OrderAddr)
+	if err != nil {
+		return nil, err
+	}
+
+	gw, err := gateway.New(ctx, gateway.Config{
+		Users: userConn, Orders: orderConn, Payments: paymentConn,
+		Logger: cfg.Logger.With("service", Gateway),
+	})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway listen: %w", err)
+	}
+	s.HTTPAddr = lis.Addr().String()
+	s.http = HTTPServer(gw, s.HTTPAddr)
+	s.httpDone = make(chan error, 1)
+	go func() { s.httpDone <- s.http.Serve(lis) }()
+	return s, nil
+}
+
+// HTTPServer returns the gateway's server with /metrics mounted beside the API.
+func HTTPServer(gw *gateway.Gateway, addr string) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Default().Handler())
+	mux.Handle("/", gw)
+	srv := gw.Server(addr)
+	srv.Handler = mux
+	return srv
+}
+
+// service is what every service package's Open returns.
+type service interface {
+	Register(grpc.ServiceRegistrar)
+	Close() error
+}
+
+func (s *System) serve(name string, cfg Config, addr string, svc service) (string, error) {
+	srv, err := server.New(server.Config{Name: name, Logger: cfg.Logger.With("service", name), DrainTimeout: cfg.DrainTimeout})
+	if err != nil {
+		svc.Close()
+		return "", err
+	}
+	svc.Register(srv)
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		svc.Close()
+		return "", fmt.Errorf("%s listen: %w", name, err)
+	}
+	r := &running{name: name, srv: srv, closer: svc, done: make(chan error, 1)}
+	go func() { r.done <- srv.Serve(lis) }()
+	s.services = append(s.services, r)
+	return lis.Addr().String(), nil
+}
+
+func (s *System) dial(addr string) (*grpc.ClientConn, error) {
+	conn, err := client.New(addr, client.Config{})
+	if err != nil {
+		return nil, err
+	}
+	s.conns = append(s.conns, conn)
+	return conn, nil
+}
+
+// Shutdown drains the system from the edge inwards: the gateway stops taking
+// requests and finishes those in flight, then each service drains in the
+// reverse of start order, so no caller outlives its callee. It returns the
+// first error met.
+func (s *System) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("gateway: %w", err))
+			s.http.Close()
+		}
+		if err := <-s.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("gateway: %w", err))
+		}
+		s.http = nil
+	}
+	for i := len(s.services) - 1; i >= 0; i-- {
+		r := s.services[i]
+		r.srv.Shutdown(ctx)
+		if err := <-r.done; err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+		}
+		if err := r.closer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+		}
+	}
+	s.services = nil
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,410 @@
+// Package sqldb opens a service's own database, SQLite or PostgreSQL, from a
+// URL, applies the service's embedded goose migrations, and smooths over the
+// few differences between the two dialects that service stores meet:
+// placeholders (Rebind), transactions (InTx) and unique-key violations
+// (IsUniqueViolation).
+//
+// Stores write portable SQL: `?` placeholders, BIGINT unix microseconds for
+// timestamps, BIGINT minor units plus a TEXT currency for money, TEXT ids.
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect names the SQL database behind a DB.
+type Dialect string
+
+// The dialects Open understands.
+const (
+	// SQLite is modernc.org/sqlite: pure Go, one file per service, the
+	// embedded default.
+	SQLite Dialect = "sqlite"
+	// Postgres is PostgreSQL through pgx, for distributed deployments.
+	Postgres Dialect = "postgres"
+)
+
+// DefaultMigrationTable is the goose version table used when no
+// WithMigrationTable option is given.
+const DefaultMigrationTable = "goose_db_version"
+
+// DB is an open database with its dialect. The embedded *sql.DB is safe for
+// concurrent use; Close it when done.
+type DB struct {
+	*sql.DB
+	// Dialect is the database behind DB; it decides how Rebind rewrites queries.
+	Dialect Dialect
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	table  string
+	logger *slog.Logger
+}
+
+// WithMigrationTable names the table in which goose records applied
+// migrations. Give each service its own (for example "user_goose_db_version")
+// so services can share one PostgreSQL database or schema without mistaking
+// each other's migration history for their own.
+func WithMigrationTable(name string) Option {
+	return func(o *options) { o.table = name }
+}
+
+// WithLogger sends goose's migration log to logger. Without it, migrations
+// run silently: errors are still returned by Open.
+func WithLogger(logger *slog.Logger) Option {
+	return func(o *options) { o.logger = logger }
+}
+
+// Open connects to the database named by rawURL and applies the goose
+// migrations in migrations, then returns the ready DB.
+//
+// rawURL is one of
+//
+//	postgres://user@host:5432/db?sslmode=disable   (also postgresql://)
+//	sqlite:PATH            a file, created with its directory if missing (sqlite:///abs/path also works)
+//	sqlite::memory:        a private in-memory database
+//	PATH                   a plain file path is SQLite too
+//
+// SQLite connections use WAL, busy_timeout(5000), foreign_keys(1) and
+// BEGIN IMMEDIATE transactions, and the pool holds a single connection:
+// SQLite admits one writer at a time anyway, and queuing in database/sql
+// rather than in SQLite's busy handler means concurrent writers never see
+// SQLITE_BUSY. The price is that code inside InTx must use the *sql.Tx it is
+// given, never the DB, or it waits for itself.
+//
+// migrations holds goose .sql files at its root (or in a "migrations"
+// directory at its root, as //go:embed migrations/*.sql gives); nil skips
+// migrating. On PostgreSQL concurrent Opens serialise their migrations with
+// an advisory lock.
+func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) (*DB, error) {
+	o := options{table: DefaultMigrationTable}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dialect, driver, dsn, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if dialect == SQLite {
+		if err := makeParentDir(dsn); err != nil {
+			return nil, err
+		}
+		// Setting WAL mode on a new file and the first migrations take
+		// locks for which SQLite's busy handler does not always wait, so
+		// Opens in one process take turns. (Other processes opening the
+		// same file at the same moment are covered by migrate's retry.)
+		select {
+		case sqliteOpening <- struct{}{}:
+			defer func() { <-sqliteOpening }()
+		case <-ctx.Done():
+			return nil, fmt.Errorf("sqldb: open sqlite: %w", ctx.Err())
+		}
+	}
+	sqlDB, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqldb: open %s: %w", dialect, err)
+	}
+	db := &DB{DB: sqlDB, Dialect: dialect}
+	db.configurePool()
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqldb: connect to %s: %w", dialect, err)
+	}
+	if migrations != nil {
+		if err := db.migrate(ctx, migrations, o); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+	return db, nil
+}
+
+// sqliteOpening is a lock, taken by sending and released by receiving, that
+// serialises SQLite Opens in this process.
+var sqliteOpening = make(chan struct{}, 1)
+
+// parseURL maps a database URL to its dialect, database/sql driver name and DSN.
+func parseURL(rawURL string) (Dialect, string, string, error) {
+	switch {
+	case rawURL == "":
+		return "", "", "", errors.New("sqldb: empty database URL")
+	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+		return Postgres, "pgx", rawURL, nil
+	}
+	path := rawURL
+	if rest, ok := strings.CutPrefix(path, "sqlite:"); ok {
+		path = rest
+		if rest, ok := strings.CutPrefix(path, "//"); ok {
+			path = rest
+		}
+	} else if i := strings.Index(path, "://"); i > 0 {
+		return "", "", "", fmt.Errorf("sqldb: unsupported database URL scheme %q", path[:i])
+	}
+	path, query, _ := strings.Cut(path, "?")
+	if path == "" {
+		return "", "", "", fmt.Errorf("sqldb: no SQLite path in %q", rawURL)
+	}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return "", "", "", fmt.Errorf("sqldb: SQLite URL query: %w", err)
+	}
+	// The caller's own parameters win; these are the defaults.
+	setDefault := func(k, v string) {
+		if _, ok := params[k]; !ok {
+			params.Set(k, v)
+		}
+	}
+	setDefault("_busy_timeout", "5000")
+	setDefault("_journal_mode", "WAL")
+	setDefault("_foreign_keys", "1")
+	setDefault("_txlock", "immediate")
+	// NORMAL is durable across application crashes in WAL mode and much
+	// faster than FULL; only an OS crash can lose the last commits.
+	setDefault("_synchronous", "NORMAL")
+	return SQLite, "sqlite", path + "?" + params.Encode(), nil
+}
+
+// makeParentDir creates the directory of a SQLite database file, so a fresh
+// data directory needs no set-up step.
+func makeParentDir(dsn string) error {
+	path, _, _ := strings.Cut(dsn, "?")
+	if path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("sqldb: create database directory: %w", err)
+	}
+	return nil
+}
+
+// configurePool sizes the connection pool for the dialect.
+func (db *DB) configurePool() {
+	switch db.Dialect {
+	case SQLite:
+		// One connection: see Open. It must never be recycled either, or an
+		// in-memory database would vanish with it.
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		db.SetConnMaxLifetime(0)
+		db.SetConnMaxIdleTime(0)
+	case Postgres:
+		db.SetMaxOpenConns(20)
+		db.SetMaxIdleConns(10)
+		// Recycle connections so load spreads again after a failover or
+		// a connection pooler restart.
+		db.SetConnMaxLifetime(30 * time.Minute)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	}
+}
+
+// migrate applies every pending goose migration in fsys.
+func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
+	fsys, err := migrationRoot(fsys)
+	if err != nil {
+		return err
+	}
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	popts := []goose.ProviderOption{
+		goose.WithTableName(o.table),
+		goose.WithSlog(logger),
+		// Only this service's files: Go migrations registered globally by
+		// another package linked into the same binary must not run here.
+		goose.WithDisableGlobalRegistry(true),
+	}
+	gooseDialect := goose.DialectSQLite3
+	if db.Dialect == Postgres {
+		gooseDialect = goose.DialectPostgres
+		locker, err := db.postgresLocker(ctx, o.table)
+		if err != nil {
+			return err
+		}
+		popts = append(popts, goose.WithSessionLocker(locker))
+	}
+	provider, err := goose.NewProvider(gooseDialect, db.DB, fsys, popts...)
+	if err != nil {
+		return fmt.Errorf("sqldb: load migrations: %w", err)
+	}
+	// SQLite has no advisory lock, so two processes opening one file can
+	// both see a migration pending and race to apply it; the loser's
+	// transaction fails and rolls back whole. Each such failure means the
+	// other side committed a version, so retrying is bounded by the number
+	// of migrations, and a migration that is simply broken still fails.
+	attempts := 1
+	if db.Dialect == SQLite {
+		attempts += len(provider.ListSources())
+	}
+	for i := 1; ; i++ {
+		_, err := provider.Up(ctx)
+		if err == nil {
+			return nil
+		}
+		if i >= attempts || ctx.Err() != nil {
+			return fmt.Errorf("sqldb: migrate: %w", err)
+		}
+		if pending, perr := provider.HasPending(ctx); perr == nil && !pending {
+			return nil
+		}
+	}
+}
+
+// postgresLocker returns an advisory-lock locker whose key is derived from the
+// current schema and the version table, so that only Opens migrating the same
+// tables wait for each other (test schemas, other services do not).
+func (db *DB) postgresLocker(ctx context.Context, table string) (lock.SessionLocker, error) {
+	var schema string
+	if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return nil, fmt.Errorf("sqldb: read current schema: %w", err)
+	}
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, schema+"."+table)
+	locker, err := lock.NewPostgresSessionLocker(
+		lock.WithLockID(int64(h.Sum64())),
+		lock.WithLockTimeout(1, 300), // poll every second for up to 5 minutes
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sqldb: migration lock: %w", err)
+	}
+	return locker, nil
+}
+
+// migrationRoot returns fsys, or its "migrations" directory when the .sql
+// files live there rather than at the root.
+func migrationRoot(fsys fs.FS) (fs.FS, error) {
+	root, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("sqldb: list migrations: %w", err)
+	}
+	if len(root) > 0 {
+		return fsys, nil
+	}
+	if fi, err := fs.Stat(fsys, "migrations"); err == nil && fi.IsDir() {
+		return fs.Sub(fsys, "migrations")
+	}
+	return fsys, nil
+}
+
+// Rebind rewrites the `?` placeholders of query into the dialect's own: $1,
+// $2, … for PostgreSQL, unchanged for SQLite. Question marks inside string
+// literals, quoted identifiers and comments are left alone.
+func (db *DB) Rebind(query string) string {
+	return Rebind(db.Dialect, query)
+}
+
+// Rebind rewrites the `?` placeholders of query for dialect; see DB.Rebind.
+func Rebind(dialect Dialect, query string) string {
+	if dialect != Postgres || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 8)
+	n := 0
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case c == '\'' || c == '"':
+			// Copy through the closing quote; a doubled quote is an escaped
+			// quote and simply reopens the literal on the next iteration.
+			end := strings.IndexByte(query[i+1:], c)
+			if end < 0 {
+				b.WriteString(query[i:])
+				return b.String()
+			}
+			b.WriteString(query[i : i+end+2])
+			i += end + 1
+		case c == '-' && i+1 < len(query) && query[i+1] == '-':
+			end := strings.IndexByte(query[i:], '\n')
+			if end < 0 {
+				b.WriteString(query[i:])
+				return b.String()
+			}
+			b.WriteString(query[i : i+end+1])
+			i += end
+		case c == '/' && i+1 < len(query) && query[i+1] == '*':
+			end := strings.Index(query[i+2:], "*/")
+			if end < 0 {
+				b.WriteString(query[i:])
+				return b.String()
+			}
+			b.WriteString(query[i : i+end+4])
+			i += end + 3
+		case c == '?':
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// InTx runs fn in a transaction, committing when fn returns nil and rolling
+// back when it returns an error or panics (the panic is then re-raised).
+// fn must use tx for every statement; see Open for why using the DB inside
+// fn can block on SQLite.
+func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqldb: begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		committed = true // nothing left to roll back
+		return fmt.Errorf("sqldb: commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// IsUniqueViolation reports whether err, or an error it wraps, is a unique
+// or primary-key constraint violation in either dialect: how stores turn a
+// lost race on a unique index into a domain error such as "email taken".
+func IsUniqueViolation(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505" // unique_violation
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return true
+		}
+	}
+	return false
+}

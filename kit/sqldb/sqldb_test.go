@@ -1,0 +1,344 @@
+package sqldb_test
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/duetkit/duet/kit/sqldb"
+	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+)
+
+//go:embed testdata/migrations/*.sql
+var testdata embed.FS
+
+// migrations returns the test migrations; t may be nil outside a test.
+func migrations(t testing.TB) fs.FS {
+	sub, err := fs.Sub(testdata, "testdata/migrations")
+	if err != nil {
+		panic(err) // embedded above; cannot happen
+	}
+	return sub
+}
+
+func open(t *testing.T, url string, opts ...sqldb.Option) *sqldb.DB {
+	t.Helper()
+	db, err := sqldb.Open(t.Context(), url, migrations(t), opts...)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", url, err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func insertWidget(ctx context.Context, q interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, db *sqldb.DB, id, name string) error {
+	_, err := q.ExecContext(ctx, db.Rebind("INSERT INTO widgets (id, name, name_key, create_time) VALUES (?, ?, ?, ?)"),
+		id, name, name, int64(1))
+	return err
+}
+
+func count(t *testing.T, db *sqldb.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatalf("count %s: %v", table, err)
+	}
+	return n
+}
+
+func TestOpenMigrates(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db := open(t, url, sqldb.WithMigrationTable("widget_goose_db_version"))
+		if got := count(t, db, "widget_goose_db_version"); got < 2 {
+			t.Errorf("version rows = %d, want at least 2", got)
+		}
+		if got := count(t, db, "parts"); got != 0 {
+			t.Errorf("parts rows = %d, want 0", got)
+		}
+		// Opening again finds nothing pending and keeps the data.
+		if err := insertWidget(t.Context(), db, db, "w1", "one"); err != nil {
+			t.Fatal(err)
+		}
+		again := open(t, url, sqldb.WithMigrationTable("widget_goose_db_version"))
+		if got := count(t, again, "widgets"); got != 1 {
+			t.Errorf("widgets after reopen = %d, want 1", got)
+		}
+	})
+}
+
+func TestOpenConcurrentlyMigratesOnce(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Go(func() {
+				db, err := sqldb.Open(t.Context(), url, migrations(t))
+				if err == nil {
+					err = db.Close()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("Open #%d: %v", i, err)
+			}
+		}
+	})
+}
+
+func TestOpenURLs(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		url     string
+		dialect sqldb.Dialect
+		wantErr bool
+	}{
+		{name: "sqlite scheme", url: "sqlite:" + filepath.Join(dir, "a.db"), dialect: sqldb.SQLite},
+		{name: "sqlite triple slash", url: "sqlite://" + filepath.Join(dir, "b.db"), dialect: sqldb.SQLite},
+		{name: "plain path", url: filepath.Join(dir, "c.db"), dialect: sqldb.SQLite},
+		{name: "memory", url: "sqlite::memory:", dialect: sqldb.SQLite},
+		{name: "missing directories created", url: "sqlite:" + filepath.Join(dir, "x", "y", "f.db"), dialect: sqldb.SQLite},
+		{name: "sqlite URI", url: "sqlite:file:" + filepath.Join(dir, "g.db") + "?cache=private", dialect: sqldb.SQLite},
+		{name: "caller params kept", url: "sqlite:" + filepath.Join(dir, "d.db") + "?_busy_timeout=100", dialect: sqldb.SQLite},
+		{name: "empty", url: "", wantErr: true},
+		{name: "unknown scheme", url: "mysql://root@localhost/db", wantErr: true},
+		{name: "no path", url: "sqlite:", wantErr: true},
+		{name: "bad sqlite param", url: "sqlite:" + filepath.Join(dir, "e.db") + "?_txlock=sometimes", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := sqldb.Open(t.Context(), tt.url, migrations(t))
+			if tt.wantErr {
+				if err == nil {
+					_ = db.Close()
+					t.Fatalf("Open(%q) succeeded, want error", tt.url)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open(%q): %v", tt.url, err)
+			}
+			defer db.Close()
+			if db.Dialect != tt.dialect {
+				t.Errorf("Dialect = %q, want %q", db.Dialect, tt.dialect)
+			}
+			if err := insertWidget(t.Context(), db, db, "w", "w"); err != nil {
+				t.Errorf("insert: %v", err)
+			}
+		})
+	}
+}
+
+func TestSQLitePragmas(t *testing.T) {
+	db := open(t, "sqlite:"+filepath.Join(t.TempDir(), "p.db"))
+	for pragma, want := range map[string]string{
+		"journal_mode": "wal",
+		"foreign_keys": "1",
+		"busy_timeout": "5000",
+	} {
+		var got string
+		if err := db.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
+			t.Fatalf("PRAGMA %s: %v", pragma, err)
+		}
+		if got != want {
+			t.Errorf("PRAGMA %s = %q, want %q", pragma, got, want)
+		}
+	}
+}
+
+func TestOpenBadMigration(t *testing.T) {
+	bad := fstestFS{"00001_bad.sql": "-- +goose Up\nCREATE TABLE (;\n"}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db, err := sqldb.Open(t.Context(), url, bad.FS())
+		if err == nil {
+			_ = db.Close()
+			t.Fatal("Open with a broken migration succeeded")
+		}
+	})
+}
+
+func TestInTx(t *testing.T) {
+	errBoom := errors.New("boom")
+	tests := []struct {
+		name      string
+		fn        func(ctx context.Context, db *sqldb.DB, tx *sql.Tx) error
+		wantErr   error
+		wantPanic bool
+		wantRows  int
+	}{
+		{
+			name: "commit",
+			fn: func(ctx context.Context, db *sqldb.DB, tx *sql.Tx) error {
+				return insertWidget(ctx, tx, db, "a", "a")
+			},
+			wantRows: 1,
+		},
+		{
+			name: "rollback on error",
+			fn: func(ctx context.Context, db *sqldb.DB, tx *sql.Tx) error {
+				if err := insertWidget(ctx, tx, db, "a", "a"); err != nil {
+					return err
+				}
+				return errBoom
+			},
+			wantErr: errBoom,
+		},
+		{
+			name: "rollback on panic",
+			fn: func(ctx context.Context, db *sqldb.DB, tx *sql.Tx) error {
+				if err := insertWidget(ctx, tx, db, "a", "a"); err != nil {
+					return err
+				}
+				panic("boom")
+			},
+			wantPanic: true,
+		},
+		{
+			name: "rollback after failed statement",
+			fn: func(ctx context.Context, db *sqldb.DB, tx *sql.Tx) error {
+				if err := insertWidget(ctx, tx, db, "a", "a"); err != nil {
+					return err
+				}
+				return insertWidget(ctx, tx, db, "a", "again")
+			},
+		},
+	}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				db := open(t, url)
+				if _, err := db.ExecContext(t.Context(), "DELETE FROM widgets"); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				panicked := func() (p bool) {
+					defer func() { p = recover() != nil }()
+					err = db.InTx(t.Context(), func(tx *sql.Tx) error { return tt.fn(t.Context(), db, tx) })
+					return false
+				}()
+				if panicked != tt.wantPanic {
+					t.Fatalf("panicked = %v, want %v", panicked, tt.wantPanic)
+				}
+				if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+					t.Errorf("err = %v, want %v", err, tt.wantErr)
+				}
+				if tt.wantErr == nil && tt.wantRows > 0 && err != nil {
+					t.Errorf("err = %v, want nil", err)
+				}
+				if got := count(t, db, "widgets"); got != tt.wantRows {
+					t.Errorf("widgets = %d, want %d", got, tt.wantRows)
+				}
+			})
+		}
+	})
+}
+
+// TestConcurrentWriters is the reason SQLite gets one pooled connection:
+// many goroutines writing at once must all succeed, none with SQLITE_BUSY.
+func TestConcurrentWriters(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db := open(t, url)
+		const writers = 32
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for i := range writers {
+			wg.Go(func() {
+				errs <- db.InTx(t.Context(), func(tx *sql.Tx) error {
+					var n int
+					if err := tx.QueryRowContext(t.Context(), "SELECT count(*) FROM widgets").Scan(&n); err != nil {
+						return err
+					}
+					return insertWidget(t.Context(), tx, db, fmt.Sprint("w", i), fmt.Sprint("name", i))
+				})
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("writer: %v", err)
+			}
+		}
+		if got := count(t, db, "widgets"); got != writers {
+			t.Errorf("widgets = %d, want %d", got, writers)
+		}
+	})
+}
+
+func TestIsUniqueViolation(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db := open(t, url)
+		ctx := t.Context()
+		if err := insertWidget(ctx, db, db, "w1", "one"); err != nil {
+			t.Fatal(err)
+		}
+		exec := func(q string, args ...any) error {
+			_, err := db.ExecContext(ctx, db.Rebind(q), args...)
+			return err
+		}
+		tests := []struct {
+			name string
+			err  error
+			want bool
+		}{
+			{name: "nil", err: nil, want: false},
+			{name: "plain error", err: errors.New("unique"), want: false},
+			{name: "unique index", err: insertWidget(ctx, db, db, "w2", "one"), want: true},
+			{name: "primary key", err: insertWidget(ctx, db, db, "w1", "other"), want: true},
+			{name: "wrapped", err: fmt.Errorf("store: %w", insertWidget(ctx, db, db, "w1", "other")), want: true},
+			{name: "foreign key", err: exec("INSERT INTO parts (id, widget_id) VALUES (?, ?)", "p1", "missing"), want: false},
+			{name: "not null", err: exec("INSERT INTO widgets (id) VALUES (?)", "w3"), want: false},
+			{name: "syntax", err: exec("INSERT INTO nowhere VALUES (1)"), want: false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if tt.want && tt.err == nil {
+					t.Fatal("statement unexpectedly succeeded")
+				}
+				if got := sqldb.IsUniqueViolation(tt.err); got != tt.want {
+					t.Errorf("IsUniqueViolation(%v) = %v, want %v", tt.err, got, tt.want)
+				}
+			})
+		}
+	})
+}
+
+func TestRebind(t *testing.T) {
+	tests := []struct {
+		name  string
+		query string
+		want  string
+	}{
+		{name: "none", query: "SELECT 1", want: "SELECT 1"},
+		{name: "several", query: "SELECT * FROM t WHERE a = ? AND b > ? LIMIT ?", want: "SELECT * FROM t WHERE a = $1 AND b > $2 LIMIT $3"},
+		{name: "string literal", query: "SELECT '?', ? FROM t", want: "SELECT '?', $1 FROM t"},
+		{name: "escaped quote", query: "SELECT 'it''s ?', ?", want: "SELECT 'it''s ?', $1"},
+		{name: "quoted identifier", query: `SELECT "a?b" FROM t WHERE x = ?`, want: `SELECT "a?b" FROM t WHERE x = $1`},
+		{name: "line comment", query: "SELECT ? -- why?\nFROM t WHERE x = ?", want: "SELECT $1 -- why?\nFROM t WHERE x = $2"},
+		{name: "block comment", query: "SELECT /* ? */ ?", want: "SELECT /* ? */ $1"},
+		{name: "unterminated literal", query: "SELECT ?, 'oops ?", want: "SELECT $1, 'oops ?"},
+		{name: "unterminated comment", query: "SELECT ? /* ?", want: "SELECT $1 /* ?"},
+		{name: "trailing line comment", query: "SELECT ? -- ?", want: "SELECT $1 -- ?"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sqldb.Rebind(sqldb.Postgres, tt.query); got != tt.want {
+				t.Errorf("Rebind(Postgres, %q) = %q, want %q", tt.query, got, tt.want)
+			}
+			if got := sqldb.Rebind(sqldb.SQLite, tt.query); got != tt.query {
+				t.Errorf("Rebind(SQLite, %q) = %q, want it unchanged", tt.query, got)
+			}
+		})
+	}
+}

@@ -1,0 +1,70 @@
+package domain
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Reasons are the stable, machine-readable reasons of payment failures. They
+// are part of the public contract and never change once published.
+const (
+	// ReasonDeclined: the provider declined the charge.
+	ReasonDeclined = "PAYMENT_DECLINED"
+	// ReasonInsufficientFunds: the provider declined for lack of funds.
+	ReasonInsufficientFunds = "INSUFFICIENT_FUNDS"
+	// ReasonCurrencyMismatch: an amount's currency differs from the payment's.
+	ReasonCurrencyMismatch = "CURRENCY_MISMATCH"
+)
+
+var (
+	// ErrNotFound: no payment has the given id.
+	ErrNotFound = errors.New("payment not found")
+	// ErrIdempotencyKeyReused: the idempotency key was first used with a
+	// different request, so repeating its outcome would be wrong.
+	ErrIdempotencyKeyReused = errors.New("idempotency key already used with a different request")
+	// ErrProviderUnavailable: the provider failed temporarily; nothing was
+	// charged or recorded and the same request may be retried.
+	ErrProviderUnavailable = errors.New("payment provider temporarily unavailable")
+	// ErrUnknownPaymentMethod: the provider does not know the payment method
+	// token. The provider returns it; the service turns it into a FieldError.
+	ErrUnknownPaymentMethod = errors.New("unknown payment method")
+	// ErrNotRefundable: the payment captured nothing (it was declined).
+	ErrNotRefundable = errors.New("payment is not refundable")
+	// ErrRefundExceedsCharge: the refund would bring the refunded total above
+	// the amount charged.
+	ErrRefundExceedsCharge = errors.New("refund exceeds what is left of the charge")
+	// ErrDuplicate is returned by a Repository when a unique key (a charge's
+	// idempotency key, a refund's key) is already taken, typically by a
+	// concurrent request that won the race.
+	ErrDuplicate = errors.New("duplicate key")
+	// ErrConflict is returned by a Repository when the payment changed
+	// between read and write; the service retries the whole operation.
+	ErrConflict = errors.New("concurrent update")
+)
+
+// FieldError is bad input in one request field.
+type FieldError struct {
+	// Field is the path of the field in the request, like "amount.units".
+	Field string
+	// Reason is the stable reason; empty means the generic INVALID_ARGUMENT.
+	Reason string
+	// Description says what is wrong, for a human.
+	Description string
+}
+
+// Error implements error.
+func (e *FieldError) Error() string { return fmt.Sprintf("invalid %s: %s", e.Field, e.Description) }
+
+// DeclinedError is a charge the provider declined. The declined payment is
+// recorded, so it carries the payment's id.
+type DeclinedError struct {
+	// Reason is ReasonDeclined or ReasonInsufficientFunds.
+	Reason string
+	// PaymentID is the id of the recorded, declined payment.
+	PaymentID string
+}
+
+// Error implements error.
+func (e *DeclinedError) Error() string {
+	return fmt.Sprintf("payment %s declined: %s", e.PaymentID, e.Reason)
+}

@@ -1,0 +1,118 @@
+package domain
+
+import (
+	"context"
+	"sync"
+)
+
+// memRepo is an in-memory Repository for the domain's unit tests; the SQL
+// store is tested against the same contract in package store.
+type memRepo struct {
+	mu       sync.Mutex
+	payments map[string]Payment
+	refunds  []Refund
+	// raceWinner, when set, is stored by the next Create just before its
+	// own insert, to simulate losing a race on the idempotency key.
+	raceWinner *Payment
+}
+
+func newMemRepo() *memRepo { return &memRepo{payments: map[string]Payment{}} }
+
+func (r *memRepo) Create(_ context.Context, p *Payment) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.raceWinner; w != nil {
+		r.raceWinner = nil
+		r.payments[w.ID] = *w
+	}
+	for _, q := range r.payments {
+		if q.IdempotencyKey == p.IdempotencyKey {
+			return ErrDuplicate
+		}
+	}
+	r.payments[p.ID] = *p
+	return nil
+}
+
+func (r *memRepo) ByID(_ context.Context, id string) (*Payment, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.payments[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return &p, nil
+}
+
+func (r *memRepo) ByIdempotencyKey(_ context.Context, key string) (*Payment, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.payments {
+		if p.IdempotencyKey == key {
+			return &p, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+func (r *memRepo) Refund(_ context.Context, id, key string, apply func(*Payment, *Refund) (*Refund, error)) (*Payment, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.payments[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	var prior *Refund
+	for i := range r.refunds {
+		if key != "" && r.refunds[i].PaymentID == id && r.refunds[i].IdempotencyKey == key {
+			prior = &r.refunds[i]
+		}
+	}
+	rf, err := apply(&p, prior)
+	if err != nil {
+		return nil, err
+	}
+	if rf != nil {
+		r.refunds = append(r.refunds, *rf)
+		r.payments[id] = p
+	}
+	return &p, nil
+}
+
+func (r *memRepo) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.payments)
+}
+
+// countingProvider wraps a Provider and counts charges.
+type countingProvider struct {
+	mu    sync.Mutex
+	calls int
+	next  Provider
+}
+
+func (c *countingProvider) Charge(ctx context.Context, ch ProviderCharge) (ProviderResult, error) {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	return c.next.Charge(ctx, ch)
+}
+
+// tokenProvider is a minimal deterministic provider (the real one lives in
+// package simulator, which imports this package).
+type tokenProvider struct{}
+
+func (tokenProvider) Charge(_ context.Context, c ProviderCharge) (ProviderResult, error) {
+	switch c.Token {
+	case "tok_approve":
+		return ProviderResult{Approved: true}, nil
+	case "tok_decline":
+		return ProviderResult{DeclineReason: ReasonDeclined}, nil
+	case "tok_insufficient":
+		return ProviderResult{DeclineReason: ReasonInsufficientFunds}, nil
+	case "tok_unavailable":
+		return ProviderResult{}, ErrProviderUnavailable
+	}
+	return ProviderResult{}, ErrUnknownPaymentMethod
+}

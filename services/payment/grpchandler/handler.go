@@ -1,0 +1,163 @@
+// Package grpchandler exposes the payment domain as duet.payment.v1.PaymentService:
+// it turns requests into domain calls and domain errors into status errors
+// with stable reasons. Requests have passed protovalidate (kit/server) by the
+// time they get here; the domain still checks what it relies on.
+package grpchandler
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/services/payment/domain"
+)
+
+// Reasons this adapter adds to the domain's.
+const (
+	ReasonNotFound            = "PAYMENT_NOT_FOUND"
+	ReasonIdempotencyReused   = "IDEMPOTENCY_KEY_REUSED"
+	ReasonProviderUnavailable = "PROVIDER_UNAVAILABLE"
+	ReasonNotRefundable       = "PAYMENT_NOT_REFUNDABLE"
+	ReasonRefundExceeds       = "REFUND_EXCEEDS_CHARGE"
+)
+
+// ProviderRetryAfter is the RetryInfo delay sent when the provider is down.
+const ProviderRetryAfter = time.Second
+
+// Handler implements paymentv1.PaymentServiceServer.
+type Handler struct {
+	paymentv1.UnimplementedPaymentServiceServer
+	svc *domain.Service
+	log *slog.Logger
+}
+
+// New returns a Handler over svc; log receives errors that are not the
+// caller's fault (nil means slog.Default()).
+func New(svc *domain.Service, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{svc: svc, log: log}
+}
+
+// Charge implements paymentv1.PaymentServiceServer.
+func (h *Handler) Charge(ctx context.Context, req *paymentv1.ChargeRequest) (*paymentv1.ChargeResponse, error) {
+	p, err := h.svc.Charge(ctx, domain.ChargeRequest{
+		Amount:         money(req.GetAmount()),
+		Token:          req.GetPaymentMethodToken(),
+		IdempotencyKey: req.GetIdempotencyKey(),
+		Reference:      req.GetReference(),
+	})
+	if err != nil {
+		return nil, h.status(ctx, err, "", req.GetIdempotencyKey())
+	}
+	return &paymentv1.ChargeResponse{Payment: toProto(p)}, nil
+}
+
+// GetPayment implements paymentv1.PaymentServiceServer.
+func (h *Handler) GetPayment(ctx context.Context, req *paymentv1.GetPaymentRequest) (*paymentv1.GetPaymentResponse, error) {
+	p, err := h.svc.Payment(ctx, req.GetId())
+	if err != nil {
+		return nil, h.status(ctx, err, req.GetId(), "")
+	}
+	return &paymentv1.GetPaymentResponse{Payment: toProto(p)}, nil
+}
+
+// Refund implements paymentv1.PaymentServiceServer.
+func (h *Handler) Refund(ctx context.Context, req *paymentv1.RefundRequest) (*paymentv1.RefundResponse, error) {
+	r := domain.RefundRequest{PaymentID: req.GetId(), IdempotencyKey: req.GetIdempotencyKey()}
+	if req.GetAmount() != nil {
+		m := money(req.GetAmount())
+		r.Amount = &m
+	}
+	p, err := h.svc.Refund(ctx, r)
+	if err != nil {
+		return nil, h.status(ctx, err, req.GetId(), req.GetIdempotencyKey())
+	}
+	return &paymentv1.RefundResponse{Payment: toProto(p)}, nil
+}
+
+// status maps a domain error to a status error. id is the payment the
+// request named, key its idempotency key, for the error details.
+func (h *Handler) status(ctx context.Context, err error, id, key string) error {
+	var (
+		field    *domain.FieldError
+		declined *domain.DeclinedError
+	)
+	switch {
+	case errors.As(err, &field):
+		reason := field.Reason
+		if reason == "" {
+			reason = apierr.ReasonInvalidArgument
+		}
+		return apierr.New(codes.InvalidArgument, reason, field.Error(), apierr.Field(field.Field, field.Description))
+	case errors.As(err, &declined):
+		return apierr.New(codes.FailedPrecondition, declined.Reason, "the payment was declined",
+			apierr.Metadata("payment_id", declined.PaymentID),
+			apierr.Precondition("PAYMENT", "payments/"+declined.PaymentID, "declined by the provider: "+declined.Reason))
+	case errors.Is(err, domain.ErrNotFound):
+		return apierr.NotFound(ReasonNotFound, "payment", id)
+	case errors.Is(err, domain.ErrIdempotencyKeyReused):
+		return apierr.New(codes.FailedPrecondition, ReasonIdempotencyReused,
+			"the idempotency key was already used with a different request",
+			apierr.Precondition("IDEMPOTENCY_KEY", key, "already used with a different request; use a new key"))
+	case errors.Is(err, domain.ErrProviderUnavailable):
+		return apierr.Unavailable(ReasonProviderUnavailable, "the payment provider is temporarily unavailable; retry later", ProviderRetryAfter)
+	case errors.Is(err, domain.ErrNotRefundable):
+		return apierr.New(codes.FailedPrecondition, ReasonNotRefundable, "the payment was declined and has nothing to refund",
+			apierr.Metadata("payment_id", id),
+			apierr.Precondition("PAYMENT", "payments/"+id, "declined payments are not refundable"))
+	case errors.Is(err, domain.ErrRefundExceedsCharge):
+		return apierr.New(codes.FailedPrecondition, ReasonRefundExceeds, "the refund exceeds what is left of the charge",
+			apierr.Metadata("payment_id", id),
+			apierr.Precondition("PAYMENT", "payments/"+id, "refunds may not exceed the amount charged"))
+	case errors.Is(err, context.DeadlineExceeded):
+		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
+	case errors.Is(err, context.Canceled):
+		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	default:
+		h.log.ErrorContext(ctx, "payment request failed", "error", err)
+		return apierr.Internal()
+	}
+}
+
+// money converts wire Money to domain Money; a nil amount is the zero Money,
+// which the domain rejects.
+func money(m *typev1.Money) domain.Money {
+	return domain.Money{Currency: m.GetCurrencyCode(), Units: m.GetUnits()}
+}
+
+func toProto(p *domain.Payment) *paymentv1.Payment {
+	return &paymentv1.Payment{
+		Id:             p.ID,
+		Amount:         &typev1.Money{CurrencyCode: p.Amount.Currency, Units: p.Amount.Units},
+		Refunded:       &typev1.Money{CurrencyCode: p.Amount.Currency, Units: p.RefundedUnits},
+		Status:         statusToProto(p.Status),
+		DeclineReason:  p.DeclineReason,
+		Reference:      p.Reference,
+		IdempotencyKey: p.IdempotencyKey,
+		CreateTime:     timestamppb.New(p.CreateTime),
+		UpdateTime:     timestamppb.New(p.UpdateTime),
+	}
+}
+
+func statusToProto(s domain.Status) paymentv1.PaymentStatus {
+	switch s {
+	case domain.StatusCaptured:
+		return paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED
+	case domain.StatusDeclined:
+		return paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED
+	case domain.StatusPartiallyRefunded:
+		return paymentv1.PaymentStatus_PAYMENT_STATUS_PARTIALLY_REFUNDED
+	case domain.StatusRefunded:
+		return paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED
+	}
+	return paymentv1.PaymentStatus_PAYMENT_STATUS_UNSPECIFIED
+}

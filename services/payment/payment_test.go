@@ -1,0 +1,248 @@
+package payment_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+	"github.com/duetkit/duet/services/payment"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// start runs the payment service on a loopback port behind the kit's server
+// stack and returns a client connected over real gRPC.
+func start(t *testing.T, cfg payment.Config) paymentv1.PaymentServiceClient {
+	t.Helper()
+	svc, err := payment.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	srv, err := server.New(server.Config{Name: "payment", DisableAccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Register(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if err := svc.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return paymentv1.NewPaymentServiceClient(conn)
+}
+
+func money(currency string, units int64) *typev1.Money {
+	return &typev1.Money{CurrencyCode: currency, Units: units}
+}
+
+// wantStatus checks err's code, reason and, when given, offending field.
+func wantStatus(t *testing.T, err error, code codes.Code, reason, field string) {
+	t.Helper()
+	if apierr.Code(err) != code || apierr.Reason(err) != reason {
+		t.Fatalf("error %v; want code %s reason %s", err, code, reason)
+	}
+	if field == "" {
+		return
+	}
+	for _, v := range apierr.FieldViolations(err) {
+		if v.Field == field {
+			return
+		}
+	}
+	t.Fatalf("error %v does not name field %s (has %v)", err, field, apierr.FieldViolations(err))
+}
+
+func TestCharge(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		client := start(t, payment.Config{DatabaseURL: url})
+		tests := []struct {
+			name       string
+			req        *paymentv1.ChargeRequest
+			wantCode   codes.Code
+			wantReason string
+			wantField  string
+			wantRetry  bool
+			// wantRecorded: the error names a payment that GetPayment returns DECLINED.
+			wantRecorded bool
+		}{
+			{name: "approve", req: &paymentv1.ChargeRequest{Amount: money("USD", 1999), PaymentMethodToken: "tok_approve", IdempotencyKey: "a1", Reference: "order-1"}},
+			{name: "decline", req: &paymentv1.ChargeRequest{Amount: money("USD", 1999), PaymentMethodToken: "tok_decline", IdempotencyKey: "d1"},
+				wantCode: codes.FailedPrecondition, wantReason: "PAYMENT_DECLINED", wantRecorded: true},
+			{name: "insufficient funds", req: &paymentv1.ChargeRequest{Amount: money("USD", 1999), PaymentMethodToken: "tok_insufficient", IdempotencyKey: "i1"},
+				wantCode: codes.FailedPrecondition, wantReason: "INSUFFICIENT_FUNDS", wantRecorded: true},
+			{name: "provider unavailable", req: &paymentv1.ChargeRequest{Amount: money("USD", 1999), PaymentMethodToken: "tok_unavailable", IdempotencyKey: "u1"},
+				wantCode: codes.Unavailable, wantReason: "PROVIDER_UNAVAILABLE", wantRetry: true},
+			{name: "unknown token", req: &paymentv1.ChargeRequest{Amount: money("USD", 1999), PaymentMethodToken: "tok_who", IdempotencyKey: "x1"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "payment_method_token"},
+			{name: "zero amount", req: &paymentv1.ChargeRequest{Amount: money("USD", 0), PaymentMethodToken: "tok_approve", IdempotencyKey: "z1"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount.units"},
+			{name: "no amount", req: &paymentv1.ChargeRequest{PaymentMethodToken: "tok_approve", IdempotencyKey: "n1"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount"},
+			{name: "bad currency", req: &paymentv1.ChargeRequest{Amount: money("usd", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "c1"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount.currency_code"},
+			{name: "no idempotency key", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "idempotency_key"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				resp, err := client.Charge(t.Context(), tt.req)
+				if tt.wantCode == codes.OK {
+					if err != nil {
+						t.Fatalf("Charge: %v", err)
+					}
+					p := resp.GetPayment()
+					if p.GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED || p.GetAmount().GetUnits() != 1999 ||
+						p.GetRefunded().GetUnits() != 0 || p.GetReference() != "order-1" || p.GetIdempotencyKey() != "a1" ||
+						p.GetCreateTime() == nil {
+						t.Fatalf("Charge = %v", p)
+					}
+					return
+				}
+				wantStatus(t, err, tt.wantCode, tt.wantReason, tt.wantField)
+				if d, ok := apierr.RetryDelay(err); ok != tt.wantRetry || (ok && d != time.Second) {
+					t.Fatalf("RetryInfo %v %v, want present=%v (1s)", d, ok, tt.wantRetry)
+				}
+				id := apierr.Info(err).GetMetadata()["payment_id"]
+				if tt.wantRecorded {
+					got, err := client.GetPayment(t.Context(), &paymentv1.GetPaymentRequest{Id: id})
+					if err != nil || got.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED ||
+						got.GetPayment().GetDeclineReason() != tt.wantReason {
+						t.Fatalf("GetPayment(%q) = %v, %v; want DECLINED %s", id, got, err, tt.wantReason)
+					}
+				} else if id != "" {
+					t.Fatalf("error names payment %q; nothing should be recorded", id)
+				}
+			})
+		}
+	})
+}
+
+func TestChargeIdempotency(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		client := start(t, payment.Config{DatabaseURL: url})
+		ctx := t.Context()
+		req := &paymentv1.ChargeRequest{Amount: money("EUR", 500), PaymentMethodToken: "tok_approve", IdempotencyKey: "key-1", Reference: "r"}
+		first, err := client.Charge(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := client.Charge(ctx, req)
+		if err != nil || again.GetPayment().GetId() != first.GetPayment().GetId() {
+			t.Fatalf("repeat = %v, %v; want payment %s", again, err, first.GetPayment().GetId())
+		}
+		other := &paymentv1.ChargeRequest{Amount: money("EUR", 501), PaymentMethodToken: "tok_approve", IdempotencyKey: "key-1", Reference: "r"}
+		_, err = client.Charge(ctx, other)
+		wantStatus(t, err, codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "")
+
+		decline := &paymentv1.ChargeRequest{Amount: money("EUR", 500), PaymentMethodToken: "tok_decline", IdempotencyKey: "key-2"}
+		_, err1 := client.Charge(ctx, decline)
+		_, err2 := client.Charge(ctx, decline)
+		wantStatus(t, err2, codes.FailedPrecondition, "PAYMENT_DECLINED", "")
+		id1, id2 := apierr.Info(err1).GetMetadata()["payment_id"], apierr.Info(err2).GetMetadata()["payment_id"]
+		if id1 == "" || id1 != id2 {
+			t.Fatalf("declined twice with payment ids %q and %q; want the same", id1, id2)
+		}
+	})
+}
+
+func TestRefund(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		client := start(t, payment.Config{DatabaseURL: url})
+		ctx := t.Context()
+		charged, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_approve", IdempotencyKey: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := charged.GetPayment().GetId()
+		_, declineErr := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_decline", IdempotencyKey: "d"})
+		declinedID := apierr.Info(declineErr).GetMetadata()["payment_id"]
+
+		steps := []struct {
+			name         string
+			req          *paymentv1.RefundRequest
+			wantCode     codes.Code
+			wantReason   string
+			wantField    string
+			wantRefunded int64
+			wantStatus   paymentv1.PaymentStatus
+		}{
+			{name: "part", req: &paymentv1.RefundRequest{Id: id, Amount: money("USD", 250), IdempotencyKey: "r1"},
+				wantRefunded: 250, wantStatus: paymentv1.PaymentStatus_PAYMENT_STATUS_PARTIALLY_REFUNDED},
+			{name: "keyed repeat", req: &paymentv1.RefundRequest{Id: id, Amount: money("USD", 250), IdempotencyKey: "r1"},
+				wantRefunded: 250, wantStatus: paymentv1.PaymentStatus_PAYMENT_STATUS_PARTIALLY_REFUNDED},
+			{name: "other currency", req: &paymentv1.RefundRequest{Id: id, Amount: money("EUR", 10)},
+				wantCode: codes.InvalidArgument, wantReason: "CURRENCY_MISMATCH", wantField: "amount.currency_code"},
+			{name: "zero", req: &paymentv1.RefundRequest{Id: id, Amount: money("USD", 0)},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount.units"},
+			{name: "too much", req: &paymentv1.RefundRequest{Id: id, Amount: money("USD", 751)},
+				wantCode: codes.FailedPrecondition, wantReason: "REFUND_EXCEEDS_CHARGE"},
+			{name: "the rest", req: &paymentv1.RefundRequest{Id: id},
+				wantRefunded: 1000, wantStatus: paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED},
+			{name: "fully refunded, again", req: &paymentv1.RefundRequest{Id: id},
+				wantCode: codes.FailedPrecondition, wantReason: "REFUND_EXCEEDS_CHARGE"},
+			{name: "declined payment", req: &paymentv1.RefundRequest{Id: declinedID},
+				wantCode: codes.FailedPrecondition, wantReason: "PAYMENT_NOT_REFUNDABLE"},
+			{name: "unknown payment", req: &paymentv1.RefundRequest{Id: "00000000-0000-4000-8000-000000000000"},
+				wantCode: codes.NotFound, wantReason: "PAYMENT_NOT_FOUND"},
+			{name: "malformed id", req: &paymentv1.RefundRequest{Id: "nope"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "id"},
+		}
+		for _, st := range steps {
+			resp, err := client.Refund(ctx, st.req)
+			if st.wantCode != codes.OK {
+				t.Run(st.name, func(t *testing.T) { wantStatus(t, err, st.wantCode, st.wantReason, st.wantField) })
+				continue
+			}
+			p := resp.GetPayment()
+			if err != nil || p.GetRefunded().GetUnits() != st.wantRefunded || p.GetRefunded().GetCurrencyCode() != "USD" || p.GetStatus() != st.wantStatus {
+				t.Fatalf("%s: Refund = %v, %v; want refunded %d, %s", st.name, p, err, st.wantRefunded, st.wantStatus)
+			}
+		}
+		got, err := client.GetPayment(ctx, &paymentv1.GetPaymentRequest{Id: id})
+		if err != nil || got.GetPayment().GetRefunded().GetUnits() != 1000 {
+			t.Fatalf("GetPayment = %v, %v", got, err)
+		}
+	})
+}
+
+func TestGetPaymentNotFound(t *testing.T) {
+	client := start(t, payment.Config{DatabaseURL: sqldbtest.URLs(t)["sqlite"]})
+	_, err := client.GetPayment(t.Context(), &paymentv1.GetPaymentRequest{Id: "00000000-0000-4000-8000-000000000000"})
+	wantStatus(t, err, codes.NotFound, "PAYMENT_NOT_FOUND", "")
+}
+
+func TestOpenRequiresDatabase(t *testing.T) {
+	if _, err := payment.Open(t.Context(), payment.Config{}); err == nil {
+		t.Fatal("Open without a database succeeded")
+	}
+}

@@ -1,0 +1,232 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+	"github.com/duetkit/duet/services/payment/domain"
+	"github.com/duetkit/duet/services/payment/simulator"
+	"github.com/duetkit/duet/services/payment/store"
+)
+
+// eachDialect opens a fresh store per dialect and runs fn against it.
+func eachDialect(t *testing.T, fn func(t *testing.T, s *store.Store)) {
+	t.Helper()
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		s, err := store.Open(t.Context(), url, nil)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		fn(t, s)
+	})
+}
+
+var t0 = time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
+
+func payment(id, key string, units int64, status domain.Status) *domain.Payment {
+	return &domain.Payment{
+		ID: id, Amount: domain.Money{Currency: "EUR", Units: units}, Status: status,
+		Reference: "ref-" + id, IdempotencyKey: key, Fingerprint: "fp-" + key,
+		CreateTime: t0, UpdateTime: t0,
+	}
+}
+
+func TestCreateAndRead(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		want := payment("p1", "k1", 1999, domain.StatusCaptured)
+		declined := payment("p2", "k2", 50, domain.StatusDeclined)
+		declined.DeclineReason = domain.ReasonInsufficientFunds
+		for _, p := range []*domain.Payment{want, declined} {
+			if err := s.Create(ctx, p); err != nil {
+				t.Fatalf("Create(%s): %v", p.ID, err)
+			}
+		}
+		tests := []struct {
+			name string
+			read func() (*domain.Payment, error)
+			want *domain.Payment
+			err  error
+		}{
+			{"by id", func() (*domain.Payment, error) { return s.ByID(ctx, "p1") }, want, nil},
+			{"by key", func() (*domain.Payment, error) { return s.ByIdempotencyKey(ctx, "k1") }, want, nil},
+			{"declined by id", func() (*domain.Payment, error) { return s.ByID(ctx, "p2") }, declined, nil},
+			{"missing id", func() (*domain.Payment, error) { return s.ByID(ctx, "nope") }, nil, domain.ErrNotFound},
+			{"missing key", func() (*domain.Payment, error) { return s.ByIdempotencyKey(ctx, "nope") }, nil, domain.ErrNotFound},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				got, err := tt.read()
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("error %v, want %v", err, tt.err)
+				}
+				if tt.want != nil && *got != *tt.want {
+					t.Fatalf("got %+v\nwant %+v", got, tt.want)
+				}
+			})
+		}
+	})
+}
+
+func TestCreateDuplicateKey(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		if err := s.Create(t.Context(), payment("p1", "k1", 10, domain.StatusCaptured)); err != nil {
+			t.Fatal(err)
+		}
+		err := s.Create(t.Context(), payment("p2", "k1", 20, domain.StatusCaptured))
+		if !errors.Is(err, domain.ErrDuplicate) {
+			t.Fatalf("Create with a taken key = %v, want ErrDuplicate", err)
+		}
+	})
+}
+
+// TestConcurrentChargesOneKey races identical charges through the domain
+// service: exactly one payment may exist afterwards, and every caller gets it.
+func TestConcurrentChargesOneKey(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		svc := domain.NewService(s, simulator.Provider{})
+		req := domain.ChargeRequest{Amount: domain.Money{Currency: "USD", Units: 700}, Token: simulator.TokenApprove, IdempotencyKey: "race"}
+		const n = 8
+		ids := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				p, err := svc.Charge(t.Context(), req)
+				errs[i] = err
+				if err == nil {
+					ids[i] = p.ID
+				}
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil || ids[i] != ids[0] {
+				t.Fatalf("caller %d: id %q err %v; want id %q", i, ids[i], errs[i], ids[0])
+			}
+		}
+	})
+}
+
+func TestRefund(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		if err := s.Create(ctx, payment("p1", "k1", 1000, domain.StatusCaptured)); err != nil {
+			t.Fatal(err)
+		}
+		svc := domain.NewService(s, simulator.Provider{})
+		steps := []struct {
+			name         string
+			req          domain.RefundRequest
+			wantErr      error
+			wantRefunded int64
+			wantStatus   domain.Status
+		}{
+			{"part", domain.RefundRequest{Amount: &domain.Money{Currency: "EUR", Units: 300}, IdempotencyKey: "a"}, nil, 300, domain.StatusPartiallyRefunded},
+			{"keyed repeat", domain.RefundRequest{Amount: &domain.Money{Currency: "EUR", Units: 300}, IdempotencyKey: "a"}, nil, 300, domain.StatusPartiallyRefunded},
+			{"key reused", domain.RefundRequest{Amount: &domain.Money{Currency: "EUR", Units: 200}, IdempotencyKey: "a"}, domain.ErrIdempotencyKeyReused, 300, domain.StatusPartiallyRefunded},
+			{"too much", domain.RefundRequest{Amount: &domain.Money{Currency: "EUR", Units: 701}}, domain.ErrRefundExceedsCharge, 300, domain.StatusPartiallyRefunded},
+			{"unkeyed part", domain.RefundRequest{Amount: &domain.Money{Currency: "EUR", Units: 200}}, nil, 500, domain.StatusPartiallyRefunded},
+			{"rest", domain.RefundRequest{IdempotencyKey: "b"}, nil, 1000, domain.StatusRefunded},
+			{"rest repeated", domain.RefundRequest{IdempotencyKey: "b"}, nil, 1000, domain.StatusRefunded},
+			{"again", domain.RefundRequest{}, domain.ErrRefundExceedsCharge, 1000, domain.StatusRefunded},
+		}
+		for _, st := range steps {
+			st.req.PaymentID = "p1"
+			p, err := svc.Refund(ctx, st.req)
+			if !errors.Is(err, st.wantErr) {
+				t.Fatalf("%s: error %v, want %v", st.name, err, st.wantErr)
+			}
+			stored, _ := s.ByID(ctx, "p1")
+			if stored.RefundedUnits != st.wantRefunded || stored.Status != st.wantStatus {
+				t.Fatalf("%s: stored %d %s, want %d %s", st.name, stored.RefundedUnits, stored.Status, st.wantRefunded, st.wantStatus)
+			}
+			if err == nil && (p.RefundedUnits != stored.RefundedUnits || p.Status != stored.Status) {
+				t.Fatalf("%s: returned %+v, stored %+v", st.name, p, stored)
+			}
+		}
+		refunds, err := s.Refunds(ctx, "p1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum int64
+		for _, r := range refunds {
+			sum += r.Units
+		}
+		if len(refunds) != 3 || sum != 1000 {
+			t.Fatalf("%d refunds summing to %d, want 3 summing to 1000", len(refunds), sum)
+		}
+		if _, err := svc.Refund(ctx, domain.RefundRequest{PaymentID: "nope"}); !errors.Is(err, domain.ErrNotFound) {
+			t.Fatalf("refund of a missing payment = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// TestConcurrentRefunds races refunds that together ask for more than the
+// charge: the total refunded must never exceed it, and every refund must be
+// either applied in full or rejected as REFUND_EXCEEDS_CHARGE.
+func TestConcurrentRefunds(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		if err := s.Create(ctx, payment("p1", "k1", 1000, domain.StatusCaptured)); err != nil {
+			t.Fatal(err)
+		}
+		svc := domain.NewService(s, simulator.Provider{})
+		const n = 16 // 16 × 100 asks for 1600 of 1000
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = svc.Refund(ctx, domain.RefundRequest{
+					PaymentID: "p1", Amount: &domain.Money{Currency: "EUR", Units: 100}, IdempotencyKey: fmt.Sprint("r", i),
+				})
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, domain.ErrRefundExceedsCharge):
+				t.Errorf("refund %d: %v", i, err)
+			}
+		}
+		p, err := s.ByID(ctx, "p1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refunds, _ := s.Refunds(ctx, "p1")
+		if ok != 10 || p.RefundedUnits != 1000 || p.Status != domain.StatusRefunded || len(refunds) != 10 {
+			t.Fatalf("%d refunds succeeded, %d recorded, payment %d %s; want 10, 10, 1000 REFUNDED",
+				ok, len(refunds), p.RefundedUnits, p.Status)
+		}
+	})
+}
+
+func TestRefundCheckConstraint(t *testing.T) {
+	// The schema itself refuses to record more refunded than charged, even
+	// if a bug let such a change through the domain.
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		if err := s.Create(ctx, payment("p1", "k1", 100, domain.StatusCaptured)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Refund(ctx, "p1", "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, error) {
+			p.RefundedUnits = 150
+			return &domain.Refund{ID: "r1", PaymentID: "p1", Units: 150, CreateTime: t0}, nil
+		})
+		if err == nil {
+			t.Fatal("over-refund was stored")
+		}
+		p, _ := s.ByID(ctx, "p1")
+		if refunds, _ := s.Refunds(ctx, "p1"); p.RefundedUnits != 0 || len(refunds) != 0 {
+			t.Fatalf("a failed refund left traces: refunded %d, %d refunds", p.RefundedUnits, len(refunds))
+		}
+	})
+}
