@@ -12,6 +12,7 @@ package orderv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/duetkit/duet/gen/duet/type/v1"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -611,7 +612,7 @@ var File_duet_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_duet_order_v1_order_proto_rawDesc = "" +
 	"\n" +
-	"\x19duet/order/v1/order.proto\x12\rduet.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n" +
+	"\x19duet/order/v1/order.proto\x12\rduet.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x9e\x01\n" +
 	"\bLineItem\x12.\n" +
 	"\x03sku\x18\x01 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$R\x03sku\x12&\n" +
 	"\bquantity\x18\x02 \x01(\x05B\n" +
@@ -664,7 +665,8 @@ const file_duet_order_v1_order_proto_rawDesc = "" +
 	"/v1/orders\x90\x02\x02\x12g\n" +
 	"\bGetOrder\x12\x1e.duet.order.v1.GetOrderRequest\x1a\x1f.duet.order.v1.GetOrderResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x90\x02\x01\x12x\n" +
 	"\n" +
-	"ListOrders\x12 .duet.order.v1.ListOrdersRequest\x1a!.duet.order.v1.ListOrdersResponse\"%\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/orders\x90\x02\x01B3Z1github.com/duetkit/duet/gen/duet/order/v1;orderv1b\x06proto3"
+	"ListOrders\x12 .duet.order.v1.ListOrdersRequest\x1a!.duet.order.v1.ListOrdersResponse\"%\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/orders\x90\x02\x01B\xa8\x01\x92Ar\x12p\n" +
+	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z1github.com/duetkit/duet/gen/duet/order/v1;orderv1b\x06proto3"
 
 var (
 	file_duet_order_v1_order_proto_rawDescOnce sync.Once

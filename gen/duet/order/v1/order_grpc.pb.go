@@ -36,10 +36,16 @@ type OrderServiceClient interface {
 	// CreateOrder checks the user, charges the payment method for the order's
 	// total and stores the order as PAID or PAYMENT_FAILED. A declined payment
 	// is a business outcome, not an error: the call succeeds and the order says
-	// PAYMENT_FAILED with the reason. It is idempotent on idempotency_key: a
-	// repeat returns the same order and never charges twice. A temporary
-	// payment failure is UNAVAILABLE with RetryInfo; retrying with the same key
-	// completes the same order.
+	// PAYMENT_FAILED with the reason.
+	//
+	// It is idempotent on idempotency_key, which is unique across all users: a
+	// repeat with the same request returns the same order and never charges
+	// twice; the same key with another request is FAILED_PRECONDITION, reason
+	// IDEMPOTENCY_KEY_REUSED. A temporary payment failure is UNAVAILABLE,
+	// reason PAYMENT_UNAVAILABLE, with RetryInfo; the order stays PENDING and
+	// retrying with the same key completes it. An unknown user is
+	// FAILED_PRECONDITION, reason USER_NOT_FOUND. The total must be more than
+	// zero and at most 100000000000 minor units.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
@@ -94,10 +100,16 @@ type OrderServiceServer interface {
 	// CreateOrder checks the user, charges the payment method for the order's
 	// total and stores the order as PAID or PAYMENT_FAILED. A declined payment
 	// is a business outcome, not an error: the call succeeds and the order says
-	// PAYMENT_FAILED with the reason. It is idempotent on idempotency_key: a
-	// repeat returns the same order and never charges twice. A temporary
-	// payment failure is UNAVAILABLE with RetryInfo; retrying with the same key
-	// completes the same order.
+	// PAYMENT_FAILED with the reason.
+	//
+	// It is idempotent on idempotency_key, which is unique across all users: a
+	// repeat with the same request returns the same order and never charges
+	// twice; the same key with another request is FAILED_PRECONDITION, reason
+	// IDEMPOTENCY_KEY_REUSED. A temporary payment failure is UNAVAILABLE,
+	// reason PAYMENT_UNAVAILABLE, with RetryInfo; the order stays PENDING and
+	// retrying with the same key completes it. An unknown user is
+	// FAILED_PRECONDITION, reason USER_NOT_FOUND. The total must be more than
+	// zero and at most 100000000000 minor units.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)

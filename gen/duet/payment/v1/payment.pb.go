@@ -12,6 +12,7 @@ package paymentv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/duetkit/duet/gen/duet/type/v1"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -534,7 +535,7 @@ var File_duet_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
-	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x03\n" +
+	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xa1\x03\n" +
 	"\aPayment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x06amount\x18\x02 \x01(\v2\x13.duet.type.v1.MoneyR\x06amount\x12/\n" +
@@ -575,7 +576,8 @@ const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\x06Charge\x12\x1e.duet.payment.v1.ChargeRequest\x1a\x1f.duet.payment.v1.ChargeResponse\"\x1a\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/payments\x90\x02\x02\x12s\n" +
 	"\n" +
 	"GetPayment\x12\".duet.payment.v1.GetPaymentRequest\x1a#.duet.payment.v1.GetPaymentResponse\"\x1c\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/payments/{id}\x90\x02\x01\x12n\n" +
-	"\x06Refund\x12\x1e.duet.payment.v1.RefundRequest\x1a\x1f.duet.payment.v1.RefundResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/payments/{id}:refundB7Z5github.com/duetkit/duet/gen/duet/payment/v1;paymentv1b\x06proto3"
+	"\x06Refund\x12\x1e.duet.payment.v1.RefundRequest\x1a\x1f.duet.payment.v1.RefundResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/payments/{id}:refundB\xac\x01\x92Ar\x12p\n" +
+	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z5github.com/duetkit/duet/gen/duet/payment/v1;paymentv1b\x06proto3"
 
 var (
 	file_duet_payment_v1_payment_proto_rawDescOnce sync.Once

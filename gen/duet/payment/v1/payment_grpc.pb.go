@@ -37,8 +37,9 @@ const (
 //
 //	tok_approve      the charge is captured.
 //	tok_decline      the charge is declined: FAILED_PRECONDITION, reason
-//	                 PAYMENT_DECLINED (HTTP 402); the declined payment is
-//	                 still recorded and can be read with GetPayment.
+//	                 PAYMENT_DECLINED (HTTP 402), with the declined
+//	                 payment's id in the ErrorInfo metadata "payment_id";
+//	                 it is recorded and can be read with GetPayment.
 //	tok_insufficient declined for lack of funds, reason INSUFFICIENT_FUNDS (HTTP 402).
 //	tok_unavailable  the provider is temporarily down: UNAVAILABLE, reason
 //	                 PROVIDER_UNAVAILABLE, with RetryInfo; nothing is recorded.
@@ -106,8 +107,9 @@ func (c *paymentServiceClient) Refund(ctx context.Context, in *RefundRequest, op
 //
 //	tok_approve      the charge is captured.
 //	tok_decline      the charge is declined: FAILED_PRECONDITION, reason
-//	                 PAYMENT_DECLINED (HTTP 402); the declined payment is
-//	                 still recorded and can be read with GetPayment.
+//	                 PAYMENT_DECLINED (HTTP 402), with the declined
+//	                 payment's id in the ErrorInfo metadata "payment_id";
+//	                 it is recorded and can be read with GetPayment.
 //	tok_insufficient declined for lack of funds, reason INSUFFICIENT_FUNDS (HTTP 402).
 //	tok_unavailable  the provider is temporarily down: UNAVAILABLE, reason
 //	                 PROVIDER_UNAVAILABLE, with RetryInfo; nothing is recorded.

@@ -10,6 +10,7 @@ package typev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -85,11 +86,12 @@ var File_duet_type_v1_money_proto protoreflect.FileDescriptor
 
 const file_duet_type_v1_money_proto_rawDesc = "" +
 	"\n" +
-	"\x18duet/type/v1/money.proto\x12\fduet.type.v1\x1a\x1bbuf/validate/validate.proto\"e\n" +
+	"\x18duet/type/v1/money.proto\x12\fduet.type.v1\x1a\x1bbuf/validate/validate.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"e\n" +
 	"\x05Money\x126\n" +
 	"\rcurrency_code\x18\x01 \x01(\tB\x11\xbaH\x0er\f2\n" +
 	"^[A-Z]{3}$R\fcurrencyCode\x12$\n" +
-	"\x05units\x18\x02 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xd0\xdb\xc3\xf4\x02(\x00R\x05unitsB1Z/github.com/duetkit/duet/gen/duet/type/v1;typev1b\x06proto3"
+	"\x05units\x18\x02 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xd0\xdb\xc3\xf4\x02(\x00R\x05unitsB\xa6\x01\x92Ar\x12p\n" +
+	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z/github.com/duetkit/duet/gen/duet/type/v1;typev1b\x06proto3"
 
 var (
 	file_duet_type_v1_money_proto_rawDescOnce sync.Once

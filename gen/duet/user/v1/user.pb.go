@@ -11,6 +11,7 @@ package userv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -520,7 +521,7 @@ var File_duet_user_v1_user_proto protoreflect.FileDescriptor
 
 const file_duet_user_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x17duet/user/v1/user.proto\x12\fduet.user.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n" +
+	"\x17duet/user/v1/user.proto\x12\fduet.user.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xc4\x01\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x12\n" +
@@ -558,7 +559,8 @@ const file_duet_user_v1_user_proto_rawDesc = "" +
 	"\aGetUser\x12\x1c.duet.user.v1.GetUserRequest\x1a\x1d.duet.user.v1.GetUserResponse\"\x19\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/users/{id}\x90\x02\x01\x12b\n" +
 	"\tListUsers\x12\x1e.duet.user.v1.ListUsersRequest\x1a\x1f.duet.user.v1.ListUsersResponse\"\x14\x82\xd3\xe4\x93\x02\v\x12\t/v1/users\x90\x02\x01\x12r\n" +
 	"\n" +
-	"UpdateUser\x12\x1f.duet.user.v1.UpdateUserRequest\x1a .duet.user.v1.UpdateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x04user2\x13/v1/users/{user.id}B1Z/github.com/duetkit/duet/gen/duet/user/v1;userv1b\x06proto3"
+	"UpdateUser\x12\x1f.duet.user.v1.UpdateUserRequest\x1a .duet.user.v1.UpdateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x04user2\x13/v1/users/{user.id}B\xa6\x01\x92Ar\x12p\n" +
+	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z/github.com/duetkit/duet/gen/duet/user/v1;userv1b\x06proto3"
 
 var (
 	file_duet_user_v1_user_proto_rawDescOnce sync.Once
