@@ -100,13 +100,14 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		return err
 	}
 	var metricsSrv *http.Server
+	var metricsAddr string
 	if cfg.MetricsAddr != "" {
-		if metricsSrv, err = serveMetrics(cfg.MetricsAddr, s.services[0].srv); err != nil {
+		if metricsSrv, metricsAddr, err = serveMetrics(cfg.MetricsAddr, s.services[0].srv); err != nil {
 			s.Shutdown(context.WithoutCancel(ctx))
 			return err
 		}
 	}
-	log.Info("serving", "component", component, "grpc", addr, "metrics", cfg.MetricsAddr)
+	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr)
 	if cfg.Ready != nil {
 		cfg.Ready(addr)
 	}
@@ -172,10 +173,10 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 // serveMetrics exposes a service's Prometheus metrics and its liveness and
 // readiness (from its gRPC health status) over plain HTTP, for scrapers and
 // orchestrators that do not speak gRPC.
-func serveMetrics(addr string, srv *server.Server) (*http.Server, error) {
+func serveMetrics(addr string, srv *server.Server) (*http.Server, string, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics listen: %w", err)
+		return nil, "", fmt.Errorf("metrics listen: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Default().Handler())
@@ -190,5 +191,5 @@ func serveMetrics(addr string, srv *server.Server) (*http.Server, error) {
 	})
 	h := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 	go h.Serve(lis)
-	return h, nil
+	return h, lis.Addr().String(), nil
 }
