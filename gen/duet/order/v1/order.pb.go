@@ -35,12 +35,24 @@ type OrderStatus int32
 const (
 	// Never set by the server.
 	OrderStatus_ORDER_STATUS_UNSPECIFIED OrderStatus = 0
-	// The order is stored and its payment is not settled yet.
+	// The order's saga is running; see step.
 	OrderStatus_ORDER_STATUS_PENDING OrderStatus = 1
-	// The payment was captured.
+	// Deprecated: orders before the saga ended PAID; they now end CONFIRMED.
+	//
+	// Deprecated: Marked as deprecated in duet/order/v1/order.proto.
 	OrderStatus_ORDER_STATUS_PAID OrderStatus = 2
-	// The payment was declined; see failure_reason.
+	// Deprecated: orders before the saga ended PAYMENT_FAILED; they now end CANCELLED.
+	//
+	// Deprecated: Marked as deprecated in duet/order/v1/order.proto.
 	OrderStatus_ORDER_STATUS_PAYMENT_FAILED OrderStatus = 3
+	// Terminal: stock committed and payment captured.
+	OrderStatus_ORDER_STATUS_CONFIRMED OrderStatus = 4
+	// Terminal: the payment was declined or failed; stock was released and
+	// any charge refunded. See failure_reason.
+	OrderStatus_ORDER_STATUS_CANCELLED OrderStatus = 5
+	// Terminal: not enough stock (or an unknown user or product); nothing
+	// was charged. See failure_reason.
+	OrderStatus_ORDER_STATUS_REJECTED OrderStatus = 6
 )
 
 // Enum value maps for OrderStatus.
@@ -50,12 +62,18 @@ var (
 		1: "ORDER_STATUS_PENDING",
 		2: "ORDER_STATUS_PAID",
 		3: "ORDER_STATUS_PAYMENT_FAILED",
+		4: "ORDER_STATUS_CONFIRMED",
+		5: "ORDER_STATUS_CANCELLED",
+		6: "ORDER_STATUS_REJECTED",
 	}
 	OrderStatus_value = map[string]int32{
 		"ORDER_STATUS_UNSPECIFIED":    0,
 		"ORDER_STATUS_PENDING":        1,
 		"ORDER_STATUS_PAID":           2,
 		"ORDER_STATUS_PAYMENT_FAILED": 3,
+		"ORDER_STATUS_CONFIRMED":      4,
+		"ORDER_STATUS_CANCELLED":      5,
+		"ORDER_STATUS_REJECTED":       6,
 	}
 )
 
@@ -86,6 +104,83 @@ func (OrderStatus) EnumDescriptor() ([]byte, []int) {
 	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{0}
 }
 
+// OrderStep is the saga step an order is at, or was at when it ended.
+type OrderStep int32
+
+const (
+	// Never set by the server.
+	OrderStep_ORDER_STEP_UNSPECIFIED OrderStep = 0
+	// Checking the user exists.
+	OrderStep_ORDER_STEP_CHECK_USER OrderStep = 1
+	// Reading prices from inventory.
+	OrderStep_ORDER_STEP_PRICE OrderStep = 2
+	// Reserving stock.
+	OrderStep_ORDER_STEP_RESERVE OrderStep = 3
+	// Charging the payment method.
+	OrderStep_ORDER_STEP_CHARGE OrderStep = 4
+	// Committing the stock reservation.
+	OrderStep_ORDER_STEP_COMMIT OrderStep = 5
+	// Compensating: refunding the charge, if any.
+	OrderStep_ORDER_STEP_REFUND OrderStep = 6
+	// Compensating: releasing the stock reservation.
+	OrderStep_ORDER_STEP_RELEASE OrderStep = 7
+	// The saga has ended; status is terminal.
+	OrderStep_ORDER_STEP_DONE OrderStep = 8
+)
+
+// Enum value maps for OrderStep.
+var (
+	OrderStep_name = map[int32]string{
+		0: "ORDER_STEP_UNSPECIFIED",
+		1: "ORDER_STEP_CHECK_USER",
+		2: "ORDER_STEP_PRICE",
+		3: "ORDER_STEP_RESERVE",
+		4: "ORDER_STEP_CHARGE",
+		5: "ORDER_STEP_COMMIT",
+		6: "ORDER_STEP_REFUND",
+		7: "ORDER_STEP_RELEASE",
+		8: "ORDER_STEP_DONE",
+	}
+	OrderStep_value = map[string]int32{
+		"ORDER_STEP_UNSPECIFIED": 0,
+		"ORDER_STEP_CHECK_USER":  1,
+		"ORDER_STEP_PRICE":       2,
+		"ORDER_STEP_RESERVE":     3,
+		"ORDER_STEP_CHARGE":      4,
+		"ORDER_STEP_COMMIT":      5,
+		"ORDER_STEP_REFUND":      6,
+		"ORDER_STEP_RELEASE":     7,
+		"ORDER_STEP_DONE":        8,
+	}
+)
+
+func (x OrderStep) Enum() *OrderStep {
+	p := new(OrderStep)
+	*p = x
+	return p
+}
+
+func (x OrderStep) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OrderStep) Descriptor() protoreflect.EnumDescriptor {
+	return file_duet_order_v1_order_proto_enumTypes[1].Descriptor()
+}
+
+func (OrderStep) Type() protoreflect.EnumType {
+	return &file_duet_order_v1_order_proto_enumTypes[1]
+}
+
+func (x OrderStep) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OrderStep.Descriptor instead.
+func (OrderStep) EnumDescriptor() ([]byte, []int) {
+	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{1}
+}
+
 // LineItem is one product line of an order.
 type LineItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -93,7 +188,9 @@ type LineItem struct {
 	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
 	// How many units, 1 to 10000.
 	Quantity int32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	// Price of one unit. Every item of an order has the same currency.
+	// Price of one unit, set by the server from inventory. A client may send
+	// it to state the price it expects: the order is then refused
+	// (PRICE_CHANGED) if inventory's price differs.
 	UnitPrice     *v1.Money `protobuf:"bytes,3,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -159,7 +256,7 @@ type Order struct {
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// What was ordered.
 	Items []*LineItem `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
-	// Sum of quantity × unit price over the items.
+	// Sum of quantity × unit price over the items; unset until priced.
 	Total *v1.Money `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
 	// Where the order stands.
 	Status OrderStatus `protobuf:"varint,5,opt,name=status,proto3,enum=duet.order.v1.OrderStatus" json:"status,omitempty"`
@@ -172,7 +269,9 @@ type Order struct {
 	// When the order was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the order last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The saga step the order is at.
+	Step          OrderStep `protobuf:"varint,11,opt,name=step,proto3,enum=duet.order.v1.OrderStep" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +376,13 @@ func (x *Order) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Order) GetStep() OrderStep {
+	if x != nil {
+		return x.Step
+	}
+	return OrderStep_ORDER_STEP_UNSPECIFIED
+}
+
 // CreateOrderRequest places an order.
 type CreateOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -288,8 +394,11 @@ type CreateOrderRequest struct {
 	PaymentToken string `protobuf:"bytes,3,opt,name=payment_token,json=paymentToken,proto3" json:"payment_token,omitempty"`
 	// Client-chosen key that makes retries safe, 1 to 128 characters.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Wait for the order to be terminal before answering (bounded by the
+	// call's deadline). Unset answers at once with the order PENDING.
+	Wait          bool `protobuf:"varint,5,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateOrderRequest) Reset() {
@@ -348,6 +457,13 @@ func (x *CreateOrderRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *CreateOrderRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
 }
 
 // CreateOrderResponse holds the order as stored.
@@ -488,6 +604,98 @@ func (x *GetOrderResponse) GetOrder() *Order {
 	return nil
 }
 
+// WatchOrderRequest names the order to watch.
+type WatchOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The order's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchOrderRequest) Reset() {
+	*x = WatchOrderRequest{}
+	mi := &file_duet_order_v1_order_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchOrderRequest) ProtoMessage() {}
+
+func (x *WatchOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_duet_order_v1_order_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchOrderRequest.ProtoReflect.Descriptor instead.
+func (*WatchOrderRequest) Descriptor() ([]byte, []int) {
+	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WatchOrderRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// WatchOrderResponse is one state of the watched order.
+type WatchOrderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The order after a change (the first message: as it was when watching began).
+	Order         *Order `protobuf:"bytes,1,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchOrderResponse) Reset() {
+	*x = WatchOrderResponse{}
+	mi := &file_duet_order_v1_order_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchOrderResponse) ProtoMessage() {}
+
+func (x *WatchOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_duet_order_v1_order_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchOrderResponse.ProtoReflect.Descriptor instead.
+func (*WatchOrderResponse) Descriptor() ([]byte, []int) {
+	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WatchOrderResponse) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
 // ListOrdersRequest asks for one page of a user's orders.
 type ListOrdersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -504,7 +712,7 @@ type ListOrdersRequest struct {
 
 func (x *ListOrdersRequest) Reset() {
 	*x = ListOrdersRequest{}
-	mi := &file_duet_order_v1_order_proto_msgTypes[6]
+	mi := &file_duet_order_v1_order_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +724,7 @@ func (x *ListOrdersRequest) String() string {
 func (*ListOrdersRequest) ProtoMessage() {}
 
 func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_duet_order_v1_order_proto_msgTypes[6]
+	mi := &file_duet_order_v1_order_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +737,7 @@ func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{6}
+	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListOrdersRequest) GetUserId() string {
@@ -566,7 +774,7 @@ type ListOrdersResponse struct {
 
 func (x *ListOrdersResponse) Reset() {
 	*x = ListOrdersResponse{}
-	mi := &file_duet_order_v1_order_proto_msgTypes[7]
+	mi := &file_duet_order_v1_order_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +786,7 @@ func (x *ListOrdersResponse) String() string {
 func (*ListOrdersResponse) ProtoMessage() {}
 
 func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_duet_order_v1_order_proto_msgTypes[7]
+	mi := &file_duet_order_v1_order_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +799,7 @@ func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{7}
+	return file_duet_order_v1_order_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListOrdersResponse) GetOrders() []*Order {
@@ -612,13 +820,13 @@ var File_duet_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_duet_order_v1_order_proto_rawDesc = "" +
 	"\n" +
-	"\x19duet/order/v1/order.proto\x12\rduet.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x9e\x01\n" +
+	"\x19duet/order/v1/order.proto\x12\rduet.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x96\x01\n" +
 	"\bLineItem\x12.\n" +
 	"\x03sku\x18\x01 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$R\x03sku\x12&\n" +
 	"\bquantity\x18\x02 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x01R\bquantity\x12:\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x01R\bquantity\x122\n" +
 	"\n" +
-	"unit_price\x18\x03 \x01(\v2\x13.duet.type.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\tunitPrice\"\xb1\x03\n" +
+	"unit_price\x18\x03 \x01(\v2\x13.duet.type.v1.MoneyR\tunitPrice\"\xe4\x03\n" +
 	"\x05Order\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12-\n" +
@@ -633,19 +841,25 @@ const file_duet_order_v1_order_proto_rawDesc = "" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"\xd7\x01\n" +
+	"updateTime\x121\n" +
+	"\x04step\x18\v \x01(\x0e2\x18.duet.order.v1.OrderStepB\x03\xe0A\x03R\x04step\"\xeb\x01\n" +
 	"\x12CreateOrderRequest\x12!\n" +
 	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x129\n" +
 	"\x05items\x18\x02 \x03(\v2\x17.duet.order.v1.LineItemB\n" +
 	"\xbaH\a\x92\x01\x04\b\x01\x10dR\x05items\x12.\n" +
 	"\rpayment_token\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\fpaymentToken\x123\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\"A\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12\x12\n" +
+	"\x04wait\x18\x05 \x01(\bR\x04wait\"A\n" +
 	"\x13CreateOrderResponse\x12*\n" +
 	"\x05order\x18\x01 \x01(\v2\x14.duet.order.v1.OrderR\x05order\"+\n" +
 	"\x0fGetOrderRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\">\n" +
 	"\x10GetOrderResponse\x12*\n" +
+	"\x05order\x18\x01 \x01(\v2\x14.duet.order.v1.OrderR\x05order\"-\n" +
+	"\x11WatchOrderRequest\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"@\n" +
+	"\x12WatchOrderResponse\x12*\n" +
 	"\x05order\x18\x01 \x01(\v2\x14.duet.order.v1.OrderR\x05order\"\x87\x01\n" +
 	"\x11ListOrdersRequest\x12!\n" +
 	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12&\n" +
@@ -654,16 +868,31 @@ const file_duet_order_v1_order_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"j\n" +
 	"\x12ListOrdersResponse\x12,\n" +
 	"\x06orders\x18\x01 \x03(\v2\x14.duet.order.v1.OrderR\x06orders\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*}\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xd8\x01\n" +
 	"\vOrderStatus\x12\x1c\n" +
 	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
-	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n" +
-	"\x11ORDER_STATUS_PAID\x10\x02\x12\x1f\n" +
-	"\x1bORDER_STATUS_PAYMENT_FAILED\x10\x032\xe1\x02\n" +
+	"\x14ORDER_STATUS_PENDING\x10\x01\x12\x19\n" +
+	"\x11ORDER_STATUS_PAID\x10\x02\x1a\x02\b\x01\x12#\n" +
+	"\x1bORDER_STATUS_PAYMENT_FAILED\x10\x03\x1a\x02\b\x01\x12\x1a\n" +
+	"\x16ORDER_STATUS_CONFIRMED\x10\x04\x12\x1a\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x19\n" +
+	"\x15ORDER_STATUS_REJECTED\x10\x06*\xe2\x01\n" +
+	"\tOrderStep\x12\x1a\n" +
+	"\x16ORDER_STEP_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ORDER_STEP_CHECK_USER\x10\x01\x12\x14\n" +
+	"\x10ORDER_STEP_PRICE\x10\x02\x12\x16\n" +
+	"\x12ORDER_STEP_RESERVE\x10\x03\x12\x15\n" +
+	"\x11ORDER_STEP_CHARGE\x10\x04\x12\x15\n" +
+	"\x11ORDER_STEP_COMMIT\x10\x05\x12\x15\n" +
+	"\x11ORDER_STEP_REFUND\x10\x06\x12\x16\n" +
+	"\x12ORDER_STEP_RELEASE\x10\a\x12\x13\n" +
+	"\x0fORDER_STEP_DONE\x10\b2\xd8\x03\n" +
 	"\fOrderService\x12n\n" +
 	"\vCreateOrder\x12!.duet.order.v1.CreateOrderRequest\x1a\".duet.order.v1.CreateOrderResponse\"\x18\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
 	"/v1/orders\x90\x02\x02\x12g\n" +
-	"\bGetOrder\x12\x1e.duet.order.v1.GetOrderRequest\x1a\x1f.duet.order.v1.GetOrderResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x90\x02\x01\x12x\n" +
+	"\bGetOrder\x12\x1e.duet.order.v1.GetOrderRequest\x1a\x1f.duet.order.v1.GetOrderResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x90\x02\x01\x12u\n" +
+	"\n" +
+	"WatchOrder\x12 .duet.order.v1.WatchOrderRequest\x1a!.duet.order.v1.WatchOrderResponse\" \x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{id}:watch\x90\x02\x010\x01\x12x\n" +
 	"\n" +
 	"ListOrders\x12 .duet.order.v1.ListOrdersRequest\x1a!.duet.order.v1.ListOrdersResponse\"%\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/orders\x90\x02\x01B\xa8\x01\x92Ar\x12p\n" +
 	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z1github.com/duetkit/duet/gen/duet/order/v1;orderv1b\x06proto3"
@@ -680,43 +909,50 @@ func file_duet_order_v1_order_proto_rawDescGZIP() []byte {
 	return file_duet_order_v1_order_proto_rawDescData
 }
 
-var file_duet_order_v1_order_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_duet_order_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_duet_order_v1_order_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_duet_order_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_duet_order_v1_order_proto_goTypes = []any{
 	(OrderStatus)(0),              // 0: duet.order.v1.OrderStatus
-	(*LineItem)(nil),              // 1: duet.order.v1.LineItem
-	(*Order)(nil),                 // 2: duet.order.v1.Order
-	(*CreateOrderRequest)(nil),    // 3: duet.order.v1.CreateOrderRequest
-	(*CreateOrderResponse)(nil),   // 4: duet.order.v1.CreateOrderResponse
-	(*GetOrderRequest)(nil),       // 5: duet.order.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),      // 6: duet.order.v1.GetOrderResponse
-	(*ListOrdersRequest)(nil),     // 7: duet.order.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),    // 8: duet.order.v1.ListOrdersResponse
-	(*v1.Money)(nil),              // 9: duet.type.v1.Money
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(OrderStep)(0),                // 1: duet.order.v1.OrderStep
+	(*LineItem)(nil),              // 2: duet.order.v1.LineItem
+	(*Order)(nil),                 // 3: duet.order.v1.Order
+	(*CreateOrderRequest)(nil),    // 4: duet.order.v1.CreateOrderRequest
+	(*CreateOrderResponse)(nil),   // 5: duet.order.v1.CreateOrderResponse
+	(*GetOrderRequest)(nil),       // 6: duet.order.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),      // 7: duet.order.v1.GetOrderResponse
+	(*WatchOrderRequest)(nil),     // 8: duet.order.v1.WatchOrderRequest
+	(*WatchOrderResponse)(nil),    // 9: duet.order.v1.WatchOrderResponse
+	(*ListOrdersRequest)(nil),     // 10: duet.order.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),    // 11: duet.order.v1.ListOrdersResponse
+	(*v1.Money)(nil),              // 12: duet.type.v1.Money
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_duet_order_v1_order_proto_depIdxs = []int32{
-	9,  // 0: duet.order.v1.LineItem.unit_price:type_name -> duet.type.v1.Money
-	1,  // 1: duet.order.v1.Order.items:type_name -> duet.order.v1.LineItem
-	9,  // 2: duet.order.v1.Order.total:type_name -> duet.type.v1.Money
+	12, // 0: duet.order.v1.LineItem.unit_price:type_name -> duet.type.v1.Money
+	2,  // 1: duet.order.v1.Order.items:type_name -> duet.order.v1.LineItem
+	12, // 2: duet.order.v1.Order.total:type_name -> duet.type.v1.Money
 	0,  // 3: duet.order.v1.Order.status:type_name -> duet.order.v1.OrderStatus
-	10, // 4: duet.order.v1.Order.create_time:type_name -> google.protobuf.Timestamp
-	10, // 5: duet.order.v1.Order.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 6: duet.order.v1.CreateOrderRequest.items:type_name -> duet.order.v1.LineItem
-	2,  // 7: duet.order.v1.CreateOrderResponse.order:type_name -> duet.order.v1.Order
-	2,  // 8: duet.order.v1.GetOrderResponse.order:type_name -> duet.order.v1.Order
-	2,  // 9: duet.order.v1.ListOrdersResponse.orders:type_name -> duet.order.v1.Order
-	3,  // 10: duet.order.v1.OrderService.CreateOrder:input_type -> duet.order.v1.CreateOrderRequest
-	5,  // 11: duet.order.v1.OrderService.GetOrder:input_type -> duet.order.v1.GetOrderRequest
-	7,  // 12: duet.order.v1.OrderService.ListOrders:input_type -> duet.order.v1.ListOrdersRequest
-	4,  // 13: duet.order.v1.OrderService.CreateOrder:output_type -> duet.order.v1.CreateOrderResponse
-	6,  // 14: duet.order.v1.OrderService.GetOrder:output_type -> duet.order.v1.GetOrderResponse
-	8,  // 15: duet.order.v1.OrderService.ListOrders:output_type -> duet.order.v1.ListOrdersResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	13, // 4: duet.order.v1.Order.create_time:type_name -> google.protobuf.Timestamp
+	13, // 5: duet.order.v1.Order.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 6: duet.order.v1.Order.step:type_name -> duet.order.v1.OrderStep
+	2,  // 7: duet.order.v1.CreateOrderRequest.items:type_name -> duet.order.v1.LineItem
+	3,  // 8: duet.order.v1.CreateOrderResponse.order:type_name -> duet.order.v1.Order
+	3,  // 9: duet.order.v1.GetOrderResponse.order:type_name -> duet.order.v1.Order
+	3,  // 10: duet.order.v1.WatchOrderResponse.order:type_name -> duet.order.v1.Order
+	3,  // 11: duet.order.v1.ListOrdersResponse.orders:type_name -> duet.order.v1.Order
+	4,  // 12: duet.order.v1.OrderService.CreateOrder:input_type -> duet.order.v1.CreateOrderRequest
+	6,  // 13: duet.order.v1.OrderService.GetOrder:input_type -> duet.order.v1.GetOrderRequest
+	8,  // 14: duet.order.v1.OrderService.WatchOrder:input_type -> duet.order.v1.WatchOrderRequest
+	10, // 15: duet.order.v1.OrderService.ListOrders:input_type -> duet.order.v1.ListOrdersRequest
+	5,  // 16: duet.order.v1.OrderService.CreateOrder:output_type -> duet.order.v1.CreateOrderResponse
+	7,  // 17: duet.order.v1.OrderService.GetOrder:output_type -> duet.order.v1.GetOrderResponse
+	9,  // 18: duet.order.v1.OrderService.WatchOrder:output_type -> duet.order.v1.WatchOrderResponse
+	11, // 19: duet.order.v1.OrderService.ListOrders:output_type -> duet.order.v1.ListOrdersResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_duet_order_v1_order_proto_init() }
@@ -729,8 +965,8 @@ func file_duet_order_v1_order_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_duet_order_v1_order_proto_rawDesc), len(file_duet_order_v1_order_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   8,
+			NumEnums:      2,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

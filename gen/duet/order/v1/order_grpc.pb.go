@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	OrderService_CreateOrder_FullMethodName = "/duet.order.v1.OrderService/CreateOrder"
 	OrderService_GetOrder_FullMethodName    = "/duet.order.v1.OrderService/GetOrder"
+	OrderService_WatchOrder_FullMethodName  = "/duet.order.v1.OrderService/WatchOrder"
 	OrderService_ListOrders_FullMethodName  = "/duet.order.v1.OrderService/ListOrders"
 )
 
@@ -33,22 +34,34 @@ const (
 //
 // OrderService takes and reports orders.
 type OrderServiceClient interface {
-	// CreateOrder checks the user, charges the payment method for the order's
-	// total and stores the order as PAID or PAYMENT_FAILED. A declined payment
-	// is a business outcome, not an error: the call succeeds and the order says
-	// PAYMENT_FAILED with the reason.
+	// CreateOrder places an order and starts its saga, which runs in the
+	// order service and survives restarts: check the user, price the items
+	// from inventory, reserve stock, charge the payment method, commit the
+	// reservation, confirm. Out of stock ends REJECTED with nothing charged; a
+	// declined payment releases the stock and ends CANCELLED; a failure after
+	// the charge refunds it, releases the stock and ends CANCELLED. Each step
+	// is retried with backoff; a peer that stays down for longer than the
+	// saga's step bound (30s by default) sends the order into compensation.
+	//
+	// The call returns at once with the order PENDING, unless wait is set: then
+	// it returns when the order is terminal or the call's deadline passes
+	// (whichever is first; the order is then still PENDING and goes on). Either
+	// way, declined or rejected orders are business outcomes, not errors.
 	//
 	// It is idempotent on idempotency_key, which is unique across all users: a
 	// repeat with the same request returns the same order and never charges
 	// twice; the same key with another request is FAILED_PRECONDITION, reason
-	// IDEMPOTENCY_KEY_REUSED. A temporary payment failure is UNAVAILABLE,
-	// reason PAYMENT_UNAVAILABLE, with RetryInfo; the order stays PENDING and
-	// retrying with the same key completes it. An unknown user is
-	// FAILED_PRECONDITION, reason USER_NOT_FOUND. The total must be more than
-	// zero and at most 100000000000 minor units.
+	// IDEMPOTENCY_KEY_REUSED. An unknown user is FAILED_PRECONDITION, reason
+	// USER_NOT_FOUND; an unknown sku is FAILED_PRECONDITION, reason
+	// PRODUCT_NOT_FOUND; a unit_price sent that differs from the current price
+	// is FAILED_PRECONDITION, reason PRICE_CHANGED.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
+	// WatchOrder sends the order as it is, then again after every change of
+	// status or step, and ends after the order is terminal. Over REST it is
+	// GET /v1/orders/{id}:watch, answered with newline-delimited JSON.
+	WatchOrder(ctx context.Context, in *WatchOrderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOrderResponse], error)
 	// ListOrders pages through one user's orders, oldest first.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
 }
@@ -81,6 +94,25 @@ func (c *orderServiceClient) GetOrder(ctx context.Context, in *GetOrderRequest, 
 	return out, nil
 }
 
+func (c *orderServiceClient) WatchOrder(ctx context.Context, in *WatchOrderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOrderResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OrderService_ServiceDesc.Streams[0], OrderService_WatchOrder_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchOrderRequest, WatchOrderResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OrderService_WatchOrderClient = grpc.ServerStreamingClient[WatchOrderResponse]
+
 func (c *orderServiceClient) ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListOrdersResponse)
@@ -97,22 +129,34 @@ func (c *orderServiceClient) ListOrders(ctx context.Context, in *ListOrdersReque
 //
 // OrderService takes and reports orders.
 type OrderServiceServer interface {
-	// CreateOrder checks the user, charges the payment method for the order's
-	// total and stores the order as PAID or PAYMENT_FAILED. A declined payment
-	// is a business outcome, not an error: the call succeeds and the order says
-	// PAYMENT_FAILED with the reason.
+	// CreateOrder places an order and starts its saga, which runs in the
+	// order service and survives restarts: check the user, price the items
+	// from inventory, reserve stock, charge the payment method, commit the
+	// reservation, confirm. Out of stock ends REJECTED with nothing charged; a
+	// declined payment releases the stock and ends CANCELLED; a failure after
+	// the charge refunds it, releases the stock and ends CANCELLED. Each step
+	// is retried with backoff; a peer that stays down for longer than the
+	// saga's step bound (30s by default) sends the order into compensation.
+	//
+	// The call returns at once with the order PENDING, unless wait is set: then
+	// it returns when the order is terminal or the call's deadline passes
+	// (whichever is first; the order is then still PENDING and goes on). Either
+	// way, declined or rejected orders are business outcomes, not errors.
 	//
 	// It is idempotent on idempotency_key, which is unique across all users: a
 	// repeat with the same request returns the same order and never charges
 	// twice; the same key with another request is FAILED_PRECONDITION, reason
-	// IDEMPOTENCY_KEY_REUSED. A temporary payment failure is UNAVAILABLE,
-	// reason PAYMENT_UNAVAILABLE, with RetryInfo; the order stays PENDING and
-	// retrying with the same key completes it. An unknown user is
-	// FAILED_PRECONDITION, reason USER_NOT_FOUND. The total must be more than
-	// zero and at most 100000000000 minor units.
+	// IDEMPOTENCY_KEY_REUSED. An unknown user is FAILED_PRECONDITION, reason
+	// USER_NOT_FOUND; an unknown sku is FAILED_PRECONDITION, reason
+	// PRODUCT_NOT_FOUND; a unit_price sent that differs from the current price
+	// is FAILED_PRECONDITION, reason PRICE_CHANGED.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
+	// WatchOrder sends the order as it is, then again after every change of
+	// status or step, and ends after the order is terminal. Over REST it is
+	// GET /v1/orders/{id}:watch, answered with newline-delimited JSON.
+	WatchOrder(*WatchOrderRequest, grpc.ServerStreamingServer[WatchOrderResponse]) error
 	// ListOrders pages through one user's orders, oldest first.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
 	mustEmbedUnimplementedOrderServiceServer()
@@ -130,6 +174,9 @@ func (UnimplementedOrderServiceServer) CreateOrder(context.Context, *CreateOrder
 }
 func (UnimplementedOrderServiceServer) GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOrder not implemented")
+}
+func (UnimplementedOrderServiceServer) WatchOrder(*WatchOrderRequest, grpc.ServerStreamingServer[WatchOrderResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchOrder not implemented")
 }
 func (UnimplementedOrderServiceServer) ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOrders not implemented")
@@ -191,6 +238,17 @@ func _OrderService_GetOrder_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrderService_WatchOrder_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchOrderRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OrderServiceServer).WatchOrder(m, &grpc.GenericServerStream[WatchOrderRequest, WatchOrderResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OrderService_WatchOrderServer = grpc.ServerStreamingServer[WatchOrderResponse]
+
 func _OrderService_ListOrders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListOrdersRequest)
 	if err := dec(in); err != nil {
@@ -229,6 +287,12 @@ var OrderService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _OrderService_ListOrders_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchOrder",
+			Handler:       _OrderService_WatchOrder_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "duet/order/v1/order.proto",
 }

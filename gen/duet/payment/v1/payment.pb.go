@@ -110,7 +110,9 @@ type Payment struct {
 	// When the charge was made.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the payment last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The customer charged, as the caller said; empty when not given.
+	UserId        string `protobuf:"bytes,10,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +210,13 @@ func (x *Payment) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Payment) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 // ChargeRequest asks the provider to capture an amount.
 type ChargeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -218,7 +227,10 @@ type ChargeRequest struct {
 	// Client-chosen key that makes retries safe, 1 to 128 characters.
 	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Free-form reference kept with the payment, for example an order id.
-	Reference     string `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
+	Reference string `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
+	// The customer being charged, kept with the payment so that events about
+	// it (a refund, say) can reach them. Optional.
+	UserId        string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +289,13 @@ func (x *ChargeRequest) GetIdempotencyKey() string {
 func (x *ChargeRequest) GetReference() string {
 	if x != nil {
 		return x.Reference
+	}
+	return ""
+}
+
+func (x *ChargeRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -419,6 +438,98 @@ func (x *GetPaymentResponse) GetPayment() *Payment {
 	return nil
 }
 
+// CancelChargeRequest names the charge to undo by its idempotency key.
+type CancelChargeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The idempotency key the charge was, or would have been, made with.
+	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CancelChargeRequest) Reset() {
+	*x = CancelChargeRequest{}
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelChargeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelChargeRequest) ProtoMessage() {}
+
+func (x *CancelChargeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelChargeRequest.ProtoReflect.Descriptor instead.
+func (*CancelChargeRequest) Descriptor() ([]byte, []int) {
+	return file_duet_payment_v1_payment_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CancelChargeRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+// CancelChargeResponse says what was undone.
+type CancelChargeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The refunded (or declined) payment; unset when no charge had been made.
+	Payment       *Payment `protobuf:"bytes,1,opt,name=payment,proto3" json:"payment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelChargeResponse) Reset() {
+	*x = CancelChargeResponse{}
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelChargeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelChargeResponse) ProtoMessage() {}
+
+func (x *CancelChargeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelChargeResponse.ProtoReflect.Descriptor instead.
+func (*CancelChargeResponse) Descriptor() ([]byte, []int) {
+	return file_duet_payment_v1_payment_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CancelChargeResponse) GetPayment() *Payment {
+	if x != nil {
+		return x.Payment
+	}
+	return nil
+}
+
 // RefundRequest returns money of a payment.
 type RefundRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -436,7 +547,7 @@ type RefundRequest struct {
 
 func (x *RefundRequest) Reset() {
 	*x = RefundRequest{}
-	mi := &file_duet_payment_v1_payment_proto_msgTypes[5]
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +559,7 @@ func (x *RefundRequest) String() string {
 func (*RefundRequest) ProtoMessage() {}
 
 func (x *RefundRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_duet_payment_v1_payment_proto_msgTypes[5]
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +572,7 @@ func (x *RefundRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefundRequest.ProtoReflect.Descriptor instead.
 func (*RefundRequest) Descriptor() ([]byte, []int) {
-	return file_duet_payment_v1_payment_proto_rawDescGZIP(), []int{5}
+	return file_duet_payment_v1_payment_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RefundRequest) GetId() string {
@@ -496,7 +607,7 @@ type RefundResponse struct {
 
 func (x *RefundResponse) Reset() {
 	*x = RefundResponse{}
-	mi := &file_duet_payment_v1_payment_proto_msgTypes[6]
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +619,7 @@ func (x *RefundResponse) String() string {
 func (*RefundResponse) ProtoMessage() {}
 
 func (x *RefundResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_duet_payment_v1_payment_proto_msgTypes[6]
+	mi := &file_duet_payment_v1_payment_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +632,7 @@ func (x *RefundResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefundResponse.ProtoReflect.Descriptor instead.
 func (*RefundResponse) Descriptor() ([]byte, []int) {
-	return file_duet_payment_v1_payment_proto_rawDescGZIP(), []int{6}
+	return file_duet_payment_v1_payment_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RefundResponse) GetPayment() *Payment {
@@ -535,7 +646,7 @@ var File_duet_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
-	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xa1\x03\n" +
+	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xba\x03\n" +
 	"\aPayment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x06amount\x18\x02 \x01(\v2\x13.duet.type.v1.MoneyR\x06amount\x12/\n" +
@@ -547,18 +658,26 @@ const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"\xde\x01\n" +
+	"updateTime\x12\x17\n" +
+	"\auser_id\x18\n" +
+	" \x01(\tR\x06userId\"\x80\x02\n" +
 	"\rChargeRequest\x123\n" +
 	"\x06amount\x18\x01 \x01(\v2\x13.duet.type.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x06amount\x12;\n" +
 	"\x14payment_method_token\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x12paymentMethodToken\x123\n" +
 	"\x0fidempotency_key\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12&\n" +
-	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\treference\"D\n" +
+	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\treference\x12 \n" +
+	"\auser_id\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\x06userId\"D\n" +
 	"\x0eChargeResponse\x122\n" +
 	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"-\n" +
 	"\x11GetPaymentRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"H\n" +
 	"\x12GetPaymentResponse\x122\n" +
+	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"J\n" +
+	"\x13CancelChargeRequest\x123\n" +
+	"\x0fidempotency_key\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\"J\n" +
+	"\x14CancelChargeResponse\x122\n" +
 	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"\x89\x01\n" +
 	"\rRefundRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12+\n" +
@@ -571,11 +690,12 @@ const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\x17PAYMENT_STATUS_CAPTURED\x10\x01\x12\x1b\n" +
 	"\x17PAYMENT_STATUS_DECLINED\x10\x02\x12%\n" +
 	"!PAYMENT_STATUS_PARTIALLY_REFUNDED\x10\x03\x12\x1b\n" +
-	"\x17PAYMENT_STATUS_REFUNDED\x10\x042\xdc\x02\n" +
+	"\x17PAYMENT_STATUS_REFUNDED\x10\x042\xbe\x03\n" +
 	"\x0ePaymentService\x12e\n" +
 	"\x06Charge\x12\x1e.duet.payment.v1.ChargeRequest\x1a\x1f.duet.payment.v1.ChargeResponse\"\x1a\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/payments\x90\x02\x02\x12s\n" +
 	"\n" +
-	"GetPayment\x12\".duet.payment.v1.GetPaymentRequest\x1a#.duet.payment.v1.GetPaymentResponse\"\x1c\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/payments/{id}\x90\x02\x01\x12n\n" +
+	"GetPayment\x12\".duet.payment.v1.GetPaymentRequest\x1a#.duet.payment.v1.GetPaymentResponse\"\x1c\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/payments/{id}\x90\x02\x01\x12`\n" +
+	"\fCancelCharge\x12$.duet.payment.v1.CancelChargeRequest\x1a%.duet.payment.v1.CancelChargeResponse\"\x03\x90\x02\x02\x12n\n" +
 	"\x06Refund\x12\x1e.duet.payment.v1.RefundRequest\x1a\x1f.duet.payment.v1.RefundResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/payments/{id}:refundB\xac\x01\x92Ar\x12p\n" +
 	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z5github.com/duetkit/duet/gen/duet/payment/v1;paymentv1b\x06proto3"
 
@@ -592,7 +712,7 @@ func file_duet_payment_v1_payment_proto_rawDescGZIP() []byte {
 }
 
 var file_duet_payment_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_duet_payment_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_duet_payment_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_duet_payment_v1_payment_proto_goTypes = []any{
 	(PaymentStatus)(0),            // 0: duet.payment.v1.PaymentStatus
 	(*Payment)(nil),               // 1: duet.payment.v1.Payment
@@ -600,33 +720,38 @@ var file_duet_payment_v1_payment_proto_goTypes = []any{
 	(*ChargeResponse)(nil),        // 3: duet.payment.v1.ChargeResponse
 	(*GetPaymentRequest)(nil),     // 4: duet.payment.v1.GetPaymentRequest
 	(*GetPaymentResponse)(nil),    // 5: duet.payment.v1.GetPaymentResponse
-	(*RefundRequest)(nil),         // 6: duet.payment.v1.RefundRequest
-	(*RefundResponse)(nil),        // 7: duet.payment.v1.RefundResponse
-	(*v1.Money)(nil),              // 8: duet.type.v1.Money
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*CancelChargeRequest)(nil),   // 6: duet.payment.v1.CancelChargeRequest
+	(*CancelChargeResponse)(nil),  // 7: duet.payment.v1.CancelChargeResponse
+	(*RefundRequest)(nil),         // 8: duet.payment.v1.RefundRequest
+	(*RefundResponse)(nil),        // 9: duet.payment.v1.RefundResponse
+	(*v1.Money)(nil),              // 10: duet.type.v1.Money
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_duet_payment_v1_payment_proto_depIdxs = []int32{
-	8,  // 0: duet.payment.v1.Payment.amount:type_name -> duet.type.v1.Money
-	8,  // 1: duet.payment.v1.Payment.refunded:type_name -> duet.type.v1.Money
+	10, // 0: duet.payment.v1.Payment.amount:type_name -> duet.type.v1.Money
+	10, // 1: duet.payment.v1.Payment.refunded:type_name -> duet.type.v1.Money
 	0,  // 2: duet.payment.v1.Payment.status:type_name -> duet.payment.v1.PaymentStatus
-	9,  // 3: duet.payment.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 4: duet.payment.v1.Payment.update_time:type_name -> google.protobuf.Timestamp
-	8,  // 5: duet.payment.v1.ChargeRequest.amount:type_name -> duet.type.v1.Money
+	11, // 3: duet.payment.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	11, // 4: duet.payment.v1.Payment.update_time:type_name -> google.protobuf.Timestamp
+	10, // 5: duet.payment.v1.ChargeRequest.amount:type_name -> duet.type.v1.Money
 	1,  // 6: duet.payment.v1.ChargeResponse.payment:type_name -> duet.payment.v1.Payment
 	1,  // 7: duet.payment.v1.GetPaymentResponse.payment:type_name -> duet.payment.v1.Payment
-	8,  // 8: duet.payment.v1.RefundRequest.amount:type_name -> duet.type.v1.Money
-	1,  // 9: duet.payment.v1.RefundResponse.payment:type_name -> duet.payment.v1.Payment
-	2,  // 10: duet.payment.v1.PaymentService.Charge:input_type -> duet.payment.v1.ChargeRequest
-	4,  // 11: duet.payment.v1.PaymentService.GetPayment:input_type -> duet.payment.v1.GetPaymentRequest
-	6,  // 12: duet.payment.v1.PaymentService.Refund:input_type -> duet.payment.v1.RefundRequest
-	3,  // 13: duet.payment.v1.PaymentService.Charge:output_type -> duet.payment.v1.ChargeResponse
-	5,  // 14: duet.payment.v1.PaymentService.GetPayment:output_type -> duet.payment.v1.GetPaymentResponse
-	7,  // 15: duet.payment.v1.PaymentService.Refund:output_type -> duet.payment.v1.RefundResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 8: duet.payment.v1.CancelChargeResponse.payment:type_name -> duet.payment.v1.Payment
+	10, // 9: duet.payment.v1.RefundRequest.amount:type_name -> duet.type.v1.Money
+	1,  // 10: duet.payment.v1.RefundResponse.payment:type_name -> duet.payment.v1.Payment
+	2,  // 11: duet.payment.v1.PaymentService.Charge:input_type -> duet.payment.v1.ChargeRequest
+	4,  // 12: duet.payment.v1.PaymentService.GetPayment:input_type -> duet.payment.v1.GetPaymentRequest
+	6,  // 13: duet.payment.v1.PaymentService.CancelCharge:input_type -> duet.payment.v1.CancelChargeRequest
+	8,  // 14: duet.payment.v1.PaymentService.Refund:input_type -> duet.payment.v1.RefundRequest
+	3,  // 15: duet.payment.v1.PaymentService.Charge:output_type -> duet.payment.v1.ChargeResponse
+	5,  // 16: duet.payment.v1.PaymentService.GetPayment:output_type -> duet.payment.v1.GetPaymentResponse
+	7,  // 17: duet.payment.v1.PaymentService.CancelCharge:output_type -> duet.payment.v1.CancelChargeResponse
+	9,  // 18: duet.payment.v1.PaymentService.Refund:output_type -> duet.payment.v1.RefundResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_duet_payment_v1_payment_proto_init() }
@@ -640,7 +765,7 @@ func file_duet_payment_v1_payment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_duet_payment_v1_payment_proto_rawDesc), len(file_duet_payment_v1_payment_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

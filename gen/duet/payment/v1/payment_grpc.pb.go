@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PaymentService_Charge_FullMethodName     = "/duet.payment.v1.PaymentService/Charge"
-	PaymentService_GetPayment_FullMethodName = "/duet.payment.v1.PaymentService/GetPayment"
-	PaymentService_Refund_FullMethodName     = "/duet.payment.v1.PaymentService/Refund"
+	PaymentService_Charge_FullMethodName       = "/duet.payment.v1.PaymentService/Charge"
+	PaymentService_GetPayment_FullMethodName   = "/duet.payment.v1.PaymentService/GetPayment"
+	PaymentService_CancelCharge_FullMethodName = "/duet.payment.v1.PaymentService/CancelCharge"
+	PaymentService_Refund_FullMethodName       = "/duet.payment.v1.PaymentService/Refund"
 )
 
 // PaymentServiceClient is the client API for PaymentService service.
@@ -53,6 +54,12 @@ type PaymentServiceClient interface {
 	Charge(ctx context.Context, in *ChargeRequest, opts ...grpc.CallOption) (*ChargeResponse, error)
 	// GetPayment returns one payment by id (NOT_FOUND, reason PAYMENT_NOT_FOUND).
 	GetPayment(ctx context.Context, in *GetPaymentRequest, opts ...grpc.CallOption) (*GetPaymentResponse, error)
+	// CancelCharge undoes the charge made with idempotency_key, whatever
+	// happened to it: a captured payment is refunded in full; if no charge
+	// was made, none will be — a later Charge with that key is refused
+	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED). Repeats are no-ops.
+	// It is how a saga compensates a charge whose outcome it may not know.
+	CancelCharge(ctx context.Context, in *CancelChargeRequest, opts ...grpc.CallOption) (*CancelChargeResponse, error)
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
 	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE).
@@ -81,6 +88,16 @@ func (c *paymentServiceClient) GetPayment(ctx context.Context, in *GetPaymentReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetPaymentResponse)
 	err := c.cc.Invoke(ctx, PaymentService_GetPayment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *paymentServiceClient) CancelCharge(ctx context.Context, in *CancelChargeRequest, opts ...grpc.CallOption) (*CancelChargeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelChargeResponse)
+	err := c.cc.Invoke(ctx, PaymentService_CancelCharge_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +140,12 @@ type PaymentServiceServer interface {
 	Charge(context.Context, *ChargeRequest) (*ChargeResponse, error)
 	// GetPayment returns one payment by id (NOT_FOUND, reason PAYMENT_NOT_FOUND).
 	GetPayment(context.Context, *GetPaymentRequest) (*GetPaymentResponse, error)
+	// CancelCharge undoes the charge made with idempotency_key, whatever
+	// happened to it: a captured payment is refunded in full; if no charge
+	// was made, none will be — a later Charge with that key is refused
+	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED). Repeats are no-ops.
+	// It is how a saga compensates a charge whose outcome it may not know.
+	CancelCharge(context.Context, *CancelChargeRequest) (*CancelChargeResponse, error)
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
 	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE).
@@ -142,6 +165,9 @@ func (UnimplementedPaymentServiceServer) Charge(context.Context, *ChargeRequest)
 }
 func (UnimplementedPaymentServiceServer) GetPayment(context.Context, *GetPaymentRequest) (*GetPaymentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPayment not implemented")
+}
+func (UnimplementedPaymentServiceServer) CancelCharge(context.Context, *CancelChargeRequest) (*CancelChargeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelCharge not implemented")
 }
 func (UnimplementedPaymentServiceServer) Refund(context.Context, *RefundRequest) (*RefundResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Refund not implemented")
@@ -203,6 +229,24 @@ func _PaymentService_GetPayment_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PaymentService_CancelCharge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelChargeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).CancelCharge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_CancelCharge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).CancelCharge(ctx, req.(*CancelChargeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PaymentService_Refund_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RefundRequest)
 	if err := dec(in); err != nil {
@@ -235,6 +279,10 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPayment",
 			Handler:    _PaymentService_GetPayment_Handler,
+		},
+		{
+			MethodName: "CancelCharge",
+			Handler:    _PaymentService_CancelCharge_Handler,
 		},
 		{
 			MethodName: "Refund",
