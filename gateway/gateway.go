@@ -26,11 +26,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
@@ -70,6 +73,9 @@ type Config struct {
 	// Users, Orders and Payments are the client connections to the
 	// services, typically made by kit/client. The gateway does not close them.
 	Users, Orders, Payments *grpc.ClientConn
+	// Inventory and Notifications are optional connections: when set, their
+	// routes are served and /readyz checks them too.
+	Inventory, Notifications *grpc.ClientConn
 	// Logger receives the access log and errors; nil means slog.Default().
 	// Its handler is wrapped with kit/logger's unless it already is one, so
 	// every line names its request id.
@@ -138,6 +144,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			{name: "payment", service: paymentv1.PaymentService_ServiceDesc.ServiceName, conn: cfg.Payments},
 		},
 	}
+	if cfg.Inventory != nil {
+		g.backends = append(g.backends, backend{name: "inventory", service: inventoryv1.InventoryService_ServiceDesc.ServiceName, conn: cfg.Inventory})
+	}
+	if cfg.Notifications != nil {
+		g.backends = append(g.backends, backend{name: "notification", service: notificationv1.NotificationService_ServiceDesc.ServiceName, conn: cfg.Notifications})
+	}
 	docs, err := renderDocs(openAPIDocument)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: docs page: %w", err)
@@ -164,6 +176,16 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	if err := paymentv1.RegisterPaymentServiceHandler(ctx, g.mux, cfg.Payments); err != nil {
 		return nil, fmt.Errorf("gateway: payment routes: %w", err)
+	}
+	if cfg.Inventory != nil {
+		if err := inventoryv1.RegisterInventoryServiceHandler(ctx, g.mux, cfg.Inventory); err != nil {
+			return nil, fmt.Errorf("gateway: inventory routes: %w", err)
+		}
+	}
+	if cfg.Notifications != nil {
+		if err := notificationv1.RegisterNotificationServiceHandler(ctx, g.mux, cfg.Notifications); err != nil {
+			return nil, fmt.Errorf("gateway: notification routes: %w", err)
+		}
 	}
 	// Registered on the same mux so that a wrong method or path on these
 	// gets the same JSON routing errors as the API.
@@ -195,9 +217,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.limitBody(rec, r) {
 		return
 	}
+	if isWatch(r) {
+		// A watch streams until the order is terminal, which the saga
+		// bounds; the per-call deadline and the server's write timeout
+		// would cut it off, so this response has neither. The client's
+		// disconnect still ends it.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		g.mux.ServeHTTP(rec, r)
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	g.mux.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// isWatch reports whether r asks for a server-streaming watch route.
+func isWatch(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ":watch")
 }
 
 // Server returns an http.Server for g listening on addr, with every timeout
