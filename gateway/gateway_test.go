@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
@@ -295,8 +297,17 @@ func newEnv(t *testing.T, configure ...func(*Config)) *env {
 	e.payments = startBackend(t, paymentv1.PaymentService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
 		paymentv1.RegisterPaymentServiceServer(r, &fakePayments{calls: e.paymentCalls})
 	})
+	// Inventory and notifications only need to be routed to: their
+	// handlers answer UNIMPLEMENTED.
+	inventory := startBackend(t, inventoryv1.InventoryService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
+		inventoryv1.RegisterInventoryServiceServer(r, inventoryv1.UnimplementedInventoryServiceServer{})
+	})
+	notifications := startBackend(t, notificationv1.NotificationService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
+		notificationv1.RegisterNotificationServiceServer(r, notificationv1.UnimplementedNotificationServiceServer{})
+	})
 	cfg := Config{
 		Users: e.users.conn, Orders: e.orders.conn, Payments: e.payments.conn,
+		Inventory: inventory.conn, Notifications: notifications.conn,
 		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MaxBodyBytes: testMaxBody,
 	}
