@@ -219,6 +219,19 @@ func (db *DB) configurePool() {
 	}
 }
 
+// Migrate applies every pending goose migration in fsys (.sql files at its
+// root or in a "migrations" directory), recording them in the version table
+// named table. Open migrates a service's own schema; Migrate is for a second
+// set of tables in the same database with a history of its own, such as
+// kit/events' outbox and inbox, which every service that publishes or
+// consumes events shares. Concurrent callers on PostgreSQL take turns.
+func (db *DB) Migrate(ctx context.Context, fsys fs.FS, table string) error {
+	if table == "" {
+		return errors.New("sqldb: migrate: empty version table name")
+	}
+	return db.migrate(ctx, fsys, options{table: table})
+}
+
 // migrate applies every pending goose migration in fsys.
 func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 	fsys, err := migrationRoot(fsys)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/fstest"
 
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -341,4 +342,46 @@ func TestRebind(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMigrateKeepsItsOwnHistory applies a second set of migrations to a
+// service's database, as kit/events does with its outbox: each set has its
+// own version table, so neither mistakes the other's versions for its own.
+func TestMigrateKeepsItsOwnHistory(t *testing.T) {
+	extra := fstest.MapFS{
+		"00001_extra.sql": {Data: []byte("-- +goose Up\nCREATE TABLE extra (id TEXT PRIMARY KEY);\n-- +goose Down\nDROP TABLE extra;\n")},
+	}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db := open(t, url, sqldb.WithMigrationTable("widget_goose_db_version"))
+		tests := []struct {
+			name    string
+			fsys    fs.FS
+			table   string
+			wantErr bool
+		}{
+			{name: "first run", fsys: extra, table: "extra_goose_db_version"},
+			{name: "again is a no-op", fsys: extra, table: "extra_goose_db_version"},
+			{name: "in a migrations directory", fsys: fstest.MapFS{"migrations/00001_extra.sql": extra["00001_extra.sql"]}, table: "extra_goose_db_version"},
+			{name: "no table name", fsys: extra, table: "", wantErr: true},
+		}
+		for _, tt := range tests {
+			err := db.Migrate(t.Context(), tt.fsys, tt.table)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("%s: Migrate = %v, want error %v", tt.name, err, tt.wantErr)
+			}
+		}
+		if got := count(t, db, "extra"); got != 0 {
+			t.Errorf("extra rows = %d, want 0", got)
+		}
+		// The service's own history is untouched: version 1 of the extra
+		// set did not count as its version 1, and reopening finds nothing
+		// pending.
+		if got := count(t, db, "widget_goose_db_version"); got < 2 {
+			t.Errorf("widget versions = %d, want at least 2", got)
+		}
+		again := open(t, url, sqldb.WithMigrationTable("widget_goose_db_version"))
+		if err := again.Migrate(t.Context(), extra, "extra_goose_db_version"); err != nil {
+			t.Errorf("Migrate after reopen: %v", err)
+		}
+	})
 }

@@ -1,7 +1,13 @@
 // Package payment is Duet's payment service as a component: Open builds it
-// from a Config (database, logger, optionally a provider), Register puts it
-// on a gRPC server, Close releases it. The rules live in domain, the SQL in
-// store, the wire mapping in grpchandler, the default provider in simulator.
+// from a Config (database, logger, optionally a provider and an event bus),
+// Register puts it on a gRPC server, Close releases it. The rules live in
+// domain, the SQL and the event outbox in store, the gRPC mapping in
+// grpchandler, the proto conversions in wire, the default provider in
+// simulator.
+//
+// Every change to a payment is reported as an event (payment.captured,
+// payment.declined, payment.refunded), appended to the outbox in the
+// change's own transaction and published by a relay to Config.Bus.
 package payment
 
 import (
@@ -12,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/services/payment/domain"
 	"github.com/duetkit/duet/services/payment/grpchandler"
 	"github.com/duetkit/duet/services/payment/simulator"
@@ -29,12 +36,20 @@ type Config struct {
 	// test tokens are documented on duet.payment.v1.PaymentService. Tests
 	// plug in providers that fail on cue or inspect the context.
 	Provider domain.Provider
+	// Bus receives the service's events. Nil runs no relay: events still
+	// go to the outbox, and a relay started later (with a Bus) publishes
+	// them, so none is lost.
+	Bus *events.Bus
 }
 
 // Service is an opened payment service.
 type Service struct {
 	store   *store.Store
 	handler *grpchandler.Handler
+	// stopRelay and relayDone stop and await the outbox relay; nil
+	// without a Bus.
+	stopRelay context.CancelFunc
+	relayDone chan error
 }
 
 // Open opens the database, applies migrations and builds the service.
@@ -55,8 +70,17 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := domain.NewService(st, provider)
-	return &Service{store: st, handler: grpchandler.New(svc, log)}, nil
+	s := &Service{store: st, handler: grpchandler.New(domain.NewService(st, provider), log)}
+	if cfg.Bus != nil {
+		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log})
+		st.OnAppend(relay.Notify)
+		// The relay outlives Open's ctx (it runs until Close) but keeps
+		// its values.
+		ctx, s.stopRelay = context.WithCancel(context.WithoutCancel(ctx))
+		s.relayDone = make(chan error, 1)
+		go func() { s.relayDone <- relay.Run(ctx) }()
+	}
+	return s, nil
 }
 
 // Register registers the PaymentService on r.
@@ -64,5 +88,13 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	paymentv1.RegisterPaymentServiceServer(r, s.handler)
 }
 
-// Close closes the database. Stop serving first.
-func (s *Service) Close() error { return s.store.Close() }
+// Close stops the relay and closes the database. Stop serving first.
+// Events not yet published stay in the outbox for the next Open.
+func (s *Service) Close() error {
+	var relayErr error
+	if s.stopRelay != nil {
+		s.stopRelay()
+		relayErr = <-s.relayDone
+	}
+	return errors.Join(relayErr, s.store.Close())
+}

@@ -4,7 +4,12 @@
 //
 // The service keeps the shop's customers, each with an email address unique
 // regardless of letter case. Its rules live in services/user/domain, its SQL
-// in services/user/store and its gRPC mapping in services/user/grpchandler.
+// and event outbox in services/user/store, its gRPC mapping in
+// services/user/grpchandler and its proto conversions in services/user/wire.
+//
+// Sign-ups and changes are reported as events (user.created, user.updated
+// with the changed fields), appended to the outbox in the change's own
+// transaction and published by a relay to Config.Bus.
 package user
 
 import (
@@ -15,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/user/domain"
 	"github.com/duetkit/duet/services/user/grpchandler"
@@ -28,6 +34,10 @@ type Config struct {
 	DatabaseURL string
 	// Logger receives migration and error logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Bus receives the service's events. Nil runs no relay: events still
+	// go to the outbox, and a relay started later (with a Bus) publishes
+	// them, so none is lost.
+	Bus *events.Bus
 }
 
 // Service is a running user service: an open, migrated database and the
@@ -35,6 +45,10 @@ type Config struct {
 type Service struct {
 	db      *sqldb.DB
 	handler *grpchandler.Handler
+	// stopRelay and relayDone stop and await the outbox relay; nil
+	// without a Bus.
+	stopRelay context.CancelFunc
+	relayDone chan error
 }
 
 // Open connects to the database, applies pending migrations and builds the
@@ -52,8 +66,18 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	users := domain.NewService(store.New(db))
-	return &Service{db: db, handler: grpchandler.New(users, logger)}, nil
+	st := store.New(db)
+	s := &Service{db: db, handler: grpchandler.New(domain.NewService(st), logger)}
+	if cfg.Bus != nil {
+		relay := events.NewRelay(db, cfg.Bus, events.RelayConfig{Logger: logger})
+		st.OnAppend(relay.Notify)
+		// The relay outlives Open's ctx (it runs until Close) but keeps
+		// its values.
+		ctx, s.stopRelay = context.WithCancel(context.WithoutCancel(ctx))
+		s.relayDone = make(chan error, 1)
+		go func() { s.relayDone <- relay.Run(ctx) }()
+	}
+	return s, nil
 }
 
 // Register adds UserService to r, typically a *server.Server from kit/server.
@@ -61,8 +85,14 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	userv1.RegisterUserServiceServer(r, s.handler)
 }
 
-// Close closes the database. Stop the gRPC server first so no call is
-// still using it.
+// Close stops the relay and closes the database. Stop the gRPC server
+// first so no call is still using it. Events not yet published stay in the
+// outbox for the next Open.
 func (s *Service) Close() error {
-	return s.db.Close()
+	var relayErr error
+	if s.stopRelay != nil {
+		s.stopRelay()
+		relayErr = <-s.relayDone
+	}
+	return errors.Join(relayErr, s.db.Close())
 }

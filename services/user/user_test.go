@@ -33,8 +33,18 @@ func TestMain(m *testing.M) {
 // kit/server on a loopback port and returns a client over kit/client.
 func start(t *testing.T, url string) userv1.UserServiceClient {
 	t.Helper()
-	logger := slog.New(slog.DiscardHandler)
-	svc, err := user.Open(t.Context(), user.Config{DatabaseURL: url, Logger: logger})
+	return startConfig(t, user.Config{DatabaseURL: url})
+}
+
+// startConfig is start with a whole Config; a nil Logger discards logs.
+func startConfig(t *testing.T, cfg user.Config) userv1.UserServiceClient {
+	t.Helper()
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+		cfg.Logger = logger
+	}
+	svc, err := user.Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("user.Open: %v", err)
 	}

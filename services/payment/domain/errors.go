@@ -28,6 +28,9 @@ var (
 	// ErrUnknownPaymentMethod: the provider does not know the payment method
 	// token. The provider returns it; the service turns it into a FieldError.
 	ErrUnknownPaymentMethod = errors.New("unknown payment method")
+	// ErrChargeCancelled: the idempotency key was cancelled (CancelCharge)
+	// before any charge was made with it, so none ever will be.
+	ErrChargeCancelled = errors.New("charge cancelled")
 	// ErrNotRefundable: the payment captured nothing (it was declined).
 	ErrNotRefundable = errors.New("payment is not refundable")
 	// ErrRefundExceedsCharge: the refund would bring the refunded total above

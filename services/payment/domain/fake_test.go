@@ -3,27 +3,38 @@ package domain
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // memRepo is an in-memory Repository for the domain's unit tests; the SQL
 // store is tested against the same contract in package store.
 type memRepo struct {
-	mu       sync.Mutex
-	payments map[string]Payment
-	refunds  []Refund
+	mu        sync.Mutex
+	payments  map[string]Payment
+	refunds   []Refund
+	cancelled map[string]bool
+	events    []Event
 	// raceWinner, when set, is stored by the next Create just before its
 	// own insert, to simulate losing a race on the idempotency key.
 	raceWinner *Payment
+	// missOnce makes the next ByIdempotencyKey miss, as if the payment
+	// were committed just after it looked.
+	missOnce bool
 }
 
-func newMemRepo() *memRepo { return &memRepo{payments: map[string]Payment{}} }
+func newMemRepo() *memRepo {
+	return &memRepo{payments: map[string]Payment{}, cancelled: map[string]bool{}}
+}
 
-func (r *memRepo) Create(_ context.Context, p *Payment) error {
+func (r *memRepo) Create(_ context.Context, p *Payment, evs ...Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if w := r.raceWinner; w != nil {
 		r.raceWinner = nil
 		r.payments[w.ID] = *w
+	}
+	if r.cancelled[p.IdempotencyKey] {
+		return ErrChargeCancelled
 	}
 	for _, q := range r.payments {
 		if q.IdempotencyKey == p.IdempotencyKey {
@@ -31,7 +42,33 @@ func (r *memRepo) Create(_ context.Context, p *Payment) error {
 		}
 	}
 	r.payments[p.ID] = *p
+	r.events = append(r.events, evs...)
 	return nil
+}
+
+func (r *memRepo) ChargeCancelled(_ context.Context, key string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cancelled[key], nil
+}
+
+func (r *memRepo) CancelUncharged(_ context.Context, key string, _ time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, q := range r.payments {
+		if q.IdempotencyKey == key {
+			return ErrDuplicate
+		}
+	}
+	r.cancelled[key] = true
+	return nil
+}
+
+// recorded returns the events recorded so far.
+func (r *memRepo) recorded() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
 }
 
 func (r *memRepo) ByID(_ context.Context, id string) (*Payment, error) {
@@ -47,6 +84,10 @@ func (r *memRepo) ByID(_ context.Context, id string) (*Payment, error) {
 func (r *memRepo) ByIdempotencyKey(_ context.Context, key string) (*Payment, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.missOnce {
+		r.missOnce = false
+		return nil, ErrNotFound
+	}
 	for _, p := range r.payments {
 		if p.IdempotencyKey == key {
 			return &p, nil
@@ -55,7 +96,7 @@ func (r *memRepo) ByIdempotencyKey(_ context.Context, key string) (*Payment, err
 	return nil, ErrNotFound
 }
 
-func (r *memRepo) Refund(_ context.Context, id, key string, apply func(*Payment, *Refund) (*Refund, error)) (*Payment, error) {
+func (r *memRepo) Refund(_ context.Context, id, key string, apply func(*Payment, *Refund) (*Refund, []Event, error)) (*Payment, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.payments[id]
@@ -68,13 +109,14 @@ func (r *memRepo) Refund(_ context.Context, id, key string, apply func(*Payment,
 			prior = &r.refunds[i]
 		}
 	}
-	rf, err := apply(&p, prior)
+	rf, evs, err := apply(&p, prior)
 	if err != nil {
 		return nil, err
 	}
 	if rf != nil {
 		r.refunds = append(r.refunds, *rf)
 		r.payments[id] = p
+		r.events = append(r.events, evs...)
 	}
 	return &p, nil
 }

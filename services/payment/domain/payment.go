@@ -36,6 +36,8 @@ type Payment struct {
 	Reference string
 	// IdempotencyKey is the key the charge was made with.
 	IdempotencyKey string
+	// UserID is the customer charged, as the caller said; may be empty.
+	UserID string
 	// Fingerprint identifies the charge request (amount, token, reference),
 	// so a repeat of the key with another request is detected without
 	// storing the payment method token itself.
@@ -114,6 +116,8 @@ type ChargeRequest struct {
 	IdempotencyKey string
 	// Reference is kept with the payment.
 	Reference string
+	// UserID is the customer charged, kept with the payment; optional.
+	UserID string
 }
 
 // validate checks the rules the domain relies on, whatever the transport
@@ -140,6 +144,11 @@ func (r ChargeRequest) fingerprint() string {
 	writeField(h, fmt.Sprint(r.Amount.Units))
 	writeField(h, r.Token)
 	writeField(h, r.Reference)
+	// Only when given, so that requests without a user keep the
+	// fingerprints recorded before payments had users.
+	if r.UserID != "" {
+		writeField(h, "user:"+r.UserID)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 

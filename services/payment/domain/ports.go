@@ -1,6 +1,9 @@
 package domain
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Provider is the payment provider that actually moves money. The service
 // ships a deterministic simulator; tests plug in their own.
@@ -31,11 +34,14 @@ type ProviderResult struct {
 	DeclineReason string
 }
 
-// Repository stores payments and their refunds durably.
+// Repository stores payments, their refunds, cancelled charge keys, and the
+// events reporting changes to them, durably. Every method that changes state
+// records the events it is given in the same transaction as the change.
 type Repository interface {
-	// Create stores a new payment. It returns ErrDuplicate when a payment
-	// with the same idempotency key exists.
-	Create(ctx context.Context, p *Payment) error
+	// Create stores a new payment and events. It returns ErrDuplicate when
+	// a payment with the same idempotency key exists, and
+	// ErrChargeCancelled when the key was cancelled by CancelUncharged.
+	Create(ctx context.Context, p *Payment, events ...Event) error
 	// ByID returns the payment with the given id, or ErrNotFound.
 	ByID(ctx context.Context, id string) (*Payment, error)
 	// ByIdempotencyKey returns the payment charged with key, or ErrNotFound.
@@ -44,7 +50,14 @@ type Repository interface {
 	// id (ErrNotFound if none) while no other refund of it can interleave.
 	// prior is the refund recorded earlier under refundKey, or nil (always
 	// nil when refundKey is empty). apply changes p and returns the refund to
-	// record, or nil to record nothing; the store then saves both atomically
-	// and returns the payment as stored.
-	Refund(ctx context.Context, id, refundKey string, apply func(p *Payment, prior *Refund) (*Refund, error)) (*Payment, error)
+	// record and the events reporting it, or a nil refund to record nothing;
+	// the store then saves them atomically and returns the payment as stored.
+	Refund(ctx context.Context, id, refundKey string, apply func(p *Payment, prior *Refund) (*Refund, []Event, error)) (*Payment, error)
+	// ChargeCancelled reports whether CancelUncharged recorded key.
+	ChargeCancelled(ctx context.Context, key string) (bool, error)
+	// CancelUncharged records that no charge may ever be made with key. It
+	// returns ErrDuplicate when a payment with key exists (it must be
+	// refunded instead), and nil when key is already cancelled. It and
+	// Create exclude each other, so a key is either charged or cancelled.
+	CancelUncharged(ctx context.Context, key string, at time.Time) error
 }

@@ -35,13 +35,15 @@ func NewService(repo Repository, provider Provider) *Service {
 	}
 }
 
-// Charge captures req.Amount through the provider, once per idempotency key.
+// Charge captures req.Amount through the provider, once per idempotency key,
+// and reports it (EventCaptured or EventDeclined) with the payment.
 //
 // A repeat of a key with the same request returns the first outcome without
 // charging again: the payment, or the same *DeclinedError. A repeat with a
-// different request fails with ErrIdempotencyKeyReused. A declined charge is
-// recorded and returned as *DeclinedError. A temporary provider failure is
-// ErrProviderUnavailable and records nothing.
+// different request fails with ErrIdempotencyKeyReused. A key cancelled by
+// CancelCharge before any charge fails with ErrChargeCancelled. A declined
+// charge is recorded and returned as *DeclinedError. A temporary provider
+// failure is ErrProviderUnavailable and records nothing.
 func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
@@ -53,6 +55,13 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 		return replay(prior, fp)
 	case !errors.Is(err, ErrNotFound):
 		return nil, err
+	}
+	// Checked before the provider is asked, so a cancelled key never moves
+	// money; Create checks again atomically for a cancel racing this charge.
+	if cancelled, err := s.repo.ChargeCancelled(ctx, req.IdempotencyKey); err != nil {
+		return nil, err
+	} else if cancelled {
+		return nil, ErrChargeCancelled
 	}
 
 	res, err := s.provider.Charge(ctx, ProviderCharge{IdempotencyKey: req.IdempotencyKey, Token: req.Token, Amount: req.Amount})
@@ -70,6 +79,7 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 		Status:         StatusCaptured,
 		Reference:      req.Reference,
 		IdempotencyKey: req.IdempotencyKey,
+		UserID:         req.UserID,
 		Fingerprint:    fp,
 		CreateTime:     now,
 		UpdateTime:     now,
@@ -81,7 +91,10 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 			p.DeclineReason = ReasonDeclined
 		}
 	}
-	if err := s.repo.Create(ctx, p); err != nil {
+	if err := s.repo.Create(ctx, p, chargedEvent(p)); err != nil {
+		// ErrChargeCancelled: a CancelCharge won the race. The simulated
+		// provider holds nothing; a real one would be told to void the
+		// authorisation here.
 		if !errors.Is(err, ErrDuplicate) {
 			return nil, err
 		}
@@ -119,7 +132,7 @@ func (s *Service) Payment(ctx context.Context, id string) (*Payment, error) {
 }
 
 // Refund returns money of a captured payment: req.Amount, or all that is
-// left when nil. Refunds never add up to more than the charge, even when
+// left when nil, and reports it (EventRefunded). Refunds never add up to more than the charge, even when
 // they race. With an idempotency key, a repeat refunds nothing more and
 // returns the payment as it stands; the same key with another amount fails
 // with ErrIdempotencyKeyReused.
@@ -129,31 +142,43 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (*Payment, erro
 			return nil, err
 		}
 	}
-	apply := func(p *Payment, prior *Refund) (*Refund, error) {
+	apply := func(p *Payment, prior *Refund) (*Refund, []Event, error) {
 		if prior != nil {
 			// A repeat: the same request gets the payment as it stands,
 			// another one under the same key is refused.
 			if prior.RequestedUnits != req.requestedUnits() || (req.Amount != nil && req.Amount.Currency != p.Amount.Currency) {
-				return nil, ErrIdempotencyKeyReused
+				return nil, nil, ErrIdempotencyKeyReused
 			}
-			return nil, nil
+			return nil, nil, nil
 		}
-		now := s.Now()
-		units, err := p.applyRefund(req.Amount, now)
-		if err != nil {
-			return nil, err
-		}
-		return &Refund{
-			ID:             s.NewID(),
-			PaymentID:      p.ID,
-			Units:          units,
-			RequestedUnits: req.requestedUnits(),
-			IdempotencyKey: req.IdempotencyKey,
-			CreateTime:     now,
-		}, nil
+		return s.refund(p, req.Amount, req.requestedUnits(), req.IdempotencyKey)
 	}
+	return s.refundRetrying(ctx, req.PaymentID, req.IdempotencyKey, apply)
+}
+
+// refund applies a refund of amount (all that remains when nil) to p and
+// returns the refund to record with its event.
+func (s *Service) refund(p *Payment, amount *Money, requested int64, key string) (*Refund, []Event, error) {
+	now := s.Now()
+	units, err := p.applyRefund(amount, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := &Refund{
+		ID:             s.NewID(),
+		PaymentID:      p.ID,
+		Units:          units,
+		RequestedUnits: requested,
+		IdempotencyKey: key,
+		CreateTime:     now,
+	}
+	return r, []Event{refundedEvent(p, r)}, nil
+}
+
+// refundRetrying runs repo.Refund, deciding again when it lost a race.
+func (s *Service) refundRetrying(ctx context.Context, id, key string, apply func(*Payment, *Refund) (*Refund, []Event, error)) (*Payment, error) {
 	for attempt := 1; ; attempt++ {
-		p, err := s.repo.Refund(ctx, req.PaymentID, req.IdempotencyKey, apply)
+		p, err := s.repo.Refund(ctx, id, key, apply)
 		// ErrConflict: another refund of this payment committed in between.
 		// ErrDuplicate: a concurrent repeat with the same key got there
 		// first. Either way, decide again on the fresh state.
@@ -162,9 +187,50 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (*Payment, erro
 		case raced && attempt < conflictRetries:
 			continue
 		case raced:
-			return nil, fmt.Errorf("refund payment %s: %w", req.PaymentID, err)
+			return nil, fmt.Errorf("refund payment %s: %w", id, err)
 		}
 		return p, err
+	}
+}
+
+// CancelCharge undoes the charge made with idempotency key, whatever
+// happened to it, for a caller (a saga compensating) that may not know:
+//
+//   - captured, partly refunded: the rest is refunded (EventRefunded) and
+//     the payment returned;
+//   - already refunded or declined: nothing to do; the payment is returned;
+//   - never charged: the key is recorded as cancelled, so a later Charge
+//     with it fails with ErrChargeCancelled; the payment returned is nil.
+//
+// Repeats are no-ops with the same result.
+func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error) {
+	if key == "" {
+		return nil, &FieldError{Field: "idempotency_key", Description: "must not be empty"}
+	}
+	apply := func(p *Payment, _ *Refund) (*Refund, []Event, error) {
+		if p.Remaining() == 0 {
+			return nil, nil, nil // declined, or refunded already
+		}
+		return s.refund(p, nil, 0, "")
+	}
+	for attempt := 1; ; attempt++ {
+		p, err := s.repo.ByIdempotencyKey(ctx, key)
+		switch {
+		case err == nil:
+			return s.refundRetrying(ctx, p.ID, "", apply)
+		case !errors.Is(err, ErrNotFound):
+			return nil, err
+		}
+		err = s.repo.CancelUncharged(ctx, key, s.Now())
+		switch {
+		case err == nil:
+			return nil, nil
+		case errors.Is(err, ErrDuplicate) && attempt < conflictRetries:
+			// A charge with the key committed in between: undo it instead.
+			continue
+		default:
+			return nil, fmt.Errorf("cancel charge: %w", err)
+		}
 	}
 }
 

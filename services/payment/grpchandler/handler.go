@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/services/payment/domain"
+	"github.com/duetkit/duet/services/payment/wire"
 )
 
 // Reasons this adapter adds to the domain's.
@@ -26,6 +26,7 @@ const (
 	ReasonProviderUnavailable = "PROVIDER_UNAVAILABLE"
 	ReasonNotRefundable       = "PAYMENT_NOT_REFUNDABLE"
 	ReasonRefundExceeds       = "REFUND_EXCEEDS_CHARGE"
+	ReasonChargeCancelled     = "CHARGE_CANCELLED"
 )
 
 // ProviderRetryAfter is the RetryInfo delay sent when the provider is down.
@@ -54,11 +55,25 @@ func (h *Handler) Charge(ctx context.Context, req *paymentv1.ChargeRequest) (*pa
 		Token:          req.GetPaymentMethodToken(),
 		IdempotencyKey: req.GetIdempotencyKey(),
 		Reference:      req.GetReference(),
+		UserID:         req.GetUserId(),
 	})
 	if err != nil {
 		return nil, h.status(ctx, err, "", req.GetIdempotencyKey())
 	}
-	return &paymentv1.ChargeResponse{Payment: toProto(p)}, nil
+	return &paymentv1.ChargeResponse{Payment: wire.Payment(p)}, nil
+}
+
+// CancelCharge implements paymentv1.PaymentServiceServer.
+func (h *Handler) CancelCharge(ctx context.Context, req *paymentv1.CancelChargeRequest) (*paymentv1.CancelChargeResponse, error) {
+	p, err := h.svc.CancelCharge(ctx, req.GetIdempotencyKey())
+	if err != nil {
+		return nil, h.status(ctx, err, "", req.GetIdempotencyKey())
+	}
+	resp := &paymentv1.CancelChargeResponse{}
+	if p != nil {
+		resp.Payment = wire.Payment(p)
+	}
+	return resp, nil
 }
 
 // GetPayment implements paymentv1.PaymentServiceServer.
@@ -67,7 +82,7 @@ func (h *Handler) GetPayment(ctx context.Context, req *paymentv1.GetPaymentReque
 	if err != nil {
 		return nil, h.status(ctx, err, req.GetId(), "")
 	}
-	return &paymentv1.GetPaymentResponse{Payment: toProto(p)}, nil
+	return &paymentv1.GetPaymentResponse{Payment: wire.Payment(p)}, nil
 }
 
 // Refund implements paymentv1.PaymentServiceServer.
@@ -81,7 +96,7 @@ func (h *Handler) Refund(ctx context.Context, req *paymentv1.RefundRequest) (*pa
 	if err != nil {
 		return nil, h.status(ctx, err, req.GetId(), req.GetIdempotencyKey())
 	}
-	return &paymentv1.RefundResponse{Payment: toProto(p)}, nil
+	return &paymentv1.RefundResponse{Payment: wire.Payment(p)}, nil
 }
 
 // status maps a domain error to a status error. id is the payment the
@@ -108,6 +123,10 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 		return apierr.New(codes.FailedPrecondition, ReasonIdempotencyReused,
 			"the idempotency key was already used with a different request",
 			apierr.Precondition("IDEMPOTENCY_KEY", key, "already used with a different request; use a new key"))
+	case errors.Is(err, domain.ErrChargeCancelled):
+		return apierr.New(codes.FailedPrecondition, ReasonChargeCancelled,
+			"the charge with this idempotency key was cancelled; nothing will be charged with it",
+			apierr.Precondition("IDEMPOTENCY_KEY", key, "cancelled by CancelCharge; use a new key for a new charge"))
 	case errors.Is(err, domain.ErrProviderUnavailable):
 		return apierr.Unavailable(ReasonProviderUnavailable, "the payment provider is temporarily unavailable; retry later", ProviderRetryAfter)
 	case errors.Is(err, domain.ErrNotRefundable):
@@ -132,32 +151,4 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 // which the domain rejects.
 func money(m *typev1.Money) domain.Money {
 	return domain.Money{Currency: m.GetCurrencyCode(), Units: m.GetUnits()}
-}
-
-func toProto(p *domain.Payment) *paymentv1.Payment {
-	return &paymentv1.Payment{
-		Id:             p.ID,
-		Amount:         &typev1.Money{CurrencyCode: p.Amount.Currency, Units: p.Amount.Units},
-		Refunded:       &typev1.Money{CurrencyCode: p.Amount.Currency, Units: p.RefundedUnits},
-		Status:         statusToProto(p.Status),
-		DeclineReason:  p.DeclineReason,
-		Reference:      p.Reference,
-		IdempotencyKey: p.IdempotencyKey,
-		CreateTime:     timestamppb.New(p.CreateTime),
-		UpdateTime:     timestamppb.New(p.UpdateTime),
-	}
-}
-
-func statusToProto(s domain.Status) paymentv1.PaymentStatus {
-	switch s {
-	case domain.StatusCaptured:
-		return paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED
-	case domain.StatusDeclined:
-		return paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED
-	case domain.StatusPartiallyRefunded:
-		return paymentv1.PaymentStatus_PAYMENT_STATUS_PARTIALLY_REFUNDED
-	case domain.StatusRefunded:
-		return paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED
-	}
-	return paymentv1.PaymentStatus_PAYMENT_STATUS_UNSPECIFIED
 }

@@ -1,5 +1,7 @@
 // Package store keeps payments and refunds in SQL (SQLite or PostgreSQL,
-// through kit/sqldb). It implements domain.Repository.
+// through kit/sqldb). It implements domain.Repository, and writes the events
+// reporting each change to the kit/events outbox in the change's own
+// transaction.
 package store
 
 import (
@@ -8,11 +10,15 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"log/slog"
 	"time"
 
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/payment/domain"
+	"github.com/duetkit/duet/services/payment/wire"
 )
 
 // migrations holds the schema, applied by Open.
@@ -27,13 +33,16 @@ const MigrationTable = "payment_goose_db_version"
 // Store is the SQL implementation of domain.Repository.
 type Store struct {
 	db *sqldb.DB
+	// appended, when set, is called after a transaction that appended
+	// events commits (to wake the relay).
+	appended func()
 }
 
 var _ domain.Repository = (*Store)(nil)
 
 // Open connects to the database at url (see sqldb.Open), applies the
-// payment migrations and returns the store. logger receives the migration
-// log; nil keeps it quiet.
+// payment migrations and the kit/events outbox migrations, and returns the
+// store. logger receives the migration log; nil keeps it quiet.
 func Open(ctx context.Context, url string, logger *slog.Logger) (*Store, error) {
 	opts := []sqldb.Option{sqldb.WithMigrationTable(MigrationTable)}
 	if logger != nil {
@@ -43,14 +52,70 @@ func Open(ctx context.Context, url string, logger *slog.Logger) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("payment store: %w", err)
 	}
+	if err := events.Migrate(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("payment store: %w", err)
+	}
 	return &Store{db: db}, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// DB is the store's database, for the outbox relay.
+func (s *Store) DB() *sqldb.DB { return s.db }
+
+// OnAppend makes the store call f after each commit that appended events,
+// typically events.Relay.Notify. Call it before the store is used.
+func (s *Store) OnAppend(f func()) { s.appended = f }
+
+// inTx runs fn in a transaction and, when it committed events, calls the
+// OnAppend hook.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) (appended bool, err error)) error {
+	var appended bool
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		appended, err = fn(tx)
+		return err
+	})
+	if err == nil && appended && s.appended != nil {
+		s.appended()
+	}
+	return err
+}
+
+// appendEvents writes evs to the outbox in tx.
+func (s *Store) appendEvents(ctx context.Context, tx *sql.Tx, evs []domain.Event) error {
+	for _, e := range evs {
+		ev, err := wire.Event(e)
+		if err != nil {
+			return err
+		}
+		if _, err := events.Append(ctx, tx, s.db.Dialect, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockKey serialises, on PostgreSQL, the transactions that decide whether an
+// idempotency key is charged or cancelled, until tx ends. Otherwise a charge
+// and a cancel of one key could each see the other absent and both commit.
+// SQLite transactions begin IMMEDIATE and so are serialised already.
+func (s *Store) lockKey(ctx context.Context, tx *sql.Tx, key string) error {
+	if s.db.Dialect != sqldb.Postgres {
+		return nil
+	}
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, "duet.payment.charge-key:"+key)
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+		return fmt.Errorf("lock idempotency key: %w", err)
+	}
+	return nil
+}
+
 const paymentColumns = `id, idempotency_key, fingerprint, currency, amount_units, refunded_units,
-	status, decline_reason, reference, create_time, update_time`
+	status, decline_reason, reference, create_time, update_time, user_id`
 
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {
@@ -58,18 +123,67 @@ type querier interface {
 }
 
 // Create implements domain.Repository.
-func (s *Store) Create(ctx context.Context, p *domain.Payment) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		p.ID, p.IdempotencyKey, p.Fingerprint, p.Amount.Currency, p.Amount.Units, p.RefundedUnits,
-		string(p.Status), p.DeclineReason, p.Reference, micros(p.CreateTime), micros(p.UpdateTime))
-	if sqldb.IsUniqueViolation(err) {
-		return domain.ErrDuplicate
+func (s *Store) Create(ctx context.Context, p *domain.Payment, evs ...domain.Event) error {
+	return s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
+		if err := s.lockKey(ctx, tx, p.IdempotencyKey); err != nil {
+			return false, err
+		}
+		if cancelled, err := s.chargeCancelled(ctx, tx, p.IdempotencyKey); err != nil {
+			return false, err
+		} else if cancelled {
+			return false, domain.ErrChargeCancelled
+		}
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			p.ID, p.IdempotencyKey, p.Fingerprint, p.Amount.Currency, p.Amount.Units, p.RefundedUnits,
+			string(p.Status), p.DeclineReason, p.Reference, micros(p.CreateTime), micros(p.UpdateTime), p.UserID)
+		if sqldb.IsUniqueViolation(err) {
+			return false, domain.ErrDuplicate
+		}
+		if err != nil {
+			return false, fmt.Errorf("insert payment: %w", err)
+		}
+		return len(evs) > 0, s.appendEvents(ctx, tx, evs)
+	})
+}
+
+// ChargeCancelled implements domain.Repository.
+func (s *Store) ChargeCancelled(ctx context.Context, key string) (bool, error) {
+	return s.chargeCancelled(ctx, s.db, key)
+}
+
+func (s *Store) chargeCancelled(ctx context.Context, q querier, key string) (bool, error) {
+	var one int
+	err := q.QueryRowContext(ctx, s.db.Rebind(`SELECT 1 FROM cancelled_charges WHERE idempotency_key = ?`), key).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("insert payment: %w", err)
+		return false, fmt.Errorf("read cancelled charge: %w", err)
 	}
-	return nil
+	return true, nil
+}
+
+// CancelUncharged implements domain.Repository.
+func (s *Store) CancelUncharged(ctx context.Context, key string, at time.Time) error {
+	return s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
+		if err := s.lockKey(ctx, tx, key); err != nil {
+			return false, err
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT 1 FROM payments WHERE idempotency_key = ?`), key).Scan(&one)
+		switch {
+		case err == nil:
+			return false, domain.ErrDuplicate
+		case !errors.Is(err, sql.ErrNoRows):
+			return false, fmt.Errorf("read payment: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO cancelled_charges (idempotency_key, create_time)
+			VALUES (?, ?) ON CONFLICT (idempotency_key) DO NOTHING`), key, micros(at)); err != nil {
+			return false, fmt.Errorf("insert cancelled charge: %w", err)
+		}
+		return false, nil
+	})
 }
 
 // ByID implements domain.Repository.
@@ -91,7 +205,7 @@ func (s *Store) one(ctx context.Context, q querier, query string, args ...any) (
 	)
 	err := q.QueryRowContext(ctx, s.db.Rebind(query), args...).Scan(
 		&p.ID, &p.IdempotencyKey, &p.Fingerprint, &p.Amount.Currency, &p.Amount.Units, &p.RefundedUnits,
-		&status, &p.DeclineReason, &p.Reference, &createTime, &updateTime)
+		&status, &p.DeclineReason, &p.Reference, &createTime, &updateTime, &p.UserID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, domain.ErrNotFound
 	}
@@ -103,60 +217,64 @@ func (s *Store) one(ctx context.Context, q querier, query string, args ...any) (
 	return &p, nil
 }
 
-// Refund implements domain.Repository. The payment row is locked for the
-// transaction (SELECT … FOR UPDATE on PostgreSQL; SQLite transactions begin
-// IMMEDIATE and so already exclude other writers), and the update is a
-// compare-and-set on refunded_units besides: even without the lock, two
-// racing refunds could not both apply to the same prior state.
-func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*domain.Payment, *domain.Refund) (*domain.Refund, error)) (*domain.Payment, error) {
+// Refund implements domain.Repository, appending apply's events with the
+// refund. The payment row is locked for the transaction (SELECT … FOR
+// UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE and so already
+// exclude other writers), and the update is a compare-and-set on
+// refunded_units besides: even without the lock, two racing refunds could
+// not both apply to the same prior state.
+func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*domain.Payment, *domain.Refund) (*domain.Refund, []domain.Event, error)) (*domain.Payment, error) {
 	var out *domain.Payment
-	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
 		query := `SELECT ` + paymentColumns + ` FROM payments WHERE id = ?`
 		if s.db.Dialect == sqldb.Postgres {
 			query += ` FOR UPDATE`
 		}
 		p, err := s.one(ctx, tx, query, id)
 		if err != nil {
-			return err
+			return false, err
 		}
 		var prior *domain.Refund
 		if refundKey != "" {
 			if prior, err = s.refundByKey(ctx, tx, id, refundKey); err != nil {
-				return err
+				return false, err
 			}
 		}
 		before := p.RefundedUnits
-		r, err := apply(p, prior)
+		r, evs, err := apply(p, prior)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if r == nil {
 			out = p
-			return nil
+			return false, nil
 		}
 		_, err = tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO refunds
 			(id, payment_id, units, requested_units, idempotency_key, create_time) VALUES (?, ?, ?, ?, ?, ?)`),
 			r.ID, r.PaymentID, r.Units, r.RequestedUnits, r.IdempotencyKey, micros(r.CreateTime))
 		if sqldb.IsUniqueViolation(err) {
-			return domain.ErrDuplicate
+			return false, domain.ErrDuplicate
 		}
 		if err != nil {
-			return fmt.Errorf("insert refund: %w", err)
+			return false, fmt.Errorf("insert refund: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments
 			SET refunded_units = ?, status = ?, update_time = ?
 			WHERE id = ? AND refunded_units = ? AND ? <= amount_units`),
 			p.RefundedUnits, string(p.Status), micros(p.UpdateTime), p.ID, before, p.RefundedUnits)
 		if err != nil {
-			return fmt.Errorf("update payment: %w", err)
+			return false, fmt.Errorf("update payment: %w", err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("update payment: %w", err)
+			return false, fmt.Errorf("update payment: %w", err)
 		} else if n != 1 {
-			return domain.ErrConflict
+			return false, domain.ErrConflict
+		}
+		if err := s.appendEvents(ctx, tx, evs); err != nil {
+			return false, err
 		}
 		out = p
-		return nil
+		return len(evs) > 0, nil
 	})
 	if err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
 func payment(id, key string, units int64, status domain.Status) *domain.Payment {
 	return &domain.Payment{
 		ID: id, Amount: domain.Money{Currency: "EUR", Units: units}, Status: status,
-		Reference: "ref-" + id, IdempotencyKey: key, Fingerprint: "fp-" + key,
+		Reference: "ref-" + id, IdempotencyKey: key, Fingerprint: "fp-" + key, UserID: "user-" + id,
 		CreateTime: t0, UpdateTime: t0,
 	}
 }
@@ -217,9 +217,9 @@ func TestRefundCheckConstraint(t *testing.T) {
 		if err := s.Create(ctx, payment("p1", "k1", 100, domain.StatusCaptured)); err != nil {
 			t.Fatal(err)
 		}
-		_, err := s.Refund(ctx, "p1", "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, error) {
+		_, err := s.Refund(ctx, "p1", "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, []domain.Event, error) {
 			p.RefundedUnits = 150
-			return &domain.Refund{ID: "r1", PaymentID: "p1", Units: 150, CreateTime: t0}, nil
+			return &domain.Refund{ID: "r1", PaymentID: "p1", Units: 150, CreateTime: t0}, nil, nil
 		})
 		if err == nil {
 			t.Fatal("over-refund was stored")

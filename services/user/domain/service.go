@@ -27,21 +27,23 @@ type Page struct {
 	Next *Position
 }
 
-// Repository stores users. Implementations report ErrNotFound and
-// ErrEmailTaken, and enforce email uniqueness on EmailKey atomically (a
-// unique index), never by reading before writing.
+// Repository stores users and the events reporting changes to them.
+// Implementations report ErrNotFound and ErrEmailTaken, enforce email
+// uniqueness on EmailKey atomically (a unique index), never by reading before
+// writing, and record events in the same transaction as their change.
 type Repository interface {
-	// Create stores a new user.
-	Create(ctx context.Context, u User) error
+	// Create stores a new user and the events reporting it.
+	Create(ctx context.Context, u User, events ...Event) error
 	// Get returns the user with id.
 	Get(ctx context.Context, id string) (User, error)
 	// List returns up to limit users after pos (from the start when pos is
 	// nil), ordered by (CreateTime, ID).
 	List(ctx context.Context, after *Position, limit int) ([]User, error)
 	// Update loads the user with id, lets fn change it, and stores the
-	// result, all in one transaction. When fn returns an error or reports
-	// no change, nothing is written.
-	Update(ctx context.Context, id string, fn func(*User) (changed bool, err error)) (User, error)
+	// result with the events fn returns, all in one transaction. Every
+	// change is reported, so no events means no change: when fn returns
+	// none, or an error, nothing is written.
+	Update(ctx context.Context, id string, fn func(*User) (events []Event, err error)) (User, error)
 }
 
 // Service runs the user use cases over a Repository.
@@ -76,8 +78,8 @@ func newID() (string, error) {
 	return id.String(), nil
 }
 
-// Create registers a user. A taken email (in any letter case) is
-// ErrEmailTaken.
+// Create registers a user and reports it (EventCreated). A taken email (in
+// any letter case) is ErrEmailTaken.
 func (s *Service) Create(ctx context.Context, email, name string) (User, error) {
 	id, err := s.newID()
 	if err != nil {
@@ -87,7 +89,7 @@ func (s *Service) Create(ctx context.Context, email, name string) (User, error) 
 	if err != nil {
 		return User{}, err
 	}
-	if err := s.repo.Create(ctx, u); err != nil {
+	if err := s.repo.Create(ctx, u, Event{Kind: EventCreated, User: u}); err != nil {
 		return User{}, err
 	}
 	return u, nil
@@ -124,7 +126,9 @@ func (s *Service) List(ctx context.Context, pageSize int, after *Position) (Page
 	return page, nil
 }
 
-// Update changes the fields of user id named in paths to their values in c.
+// Update changes the fields of user id named in paths to their values in c
+// and reports the fields that changed (EventUpdated); an update that
+// changes nothing writes and reports nothing.
 func (s *Service) Update(ctx context.Context, id string, paths []string, c Changes) (User, error) {
 	if err := CheckID(id); err != nil {
 		return User{}, err
@@ -133,7 +137,11 @@ func (s *Service) Update(ctx context.Context, id string, paths []string, c Chang
 	if err := CheckUpdate(paths, c); err != nil {
 		return User{}, err
 	}
-	return s.repo.Update(ctx, id, func(u *User) (bool, error) {
-		return u.Apply(paths, c, s.now())
+	return s.repo.Update(ctx, id, func(u *User) ([]Event, error) {
+		changed, err := u.ApplyChanges(paths, c, s.now())
+		if err != nil || len(changed) == 0 {
+			return nil, err
+		}
+		return []Event{{Kind: EventUpdated, User: *u, Changed: changed}}, nil
 	})
 }

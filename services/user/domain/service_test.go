@@ -15,13 +15,14 @@ import (
 // memRepo is an in-memory domain.Repository, enough to test Service logic;
 // the real store has its own tests against SQL.
 type memRepo struct {
-	mu    sync.Mutex
-	users map[string]domain.User
+	mu     sync.Mutex
+	users  map[string]domain.User
+	events []domain.Event
 }
 
 func newMemRepo() *memRepo { return &memRepo{users: map[string]domain.User{}} }
 
-func (r *memRepo) Create(_ context.Context, u domain.User) error {
+func (r *memRepo) Create(_ context.Context, u domain.User, evs ...domain.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, o := range r.users {
@@ -30,6 +31,7 @@ func (r *memRepo) Create(_ context.Context, u domain.User) error {
 		}
 	}
 	r.users[u.ID] = u
+	r.events = append(r.events, evs...)
 	return nil
 }
 
@@ -58,24 +60,25 @@ func (r *memRepo) List(_ context.Context, after *domain.Position, limit int) ([]
 	return all[:min(limit, len(all))], nil
 }
 
-func (r *memRepo) Update(_ context.Context, id string, fn func(*domain.User) (bool, error)) (domain.User, error) {
+func (r *memRepo) Update(_ context.Context, id string, fn func(*domain.User) ([]domain.Event, error)) (domain.User, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	u, ok := r.users[id]
 	if !ok {
 		return domain.User{}, domain.ErrNotFound
 	}
-	changed, err := fn(&u)
+	evs, err := fn(&u)
 	if err != nil {
 		return domain.User{}, err
 	}
-	if changed {
+	if len(evs) > 0 {
 		for _, o := range r.users {
 			if o.ID != id && o.EmailKey() == u.EmailKey() {
 				return domain.User{}, domain.ErrEmailTaken
 			}
 		}
 		r.users[id] = u
+		r.events = append(r.events, evs...)
 	}
 	return u, nil
 }
@@ -207,5 +210,48 @@ func TestServiceList(t *testing.T) {
 		if _, err := s.List(ctx, bad, nil); field(err) != "page_size" {
 			t.Errorf("List(page size %d) = %v, want a validation error on page_size", bad, err)
 		}
+	}
+}
+
+// TestServiceEvents: every change is reported with the fields it changed,
+// and nothing else is.
+func TestServiceEvents(t *testing.T) {
+	ctx := t.Context()
+	repo := newMemRepo()
+	s := domain.NewService(repo)
+	ann, err := s.Create(ctx, "ann@example.com", "Ann")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "bob@example.com", "Bob"); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		paths   []string
+		changes domain.Changes
+		// wantChanged is the event's Changed; nil for no event.
+		wantChanged []string
+	}{
+		{"rename", []string{"name"}, domain.Changes{Name: "Annie"}, []string{"name"}},
+		{"same name", []string{"name"}, domain.Changes{Name: "Annie"}, nil},
+		{"email and name, only email differs", []string{"name", "email"}, domain.Changes{Name: "Annie", Email: "annie@example.com"}, []string{"email"}},
+		{"both, listed twice", []string{"email", "name", "email"}, domain.Changes{Name: "Ann", Email: "ann@example.com"}, []string{"email", "name"}},
+		{"email taken", []string{"email"}, domain.Changes{Email: "BOB@example.com"}, nil},
+		{"invalid", []string{"email"}, domain.Changes{Email: "nope"}, nil},
+	}
+	for _, st := range steps {
+		before := len(repo.events)
+		_, _ = s.Update(ctx, ann.ID, st.paths, st.changes)
+		evs := repo.events[before:]
+		switch {
+		case st.wantChanged == nil && len(evs) != 0:
+			t.Errorf("%s: events %+v, want none", st.name, evs)
+		case st.wantChanged != nil && (len(evs) != 1 || evs[0].Kind != domain.EventUpdated || !slices.Equal(evs[0].Changed, st.wantChanged) || evs[0].User.ID != ann.ID):
+			t.Errorf("%s: events %+v, want one update of %v", st.name, evs, st.wantChanged)
+		}
+	}
+	if len(repo.events) < 2 || repo.events[0].Kind != domain.EventCreated || repo.events[0].User != ann {
+		t.Errorf("first event %+v, want the creation of %+v", repo.events[0], ann)
 	}
 }

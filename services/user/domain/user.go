@@ -199,9 +199,17 @@ func (c Changes) normalize(paths []string) (Changes, error) {
 // time now. It reports whether anything changed; UpdateTime moves only
 // then, so repeating an update is a no-op.
 func (u *User) Apply(paths []string, c Changes, now time.Time) (bool, error) {
+	changed, err := u.ApplyChanges(paths, c, now)
+	return len(changed) > 0, err
+}
+
+// ApplyChanges is Apply, reporting which fields changed: PathEmail and
+// PathName, in that order, each at most once. A field named in paths whose
+// value stays the same did not change.
+func (u *User) ApplyChanges(paths []string, c Changes, now time.Time) ([]string, error) {
 	c, err := c.normalize(paths)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	next := *u
 	for _, p := range paths {
@@ -212,8 +220,15 @@ func (u *User) Apply(paths []string, c Changes, now time.Time) (bool, error) {
 			next.Name = c.Name
 		}
 	}
-	if next.Email == u.Email && next.Name == u.Name {
-		return false, nil
+	var changed []string
+	if next.Email != u.Email {
+		changed = append(changed, PathEmail)
+	}
+	if next.Name != u.Name {
+		changed = append(changed, PathName)
+	}
+	if len(changed) == 0 {
+		return nil, nil
 	}
 	next.UpdateTime = Timestamp(now)
 	if next.UpdateTime.Before(u.UpdateTime) {
@@ -221,5 +236,5 @@ func (u *User) Apply(paths []string, c Changes, now time.Time) (bool, error) {
 		next.UpdateTime = u.UpdateTime
 	}
 	*u = next
-	return true, nil
+	return changed, nil
 }

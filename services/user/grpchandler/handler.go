@@ -9,12 +9,12 @@ import (
 	"log/slog"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/services/user/domain"
+	"github.com/duetkit/duet/services/user/wire"
 )
 
 // Reasons (ErrorInfo.reason) specific to the user service. Published: never
@@ -51,7 +51,7 @@ func (h *Handler) CreateUser(ctx context.Context, req *userv1.CreateUserRequest)
 	if err != nil {
 		return nil, h.error(ctx, err, "", "")
 	}
-	return &userv1.CreateUserResponse{User: toProto(u)}, nil
+	return &userv1.CreateUserResponse{User: wire.User(u)}, nil
 }
 
 // GetUser returns one user.
@@ -60,7 +60,7 @@ func (h *Handler) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*use
 	if err != nil {
 		return nil, h.error(ctx, err, "", req.GetId())
 	}
-	return &userv1.GetUserResponse{User: toProto(u)}, nil
+	return &userv1.GetUserResponse{User: wire.User(u)}, nil
 }
 
 // ListUsers returns one page of users, oldest first.
@@ -79,7 +79,7 @@ func (h *Handler) ListUsers(ctx context.Context, req *userv1.ListUsersRequest) (
 	}
 	resp := &userv1.ListUsersResponse{Users: make([]*userv1.User, 0, len(page.Users))}
 	for _, u := range page.Users {
-		resp.Users = append(resp.Users, toProto(u))
+		resp.Users = append(resp.Users, wire.User(u))
 	}
 	if page.Next != nil {
 		resp.NextPageToken = pagetoken.Encode(pagetoken.Cursor{Scope: listScope, Time: page.Next.CreateTime, ID: page.Next.ID})
@@ -99,7 +99,7 @@ func (h *Handler) UpdateUser(ctx context.Context, req *userv1.UpdateUserRequest)
 	if err != nil {
 		return nil, h.error(ctx, err, "user.", in.GetId())
 	}
-	return &userv1.UpdateUserResponse{User: toProto(u)}, nil
+	return &userv1.UpdateUserResponse{User: wire.User(u)}, nil
 }
 
 // error maps a domain error to a status error. prefix is the request path of
@@ -128,14 +128,4 @@ func (h *Handler) error(ctx context.Context, err error, prefix, id string) error
 	}
 	h.log.ErrorContext(ctx, "user service: unexpected error", "error", err)
 	return apierr.Internal()
-}
-
-func toProto(u domain.User) *userv1.User {
-	return &userv1.User{
-		Id:         u.ID,
-		Email:      u.Email,
-		Name:       u.Name,
-		CreateTime: timestamppb.New(u.CreateTime),
-		UpdateTime: timestamppb.New(u.UpdateTime),
-	}
 }

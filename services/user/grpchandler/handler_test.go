@@ -139,14 +139,14 @@ type brokenRepo struct{}
 
 var errSecret = errors.New("dial tcp 10.0.0.7:5432: password authentication failed for user svc")
 
-func (brokenRepo) Create(context.Context, domain.User) error { return errSecret }
+func (brokenRepo) Create(context.Context, domain.User, ...domain.Event) error { return errSecret }
 func (brokenRepo) Get(context.Context, string) (domain.User, error) {
 	return domain.User{}, errSecret
 }
 func (brokenRepo) List(context.Context, *domain.Position, int) ([]domain.User, error) {
 	return nil, errSecret
 }
-func (brokenRepo) Update(context.Context, string, func(*domain.User) (bool, error)) (domain.User, error) {
+func (brokenRepo) Update(context.Context, string, func(*domain.User) ([]domain.Event, error)) (domain.User, error) {
 	return domain.User{}, errSecret
 }
 

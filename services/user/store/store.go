@@ -1,5 +1,6 @@
 // Package store keeps users in SQL (SQLite or PostgreSQL through kit/sqldb)
-// and implements domain.Repository.
+// and implements domain.Repository, writing the events that report each
+// change to the kit/events outbox in the change's own transaction.
 package store
 
 import (
@@ -11,8 +12,10 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/user/domain"
+	"github.com/duetkit/duet/services/user/wire"
 )
 
 //go:embed migrations/*.sql
@@ -32,15 +35,27 @@ func Migrations() fs.FS {
 // share a database with other services.
 const MigrationTable = "user_goose_db_version"
 
-// Open opens the database at url and brings its schema up to date.
+// Open opens the database at url and brings its schema up to date: the
+// user tables and the kit/events outbox.
 func Open(ctx context.Context, url string, opts ...sqldb.Option) (*sqldb.DB, error) {
 	opts = append([]sqldb.Option{sqldb.WithMigrationTable(MigrationTable)}, opts...)
-	return sqldb.Open(ctx, url, Migrations(), opts...)
+	db, err := sqldb.Open(ctx, url, Migrations(), opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := events.Migrate(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return db, nil
 }
 
 // Store is the SQL user repository.
 type Store struct {
 	db *sqldb.DB
+	// appended, when set, is called after a transaction that appended
+	// events commits (to wake the relay).
+	appended func()
 
 	insert, get, getForUpdate, update, list, listAfter string
 }
@@ -64,18 +79,51 @@ func New(db *sqldb.DB) *Store {
 	return s
 }
 
-// Create stores a new user; a duplicate email key is domain.ErrEmailTaken.
-func (s *Store) Create(ctx context.Context, u domain.User) error {
-	_, err := s.db.ExecContext(ctx, s.insert,
-		u.ID, u.Email, u.EmailKey(), u.Name, u.CreateTime.UnixMicro(), u.UpdateTime.UnixMicro())
-	if sqldb.IsUniqueViolation(err) {
-		// The id is a fresh UUIDv7, so the email key is the index that
-		// can collide.
-		return domain.ErrEmailTaken
+// OnAppend makes the store call f after each commit that appended events,
+// typically events.Relay.Notify. Call it before the store is used.
+func (s *Store) OnAppend(f func()) { s.appended = f }
+
+// committed calls the OnAppend hook when a transaction appended events.
+func (s *Store) committed(evs []domain.Event) {
+	if len(evs) > 0 && s.appended != nil {
+		s.appended()
 	}
+}
+
+// appendEvents writes evs to the outbox in tx.
+func (s *Store) appendEvents(ctx context.Context, tx *sql.Tx, evs []domain.Event) error {
+	for _, e := range evs {
+		ev, err := wire.Event(e)
+		if err != nil {
+			return err
+		}
+		if _, err := events.Append(ctx, tx, s.db.Dialect, ev); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return nil
+}
+
+// Create stores a new user and evs; a duplicate email key is
+// domain.ErrEmailTaken.
+func (s *Store) Create(ctx context.Context, u domain.User, evs ...domain.Event) error {
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.insert,
+			u.ID, u.Email, u.EmailKey(), u.Name, u.CreateTime.UnixMicro(), u.UpdateTime.UnixMicro())
+		if sqldb.IsUniqueViolation(err) {
+			// The id is a fresh UUIDv7, so the email key is the index
+			// that can collide.
+			return domain.ErrEmailTaken
+		}
+		if err != nil {
+			return fmt.Errorf("store: insert user: %w", err)
+		}
+		return s.appendEvents(ctx, tx, evs)
+	})
 	if err != nil {
-		return fmt.Errorf("store: insert user: %w", err)
+		return err
 	}
+	s.committed(evs)
 	return nil
 }
 
@@ -113,26 +161,32 @@ func (s *Store) List(ctx context.Context, after *domain.Position, limit int) ([]
 	return users, nil
 }
 
-// Update loads user id, applies fn and writes the result in one
-// transaction. An email another user holds is domain.ErrEmailTaken.
-func (s *Store) Update(ctx context.Context, id string, fn func(*domain.User) (bool, error)) (domain.User, error) {
-	var out domain.User
+// Update loads user id, applies fn and writes the result with the events fn
+// returns in one transaction; no events, no write. An email another user
+// holds is domain.ErrEmailTaken.
+func (s *Store) Update(ctx context.Context, id string, fn func(*domain.User) ([]domain.Event, error)) (domain.User, error) {
+	var (
+		out domain.User
+		evs []domain.Event
+	)
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
 		u, err := scanUser(tx.QueryRowContext(ctx, s.getForUpdate, id))
 		if err != nil {
 			return err
 		}
-		changed, err := fn(&u)
-		if err != nil {
+		if evs, err = fn(&u); err != nil {
 			return err
 		}
-		if changed {
+		if len(evs) > 0 {
 			_, err := tx.ExecContext(ctx, s.update, u.Email, u.EmailKey(), u.Name, u.UpdateTime.UnixMicro(), u.ID)
 			if sqldb.IsUniqueViolation(err) {
 				return domain.ErrEmailTaken
 			}
 			if err != nil {
 				return fmt.Errorf("store: update user: %w", err)
+			}
+			if err := s.appendEvents(ctx, tx, evs); err != nil {
+				return err
 			}
 		}
 		out = u
@@ -141,6 +195,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*domain.User) (bo
 	if err != nil {
 		return domain.User{}, err
 	}
+	s.committed(evs)
 	return out, nil
 }
 

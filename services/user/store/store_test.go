@@ -196,12 +196,15 @@ func TestUpdate(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				got, err := s.Update(ctx, tt.id, func(u *domain.User) (bool, error) {
-					changed, err := u.Apply(tt.paths, tt.changes, later)
+				got, err := s.Update(ctx, tt.id, func(u *domain.User) ([]domain.Event, error) {
+					changed, err := u.ApplyChanges(tt.paths, tt.changes, later)
 					if err == nil && tt.fnErr != nil {
 						err = tt.fnErr
 					}
-					return changed, err
+					if len(changed) == 0 {
+						return nil, err
+					}
+					return []domain.Event{{Kind: domain.EventUpdated, User: *u, Changed: changed}}, err
 				})
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Update err = %v, want %v", err, tt.wantErr)
@@ -238,11 +241,11 @@ func TestConcurrentUpdates(t *testing.T) {
 		var wg sync.WaitGroup
 		for range n {
 			wg.Go(func() {
-				_, err := s.Update(t.Context(), u.ID, func(u *domain.User) (bool, error) {
+				_, err := s.Update(t.Context(), u.ID, func(u *domain.User) ([]domain.Event, error) {
 					var k int
 					fmt.Sscan(u.Name, &k)
 					u.Name = fmt.Sprint(k + 1)
-					return true, nil
+					return []domain.Event{{Kind: domain.EventUpdated, User: *u, Changed: []string{domain.PathName}}}, nil
 				})
 				if err != nil {
 					t.Errorf("Update: %v", err)

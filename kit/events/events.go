@@ -1,0 +1,179 @@
+// Package events moves domain events from a service's database to the
+// services that react to them, without losing or inventing any on the way:
+//
+//   - Producer side, a transactional outbox: Append writes the event in the
+//     same database transaction as the state change it reports, so the two
+//     commit or roll back together. A Relay publishes committed rows to NATS
+//     JetStream with the event id as Nats-Msg-Id and marks them published.
+//     A crash between publishing and marking means a second publish, which
+//     JetStream drops as a duplicate; NATS being down means the rows wait.
+//   - Consumer side, an inbox: Consume runs a durable pull consumer that
+//     acks what its handler accepted and redelivers what it did not; a
+//     handler that calls Once in its own transaction applies each event
+//     once however often it is delivered.
+//
+// NATS itself runs embedded (StartServer: nats-server in process, JetStream
+// files under a directory) or is an external server or cluster (Connect).
+//
+// Events travel with headers: Nats-Msg-Id (the event id), Duet-Event-Type
+// (the protobuf full name), Duet-Aggregate-Id, Duet-Occur-Time (RFC 3339),
+// the W3C traceparent and tracestate of the request that caused them, and
+// x-request-id.
+//
+// The outbox and inbox tables (events_outbox, events_inbox) are created by
+// Migrate in the service's own database. Services that share one database
+// schema share them too, which is safe: every relay publishes every pending
+// row, and JetStream deduplicates; inbox rows are keyed by consumer.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Header names set on every published event.
+const (
+	HeaderMsgID       = jetstream.MsgIDHeader // "Nats-Msg-Id": the event id, for deduplication
+	HeaderEventType   = "Duet-Event-Type"     // protobuf full name of the payload
+	HeaderAggregateID = "Duet-Aggregate-Id"   // id of the entity the event is about
+	HeaderOccurTime   = "Duet-Occur-Time"     // when the change committed, RFC 3339 with nanoseconds
+	HeaderTraceParent = "traceparent"         // W3C trace context
+	HeaderTraceState  = "tracestate"          // W3C trace context
+	HeaderRequestID   = "x-request-id"        // kit/requestid of the request that caused the event
+)
+
+// Defaults for BusConfig.
+const (
+	DefaultStream = "DUET_EVENTS"
+	DefaultPrefix = "duet"
+	// DuplicateWindow is how long JetStream remembers event ids to drop
+	// re-publishes: longer than a relay takes to restart after a crash
+	// between publishing a row and marking it.
+	DuplicateWindow = 10 * time.Minute
+	// DefaultMaxAge is how long the stream keeps events; a consumer that is
+	// down for longer misses the older ones.
+	DefaultMaxAge = 7 * 24 * time.Hour
+)
+
+// BusConfig names the stream and subject prefix; zero values take defaults.
+// Tests give each Bus its own so they can share one NATS server.
+type BusConfig struct {
+	// Stream is the JetStream stream name; default DefaultStream.
+	Stream string
+	// Prefix is prepended to every relative subject; default DefaultPrefix.
+	Prefix string
+	// MaxAge bounds how long the stream keeps events; default DefaultMaxAge.
+	MaxAge time.Duration
+}
+
+// Bus is a JetStream stream holding every event under Prefix.
+type Bus struct {
+	// Conn is the NATS connection the Bus uses; its owner closes it.
+	Conn *nats.Conn
+	// JS is the JetStream API on Conn.
+	JS jetstream.JetStream
+	// Stream is the stream's name; Prefix its subject prefix.
+	Stream, Prefix string
+}
+
+// OpenBus creates the stream, or updates it to the current configuration,
+// and returns a Bus on it: subjects Prefix+".>", file storage, a
+// DuplicateWindow deduplication window.
+func OpenBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
+	if nc == nil {
+		return nil, errors.New("events: OpenBus needs a NATS connection")
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = DefaultMaxAge
+	}
+	if !validSubject(cfg.Prefix, false) {
+		return nil, fmt.Errorf("events: invalid subject prefix %q", cfg.Prefix)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("events: JetStream: %w", err)
+	}
+	scfg := jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Duet domain events, published from the services' outboxes",
+		Subjects:    []string{cfg.Prefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.MaxAge,
+		Duplicates:  DuplicateWindow,
+	}
+	// A server-side failure (API code 5xx, say the store could not be
+	// created under load) is worth a few more tries; a refused
+	// configuration is not.
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err = js.CreateOrUpdateStream(ctx, scfg)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == openBusAttempts || !errors.As(err, &apiErr) || apiErr.Code < 500 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+			delay *= 2
+			continue
+		}
+		break
+	}
+	if err != nil {
+		return nil, fmt.Errorf("events: create stream %s: %w", cfg.Stream, err)
+	}
+	return &Bus{Conn: nc, JS: js, Stream: cfg.Stream, Prefix: cfg.Prefix}, nil
+}
+
+// openBusAttempts bounds OpenBus's tries after server-side failures.
+const openBusAttempts = 4
+
+// Subject turns a relative subject into the absolute one on this Bus:
+// "order.confirmed" becomes "duet.order.confirmed".
+func (b *Bus) Subject(rel string) string { return b.Prefix + "." + rel }
+
+// relative strips the Bus prefix from an absolute subject.
+func (b *Bus) relative(subject string) string {
+	if rel, ok := strings.CutPrefix(subject, b.Prefix+"."); ok {
+		return rel
+	}
+	return subject
+}
+
+// validSubject reports whether s is a well-formed relative subject: tokens
+// separated by single dots, no whitespace, and wildcards (* and a final >)
+// only when wildcards is true.
+func validSubject(s string, wildcards bool) bool {
+	if s == "" {
+		return false
+	}
+	tokens := strings.Split(s, ".")
+	for i, tok := range tokens {
+		if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+			return false
+		}
+		if tok == "*" || (tok == ">" && i == len(tokens)-1) {
+			if !wildcards {
+				return false
+			}
+			continue
+		}
+		if strings.ContainsAny(tok, "*>") {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,260 @@
+package events_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/events/eventstest"
+	"github.com/duetkit/duet/kit/sqldb"
+	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// database/sql's pool opener lives as long as its DB; every DB is
+		// closed in cleanup, but the goroutine exits asynchronously.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+	)
+}
+
+// quiet is a logger for code under test whose warnings are expected.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// openDB opens a migrated database for url, closed at cleanup.
+func openDB(t *testing.T, url string) *sqldb.DB {
+	t.Helper()
+	db, err := sqldb.Open(t.Context(), url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := events.Migrate(t.Context(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// appendEvent commits one event carrying value and returns its id.
+func appendEvent(t *testing.T, ctx context.Context, db *sqldb.DB, subject, value string) string {
+	t.Helper()
+	var id string
+	err := db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		id, err = events.Append(ctx, tx, db.Dialect, events.Event{
+			Subject: subject, AggregateID: "agg-" + value, Message: wrapperspb.String(value),
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// startRelay runs a relay until the test ends.
+func startRelay(t *testing.T, db *sqldb.DB, bus *events.Bus) *events.Relay {
+	t.Helper()
+	relay := events.NewRelay(db, bus, events.RelayConfig{
+		Logger: quiet, PollInterval: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		PublishTimeout: 2 * time.Second,
+	})
+	run(t, relay.Run)
+	return relay
+}
+
+// run calls fn in a goroutine until the test ends, then waits for it and
+// checks that it returned nil.
+func run(t *testing.T, fn func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("returned %v after cancel, want nil", err)
+		}
+	})
+}
+
+// collector records the messages a consumer handled.
+type collector struct {
+	mu   sync.Mutex
+	msgs []events.Message
+	vals []string
+}
+
+func newCollector() *collector { return &collector{} }
+
+func (c *collector) add(m events.Message, v string) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, m)
+	c.vals = append(c.vals, v)
+	c.mu.Unlock()
+}
+
+// count reports how many times value was handled.
+func (c *collector) count(value string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.vals {
+		if v == value {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *collector) snapshot() ([]events.Message, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]events.Message(nil), c.msgs...), append([]string(nil), c.vals...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// consume runs a consumer on bus that decodes StringValue events into c.
+func consume(t *testing.T, bus *events.Bus, durable string, subjects []string, c *collector, fail func(m events.Message) error) {
+	t.Helper()
+	run(t, func(ctx context.Context) error {
+		return events.Consume(ctx, bus, events.ConsumerConfig{
+			Durable: durable, Subjects: subjects, AckWait: 5 * time.Second, Logger: quiet,
+		}, func(ctx context.Context, m events.Message) error {
+			if fail != nil {
+				if err := fail(m); err != nil {
+					return err
+				}
+			}
+			var v wrapperspb.StringValue
+			if err := m.Unmarshal(&v); err != nil {
+				return err
+			}
+			c.add(m, v.GetValue())
+			return nil
+		})
+	})
+}
+
+// matrix runs fn for every database and bus available, each subtest with a
+// fresh database and a fresh bus of its own.
+func matrix(t *testing.T, fn func(t *testing.T, db *sqldb.DB, bus *events.Bus)) {
+	eventstest.Matrix(t, func(t *testing.T, url string, bus *events.Bus) {
+		fn(t, openDB(t, url), bus)
+	})
+}
+
+func TestRelayPublishesInOrderAndConsumerReceives(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		ctx := t.Context()
+		c := newCollector()
+		consume(t, bus, "orders-"+eventstest.Unique(t), []string{"order.*"}, c, nil)
+		relay := startRelay(t, db, bus)
+		var ids []string
+		want := []string{"a", "b", "c", "d", "e"}
+		for _, v := range want {
+			ids = append(ids, appendEvent(t, ctx, db, "order.confirmed", v))
+			relay.Notify()
+		}
+		// An event outside the consumer's subjects is not delivered.
+		appendEvent(t, ctx, db, "user.created", "other")
+		relay.Notify()
+		waitFor(t, "5 events", 10*time.Second, func() bool { _, v := c.snapshot(); return len(v) >= 5 })
+		msgs, vals := c.snapshot()
+		for i := range want {
+			if vals[i] != want[i] {
+				t.Errorf("event %d = %q, want %q (order %v)", i, vals[i], want[i], vals)
+			}
+			m := msgs[i]
+			if m.ID != ids[i] || m.Subject != "order.confirmed" || m.Type != string(proto.MessageName(&wrapperspb.StringValue{})) ||
+				m.AggregateID != "agg-"+want[i] || m.OccurTime.IsZero() || m.NumDelivered != 1 {
+				t.Errorf("message %d = %+v", i, m)
+			}
+		}
+		waitFor(t, "outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+	})
+}
+
+// pendingRows counts unpublished outbox rows.
+func pendingRows(t *testing.T, db *sqldb.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM events_outbox WHERE published_time IS NULL").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestOnce(t *testing.T) {
+	for name, url := range sqldbtest.URLs(t) {
+		t.Run(name, func(t *testing.T) {
+			db := openDB(t, url)
+			ctx := t.Context()
+			once := func(consumer, id string) bool {
+				var first bool
+				if err := db.InTx(ctx, func(tx *sql.Tx) error {
+					var err error
+					first, err = events.Once(ctx, tx, db.Dialect, consumer, id)
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				return first
+			}
+			steps := []struct {
+				consumer, id string
+				want         bool
+			}{
+				{"mail", "e1", true},
+				{"mail", "e1", false},
+				{"audit", "e1", true},
+				{"mail", "e2", true},
+				{"audit", "e1", false},
+			}
+			for _, s := range steps {
+				if got := once(s.consumer, s.id); got != s.want {
+					t.Errorf("Once(%s, %s) = %v, want %v", s.consumer, s.id, got, s.want)
+				}
+			}
+			// A rolled-back transaction does not mark the event.
+			errRollback := errors.New("rollback")
+			err := db.InTx(ctx, func(tx *sql.Tx) error {
+				first, err := events.Once(ctx, tx, db.Dialect, "mail", "e3")
+				if err != nil || !first {
+					t.Errorf("Once in rolled-back tx = %v, %v", first, err)
+				}
+				return errRollback
+			})
+			if !errors.Is(err, errRollback) {
+				t.Fatal(err)
+			}
+			if !once("mail", "e3") {
+				t.Error("event marked by a rolled-back transaction")
+			}
+			if _, err := events.Once(ctx, nil, db.Dialect, "", "x"); err == nil {
+				t.Error("Once without consumer: no error")
+			}
+		})
+	}
+}

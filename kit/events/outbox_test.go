@@ -1,0 +1,352 @@
+package events_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/events/eventstest"
+	"github.com/duetkit/duet/kit/sqldb"
+	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+)
+
+// outage is a NATS server the test can take down and bring back.
+type outage struct {
+	bus      *events.Bus
+	down, up func(t *testing.T)
+}
+
+// embeddedOutage runs a listening embedded server; down shuts it down, up
+// starts a new one on the same port and store directory, as a restart would.
+func embeddedOutage(t *testing.T) outage {
+	dir := t.TempDir()
+	srv, err := events.StartServer(events.ServerConfig{Dir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := events.Connect(srv.ClientURL(), t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	bus, err := events.OpenBus(t.Context(), nc, events.BusConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return outage{
+		bus:  bus,
+		down: func(t *testing.T) { srv.Shutdown() },
+		up: func(t *testing.T) {
+			var err error
+			srv, err = events.StartServer(events.ServerConfig{Dir: dir, Listen: u.Host})
+			if err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+}
+
+// externalOutage puts a TCP proxy between the client and the external
+// server (which is not ours to stop): down closes the proxy and every
+// connection through it, up listens again on the same port.
+func externalOutage(t *testing.T, upstream string) outage {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{upstream: u.Host}
+	p.listen(t, "127.0.0.1:0")
+	t.Cleanup(p.close)
+	nc, err := nats.Connect("nats://"+p.addr, nats.Name(t.Name()), nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond),
+		// A server that advertises other addresses must not be
+		// reached around the proxy.
+		nats.IgnoreDiscoveredServers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	suffix := eventstest.Unique(t)
+	bus, err := events.OpenBus(t.Context(), nc, events.BusConfig{Stream: "TEST_OUTAGE_" + suffix, Prefix: "outage" + suffix, MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := bus.JS.DeleteStream(ctx, bus.Stream); err != nil {
+			t.Errorf("delete stream: %v", err)
+		}
+	})
+	return outage{bus: bus, down: func(t *testing.T) { p.close() }, up: func(t *testing.T) { p.listen(t, p.addr) }}
+}
+
+// proxy forwards TCP connections to upstream.
+type proxy struct {
+	upstream, addr string
+	mu             sync.Mutex
+	lis            net.Listener
+	conns          []net.Conn
+	wg             sync.WaitGroup
+}
+
+func (p *proxy) listen(t *testing.T, addr string) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.lis, p.addr = lis, lis.Addr().String()
+	p.mu.Unlock()
+	p.wg.Go(func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			p.wg.Go(func() { io.Copy(up, c); up.Close(); c.Close() })
+			p.wg.Go(func() { io.Copy(c, up); up.Close(); c.Close() })
+		}
+	})
+}
+
+// close stops listening, cuts every connection and waits for the copiers.
+func (p *proxy) close() {
+	p.mu.Lock()
+	if p.lis != nil {
+		p.lis.Close()
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// TestOutboxCommitsWhileNATSIsDown: with NATS down the state change and its
+// event still commit; the relay publishes the event once NATS is back, and
+// the consumer, running throughout, receives it.
+func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
+	outages := map[string]func(t *testing.T) outage{"embedded": embeddedOutage}
+	if u := os.Getenv(eventstest.NATSEnv); u != "" {
+		outages["external"] = func(t *testing.T) outage { return externalOutage(t, u) }
+	}
+	for dbName, dbURL := range sqldbtest.URLs(t) {
+		for natsName, newOutage := range outages {
+			t.Run(dbName+"/"+natsName, func(t *testing.T) {
+				ctx := t.Context()
+				db := openDB(t, dbURL)
+				o := newOutage(t)
+				c := newCollector()
+				consume(t, o.bus, "outage", []string{">"}, c, nil)
+				relay := startRelay(t, db, o.bus)
+
+				appendEvent(t, ctx, db, "order.confirmed", "before")
+				relay.Notify()
+				waitFor(t, "event before the outage", 10*time.Second, func() bool { return c.count("before") == 1 })
+
+				o.down(t)
+				waitFor(t, "disconnect", 10*time.Second, func() bool { return !o.bus.Conn.IsConnected() })
+				appendEvent(t, ctx, db, "order.confirmed", "during") // commits: no error
+				relay.Notify()
+				if n := pendingRows(t, db); n != 1 {
+					t.Fatalf("pending rows while NATS is down = %d, want 1", n)
+				}
+
+				o.up(t)
+				waitFor(t, "event from the outage", 30*time.Second, func() bool { return c.count("during") == 1 })
+				waitFor(t, "outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+				appendEvent(t, ctx, db, "order.confirmed", "after")
+				relay.Notify()
+				waitFor(t, "event after the outage", 10*time.Second, func() bool { return c.count("after") == 1 })
+				if _, vals := c.snapshot(); len(vals) != 3 {
+					t.Errorf("consumer saw %v, want before, during, after once each", vals)
+				}
+			})
+		}
+	}
+}
+
+// TestDuplicatePublishIsDropped: a row published twice, because a relay
+// died between publishing and marking it or because two relays share an
+// outbox, reaches the stream and its consumers once.
+func TestDuplicatePublishIsDropped(t *testing.T) {
+	tests := []struct {
+		name   string
+		relays int
+		events int
+		// replay makes the relays publish what they already published.
+		replay bool
+	}{
+		{name: "relay restarts before marking", relays: 1, events: 1, replay: true},
+		{name: "two relays on one outbox", relays: 2, events: 30},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+				ctx := t.Context()
+				c := newCollector()
+				consume(t, bus, "dedupe", []string{">"}, c, nil)
+				var relays []*events.Relay
+				for range tt.relays {
+					relays = append(relays, startRelay(t, db, bus))
+				}
+				notify := func() {
+					for _, r := range relays {
+						r.Notify()
+					}
+				}
+				var ids []string
+				for i := range tt.events {
+					ids = append(ids, appendEvent(t, ctx, db, "payment.captured", string(rune('a'+i%26))+string(rune('0'+i/26))))
+					notify()
+				}
+				waitFor(t, "outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+				if tt.replay {
+					// What a relay that crashed after publishing leaves behind.
+					if _, err := db.ExecContext(ctx, "UPDATE events_outbox SET published_time = NULL"); err != nil {
+						t.Fatal(err)
+					}
+					notify()
+					waitFor(t, "republished", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+				}
+				// Events are delivered in order, so once a later event
+				// has arrived any duplicate would have arrived before it.
+				appendEvent(t, ctx, db, "payment.captured", "last")
+				notify()
+				waitFor(t, "last event", 10*time.Second, func() bool { return c.count("last") == 1 })
+				msgs, _ := c.snapshot()
+				seen := map[string]int{}
+				for _, m := range msgs {
+					seen[m.ID]++
+				}
+				for _, id := range ids {
+					if seen[id] != 1 {
+						t.Errorf("event %s delivered %d times, want 1", id, seen[id])
+					}
+				}
+				stream, err := bus.JS.Stream(ctx, bus.Stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				info, err := stream.Info(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := uint64(tt.events + 1); info.State.Msgs != want {
+					t.Errorf("stream holds %d messages, want %d", info.State.Msgs, want)
+				}
+			})
+		})
+	}
+}
+
+// TestRedeliveredEventHasOneEffect: a handler that records its effect with
+// Once, in one transaction, applies a redelivered event once, however the
+// first delivery failed.
+func TestRedeliveredEventHasOneEffect(t *testing.T) {
+	errFirst := errors.New("first delivery fails")
+	tests := []struct {
+		name string
+		// fail runs on the first delivery, before or after the commit.
+		beforeCommit, afterCommit func() error
+	}{
+		{name: "error before commit", beforeCommit: func() error { return errFirst }},
+		{name: "error after commit (ack lost)", afterCommit: func() error { return errFirst }},
+		{name: "panic after commit", afterCommit: func() error { panic("handler bug") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+				ctx := t.Context()
+				if _, err := db.ExecContext(ctx, "CREATE TABLE effects (event_id TEXT NOT NULL)"); err != nil {
+					t.Fatal(err)
+				}
+				var mu sync.Mutex
+				deliveries := map[string]int{}
+				run(t, func(ctx context.Context) error {
+					return events.Consume(ctx, bus, events.ConsumerConfig{Durable: "effects", Subjects: []string{"user.*"}, Logger: quiet},
+						func(ctx context.Context, m events.Message) error {
+							mu.Lock()
+							deliveries[m.ID]++
+							first := deliveries[m.ID] == 1
+							mu.Unlock()
+							err := db.InTx(ctx, func(tx *sql.Tx) error {
+								isNew, err := events.Once(ctx, tx, db.Dialect, "effects", m.ID)
+								if err != nil || !isNew {
+									return err
+								}
+								if _, err := tx.ExecContext(ctx, db.Rebind("INSERT INTO effects (event_id) VALUES (?)"), m.ID); err != nil {
+									return err
+								}
+								if first && tt.beforeCommit != nil {
+									return tt.beforeCommit()
+								}
+								return nil
+							})
+							if err != nil {
+								return err
+							}
+							if first && tt.afterCommit != nil {
+								return tt.afterCommit()
+							}
+							return nil
+						})
+				})
+				relay := startRelay(t, db, bus)
+				id := appendEvent(t, ctx, db, "user.created", "u1")
+				relay.Notify()
+				waitFor(t, "redelivery", 10*time.Second, func() bool {
+					mu.Lock()
+					defer mu.Unlock()
+					return deliveries[id] >= 2
+				})
+				// The consumer acks the second delivery; a later event
+				// arriving shows nothing more is pending before it.
+				last := appendEvent(t, ctx, db, "user.created", "u2")
+				relay.Notify()
+				waitFor(t, "second event", 10*time.Second, func() bool {
+					mu.Lock()
+					defer mu.Unlock()
+					return deliveries[last] >= 1
+				})
+				var n int
+				if err := db.QueryRowContext(ctx, db.Rebind("SELECT COUNT(*) FROM effects WHERE event_id = ?"), id).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 1 {
+					t.Errorf("effects of the redelivered event = %d, want 1", n)
+				}
+				mu.Lock()
+				if deliveries[id] != 2 {
+					t.Errorf("deliveries = %d, want 2", deliveries[id])
+				}
+				mu.Unlock()
+			})
+		})
+	}
+}

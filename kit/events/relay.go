@@ -1,0 +1,240 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/duetkit/duet/kit/sqldb"
+)
+
+// RelayConfig tunes a Relay; zero values take defaults.
+type RelayConfig struct {
+	// Logger receives publish failures; nil means slog.Default().
+	Logger *slog.Logger
+	// BatchSize is how many pending rows one query reads; default 100.
+	BatchSize int
+	// PollInterval is how often the relay looks for rows when nobody calls
+	// Notify (rows committed by another process, say); default 1s. It is
+	// also the first retry delay after a failure.
+	PollInterval time.Duration
+	// MaxBackoff caps the delay between retries while NATS or the
+	// database is failing; default 10s.
+	MaxBackoff time.Duration
+	// PublishTimeout bounds one publish, until JetStream acknowledges it;
+	// default 5s.
+	PublishTimeout time.Duration
+	// Retention is how long published rows stay in the outbox before the
+	// relay deletes them; default 24h. Negative keeps them forever.
+	Retention time.Duration
+}
+
+// Relay defaults.
+const (
+	DefaultBatchSize      = 100
+	DefaultPollInterval   = time.Second
+	DefaultMaxBackoff     = 10 * time.Second
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultRetention      = 24 * time.Hour
+)
+
+// Relay publishes committed outbox rows to a Bus.
+type Relay struct {
+	db     *sqldb.DB
+	bus    *Bus
+	cfg    RelayConfig
+	log    *slog.Logger
+	notify chan struct{}
+	// lastPurge is when Run last deleted old published rows.
+	lastPurge time.Time
+}
+
+// NewRelay returns a Relay from db's outbox to bus. Start it with Run.
+func NewRelay(db *sqldb.DB, bus *Bus, cfg RelayConfig) *Relay {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.MaxBackoff < cfg.PollInterval {
+		cfg.MaxBackoff = cfg.PollInterval
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = DefaultPublishTimeout
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1)}
+}
+
+// Notify wakes the relay to publish now. It never blocks; call it after
+// committing a transaction that appended events.
+func (r *Relay) Notify() {
+	select {
+	case r.notify <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Run publishes pending rows in outbox order until ctx ends, then returns
+// nil. Each row is published with its event id as Nats-Msg-Id and marked
+// published once JetStream has stored it. When publishing fails the relay
+// retries the same row with backoff: it never skips one. Run one Run per
+// Relay; several relays on one outbox (replicas) are safe, since JetStream
+// drops the duplicates they publish.
+func (r *Relay) Run(ctx context.Context) error {
+	delay := time.Duration(0)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-r.notify:
+			if delay > 0 {
+				// Failing: a commit elsewhere does not make NATS come
+				// back sooner, so keep to the backoff.
+				continue
+			}
+		}
+		more, err := r.publishBatch(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			delay = min(max(2*delay, r.cfg.PollInterval), r.cfg.MaxBackoff)
+			r.log.WarnContext(ctx, "events: relay failed; retrying", "err", err, "retry_in", delay)
+		case more:
+			delay = 0
+			// A full batch: there may be more waiting right now.
+			resetTimer(timer, 0)
+			continue
+		default:
+			delay = 0
+			r.purge(ctx)
+		}
+		resetTimer(timer, max(delay, r.cfg.PollInterval))
+	}
+}
+
+// resetTimer makes t fire after d, whether or not it has fired already.
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	select {
+	case <-t.C:
+	default:
+	}
+	t.Reset(d)
+}
+
+// pending is one outbox row to publish.
+type pending struct {
+	seq                         int64
+	id, subject, typ, aggregate string
+	payload                     []byte
+	headers                     string
+	occur                       int64
+}
+
+// publishBatch publishes up to BatchSize pending rows in order, stopping at
+// the first failure. more reports a full batch.
+func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
+	rows, err := r.load(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, row := range rows {
+		if err := r.publish(ctx, row); err != nil {
+			return false, fmt.Errorf("publish event %s (%s): %w", row.id, row.subject, err)
+		}
+		if _, err := r.db.ExecContext(ctx, r.db.Rebind(
+			`UPDATE events_outbox SET published_time = ? WHERE seq = ? AND published_time IS NULL`),
+			time.Now().UnixMicro(), row.seq); err != nil {
+			// Published but not marked: the next attempt publishes it
+			// again, and JetStream drops the duplicate.
+			return false, fmt.Errorf("mark event %s published: %w", row.id, err)
+		}
+	}
+	return len(rows) == r.cfg.BatchSize, nil
+}
+
+// load reads the next pending rows, oldest first.
+func (r *Relay) load(ctx context.Context) ([]pending, error) {
+	rows, err := r.db.QueryContext(ctx, r.db.Rebind(
+		`SELECT seq, id, subject, type, aggregate_id, payload, headers, occur_time
+		 FROM events_outbox WHERE published_time IS NULL ORDER BY seq LIMIT ?`), r.cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	defer rows.Close()
+	var out []pending
+	for rows.Next() {
+		var p pending
+		if err := rows.Scan(&p.seq, &p.id, &p.subject, &p.typ, &p.aggregate, &p.payload, &p.headers, &p.occur); err != nil {
+			return nil, fmt.Errorf("read outbox: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return out, nil
+}
+
+// errDisconnected makes the relay back off without waiting for a publish
+// timeout while the connection is down.
+var errDisconnected = errors.New("not connected to NATS")
+
+// publish sends one row to JetStream and waits for it to be stored.
+func (r *Relay) publish(ctx context.Context, p pending) error {
+	if !r.bus.Conn.IsConnected() {
+		return errDisconnected
+	}
+	msg := nats.NewMsg(r.bus.Subject(p.subject))
+	msg.Data = p.payload
+	var stored map[string]string
+	if err := json.Unmarshal([]byte(p.headers), &stored); err != nil {
+		// Written by Append, so never expected; publishing without
+		// trace headers beats blocking the outbox forever.
+		r.log.ErrorContext(ctx, "events: bad outbox headers", "event_id", p.id, "err", err)
+	}
+	for k, v := range stored {
+		msg.Header.Set(k, v)
+	}
+	msg.Header.Set(HeaderMsgID, p.id)
+	msg.Header.Set(HeaderEventType, p.typ)
+	msg.Header.Set(HeaderAggregateID, p.aggregate)
+	msg.Header.Set(HeaderOccurTime, time.UnixMicro(p.occur).UTC().Format(time.RFC3339Nano))
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	defer cancel()
+	_, err := r.bus.JS.PublishMsg(pctx, msg)
+	return err
+}
+
+// purge deletes rows published longer than Retention ago, at most once a
+// minute. Failing to purge only delays it.
+func (r *Relay) purge(ctx context.Context) {
+	if r.cfg.Retention < 0 || time.Since(r.lastPurge) < time.Minute {
+		return
+	}
+	r.lastPurge = time.Now()
+	cutoff := time.Now().Add(-r.cfg.Retention).UnixMicro()
+	if _, err := r.db.ExecContext(ctx, r.db.Rebind(
+		`DELETE FROM events_outbox WHERE published_time IS NOT NULL AND published_time < ?`), cutoff); err != nil && ctx.Err() == nil {
+		r.log.WarnContext(ctx, "events: purge published outbox rows", "err", err)
+	}
+}

@@ -1,0 +1,143 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// ServerConfig configures an embedded NATS server.
+type ServerConfig struct {
+	// Dir holds the JetStream store; events survive restarts with the same Dir.
+	Dir string
+	// Listen is the client address, for example "127.0.0.1:4233", or
+	// "127.0.0.1:0" for a free port. Empty means no listener at all:
+	// only this process connects, in process (Server.Connect).
+	Listen string
+}
+
+// readyTimeout bounds how long StartServer waits for the server to accept
+// clients; a server that needs longer is broken.
+const readyTimeout = 30 * time.Second
+
+// Server is an embedded nats-server with JetStream.
+type Server struct {
+	ns        *server.Server
+	listening bool
+}
+
+// StartServer starts an embedded nats-server with JetStream storing under
+// cfg.Dir and returns once it accepts clients.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("events: embedded NATS needs a store directory")
+	}
+	opts := &server.Options{
+		ServerName: "duet-embedded",
+		JetStream:  true,
+		StoreDir:   cfg.Dir,
+		NoSigs:     true, // the process owns its signals, not the embedded server
+		NoLog:      true,
+		// No HTTP monitoring, cluster, gateway or leaf listeners either:
+		// they are off unless configured.
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, portStr, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("events: NATS listen address %q: %w", cfg.Listen, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil || port < 0 || port > 65535 {
+			return nil, fmt.Errorf("events: NATS listen address %q: bad port", cfg.Listen)
+		}
+		if port == 0 {
+			// nats-server reads 0 as "the default port, 4222".
+			port = server.RANDOM_PORT
+		}
+		opts.Host, opts.Port = host, port
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("events: embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(readyTimeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("events: embedded NATS did not become ready")
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("events: embedded NATS started without JetStream")
+	}
+	return &Server{ns: ns, listening: cfg.Listen != ""}, nil
+}
+
+// ClientURL is the URL clients in other processes connect to, or "" when
+// the server does not listen.
+func (s *Server) ClientURL() string {
+	if !s.listening {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// Connect opens a client connection named name: in process when the server
+// does not listen, else through ClientURL with Connect's reconnect policy.
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	if !s.listening {
+		nc, err := nats.Connect("", nats.Name(name), nats.InProcessServer(s.ns),
+			// An in-process connection has nowhere to reconnect to once
+			// the server is gone.
+			nats.NoReconnect())
+		if err != nil {
+			return nil, fmt.Errorf("events: connect in process: %w", err)
+		}
+		return nc, nil
+	}
+	return Connect(s.ClientURL(), name)
+}
+
+// Shutdown stops the server and waits until it has; clients see a
+// disconnect. The store stays in Dir for the next StartServer.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// Reconnect backoff for Connect.
+const (
+	reconnectMin = 100 * time.Millisecond
+	reconnectMax = 5 * time.Second
+)
+
+// Connect connects to the NATS server or cluster at url (comma-separated
+// for several), naming the connection name. Once connected it reconnects
+// forever, with exponential backoff up to five seconds, so a NATS restart
+// never leaves a service disconnected; the first connection attempt fails
+// fast.
+func Connect(url, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := reconnectMin
+			for i := 1; i < attempts && d < reconnectMax; i++ {
+				d *= 2
+			}
+			return min(d, reconnectMax)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("events: connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}
