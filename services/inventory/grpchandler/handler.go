@@ -1,0 +1,349 @@
+// Package grpchandler serves duet.inventory.v1.InventoryService over gRPC:
+// it turns requests into domain calls, and domain results and errors into
+// responses and status errors with details.
+package grpchandler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/services/inventory/domain"
+)
+
+// Reasons (ErrorInfo.reason) specific to the inventory service. Published:
+// never change them.
+const (
+	// ReasonProductNotFound: NOT_FOUND from GetProduct and BatchGetProducts,
+	// FAILED_PRECONDITION from ReserveStock. Metadata "sku" names the
+	// (first) unknown sku.
+	ReasonProductNotFound = "PRODUCT_NOT_FOUND"
+	// ReasonSKUTaken: ALREADY_EXISTS from CreateProduct.
+	ReasonSKUTaken = "SKU_TAKEN"
+	// ReasonOutOfStock: FAILED_PRECONDITION from ReserveStock, with a
+	// PreconditionFailure violation (type STOCK, subject products/<sku>)
+	// per short sku.
+	ReasonOutOfStock = "OUT_OF_STOCK"
+	// ReasonReservationNotFound: NOT_FOUND from CommitStock.
+	ReasonReservationNotFound = "RESERVATION_NOT_FOUND"
+	// ReasonReservationReleased: FAILED_PRECONDITION from CommitStock, and
+	// from ReserveStock for an order that was released.
+	ReasonReservationReleased = "RESERVATION_RELEASED"
+	// ReasonReservationCommitted: FAILED_PRECONDITION from ReleaseStock.
+	ReasonReservationCommitted = "RESERVATION_COMMITTED"
+	// ReasonReservationMismatch: FAILED_PRECONDITION from ReserveStock when
+	// the order holds a reservation with other lines.
+	ReasonReservationMismatch = "RESERVATION_MISMATCH"
+	// ReasonImportTooLarge: RESOURCE_EXHAUSTED from ImportStock when the
+	// stream sends more records than one import takes; nothing is applied.
+	ReasonImportTooLarge = "IMPORT_TOO_LARGE"
+)
+
+// listScope is the page-token scope of ListProducts.
+const listScope = "products"
+
+// Handler implements inventoryv1.InventoryServiceServer over a
+// domain.Service.
+type Handler struct {
+	inventoryv1.UnimplementedInventoryServiceServer
+	inv *domain.Service
+	log *slog.Logger
+}
+
+var _ inventoryv1.InventoryServiceServer = (*Handler)(nil)
+
+// New returns a Handler for inv. Unexpected errors are logged to logger
+// (nil means slog.Default()) and answered with a bare INTERNAL.
+func New(inv *domain.Service, logger *slog.Logger) *Handler {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Handler{inv: inv, log: logger}
+}
+
+// CreateProduct adds a product.
+func (h *Handler) CreateProduct(ctx context.Context, req *inventoryv1.CreateProductRequest) (*inventoryv1.CreateProductResponse, error) {
+	if req.GetPrice() == nil {
+		return nil, apierr.InvalidField("price", "is required")
+	}
+	p, err := h.inv.CreateProduct(ctx, domain.NewProduct{
+		SKU: req.GetSku(), Name: req.GetName(), Price: money(req.GetPrice()), Stock: req.GetStock(),
+	})
+	if err != nil {
+		return nil, h.error(ctx, err, call{sku: req.GetSku()})
+	}
+	return &inventoryv1.CreateProductResponse{Product: productToProto(p)}, nil
+}
+
+// GetProduct returns one product.
+func (h *Handler) GetProduct(ctx context.Context, req *inventoryv1.GetProductRequest) (*inventoryv1.GetProductResponse, error) {
+	p, err := h.inv.GetProduct(ctx, req.GetSku())
+	if err != nil {
+		return nil, h.error(ctx, err, call{sku: req.GetSku()})
+	}
+	return &inventoryv1.GetProductResponse{Product: productToProto(p)}, nil
+}
+
+// ListProducts returns one page of products in sku order.
+func (h *Handler) ListProducts(ctx context.Context, req *inventoryv1.ListProductsRequest) (*inventoryv1.ListProductsResponse, error) {
+	var after string
+	if tok := req.GetPageToken(); tok != "" {
+		c, err := pagetoken.Decode(tok, listScope)
+		if err != nil || c.ID == "" {
+			return nil, apierr.InvalidField("page_token", "not a page token from a previous ListProducts response")
+		}
+		after = c.ID
+	}
+	page, err := h.inv.ListProducts(ctx, int(req.GetPageSize()), after)
+	if err != nil {
+		return nil, h.error(ctx, err, call{})
+	}
+	resp := &inventoryv1.ListProductsResponse{Products: make([]*inventoryv1.Product, 0, len(page.Products))}
+	for _, p := range page.Products {
+		resp.Products = append(resp.Products, productToProto(p))
+	}
+	if page.NextAfter != "" {
+		resp.NextPageToken = pagetoken.Encode(pagetoken.Cursor{Scope: listScope, ID: page.NextAfter})
+	}
+	return resp, nil
+}
+
+// BatchGetProducts returns the named products in request order.
+func (h *Handler) BatchGetProducts(ctx context.Context, req *inventoryv1.BatchGetProductsRequest) (*inventoryv1.BatchGetProductsResponse, error) {
+	products, err := h.inv.BatchGetProducts(ctx, req.GetSkus())
+	if err != nil {
+		return nil, h.error(ctx, err, call{})
+	}
+	resp := &inventoryv1.BatchGetProductsResponse{Products: make([]*inventoryv1.Product, 0, len(products))}
+	for _, p := range products {
+		resp.Products = append(resp.Products, productToProto(p))
+	}
+	return resp, nil
+}
+
+// ReserveStock holds stock for an order, all lines or none.
+func (h *Handler) ReserveStock(ctx context.Context, req *inventoryv1.ReserveStockRequest) (*inventoryv1.ReserveStockResponse, error) {
+	lines := make([]domain.Line, len(req.GetLines()))
+	for i, l := range req.GetLines() {
+		lines[i] = domain.Line{SKU: l.GetSku(), Quantity: int64(l.GetQuantity())}
+	}
+	r, err := h.inv.ReserveStock(ctx, req.GetOrderId(), lines)
+	if err != nil {
+		return nil, h.error(ctx, err, call{orderID: req.GetOrderId(), reserve: true})
+	}
+	return &inventoryv1.ReserveStockResponse{Reservation: reservationToProto(r)}, nil
+}
+
+// CommitStock makes an order's reservation final.
+func (h *Handler) CommitStock(ctx context.Context, req *inventoryv1.CommitStockRequest) (*inventoryv1.CommitStockResponse, error) {
+	r, err := h.inv.CommitStock(ctx, req.GetOrderId())
+	if err != nil {
+		return nil, h.error(ctx, err, call{orderID: req.GetOrderId()})
+	}
+	return &inventoryv1.CommitStockResponse{Reservation: reservationToProto(r)}, nil
+}
+
+// ReleaseStock returns an order's reserved units to stock.
+func (h *Handler) ReleaseStock(ctx context.Context, req *inventoryv1.ReleaseStockRequest) (*inventoryv1.ReleaseStockResponse, error) {
+	r, err := h.inv.ReleaseStock(ctx, req.GetOrderId())
+	if err != nil {
+		return nil, h.error(ctx, err, call{orderID: req.GetOrderId()})
+	}
+	return &inventoryv1.ReleaseStockResponse{Reservation: reservationToProto(r)}, nil
+}
+
+// ImportStock buffers the streamed records and applies them in one
+// transaction when the client closes its side of the stream. A stream that
+// ends any other way (the client cancels, the deadline passes, the
+// connection drops, too many records) applies nothing.
+//
+// A record that breaks the contract's own rules (a malformed price, say)
+// is rejected like any other bad record rather than failing the stream:
+// kit/server's validation reports it from RecvMsg, with the record already
+// decoded, and the import goes on.
+func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
+	ctx := stream.Context()
+	imp := h.inv.NewImport()
+	for {
+		req := new(inventoryv1.ImportStockRequest)
+		err := stream.RecvMsg(req)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		rec := recordFromProto(req)
+		if err != nil {
+			invalid, ok := apierr.As(err)
+			if !ok || invalid.Code() != codes.InvalidArgument {
+				return h.recvError(ctx, err)
+			}
+			err = imp.Reject(rec, domain.RejectInvalidRecord, invalid.GRPCStatus().Message())
+		} else {
+			err = imp.Add(rec)
+		}
+		if errors.Is(err, domain.ErrImportTooLarge) {
+			return apierr.New(codes.ResourceExhausted, ReasonImportTooLarge,
+				fmt.Sprintf("a stock import takes at most %d records; nothing was applied: split the input", imp.Received()),
+				apierr.Metadata("max_records", strconv.FormatInt(imp.Received(), 10)))
+		}
+		if err != nil {
+			return h.error(ctx, err, call{})
+		}
+	}
+	sum, err := imp.Apply(ctx)
+	if err != nil {
+		return h.error(ctx, err, call{})
+	}
+	return stream.SendAndClose(summaryToProto(sum))
+}
+
+// recvError answers a stream whose Recv failed: the client cancelled, the
+// deadline passed or the transport broke. Its status already says which.
+func (h *Handler) recvError(ctx context.Context, err error) error {
+	if _, ok := status.FromError(err); ok {
+		h.log.DebugContext(ctx, "stock import abandoned; nothing applied", "error", err)
+		return err
+	}
+	return h.error(ctx, err, call{})
+}
+
+// call describes the request an error answers, for its details.
+type call struct {
+	// sku is the product the request named.
+	sku string
+	// orderID is the order the request named.
+	orderID string
+	// reserve marks ReserveStock, where an unknown sku is a failed
+	// precondition of the order rather than a missing resource.
+	reserve bool
+}
+
+// error maps a domain error to a status error.
+func (h *Handler) error(ctx context.Context, err error, c call) error {
+	var (
+		invalid  *domain.ValidationError
+		missing  *domain.ProductsNotFoundError
+		shortage *domain.OutOfStockError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		return apierr.InvalidField(invalid.Field, invalid.Description)
+	case errors.As(err, &missing) && c.reserve:
+		details := []apierr.Detail{apierr.Metadata("sku", missing.Missing[0].SKU, "order_id", c.orderID)}
+		for _, m := range missing.Missing {
+			details = append(details, apierr.Precondition("PRODUCT", "products/"+m.SKU, "no product has this sku"))
+		}
+		return apierr.New(codes.FailedPrecondition, ReasonProductNotFound, missing.Error(), details...)
+	case errors.As(err, &missing): // BatchGetProducts: the skus are request fields
+		details := []apierr.Detail{apierr.Metadata("sku", missing.Missing[0].SKU)}
+		for _, m := range missing.Missing {
+			details = append(details, apierr.Field(fmt.Sprintf("skus[%d]", m.Index), fmt.Sprintf("no product has sku %q", m.SKU)))
+		}
+		return apierr.New(codes.NotFound, ReasonProductNotFound, missing.Error(), details...)
+	case errors.Is(err, domain.ErrProductNotFound):
+		return apierr.New(codes.NotFound, ReasonProductNotFound, fmt.Sprintf("product %q not found", c.sku),
+			apierr.Metadata("sku", c.sku))
+	case errors.As(err, &shortage):
+		details := []apierr.Detail{apierr.Metadata("sku", shortage.Shortages[0].SKU, "order_id", c.orderID)}
+		for _, s := range shortage.Shortages {
+			details = append(details, apierr.Precondition("STOCK", "products/"+s.SKU,
+				fmt.Sprintf("requested %d, %d available", s.Requested, s.Available)))
+		}
+		return apierr.New(codes.FailedPrecondition, ReasonOutOfStock, shortage.Error(), details...)
+	case errors.Is(err, domain.ErrSKUTaken):
+		return apierr.New(codes.AlreadyExists, ReasonSKUTaken, fmt.Sprintf("a product with sku %q already exists", c.sku),
+			apierr.Metadata("sku", c.sku), apierr.Field("sku", "already in use by another product"))
+	case errors.Is(err, domain.ErrReservationNotFound):
+		return apierr.New(codes.NotFound, ReasonReservationNotFound, fmt.Sprintf("order %q has no reservation", c.orderID),
+			apierr.Metadata("order_id", c.orderID))
+	case errors.Is(err, domain.ErrReservationReleased):
+		return reservationError(ReasonReservationReleased, c.orderID, "the order's reservation was released")
+	case errors.Is(err, domain.ErrReservationCommitted):
+		return reservationError(ReasonReservationCommitted, c.orderID, "the order's reservation is committed: its units are sold")
+	case errors.Is(err, domain.ErrReservationMismatch):
+		return reservationError(ReasonReservationMismatch, c.orderID,
+			"the order already holds a reservation with other lines; reservations do not change")
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// Drivers do not always wrap the context's error, so the context
+		// itself is asked too: a call that ran out of time is not a bug.
+		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
+	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	}
+	h.log.ErrorContext(ctx, "inventory service: unexpected error", "error", err)
+	return apierr.Internal()
+}
+
+// reservationError is a FAILED_PRECONDITION about the order's reservation.
+func reservationError(reason, orderID, message string) error {
+	return apierr.New(codes.FailedPrecondition, reason, message,
+		apierr.Metadata("order_id", orderID),
+		apierr.Precondition("RESERVATION", "reservations/"+orderID, message))
+}
+
+// money converts wire Money to domain Money.
+func money(m *typev1.Money) domain.Money {
+	return domain.Money{Currency: m.GetCurrencyCode(), Units: m.GetUnits()}
+}
+
+func recordFromProto(req *inventoryv1.ImportStockRequest) domain.StockRecord {
+	rec := domain.StockRecord{Line: req.GetLine(), SKU: req.GetSku(), Name: req.GetName(), StockDelta: req.GetStockDelta()}
+	if req.GetPrice() != nil {
+		p := money(req.GetPrice())
+		rec.Price = &p
+	}
+	return rec
+}
+
+func productToProto(p domain.Product) *inventoryv1.Product {
+	return &inventoryv1.Product{
+		Sku:        p.SKU,
+		Name:       p.Name,
+		Price:      &typev1.Money{CurrencyCode: p.Price.Currency, Units: p.Price.Units},
+		Available:  p.Available,
+		Reserved:   p.Reserved,
+		CreateTime: timestamppb.New(p.CreateTime),
+		UpdateTime: timestamppb.New(p.UpdateTime),
+	}
+}
+
+func reservationToProto(r domain.Reservation) *inventoryv1.Reservation {
+	out := &inventoryv1.Reservation{OrderId: r.OrderID, Status: statusToProto(r.Status),
+		Lines: make([]*inventoryv1.StockLine, len(r.Lines))}
+	for i, l := range r.Lines {
+		out.Lines[i] = &inventoryv1.StockLine{Sku: l.SKU, Quantity: int32(l.Quantity)}
+	}
+	return out
+}
+
+func statusToProto(s domain.ReservationStatus) inventoryv1.ReservationStatus {
+	switch s {
+	case domain.StatusReserved:
+		return inventoryv1.ReservationStatus_RESERVATION_STATUS_RESERVED
+	case domain.StatusCommitted:
+		return inventoryv1.ReservationStatus_RESERVATION_STATUS_COMMITTED
+	case domain.StatusReleased:
+		return inventoryv1.ReservationStatus_RESERVATION_STATUS_RELEASED
+	}
+	return inventoryv1.ReservationStatus_RESERVATION_STATUS_UNSPECIFIED
+}
+
+func summaryToProto(s domain.ImportSummary) *inventoryv1.ImportStockResponse {
+	out := &inventoryv1.ImportStockResponse{Received: s.Received, Applied: s.Applied, Rejected: s.Rejected,
+		Rejections: make([]*inventoryv1.ImportRejection, len(s.Rejections))}
+	for i, r := range s.Rejections {
+		out.Rejections[i] = &inventoryv1.ImportRejection{Line: r.Line, Sku: r.SKU, Reason: r.Reason, Message: r.Message}
+	}
+	return out
+}

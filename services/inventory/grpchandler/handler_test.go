@@ -1,0 +1,203 @@
+package grpchandler_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/services/inventory/domain"
+	"github.com/duetkit/duet/services/inventory/grpchandler"
+	"github.com/duetkit/duet/services/inventory/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+// serve runs a handler over a fresh SQLite store behind kit/server with
+// protovalidate switched off, so these tests see what the handler itself
+// answers to input the contract's rules would normally have stopped.
+func serve(t *testing.T, opts ...domain.Option) inventoryv1.InventoryServiceClient {
+	t.Helper()
+	db, err := store.Open(t.Context(), "sqlite::memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	h := grpchandler.New(domain.NewService(store.New(db), opts...), slog.New(slog.DiscardHandler))
+	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inventoryv1.RegisterInventoryServiceServer(srv, h)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := client.New(lis.Addr().String(), client.Config{DisableRetries: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Shutdown(context.Background())
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return inventoryv1.NewInventoryServiceClient(conn)
+}
+
+func eur(units int64) *typev1.Money { return &typev1.Money{CurrencyCode: "EUR", Units: units} }
+
+func TestHandlerValidatesWithoutProtovalidate(t *testing.T) {
+	c := serve(t)
+	ctx := t.Context()
+	if _, err := c.CreateProduct(ctx, &inventoryv1.CreateProductRequest{Sku: "A", Name: "A", Price: eur(1), Stock: 1}); err != nil {
+		t.Fatal(err)
+	}
+	orderID := uuid.NewString()
+	otherScope := pagetoken.Encode(pagetoken.Cursor{Scope: "users", ID: "A"})
+	tests := []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		{name: "create empty sku", field: "sku", call: func() error {
+			_, err := c.CreateProduct(ctx, &inventoryv1.CreateProductRequest{Name: "X", Price: eur(1)})
+			return err
+		}},
+		{name: "create long name", field: "name", call: func() error {
+			_, err := c.CreateProduct(ctx, &inventoryv1.CreateProductRequest{Sku: "X", Name: strings.Repeat("x", 201), Price: eur(1)})
+			return err
+		}},
+		{name: "create without price", field: "price", call: func() error {
+			_, err := c.CreateProduct(ctx, &inventoryv1.CreateProductRequest{Sku: "X", Name: "X"})
+			return err
+		}},
+		{name: "create bad currency", field: "price.currency_code", call: func() error {
+			_, err := c.CreateProduct(ctx, &inventoryv1.CreateProductRequest{Sku: "X", Name: "X", Price: &typev1.Money{CurrencyCode: "eur", Units: 1}})
+			return err
+		}},
+		{name: "create huge stock", field: "stock", call: func() error {
+			_, err := c.CreateProduct(ctx, &inventoryv1.CreateProductRequest{Sku: "X", Name: "X", Price: eur(1), Stock: 1 << 40})
+			return err
+		}},
+		{name: "get bad sku", field: "sku", call: func() error {
+			_, err := c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: "a/b"})
+			return err
+		}},
+		{name: "list negative page size", field: "page_size", call: func() error {
+			_, err := c.ListProducts(ctx, &inventoryv1.ListProductsRequest{PageSize: -1})
+			return err
+		}},
+		{name: "list token of another listing", field: "page_token", call: func() error {
+			_, err := c.ListProducts(ctx, &inventoryv1.ListProductsRequest{PageToken: otherScope})
+			return err
+		}},
+		{name: "batch empty", field: "skus", call: func() error {
+			_, err := c.BatchGetProducts(ctx, &inventoryv1.BatchGetProductsRequest{})
+			return err
+		}},
+		{name: "batch bad sku", field: "skus[1]", call: func() error {
+			_, err := c.BatchGetProducts(ctx, &inventoryv1.BatchGetProductsRequest{Skus: []string{"A", "?"}})
+			return err
+		}},
+		{name: "batch duplicate", field: "skus[1]", call: func() error {
+			_, err := c.BatchGetProducts(ctx, &inventoryv1.BatchGetProductsRequest{Skus: []string{"A", "A"}})
+			return err
+		}},
+		{name: "reserve bad order id", field: "order_id", call: func() error {
+			_, err := c.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{OrderId: "1", Lines: []*inventoryv1.StockLine{{Sku: "A", Quantity: 1}}})
+			return err
+		}},
+		{name: "reserve no lines", field: "lines", call: func() error {
+			_, err := c.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{OrderId: orderID})
+			return err
+		}},
+		{name: "reserve negative quantity", field: "lines[0].quantity", call: func() error {
+			_, err := c.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{OrderId: orderID, Lines: []*inventoryv1.StockLine{{Sku: "A", Quantity: -1}}})
+			return err
+		}},
+		{name: "reserve duplicate sku", field: "lines", call: func() error {
+			_, err := c.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{OrderId: orderID,
+				Lines: []*inventoryv1.StockLine{{Sku: "A", Quantity: 1}, {Sku: "A", Quantity: 2}}})
+			return err
+		}},
+		{name: "commit empty order id", field: "order_id", call: func() error {
+			_, err := c.CommitStock(ctx, &inventoryv1.CommitStockRequest{})
+			return err
+		}},
+		{name: "release bad order id", field: "order_id", call: func() error {
+			_, err := c.ReleaseStock(ctx, &inventoryv1.ReleaseStockRequest{OrderId: "nope"})
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if apierr.Code(err) != codes.InvalidArgument || apierr.Reason(err) != apierr.ReasonInvalidArgument {
+				t.Fatalf("err = %v, want INVALID_ARGUMENT", err)
+			}
+			var fields []string
+			for _, v := range apierr.FieldViolations(err) {
+				fields = append(fields, v.Field)
+			}
+			if !slices.Equal(fields, []string{tt.field}) {
+				t.Errorf("field violations = %v, want [%s]", fields, tt.field)
+			}
+		})
+	}
+}
+
+// TestImportTooLarge: a stream past the record limit fails with
+// RESOURCE_EXHAUSTED and applies none of its records.
+func TestImportTooLarge(t *testing.T) {
+	c := serve(t, domain.WithImportLimit(3))
+	ctx := t.Context()
+	send := func(n int) error {
+		stream, err := c.ImportStock(ctx)
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: "NEW", Name: "New", Price: eur(1), StockDelta: int64(i + 1)}); err != nil {
+				break // the service ended the stream; CloseAndRecv says why
+			}
+		}
+		_, err = stream.CloseAndRecv()
+		return err
+	}
+	err := send(4)
+	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != grpchandler.ReasonImportTooLarge ||
+		apierr.Info(err).GetMetadata()["max_records"] != "3" {
+		t.Fatalf("4 records = %v, want RESOURCE_EXHAUSTED IMPORT_TOO_LARGE with max_records 3", err)
+	}
+	if _, err := c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: "NEW"}); !apierr.Is(err, grpchandler.ReasonProductNotFound) {
+		t.Errorf("a refused import applied records: %v", err)
+	}
+	if err := send(3); err != nil {
+		t.Errorf("3 records = %v", err)
+	}
+	p, err := c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: "NEW"})
+	if err != nil || p.GetProduct().GetAvailable() != 6 {
+		t.Errorf("NEW = %v, %v; want 6 available", p.GetProduct(), err)
+	}
+}

@@ -1,0 +1,73 @@
+// Package inventory is the inventory service as a component: Open it with a
+// database URL, Register it on a gRPC server, Close it on the way out.
+// cmd/duet runs it embedded next to the other services or on its own; tests
+// start it for real.
+//
+// The service keeps the shop's products, their prices and stock, and the
+// stock reservations of orders (duet.inventory.v1.InventoryService). Its
+// rules live in services/inventory/domain, its SQL in
+// services/inventory/store and its gRPC mapping in
+// services/inventory/grpchandler; services/inventory/stockimport is the
+// client side of ImportStock, reading a CSV file.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	"github.com/duetkit/duet/kit/sqldb"
+	"github.com/duetkit/duet/services/inventory/domain"
+	"github.com/duetkit/duet/services/inventory/grpchandler"
+	"github.com/duetkit/duet/services/inventory/store"
+)
+
+// Config configures the inventory service.
+type Config struct {
+	// DatabaseURL is the service's own database: "sqlite:PATH" or
+	// "postgres://…" (see kit/sqldb.Open). Required.
+	DatabaseURL string
+	// Logger receives migration and error logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Service is a running inventory service: an open, migrated database and
+// the gRPC handler over it.
+type Service struct {
+	db      *sqldb.DB
+	handler *grpchandler.Handler
+}
+
+// Open connects to the database, applies pending migrations and builds the
+// service. Close it when done.
+func Open(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("inventory: Config.DatabaseURL is required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("service", "inventory")
+	db, err := store.Open(ctx, cfg.DatabaseURL, sqldb.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	inv := domain.NewService(store.New(db))
+	return &Service{db: db, handler: grpchandler.New(inv, logger)}, nil
+}
+
+// Register adds InventoryService to r, typically a *server.Server from
+// kit/server.
+func (s *Service) Register(r grpc.ServiceRegistrar) {
+	inventoryv1.RegisterInventoryServiceServer(r, s.handler)
+}
+
+// Close closes the database. Stop the gRPC server first so no call is
+// still using it.
+func (s *Service) Close() error {
+	return s.db.Close()
+}

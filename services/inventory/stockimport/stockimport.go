@@ -1,0 +1,215 @@
+// Package stockimport is the client side of InventoryService.ImportStock:
+// it reads stock records from a CSV file and streams them to the service,
+// which applies them all in one transaction when the file has been sent.
+// `duet stock import FILE.csv` is built on it.
+//
+// # File format
+//
+// The first row is the header, exactly these five columns in this order
+// (letter case and surrounding spaces do not matter):
+//
+//	sku,name,price,currency,stock
+//	TSHIRT-M,"T-shirt, size M",1999,EUR,25
+//	MUG,,,,-3
+//	MUG,Coffee mug,,,
+//
+// Each following row is one record, applied in file order:
+//
+//   - sku names the product; a sku the shop does not have yet creates a
+//     product, which then needs a name and a price.
+//   - name is the display name; empty keeps the current one.
+//   - price is the price of one unit in minor units (1999 EUR is €19.99);
+//     empty keeps the current one. price and currency go together: give
+//     both or neither. A product's currency never changes.
+//   - stock is the number of units added to the available stock; negative
+//     removes units, empty adds none. Stock never goes below zero.
+//
+// Rows of the same sku accumulate: two rows with stock 5 add 10. Fields are
+// standard CSV (RFC 4180): quote a field that holds a comma. Blank lines are
+// skipped.
+//
+// # Rejections
+//
+// A row that cannot be parsed (a wrong number of columns, a price or stock
+// that is not a whole number, a price without a currency or the other way
+// round, broken quoting) is rejected here, with reason MALFORMED_ROW and
+// its line number, and not sent. The service rejects rows that parse but
+// break its rules, with reasons such as INVALID_SKU, UNKNOWN_PRODUCT,
+// MISSING_NAME, INVALID_PRICE, CURRENCY_MISMATCH and STOCK_BELOW_ZERO. A
+// rejected row does not stop the import; every other row is applied.
+//
+// If reading the file fails, or ctx ends, before the whole file is sent,
+// Import cancels the stream and the service applies nothing.
+package stockimport
+
+import (
+	"cmp"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+)
+
+// ReasonMalformedRow is the rejection reason of a CSV row that could not be
+// parsed into a record, and so was never sent.
+const ReasonMalformedRow = "MALFORMED_ROW"
+
+// Header is the header row the file must start with.
+var Header = []string{"sku", "name", "price", "currency", "stock"}
+
+// maxRejections is how many rejections a summary lists, as the service does.
+const maxRejections = 1000
+
+// Import streams the stock records of the CSV file read from r through
+// client and returns the summary of the import once the service has applied
+// it. progress, when not nil, is called after each record is sent with the
+// number sent so far.
+//
+// The summary covers the whole file: Received counts every data row,
+// Rejected and Rejections include the rows rejected here as malformed, and
+// Rejections (at most 1000) are in line order.
+//
+// A file without the expected header is an error before anything is sent.
+// Errors from the service (RESOURCE_EXHAUSTED, reason IMPORT_TOO_LARGE, for
+// a file of more than 100000 rows, say) are returned as they come.
+func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io.Reader, progress func(sent int)) (*inventoryv1.ImportStockResponse, error) {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1 // column counts are checked per row, to reject just that row
+	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("stockimport: empty file: want the header %q", strings.Join(Header, ","))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stockimport: read header: %w", err)
+	}
+	if err := checkHeader(header); err != nil {
+		return nil, err
+	}
+
+	// Cancelling the stream is how an import is abandoned: the service
+	// applies nothing unless the stream is closed normally.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.ImportStock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		local []*inventoryv1.ImportRejection
+		sent  int
+	)
+	for {
+		row, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var parseErr *csv.ParseError
+		if errors.As(err, &parseErr) {
+			local = append(local, malformed(int64(parseErr.StartLine), "", parseErr.Err.Error()))
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stockimport: read file: %w", err)
+		}
+		line, _ := cr.FieldPos(0)
+		rec, problem := parseRow(row, int64(line))
+		if problem != "" {
+			local = append(local, malformed(int64(line), strings.TrimSpace(row[0]), problem))
+			continue
+		}
+		if err := stream.Send(rec); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The service ended the stream; its status says why.
+				_, err = stream.CloseAndRecv()
+			}
+			return nil, err
+		}
+		sent++
+		if progress != nil {
+			progress(sent)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, err
+	}
+	return merge(resp, local), nil
+}
+
+// checkHeader checks the header row against Header.
+func checkHeader(header []string) error {
+	got := make([]string, len(header))
+	for i, h := range header {
+		got[i] = strings.ToLower(strings.TrimSpace(h))
+	}
+	if len(got) > 0 {
+		got[0] = strings.TrimPrefix(got[0], "\ufeff") // a byte order mark some editors write
+	}
+	if !slices.Equal(got, Header) {
+		return fmt.Errorf("stockimport: the first row must be the header %q, not %q",
+			strings.Join(Header, ","), strings.Join(header, ","))
+	}
+	return nil
+}
+
+// parseRow turns one data row into a record, or says why it cannot.
+func parseRow(row []string, line int64) (*inventoryv1.ImportStockRequest, string) {
+	if len(row) != len(Header) {
+		return nil, fmt.Sprintf("want %d columns (%s), got %d", len(Header), strings.Join(Header, ","), len(row))
+	}
+	for i := range row {
+		row[i] = strings.TrimSpace(row[i])
+	}
+	sku, name, price, currency, stock := row[0], row[1], row[2], row[3], row[4]
+	rec := &inventoryv1.ImportStockRequest{Line: line, Sku: sku, Name: name}
+	switch {
+	case price != "" && currency != "":
+		units, err := strconv.ParseInt(price, 10, 64)
+		if err != nil {
+			return nil, fmt.Sprintf("price %q is not a whole number of minor units (write 1999 for 19.99)", price)
+		}
+		rec.Price = &typev1.Money{CurrencyCode: currency, Units: units}
+	case price != "":
+		return nil, "a price needs a currency"
+	case currency != "":
+		return nil, "a currency needs a price"
+	}
+	if stock != "" {
+		delta, err := strconv.ParseInt(stock, 10, 64)
+		if err != nil {
+			return nil, fmt.Sprintf("stock %q is not a whole number", stock)
+		}
+		rec.StockDelta = delta
+	}
+	return rec, ""
+}
+
+func malformed(line int64, sku, message string) *inventoryv1.ImportRejection {
+	return &inventoryv1.ImportRejection{Line: line, Sku: sku, Reason: ReasonMalformedRow, Message: message}
+}
+
+// merge adds the rows rejected here to the service's summary.
+func merge(resp *inventoryv1.ImportStockResponse, local []*inventoryv1.ImportRejection) *inventoryv1.ImportStockResponse {
+	if len(local) == 0 {
+		return resp
+	}
+	n := int64(len(local))
+	resp.Received += n
+	resp.Rejected += n
+	all := append(resp.GetRejections(), local...)
+	// Records were sent in file order, so the service's rejections are in
+	// line order already; a stable sort interleaves the local ones.
+	slices.SortStableFunc(all, func(a, b *inventoryv1.ImportRejection) int { return cmp.Compare(a.GetLine(), b.GetLine()) })
+	resp.Rejections = all[:min(len(all), maxRejections)]
+	return resp
+}

@@ -1,0 +1,289 @@
+package stockimport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/services/inventory"
+	"github.com/duetkit/duet/services/inventory/stockimport"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+// serve registers services on a kit/server on a loopback port and returns
+// a client of the inventory service there.
+func serve(t *testing.T, register func(grpc.ServiceRegistrar), interceptors ...grpc.StreamServerInterceptor) inventoryv1.InventoryServiceClient {
+	t.Helper()
+	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), StreamInterceptors: interceptors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := client.New(lis.Addr().String(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Shutdown(context.Background())
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return inventoryv1.NewInventoryServiceClient(conn)
+}
+
+// start runs the real inventory service on a fresh SQLite database.
+func start(t *testing.T, interceptors ...grpc.StreamServerInterceptor) inventoryv1.InventoryServiceClient {
+	t.Helper()
+	svc, err := inventory.Open(t.Context(), inventory.Config{
+		DatabaseURL: "sqlite:" + filepath.Join(t.TempDir(), "inventory.db"),
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() }) // runs after the server's cleanup
+	return serve(t, svc.Register, interceptors...)
+}
+
+func product(t *testing.T, c inventoryv1.InventoryServiceClient, sku string) *inventoryv1.Product {
+	t.Helper()
+	resp, err := c.GetProduct(t.Context(), &inventoryv1.GetProductRequest{Sku: sku})
+	if err != nil {
+		return nil
+	}
+	return resp.GetProduct()
+}
+
+func TestImport(t *testing.T) {
+	c := start(t)
+	if _, err := c.CreateProduct(t.Context(), &inventoryv1.CreateProductRequest{
+		Sku: "MUG", Name: "Mug", Price: &typev1.Money{CurrencyCode: "EUR", Units: 900}, Stock: 4}); err != nil {
+		t.Fatal(err)
+	}
+	const file = "\ufeffSKU, Name ,price,currency,stock\n" + // line 1: header, BOM and odd spacing allowed
+		"TEE,\"T-shirt, size M\",1999,EUR,25\n" + // 2
+		"TEE,,,,5\n" + // 3: accumulates
+		"MUG,,,,-3\n" + // 4
+		"\n" + // 5: blank, skipped
+		"MUG,Big mug,,,\n" + // 6
+		"BAD,Bad,19.99,EUR,1\n" + // 7: price not in minor units
+		"BAD,Bad,1999,EUR,lots\n" + // 8: stock not a number
+		"BAD,Bad,1999\n" + // 9: too few columns
+		"BAD,Bad,1999,,1\n" + // 10: price without currency
+		"BAD,Bad,,EUR,1\n" + // 11: currency without price
+		"MUG,,,,-2\n" + // 12: the service rejects: only 1 left
+		"GHOST,,,,7\n" + // 13: the service rejects: no such product
+		"bad sku,Bad,100,EUR,1\n" + // 14: the service rejects the sku
+		"LOW,Low,100,eur,1\n" + // 15: the service rejects the currency
+		" CAP , Cap ,  250 , EUR , 3 \n" + // 16: spaces around fields
+		"QUOTE,\"broken\"quote,1,EUR,1\n" + // 17: bad quoting
+		"LAST,Last,100,EUR,0\n" // 18
+	var progress []int
+	resp, err := stockimport.Import(t.Context(), c, strings.NewReader(file), func(sent int) { progress = append(progress, sent) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReasons := map[int64]string{
+		7: stockimport.ReasonMalformedRow, 8: stockimport.ReasonMalformedRow, 9: stockimport.ReasonMalformedRow,
+		10: stockimport.ReasonMalformedRow, 11: stockimport.ReasonMalformedRow, 17: stockimport.ReasonMalformedRow,
+		12: "STOCK_BELOW_ZERO", 13: "UNKNOWN_PRODUCT", 14: "INVALID_SKU", 15: "INVALID_PRICE",
+	}
+	if resp.GetReceived() != 16 || resp.GetApplied() != 6 || resp.GetRejected() != 10 {
+		t.Errorf("summary received %d applied %d rejected %d; want 16, 6, 10", resp.GetReceived(), resp.GetApplied(), resp.GetRejected())
+	}
+	var lines []int64
+	for _, r := range resp.GetRejections() {
+		lines = append(lines, r.GetLine())
+		if wantReasons[r.GetLine()] != r.GetReason() || r.GetMessage() == "" {
+			t.Errorf("line %d (%q): %s %q; want %s", r.GetLine(), r.GetSku(), r.GetReason(), r.GetMessage(), wantReasons[r.GetLine()])
+		}
+	}
+	if !slices.Equal(lines, []int64{7, 8, 9, 10, 11, 12, 13, 14, 15, 17}) {
+		t.Errorf("rejected lines = %v, want every bad line in order", lines)
+	}
+	if want := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}; !slices.Equal(progress, want) {
+		t.Errorf("progress = %v, want %v", progress, want)
+	}
+
+	for _, tt := range []struct {
+		sku, name string
+		units     int64
+		available int64
+	}{
+		{sku: "TEE", name: "T-shirt, size M", units: 1999, available: 30},
+		{sku: "MUG", name: "Big mug", units: 900, available: 1},
+		{sku: "CAP", name: "Cap", units: 250, available: 3},
+		{sku: "LAST", name: "Last", units: 100, available: 0},
+	} {
+		p := product(t, c, tt.sku)
+		if p.GetName() != tt.name || p.GetPrice().GetUnits() != tt.units || p.GetAvailable() != tt.available {
+			t.Errorf("%s = %v; want %q, %d units, %d available", tt.sku, p, tt.name, tt.units, tt.available)
+		}
+	}
+	for _, sku := range []string{"BAD", "GHOST", "LOW", "QUOTE"} {
+		if p := product(t, c, sku); p != nil {
+			t.Errorf("rejected %s was created: %v", sku, p)
+		}
+	}
+}
+
+func TestImportBadHeader(t *testing.T) {
+	c := start(t)
+	for _, file := range []string{
+		"",
+		"\n\n",
+		"sku,name,price,currency\nA,A,1,EUR\n",
+		"sku,name,currency,price,stock\nA,A,EUR,1,1\n",
+		"A,A,1,EUR,1\n",
+		"sku;name;price;currency;stock\n",
+	} {
+		t.Run(fmt.Sprintf("%q", file), func(t *testing.T) {
+			if _, err := stockimport.Import(t.Context(), c, strings.NewReader(file), nil); err == nil {
+				t.Error("Import succeeded, want a header error")
+			}
+		})
+	}
+	if p := product(t, c, "A"); p != nil {
+		t.Errorf("a file with a bad header was imported: %v", p)
+	}
+}
+
+// gate is a server stream interceptor that tells when the service has
+// received a number of records.
+type gate struct {
+	want     int64
+	received atomic.Int64
+	reached  chan struct{}
+}
+
+func (g *gate) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &gatedStream{ServerStream: ss, g: g})
+}
+
+type gatedStream struct {
+	grpc.ServerStream
+	g *gate
+}
+
+func (s *gatedStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil && s.g.received.Add(1) == s.g.want {
+		close(s.g.reached)
+	}
+	return err
+}
+
+// failingReader yields data, then waits until the service has received the
+// records in it, then fails: the import must be abandoned, not half applied.
+type failingReader struct {
+	data    io.Reader
+	reached <-chan struct{}
+}
+
+var errDisk = errors.New("disk read error")
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	n, err := r.data.Read(p)
+	if errors.Is(err, io.EOF) {
+		select {
+		case <-r.reached:
+		case <-time.After(10 * time.Second):
+		}
+		return n, errDisk
+	}
+	return n, err
+}
+
+func TestImportReadErrorAppliesNothing(t *testing.T) {
+	g := &gate{want: 3, reached: make(chan struct{})}
+	c := start(t, g.intercept)
+	file := "sku,name,price,currency,stock\nA,A,100,EUR,1\nB,B,100,EUR,1\nC,C,100,EUR,1\n"
+	_, err := stockimport.Import(t.Context(), c, &failingReader{data: strings.NewReader(file), reached: g.reached}, nil)
+	if !errors.Is(err, errDisk) {
+		t.Fatalf("Import = %v, want the read error", err)
+	}
+	select {
+	case <-g.reached:
+	default:
+		t.Fatal("the service never received the records; the test proves nothing")
+	}
+	for _, sku := range []string{"A", "B", "C"} {
+		if p := product(t, c, sku); p != nil {
+			t.Errorf("%s was imported from a file that failed to read: %v", sku, p)
+		}
+	}
+}
+
+func TestImportCanceledContext(t *testing.T) {
+	c := start(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := stockimport.Import(ctx, c, strings.NewReader("sku,name,price,currency,stock\nA,A,100,EUR,1\n"), nil)
+	if apierr.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) {
+		t.Errorf("Import = %v, want canceled", err)
+	}
+	if p := product(t, c, "A"); p != nil {
+		t.Errorf("a canceled import applied: %v", p)
+	}
+}
+
+// refusingServer ends every import after two records, as the real service
+// does past its record limit.
+type refusingServer struct {
+	inventoryv1.UnimplementedInventoryServiceServer
+}
+
+func (refusingServer) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
+	for range 2 {
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
+	return apierr.New(codes.ResourceExhausted, "IMPORT_TOO_LARGE", "too many records")
+}
+
+// TestImportServiceError: when the service ends the stream early, Import
+// returns the service's error, not a bare EOF from Send.
+func TestImportServiceError(t *testing.T) {
+	c := serve(t, func(r grpc.ServiceRegistrar) { inventoryv1.RegisterInventoryServiceServer(r, refusingServer{}) })
+	var b strings.Builder
+	b.WriteString("sku,name,price,currency,stock\n")
+	for i := range 5000 {
+		fmt.Fprintf(&b, "SKU-%d,Name %d,100,EUR,1\n", i, i)
+	}
+	_, err := stockimport.Import(t.Context(), c, strings.NewReader(b.String()), nil)
+	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != "IMPORT_TOO_LARGE" {
+		t.Errorf("Import = %v, want RESOURCE_EXHAUSTED IMPORT_TOO_LARGE", err)
+	}
+}
