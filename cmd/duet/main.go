@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/tracing"
+	"github.com/duetkit/duet/services/order"
 )
 
 func main() {
@@ -38,8 +40,11 @@ func main() {
 const usage = `duet runs the Duet shop.
 
 Usage:
-  duet [up] [flags]                 every service and the gateway in one process
-  duet serve COMPONENT [flags]      one component: user, order, payment or gateway
+  duet [up] [flags]                 every service, the gateway and NATS in one process
+  duet serve COMPONENT [flags]      one component: user, order, payment, inventory,
+                                    notification or gateway
+  duet stock import FILE.csv        stream a CSV of stock records to the inventory service
+  duet order watch ORDER_ID         follow an order's saga until it ends
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;
@@ -56,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return up(ctx, args, stdout, stderr)
 	case "serve":
 		return serve(ctx, args, stderr)
+	case "stock":
+		return stockCmd(ctx, args, stdout, stderr)
+	case "order":
+		return orderCmd(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		if len(args) > 0 {
@@ -74,12 +83,26 @@ type common struct {
 	logLevel     string
 	drainTimeout time.Duration
 	dataDir      string
+	eventStream  string
+	eventPrefix  string
+	sagaStep     time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 15*time.Second, "how long in-flight calls may run on shutdown before they are cut off")
-	fs.StringVar(&c.dataDir, "data-dir", system.DefaultDataDir, "directory for the SQLite databases")
+	fs.StringVar(&c.dataDir, "data-dir", system.DefaultDataDir, "directory for the SQLite databases (and the embedded NATS store)")
+	fs.StringVar(&c.eventStream, "event-stream", events.DefaultStream, "JetStream stream that holds the events")
+	fs.StringVar(&c.eventPrefix, "event-prefix", events.DefaultPrefix, "subject prefix of the events")
+	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
+}
+
+func (c *common) bus() events.BusConfig {
+	return events.BusConfig{Stream: c.eventStream, Prefix: c.eventPrefix}
+}
+
+func (c *common) saga() order.SagaConfig {
+	return order.SagaConfig{StepTimeout: c.sagaStep}
 }
 
 func (c *common) logger(w io.Writer, service string) (*slog.Logger, error) {
@@ -98,6 +121,9 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	userAddr := fs.String("user-addr", system.DefaultUserAddr, "user service gRPC listen address")
 	orderAddr := fs.String("order-addr", system.DefaultOrderAddr, "order service gRPC listen address")
 	paymentAddr := fs.String("payment-addr", system.DefaultPaymentAddr, "payment service gRPC listen address")
+	inventoryAddr := fs.String("inventory-addr", system.DefaultInventoryAddr, "inventory service gRPC listen address")
+	notificationAddr := fs.String("notification-addr", system.DefaultNotificationAddr, "notification service gRPC listen address")
+	natsURL := fs.String("nats-url", "", "external NATS server for events (default: embedded, JetStream store in --data-dir)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -114,6 +140,10 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sys, err := system.Start(ctx, system.Config{
 		DataDir:  c.dataDir,
 		HTTPAddr: *httpAddr, UserAddr: *userAddr, OrderAddr: *orderAddr, PaymentAddr: *paymentAddr,
+		InventoryAddr: *inventoryAddr, NotificationAddr: *notificationAddr,
+		NATSURL:      *natsURL,
+		Bus:          c.bus(),
+		Saga:         c.saga(),
 		DrainTimeout: c.drainTimeout,
 		Logger:       log,
 	})
@@ -127,8 +157,11 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   gRPC user      %[3]s
   gRPC order     %[4]s
   gRPC payment   %[5]s
+  gRPC inventory %[6]s
+  gRPC notify    %[7]s
+  NATS           %[8]s
 Press Ctrl+C to stop.
-`, c.dataDir, sys.HTTPAddr, sys.UserAddr, sys.OrderAddr, sys.PaymentAddr)
+`, c.dataDir, sys.HTTPAddr, sys.UserAddr, sys.OrderAddr, sys.PaymentAddr, sys.InventoryAddr, sys.NotificationAddr, natsLabel(sys.NATSURL))
 
 	<-ctx.Done()
 	log.Info("shutting down: draining in-flight requests")
@@ -150,6 +183,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	userTarget := fs.String("user-target", "", "user service address (host:port or dns:///host:port); order and gateway")
 	orderTarget := fs.String("order-target", "", "order service address; gateway")
 	paymentTarget := fs.String("payment-target", "", "payment service address; order and gateway")
+	inventoryTarget := fs.String("inventory-target", "", "inventory service address; order and gateway")
+	notificationTarget := fs.String("notification-target", "", "notification service address; gateway")
+	natsURL := fs.String("nats-url", "", "NATS server for events; user, payment, order and notification")
 	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz of a service (off when empty)")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
@@ -174,8 +210,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return system.Serve(ctx, component, system.ServeConfig{
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
+		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
+		Bus: c.bus(), Saga: c.saga(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, Logger: log,
 	})
+}
+
+func natsLabel(url string) string {
+	if url == "" {
+		return "embedded (in process)"
+	}
+	return url
 }
 
 // envName is the environment variable that sets flag name: --user-target

@@ -36,8 +36,10 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 				t.Fatalf("--help returned %v", err)
 			}
 			for _, flagName := range map[string][]string{
-				"up":    {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr"},
-				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target", "metrics-addr"},
+				"up": {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr",
+					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout"},
+				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
+					"inventory-target", "notification-target", "nats-url", "metrics-addr", "event-stream", "event-prefix", "saga-step-timeout"},
 			}[cmd] {
 				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))
 				if !strings.Contains(out.String(), want) {
@@ -69,6 +71,10 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve"}, "needs a component"},
 		{[]string{"serve", "kitchen", "--listen", "127.0.0.1:0"}, "unknown component"},
 		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA"}, "--user-target"},
+		{[]string{"stock"}, "subcommand: import"},
+		{[]string{"stock", "import"}, "exactly one FILE.csv"},
+		{[]string{"stock", "import", "no-such-file.csv"}, "no such file"},
+		{[]string{"order", "watch"}, "exactly one ORDER_ID"},
 		{[]string{"up", "extra"}, "unexpected arguments"},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 )
 
@@ -70,29 +74,50 @@ func startComponent(t *testing.T, ctx context.Context, component string, args ..
 	return p
 }
 
-// TestServeEachComponentInItsOwnProcess runs user, payment, order and the
-// gateway as four processes talking gRPC over loopback, on PostgreSQL when
-// DUET_TEST_POSTGRES_URL is set (SQLite files otherwise), places orders
-// through REST, then stops every process with SIGTERM.
+// TestServeEachComponentInItsOwnProcess runs the five services and the
+// gateway as six processes talking gRPC over loopback and events over NATS,
+// on PostgreSQL when DUET_TEST_POSTGRES_URL is set (SQLite files otherwise)
+// and on the machine's NATS when DUET_TEST_NATS_URL is set (a NATS server in
+// the test otherwise); places orders through REST, sees the events arrive,
+// then stops every process with SIGTERM.
 func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dbFlags := func(service string) []string {
+	dbFlags := func() []string {
 		if url := sqldbtest.URLs(t)["postgres"]; url != "" {
 			return []string{"--database-url", url}
 		}
 		return []string{"--data-dir", t.TempDir()}
 	}
-	user := startComponent(t, ctx, "user", dbFlags("user")...)
-	payment := startComponent(t, ctx, "payment", dbFlags("payment")...)
-	order := startComponent(t, ctx, "order", append(dbFlags("order"),
-		"--user-target", "dns:///"+user.addr, "--payment-target", payment.addr, "--metrics-addr", "127.0.0.1:0")...)
+	natsURL := os.Getenv(eventstest.NATSEnv)
+	if natsURL == "" {
+		srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Shutdown)
+		natsURL = srv.ClientURL()
+	}
+	id := eventstest.Unique(t)
+	stream := "TEST_" + id
+	natsFlags := []string{"--nats-url", natsURL, "--event-stream", stream, "--event-prefix", "t" + id}
+	t.Cleanup(func() { deleteStream(natsURL, stream) })
+
+	user := startComponent(t, ctx, "user", append(dbFlags(), natsFlags...)...)
+	payment := startComponent(t, ctx, "payment", append(dbFlags(), natsFlags...)...)
+	inventory := startComponent(t, ctx, "inventory", dbFlags()...)
+	notification := startComponent(t, ctx, "notification", append(dbFlags(), natsFlags...)...)
+	order := startComponent(t, ctx, "order", append(append(dbFlags(), natsFlags...),
+		"--user-target", "dns:///"+user.addr, "--payment-target", payment.addr, "--inventory-target", inventory.addr,
+		"--metrics-addr", "127.0.0.1:0")...)
 	gateway := startComponent(t, ctx, "gateway",
-		"--user-target", user.addr, "--order-target", order.addr, "--payment-target", payment.addr)
+		"--user-target", user.addr, "--order-target", order.addr, "--payment-target", payment.addr,
+		"--inventory-target", inventory.addr, "--notification-target", notification.addr)
 	base := "http://" + gateway.addr
 
-	post := func(path, body string) (int, map[string]any) {
-		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+	send := func(method, path, body string) (int, map[string]any) {
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,13 +126,16 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&b)
 		return resp.StatusCode, b
 	}
-	status, b := post("/v1/users", `{"email":"proc@example.com","name":"Proc"}`)
+	if status, b := send("POST", "/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"700"},"stock":5}`); status != 200 {
+		t.Fatalf("create product: %d %v", status, b)
+	}
+	status, b := send("POST", "/v1/users", `{"email":"proc@example.com","name":"Proc"}`)
 	if status != 200 {
 		t.Fatalf("create user: %d %v", status, b)
 	}
 	userID := b["user"].(map[string]any)["id"].(string)
-	for token, want := range map[string]string{"tok_approve": "ORDER_STATUS_PAID", "tok_decline": "ORDER_STATUS_PAYMENT_FAILED"} {
-		status, b := post("/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1,"unitPrice":{"currencyCode":"EUR","units":"700"}}],"paymentToken":%q,"idempotencyKey":%q}`, userID, token, token))
+	for token, want := range map[string]string{"tok_approve": "ORDER_STATUS_CONFIRMED", "tok_decline": "ORDER_STATUS_CANCELLED"} {
+		status, b := send("POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, token, token))
 		if status != 200 || b["order"].(map[string]any)["status"] != want {
 			t.Errorf("order with %s: %d %v, want %s", token, status, b, want)
 		}
@@ -126,9 +154,22 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			t.Errorf("order's /metrics has no CreateOrder count")
 		}
 	}
+	// Events cross processes: user -> NATS -> notification, order -> NATS -> notification.
+	want := 3 // welcome, confirmed, cancelled
+	var got int
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		_, b := send("GET", "/v1/users/"+userID+"/notifications", "")
+		notes, _ := b["notifications"].([]any)
+		if got = len(notes); got >= want {
+			break
+		}
+	}
+	if got != want {
+		t.Errorf("notifications = %d, want %d", got, want)
+	}
 
 	// Edge first, then inwards; each drains and exits 0.
-	for _, p := range []*process{gateway, order, payment, user} {
+	for _, p := range []*process{gateway, order, notification, inventory, payment, user} {
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -147,9 +188,25 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	if len(ids) != 2 {
 		t.Fatalf("gateway logged %d order requests, want 2", len(ids))
 	}
-	for _, p := range []*process{order, user, payment} {
+	for _, p := range []*process{order, user, payment, inventory} {
 		if !strings.Contains(p.stderr.String(), ids[0]) {
 			t.Errorf("%v has no log line with request id %s", p.cmd.Args[1:3], ids[0])
 		}
 	}
+}
+
+// deleteStream removes a test's stream from a shared NATS server.
+func deleteStream(url, stream string) {
+	nc, err := events.Connect(url, "cleanup")
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = js.DeleteStream(ctx, stream)
 }

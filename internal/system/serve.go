@@ -8,13 +8,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"google.golang.org/grpc"
+
 	"github.com/duetkit/duet/gateway"
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/services/inventory"
+	"github.com/duetkit/duet/services/notification"
 	"github.com/duetkit/duet/services/order"
 	"github.com/duetkit/duet/services/payment"
 	"github.com/duetkit/duet/services/user"
@@ -29,9 +35,19 @@ type ServeConfig struct {
 	DatabaseURL string
 	// DataDir holds the default SQLite file.
 	DataDir string
-	// UserTarget, OrderTarget and PaymentTarget address the peers:
-	// "host:port", "dns:///name:port" or any grpc.NewClient target.
-	UserTarget, OrderTarget, PaymentTarget string
+	// UserTarget, OrderTarget, PaymentTarget, InventoryTarget and
+	// NotificationTarget address the peers: "host:port", "dns:///name:port"
+	// or any grpc.NewClient target.
+	UserTarget, OrderTarget, PaymentTarget, InventoryTarget, NotificationTarget string
+	// NATSURL is the NATS server or cluster carrying events. Empty means no
+	// bus: producers keep their events in their outbox (published once the
+	// service runs with a NATS URL) and the notification service receives
+	// nothing.
+	NATSURL string
+	// Bus names the JetStream stream and subject prefix; zero means defaults.
+	Bus events.BusConfig
+	// Saga tunes the order saga; zero means defaults.
+	Saga order.SagaConfig
 	// MetricsAddr, when set, serves /metrics and /healthz over HTTP for a
 	// service (the gateway serves /metrics on its own listener).
 	MetricsAddr string
@@ -64,31 +80,52 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	log := cfg.Logger
 	s := &System{log: log}
 
+	if !slices.Contains(Components, component) {
+		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
+	}
+	if component == Order && (cfg.UserTarget == "" || cfg.PaymentTarget == "" || cfg.InventoryTarget == "") {
+		return errors.New("order needs --user-target, --payment-target and --inventory-target")
+	}
+	var bus *events.Bus
+	if cfg.NATSURL != "" && component != Gateway && component != Inventory {
+		var err error
+		if s.nc, err = events.Connect(cfg.NATSURL, "duet-"+component); err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		if bus, err = events.OpenBus(ctx, s.nc, cfg.Bus); err != nil {
+			s.Shutdown(context.WithoutCancel(ctx))
+			return fmt.Errorf("event stream: %w", err)
+		}
+	} else if component != Gateway && component != Inventory {
+		log.Warn("no --nats-url: events stay in the outbox until the service runs with one", "component", component)
+	}
+
 	var svc service
 	var err error
 	switch component {
 	case User:
-		svc, err = user.Open(ctx, user.Config{DatabaseURL: cfg.DatabaseURL, Logger: log})
+		svc, err = user.Open(ctx, user.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Bus: bus})
 	case Payment:
-		svc, err = payment.Open(ctx, payment.Config{DatabaseURL: cfg.DatabaseURL, Logger: log})
+		svc, err = payment.Open(ctx, payment.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Bus: bus})
+	case Inventory:
+		svc, err = inventory.Open(ctx, inventory.Config{DatabaseURL: cfg.DatabaseURL, Logger: log})
+	case Notification:
+		svc, err = notification.Open(ctx, notification.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Bus: bus})
 	case Order:
-		if cfg.UserTarget == "" || cfg.PaymentTarget == "" {
-			return errors.New("order needs --user-target and --payment-target")
+		var conns [3]*grpc.ClientConn
+		for i, target := range []string{cfg.UserTarget, cfg.PaymentTarget, cfg.InventoryTarget} {
+			if conns[i], err = s.dial(target); err != nil {
+				s.Shutdown(context.WithoutCancel(ctx))
+				return err
+			}
 		}
-		userConn, derr := s.dial(cfg.UserTarget)
-		if derr != nil {
-			return derr
-		}
-		paymentConn, derr := s.dial(cfg.PaymentTarget)
-		if derr != nil {
-			s.Shutdown(ctx)
-			return derr
-		}
-		svc, err = order.Open(ctx, order.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Users: userConn, Payments: paymentConn})
+		svc, err = order.Open(ctx, order.Config{
+			DatabaseURL: cfg.DatabaseURL, Logger: log,
+			Users: conns[0], Payments: conns[1], Inventory: conns[2],
+			Bus: bus, Saga: cfg.Saga,
+		})
 	case Gateway:
 		return serveGateway(ctx, s, cfg, log.With("service", Gateway))
-	default:
-		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
 	}
 	if err != nil {
 		s.Shutdown(context.WithoutCancel(ctx))
@@ -147,7 +184,18 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(ctx, gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log})
+	gcfg := gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log}
+	if cfg.InventoryTarget != "" {
+		if gcfg.Inventory, err = s.dial(cfg.InventoryTarget); err != nil {
+			return err
+		}
+	}
+	if cfg.NotificationTarget != "" {
+		if gcfg.Notifications, err = s.dial(cfg.NotificationTarget); err != nil {
+			return err
+		}
+	}
+	gw, err := gateway.New(ctx, gcfg)
 	if err != nil {
 		return err
 	}

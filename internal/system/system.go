@@ -1,8 +1,9 @@
-// Package system assembles Duet's components — the user, payment and order
-// services and the REST gateway — and runs them, all in one process
-// (Start) or one per process (Serve). Both paths build each component the
-// same way: a kit/server on its own listener, kit/client connections to its
-// peers, so an embedded run exercises the same gRPC hops as a distributed one.
+// Package system assembles Duet's components — the user, payment,
+// inventory, order and notification services, the REST gateway and the
+// event bus — and runs them, all in one process (Start) or one per process
+// (Serve). Both paths build each component the same way: a kit/server on
+// its own listener, kit/client connections to its peers, so an embedded run
+// exercises the same gRPC hops as a distributed one.
 package system
 
 import (
@@ -16,12 +17,16 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 
 	"github.com/duetkit/duet/gateway"
 	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/services/inventory"
+	"github.com/duetkit/duet/services/notification"
 	"github.com/duetkit/duet/services/order"
 	"github.com/duetkit/duet/services/payment"
 	"github.com/duetkit/duet/services/user"
@@ -29,28 +34,40 @@ import (
 
 // Component names, as used by `duet serve`.
 const (
-	User    = "user"
-	Order   = "order"
-	Payment = "payment"
-	Gateway = "gateway"
+	User         = "user"
+	Order        = "order"
+	Payment      = "payment"
+	Inventory    = "inventory"
+	Notification = "notification"
+	Gateway      = "gateway"
 )
 
 // Components lists what `duet serve` accepts.
-var Components = []string{User, Order, Payment, Gateway}
+var Components = []string{User, Order, Payment, Inventory, Notification, Gateway}
 
 // Config describes an embedded system. Zero fields take defaults; an
 // address of "127.0.0.1:0" picks a free port.
 type Config struct {
-	// DataDir holds each service's SQLite file; default ".duet".
+	// DataDir holds each service's SQLite file and the embedded NATS
+	// server's JetStream store; default ".duet".
 	DataDir string
 	// HTTPAddr is the gateway's listen address; default 127.0.0.1:8080.
 	HTTPAddr string
-	// UserAddr, OrderAddr and PaymentAddr are the services' gRPC listen
-	// addresses; defaults 127.0.0.1:9091, :9092 and :9093.
-	UserAddr, OrderAddr, PaymentAddr string
-	// UserDB, OrderDB and PaymentDB override the database URLs, for example
-	// with postgres:// URLs; default a SQLite file per service in DataDir.
-	UserDB, OrderDB, PaymentDB string
+	// UserAddr, OrderAddr, PaymentAddr, InventoryAddr and NotificationAddr
+	// are the services' gRPC listen addresses; defaults 127.0.0.1:9091 to :9095.
+	UserAddr, OrderAddr, PaymentAddr, InventoryAddr, NotificationAddr string
+	// UserDB, OrderDB, PaymentDB, InventoryDB and NotificationDB override the
+	// database URLs, for example with postgres:// URLs; default a SQLite
+	// file per service in DataDir.
+	UserDB, OrderDB, PaymentDB, InventoryDB, NotificationDB string
+	// NATSURL names an external NATS server or cluster; empty runs one
+	// embedded in the process, with its store under DataDir.
+	NATSURL string
+	// Bus names the JetStream stream and subject prefix; zero means
+	// events.BusConfig's defaults. Tests sharing a NATS server set their own.
+	Bus events.BusConfig
+	// Saga tunes the order saga (retry bound, backoff); zero means defaults.
+	Saga order.SagaConfig
 	// DrainTimeout bounds graceful shutdown of each component.
 	DrainTimeout time.Duration
 	// Logger receives every component's logs; nil means slog.Default().
@@ -59,11 +76,13 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultDataDir     = ".duet"
-	DefaultHTTPAddr    = "127.0.0.1:8080"
-	DefaultUserAddr    = "127.0.0.1:9091"
-	DefaultOrderAddr   = "127.0.0.1:9092"
-	DefaultPaymentAddr = "127.0.0.1:9093"
+	DefaultDataDir          = ".duet"
+	DefaultHTTPAddr         = "127.0.0.1:8080"
+	DefaultUserAddr         = "127.0.0.1:9091"
+	DefaultOrderAddr        = "127.0.0.1:9092"
+	DefaultPaymentAddr      = "127.0.0.1:9093"
+	DefaultInventoryAddr    = "127.0.0.1:9094"
+	DefaultNotificationAddr = "127.0.0.1:9095"
 )
 
 func (c Config) withDefaults() Config {
@@ -77,9 +96,13 @@ func (c Config) withDefaults() Config {
 	def(&c.UserAddr, DefaultUserAddr)
 	def(&c.OrderAddr, DefaultOrderAddr)
 	def(&c.PaymentAddr, DefaultPaymentAddr)
+	def(&c.InventoryAddr, DefaultInventoryAddr)
+	def(&c.NotificationAddr, DefaultNotificationAddr)
 	def(&c.UserDB, SQLiteURL(c.DataDir, User))
 	def(&c.OrderDB, SQLiteURL(c.DataDir, Order))
 	def(&c.PaymentDB, SQLiteURL(c.DataDir, Payment))
+	def(&c.InventoryDB, SQLiteURL(c.DataDir, Inventory))
+	def(&c.NotificationDB, SQLiteURL(c.DataDir, Notification))
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -93,8 +116,11 @@ func SQLiteURL(dataDir, service string) string {
 
 // System is a running embedded system.
 type System struct {
-	// HTTPAddr, UserAddr, OrderAddr and PaymentAddr are the bound addresses.
-	HTTPAddr, UserAddr, OrderAddr, PaymentAddr string
+	// HTTPAddr and the *Addr fields are the bound addresses.
+	HTTPAddr, UserAddr, OrderAddr, PaymentAddr, InventoryAddr, NotificationAddr string
+	// NATSURL is the URL of the embedded NATS server when it listens, or
+	// the external server's.
+	NATSURL string
 
 	log      *slog.Logger
 	http     *http.Server
@@ -102,6 +128,8 @@ type System struct {
 	// services in start order; stopped in reverse so callers drain first.
 	services []*running
 	conns    []*grpc.ClientConn
+	nc       *nats.Conn
+	nats     *events.Server
 }
 
 // running is one gRPC component being served.
@@ -122,22 +150,41 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s := &System{log: cfg.Logger}
 	defer func() {
 		if err != nil {
-			s.Shutdown(ctx)
+			s.Shutdown(context.WithoutCancel(ctx))
 		}
 	}()
 
-	users, err := user.Open(ctx, user.Config{DatabaseURL: cfg.UserDB, Logger: cfg.Logger})
+	bus, err := s.openBus(ctx, cfg.NATSURL, filepath.Join(cfg.DataDir, "nats"), cfg.Bus)
+	if err != nil {
+		return nil, err
+	}
+
+	users, err := user.Open(ctx, user.Config{DatabaseURL: cfg.UserDB, Logger: cfg.Logger, Bus: bus})
 	if err != nil {
 		return nil, fmt.Errorf("user: %w", err)
 	}
 	if s.UserAddr, err = s.serve(User, cfg, cfg.UserAddr, users); err != nil {
 		return nil, err
 	}
-	payments, err := payment.Open(ctx, payment.Config{DatabaseURL: cfg.PaymentDB, Logger: cfg.Logger})
+	payments, err := payment.Open(ctx, payment.Config{DatabaseURL: cfg.PaymentDB, Logger: cfg.Logger, Bus: bus})
 	if err != nil {
 		return nil, fmt.Errorf("payment: %w", err)
 	}
 	if s.PaymentAddr, err = s.serve(Payment, cfg, cfg.PaymentAddr, payments); err != nil {
+		return nil, err
+	}
+	stock, err := inventory.Open(ctx, inventory.Config{DatabaseURL: cfg.InventoryDB, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	if s.InventoryAddr, err = s.serve(Inventory, cfg, cfg.InventoryAddr, stock); err != nil {
+		return nil, err
+	}
+	notes, err := notification.Open(ctx, notification.Config{DatabaseURL: cfg.NotificationDB, Logger: cfg.Logger, Bus: bus})
+	if err != nil {
+		return nil, fmt.Errorf("notification: %w", err)
+	}
+	if s.NotificationAddr, err = s.serve(Notification, cfg, cfg.NotificationAddr, notes); err != nil {
 		return nil, err
 	}
 
@@ -149,11 +196,22 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
+	inventoryConn, err := s.dial(s.InventoryAddr)
+	if err != nil {
+		return nil, err
+	}
+	notificationConn, err := s.dial(s.NotificationAddr)
+	if err != nil {
+		return nil, err
+	}
 	orders, err := order.Open(ctx, order.Config{
 		DatabaseURL: cfg.OrderDB,
 		Logger:      cfg.Logger,
 		Users:       userConn,
 		Payments:    paymentConn,
+		Inventory:   inventoryConn,
+		Bus:         bus,
+		Saga:        cfg.Saga,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("order: %w", err)
@@ -168,6 +226,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 
 	gw, err := gateway.New(ctx, gateway.Config{
 		Users: userConn, Orders: orderConn, Payments: paymentConn,
+		Inventory: inventoryConn, Notifications: notificationConn,
 		Logger: cfg.Logger.With("service", Gateway),
 	})
 	if err != nil {
@@ -182,6 +241,30 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s.httpDone = make(chan error, 1)
 	go func() { s.httpDone <- s.http.Serve(lis) }()
 	return s, nil
+}
+
+// openBus connects to the NATS server at url, or starts one embedded in
+// the process (in-process connections only, store under dir) when url is
+// empty, and opens the event stream.
+func (s *System) openBus(ctx context.Context, url, dir string, cfg events.BusConfig) (*events.Bus, error) {
+	var err error
+	if url == "" {
+		if s.nats, err = events.StartServer(events.ServerConfig{Dir: dir}); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		s.nc, err = s.nats.Connect("duet")
+	} else {
+		s.NATSURL = url
+		s.nc, err = events.Connect(url, "duet")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	bus, err := events.OpenBus(ctx, s.nc, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("event stream: %w", err)
+	}
+	return bus, nil
 }
 
 // HTTPServer returns the gateway's server with /metrics mounted beside the API.
@@ -229,7 +312,8 @@ func (s *System) dial(addr string) (*grpc.ClientConn, error) {
 
 // Shutdown drains the system from the edge inwards: the gateway stops taking
 // requests and finishes those in flight, then each service drains in the
-// reverse of start order, so no caller outlives its callee. It returns the
+// reverse of start order, so no caller outlives its callee; the event bus
+// closes last, after every relay and consumer has stopped. It returns the
 // first error met.
 func (s *System) Shutdown(ctx context.Context) error {
 	var errs []error
@@ -245,6 +329,12 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	for i := len(s.services) - 1; i >= 0; i-- {
 		r := s.services[i]
+		// Long-lived streams (subscriptions) never end on their own; a
+		// service that has them ends them first, so the graceful stop does
+		// not wait out its whole bound.
+		if d, ok := r.closer.(interface{ Drain() }); ok {
+			d.Drain()
+		}
 		r.srv.Shutdown(ctx)
 		if err := <-r.done; err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
@@ -258,5 +348,13 @@ func (s *System) Shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	s.conns = nil
+	if s.nc != nil {
+		s.nc.Close()
+		s.nc = nil
+	}
+	if s.nats != nil {
+		s.nats.Shutdown()
+		s.nats = nil
+	}
 	return errors.Join(errs...)
 }

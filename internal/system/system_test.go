@@ -18,8 +18,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+	"github.com/duetkit/duet/services/order"
 )
 
 func TestMain(m *testing.M) {
@@ -31,27 +36,55 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// backends returns the database URLs to run the system on: SQLite always,
-// PostgreSQL too when DUET_TEST_POSTGRES_URL is set.
+// backends returns the configurations to run the system on: SQLite with
+// embedded NATS always; PostgreSQL too when DUET_TEST_POSTGRES_URL is set,
+// with the machine's NATS when DUET_TEST_NATS_URL is set (on a stream and
+// subject prefix of the test's own).
 func backends(t *testing.T) map[string]func(t *testing.T, dir string) system.Config {
 	out := map[string]func(t *testing.T, dir string) system.Config{
 		"sqlite": func(t *testing.T, dir string) system.Config { return system.Config{DataDir: dir} },
 	}
 	if os.Getenv("DUET_TEST_POSTGRES_URL") != "" {
 		out["postgres"] = func(t *testing.T, dir string) system.Config {
-			return system.Config{
+			pg := func() string { return sqldbtest.URLs(t)["postgres"] }
+			cfg := system.Config{
 				DataDir: dir,
-				UserDB:  sqldbtest.URLs(t)["postgres"], OrderDB: sqldbtest.URLs(t)["postgres"], PaymentDB: sqldbtest.URLs(t)["postgres"],
+				UserDB:  pg(), OrderDB: pg(), PaymentDB: pg(), InventoryDB: pg(), NotificationDB: pg(),
 			}
+			if url := os.Getenv(eventstest.NATSEnv); url != "" {
+				cfg.NATSURL = url
+				cfg.Bus = ownStream(t, url)
+			}
+			return cfg
 		}
 	}
 	return out
 }
 
+// ownStream names a stream and subject prefix for this test alone on a
+// shared NATS server, and deletes the stream when the test ends.
+func ownStream(t *testing.T, url string) events.BusConfig {
+	id := eventstest.Unique(t)
+	cfg := events.BusConfig{Stream: "TEST_" + id, Prefix: "t" + id}
+	t.Cleanup(func() {
+		nc, err := events.Connect(url, "cleanup")
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		if js, err := jetstream.New(nc); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = js.DeleteStream(ctx, cfg.Stream)
+		}
+	})
+	return cfg
+}
+
 // start runs a whole system on free loopback ports.
 func start(t *testing.T, cfg system.Config) *system.System {
 	t.Helper()
-	cfg.HTTPAddr, cfg.UserAddr, cfg.OrderAddr, cfg.PaymentAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	freePorts(&cfg)
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
@@ -73,6 +106,16 @@ func start(t *testing.T, cfg system.Config) *system.System {
 	})
 	return sys
 }
+
+// freePorts makes every listener of cfg pick a free loopback port.
+func freePorts(cfg *system.Config) {
+	for _, a := range []*string{&cfg.HTTPAddr, &cfg.UserAddr, &cfg.OrderAddr, &cfg.PaymentAddr, &cfg.InventoryAddr, &cfg.NotificationAddr} {
+		*a = "127.0.0.1:0"
+	}
+}
+
+// fastSaga gives up on a peer quickly, so the tests of that path are short.
+var fastSaga = order.SagaConfig{StepTimeout: time.Second, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 
 type response struct {
 	status int
@@ -137,8 +180,21 @@ func reason(b map[string]any) (reason, field string) {
 func TestRESTEndToEnd(t *testing.T) {
 	for name, config := range backends(t) {
 		t.Run(name, func(t *testing.T) {
-			sys := start(t, config(t, t.TempDir()))
+			cfg := config(t, t.TempDir())
+			cfg.Saga = fastSaga
+			sys := start(t, cfg)
 			base := "http://" + sys.HTTPAddr
+
+			for _, p := range []string{
+				`{"sku":"BOOK-1","name":"A book","price":{"currencyCode":"USD","units":"1999"},"stock":100}`,
+				`{"sku":"PEN-2","name":"A pen","price":{"currencyCode":"USD","units":"250"},"stock":100}`,
+				`{"sku":"LAST-1","name":"The last one","price":{"currencyCode":"USD","units":"500"},"stock":1}`,
+				`{"sku":"EURO-1","name":"Priced in euros","price":{"currencyCode":"EUR","units":"100"},"stock":10}`,
+			} {
+				if r := do(t, "POST", base+"/v1/products", p); r.status != 200 {
+					t.Fatalf("create product: %d %s", r.status, r.raw)
+				}
+			}
 
 			created := do(t, "POST", base+"/v1/users", `{"email":"Grace@Example.com","name":"Grace Hopper"}`, "X-Request-ID", "e2e-req-1")
 			if created.status != 200 {
@@ -148,8 +204,19 @@ func TestRESTEndToEnd(t *testing.T) {
 				t.Errorf("X-Request-ID = %q, want the one sent", got)
 			}
 			userID, _ := path(created.body, "user", "id").(string)
+			// Prices come from inventory; a client may state the one it expects.
 			order := func(token, key string) string {
-				return fmt.Sprintf(`{"userId":%q,"items":[{"sku":"BOOK-1","quantity":2,"unitPrice":{"currencyCode":"USD","units":"1999"}},{"sku":"PEN-2","quantity":1,"unitPrice":{"currencyCode":"USD","units":250}}],"paymentToken":%q,"idempotencyKey":%q}`, userID, token, key)
+				return fmt.Sprintf(`{"userId":%q,"items":[{"sku":"BOOK-1","quantity":2,"unitPrice":{"currencyCode":"USD","units":"1999"}},{"sku":"PEN-2","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, token, key)
+			}
+			orderOf := func(sku, key string) string {
+				return fmt.Sprintf(`{"userId":%q,"items":[{"sku":%q,"quantity":1}],"paymentToken":"tok_approve","idempotencyKey":%q,"wait":true}`, userID, sku, key)
+			}
+			outcome := func(status, reason string) func(t *testing.T, r response) {
+				return func(t *testing.T, r response) {
+					if path(r.body, "order", "status") != status || (reason != "" && path(r.body, "order", "failureReason") != reason) {
+						t.Errorf("order = %s, want %s %s", r.raw, status, reason)
+					}
+				}
 			}
 
 			tests := []struct {
@@ -173,20 +240,45 @@ func TestRESTEndToEnd(t *testing.T) {
 						t.Errorf("patched user = %v", r.raw)
 					}
 				}},
-				{name: "order approved", method: "POST", path: "/v1/orders", body: order("tok_approve", "k-approve"), wantStatus: 200, check: func(t *testing.T, r response) {
-					if path(r.body, "order", "status") != "ORDER_STATUS_PAID" || path(r.body, "order", "total", "units") != "4248" {
-						t.Errorf("order = %s", r.raw)
+				{name: "get product", method: "GET", path: "/v1/products/BOOK-1", wantStatus: 200, check: func(t *testing.T, r response) {
+					if path(r.body, "product", "available") != "100" {
+						t.Errorf("product = %s", r.raw)
 					}
 				}},
-				{name: "order retried with its key is the same order", method: "POST", path: "/v1/orders", body: order("tok_approve", "k-approve"), wantStatus: 200},
-				{name: "order declined is a business outcome", method: "POST", path: "/v1/orders", body: order("tok_decline", "k-decline"), wantStatus: 200, check: func(t *testing.T, r response) {
-					if path(r.body, "order", "status") != "ORDER_STATUS_PAYMENT_FAILED" || path(r.body, "order", "failureReason") != "PAYMENT_DECLINED" {
-						t.Errorf("order = %s", r.raw)
+				{name: "list products", method: "GET", path: "/v1/products?pageSize=2", wantStatus: 200, check: func(t *testing.T, r response) {
+					if ps, _ := path(r.body, "products").([]any); len(ps) != 2 || path(r.body, "nextPageToken") == nil {
+						t.Errorf("page = %s", r.raw)
 					}
 				}},
-				{name: "list orders", method: "GET", path: "/v1/users/" + userID + "/orders", wantStatus: 200, check: func(t *testing.T, r response) {
-					if orders, _ := path(r.body, "orders").([]any); len(orders) != 2 {
-						t.Errorf("got %d orders, want 2 (approved once despite the retry, declined once)", len(orders))
+				{name: "order confirmed", method: "POST", path: "/v1/orders", body: order("tok_approve", "k-approve"), wantStatus: 200, check: func(t *testing.T, r response) {
+					outcome("ORDER_STATUS_CONFIRMED", "")(t, r)
+					if path(r.body, "order", "total", "units") != "4248" {
+						t.Errorf("total = %v, want 4248 (2×1999 + 250)", path(r.body, "order", "total"))
+					}
+				}},
+				{name: "order retried with its key is the same order", method: "POST", path: "/v1/orders", body: order("tok_approve", "k-approve"), wantStatus: 200, check: outcome("ORDER_STATUS_CONFIRMED", "")},
+				{name: "stock was taken", method: "GET", path: "/v1/products/BOOK-1", wantStatus: 200, check: func(t *testing.T, r response) {
+					if path(r.body, "product", "available") != "98" {
+						t.Errorf("available = %v, want 98 (one order of 2, despite the retry)", path(r.body, "product", "available"))
+					}
+				}},
+				{name: "declined payment cancels", method: "POST", path: "/v1/orders", body: order("tok_decline", "k-decline"), wantStatus: 200, check: outcome("ORDER_STATUS_CANCELLED", "PAYMENT_DECLINED")},
+				{name: "declined order released its stock", method: "GET", path: "/v1/products/BOOK-1", wantStatus: 200, check: func(t *testing.T, r response) {
+					if path(r.body, "product", "available") != "98" {
+						t.Errorf("available = %v, want 98", path(r.body, "product", "available"))
+					}
+				}},
+				{name: "last unit", method: "POST", path: "/v1/orders", body: orderOf("LAST-1", "k-last-1"), wantStatus: 200, check: outcome("ORDER_STATUS_CONFIRMED", "")},
+				{name: "out of stock is rejected", method: "POST", path: "/v1/orders", body: orderOf("LAST-1", "k-last-2"), wantStatus: 200, check: outcome("ORDER_STATUS_REJECTED", "OUT_OF_STOCK")},
+				{name: "unknown product is rejected", method: "POST", path: "/v1/orders", body: orderOf("NOPE-1", "k-nope"), wantStatus: 200, check: outcome("ORDER_STATUS_REJECTED", "PRODUCT_NOT_FOUND")},
+				{name: "changed price is rejected", method: "POST", path: "/v1/orders", body: fmt.Sprintf(`{"userId":%q,"items":[{"sku":"PEN-2","quantity":1,"unitPrice":{"currencyCode":"USD","units":"1"}}],"paymentToken":"tok_approve","idempotencyKey":"k-price","wait":true}`, userID), wantStatus: 200, check: outcome("ORDER_STATUS_REJECTED", "PRICE_CHANGED")},
+				{name: "mixed currencies are rejected", method: "POST", path: "/v1/orders", body: fmt.Sprintf(`{"userId":%q,"items":[{"sku":"PEN-2","quantity":1},{"sku":"EURO-1","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"k-mixed","wait":true}`, userID), wantStatus: 200, check: outcome("ORDER_STATUS_REJECTED", "CURRENCY_MISMATCH")},
+				{name: "unknown user is rejected", method: "POST", path: "/v1/orders", body: `{"userId":"00000000-0000-4000-8000-000000000000","items":[{"sku":"PEN-2","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"k4","wait":true}`, wantStatus: 200, check: outcome("ORDER_STATUS_REJECTED", "USER_NOT_FOUND")},
+				{name: "payment provider down past the bound cancels", method: "POST", path: "/v1/orders", body: order("tok_unavailable", "k-unavailable"), wantStatus: 200, check: outcome("ORDER_STATUS_CANCELLED", "PAYMENT_UNAVAILABLE")},
+				{name: "without wait the order is pending", method: "POST", path: "/v1/orders", body: strings.Replace(orderOf("PEN-2", "k-nowait"), `,"wait":true`, "", 1), wantStatus: 200, check: outcome("ORDER_STATUS_PENDING", "")},
+				{name: "list orders", method: "GET", path: "/v1/users/" + userID + "/orders?pageSize=100", wantStatus: 200, check: func(t *testing.T, r response) {
+					if orders, _ := path(r.body, "orders").([]any); len(orders) != 9 {
+						t.Errorf("got %d orders, want 9 (one per key of this user)", len(orders))
 					}
 				}},
 				// Bad input of every kind.
@@ -204,10 +296,11 @@ func TestRESTEndToEnd(t *testing.T) {
 				{name: "page size too big", method: "GET", path: "/v1/users?pageSize=1000", wantStatus: 400, wantField: "page_size"},
 				{name: "order without items", method: "POST", path: "/v1/orders", body: fmt.Sprintf(`{"userId":%q,"items":[],"paymentToken":"tok_approve","idempotencyKey":"k1"}`, userID), wantStatus: 400, wantField: "items"},
 				{name: "order with zero quantity", method: "POST", path: "/v1/orders", body: fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":0,"unitPrice":{"currencyCode":"USD","units":"1"}}],"paymentToken":"tok_approve","idempotencyKey":"k2"}`, userID), wantStatus: 400, wantField: "items[0].quantity"},
-				{name: "order with mixed currencies", method: "POST", path: "/v1/orders", body: fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1,"unitPrice":{"currencyCode":"USD","units":"1"}},{"sku":"B","quantity":1,"unitPrice":{"currencyCode":"EUR","units":"1"}}],"paymentToken":"tok_approve","idempotencyKey":"k3"}`, userID), wantStatus: 400, wantReason: "CURRENCY_MISMATCH"},
-				{name: "order for unknown user", method: "POST", path: "/v1/orders", body: `{"userId":"00000000-0000-4000-8000-000000000000","items":[{"sku":"A","quantity":1,"unitPrice":{"currencyCode":"USD","units":"1"}}],"paymentToken":"tok_approve","idempotencyKey":"k4"}`, wantStatus: 400, wantReason: "USER_NOT_FOUND"},
+				{name: "order with a sku twice", method: "POST", path: "/v1/orders", body: fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1},{"sku":"A","quantity":2}],"paymentToken":"tok_approve","idempotencyKey":"k3"}`, userID), wantStatus: 400, wantField: "items[1].sku"},
+				{name: "product with a bad sku", method: "POST", path: "/v1/products", body: `{"sku":"no spaces","name":"x","price":{"currencyCode":"USD","units":"1"}}`, wantStatus: 400, wantField: "sku"},
+				{name: "duplicate product", method: "POST", path: "/v1/products", body: `{"sku":"PEN-2","name":"x","price":{"currencyCode":"USD","units":"1"}}`, wantStatus: 409, wantReason: "SKU_TAKEN"},
+				{name: "unknown product", method: "GET", path: "/v1/products/NOPE-9", wantStatus: 404, wantReason: "PRODUCT_NOT_FOUND"},
 				{name: "idempotency key reused for another order", method: "POST", path: "/v1/orders", body: strings.Replace(order("tok_approve", "k-approve"), `"quantity":2`, `"quantity":3`, 1), wantStatus: 400, wantReason: "IDEMPOTENCY_KEY_REUSED"},
-				{name: "payment provider down", method: "POST", path: "/v1/orders", body: order("tok_unavailable", "k-unavailable"), wantStatus: 503},
 				{name: "unknown route", method: "GET", path: "/v1/nothing", wantStatus: 404},
 				{name: "wrong method", method: "DELETE", path: "/v1/users", wantStatus: 405},
 			}
@@ -236,6 +329,50 @@ func TestRESTEndToEnd(t *testing.T) {
 						tt.check(t, r)
 					}
 				})
+			}
+
+			// The same key gives the same order; its watch is one line, the
+			// terminal state, and then the stream ends.
+			approved := do(t, "POST", base+"/v1/orders", order("tok_approve", "k-approve"))
+			orderID, _ := path(approved.body, "order", "id").(string)
+			watch, err := http.Get(base + "/v1/orders/" + orderID + ":watch")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, _ := io.ReadAll(watch.Body)
+			watch.Body.Close()
+			if n := strings.Count(strings.TrimSpace(string(lines)), "\n") + 1; watch.StatusCode != 200 || n != 1 || !strings.Contains(string(lines), "ORDER_STATUS_CONFIRMED") {
+				t.Errorf("watch of a confirmed order: %d, %d lines:\n%s", watch.StatusCode, n, lines)
+			}
+
+			// Events reach the notification service through the outbox and
+			// NATS: exactly one notification per event that calls for one.
+			want := map[string]int{
+				"NOTIFICATION_KIND_WELCOME": 1, "NOTIFICATION_KIND_ACCOUNT_CHANGED": 1,
+				"NOTIFICATION_KIND_ORDER_CONFIRMED": 3, "NOTIFICATION_KIND_ORDER_CANCELLED": 2, "NOTIFICATION_KIND_ORDER_REJECTED": 4,
+			}
+			var got map[string]int
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				got = map[string]int{}
+				r := do(t, "GET", base+"/v1/users/"+userID+"/notifications?pageSize=100", "")
+				notes, _ := path(r.body, "notifications").([]any)
+				for _, n := range notes {
+					kind, _ := path(n, "kind").(string)
+					got[kind]++
+				}
+				if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("notifications = %v, want %v", got, want)
+			}
+			audit := do(t, "GET", base+"/v1/audit/"+orderID, "")
+			if events, _ := path(audit.body, "events").([]any); len(events) != 1 || path(events[0], "type") != "duet.order.v1.OrderConfirmed" ||
+				path(events[0], "payload", "order", "id") != orderID {
+				t.Errorf("audit of the confirmed order = %.600s", audit.raw)
 			}
 		})
 	}
@@ -271,8 +408,10 @@ func TestREADMEExamples(t *testing.T) {
 		"localhost:9091", sys.UserAddr,
 		"localhost:9092", sys.OrderAddr,
 		"localhost:9093", sys.PaymentAddr,
+		"localhost:9094", sys.InventoryAddr,
+		"localhost:9095", sys.NotificationAddr,
 	).Replace(block)
-	for _, addr := range []string{"localhost:8080", "localhost:9091", "localhost:9092", "localhost:9093"} {
+	for _, addr := range []string{"localhost:8080", "localhost:9091", "localhost:9092", "localhost:9093", "localhost:9094", "localhost:9095"} {
 		if !strings.Contains(block, addr) {
 			t.Errorf("README examples never use %s", addr)
 		}
@@ -288,7 +427,9 @@ func TestREADMEExamples(t *testing.T) {
 		t.Fatalf("README examples failed: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		"ORDER_STATUS_PAID", "ORDER_STATUS_PAYMENT_FAILED", "PAYMENT_STATUS_PARTIALLY_REFUNDED",
+		"ORDER_STATUS_CONFIRMED", "ORDER_STATUS_CANCELLED", "ORDER_STATUS_REJECTED", "OUT_OF_STOCK", "PAYMENT_DECLINED",
+		"PAYMENT_STATUS_PARTIALLY_REFUNDED", "received 3, applied 3, rejected 0", "step=DONE", "ORDER_STEP_DONE",
+		"NOTIFICATION_KIND_WELCOME", "duet.order.v1.OrderConfirmed", `"rejected": "1"`, "INVALID_SKU",
 		"HTTP/1.1 400", "HTTP/1.1 409", "HTTP/1.1 404", "EMAIL_TAKEN", "USER_NOT_FOUND",
 		"duet.user.v1.UserService", `"status": "SERVING"`, `"status":"ready"`,
 	} {
@@ -309,7 +450,7 @@ func TestDrainLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	cfg := system.Config{DataDir: dir, Logger: quiet}
-	cfg.HTTPAddr, cfg.UserAddr, cfg.OrderAddr, cfg.PaymentAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	freePorts(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sys, err := system.Start(ctx, cfg)
@@ -317,10 +458,13 @@ func TestDrainLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "http://" + sys.HTTPAddr
+	if r := do(t, "POST", base+"/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"USD","units":"100"},"stock":100000}`); r.status != 200 {
+		t.Fatalf("create product: %d %s", r.status, r.raw)
+	}
 	u := do(t, "POST", base+"/v1/users", `{"email":"load@example.com","name":"Load"}`)
 	userID, _ := path(u.body, "user", "id").(string)
 	body := func(key string) string {
-		return fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1,"unitPrice":{"currencyCode":"USD","units":"100"}}],"paymentToken":"tok_approve","idempotencyKey":%q}`, userID, key)
+		return fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":%q,"wait":true}`, userID, key)
 	}
 
 	const clients, perClient = 8, 40
@@ -352,7 +496,7 @@ func TestDrainLosesNothing(t *testing.T) {
 				var b map[string]any
 				_ = json.Unmarshal(raw, &b)
 				mu.Lock()
-				if resp.StatusCode == 200 && path(b, "order", "status") == "ORDER_STATUS_PAID" {
+				if resp.StatusCode == 200 && path(b, "order", "status") == "ORDER_STATUS_CONFIRMED" {
 					answered[key], _ = path(b, "order", "id").(string)
 				} else {
 					bad = append(bad, fmt.Sprintf("%s: %d %s", key, resp.StatusCode, raw))
@@ -387,13 +531,13 @@ func TestDrainLosesNothing(t *testing.T) {
 	base = "http://" + sys2.HTTPAddr
 	for key, id := range answered {
 		r := do(t, "GET", base+"/v1/orders/"+id, "")
-		if r.status != 200 || path(r.body, "order", "status") != "ORDER_STATUS_PAID" {
+		if r.status != 200 || path(r.body, "order", "status") != "ORDER_STATUS_CONFIRMED" {
 			t.Errorf("answered order %s (%s) after restart: %d %s", id, key, r.status, r.raw)
 		}
 	}
 	for _, key := range cutOff {
 		r := do(t, "POST", base+"/v1/orders", body(key))
-		if r.status != 200 || path(r.body, "order", "status") != "ORDER_STATUS_PAID" {
+		if r.status != 200 || path(r.body, "order", "status") != "ORDER_STATUS_CONFIRMED" {
 			t.Errorf("retry of cut-off order %s: %d %s", key, r.status, r.raw)
 		}
 	}

@@ -2,7 +2,10 @@ package order_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -11,13 +14,13 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
@@ -28,6 +31,7 @@ import (
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/order"
 	"github.com/duetkit/duet/services/payment"
 	paymentdomain "github.com/duetkit/duet/services/payment/domain"
@@ -39,8 +43,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// OpenTelemetry's process-wide worker is not ours.
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		// database/sql's opener lives until its DB is closed, which for
+		// some pools is after the test's last cleanup.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
 	)
 }
+
+// quiet is the logger of every service under test.
+var quiet = slog.New(slog.DiscardHandler)
 
 // seen is what a downstream hop observed of one call: its deadline and
 // request id.
@@ -71,13 +81,14 @@ func (r *recorder) get(hop string) seen {
 	return r.hops[hop]
 }
 
-// provider is the payment simulator with a switch that takes it down, and
-// a recorder of the contexts charges arrive with: the provider is the
-// payment service's domain port, so this is what the payment handler saw.
+// provider is the payment simulator that can be made to fail temporarily
+// a number of times, and records the contexts charges arrive with: the
+// provider is the payment service's domain port, so this is what the
+// payment handler saw.
 type provider struct {
 	rec   *recorder
 	mu    sync.Mutex
-	down  bool
+	fails int
 	calls int
 }
 
@@ -85,55 +96,114 @@ func (p *provider) Charge(ctx context.Context, c paymentdomain.ProviderCharge) (
 	p.rec.record("payment", ctx)
 	p.mu.Lock()
 	p.calls++
-	down := p.down
+	fail := p.fails > 0
+	if fail {
+		p.fails--
+	}
 	p.mu.Unlock()
-	if down {
+	if fail {
 		return paymentdomain.ProviderResult{}, paymentdomain.ErrProviderUnavailable
 	}
 	return simulator.Provider{}.Charge(ctx, c)
 }
 
-func (p *provider) setDown(down bool) {
+// failNext makes the next n charges fail temporarily.
+func (p *provider) failNext(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.down = down
+	p.fails = n
 }
 
-// stack is user, payment and order, each on its own database and loopback
-// port, talking real gRPC through kit/server and kit/client.
-type stack struct {
-	users      userv1.UserServiceClient
-	orders     orderv1.OrderServiceClient
-	payments   paymentv1.PaymentServiceClient
-	provider   *provider
-	rec        *recorder
-	paymentsDB *sqldb.DB
+func (p *provider) callCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
 }
 
-// serve runs register's services behind kit/server on 127.0.0.1:0 until
-// the test ends and returns the address.
-func serve(t *testing.T, name string, register func(grpc.ServiceRegistrar), interceptors ...grpc.UnaryServerInterceptor) string {
+// gate holds the user service's GetUser calls while closed, so that a saga
+// can be caught at its first step.
+type gate struct {
+	mu      sync.Mutex
+	open    chan struct{}
+	entered chan struct{}
+}
+
+func newGate() *gate {
+	g := &gate{open: make(chan struct{}), entered: make(chan struct{}, 100)}
+	close(g.open)
+	return g
+}
+
+// shut makes calls wait until release.
+func (g *gate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = make(chan struct{})
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *gate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// served is a kit/server serving on a loopback address until stopped.
+type served struct {
+	addr   string
+	srv    *server.Server
+	done   chan error
+	once   sync.Once
+	stopFn func()
+}
+
+// stop stops serving; later calls do nothing.
+func (s *served) stop() { s.once.Do(s.stopFn) }
+
+// serve runs register's services behind kit/server on addr ("127.0.0.1:0"
+// for any port) until stopped or the test ends.
+func serve(t *testing.T, name, addr string, register func(grpc.ServiceRegistrar), unary ...grpc.UnaryServerInterceptor) *served {
 	t.Helper()
-	srv, err := server.New(server.Config{Name: name, Logger: slog.New(slog.DiscardHandler), UnaryInterceptors: interceptors})
+	srv, err := server.New(server.Config{Name: name, Logger: quiet, UnaryInterceptors: unary})
 	if err != nil {
 		t.Fatal(err)
 	}
 	register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
+	s := &served{addr: lis.Addr().String(), srv: srv, done: make(chan error, 1)}
+	go func() { s.done <- srv.Serve(lis) }()
+	s.stopFn = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		if err := <-served; err != nil {
+		if err := <-s.done; err != nil {
 			t.Errorf("%s: Serve: %v", name, err)
 		}
-	})
-	return lis.Addr().String()
+	}
+	t.Cleanup(s.stop)
+	return s
 }
 
 // dial connects the way an outside caller would: plain grpc, no retries,
@@ -148,11 +218,17 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
-// peer connects the way a service does: kit/client, with quick retries so
-// a payment outage costs the test little time.
+// peer connects the way a service does: kit/client, with quick retries and
+// reconnects so that outages cost the test little time.
 func peer(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := client.New(addr, client.Config{Retry: client.Retry{InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}})
+	conn, err := client.New(addr, client.Config{
+		Retry: client.Retry{InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond},
+		Options: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		})},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,60 +236,143 @@ func peer(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
-func startStack(t *testing.T, dialect string) *stack {
+// fastSaga retries quickly; tests that need a short step bound set it.
+var fastSaga = order.SagaConfig{
+	StepTimeout:    20 * time.Second,
+	CallTimeout:    5 * time.Second,
+	InitialBackoff: 5 * time.Millisecond,
+	MaxBackoff:     50 * time.Millisecond,
+}
+
+// stack is user, payment, inventory and order, each on its own database
+// and loopback port, talking real gRPC through kit/server and kit/client.
+type stack struct {
+	t         *testing.T
+	users     userv1.UserServiceClient
+	payments  paymentv1.PaymentServiceClient
+	inventory inventoryv1.InventoryServiceClient
+	orders    orderv1.OrderServiceClient
+	provider  *provider
+	rec       *recorder
+	gate      *gate
+
+	paymentSvc    *payment.Service
+	paymentServer *served
+	paymentsDB    *sqldb.DB
+
+	// orderCfg opens the order service again, on the same database.
+	orderCfg    order.Config
+	orderSvc    *order.Service
+	orderServer *served
+}
+
+func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
-	logger := slog.New(slog.DiscardHandler)
-	st := &stack{rec: &recorder{}}
+	st := &stack{t: t, rec: &recorder{}, gate: newGate()}
 	st.provider = &provider{rec: st.rec}
 
-	userSvc, err := user.Open(ctx, user.Config{DatabaseURL: sqldbtest.URLs(t)[dialect], Logger: logger})
+	userSvc, err := user.Open(ctx, user.Config{DatabaseURL: sqldbtest.URLs(t)[dialect], Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = userSvc.Close() })
-	userAddr := serve(t, "user", userSvc.Register, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	userServer := serve(t, "user", "127.0.0.1:0", userSvc.Register, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if info.FullMethod == userv1.UserService_GetUser_FullMethodName {
 			st.rec.record("user", ctx)
+			if err := st.gate.wait(ctx); err != nil {
+				return nil, err
+			}
 		}
 		return h(ctx, req)
 	})
 
-	paymentURL := sqldbtest.URLs(t)[dialect]
-	paymentSvc, err := payment.Open(ctx, payment.Config{DatabaseURL: paymentURL, Logger: logger, Provider: st.provider})
+	inventorySvc, err := inventory.Open(ctx, inventory.Config{DatabaseURL: sqldbtest.URLs(t)[dialect], Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = paymentSvc.Close() })
-	paymentAddr := serve(t, "payment", paymentSvc.Register)
+	t.Cleanup(func() { _ = inventorySvc.Close() })
+	inventoryServer := serve(t, "inventory", "127.0.0.1:0", inventorySvc.Register)
+
+	paymentURL := sqldbtest.URLs(t)[dialect]
+	st.paymentSvc, err = payment.Open(ctx, payment.Config{DatabaseURL: paymentURL, Logger: quiet, Provider: st.provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.paymentSvc.Close() })
+	st.paymentServer = serve(t, "payment", "127.0.0.1:0", st.paymentSvc.Register)
 	st.paymentsDB, err = sqldb.Open(ctx, paymentURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.paymentsDB.Close() })
 
-	orderSvc, err := order.Open(ctx, order.Config{
+	st.orderCfg = order.Config{
 		DatabaseURL: sqldbtest.URLs(t)[dialect],
-		Logger:      logger,
-		Users:       peer(t, userAddr),
-		Payments:    peer(t, paymentAddr),
-	})
-	if err != nil {
-		t.Fatal(err)
+		Logger:      quiet,
+		Users:       peer(t, userServer.addr),
+		Payments:    peer(t, st.paymentServer.addr),
+		Inventory:   peer(t, inventoryServer.addr),
+		Saga:        sagaCfg,
 	}
-	t.Cleanup(func() { _ = orderSvc.Close() })
-	orderAddr := serve(t, "order", orderSvc.Register)
+	st.openOrders(t, st.orderCfg)
 
-	st.users = userv1.NewUserServiceClient(dial(t, userAddr))
-	st.payments = paymentv1.NewPaymentServiceClient(dial(t, paymentAddr))
-	st.orders = orderv1.NewOrderServiceClient(dial(t, orderAddr))
+	st.users = userv1.NewUserServiceClient(dial(t, userServer.addr))
+	st.payments = paymentv1.NewPaymentServiceClient(dial(t, st.paymentServer.addr))
+	st.inventory = inventoryv1.NewInventoryServiceClient(dial(t, inventoryServer.addr))
 	return st
 }
 
+// openOrders opens an order service with cfg, serves it and points
+// st.orders at it.
+func (st *stack) openOrders(t *testing.T, cfg order.Config) {
+	t.Helper()
+	svc, err := order.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() })
+	st.orderSvc = svc
+	st.orderServer = serve(t, "order", "127.0.0.1:0", svc.Register)
+	st.orders = orderv1.NewOrderServiceClient(dial(t, st.orderServer.addr))
+}
+
+// crash stops the order service as a process exit would: it stops serving
+// and stops its runner with steps in flight; nothing more is stored.
+func (st *stack) crash(t *testing.T) {
+	t.Helper()
+	st.orderServer.stop()
+	if err := st.orderSvc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stopPayments takes the payment service off the network; startPayments
+// puts it back on the same address.
+func (st *stack) stopPayments() { st.paymentServer.stop() }
+
+func (st *stack) startPayments(t *testing.T) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		// The port was just freed; the listen normally succeeds at once.
+		lis, lerr := net.Listen("tcp", st.paymentServer.addr)
+		if lerr == nil {
+			_ = lis.Close()
+			break
+		}
+		if err = lerr; time.Now().After(deadline) {
+			t.Fatalf("listen on %s again: %v", st.paymentServer.addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st.paymentServer = serve(t, "payment", st.paymentServer.addr, st.paymentSvc.Register)
+}
+
 // eachStack runs fn against a stack per available database dialect.
-func eachStack(t *testing.T, fn func(t *testing.T, st *stack)) {
+func eachStack(t *testing.T, sagaCfg order.SagaConfig, fn func(t *testing.T, st *stack)) {
 	for dialect := range sqldbtest.URLs(t) {
-		t.Run(dialect, func(t *testing.T) { fn(t, startStack(t, dialect)) })
+		t.Run(dialect, func(t *testing.T) { fn(t, startStack(t, dialect, sagaCfg)) })
 	}
 }
 
@@ -226,7 +385,62 @@ func (st *stack) newUser(t *testing.T) string {
 	return resp.GetUser().GetId()
 }
 
-// paymentCount counts the payments recorded by the payment service.
+// newProduct creates a product priced in USD with stock units and returns
+// its sku.
+func (st *stack) newProduct(t *testing.T, units, stock int64) string {
+	t.Helper()
+	sku := "SKU-" + uuid.NewString()[:8]
+	_, err := st.inventory.CreateProduct(t.Context(), &inventoryv1.CreateProductRequest{Sku: sku, Name: "Product " + sku, Price: usd(units), Stock: stock})
+	if err != nil {
+		t.Fatalf("CreateProduct: %v", err)
+	}
+	return sku
+}
+
+// stock returns a product's available and reserved units.
+func (st *stack) stock(t *testing.T, sku string) (available, reserved int64) {
+	t.Helper()
+	resp, err := st.inventory.GetProduct(t.Context(), &inventoryv1.GetProductRequest{Sku: sku})
+	if err != nil {
+		t.Fatalf("GetProduct: %v", err)
+	}
+	return resp.GetProduct().GetAvailable(), resp.GetProduct().GetReserved()
+}
+
+// charge is a payment row as the payment service stored it.
+type charge struct {
+	id, status  string
+	amount      int64
+	refunded    int64
+	reference   string
+	userID      string
+	idempotency string
+}
+
+// charges returns the payments made under the order's payment key.
+func (st *stack) charges(t *testing.T, orderID string) []charge {
+	t.Helper()
+	rows, err := st.paymentsDB.QueryContext(t.Context(), st.paymentsDB.Rebind(`SELECT id, status, amount_units,
+		refunded_units, reference, user_id, idempotency_key FROM payments WHERE idempotency_key = ?`), "order-"+orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []charge
+	for rows.Next() {
+		var c charge
+		if err := rows.Scan(&c.id, &c.status, &c.amount, &c.refunded, &c.reference, &c.userID, &c.idempotency); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// paymentCount counts every payment the payment service recorded.
 func (st *stack) paymentCount(t *testing.T) int {
 	t.Helper()
 	var n int
@@ -236,18 +450,53 @@ func (st *stack) paymentCount(t *testing.T) int {
 	return n
 }
 
+// captured counts the money held under an order's payment key: the
+// captured amount not refunded.
+func (st *stack) captured(t *testing.T, orderID string) int64 {
+	t.Helper()
+	var held int64
+	for _, c := range st.charges(t, orderID) {
+		if c.status != "DECLINED" {
+			held += c.amount - c.refunded
+		}
+	}
+	return held
+}
+
+// await polls the order until it is terminal and returns it.
+func (st *stack) await(t *testing.T, id string) *orderv1.Order {
+	t.Helper()
+	return st.awaitFunc(t, id, func(o *orderv1.Order) bool { return o.GetStep() == orderv1.OrderStep_ORDER_STEP_DONE })
+}
+
+// awaitFunc polls the order until done says so and returns it.
+func (st *stack) awaitFunc(t *testing.T, id string, done func(*orderv1.Order) bool) *orderv1.Order {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := st.orders.GetOrder(t.Context(), &orderv1.GetOrderRequest{Id: id})
+		if err != nil {
+			t.Fatalf("GetOrder: %v", err)
+		}
+		if done(resp.GetOrder()) {
+			return resp.GetOrder()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order still %v after 30s", resp.GetOrder())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func usd(units int64) *typev1.Money { return &typev1.Money{CurrencyCode: "USD", Units: units} }
 
-func createReq(userID, token, key string) *orderv1.CreateOrderRequest {
-	return &orderv1.CreateOrderRequest{
-		UserId: userID,
-		Items: []*orderv1.LineItem{
-			{Sku: "MUG-1", Quantity: 2, UnitPrice: usd(1250)},
-			{Sku: "TEE-2", Quantity: 1, UnitPrice: usd(1999)},
-		},
-		PaymentToken:   token,
-		IdempotencyKey: key,
-	}
+// line is one item of an order request, without a price.
+func line(sku string, qty int32) *orderv1.LineItem {
+	return &orderv1.LineItem{Sku: sku, Quantity: qty}
+}
+
+func createReq(userID, token, key string, items ...*orderv1.LineItem) *orderv1.CreateOrderRequest {
+	return &orderv1.CreateOrderRequest{UserId: userID, Items: items, PaymentToken: token, IdempotencyKey: key, Wait: true}
 }
 
 // wantStatus checks err's code, reason and, when given, offending field.
@@ -267,56 +516,14 @@ func wantStatus(t *testing.T, err error, code codes.Code, reason, field string) 
 	t.Fatalf("error %v does not name field %s (has %v)", err, field, apierr.FieldViolations(err))
 }
 
-func TestCreateOrderOutcomes(t *testing.T) {
-	eachStack(t, func(t *testing.T, st *stack) {
+func TestCreateOrderRejectsBadRequests(t *testing.T) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
 		userID := st.newUser(t)
-		tests := []struct {
-			token       string
-			wantStatus  orderv1.OrderStatus
-			wantReason  string
-			wantPayment paymentv1.PaymentStatus
-		}{
-			{"tok_approve", orderv1.OrderStatus_ORDER_STATUS_PAID, "", paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED},
-			{"tok_decline", orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED, "PAYMENT_DECLINED", paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED},
-			{"tok_insufficient", orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED, "INSUFFICIENT_FUNDS", paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED},
+		sku := st.newProduct(t, 100, 10)
+		priced := func(currency string, units int64) *orderv1.LineItem {
+			return &orderv1.LineItem{Sku: sku, Quantity: 1, UnitPrice: &typev1.Money{CurrencyCode: currency, Units: units}}
 		}
-		for _, tt := range tests {
-			t.Run(tt.token, func(t *testing.T) {
-				ctx := t.Context()
-				resp, err := st.orders.CreateOrder(ctx, createReq(userID, tt.token, "outcome-"+tt.token))
-				if err != nil {
-					t.Fatalf("CreateOrder: %v", err)
-				}
-				o := resp.GetOrder()
-				if o.GetStatus() != tt.wantStatus || o.GetFailureReason() != tt.wantReason || o.GetTotal().GetUnits() != 4499 ||
-					o.GetTotal().GetCurrencyCode() != "USD" || o.GetUserId() != userID || len(o.GetItems()) != 2 || o.GetPaymentId() == "" {
-					t.Fatalf("CreateOrder = %v", o)
-				}
-				got, err := st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: o.GetId()})
-				if err != nil || got.GetOrder().GetStatus() != tt.wantStatus || got.GetOrder().GetPaymentId() != o.GetPaymentId() {
-					t.Fatalf("GetOrder = %v, %v", got, err)
-				}
-				p, err := st.payments.GetPayment(ctx, &paymentv1.GetPaymentRequest{Id: o.GetPaymentId()})
-				if err != nil {
-					t.Fatalf("GetPayment: %v", err)
-				}
-				if p.GetPayment().GetStatus() != tt.wantPayment || p.GetPayment().GetReference() != o.GetId() ||
-					p.GetPayment().GetIdempotencyKey() != "order-"+o.GetId() || p.GetPayment().GetAmount().GetUnits() != 4499 {
-					t.Fatalf("payment %v for order %s", p.GetPayment(), o.GetId())
-				}
-			})
-		}
-	})
-}
-
-func TestCreateOrderRejects(t *testing.T) {
-	eachStack(t, func(t *testing.T, st *stack) {
-		userID := st.newUser(t)
-		missing := uuid.NewString()
-		mixed := createReq(userID, "tok_approve", "mixed")
-		mixed.Items[1].UnitPrice.CurrencyCode = "EUR"
-		noItems := createReq(userID, "tok_approve", "none")
-		noItems.Items = nil
+		other := &orderv1.LineItem{Sku: "OTHER", Quantity: 1, UnitPrice: &typev1.Money{CurrencyCode: "EUR", Units: 1}}
 		tests := []struct {
 			name       string
 			req        *orderv1.CreateOrderRequest
@@ -324,12 +531,14 @@ func TestCreateOrderRejects(t *testing.T) {
 			wantReason string
 			wantField  string
 		}{
-			{"unknown user", createReq(missing, "tok_approve", "ghost"), codes.FailedPrecondition, "USER_NOT_FOUND", "user_id"},
-			{"unknown token", createReq(userID, "tok_bogus", "bogus"), codes.InvalidArgument, "INVALID_ARGUMENT", "payment_token"},
-			{"mixed currencies", mixed, codes.InvalidArgument, "CURRENCY_MISMATCH", "items[1].unit_price.currency_code"},
-			{"malformed user id", createReq("not-a-uuid", "tok_approve", "bad-id"), codes.InvalidArgument, "INVALID_ARGUMENT", "user_id"},
-			{"no items", noItems, codes.InvalidArgument, "INVALID_ARGUMENT", "items"},
-			{"no idempotency key", createReq(userID, "tok_approve", ""), codes.InvalidArgument, "INVALID_ARGUMENT", "idempotency_key"},
+			{"mixed currencies", createReq(userID, "tok_approve", "mixed", priced("USD", 100), other), codes.InvalidArgument, "CURRENCY_MISMATCH", "items[1].unit_price.currency_code"},
+			{"bad currency", createReq(userID, "tok_approve", "bad-cur", priced("usd", 100)), codes.InvalidArgument, "INVALID_ARGUMENT", "items[0].unit_price.currency_code"},
+			{"negative price", createReq(userID, "tok_approve", "neg", priced("USD", -1)), codes.InvalidArgument, "INVALID_ARGUMENT", "items[0].unit_price.units"},
+			{"sku twice", createReq(userID, "tok_approve", "twice", line(sku, 1), line(sku, 2)), codes.InvalidArgument, "INVALID_ARGUMENT", "items[1].sku"},
+			{"malformed user id", createReq("not-a-uuid", "tok_approve", "bad-id", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "user_id"},
+			{"no items", createReq(userID, "tok_approve", "none"), codes.InvalidArgument, "INVALID_ARGUMENT", "items"},
+			{"no idempotency key", createReq(userID, "tok_approve", "", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "idempotency_key"},
+			{"no payment token", createReq(userID, "", "no-token", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "payment_token"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -337,21 +546,13 @@ func TestCreateOrderRejects(t *testing.T) {
 				wantStatus(t, err, tt.wantCode, tt.wantReason, tt.wantField)
 			})
 		}
-		// The unknown user's error names the user as a failed precondition.
-		_, err := st.orders.CreateOrder(t.Context(), createReq(missing, "tok_approve", "ghost"))
-		var pf *errdetails.PreconditionFailure
-		for _, d := range status.Convert(err).Details() {
-			if v, ok := d.(*errdetails.PreconditionFailure); ok {
-				pf = v
-			}
-		}
-		if len(pf.GetViolations()) != 1 || pf.GetViolations()[0].GetType() != "USER" || pf.GetViolations()[0].GetSubject() != "users/"+missing {
-			t.Fatalf("precondition failure %v, want USER users/%s", pf, missing)
-		}
-		// Nothing was stored or charged for any of them.
+		// Nothing was stored, reserved or charged for any of them.
 		list, err := st.orders.ListOrders(t.Context(), &orderv1.ListOrdersRequest{UserId: userID})
 		if err != nil || len(list.GetOrders()) != 0 {
 			t.Fatalf("ListOrders = %v, %v; want none", list, err)
+		}
+		if avail, held := st.stock(t, sku); avail != 10 || held != 0 {
+			t.Fatalf("stock %d available, %d reserved; want 10, 0", avail, held)
 		}
 		if n := st.paymentCount(t); n != 0 {
 			t.Fatalf("%d payments recorded, want 0", n)
@@ -360,29 +561,38 @@ func TestCreateOrderRejects(t *testing.T) {
 }
 
 func TestCreateOrderIdempotency(t *testing.T) {
-	eachStack(t, func(t *testing.T, st *stack) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
 		ctx := t.Context()
 		userID := st.newUser(t)
-		req := createReq(userID, "tok_approve", "idem-1")
+		sku := st.newProduct(t, 250, 100)
+		req := createReq(userID, "tok_approve", "idem-1", line(sku, 2))
 		first, err := st.orders.CreateOrder(ctx, req)
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || first.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+			t.Fatalf("CreateOrder = %v, %v", first, err)
 		}
-		again, err := st.orders.CreateOrder(ctx, req)
-		if err != nil || again.GetOrder().GetId() != first.GetOrder().GetId() || again.GetOrder().GetPaymentId() != first.GetOrder().GetPaymentId() {
-			t.Fatalf("repeat = %v, %v; want order %s", again, err, first.GetOrder().GetId())
+		for _, wait := range []bool{true, false} {
+			req.Wait = wait // wait is how to answer, not part of the request's identity
+			again, err := st.orders.CreateOrder(ctx, req)
+			if err != nil || again.GetOrder().GetId() != first.GetOrder().GetId() ||
+				again.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED ||
+				again.GetOrder().GetPaymentId() != first.GetOrder().GetPaymentId() {
+				t.Fatalf("repeat (wait %v) = %v, %v; want order %s", wait, again, err, first.GetOrder().GetId())
+			}
 		}
 		if n := st.paymentCount(t); n != 1 {
 			t.Fatalf("%d payments, want 1", n)
 		}
+		if avail, _ := st.stock(t, sku); avail != 98 {
+			t.Fatalf("%d available, want 98: the repeats reserved again", avail)
+		}
 
-		other := createReq(userID, "tok_approve", "idem-1")
-		other.Items[0].Quantity = 3
+		other := createReq(userID, "tok_approve", "idem-1", line(sku, 3))
 		_, err = st.orders.CreateOrder(ctx, other)
 		wantStatus(t, err, codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "")
 
-		// Racing duplicates create one order and one payment.
-		race := createReq(userID, "tok_approve", "idem-race")
+		// Racing duplicates create one order, one reservation, one payment.
+		race := createReq(userID, "tok_approve", "idem-race", line(sku, 1))
+		race.Wait = false
 		const n = 6
 		ids := make([]string, n)
 		errs := make([]error, n)
@@ -399,6 +609,9 @@ func TestCreateOrderIdempotency(t *testing.T) {
 				t.Fatalf("racer %d: order %q, %v; want order %q", i, ids[i], errs[i], ids[0])
 			}
 		}
+		if o := st.await(t, ids[0]); o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+			t.Fatalf("raced order ended %v", o)
+		}
 		list, err := st.orders.ListOrders(ctx, &orderv1.ListOrdersRequest{UserId: userID})
 		if err != nil || len(list.GetOrders()) != 2 {
 			t.Fatalf("ListOrders = %d orders, %v; want 2", len(list.GetOrders()), err)
@@ -406,101 +619,96 @@ func TestCreateOrderIdempotency(t *testing.T) {
 		if n := st.paymentCount(t); n != 2 {
 			t.Fatalf("%d payments, want 2", n)
 		}
+		if avail, held := st.stock(t, sku); avail != 97 || held != 0 {
+			t.Fatalf("stock %d available, %d reserved; want 97, 0", avail, held)
+		}
 	})
 }
 
-func TestCreateOrderPaymentUnavailable(t *testing.T) {
-	eachStack(t, func(t *testing.T, st *stack) {
-		ctx := t.Context()
+func TestCreateOrderWithoutWaitReturnsPending(t *testing.T) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
 		userID := st.newUser(t)
+		sku := st.newProduct(t, 500, 5)
+		// Hold the saga at its first step so the answer cannot race it.
+		st.gate.shut()
+		req := createReq(userID, "tok_approve", "no-wait", line(sku, 1))
+		req.Wait = false
+		resp, err := st.orders.CreateOrder(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := resp.GetOrder()
+		if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING || o.GetStep() != orderv1.OrderStep_ORDER_STEP_CHECK_USER ||
+			o.GetTotal() != nil || o.GetItems()[0].GetUnitPrice() != nil || o.GetPaymentId() != "" {
+			t.Fatalf("CreateOrder without wait = %v; want PENDING at CHECK_USER, unpriced", o)
+		}
+		st.gate.release()
+		if done := st.await(t, o.GetId()); done.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED || done.GetTotal().GetUnits() != 500 {
+			t.Fatalf("order ended %v", done)
+		}
+	})
+}
 
-		// tok_unavailable always fails: UNAVAILABLE with RetryInfo, order PENDING.
-		_, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_unavailable", "down-1"))
-		wantStatus(t, err, codes.Unavailable, "PAYMENT_UNAVAILABLE", "")
-		if d, ok := apierr.RetryDelay(err); !ok || d <= 0 {
-			t.Fatalf("no RetryInfo in %v", err)
-		}
-
-		// A provider outage, then recovery: the retry completes the same order.
-		req := createReq(userID, "tok_approve", "down-2")
-		st.provider.setDown(true)
-		_, err = st.orders.CreateOrder(ctx, req)
-		wantStatus(t, err, codes.Unavailable, "PAYMENT_UNAVAILABLE", "")
-		list, err := st.orders.ListOrders(ctx, &orderv1.ListOrdersRequest{UserId: userID})
-		if err != nil || len(list.GetOrders()) != 2 {
-			t.Fatalf("ListOrders = %v, %v; want the two pending orders", list, err)
-		}
-		var pendingID string
-		for _, o := range list.GetOrders() {
-			if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING || o.GetPaymentId() != "" {
-				t.Fatalf("order after an outage: %v", o)
-			}
-			if o.GetIdempotencyKey() == "down-2" {
-				pendingID = o.GetId()
-			}
-		}
-		if n := st.paymentCount(t); n != 0 {
-			t.Fatalf("%d payments recorded during the outage, want 0", n)
-		}
-
-		st.provider.setDown(false)
-		resp, err := st.orders.CreateOrder(ctx, req)
-		if err != nil || resp.GetOrder().GetId() != pendingID || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
-			t.Fatalf("retry = %v, %v; want order %s PAID", resp, err, pendingID)
-		}
-		again, err := st.orders.CreateOrder(ctx, req)
-		if err != nil || again.GetOrder().GetId() != pendingID {
-			t.Fatalf("second retry = %v, %v", again, err)
-		}
-		if n := st.paymentCount(t); n != 1 {
-			t.Fatalf("%d payments, want exactly 1", n)
+func TestCreateOrderWaitEndsAtDeadline(t *testing.T) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
+		userID := st.newUser(t)
+		sku := st.newProduct(t, 500, 5)
+		st.gate.shut()
+		defer st.gate.release()
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		resp, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "slow", line(sku, 1)))
+		if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+			t.Fatalf("CreateOrder waiting past its deadline = %v, %v; want the order PENDING, answered in time", resp, err)
 		}
 	})
 }
 
 func TestPropagation(t *testing.T) {
-	eachStack(t, func(t *testing.T, st *stack) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
 		userID := st.newUser(t)
-		const timeout = 7 * time.Second
+		sku := st.newProduct(t, 100, 5)
+		ctx := metadata.AppendToOutgoingContext(t.Context(), requestid.Header, "req-propagation-42")
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(t.Context(), timeout)
-		defer cancel()
-		ctx = metadata.AppendToOutgoingContext(ctx, requestid.Header, "req-propagation-42")
-		if _, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "prop-1")); err != nil {
+		if _, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "prop-1", line(sku, 1))); err != nil {
 			t.Fatal(err)
 		}
 		for _, hop := range []string{"user", "payment"} {
 			got := st.rec.get(hop)
 			if got.requestID != "req-propagation-42" {
-				t.Errorf("%s hop saw request id %q, want the caller's", hop, got.requestID)
+				t.Errorf("%s hop saw request id %q, want the one the order was created with", hop, got.requestID)
 			}
-			// The caller's deadline, not a default: kit/client's is 10s,
-			// kit/server's 30s. (grpc-timeout is sent in coarse units,
-			// hence the slack.)
-			if got.deadline.IsZero() || got.deadline.After(start.Add(timeout+100*time.Millisecond)) || got.deadline.Before(start.Add(timeout-2*time.Second)) {
-				t.Errorf("%s hop saw deadline %v, want about %v", hop, got.deadline, start.Add(timeout))
+			// The saga bounds each call by its CallTimeout. (grpc-timeout is
+			// sent in coarse units, hence the slack.)
+			if got.deadline.IsZero() || got.deadline.After(start.Add(fastSaga.CallTimeout+time.Second)) {
+				t.Errorf("%s hop saw deadline %v, want one within the saga's call timeout", hop, got.deadline)
 			}
 		}
 	})
 }
 
 func TestGetAndListOrders(t *testing.T) {
-	eachStack(t, func(t *testing.T, st *stack) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
 		ctx := t.Context()
 		alice, bob := st.newUser(t), st.newUser(t)
+		sku := st.newProduct(t, 100, 100)
 		var want []string
 		for i := range 5 {
-			resp, err := st.orders.CreateOrder(ctx, createReq(alice, "tok_approve", fmt.Sprint("list-", i)))
+			resp, err := st.orders.CreateOrder(ctx, createReq(alice, "tok_approve", fmt.Sprint("list-", i), line(sku, 1)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			want = append(want, resp.GetOrder().GetId())
 		}
-		if _, err := st.orders.CreateOrder(ctx, createReq(bob, "tok_approve", "list-bob")); err != nil {
+		if _, err := st.orders.CreateOrder(ctx, createReq(bob, "tok_approve", "list-bob", line(sku, 1))); err != nil {
 			t.Fatal(err)
 		}
 
-		_, err := st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: uuid.NewString()})
+		got, err := st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: want[0]})
+		if err != nil || got.GetOrder().GetId() != want[0] || got.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+			t.Fatalf("GetOrder = %v, %v", got, err)
+		}
+		_, err = st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: uuid.NewString()})
 		wantStatus(t, err, codes.NotFound, "ORDER_NOT_FOUND", "")
 		_, err = st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: "nope"})
 		wantStatus(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "id")
@@ -549,9 +757,60 @@ func TestGetAndListOrders(t *testing.T) {
 	})
 }
 
-func TestOpenRequiresPeers(t *testing.T) {
+func TestOpenChecksConfig(t *testing.T) {
 	url := sqldbtest.URLs(t)["sqlite"]
-	if _, err := order.Open(t.Context(), order.Config{DatabaseURL: url}); err == nil {
-		t.Fatal("Open without peer connections succeeded")
+	conn := dial(t, "127.0.0.1:1")
+	tests := []struct {
+		name string
+		cfg  order.Config
+	}{
+		{"no database", order.Config{Users: conn, Payments: conn, Inventory: conn}},
+		{"no peers", order.Config{DatabaseURL: url}},
+		{"no inventory", order.Config{DatabaseURL: url, Users: conn, Payments: conn}},
+		{"negative step timeout", order.Config{DatabaseURL: url, Users: conn, Payments: conn, Inventory: conn, Saga: order.SagaConfig{StepTimeout: -time.Second}}},
+		{"negative workers", order.Config{DatabaseURL: url, Users: conn, Payments: conn, Inventory: conn, Saga: order.SagaConfig{Workers: -1}}},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if svc, err := order.Open(t.Context(), tt.cfg); err == nil {
+				_ = svc.Close()
+				t.Fatal("Open succeeded")
+			}
+		})
+	}
+}
+
+// recvAll reads a WatchOrder stream to its end.
+func recvAll(stream grpc.ServerStreamingClient[orderv1.WatchOrderResponse]) ([]*orderv1.Order, error) {
+	var out []*orderv1.Order
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp.GetOrder())
+	}
+}
+
+// outboxSubjects returns the subjects of the order service's outbox rows
+// for an order.
+func outboxSubjects(t *testing.T, db *sql.DB, rebind func(string) string, orderID string) []string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), rebind(`SELECT subject FROM events_outbox WHERE aggregate_id = ?`), orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
 }

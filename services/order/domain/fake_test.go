@@ -12,27 +12,31 @@ import (
 // store is tested against the same contract in package store.
 type memRepo struct {
 	mu     sync.Mutex
-	orders map[string]Order
+	orders map[string]*Order
+	saves  int
 	// raceWinner, when set, is stored by the next Create just before its
 	// own insert, to simulate losing a race on the idempotency key.
 	raceWinner *Order
+	// beforeSave, when set, runs (unlocked) before each Save, to simulate
+	// another runner moving the order on.
+	beforeSave func()
 }
 
-func newMemRepo() *memRepo { return &memRepo{orders: map[string]Order{}} }
+func newMemRepo() *memRepo { return &memRepo{orders: map[string]*Order{}} }
 
 func (r *memRepo) Create(_ context.Context, o *Order) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if w := r.raceWinner; w != nil {
 		r.raceWinner = nil
-		r.orders[w.ID] = *w
+		r.orders[w.ID] = w.Clone()
 	}
 	for _, q := range r.orders {
 		if q.IdempotencyKey == o.IdempotencyKey {
 			return ErrDuplicate
 		}
 	}
-	r.orders[o.ID] = *o
+	r.orders[o.ID] = o.Clone()
 	return nil
 }
 
@@ -43,7 +47,7 @@ func (r *memRepo) ByID(_ context.Context, id string) (*Order, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	return &o, nil
+	return o.Clone(), nil
 }
 
 func (r *memRepo) ByIdempotencyKey(_ context.Context, key string) (*Order, error) {
@@ -51,33 +55,38 @@ func (r *memRepo) ByIdempotencyKey(_ context.Context, key string) (*Order, error
 	defer r.mu.Unlock()
 	for _, o := range r.orders {
 		if o.IdempotencyKey == key {
-			return &o, nil
+			return o.Clone(), nil
 		}
 	}
 	return nil, ErrNotFound
 }
 
-func (r *memRepo) Update(_ context.Context, id string, change func(*Order) error) (*Order, error) {
+func (r *memRepo) Save(_ context.Context, o *Order, from int64, _ bool) error {
+	if r.beforeSave != nil {
+		r.beforeSave()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o, ok := r.orders[id]
-	if !ok {
-		return nil, ErrNotFound
+	stored, ok := r.orders[o.ID]
+	if !ok || stored.Version != from {
+		return ErrConflict
 	}
-	if err := change(&o); err != nil {
-		return nil, err
-	}
-	r.orders[id] = o
-	return &o, nil
+	r.orders[o.ID] = o.Clone()
+	r.saves++
+	return nil
 }
 
-func (r *memRepo) DeletePending(_ context.Context, id string) error {
+func (r *memRepo) Pending(_ context.Context, due time.Time) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if o, ok := r.orders[id]; ok && o.Status == StatusPending {
-		delete(r.orders, id)
+	var ids []string
+	for _, o := range r.orders {
+		if o.Status == StatusPending && !o.NextAttempt.After(due) {
+			ids = append(ids, o.ID)
+		}
 	}
-	return nil
+	slices.Sort(ids)
+	return ids, nil
 }
 
 func (r *memRepo) ListByUser(_ context.Context, userID string, after *Position, limit int) ([]*Order, error) {
@@ -86,7 +95,7 @@ func (r *memRepo) ListByUser(_ context.Context, userID string, after *Position, 
 	var all []*Order
 	for _, o := range r.orders {
 		if o.UserID == userID {
-			all = append(all, &o)
+			all = append(all, o.Clone())
 		}
 	}
 	slices.SortFunc(all, func(a, b *Order) int {
@@ -113,75 +122,106 @@ func (r *memRepo) count() int {
 
 type ctxKey struct{}
 
-// fakeUsers knows a fixed set of users, or fails with err.
-type fakeUsers struct {
-	known map[string]bool
-	err   error
-	// sawValue records the ctxKey value of the last call's context.
-	sawValue any
+// fakePeers answers for the user, inventory and payment services: each
+// call returns the error (or result) set for its method, and records the
+// context it was given.
+type fakePeers struct {
+	mu    sync.Mutex
+	calls []string
+	// errs holds the error each method returns; a missing entry is success.
+	errs map[string]error
+	// prices are inventory's prices by sku.
+	prices map[string]Money
+	// charge is the Charge result when it succeeds.
+	charge PaymentResult
+	// cancelled is CancelCharge's payment id.
+	cancelled string
+	// block, when set, makes calls wait for their context to end.
+	block bool
+	// saw records the ctxKey value and deadline of the last call.
+	sawValue    any
+	sawDeadline bool
+	charges     []PaymentCharge
 }
 
-func (u *fakeUsers) CheckUser(ctx context.Context, id string) error {
-	u.sawValue = ctx.Value(ctxKey{})
-	if u.err != nil {
-		return u.err
-	}
-	if !u.known[id] {
-		return ErrUserNotFound
-	}
-	return nil
+func newFakePeers() *fakePeers {
+	return &fakePeers{errs: map[string]error{}, prices: map[string]Money{"A": {"USD", 300}, "B": {"USD", 400}}, charge: PaymentResult{PaymentID: "pay-1"}}
 }
 
-// fakePayments decides by token like the payment simulator, and keeps one
-// payment per idempotency key, as the payment service does.
-type fakePayments struct {
-	mu sync.Mutex
-	// down makes every charge fail temporarily while set.
-	down     bool
-	charges  map[string]PaymentResult
-	requests []PaymentCharge
-	sawValue any
-	deadline bool
-}
-
-func (p *fakePayments) Charge(ctx context.Context, c PaymentCharge) (PaymentResult, error) {
+func (p *fakePeers) call(ctx context.Context, method string) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.calls = append(p.calls, method)
 	p.sawValue = ctx.Value(ctxKey{})
-	_, p.deadline = ctx.Deadline()
-	p.requests = append(p.requests, c)
-	if p.down {
-		return PaymentResult{}, &RetryableError{Err: ErrPaymentUnavailable, RetryAfter: 2 * time.Second}
+	_, p.sawDeadline = ctx.Deadline()
+	err, block := p.errs[method], p.block
+	p.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return ctx.Err()
 	}
-	if res, ok := p.charges[c.IdempotencyKey]; ok {
-		return res, nil
-	}
-	var res PaymentResult
-	switch c.Token {
-	case "tok_approve":
-	case "tok_decline":
-		res = PaymentResult{Declined: true, DeclineReason: "PAYMENT_DECLINED"}
-	case "tok_insufficient":
-		res = PaymentResult{Declined: true, DeclineReason: "INSUFFICIENT_FUNDS"}
-	default:
-		return PaymentResult{}, ErrInvalidPaymentMethod
-	}
-	if p.charges == nil {
-		p.charges = map[string]PaymentResult{}
-	}
-	res.PaymentID = "pay-" + c.IdempotencyKey
-	p.charges[c.IdempotencyKey] = res
-	return res, nil
+	return err
 }
 
-func (p *fakePayments) setDown(down bool) {
+func (p *fakePeers) set(method string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.down = down
+	p.errs[method] = err
 }
 
-func (p *fakePayments) paymentCount() int {
+func (p *fakePeers) CheckUser(ctx context.Context, _ string) error { return p.call(ctx, "CheckUser") }
+
+func (p *fakePeers) Prices(ctx context.Context, _ []string) (map[string]Money, error) {
+	if err := p.call(ctx, "Prices"); err != nil {
+		return nil, err
+	}
+	return p.prices, nil
+}
+
+func (p *fakePeers) Reserve(ctx context.Context, _ string, _ []StockLine) error {
+	return p.call(ctx, "Reserve")
+}
+
+func (p *fakePeers) Commit(ctx context.Context, _ string) error { return p.call(ctx, "Commit") }
+
+func (p *fakePeers) Release(ctx context.Context, _ string) error { return p.call(ctx, "Release") }
+
+func (p *fakePeers) Charge(ctx context.Context, c PaymentCharge) (PaymentResult, error) {
+	p.mu.Lock()
+	p.charges = append(p.charges, c)
+	p.mu.Unlock()
+	if err := p.call(ctx, "Charge"); err != nil {
+		return PaymentResult{}, err
+	}
+	return p.charge, nil
+}
+
+func (p *fakePeers) CancelCharge(ctx context.Context, _ string) (string, error) {
+	if err := p.call(ctx, "CancelCharge"); err != nil {
+		return "", err
+	}
+	return p.cancelled, nil
+}
+
+// scheduled records what a Service submitted.
+type scheduled struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (s *scheduled) Submit(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids = append(s.ids, id)
+}
+
+// published records what a Service published.
+type published struct {
+	mu     sync.Mutex
+	orders []*Order
+}
+
+func (p *published) Publish(o *Order) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.charges)
+	p.orders = append(p.orders, o)
 }

@@ -7,6 +7,7 @@ import (
 	"hash"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -29,11 +30,70 @@ type Money struct {
 // Status is where an order stands.
 type Status string
 
-// The only moves are PENDING to PAID and PENDING to PAYMENT_FAILED.
+// An order is PENDING while its saga runs and ends in one of the three
+// terminal statuses.
 const (
-	StatusPending       Status = "PENDING"
-	StatusPaid          Status = "PAID"
-	StatusPaymentFailed Status = "PAYMENT_FAILED"
+	// StatusPending: the saga is running; see Order.Step.
+	StatusPending Status = "PENDING"
+	// StatusConfirmed: stock committed and payment captured.
+	StatusConfirmed Status = "CONFIRMED"
+	// StatusCancelled: the saga gave up after it had started to act (a
+	// declined payment, a peer down for too long); whatever it reserved or
+	// charged was released or refunded.
+	StatusCancelled Status = "CANCELLED"
+	// StatusRejected: the shop said no before anything was charged (unknown
+	// user or product, changed price, not enough stock).
+	StatusRejected Status = "REJECTED"
+)
+
+// Terminal reports whether the saga of an order in status s has ended.
+func (s Status) Terminal() bool { return s != StatusPending }
+
+// Failure reasons, the stable values of Order.FailureReason. The payment
+// service's decline reasons (PAYMENT_DECLINED, INSUFFICIENT_FUNDS) are
+// passed on as they are.
+const (
+	// FailureUserNotFound (REJECTED): the customer does not exist.
+	FailureUserNotFound = "USER_NOT_FOUND"
+	// FailureProductNotFound (REJECTED): an item's sku names no product.
+	FailureProductNotFound = "PRODUCT_NOT_FOUND"
+	// FailurePriceChanged (REJECTED): a unit price the client sent differs
+	// from inventory's; the order shows the current prices.
+	FailurePriceChanged = "PRICE_CHANGED"
+	// FailureCurrencyMismatch (REJECTED): the products are priced in more
+	// than one currency, and an order has one.
+	FailureCurrencyMismatch = "CURRENCY_MISMATCH"
+	// FailureTotalOutOfRange (REJECTED): the total is zero or above MaxUnits.
+	FailureTotalOutOfRange = "TOTAL_OUT_OF_RANGE"
+	// FailureOutOfStock (REJECTED): not enough stock for every line.
+	FailureOutOfStock = "OUT_OF_STOCK"
+	// FailurePaymentDeclined (CANCELLED) is used when the payment service
+	// declined without saying why.
+	FailurePaymentDeclined = "PAYMENT_DECLINED"
+	// FailureInvalidPaymentMethod (CANCELLED): the payment service does not
+	// know the payment token.
+	FailureInvalidPaymentMethod = "INVALID_PAYMENT_METHOD"
+	// FailurePaymentRefused (CANCELLED): the payment service refused the
+	// charge for another reason than a decline (the charge key was
+	// cancelled or used for another amount); any charge made was refunded.
+	FailurePaymentRefused = "PAYMENT_REFUSED"
+	// FailureReservationReleased (CANCELLED): inventory had released the
+	// order's reservation, so it could not be committed.
+	FailureReservationReleased = "RESERVATION_RELEASED"
+	// FailureUsersUnavailable (CANCELLED): the user service stayed down for
+	// longer than the step bound.
+	FailureUsersUnavailable = "USER_SERVICE_UNAVAILABLE"
+	// FailureInventoryUnavailable (CANCELLED): the inventory service stayed
+	// down for longer than the step bound.
+	FailureInventoryUnavailable = "INVENTORY_UNAVAILABLE"
+	// FailurePaymentUnavailable (CANCELLED): the payment service stayed down
+	// for longer than the step bound; the charge, if it was made, was
+	// refunded, and if not, it never will be.
+	FailurePaymentUnavailable = "PAYMENT_UNAVAILABLE"
+	// FailureLegacyPending (CANCELLED): the order was left PENDING by a
+	// version of the service before the saga; its charge, if any, was
+	// refunded.
+	FailureLegacyPending = "LEGACY_PENDING"
 )
 
 // LineItem is one product line.
@@ -42,11 +102,15 @@ type LineItem struct {
 	SKU string
 	// Quantity is how many units, at least one.
 	Quantity int32
-	// UnitPrice is the price of one unit; every item of an order has the same currency.
+	// UnitPrice is the price of one unit from inventory; the zero Money
+	// until the order is priced.
 	UnitPrice Money
+	// Expected is the unit price the client said it expects, nil when it
+	// sent none. Pricing rejects the order if inventory's price differs.
+	Expected *Money
 }
 
-// Order is a customer's purchase.
+// Order is a customer's purchase and the state of its saga.
 type Order struct {
 	// ID is the server-assigned identifier.
 	ID string
@@ -54,109 +118,203 @@ type Order struct {
 	UserID string
 	// Items is what was ordered, in request order.
 	Items []LineItem
-	// Total is the sum of quantity × unit price over Items.
+	// Total is the sum of quantity × unit price over Items; the zero Money
+	// until the order is priced.
 	Total Money
 	// Status is where the order stands.
 	Status Status
+	// Step is the saga step to run next, or StepDone once Status is terminal.
+	Step Step
+	// FailedStep is the forward step whose failure started compensation;
+	// empty while the saga goes forward. It decides what compensation does
+	// after each of its steps.
+	FailedStep Step
+	// Attempts counts the failed attempts at Step.
+	Attempts int
+	// NextAttempt is when Step may be tried next.
+	NextAttempt time.Time
+	// StepDeadline is when a forward step that keeps failing temporarily is
+	// given up and compensated; zero for compensation steps, which never
+	// give up.
+	StepDeadline time.Time
+	// LastError describes the latest failed attempt, for operators.
+	LastError string
 	// PaymentID is the payment made for the order, once there is one.
 	PaymentID string
-	// FailureReason is the payment's decline reason when PAYMENT_FAILED.
+	// FailureReason is why the order is, or is being, cancelled or
+	// rejected (see the Failure constants); empty otherwise.
 	FailureReason string
+	// PaymentToken is the payment method to charge.
+	PaymentToken string
+	// RequestID is the request id of the call that created the order; the
+	// saga's calls to other services carry it.
+	RequestID string
 	// IdempotencyKey is the key the order was created with.
 	IdempotencyKey string
 	// Fingerprint identifies the creating request, so a repeat of the key
 	// with a different request is detected.
 	Fingerprint string
+	// Version counts the stored changes of the order; a change is stored
+	// only over the version it was computed from.
+	Version int64
 	// CreateTime is when the order was created.
 	CreateTime time.Time
 	// UpdateTime is when the order last changed.
 	UpdateTime time.Time
 }
 
-// MarkPaid records a captured payment. Only a PENDING order can be paid.
-func (o *Order) MarkPaid(paymentID string, now time.Time) error {
-	if o.Status != StatusPending {
-		return fmt.Errorf("mark order %s paid: %w (it is %s)", o.ID, ErrInvalidTransition, o.Status)
+// Clone returns a deep copy of o, which may be changed without touching o.
+func (o *Order) Clone() *Order {
+	c := *o
+	c.Items = slices.Clone(o.Items)
+	for i, it := range c.Items {
+		if it.Expected != nil {
+			e := *it.Expected
+			c.Items[i].Expected = &e
+		}
 	}
-	o.Status, o.PaymentID, o.FailureReason, o.UpdateTime = StatusPaid, paymentID, "", now
-	return nil
+	return &c
 }
 
-// MarkPaymentFailed records a declined payment and why. Only a PENDING
-// order can fail.
-func (o *Order) MarkPaymentFailed(paymentID, reason string, now time.Time) error {
-	if o.Status != StatusPending {
-		return fmt.Errorf("mark order %s failed: %w (it is %s)", o.ID, ErrInvalidTransition, o.Status)
-	}
-	o.Status, o.PaymentID, o.FailureReason, o.UpdateTime = StatusPaymentFailed, paymentID, reason, now
-	return nil
-}
+// Priced reports whether the order's items carry inventory's prices.
+func (o *Order) Priced() bool { return o.Total.Currency != "" }
 
 // PaymentKey is the payment idempotency key of the order with the given id:
 // every attempt to pay one order is the same charge, so retries never
-// charge twice.
+// charge twice, and cancelling it (payment CancelCharge) names it.
 func PaymentKey(orderID string) string { return "order-" + orderID }
+
+// StockLine is a quantity of one sku, as reserved.
+type StockLine struct {
+	// SKU is the product.
+	SKU string
+	// Quantity is how many units.
+	Quantity int32
+}
+
+// StockLines returns the order's lines as reserved with inventory.
+func (o *Order) StockLines() []StockLine {
+	lines := make([]StockLine, len(o.Items))
+	for i, it := range o.Items {
+		lines[i] = StockLine{SKU: it.SKU, Quantity: it.Quantity}
+	}
+	return lines
+}
+
+// SKUs returns the skus of the order's items, in order.
+func (o *Order) SKUs() []string {
+	skus := make([]string, len(o.Items))
+	for i, it := range o.Items {
+		skus[i] = it.SKU
+	}
+	return skus
+}
+
+// price sets the items' unit prices and the total from inventory's prices
+// and returns the failure reason that rejects the order, "" if none. When
+// the only problem is a changed price, the current prices are kept, so the
+// rejected order shows what the items cost now.
+func (o *Order) price(prices map[string]Money) string {
+	var total Money
+	for i, it := range o.Items {
+		p, ok := prices[it.SKU]
+		switch {
+		case !ok:
+			return FailureProductNotFound
+		case i == 0:
+			total.Currency = p.Currency
+		case p.Currency != total.Currency:
+			return FailureCurrencyMismatch
+		}
+		if p.Units < 0 {
+			return FailureTotalOutOfRange
+		}
+		line, ok := mul(int64(it.Quantity), p.Units)
+		if ok {
+			total.Units, ok = add(total.Units, line)
+		}
+		if !ok || total.Units > MaxUnits {
+			return FailureTotalOutOfRange
+		}
+	}
+	if total.Units <= 0 {
+		return FailureTotalOutOfRange
+	}
+	reason := ""
+	for i := range o.Items {
+		it := &o.Items[i]
+		it.UnitPrice = prices[it.SKU]
+		if it.Expected != nil && *it.Expected != it.UnitPrice {
+			reason = FailurePriceChanged
+		}
+	}
+	o.Total = total
+	return reason
+}
 
 // CreateRequest asks to place an order.
 type CreateRequest struct {
 	// UserID is the customer.
 	UserID string
-	// Items is what to order.
+	// Items is what to order; Expected prices are optional, UnitPrice is
+	// ignored (inventory sets it).
 	Items []LineItem
 	// PaymentToken is the payment method to charge.
 	PaymentToken string
 	// IdempotencyKey makes retries safe.
 	IdempotencyKey string
+	// RequestID is the caller's request id, kept for the saga's calls.
+	RequestID string
 }
 
-// Total checks the request and returns the order total. Every item must be
-// priced in the same currency, at zero or more; the total must neither
-// overflow nor exceed MaxUnits, and must be more than zero, since an order
-// is paid by a charge and a charge takes money.
-func (r CreateRequest) Total() (Money, error) {
-	if r.UserID == "" {
-		return Money{}, &FieldError{Field: "user_id", Description: "must not be empty"}
+// Validate checks what can be checked without asking other services: every
+// field is present, skus are unique within the order, quantities are
+// positive, and the prices the client sent, if any, are well-formed and in
+// one currency.
+func (r CreateRequest) Validate() error {
+	switch {
+	case r.UserID == "":
+		return &FieldError{Field: "user_id", Description: "must not be empty"}
+	case len(r.Items) == 0:
+		return &FieldError{Field: "items", Description: "must hold at least one item"}
+	case r.PaymentToken == "":
+		return &FieldError{Field: "payment_token", Description: "must not be empty"}
+	case r.IdempotencyKey == "":
+		return &FieldError{Field: "idempotency_key", Description: "must not be empty"}
 	}
-	if len(r.Items) == 0 {
-		return Money{}, &FieldError{Field: "items", Description: "must hold at least one item"}
-	}
-	if r.PaymentToken == "" {
-		return Money{}, &FieldError{Field: "payment_token", Description: "must not be empty"}
-	}
-	if r.IdempotencyKey == "" {
-		return Money{}, &FieldError{Field: "idempotency_key", Description: "must not be empty"}
-	}
-	total := Money{Currency: r.Items[0].UnitPrice.Currency}
+	currency := ""
+	seen := make(map[string]int, len(r.Items))
 	for i, it := range r.Items {
 		path := "items[" + strconv.Itoa(i) + "]"
+		if it.SKU == "" {
+			return &FieldError{Field: path + ".sku", Description: "must not be empty"}
+		}
+		if j, dup := seen[it.SKU]; dup {
+			return &FieldError{Field: path + ".sku", Description: fmt.Sprintf("repeats items[%d].sku; put the whole quantity of a product on one line", j)}
+		}
+		seen[it.SKU] = i
+		if it.Quantity < 1 {
+			return &FieldError{Field: path + ".quantity", Description: "must be at least 1"}
+		}
+		e := it.Expected
+		if e == nil {
+			continue
+		}
 		switch {
-		case it.SKU == "":
-			return Money{}, &FieldError{Field: path + ".sku", Description: "must not be empty"}
-		case it.Quantity < 1:
-			return Money{}, &FieldError{Field: path + ".quantity", Description: "must be at least 1"}
-		case !currencyPattern.MatchString(it.UnitPrice.Currency):
-			return Money{}, &FieldError{Field: path + ".unit_price.currency_code", Description: "must be an ISO 4217 code in upper case, like USD"}
-		case it.UnitPrice.Currency != total.Currency:
-			return Money{}, &FieldError{
+		case !currencyPattern.MatchString(e.Currency):
+			return &FieldError{Field: path + ".unit_price.currency_code", Description: "must be an ISO 4217 code in upper case, like USD"}
+		case currency != "" && e.Currency != currency:
+			return &FieldError{
 				Field:       path + ".unit_price.currency_code",
 				Reason:      ReasonCurrencyMismatch,
-				Description: fmt.Sprintf("must be %s, the currency of items[0]; an order has one currency", total.Currency),
+				Description: fmt.Sprintf("must be %s, like the other prices sent; an order has one currency", currency),
 			}
-		case it.UnitPrice.Units < 0:
-			return Money{}, &FieldError{Field: path + ".unit_price.units", Description: "must not be negative"}
+		case e.Units < 0:
+			return &FieldError{Field: path + ".unit_price.units", Description: "must not be negative"}
 		}
-		line, ok := mul(int64(it.Quantity), it.UnitPrice.Units)
-		if ok {
-			total.Units, ok = add(total.Units, line)
-		}
-		if !ok || total.Units > MaxUnits {
-			return Money{}, &FieldError{Field: "items", Description: fmt.Sprintf("order total must not exceed %d minor units", MaxUnits)}
-		}
+		currency = e.Currency
 	}
-	if total.Units == 0 {
-		return Money{}, &FieldError{Field: "items", Description: "order total must be more than zero"}
-	}
-	return total, nil
+	return nil
 }
 
 // mul returns a×b for non-negative a and b, and false when it overflows.
@@ -176,9 +334,13 @@ func add(a, b int64) (int64, bool) {
 }
 
 // Fingerprint is a digest of everything that makes two create requests the
-// same request: the user, the items in order and the payment token (the
-// idempotency key is what is being compared, so it is left out). Fields are
-// length-prefixed so no two requests collide by concatenation.
+// same request: the user, the items in order with the prices sent, and the
+// payment token (the idempotency key is what is being compared, and the
+// request id differs between retries, so both are left out). Fields are
+// length-prefixed so no two requests collide by concatenation; an item
+// without a price writes "-" twice, which no valid currency can be, and an
+// item with one writes what versions before the saga wrote, so their
+// orders still match their retries.
 func (r CreateRequest) Fingerprint() string {
 	h := sha256.New()
 	writeField(h, r.UserID)
@@ -187,8 +349,13 @@ func (r CreateRequest) Fingerprint() string {
 	for _, it := range r.Items {
 		writeField(h, it.SKU)
 		writeField(h, strconv.FormatInt(int64(it.Quantity), 10))
-		writeField(h, it.UnitPrice.Currency)
-		writeField(h, strconv.FormatInt(it.UnitPrice.Units, 10))
+		if it.Expected == nil {
+			writeField(h, "-")
+			writeField(h, "-")
+			continue
+		}
+		writeField(h, it.Expected.Currency)
+		writeField(h, strconv.FormatInt(it.Expected.Units, 10))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -8,19 +8,45 @@ import (
 // Users is the user service, as the order service needs it.
 type Users interface {
 	// CheckUser returns nil when the user exists, ErrUserNotFound when it
-	// does not, and a *RetryableError wrapping ErrUsersUnavailable when the
-	// answer is not known yet.
+	// does not, and another error (usually a *RetryableError wrapping
+	// ErrUsersUnavailable) when the answer is not known yet.
 	CheckUser(ctx context.Context, userID string) error
 }
 
-// Payments is the payment service, as the order service needs it.
+// Inventory is the inventory service, as the order saga needs it. Reserve,
+// Commit and Release are idempotent on the order id: repeating one after a
+// crash, or after an answer was lost, does nothing more.
+type Inventory interface {
+	// Prices returns the unit price of every sku. ErrProductNotFound when a
+	// sku names no product.
+	Prices(ctx context.Context, skus []string) (map[string]Money, error)
+	// Reserve holds stock for the order: every line or none.
+	// ErrOutOfStock when stock cannot cover them, ErrProductNotFound for
+	// an unknown sku, ErrReservationReleased when the order was released.
+	Reserve(ctx context.Context, orderID string, lines []StockLine) error
+	// Commit makes the order's reservation final. ErrReservationReleased
+	// when it was released or never made.
+	Commit(ctx context.Context, orderID string) error
+	// Release returns the order's reserved units to stock, and blocks a
+	// later Reserve for the order if it never reserved.
+	// ErrReservationCommitted when the reservation is committed.
+	Release(ctx context.Context, orderID string) error
+}
+
+// Payments is the payment service, as the order saga needs it.
 type Payments interface {
 	// Charge captures c.Amount once per c.IdempotencyKey. A declined charge
-	// is a result (Declined set), not an error. Errors: a *RetryableError
-	// wrapping ErrPaymentUnavailable when the outcome is not known yet and
-	// the same charge may be retried, ErrInvalidPaymentMethod for a token
-	// the payment service rejects, anything else for failures to report.
+	// is a result (Declined set), not an error. Errors: ErrInvalidPaymentMethod
+	// for a token the payment service does not know, ErrChargeRefused when
+	// the key was cancelled or used for another charge, anything else
+	// (usually a *RetryableError wrapping ErrPaymentUnavailable) when the
+	// outcome is not known and the same charge may be retried.
 	Charge(ctx context.Context, c PaymentCharge) (PaymentResult, error)
+	// CancelCharge undoes the charge made with key, whatever happened to
+	// it: a captured payment is refunded, and a charge not made yet never
+	// will be. It returns the payment's id, "" when no charge was made.
+	// Repeats are no-ops.
+	CancelCharge(ctx context.Context, key string) (paymentID string, err error)
 }
 
 // PaymentCharge is a charge for an order.
@@ -32,6 +58,8 @@ type PaymentCharge struct {
 	Token string
 	// Reference is the order id, kept with the payment.
 	Reference string
+	// UserID is the customer, kept with the payment.
+	UserID string
 	// Amount is the order total.
 	Amount Money
 }
@@ -63,14 +91,30 @@ type Repository interface {
 	ByID(ctx context.Context, id string) (*Order, error)
 	// ByIdempotencyKey returns the order created with key, or ErrNotFound.
 	ByIdempotencyKey(ctx context.Context, key string) (*Order, error)
-	// Update runs change on the stored order in one transaction and saves
-	// what it did to the order's status, payment and times; ErrNotFound if
-	// there is no such order. It returns the order as saved.
-	Update(ctx context.Context, id string, change func(*Order) error) (*Order, error)
-	// DeletePending removes the order with the given id if it is still
-	// PENDING, and does nothing otherwise.
-	DeletePending(ctx context.Context, id string) error
+	// Save stores o's status, saga state, payment and total, and its items'
+	// unit prices when pricesChanged, in one transaction, provided the
+	// stored order is still at version from (o.Version is from+1); else
+	// ErrConflict. When o is terminal, the same transaction records the
+	// event that announces it (the outbox), so the change and its event
+	// are stored together or not at all.
+	Save(ctx context.Context, o *Order, from int64, pricesChanged bool) error
+	// Pending returns the ids of PENDING orders whose next attempt is due
+	// at or before due, oldest first.
+	Pending(ctx context.Context, due time.Time) ([]string, error)
 	// ListByUser returns up to limit orders of userID after position
 	// (from the first when nil), oldest first.
 	ListByUser(ctx context.Context, userID string, after *Position, limit int) ([]*Order, error)
+}
+
+// Scheduler runs orders' sagas in the background.
+type Scheduler interface {
+	// Submit asks for the saga of the order with the given id to be run;
+	// submitting an order already scheduled does nothing.
+	Submit(orderID string)
+}
+
+// Notifier hears of every stored change of an order.
+type Notifier interface {
+	// Publish announces o as stored. o is not changed afterwards.
+	Publish(o *Order)
 }

@@ -3,78 +3,114 @@ package domain
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 )
 
-// settleTimeout bounds recording a payment outcome once the charge is made;
-// see Service.pay.
-const settleTimeout = 5 * time.Second
-
-// Service is the order service's use cases: create, read, list.
+// Service is the order service's use cases: create an order and run its
+// saga, read, list.
 type Service struct {
-	repo     Repository
-	users    Users
-	payments Payments
+	repo      Repository
+	users     Users
+	inventory Inventory
+	payments  Payments
+	policy    SagaPolicy
+	log       *slog.Logger
+
+	// Scheduler runs the sagas of created orders; nil runs none (tests
+	// drive Step themselves). Set it before use.
+	Scheduler Scheduler
+	// Notifier hears of every change Step stores; nil tells no one.
+	Notifier Notifier
+	// StepContext, when set, derives the context of a saga step from the
+	// runner's context and the order, for example to carry the request id
+	// the order was created with.
+	StepContext func(ctx context.Context, o *Order) context.Context
 	// Now returns the current time; tests may replace it. Times are kept
 	// to the microsecond, the precision the store keeps.
 	Now func() time.Time
 	// NewID returns a fresh identifier; tests may replace it.
 	NewID func() string
+	// Jitter returns a random duration in [0, d]; tests may replace it.
+	Jitter func(d time.Duration) time.Duration
 }
 
-// NewService returns a Service storing orders in repo, checking customers
-// with users and charging them through payments.
-func NewService(repo Repository, users Users, payments Payments) *Service {
+// Deps are the ports a Service works through.
+type Deps struct {
+	Repo      Repository
+	Users     Users
+	Inventory Inventory
+	Payments  Payments
+	// Logger receives saga failures; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// NewService returns a Service over deps whose sagas retry as policy says
+// (zero fields take the defaults).
+func NewService(deps Deps, policy SagaPolicy) *Service {
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	return &Service{
-		repo:     repo,
-		users:    users,
-		payments: payments,
-		Now:      func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
-		NewID:    newID,
+		repo:      deps.Repo,
+		users:     deps.Users,
+		inventory: deps.Inventory,
+		payments:  deps.Payments,
+		policy:    policy.WithDefaults(),
+		log:       log,
+		Now:       func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
+		NewID:     newID,
+		Jitter:    randomJitter,
 	}
 }
 
-// Create places an order: it checks the request and the customer, stores
-// the order PENDING, charges its total and stores the outcome, PAID or
-// PAYMENT_FAILED. A declined payment is an outcome, not an error.
+// Policy returns the saga policy in force, defaults applied.
+func (s *Service) Policy() SagaPolicy { return s.policy }
+
+// Create places an order: it checks the request, stores the order PENDING
+// at the saga's first step, and hands it to the Scheduler. It does not wait
+// for the saga; outcomes such as a declined payment are the order's final
+// status, never an error of Create.
 //
 // Create is idempotent on req.IdempotencyKey: a repeat of the same request
-// returns the stored order, and completes it if an earlier attempt left it
-// PENDING; a different request under the same key is ErrIdempotencyKeyReused.
-// Charges are keyed by order (PaymentKey), so no number of retries, however
-// they race, charges twice.
+// returns the stored order as it is now (and makes sure its saga is
+// scheduled); a different request under the same key is
+// ErrIdempotencyKeyReused. The saga's steps are keyed by order, so no
+// number of retries, however they race, reserves or charges twice.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error) {
-	total, err := req.Total()
-	if err != nil {
+	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	fp := req.Fingerprint()
 	prior, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
 	switch {
 	case err == nil:
-		return s.resume(ctx, prior, fp, req.PaymentToken)
+		return s.repeat(prior, fp)
 	case !errors.Is(err, ErrNotFound):
 		return nil, err
 	}
-
-	if err := s.users.CheckUser(ctx, req.UserID); err != nil {
-		return nil, err
-	}
 	now := s.Now()
+	items := slices.Clone(req.Items)
+	for i := range items {
+		items[i].UnitPrice = Money{}
+	}
 	o := &Order{
 		ID:             s.NewID(),
 		UserID:         req.UserID,
-		Items:          slices.Clone(req.Items),
-		Total:          total,
+		Items:          items,
 		Status:         StatusPending,
+		PaymentToken:   req.PaymentToken,
+		RequestID:      req.RequestID,
 		IdempotencyKey: req.IdempotencyKey,
 		Fingerprint:    fp,
+		Version:        1,
 		CreateTime:     now,
-		UpdateTime:     now,
 	}
+	o.enter(StepCheckUser, now, s.policy)
 	if err := s.repo.Create(ctx, o); err != nil {
 		if !errors.Is(err, ErrDuplicate) {
 			return nil, err
@@ -85,64 +121,36 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		if err != nil {
 			return nil, err
 		}
-		return s.resume(ctx, winner, fp, req.PaymentToken)
+		return s.repeat(winner, fp)
 	}
-	return s.pay(ctx, o, req.PaymentToken)
+	s.schedule(o)
+	return o, nil
 }
 
-// resume answers a repeat of the request that created o.
-func (s *Service) resume(ctx context.Context, o *Order, fingerprint, token string) (*Order, error) {
+// repeat answers a repeat of the request that created o.
+func (s *Service) repeat(o *Order, fingerprint string) (*Order, error) {
 	if o.Fingerprint != fingerprint {
 		return nil, ErrIdempotencyKeyReused
 	}
-	if o.Status != StatusPending {
-		return o, nil
-	}
-	return s.pay(ctx, o, token)
+	s.schedule(o)
+	return o, nil
 }
 
-// pay charges a PENDING order and records the outcome.
-func (s *Service) pay(ctx context.Context, o *Order, token string) (*Order, error) {
-	res, err := s.payments.Charge(ctx, PaymentCharge{
-		IdempotencyKey: PaymentKey(o.ID),
-		Token:          token,
-		Reference:      o.ID,
-		Amount:         o.Total,
-	})
-	// From here on money may have moved or a decline was recorded: write
-	// the outcome down even if the caller gives up now, so the order does
-	// not sit PENDING until a retry that may never come. The context keeps
-	// the caller's values (request id, trace) but not its cancellation.
-	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	switch {
-	case errors.Is(err, ErrInvalidPaymentMethod):
-		// Nothing was charged and the same request would fail the same way:
-		// the order never was, and a retry starts afresh.
-		if err := s.repo.DeletePending(settleCtx, o.ID); err != nil {
-			return nil, err
-		}
-		return nil, &FieldError{Field: "payment_token", Description: "unknown payment method token"}
-	case err != nil:
-		// The order stays PENDING; a retry with the same key resumes it.
-		return nil, err
+func (s *Service) schedule(o *Order) {
+	if s.Scheduler != nil && !o.Status.Terminal() {
+		s.Scheduler.Submit(o.ID)
 	}
-	return s.repo.Update(settleCtx, o.ID, func(o *Order) error {
-		if o.Status != StatusPending {
-			// A concurrent attempt with the same key settled it already,
-			// with this very payment: the charge key is the order's.
-			return nil
-		}
-		if res.Declined {
-			return o.MarkPaymentFailed(res.PaymentID, res.DeclineReason, s.Now())
-		}
-		return o.MarkPaid(res.PaymentID, s.Now())
-	})
 }
 
 // Order returns the order with the given id, or ErrNotFound.
 func (s *Service) Order(ctx context.Context, id string) (*Order, error) {
 	return s.repo.ByID(ctx, id)
+}
+
+// Pending returns the ids of unfinished orders whose next attempt is due at
+// or before due: what a runner resumes.
+func (s *Service) Pending(ctx context.Context, due time.Time) ([]string, error) {
+	return s.repo.Pending(ctx, due)
 }
 
 // DefaultPageSize and MaxPageSize bound List pages.

@@ -1,8 +1,8 @@
 // Package grpchandler exposes the order domain as duet.order.v1.OrderService:
-// it turns requests into domain calls, page tokens into positions, and domain
-// errors into status errors with stable reasons. Requests have passed
-// protovalidate (kit/server) by the time they get here; the domain still
-// checks what it relies on.
+// it turns requests into domain calls, page tokens into positions, orders
+// into messages (ToProto) and domain errors into status errors with stable
+// reasons. Requests have passed protovalidate (kit/server) by the time they
+// get here; the domain still checks what it relies on.
 package grpchandler
 
 import (
@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -18,45 +19,49 @@ import (
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/services/order/domain"
+	"github.com/duetkit/duet/services/order/saga"
 )
 
 // Reasons this adapter adds to the domain's.
 const (
-	ReasonNotFound           = "ORDER_NOT_FOUND"
-	ReasonUserNotFound       = "USER_NOT_FOUND"
-	ReasonIdempotencyReused  = "IDEMPOTENCY_KEY_REUSED"
-	ReasonPaymentUnavailable = "PAYMENT_UNAVAILABLE"
+	ReasonNotFound          = "ORDER_NOT_FOUND"
+	ReasonIdempotencyReused = "IDEMPOTENCY_KEY_REUSED"
 )
 
-// DefaultRetryAfter is the RetryInfo delay sent when a peer failed
-// temporarily without suggesting one.
-const DefaultRetryAfter = time.Second
+// PollInterval is how often WatchOrder and a waiting CreateOrder read the
+// order again, to see changes made by another replica of the service
+// (changes made in this process arrive at once through the feed).
+const PollInterval = 2 * time.Second
 
 // Handler implements orderv1.OrderServiceServer.
 type Handler struct {
 	orderv1.UnimplementedOrderServiceServer
-	svc *domain.Service
-	log *slog.Logger
+	svc  *domain.Service
+	feed *saga.Feed
+	log  *slog.Logger
 }
 
-// New returns a Handler over svc; log receives errors that are not the
-// caller's fault (nil means slog.Default()).
-func New(svc *domain.Service, log *slog.Logger) *Handler {
+// New returns a Handler over svc, whose stored changes feed publishes; log
+// receives errors that are not the caller's fault (nil means slog.Default()).
+func New(svc *domain.Service, feed *saga.Feed, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{svc: svc, log: log}
+	return &Handler{svc: svc, feed: feed, log: log}
 }
 
-// CreateOrder implements orderv1.OrderServiceServer.
+// CreateOrder implements orderv1.OrderServiceServer. The order is stored
+// PENDING and its saga started; with wait set, the call returns when the
+// order is terminal or shortly before its deadline, whichever comes first,
+// with the order as it is then.
 func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderRequest) (*orderv1.CreateOrderResponse, error) {
 	items := make([]domain.LineItem, len(req.GetItems()))
 	for i, it := range req.GetItems() {
-		items[i] = domain.LineItem{
-			SKU:       it.GetSku(),
-			Quantity:  it.GetQuantity(),
-			UnitPrice: domain.Money{Currency: it.GetUnitPrice().GetCurrencyCode(), Units: it.GetUnitPrice().GetUnits()},
+		items[i] = domain.LineItem{SKU: it.GetSku(), Quantity: it.GetQuantity()}
+		if p := it.GetUnitPrice(); p != nil {
+			items[i].Expected = &domain.Money{Currency: p.GetCurrencyCode(), Units: p.GetUnits()}
 		}
 	}
 	o, err := h.svc.Create(ctx, domain.CreateRequest{
@@ -64,11 +69,34 @@ func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 		Items:          items,
 		PaymentToken:   req.GetPaymentToken(),
 		IdempotencyKey: req.GetIdempotencyKey(),
+		RequestID:      requestid.FromContext(ctx),
 	})
 	if err != nil {
 		return nil, h.status(ctx, err, request{userID: req.GetUserId(), key: req.GetIdempotencyKey()})
 	}
-	return &orderv1.CreateOrderResponse{Order: toProto(o)}, nil
+	if req.GetWait() && !o.Status.Terminal() {
+		waitCtx, cancel := waitContext(ctx)
+		defer cancel()
+		if last, _ := h.feed.Wait(waitCtx, o.ID, h.svc.Order, PollInterval); last != nil && last.Version >= o.Version {
+			o = last
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, h.status(ctx, err, request{})
+		}
+	}
+	return &orderv1.CreateOrderResponse{Order: ToProto(o)}, nil
+}
+
+// waitContext bounds a wait so that the answer still reaches the caller
+// before its deadline: it ends a tenth of the time left early, at most a
+// second.
+func waitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(time.Until(deadline)/10, time.Second)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 // GetOrder implements orderv1.OrderServiceServer.
@@ -77,7 +105,22 @@ func (h *Handler) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*
 	if err != nil {
 		return nil, h.status(ctx, err, request{orderID: req.GetId()})
 	}
-	return &orderv1.GetOrderResponse{Order: toProto(o)}, nil
+	return &orderv1.GetOrderResponse{Order: ToProto(o)}, nil
+}
+
+// WatchOrder implements orderv1.OrderServiceServer: the order as it is,
+// then after every change of status or step, until it is terminal. The
+// stream's context ending (the client cancelled, or the server is
+// stopping) ends the watch at once.
+func (h *Handler) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	ctx := stream.Context()
+	err := h.feed.Watch(ctx, req.GetId(), h.svc.Order, PollInterval, func(o *domain.Order) error {
+		return stream.Send(&orderv1.WatchOrderResponse{Order: ToProto(o)})
+	})
+	if err != nil {
+		return h.status(ctx, err, request{orderID: req.GetId()})
+	}
+	return nil
 }
 
 // ListOrders implements orderv1.OrderServiceServer. Page tokens are
@@ -99,7 +142,7 @@ func (h *Handler) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest
 	}
 	resp := &orderv1.ListOrdersResponse{Orders: make([]*orderv1.Order, len(orders))}
 	for i, o := range orders {
-		resp.Orders[i] = toProto(o)
+		resp.Orders[i] = ToProto(o)
 	}
 	if next != nil {
 		resp.NextPageToken = pagetoken.Encode(pagetoken.Cursor{Scope: scope, Time: next.CreateTime, ID: next.ID})
@@ -114,14 +157,7 @@ type request struct {
 
 // status maps a domain error to a status error.
 func (h *Handler) status(ctx context.Context, err error, req request) error {
-	var (
-		field     *domain.FieldError
-		retryable *domain.RetryableError
-	)
-	retryAfter := DefaultRetryAfter
-	if errors.As(err, &retryable) && retryable.RetryAfter > 0 {
-		retryAfter = retryable.RetryAfter
-	}
+	var field *domain.FieldError
 	switch {
 	case errors.As(err, &field):
 		reason := field.Reason
@@ -131,20 +167,10 @@ func (h *Handler) status(ctx context.Context, err error, req request) error {
 		return apierr.New(codes.InvalidArgument, reason, field.Error(), apierr.Field(field.Field, field.Description))
 	case errors.Is(err, domain.ErrNotFound):
 		return apierr.NotFound(ReasonNotFound, "order", req.orderID)
-	case errors.Is(err, domain.ErrUserNotFound):
-		return apierr.New(codes.FailedPrecondition, ReasonUserNotFound, "the user placing the order does not exist",
-			apierr.Metadata("user_id", req.userID),
-			apierr.Precondition("USER", "users/"+req.userID, "the user must exist to place an order"),
-			apierr.Field("user_id", "no user has this id"))
 	case errors.Is(err, domain.ErrIdempotencyKeyReused):
 		return apierr.New(codes.FailedPrecondition, ReasonIdempotencyReused,
 			"the idempotency key was already used with a different request",
 			apierr.Precondition("IDEMPOTENCY_KEY", req.key, "already used with a different request; use a new key"))
-	case errors.Is(err, domain.ErrPaymentUnavailable):
-		return apierr.Unavailable(ReasonPaymentUnavailable,
-			"the payment could not be completed now; retry with the same idempotency key", retryAfter)
-	case errors.Is(err, domain.ErrUsersUnavailable):
-		return apierr.Unavailable(apierr.ReasonUnavailable, "the user service is temporarily unavailable; retry later", retryAfter)
 	case errors.Is(err, context.DeadlineExceeded):
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
@@ -155,37 +181,60 @@ func (h *Handler) status(ctx context.Context, err error, req request) error {
 	}
 }
 
-func toProto(o *domain.Order) *orderv1.Order {
+// ToProto returns o as a message: the order the API shows, without the
+// saga's internals (attempts, deadlines, payment token).
+func ToProto(o *domain.Order) *orderv1.Order {
 	items := make([]*orderv1.LineItem, len(o.Items))
 	for i, it := range o.Items {
-		items[i] = &orderv1.LineItem{
-			Sku:       it.SKU,
-			Quantity:  it.Quantity,
-			UnitPrice: &typev1.Money{CurrencyCode: it.UnitPrice.Currency, Units: it.UnitPrice.Units},
+		items[i] = &orderv1.LineItem{Sku: it.SKU, Quantity: it.Quantity}
+		if o.Priced() {
+			items[i].UnitPrice = &typev1.Money{CurrencyCode: it.UnitPrice.Currency, Units: it.UnitPrice.Units}
 		}
 	}
-	return &orderv1.Order{
+	p := &orderv1.Order{
 		Id:             o.ID,
 		UserId:         o.UserID,
 		Items:          items,
-		Total:          &typev1.Money{CurrencyCode: o.Total.Currency, Units: o.Total.Units},
-		Status:         statusToProto(o.Status),
+		Status:         StatusToProto(o.Status),
+		Step:           StepToProto(o.Step),
 		PaymentId:      o.PaymentID,
 		FailureReason:  o.FailureReason,
 		IdempotencyKey: o.IdempotencyKey,
 		CreateTime:     timestamppb.New(o.CreateTime),
 		UpdateTime:     timestamppb.New(o.UpdateTime),
 	}
+	if o.Priced() {
+		p.Total = &typev1.Money{CurrencyCode: o.Total.Currency, Units: o.Total.Units}
+	}
+	return p
 }
 
-func statusToProto(s domain.Status) orderv1.OrderStatus {
+// StatusToProto maps a status to the contract's enum.
+func StatusToProto(s domain.Status) orderv1.OrderStatus {
 	switch s {
 	case domain.StatusPending:
 		return orderv1.OrderStatus_ORDER_STATUS_PENDING
-	case domain.StatusPaid:
-		return orderv1.OrderStatus_ORDER_STATUS_PAID
-	case domain.StatusPaymentFailed:
-		return orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED
+	case domain.StatusConfirmed:
+		return orderv1.OrderStatus_ORDER_STATUS_CONFIRMED
+	case domain.StatusCancelled:
+		return orderv1.OrderStatus_ORDER_STATUS_CANCELLED
+	case domain.StatusRejected:
+		return orderv1.OrderStatus_ORDER_STATUS_REJECTED
 	}
 	return orderv1.OrderStatus_ORDER_STATUS_UNSPECIFIED
 }
+
+// steps maps the saga's steps to the contract's enum, both ways.
+var steps = map[domain.Step]orderv1.OrderStep{
+	domain.StepCheckUser: orderv1.OrderStep_ORDER_STEP_CHECK_USER,
+	domain.StepPrice:     orderv1.OrderStep_ORDER_STEP_PRICE,
+	domain.StepReserve:   orderv1.OrderStep_ORDER_STEP_RESERVE,
+	domain.StepCharge:    orderv1.OrderStep_ORDER_STEP_CHARGE,
+	domain.StepCommit:    orderv1.OrderStep_ORDER_STEP_COMMIT,
+	domain.StepRefund:    orderv1.OrderStep_ORDER_STEP_REFUND,
+	domain.StepRelease:   orderv1.OrderStep_ORDER_STEP_RELEASE,
+	domain.StepDone:      orderv1.OrderStep_ORDER_STEP_DONE,
+}
+
+// StepToProto maps a saga step to the contract's enum.
+func StepToProto(s domain.Step) orderv1.OrderStep { return steps[s] }

@@ -3,6 +3,7 @@ package peers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,7 +12,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/order/peers"
@@ -23,10 +26,11 @@ type conn struct {
 	reply proto.Message
 	err   error
 	ctx   context.Context
+	req   any
 }
 
-func (c *conn) Invoke(ctx context.Context, _ string, _, reply any, _ ...grpc.CallOption) error {
-	c.ctx = ctx
+func (c *conn) Invoke(ctx context.Context, _ string, req, reply any, _ ...grpc.CallOption) error {
+	c.ctx, c.req = ctx, req
 	if c.err != nil {
 		return c.err
 	}
@@ -45,7 +49,7 @@ func (c *conn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.Call
 func wire(err error) error { return status.Convert(err).Err() }
 
 func TestPaymentsCharge(t *testing.T) {
-	charge := domain.PaymentCharge{IdempotencyKey: "order-1", Token: "tok", Reference: "1", Amount: domain.Money{Currency: "USD", Units: 5}}
+	charge := domain.PaymentCharge{IdempotencyKey: "order-1", Token: "tok", Reference: "1", UserID: "u1", Amount: domain.Money{Currency: "USD", Units: 5}}
 	tests := []struct {
 		name      string
 		reply     proto.Message
@@ -61,7 +65,8 @@ func TestPaymentsCharge(t *testing.T) {
 			want: domain.PaymentResult{PaymentID: "p3", Declined: true, DeclineReason: "CARD_EXPIRED"}},
 		{name: "insufficient funds", err: apierr.New(codes.FailedPrecondition, "INSUFFICIENT_FUNDS", "no", apierr.Metadata("payment_id", "p4")),
 			want: domain.PaymentResult{PaymentID: "p4", Declined: true, DeclineReason: "INSUFFICIENT_FUNDS"}},
-		{name: "key reused is no decline", err: apierr.New(codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "no"), wantErr: errAny},
+		{name: "key reused is no decline", err: apierr.New(codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "no"), wantErr: domain.ErrChargeRefused},
+		{name: "key cancelled", err: apierr.New(codes.FailedPrecondition, "CHARGE_CANCELLED", "no"), wantErr: domain.ErrChargeRefused},
 		{name: "unknown token", err: apierr.InvalidField("payment_method_token", "unknown"), wantErr: domain.ErrInvalidPaymentMethod},
 		{name: "other invalid field", err: apierr.InvalidField("amount.units", "bad"), wantErr: errAny},
 		{name: "provider down", err: apierr.Unavailable("PROVIDER_UNAVAILABLE", "down", 3*time.Second), wantErr: domain.ErrPaymentUnavailable, wantRetry: 3 * time.Second},
@@ -78,6 +83,10 @@ func TestPaymentsCharge(t *testing.T) {
 			}
 			got, err := peers.NewPayments(c).Charge(t.Context(), charge)
 			checkErr(t, err, tt.wantErr)
+			if req, ok := c.req.(*paymentv1.ChargeRequest); !ok || req.GetIdempotencyKey() != "order-1" || req.GetUserId() != "u1" ||
+				req.GetReference() != "1" || req.GetAmount().GetUnits() != 5 || req.GetPaymentMethodToken() != "tok" {
+				t.Fatalf("sent %v", c.req)
+			}
 			if got != tt.want {
 				t.Fatalf("Charge() = %+v, want %+v", got, tt.want)
 			}
@@ -97,6 +106,7 @@ func TestUsersCheckUser(t *testing.T) {
 	}{
 		{"exists", nil, nil},
 		{"not found", apierr.NotFound("USER_NOT_FOUND", "user", "u"), domain.ErrUserNotFound},
+		{"malformed id", apierr.InvalidField("id", "not a uuid"), domain.ErrUserNotFound},
 		{"down", status.Error(codes.Unavailable, "down"), domain.ErrUsersUnavailable},
 		{"internal", apierr.Internal(), errAny},
 	}
@@ -117,6 +127,14 @@ func TestUsersCheckUser(t *testing.T) {
 
 type ctxKey struct{}
 
+// sentinels are the domain's errors an adapter may classify a failure as.
+var sentinels = []error{
+	domain.ErrInvalidPaymentMethod, domain.ErrPaymentUnavailable, domain.ErrChargeRefused,
+	domain.ErrUsersUnavailable, domain.ErrUserNotFound,
+	domain.ErrInventoryUnavailable, domain.ErrProductNotFound, domain.ErrOutOfStock, domain.ErrReservationReleased, domain.ErrReservationCommitted,
+	context.Canceled,
+}
+
 // errAny stands for "some error that is none of the domain's sentinels".
 var errAny = errors.New("any error")
 
@@ -128,7 +146,7 @@ func checkErr(t *testing.T, err, want error) {
 			t.Fatalf("error %v, want nil", err)
 		}
 	case errAny:
-		for _, sentinel := range []error{domain.ErrInvalidPaymentMethod, domain.ErrPaymentUnavailable, domain.ErrUsersUnavailable, domain.ErrUserNotFound, context.Canceled} {
+		for _, sentinel := range sentinels {
 			if err == nil || errors.Is(err, sentinel) {
 				t.Fatalf("error %v, want an unclassified error", err)
 			}
@@ -137,5 +155,94 @@ func checkErr(t *testing.T, err, want error) {
 		if !errors.Is(err, want) {
 			t.Fatalf("error %v, want %v", err, want)
 		}
+	}
+}
+
+func TestPaymentsCancelCharge(t *testing.T) {
+	tests := []struct {
+		name    string
+		reply   proto.Message
+		err     error
+		want    string
+		wantErr error
+	}{
+		{name: "refunded", reply: &paymentv1.CancelChargeResponse{Payment: &paymentv1.Payment{Id: "p1"}}, want: "p1"},
+		{name: "nothing was charged", reply: &paymentv1.CancelChargeResponse{}},
+		{name: "down", err: status.Error(codes.Unavailable, "down"), wantErr: domain.ErrPaymentUnavailable},
+		{name: "not there yet", err: status.Error(codes.Unimplemented, "unknown method"), wantErr: errAny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &conn{reply: tt.reply}
+			if tt.err != nil {
+				c.err = wire(tt.err)
+			}
+			got, err := peers.NewPayments(c).CancelCharge(t.Context(), "order-1")
+			checkErr(t, err, tt.wantErr)
+			if got != tt.want || c.req.(*paymentv1.CancelChargeRequest).GetIdempotencyKey() != "order-1" {
+				t.Fatalf("CancelCharge = %q (sent %v), want %q", got, c.req, tt.want)
+			}
+		})
+	}
+}
+
+func TestInventory(t *testing.T) {
+	notFound := apierr.New(codes.NotFound, "PRODUCT_NOT_FOUND", "products not found: X")
+	reserved := &inventoryv1.ReserveStockResponse{Reservation: &inventoryv1.Reservation{Status: inventoryv1.ReservationStatus_RESERVATION_STATUS_RESERVED}}
+	releasedReply := &inventoryv1.ReserveStockResponse{Reservation: &inventoryv1.Reservation{Status: inventoryv1.ReservationStatus_RESERVATION_STATUS_RELEASED}}
+	prices := &inventoryv1.BatchGetProductsResponse{Products: []*inventoryv1.Product{
+		{Sku: "A", Price: &typev1.Money{CurrencyCode: "USD", Units: 300}},
+		{Sku: "B", Price: &typev1.Money{CurrencyCode: "USD", Units: 400}},
+	}}
+	call := map[string]func(*peers.Inventory) error{
+		"prices": func(i *peers.Inventory) error {
+			got, err := i.Prices(t.Context(), []string{"A", "B"})
+			if err == nil && (len(got) != 2 || got["B"] != (domain.Money{Currency: "USD", Units: 400})) {
+				return fmt.Errorf("prices %v", got)
+			}
+			return err
+		},
+		"reserve": func(i *peers.Inventory) error {
+			return i.Reserve(t.Context(), "o1", []domain.StockLine{{SKU: "A", Quantity: 2}})
+		},
+		"commit":  func(i *peers.Inventory) error { return i.Commit(t.Context(), "o1") },
+		"release": func(i *peers.Inventory) error { return i.Release(t.Context(), "o1") },
+	}
+	tests := []struct {
+		name    string
+		call    string
+		reply   proto.Message
+		err     error
+		wantErr error
+	}{
+		{"prices", "prices", prices, nil, nil},
+		{"unknown product", "prices", nil, notFound, domain.ErrProductNotFound},
+		{"inventory down", "prices", nil, status.Error(codes.Unavailable, "down"), domain.ErrInventoryUnavailable},
+		{"reserved", "reserve", reserved, nil, nil},
+		{"out of stock", "reserve", nil, apierr.New(codes.FailedPrecondition, "OUT_OF_STOCK", "short"), domain.ErrOutOfStock},
+		{"reserving an unknown product", "reserve", nil, apierr.New(codes.FailedPrecondition, "PRODUCT_NOT_FOUND", "gone"), domain.ErrProductNotFound},
+		{"reserving after release", "reserve", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_RELEASED", "released"), domain.ErrReservationReleased},
+		{"reservation released already", "reserve", releasedReply, nil, domain.ErrReservationReleased},
+		{"other lines held", "reserve", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_MISMATCH", "no"), errAny},
+		{"reserve times out", "reserve", nil, status.Error(codes.DeadlineExceeded, "slow"), domain.ErrInventoryUnavailable},
+		{"committed", "commit", nil, nil, nil},
+		{"commit of a released reservation", "commit", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_RELEASED", "released"), domain.ErrReservationReleased},
+		{"commit without a reservation", "commit", nil, apierr.New(codes.NotFound, "RESERVATION_NOT_FOUND", "none"), domain.ErrReservationReleased},
+		{"commit fails", "commit", nil, apierr.Internal(), errAny},
+		{"released", "release", nil, nil, nil},
+		{"release of a committed reservation", "release", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_COMMITTED", "sold"), domain.ErrReservationCommitted},
+		{"release interrupted", "release", nil, status.Error(codes.Canceled, "gone"), context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &conn{reply: tt.reply}
+			if tt.err != nil {
+				c.err = wire(tt.err)
+			}
+			checkErr(t, call[tt.call](peers.NewInventory(c)), tt.wantErr)
+			if req, ok := c.req.(interface{ GetOrderId() string }); ok && req.GetOrderId() != "o1" {
+				t.Fatalf("sent %v", c.req)
+			}
+		})
 	}
 }

@@ -3,20 +3,27 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/order/store"
 )
 
 // eachDialect opens a fresh store per dialect and runs fn against it.
-func eachDialect(t *testing.T, fn func(t *testing.T, s *store.Store)) {
+func eachDialect(t *testing.T, opts store.Options, fn func(t *testing.T, s *store.Store)) {
 	t.Helper()
 	sqldbtest.Run(t, func(t *testing.T, url string) {
-		s, err := store.Open(t.Context(), url, nil)
+		s, err := store.Open(t.Context(), url, opts)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
@@ -27,21 +34,37 @@ func eachDialect(t *testing.T, fn func(t *testing.T, s *store.Store)) {
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
 
+// order is a new order as domain.Service.Create makes it: unpriced, at
+// CHECK_USER.
 func order(id, user, key string, created time.Time) *domain.Order {
 	return &domain.Order{
-		ID: id, UserID: user, IdempotencyKey: key, Fingerprint: "fp-" + key,
+		ID: id, UserID: user, IdempotencyKey: key, Fingerprint: "fp-" + key, PaymentToken: "tok_approve", RequestID: "req-" + id,
 		Items: []domain.LineItem{
-			{SKU: "B-2", Quantity: 2, UnitPrice: domain.Money{Currency: "JPY", Units: 300}},
-			{SKU: "A-1", Quantity: 1, UnitPrice: domain.Money{Currency: "JPY", Units: 0}},
-			{SKU: "C_3", Quantity: 4, UnitPrice: domain.Money{Currency: "JPY", Units: 10}},
+			{SKU: "B-2", Quantity: 2, Expected: &domain.Money{Currency: "JPY", Units: 300}},
+			{SKU: "A-1", Quantity: 1},
+			{SKU: "C_3", Quantity: 4, Expected: &domain.Money{Currency: "JPY", Units: 0}},
 		},
-		Total:  domain.Money{Currency: "JPY", Units: 640},
-		Status: domain.StatusPending, CreateTime: created, UpdateTime: created,
+		Status: domain.StatusPending, Step: domain.StepCheckUser, Version: 1,
+		NextAttempt: created, StepDeadline: created.Add(30 * time.Second),
+		CreateTime: created, UpdateTime: created,
 	}
 }
 
+// priced is o moved on to CHARGE, priced in JPY.
+func priced(o *domain.Order) *domain.Order {
+	p := o.Clone()
+	units := []int64{300, 7, 10}
+	for i := range p.Items {
+		p.Items[i].UnitPrice = domain.Money{Currency: "JPY", Units: units[i]}
+	}
+	p.Total = domain.Money{Currency: "JPY", Units: 2*300 + 7 + 4*10}
+	p.Step, p.Attempts, p.LastError, p.Version = domain.StepCharge, 2, "payment down", o.Version+1
+	p.NextAttempt, p.UpdateTime = t0.Add(time.Minute), t0.Add(time.Second)
+	return p
+}
+
 func TestCreateAndRead(t *testing.T) {
-	eachDialect(t, func(t *testing.T, s *store.Store) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
 		ctx := t.Context()
 		want := order("o1", "u1", "k1", t0)
 		if err := s.Create(ctx, want); err != nil {
@@ -72,7 +95,7 @@ func TestCreateAndRead(t *testing.T) {
 }
 
 func TestCreateDuplicateKeyIsAtomic(t *testing.T) {
-	eachDialect(t, func(t *testing.T, s *store.Store) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
 		ctx := t.Context()
 		if err := s.Create(ctx, order("o1", "u1", "k1", t0)); err != nil {
 			t.Fatal(err)
@@ -95,83 +118,177 @@ func TestCreateDuplicateKeyIsAtomic(t *testing.T) {
 	})
 }
 
-func TestUpdate(t *testing.T) {
-	eachDialect(t, func(t *testing.T, s *store.Store) {
+func TestSave(t *testing.T) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
 		ctx := t.Context()
-		if err := s.Create(ctx, order("o1", "u1", "k1", t0)); err != nil {
+		o := order("o1", "u1", "k1", t0)
+		if err := s.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
-		later := t0.Add(time.Second)
+		p := priced(o)
 		tests := []struct {
-			name       string
-			id         string
-			change     func(*domain.Order) error
-			wantErr    error
-			wantStatus domain.Status
+			name    string
+			save    *domain.Order
+			from    int64
+			prices  bool
+			wantErr error
+			want    *domain.Order
 		}{
-			{"missing", "nope", func(*domain.Order) error { return nil }, domain.ErrNotFound, domain.StatusPending},
-			{"failing change is not saved", "o1", func(o *domain.Order) error {
-				_ = o.MarkPaid("p0", later)
-				return errors.New("boom")
-			}, nil, domain.StatusPending},
-			{"declined", "o1", func(o *domain.Order) error { return o.MarkPaymentFailed("p1", "PAYMENT_DECLINED", later) }, nil, domain.StatusPaymentFailed},
-			{"no second transition", "o1", func(o *domain.Order) error { return o.MarkPaid("p2", later) }, domain.ErrInvalidTransition, domain.StatusPaymentFailed},
+			{"stale version", p, 7, true, domain.ErrConflict, o},
+			{"missing order", &domain.Order{ID: "nope", Status: domain.StatusPending, Step: domain.StepPrice}, 1, false, domain.ErrConflict, o},
+			{"priced and moved on", p, 1, true, nil, p},
+			{"same version twice", p, 1, true, domain.ErrConflict, p},
 		}
 		for _, tt := range tests {
-			_, err := s.Update(ctx, tt.id, tt.change)
-			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Fatalf("%s: error %v, want %v", tt.name, err, tt.wantErr)
-			}
-			got, _ := s.ByID(ctx, "o1")
-			if got.Status != tt.wantStatus {
-				t.Fatalf("%s: stored status %s, want %s", tt.name, got.Status, tt.wantStatus)
-			}
+			t.Run(tt.name, func(t *testing.T) {
+				if err := s.Save(ctx, tt.save, tt.from, tt.prices); !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Save = %v, want %v", err, tt.wantErr)
+				}
+				got, err := s.ByID(ctx, "o1")
+				if err != nil || !reflect.DeepEqual(got, tt.want) {
+					t.Fatalf("stored %+v, %v\nwant   %+v", got, err, tt.want)
+				}
+			})
+		}
+
+		// Without pricesChanged the items are left alone.
+		done := p.Clone()
+		done.Items[0].UnitPrice.Units = 1
+		done.Status, done.Step, done.PaymentID, done.Version = domain.StatusConfirmed, domain.StepDone, "pay-1", p.Version+1
+		done.NextAttempt, done.StepDeadline, done.Attempts = time.Time{}, time.Time{}, 0
+		if err := s.Save(ctx, done, p.Version, false); err != nil {
+			t.Fatal(err)
 		}
 		got, _ := s.ByID(ctx, "o1")
-		if got.PaymentID != "p1" || got.FailureReason != "PAYMENT_DECLINED" || !got.UpdateTime.Equal(later) || !got.CreateTime.Equal(t0) || len(got.Items) != 3 {
+		if got.Items[0].UnitPrice.Units != 300 || got.Status != domain.StatusConfirmed || got.PaymentID != "pay-1" ||
+			!got.NextAttempt.IsZero() || !got.StepDeadline.IsZero() {
 			t.Fatalf("stored %+v", got)
 		}
 	})
 }
 
-func TestDeletePending(t *testing.T) {
-	eachDialect(t, func(t *testing.T, s *store.Store) {
+func TestSaveRaces(t *testing.T) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
 		ctx := t.Context()
-		for _, o := range []*domain.Order{order("pending", "u", "k1", t0), order("paid", "u", "k2", t0)} {
+		o := order("o1", "u1", "k1", t0)
+		if err := s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		// Runners racing to store a change computed from the same version:
+		// one wins, the others learn they lost.
+		const n = 8
+		var wins, conflicts atomic.Int32
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				next := o.Clone()
+				next.Step, next.Version, next.LastError = domain.StepPrice, 2, fmt.Sprint("runner ", i)
+				switch err := s.Save(ctx, next, 1, false); {
+				case err == nil:
+					wins.Add(1)
+				case errors.Is(err, domain.ErrConflict):
+					conflicts.Add(1)
+				default:
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if wins.Load() != 1 || conflicts.Load() != n-1 {
+			t.Fatalf("%d wins, %d conflicts; want 1 and %d", wins.Load(), conflicts.Load(), n-1)
+		}
+	})
+}
+
+func TestSaveAppendsEventOfTerminalOrders(t *testing.T) {
+	var appended atomic.Int32
+	opts := store.Options{Event: func(o *domain.Order) events.Event {
+		return events.Event{Subject: "order.confirmed", AggregateID: o.ID, Message: &orderv1.OrderConfirmed{Order: &orderv1.Order{Id: o.ID}}}
+	}}
+	eachDialect(t, opts, func(t *testing.T, s *store.Store) {
+		appended.Store(0)
+		s.OnAppend(func() { appended.Add(1) })
+		ctx := t.Context()
+		o := order("o1", "u1", "k1", t0)
+		if err := s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		p := priced(o)
+		if err := s.Save(ctx, p, 1, true); err != nil {
+			t.Fatal(err)
+		}
+		if n := outbox(t, s.DB(), "o1"); n != 0 || appended.Load() != 0 {
+			t.Fatalf("%d events for a pending order (%d notified), want none", n, appended.Load())
+		}
+		done := p.Clone()
+		done.Status, done.Step, done.Version = domain.StatusConfirmed, domain.StepDone, p.Version+1
+		// A terminal change that loses its race appends nothing either.
+		if err := s.Save(ctx, done, 1, false); !errors.Is(err, domain.ErrConflict) {
+			t.Fatalf("stale Save = %v", err)
+		}
+		if n := outbox(t, s.DB(), "o1"); n != 0 {
+			t.Fatalf("%d events after a refused change, want none", n)
+		}
+		if err := s.Save(ctx, done, p.Version, false); err != nil {
+			t.Fatal(err)
+		}
+		if n := outbox(t, s.DB(), "o1"); n != 1 || appended.Load() != 1 {
+			t.Fatalf("%d events (%d notified) after the order ended, want 1 (1)", n, appended.Load())
+		}
+	})
+}
+
+// outbox counts the outbox rows about an order.
+func outbox(t *testing.T, db *sqldb.DB, id string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(t.Context(), db.Rebind(`SELECT COUNT(*) FROM events_outbox WHERE aggregate_id = ?`), id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestPending(t *testing.T) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		for i, next := range []time.Duration{3, 1, 2} {
+			o := order(fmt.Sprint("o", i), "u", fmt.Sprint("k", i), t0)
+			o.NextAttempt = t0.Add(next * time.Second)
 			if err := s.Create(ctx, o); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := s.Update(ctx, "paid", func(o *domain.Order) error { return o.MarkPaid("p", t0) }); err != nil {
+		ended := order("ended", "u", "k-ended", t0)
+		ended.Status, ended.Step, ended.NextAttempt = domain.StatusRejected, domain.StepDone, time.Time{}
+		if err := s.Create(ctx, ended); err != nil {
 			t.Fatal(err)
 		}
-		for _, id := range []string{"pending", "paid", "missing"} {
-			if err := s.DeletePending(ctx, id); err != nil {
-				t.Fatalf("DeletePending(%s): %v", id, err)
+		tests := []struct {
+			due  time.Time
+			want []string
+		}{
+			{t0, nil},
+			{t0.Add(time.Second), []string{"o1"}},
+			{t0.Add(2 * time.Second), []string{"o1", "o2"}},
+			{t0.Add(time.Hour), []string{"o1", "o2", "o0"}},
+		}
+		for _, tt := range tests {
+			got, err := s.Pending(ctx, tt.due)
+			if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("Pending(%v) = %v, %v; want %v", tt.due, got, err, tt.want)
 			}
-		}
-		if _, err := s.ByID(ctx, "pending"); !errors.Is(err, domain.ErrNotFound) {
-			t.Fatalf("pending order survived: %v", err)
-		}
-		if _, err := s.ByID(ctx, "paid"); err != nil {
-			t.Fatalf("paid order deleted: %v", err)
-		}
-		// The key is free again: a retry of the rejected request starts afresh.
-		if err := s.Create(ctx, order("again", "u", "k1", t0)); err != nil {
-			t.Fatalf("Create after delete: %v", err)
 		}
 	})
 }
 
 func TestListByUser(t *testing.T) {
-	eachDialect(t, func(t *testing.T, s *store.Store) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
 		ctx := t.Context()
 		// Ten orders of u1 in five timestamps (ids break ties), shuffled
 		// insertion, and orders of another user in between.
 		var want []string
 		for i := range 10 {
-			id := fmt.Sprintf("o%02d", i)
-			want = append(want, id)
+			want = append(want, fmt.Sprintf("o%02d", i))
 		}
 		for _, i := range []int{7, 2, 9, 0, 5, 3, 8, 1, 6, 4} {
 			if err := s.Create(ctx, order(want[i], "u1", "k"+want[i], t0.Add(time.Duration(i/2)*time.Microsecond))); err != nil {
@@ -212,6 +329,74 @@ func TestListByUser(t *testing.T) {
 		page, err := s.ListByUser(ctx, "nobody", nil, 10)
 		if err != nil || len(page) != 0 {
 			t.Fatalf("ListByUser(nobody) = %v, %v", page, err)
+		}
+	})
+}
+
+// TestMigrateFromIssue2 upgrades a database written by the service before
+// the saga: settled orders keep their outcome, pending ones are cancelled
+// through compensation (their charge's outcome is unknown).
+func TestMigrateFromIssue2(t *testing.T) {
+	v1, err := os.ReadFile("migrations/00001_orders.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		ctx := t.Context()
+		old, err := sqldb.Open(ctx, url, fstest.MapFS{"00001_orders.sql": {Data: v1}}, sqldb.WithMigrationTable(store.MigrationTable))
+		if err != nil {
+			t.Fatal(err)
+		}
+		us := t0.UnixMicro()
+		for _, row := range []struct{ id, status, payment, reason string }{
+			{"paid", "PAID", "p1", ""}, {"failed", "PAYMENT_FAILED", "p2", "PAYMENT_DECLINED"}, {"pending", "PENDING", "", ""},
+		} {
+			if _, err := old.ExecContext(ctx, old.Rebind(`INSERT INTO orders (id, user_id, idempotency_key, fingerprint, currency,
+				total_units, status, payment_id, failure_reason, create_time, update_time) VALUES (?, 'u', ?, 'fp', 'USD', 500, ?, ?, ?, ?, ?)`),
+				row.id, "k-"+row.id, row.status, row.payment, row.reason, us, us); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := old.ExecContext(ctx, old.Rebind(`INSERT INTO order_items (order_id, line, sku, quantity, unit_units)
+				VALUES (?, 0, 'A', 2, 250)`), row.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := old.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		s, err := store.Open(ctx, url, store.Options{})
+		if err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+		defer s.Close()
+		tests := []struct {
+			id              string
+			status          domain.Status
+			step, failed    domain.Step
+			reason, payment string
+		}{
+			{"paid", domain.StatusConfirmed, domain.StepDone, "", "", "p1"},
+			{"failed", domain.StatusCancelled, domain.StepDone, "", "PAYMENT_DECLINED", "p2"},
+			{"pending", domain.StatusPending, domain.StepRefund, domain.StepCharge, domain.FailureLegacyPending, ""},
+		}
+		for _, tt := range tests {
+			o, err := s.ByID(ctx, tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Status != tt.status || o.Step != tt.step || o.FailedStep != tt.failed || o.FailureReason != tt.reason || o.PaymentID != tt.payment ||
+				o.Total != (domain.Money{Currency: "USD", Units: 500}) || o.Version != 1 || !o.CreateTime.Equal(t0) ||
+				len(o.Items) != 1 || o.Items[0].UnitPrice != (domain.Money{Currency: "USD", Units: 250}) || o.Items[0].Expected != nil {
+				t.Fatalf("migrated %s: %+v", tt.id, o)
+			}
+		}
+		if ids, err := s.Pending(ctx, t0.Add(time.Hour)); err != nil || fmt.Sprint(ids) != "[pending]" {
+			t.Fatalf("Pending = %v, %v; want the legacy pending order", ids, err)
+		}
+		// The rebuilt tables keep their constraints.
+		if err := s.Create(ctx, order("again", "u", "k-paid", t0)); !errors.Is(err, domain.ErrDuplicate) {
+			t.Fatalf("Create with a migrated key = %v, want ErrDuplicate", err)
 		}
 	})
 }

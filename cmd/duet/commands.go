@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/services/inventory/stockimport"
+)
+
+// stockCmd runs `duet stock import FILE.csv`.
+func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("stock", "duet stock import [flags] FILE.csv   (CSV columns: "+strings.Join(stockimport.Header, ",")+")", stderr)
+	target := fs.String("inventory-target", system.DefaultInventoryAddr, "inventory service address")
+	if len(args) == 0 || args[0] != "import" {
+		fs.Usage()
+		return errors.New("stock needs a subcommand: import")
+	}
+	file, err := parseWithArg(fs, args[1:], "FILE.csv")
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	conn, err := dialTool(*target)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	last := time.Now()
+	progress := func(sent int) {
+		if time.Since(last) >= 200*time.Millisecond {
+			fmt.Fprintf(stderr, "\rsent %d records", sent)
+			last = time.Now()
+		}
+	}
+	sum, err := stockimport.Import(ctx, inventoryv1.NewInventoryServiceClient(conn), f, progress)
+	fmt.Fprint(stderr, "\r")
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	fmt.Fprintf(stdout, "received %d, applied %d, rejected %d\n", sum.GetReceived(), sum.GetApplied(), sum.GetRejected())
+	for _, r := range sum.GetRejections() {
+		fmt.Fprintf(stdout, "  line %d (%s): %s: %s\n", r.GetLine(), r.GetSku(), r.GetReason(), r.GetMessage())
+	}
+	return nil
+}
+
+// orderCmd runs `duet order watch ID`.
+func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("order", "duet order watch [flags] ORDER_ID", stderr)
+	target := fs.String("order-target", system.DefaultOrderAddr, "order service address")
+	if len(args) == 0 || args[0] != "watch" {
+		fs.Usage()
+		return errors.New("order needs a subcommand: watch")
+	}
+	id, err := parseWithArg(fs, args[1:], "ORDER_ID")
+	if err != nil {
+		return err
+	}
+	conn, err := dialTool(*target)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := orderv1.NewOrderServiceClient(conn).WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		o := resp.GetOrder()
+		line := fmt.Sprintf("%s  %-9s step=%s", o.GetUpdateTime().AsTime().Format(time.RFC3339Nano),
+			strings.TrimPrefix(o.GetStatus().String(), "ORDER_STATUS_"), strings.TrimPrefix(o.GetStep().String(), "ORDER_STEP_"))
+		if o.GetFailureReason() != "" {
+			line += " reason=" + o.GetFailureReason()
+		}
+		fmt.Fprintln(stdout, line)
+	}
+}
+
+// parseWithArg parses flags around exactly one positional argument, so
+// both `watch ID --flag` and `watch --flag ID` work.
+func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return "", err
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return "", fmt.Errorf("want exactly one %s, got %d", name, len(pos))
+	}
+	if err := parse(fs, nil); err != nil {
+		return "", err
+	}
+	return pos[0], nil
+}
+
+func dialTool(target string) (*grpc.ClientConn, error) {
+	return client.New(target, client.Config{})
+}

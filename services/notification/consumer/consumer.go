@@ -1,0 +1,170 @@
+// Package consumer feeds the notification service from the event bus: a
+// durable JetStream consumer of every event (users, orders, payments…) that
+// decodes each one into a domain.Occurrence and has the domain record it
+// (audit log, notification, inbox) in one transaction.
+//
+// Delivery is at least once; the inbox written in that transaction makes a
+// redelivered event a no-op that is acked again. An event that cannot be
+// decoded, or whose type is unknown, is still audited and acked: retrying
+// it would never succeed, and the audit log keeps its bytes for later.
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/services/notification/domain"
+)
+
+// Durable is the name of the JetStream consumer: its position in the
+// stream survives restarts, and notification processes share its work.
+const Durable = "notification"
+
+// Subjects returns the relative subjects consumed: everything on the bus.
+// That is every user, order and payment event and whatever else services
+// publish, which the audit log wants anyway (events of types Decode does not
+// know are audited without a notification). It is one filter on purpose:
+// NATS servers before 2.10 refuse consumers with several filter subjects
+// ("user.*", "order.*", "payment.*"), and the external NATS deployments
+// run may be one.
+func Subjects() []string { return []string{">"} }
+
+// Consumer turns events into audit entries and notifications.
+type Consumer struct {
+	svc *domain.Service
+	bus *events.Bus
+	log *slog.Logger
+}
+
+// New returns a Consumer recording into svc the events of bus. Events that
+// cannot be decoded are logged to logger (nil means slog.Default()).
+func New(svc *domain.Service, bus *events.Bus, logger *slog.Logger) *Consumer {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Consumer{svc: svc, bus: bus, log: logger}
+}
+
+// Run consumes events as Durable until ctx ends, then returns nil.
+func (c *Consumer) Run(ctx context.Context) error {
+	return events.Consume(ctx, c.bus, events.ConsumerConfig{
+		Durable:  Durable,
+		Subjects: Subjects(),
+		Logger:   c.log,
+	}, c.Handle)
+}
+
+// Handle records one event. It returns an error only when the record could
+// not be stored, so Consume redelivers the event later.
+func (c *Consumer) Handle(ctx context.Context, m events.Message) error {
+	occ, err := Decode(m.Type, m.Data)
+	if err != nil {
+		c.log.WarnContext(ctx, "notification: undecodable event; auditing it without a notification",
+			"event_id", m.ID, "type", m.Type, "err", err)
+	}
+	ev := domain.Event{
+		ID:          m.ID,
+		Type:        m.Type,
+		AggregateID: m.AggregateID,
+		Subject:     c.bus.Subject(m.Subject),
+		RequestID:   m.RequestID,
+		OccurTime:   m.OccurTime,
+		Payload:     m.Data,
+	}
+	if ev.AggregateID == "" {
+		ev.AggregateID = occ.SubjectID
+	}
+	if sc := trace.SpanContextFromContext(m.Context(ctx)); sc.HasTraceID() {
+		ev.TraceID = sc.TraceID().String()
+	}
+	n, first, err := c.svc.Record(ctx, ev, occ)
+	if err != nil {
+		return fmt.Errorf("notification: record event %s: %w", m.ID, err)
+	}
+	switch {
+	case !first:
+		c.log.DebugContext(ctx, "notification: event already recorded", "event_id", m.ID)
+	case n != nil:
+		c.log.DebugContext(ctx, "notification: recorded", "event_id", m.ID, "notification_id", n.ID, "kind", n.Kind)
+	}
+	return nil
+}
+
+// Decode reads the payload of an event of type typ (a protobuf full name)
+// into the facts the notification rules need. Unknown types are
+// domain.HappeningOther and no error; a payload that does not decode as its
+// type is HappeningOther and an error.
+func Decode(typ string, data []byte) (domain.Occurrence, error) {
+	other := domain.Occurrence{What: domain.HappeningOther}
+	decode := func(m proto.Message) error {
+		if err := proto.Unmarshal(data, m); err != nil {
+			return fmt.Errorf("decode %s: %w", typ, err)
+		}
+		return nil
+	}
+	switch typ {
+	case nameOf[*userv1.UserCreated]():
+		var m userv1.UserCreated
+		if err := decode(&m); err != nil {
+			return other, err
+		}
+		u := m.GetUser()
+		return domain.Occurrence{What: domain.UserCreated, UserID: u.GetId(), SubjectID: u.GetId(), UserName: u.GetName()}, nil
+	case nameOf[*userv1.UserUpdated]():
+		var m userv1.UserUpdated
+		if err := decode(&m); err != nil {
+			return other, err
+		}
+		u := m.GetUser()
+		return domain.Occurrence{What: domain.UserUpdated, UserID: u.GetId(), SubjectID: u.GetId(), Changed: m.GetChanged().GetPaths()}, nil
+	case nameOf[*orderv1.OrderConfirmed]():
+		var m orderv1.OrderConfirmed
+		if err := decode(&m); err != nil {
+			return other, err
+		}
+		return orderOccurrence(domain.OrderConfirmed, m.GetOrder()), nil
+	case nameOf[*orderv1.OrderCancelled]():
+		var m orderv1.OrderCancelled
+		if err := decode(&m); err != nil {
+			return other, err
+		}
+		return orderOccurrence(domain.OrderCancelled, m.GetOrder()), nil
+	case nameOf[*orderv1.OrderRejected]():
+		var m orderv1.OrderRejected
+		if err := decode(&m); err != nil {
+			return other, err
+		}
+		return orderOccurrence(domain.OrderRejected, m.GetOrder()), nil
+	case nameOf[*paymentv1.PaymentRefunded]():
+		var m paymentv1.PaymentRefunded
+		if err := decode(&m); err != nil {
+			return other, err
+		}
+		p := m.GetPayment()
+		return domain.Occurrence{What: domain.PaymentRefunded, UserID: p.GetUserId(), SubjectID: p.GetId(), Amount: money(m.GetAmount())}, nil
+	}
+	return other, nil
+}
+
+// nameOf returns the protobuf full name of message type M.
+func nameOf[M proto.Message]() string {
+	var m M
+	return string(m.ProtoReflect().Descriptor().FullName())
+}
+
+func orderOccurrence(what domain.Happening, o *orderv1.Order) domain.Occurrence {
+	return domain.Occurrence{What: what, UserID: o.GetUserId(), SubjectID: o.GetId(), Amount: money(o.GetTotal()), Reason: o.GetFailureReason()}
+}
+
+func money(m *typev1.Money) domain.Money {
+	return domain.Money{Currency: m.GetCurrencyCode(), Units: m.GetUnits()}
+}

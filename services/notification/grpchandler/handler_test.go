@@ -1,0 +1,628 @@
+package grpchandler_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+	"github.com/duetkit/duet/services/notification/domain"
+	"github.com/duetkit/duet/services/notification/grpchandler"
+	"github.com/duetkit/duet/services/notification/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// env is a notification handler served over loopback gRPC.
+type env struct {
+	svc     *domain.Service
+	handler *grpchandler.Handler
+	client  notificationv1.NotificationServiceClient
+	addr    string
+	// sent counts notifications the server has handed to Subscribe
+	// streams, read at the transport.
+	sent *atomic.Int64
+}
+
+func start(t *testing.T, url string) env {
+	t.Helper()
+	db, err := store.Open(t.Context(), url)
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	svc := domain.NewService(store.New(db))
+	sent := new(atomic.Int64)
+	srv, err := server.New(server.Config{
+		Name:   "notification",
+		Logger: discard,
+		StreamInterceptors: []grpc.StreamServerInterceptor{
+			func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+				return handler(srv, countingStream{ServerStream: ss, sent: sent})
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := grpchandler.New(svc, discard)
+	notificationv1.RegisterNotificationServiceServer(srv, h)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := client.New(lis.Addr().String(), client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Shutdown(context.Background())
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = db.Close()
+	})
+	return env{svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(conn), addr: lis.Addr().String(), sent: sent}
+}
+
+type countingStream struct {
+	grpc.ServerStream
+	sent *atomic.Int64
+}
+
+func (s countingStream) SendMsg(m any) error {
+	s.sent.Add(1)
+	return s.ServerStream.SendMsg(m)
+}
+
+// record makes one order-confirmed notification for user, as the consumer
+// would, and returns it.
+func record(t *testing.T, svc *domain.Service, user string) domain.Notification {
+	t.Helper()
+	order := newID()
+	n, first, err := svc.Record(t.Context(),
+		domain.Event{ID: newID(), Type: "duet.order.v1.OrderConfirmed", AggregateID: order},
+		domain.Occurrence{What: domain.OrderConfirmed, UserID: user, SubjectID: order})
+	if err != nil || !first || n == nil {
+		t.Fatalf("Record = %v, %v, %v", n, first, err)
+	}
+	return *n
+}
+
+// subscriber is a client of one Subscribe stream. Its receiver goroutine
+// keeps reading so tests can wait for a message with a deadline, or check
+// that none comes.
+type subscriber struct {
+	stream grpc.BidiStreamingClient[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]
+	got    chan *notificationv1.Notification
+	err    chan error // the stream's final error (io.EOF for OK)
+}
+
+func subscribe(t *testing.T, ctx context.Context, c notificationv1.NotificationServiceClient, user string, maxInFlight int32) *subscriber {
+	t.Helper()
+	stream, err := c.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Subscribe{
+		Subscribe: &notificationv1.Subscription{UserId: user, MaxInFlight: maxInFlight},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	s := &subscriber{stream: stream, got: make(chan *notificationv1.Notification, 100), err: make(chan error, 1)}
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				s.err <- err
+				return
+			}
+			s.got <- resp.GetNotification()
+		}
+	}()
+	return s
+}
+
+// next returns the next notification, failing the test after a deadline.
+func (s *subscriber) next(t *testing.T) *notificationv1.Notification {
+	t.Helper()
+	select {
+	case n := <-s.got:
+		return n
+	case err := <-s.err:
+		t.Fatalf("stream ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification within 10s")
+	}
+	return nil
+}
+
+// quiet is how long none waits for a notification that must not come.
+const quiet = 300 * time.Millisecond
+
+// none checks that no notification arrives for a short while: proving a
+// negative takes some waiting, and quiet is ample on loopback for one that
+// was already sent.
+func (s *subscriber) none(t *testing.T) {
+	t.Helper()
+	select {
+	case n := <-s.got:
+		t.Fatalf("unexpected notification %s", n.GetId())
+	case err := <-s.err:
+		t.Fatalf("stream ended: %v", err)
+	case <-time.After(quiet):
+	}
+}
+
+func (s *subscriber) ack(t *testing.T, id string) {
+	t.Helper()
+	if err := s.stream.Send(&notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Ack{
+		Ack: &notificationv1.Ack{NotificationId: id},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond every few milliseconds until it holds, failing the
+// test after a deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// acked reports whether notification id of user has an ack time.
+func acked(t *testing.T, svc *domain.Service, user, id string) bool {
+	t.Helper()
+	page, err := svc.Notifications(t.Context(), user, domain.MaxPageSize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range page.Notifications {
+		if n.ID == id {
+			return n.Acked()
+		}
+	}
+	t.Fatalf("notification %s not found", id)
+	return false
+}
+
+func TestSubscribeBacklogThenLive(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		user := newID()
+		var backlog []string
+		for range 3 {
+			backlog = append(backlog, record(t, e.svc, user).ID)
+		}
+		record(t, e.svc, newID()) // someone else's
+
+		s := subscribe(t, t.Context(), e.client, user, 0)
+		for i, want := range backlog {
+			n := s.next(t)
+			if n.GetId() != want || n.GetUserId() != user ||
+				n.GetKind() != notificationv1.NotificationKind_NOTIFICATION_KIND_ORDER_CONFIRMED || n.GetAckTime() != nil {
+				t.Fatalf("backlog[%d] = %v, want %s", i, n, want)
+			}
+		}
+		live := record(t, e.svc, user)
+		if n := s.next(t); n.GetId() != live.ID {
+			t.Fatalf("live = %s, want %s", n.GetId(), live.ID)
+		}
+		s.none(t)
+	})
+}
+
+func TestSubscribeReconnectRedeliversUnacked(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		user := newID()
+		var ids []string
+		for range 3 {
+			ids = append(ids, record(t, e.svc, user).ID)
+		}
+
+		ctx, cancel := context.WithCancel(t.Context())
+		s := subscribe(t, ctx, e.client, user, 0)
+		for range ids {
+			s.next(t)
+		}
+		s.ack(t, ids[1])
+		waitFor(t, "the ack to be stored", func() bool { return acked(t, e.svc, user, ids[1]) })
+		cancel()
+		if err := <-s.err; apierr.Code(err) != codes.Canceled {
+			t.Fatalf("cancelled stream ended with %v", err)
+		}
+
+		s = subscribe(t, t.Context(), e.client, user, 0)
+		for _, want := range []string{ids[0], ids[2]} {
+			if n := s.next(t); n.GetId() != want {
+				t.Fatalf("redelivered %s, want %s", n.GetId(), want)
+			}
+		}
+		s.none(t)
+		// Acks of another session's (or a repeated) notification are fine.
+		s.ack(t, ids[1])
+		s.ack(t, ids[0])
+		live := record(t, e.svc, user)
+		if n := s.next(t); n.GetId() != live.ID {
+			t.Fatalf("live = %s, want %s", n.GetId(), live.ID)
+		}
+		waitFor(t, "the ack to be stored", func() bool { return acked(t, e.svc, user, ids[0]) })
+		if acked(t, e.svc, user, ids[2]) {
+			t.Error("an unacked notification is marked acked")
+		}
+	})
+}
+
+func TestSubscribeBackpressure(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		user := newID()
+		var ids []string
+		for range 5 {
+			ids = append(ids, record(t, e.svc, user).ID)
+		}
+		s := subscribe(t, t.Context(), e.client, user, 2)
+		if a, b := s.next(t), s.next(t); a.GetId() != ids[0] || b.GetId() != ids[1] {
+			t.Fatalf("first two = %s, %s; want %s, %s", a.GetId(), b.GetId(), ids[0], ids[1])
+		}
+		// The window is full: neither the backlog nor a new notification
+		// may come until an ack.
+		ids = append(ids, record(t, e.svc, user).ID)
+		s.none(t)
+		if got := e.sent.Load(); got != 2 {
+			t.Fatalf("server sent %d notifications with a window of 2", got)
+		}
+		// An ack of something not in flight frees nothing.
+		s.ack(t, newID())
+		s.none(t)
+		for i := 2; i < len(ids); i++ {
+			s.ack(t, ids[i-2])
+			if n := s.next(t); n.GetId() != ids[i] {
+				t.Fatalf("after ack %d got %s, want %s", i-2, n.GetId(), ids[i])
+			}
+			if got := e.sent.Load(); got != int64(i+1) {
+				t.Fatalf("server sent %d notifications, want %d", got, i+1)
+			}
+		}
+		s.ack(t, ids[4])
+		s.ack(t, ids[5])
+		waitFor(t, "every ack to be stored", func() bool {
+			un, err := e.svc.Unacked(t.Context(), user, 10)
+			return err == nil && len(un) == 0
+		})
+		s.none(t)
+	})
+}
+
+func TestSubscribeEndFreesGoroutines(t *testing.T) {
+	urls := sqldbtest.URLs(t)
+	e := start(t, urls["sqlite"])
+	tests := []struct {
+		name    string
+		backlog int   // notifications waiting before the subscription
+		window  int32 // max_in_flight
+		receive int   // how many the client reads before it goes
+		end     string
+	}{
+		{name: "cancel idle", receive: 0, end: "cancel"},
+		{name: "cancel with a full window", backlog: 5, window: 2, receive: 2, end: "cancel"},
+		{name: "cancel mid-backlog", backlog: 50, window: 100, receive: 1, end: "cancel"},
+		{name: "disconnect with a full window", backlog: 3, window: 1, receive: 1, end: "disconnect"},
+		{name: "half-close then cancel", backlog: 2, window: 1, receive: 1, end: "half-close"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A connection of its own, opened (by a first call) before
+			// the snapshot, so only the stream's goroutines are judged.
+			conn, err := client.New(e.addr, client.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c := notificationv1.NewNotificationServiceClient(conn)
+			user := newID()
+			if _, err := c.ListNotifications(t.Context(), &notificationv1.ListNotificationsRequest{UserId: user}); err != nil {
+				t.Fatal(err)
+			}
+			for range tt.backlog {
+				record(t, e.svc, user)
+			}
+			before := goleak.IgnoreCurrent()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			s := subscribe(t, ctx, c, user, tt.window)
+			for range tt.receive {
+				s.next(t)
+			}
+			waitFor(t, "the stream to watch", func() bool { return e.svc.Watchers() == 1 })
+			switch tt.end {
+			case "cancel":
+				cancel()
+			case "disconnect":
+				_ = conn.Close()
+			case "half-close":
+				if err := s.stream.CloseSend(); err != nil {
+					t.Fatal(err)
+				}
+				s.none(t) // still subscribed, window still full
+				if e.svc.Watchers() != 1 {
+					t.Fatal("half-close ended the subscription")
+				}
+				cancel()
+			}
+			if err := <-s.err; apierr.Code(err) != codes.Canceled {
+				t.Errorf("stream ended with %v, want CANCELED", err)
+			}
+			waitFor(t, "the handler to return", func() bool { return e.svc.Watchers() == 0 })
+			goleak.VerifyNone(t, before)
+		})
+	}
+}
+
+func TestSubscribeDrain(t *testing.T) {
+	e := start(t, sqldbtest.URLs(t)["sqlite"])
+	user := newID()
+	id := record(t, e.svc, user).ID
+	s := subscribe(t, t.Context(), e.client, user, 0)
+	if n := s.next(t); n.GetId() != id {
+		t.Fatalf("got %s, want %s", n.GetId(), id)
+	}
+	e.handler.Drain()
+	e.handler.Drain() // idempotent
+	err := <-s.err
+	if apierr.Code(err) != codes.Unavailable || apierr.Reason(err) != grpchandler.ReasonShuttingDown {
+		t.Fatalf("drained stream ended with %v, want UNAVAILABLE %s", err, grpchandler.ReasonShuttingDown)
+	}
+	// New subscriptions end the same way; unary calls still work.
+	s = subscribe(t, t.Context(), e.client, user, 0)
+	if err := <-s.err; apierr.Reason(err) != grpchandler.ReasonShuttingDown {
+		t.Fatalf("subscription after Drain ended with %v", err)
+	}
+	if _, err := e.client.ListNotifications(t.Context(), &notificationv1.ListNotificationsRequest{UserId: user}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every handler to return", func() bool { return e.svc.Watchers() == 0 })
+}
+
+func TestSubscribeInvalid(t *testing.T) {
+	e := start(t, sqldbtest.URLs(t)["sqlite"])
+	user := newID()
+	sub := func(u string, max int32) *notificationv1.SubscribeRequest {
+		return &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Subscribe{
+			Subscribe: &notificationv1.Subscription{UserId: u, MaxInFlight: max}}}
+	}
+	ack := func(id string) *notificationv1.SubscribeRequest {
+		return &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Ack{Ack: &notificationv1.Ack{NotificationId: id}}}
+	}
+	tests := []struct {
+		name  string
+		send  []*notificationv1.SubscribeRequest
+		close bool // half-close after sending
+		field string
+	}{
+		{name: "nothing", close: true, field: "subscribe"},
+		{name: "ack first", send: []*notificationv1.SubscribeRequest{ack(newID())}, field: "subscribe"},
+		{name: "empty message", send: []*notificationv1.SubscribeRequest{{}}},
+		{name: "bad user id", send: []*notificationv1.SubscribeRequest{sub("me", 0)}, field: "subscribe.user_id"},
+		{name: "window too large", send: []*notificationv1.SubscribeRequest{sub(user, 101)}, field: "subscribe.max_in_flight"},
+		{name: "negative window", send: []*notificationv1.SubscribeRequest{sub(user, -1)}, field: "subscribe.max_in_flight"},
+		{name: "subscribe twice", send: []*notificationv1.SubscribeRequest{sub(user, 0), sub(user, 0)}, field: "subscribe"},
+		{name: "bad ack id", send: []*notificationv1.SubscribeRequest{sub(user, 0), ack("x")}, field: "ack.notification_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			stream, err := e.client.Subscribe(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range tt.send {
+				if err := stream.Send(m); err != nil && !errors.Is(err, io.EOF) {
+					t.Fatal(err)
+				}
+			}
+			if tt.close {
+				if err := stream.CloseSend(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err = stream.Recv()
+			if apierr.Code(err) != codes.InvalidArgument {
+				t.Fatalf("Recv = %v, want INVALID_ARGUMENT", err)
+			}
+			var fields []string
+			for _, v := range apierr.FieldViolations(err) {
+				fields = append(fields, v.Field)
+			}
+			if tt.field != "" && !slices.Contains(fields, tt.field) {
+				t.Errorf("field violations = %v, want %s (err: %v)", fields, tt.field, err)
+			}
+		})
+	}
+	waitFor(t, "every handler to return", func() bool { return e.svc.Watchers() == 0 })
+}
+
+func TestListNotifications(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		ctx := t.Context()
+		user, other := newID(), newID()
+		var want []string
+		for range 5 {
+			want = append(want, record(t, e.svc, user).ID)
+		}
+		record(t, e.svc, other)
+		if err := e.svc.Ack(ctx, user, want[0]); err != nil {
+			t.Fatal(err)
+		}
+
+		var got []string
+		tok := ""
+		for pages := 1; ; pages++ {
+			resp, err := e.client.ListNotifications(ctx, &notificationv1.ListNotificationsRequest{UserId: user, PageSize: 2, PageToken: tok})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range resp.GetNotifications() {
+				got = append(got, n.GetId())
+				if (n.GetId() == want[0]) != (n.GetAckTime() != nil) {
+					t.Errorf("notification %s ack time = %v", n.GetId(), n.GetAckTime())
+				}
+			}
+			tok = resp.GetNextPageToken()
+			if tok == "" {
+				if pages != 3 {
+					t.Errorf("%d pages, want 3", pages)
+				}
+				break
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("listed %v, want %v", got, want)
+		}
+
+		first, err := e.client.ListNotifications(ctx, &notificationv1.ListNotificationsRequest{UserId: user, PageSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name  string
+			req   *notificationv1.ListNotificationsRequest
+			field string
+		}{
+			{"garbage token", &notificationv1.ListNotificationsRequest{UserId: user, PageToken: "garbage"}, "page_token"},
+			{"another user's token", &notificationv1.ListNotificationsRequest{UserId: other, PageToken: first.GetNextPageToken()}, "page_token"},
+			{"bad user id", &notificationv1.ListNotificationsRequest{UserId: "nope"}, "user_id"},
+			{"page too large", &notificationv1.ListNotificationsRequest{UserId: user, PageSize: 101}, "page_size"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := e.client.ListNotifications(ctx, tt.req)
+				if apierr.Code(err) != codes.InvalidArgument || apierr.Reason(err) != apierr.ReasonInvalidArgument {
+					t.Fatalf("err = %v, want INVALID_ARGUMENT", err)
+				}
+				if fv := apierr.FieldViolations(err); len(fv) == 0 || fv[0].Field != tt.field {
+					t.Errorf("field violations = %v, want %s", fv, tt.field)
+				}
+			})
+		}
+	})
+}
+
+func TestListAuditEvents(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		ctx := t.Context()
+		order, user := newID(), newID()
+		confirmed := &orderv1.OrderConfirmed{Order: &orderv1.Order{Id: order, UserId: user}}
+		payload, err := proto.Marshal(confirmed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		occur := time.Date(2026, 3, 4, 5, 6, 7, 8000, time.UTC)
+		evs := []domain.Event{
+			{ID: newID(), Type: "duet.order.v1.OrderConfirmed", AggregateID: order, Subject: "duet.order.confirmed",
+				RequestID: "req-1", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", OccurTime: occur, Payload: payload},
+			{ID: newID(), Type: "duet.order.v9.OrderTeleported", AggregateID: order, Subject: "duet.order.teleported", Payload: []byte{1}},
+			{ID: newID(), Type: "duet.order.v1.OrderConfirmed", AggregateID: order, Subject: "duet.order.confirmed", Payload: payload},
+		}
+		for _, ev := range evs {
+			if _, _, err := e.svc.Record(ctx, ev, domain.Occurrence{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []*notificationv1.AuditEvent
+		tok := ""
+		for {
+			resp, err := e.client.ListAuditEvents(ctx, &notificationv1.ListAuditEventsRequest{AggregateId: order, PageSize: 2, PageToken: tok})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, resp.GetEvents()...)
+			if tok = resp.GetNextPageToken(); tok == "" {
+				break
+			}
+		}
+		if len(got) != len(evs) {
+			t.Fatalf("listed %d events, want %d", len(got), len(evs))
+		}
+		for i, ev := range evs {
+			if got[i].GetEventId() != ev.ID || got[i].GetType() != ev.Type || got[i].GetSubject() != ev.Subject ||
+				got[i].GetAggregateId() != order || got[i].GetRecordTime() == nil {
+				t.Errorf("event %d = %v, want %+v", i, got[i], ev)
+			}
+		}
+		a := got[0]
+		if a.GetRequestId() != "req-1" || a.GetTraceId() != evs[0].TraceID || !a.GetOccurTime().AsTime().Equal(occur) {
+			t.Errorf("event metadata = %v", a)
+		}
+		var decoded orderv1.OrderConfirmed
+		if err := a.GetPayload().UnmarshalTo(&decoded); err != nil || !proto.Equal(&decoded, confirmed) {
+			t.Errorf("payload = %v (%v), want %v", &decoded, err, confirmed)
+		}
+		if got[1].GetPayload() != nil || got[1].GetOccurTime() != nil {
+			t.Errorf("unknown type's payload = %v, occur time %v; want none", got[1].GetPayload(), got[1].GetOccurTime())
+		}
+
+		first, err := e.client.ListAuditEvents(ctx, &notificationv1.ListAuditEventsRequest{AggregateId: order, PageSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name  string
+			req   *notificationv1.ListAuditEventsRequest
+			field string
+		}{
+			{"another aggregate's token", &notificationv1.ListAuditEventsRequest{AggregateId: user, PageToken: first.GetNextPageToken()}, "page_token"},
+			{"garbage token", &notificationv1.ListAuditEventsRequest{AggregateId: order, PageToken: "AAAA"}, "page_token"},
+			{"bad aggregate id", &notificationv1.ListAuditEventsRequest{AggregateId: "order-1"}, "aggregate_id"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := e.client.ListAuditEvents(ctx, tt.req)
+				if apierr.Code(err) != codes.InvalidArgument {
+					t.Fatalf("err = %v, want INVALID_ARGUMENT", err)
+				}
+				if fv := apierr.FieldViolations(err); len(fv) == 0 || fv[0].Field != tt.field {
+					t.Errorf("field violations = %v, want %s", fv, tt.field)
+				}
+			})
+		}
+	})
+}

@@ -1,0 +1,178 @@
+package grpchandler
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// Subscription window sizes.
+const (
+	// DefaultMaxInFlight is the window when the subscription asks for 0.
+	DefaultMaxInFlight = 10
+	// MaxMaxInFlight is the largest window a subscription may ask for.
+	MaxMaxInFlight = 100
+)
+
+type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]
+
+// Subscribe runs one subscription session.
+//
+// The client's first message must be a Subscription (INVALID_ARGUMENT
+// otherwise, and for a second one later). The server then sends the user's
+// unacknowledged notifications oldest first, and new ones as the consumer
+// stores them, with at most max_in_flight sent and not yet acked: the rest
+// stay in the database until acks free the window, so a slow client costs
+// the server a bounded amount of memory, never a growing queue. What was
+// sent and not acked is sent again on the next subscription.
+//
+// An ack marks the notification acknowledged in the database before it
+// frees its slot. Acks of unknown ids, of other users' notifications and
+// repeated acks are ignored (see domain.Service.Ack). A client may half-close
+// its side: it then receives what fits in the window and no more.
+//
+// Two goroutines serve a session: this one, which alone sends, and a
+// receiver, which alone receives. Both end when the client cancels or
+// disconnects, and when Drain is called.
+func (h *Handler) Subscribe(stream subscribeStream) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return errFirstMessage
+	}
+	if err != nil {
+		return h.streamError(ctx, err)
+	}
+	sub := first.GetSubscribe()
+	if sub == nil {
+		return errFirstMessage
+	}
+	userID := sub.GetUserId()
+	window := int(sub.GetMaxInFlight())
+	switch {
+	case window == 0:
+		window = DefaultMaxInFlight
+	case window < 0 || window > MaxMaxInFlight:
+		// protovalidate already refuses these; this guards servers
+		// running without it.
+		return apierr.InvalidField("subscribe.max_in_flight", "must be between 0 and 100")
+	}
+
+	// Watch before the first query, so a notification stored in between
+	// wakes the loop instead of being missed.
+	wake, stopWatch := h.svc.Watch(userID)
+	defer stopWatch()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// acks is unbuffered: the receiver hands over one ack at a time, and
+	// waits (so stops reading, so HTTP/2 flow control slows the client)
+	// while this goroutine is busy sending.
+	acks := make(chan string)
+	// received carries the receiver's single final result.
+	received := make(chan error, 1)
+	go h.receive(ctx, stream, userID, acks, received)
+
+	var (
+		inFlight = make(map[string]struct{}, window)
+		dirty    = true  // the database may hold something to send
+		more     = false // the last query filled the window: more may wait behind it
+	)
+	for {
+		if dirty && len(inFlight) < window {
+			dirty = false
+			// The window's worth of oldest unacked: those in flight are
+			// among them or older ones are, so whatever is not in flight
+			// is next to send.
+			pending, err := h.svc.Unacked(ctx, userID, window)
+			if err != nil {
+				return h.streamError(ctx, err)
+			}
+			more = len(pending) == window
+			for _, n := range pending {
+				if len(inFlight) == window {
+					break
+				}
+				if _, ok := inFlight[n.ID]; ok {
+					continue
+				}
+				if err := stream.Send(&notificationv1.SubscribeResponse{Notification: toProto(n)}); err != nil {
+					return h.streamError(ctx, err)
+				}
+				inFlight[n.ID] = struct{}{}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return h.streamError(ctx, ctx.Err())
+		case <-h.draining:
+			return errShuttingDown
+		case <-wake:
+			dirty = true
+		case id := <-acks:
+			if _, ok := inFlight[id]; ok {
+				delete(inFlight, id)
+				dirty = dirty || more
+			}
+		case err := <-received:
+			if err != nil {
+				return err
+			}
+			received = nil // half-closed: keep sending into the window
+		}
+	}
+}
+
+var errShuttingDown = apierr.Unavailable(ReasonShuttingDown, "the server is shutting down; subscribe again", 0)
+
+var errFirstMessage = apierr.InvalidField("subscribe", "the first message of a Subscribe stream must be a subscription")
+
+// receive reads the client's messages until the stream ends, records each
+// ack and hands its id to the sending loop. It reports io.EOF as nil and
+// anything else as a status error on received, exactly once.
+func (h *Handler) receive(ctx context.Context, stream subscribeStream, userID string, acks chan<- string, received chan<- error) {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			received <- nil
+			return
+		}
+		if err != nil {
+			received <- h.streamError(ctx, err)
+			return
+		}
+		ack := req.GetAck()
+		if ack == nil {
+			received <- apierr.InvalidField("subscribe", "a stream subscribes once, with its first message")
+			return
+		}
+		if err := h.svc.Ack(ctx, userID, ack.GetNotificationId()); err != nil {
+			received <- h.streamError(ctx, err)
+			return
+		}
+		select {
+		case acks <- ack.GetNotificationId():
+		case <-ctx.Done():
+			received <- nil // the sending loop is ending for its own reason
+			return
+		}
+	}
+}
+
+// streamError maps err for a stream: status errors (from validation, or the
+// transport) pass through, the rest go through error.
+func (h *Handler) streamError(ctx context.Context, err error) error {
+	if _, ok := apierr.As(err); ok {
+		return err
+	}
+	if code := apierr.Code(err); code != codes.Unknown && code != codes.OK {
+		return err
+	}
+	return h.error(ctx, err)
+}

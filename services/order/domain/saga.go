@@ -1,0 +1,402 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Step is a step of an order's saga.
+type Step string
+
+// The forward steps run in this order; on failure, compensation runs REFUND
+// and RELEASE as needed (see Order.FailedStep), and every saga ends at DONE.
+const (
+	StepCheckUser Step = "CHECK_USER"
+	StepPrice     Step = "PRICE"
+	StepReserve   Step = "RESERVE"
+	StepCharge    Step = "CHARGE"
+	StepCommit    Step = "COMMIT"
+	StepRefund    Step = "REFUND"
+	StepRelease   Step = "RELEASE"
+	StepDone      Step = "DONE"
+)
+
+// Compensating reports whether s undoes an earlier step. Compensation
+// steps are retried until they succeed: they have no deadline.
+func (s Step) Compensating() bool { return s == StepRefund || s == StepRelease }
+
+// Defaults of SagaPolicy.
+const (
+	// DefaultStepTimeout is how long a forward step whose peer keeps failing
+	// temporarily is retried before the saga compensates.
+	DefaultStepTimeout = 30 * time.Second
+	// DefaultCallTimeout bounds one call to a peer.
+	DefaultCallTimeout = 10 * time.Second
+	// DefaultInitialBackoff is the delay before the first retry of a step.
+	DefaultInitialBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff caps the delay between retries of a step.
+	DefaultMaxBackoff = 5 * time.Second
+)
+
+// SagaPolicy bounds the saga's retries.
+//
+// A forward step (CHECK_USER, PRICE, RESERVE, CHARGE, COMMIT) that fails
+// temporarily (the peer is unavailable, a call times out) is retried with
+// exponential backoff and jitter, from InitialBackoff doubling up to
+// MaxBackoff, until StepTimeout has passed since the step began: the last
+// attempt is made at that bound, and when it fails too the saga gives up.
+// One attempt takes at most CallTimeout, so a step is given up at most
+// StepTimeout + CallTimeout after it began. Giving up before anything was
+// reserved ends the order CANCELLED; after, compensation runs. Compensation
+// steps (REFUND, RELEASE) retry with the same backoff until they succeed.
+type SagaPolicy struct {
+	// StepTimeout is how long a forward step is retried; DefaultStepTimeout when zero.
+	StepTimeout time.Duration
+	// CallTimeout bounds one call to a peer; DefaultCallTimeout when zero.
+	CallTimeout time.Duration
+	// InitialBackoff is the first retry delay; DefaultInitialBackoff when zero.
+	InitialBackoff time.Duration
+	// MaxBackoff caps retry delays, a peer's RetryInfo included;
+	// DefaultMaxBackoff when zero.
+	MaxBackoff time.Duration
+}
+
+// WithDefaults returns p with zero durations replaced by the defaults.
+func (p SagaPolicy) WithDefaults() SagaPolicy {
+	if p.StepTimeout <= 0 {
+		p.StepTimeout = DefaultStepTimeout
+	}
+	if p.CallTimeout <= 0 {
+		p.CallTimeout = DefaultCallTimeout
+	}
+	if p.InitialBackoff <= 0 {
+		p.InitialBackoff = DefaultInitialBackoff
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = DefaultMaxBackoff
+	}
+	if p.MaxBackoff < p.InitialBackoff {
+		p.MaxBackoff = p.InitialBackoff
+	}
+	return p
+}
+
+// Backoff returns the delay before retrying after the given number of
+// failed attempts (1 or more): InitialBackoff doubled per earlier failure,
+// at least the peer's hint, capped at MaxBackoff, then jittered into
+// [d/2, d] so that orders failing together do not retry together.
+func (p SagaPolicy) Backoff(attempts int, hint time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
+	d := p.InitialBackoff
+	for i := 1; i < attempts && d < p.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = max(d, hint)
+	d = min(d, p.MaxBackoff)
+	return d/2 + jitter(d-d/2)
+}
+
+// randomJitter returns a random duration in [0, d].
+func randomJitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d + 1)
+}
+
+// enter starts step at now.
+func (o *Order) enter(step Step, now time.Time, p SagaPolicy) {
+	o.Step, o.Attempts, o.NextAttempt, o.LastError, o.UpdateTime = step, 0, now, "", now
+	o.StepDeadline = time.Time{}
+	if !step.Compensating() {
+		o.StepDeadline = now.Add(p.StepTimeout)
+	}
+}
+
+// finish ends the saga with status and reason ("" keeps the reason set
+// when compensation began; CONFIRMED clears it).
+func (o *Order) finish(status Status, reason string, now time.Time) {
+	o.Status, o.Step, o.Attempts, o.UpdateTime = status, StepDone, 0, now
+	o.NextAttempt, o.StepDeadline = time.Time{}, time.Time{}
+	switch {
+	case status == StatusConfirmed:
+		o.FailureReason, o.FailedStep = "", ""
+	case reason != "":
+		o.FailureReason = reason
+	}
+}
+
+// compensate starts compensation of the failed forward step with first,
+// for reason.
+func (o *Order) compensate(failed, first Step, reason string, now time.Time, p SagaPolicy) {
+	o.FailedStep, o.FailureReason = failed, reason
+	o.enter(first, now, p)
+}
+
+// afterRefund is where compensation goes once the charge is cancelled.
+func (o *Order) afterRefund(now time.Time, p SagaPolicy) {
+	if o.FailedStep == StepCommit {
+		// The reservation was released first (see afterRelease).
+		o.finish(StatusCancelled, "", now)
+		return
+	}
+	o.enter(StepRelease, now, p)
+}
+
+// afterRelease is where compensation goes once the stock is released.
+func (o *Order) afterRelease(now time.Time, p SagaPolicy) {
+	if o.FailedStep == StepCommit {
+		// After a failed commit the stock is released before the charge is
+		// refunded, because only the release tells whether the commit went
+		// through after all (see Service.release).
+		o.enter(StepRefund, now, p)
+		return
+	}
+	o.finish(StatusCancelled, "", now)
+}
+
+// giveUp ends a forward step that kept failing past its deadline.
+func (o *Order) giveUp(now time.Time, p SagaPolicy) {
+	switch o.Step {
+	case StepCheckUser:
+		o.finish(StatusCancelled, FailureUsersUnavailable, now)
+	case StepPrice:
+		o.finish(StatusCancelled, FailureInventoryUnavailable, now)
+	case StepReserve:
+		// The reservation may have been made; releasing also blocks a late one.
+		o.compensate(StepReserve, StepRelease, FailureInventoryUnavailable, now, p)
+	case StepCharge:
+		// The charge may have been made; cancelling it also blocks a late one.
+		o.compensate(StepCharge, StepRefund, FailurePaymentUnavailable, now, p)
+	case StepCommit:
+		o.compensate(StepCommit, StepRelease, FailureInventoryUnavailable, now, p)
+	}
+}
+
+// maxErrorLen bounds LastError.
+const maxErrorLen = 500
+
+// Step runs the current saga step of the order with the given id once and
+// stores what came of it. It returns the order as stored afterwards, and
+// whether this call moved it to another step or status. An order that is
+// terminal, or whose next attempt is not due yet, is returned unchanged.
+//
+// A step that fails temporarily stores the failed attempt and when to try
+// again (NextAttempt); the caller waits until then and calls Step again.
+// The only errors are the store's and ctx's: when ctx ends during a call
+// to a peer nothing is stored, and the step is run again later — every step
+// is idempotent on the order id.
+func (s *Service) Step(ctx context.Context, id string) (*Order, bool, error) {
+	o, err := s.repo.ByID(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if o.Status.Terminal() || s.Now().Before(o.NextAttempt) {
+		return o, false, nil
+	}
+	if s.StepContext != nil {
+		ctx = s.StepContext(ctx, o)
+	}
+	next := o.Clone()
+	pricesChanged, err := s.run(ctx, next)
+	if err != nil {
+		return nil, false, err
+	}
+	next.Version = o.Version + 1
+	if err := s.repo.Save(ctx, next, o.Version, pricesChanged); err != nil {
+		if errors.Is(err, ErrConflict) {
+			// Another runner moved the saga on; carry on from there.
+			o, err := s.repo.ByID(ctx, id)
+			return o, false, err
+		}
+		return nil, false, err
+	}
+	if s.Notifier != nil {
+		s.Notifier.Publish(next)
+	}
+	moved := next.Step != o.Step || next.Status != o.Status
+	if moved && next.Status.Terminal() {
+		s.log.InfoContext(ctx, "order saga ended", "order_id", id, "status", next.Status, "failure_reason", next.FailureReason)
+	}
+	return next, moved, nil
+}
+
+// run makes one attempt at o's step and applies its outcome to o. It
+// reports whether the items' prices changed.
+func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
+	callCtx, cancel := context.WithTimeout(ctx, s.policy.CallTimeout)
+	defer cancel()
+	now := func() time.Time { return s.Now() }
+	var (
+		err           error
+		pricesChanged bool
+	)
+	switch o.Step {
+	case StepCheckUser:
+		err = s.users.CheckUser(callCtx, o.UserID)
+		switch {
+		case err == nil:
+			o.enter(StepPrice, now(), s.policy)
+		case errors.Is(err, ErrUserNotFound):
+			o.finish(StatusRejected, FailureUserNotFound, now())
+			err = nil
+		}
+	case StepPrice:
+		var prices map[string]Money
+		prices, err = s.inventory.Prices(callCtx, o.SKUs())
+		switch {
+		case err == nil:
+			pricesChanged = true
+			if reason := o.price(prices); reason != "" {
+				o.finish(StatusRejected, reason, now())
+			} else {
+				o.enter(StepReserve, now(), s.policy)
+			}
+		case errors.Is(err, ErrProductNotFound):
+			o.LastError = truncate(err.Error())
+			o.finish(StatusRejected, FailureProductNotFound, now())
+			err = nil
+		}
+	case StepReserve:
+		err = s.inventory.Reserve(callCtx, o.ID, o.StockLines())
+		switch {
+		case err == nil:
+			o.enter(StepCharge, now(), s.policy)
+		case errors.Is(err, ErrOutOfStock):
+			o.LastError = truncate(err.Error())
+			o.finish(StatusRejected, FailureOutOfStock, now())
+			err = nil
+		case errors.Is(err, ErrProductNotFound):
+			o.LastError = truncate(err.Error())
+			o.finish(StatusRejected, FailureProductNotFound, now())
+			err = nil
+		case errors.Is(err, ErrReservationReleased):
+			// Nothing is held and nothing can be: there is nothing to undo.
+			o.finish(StatusCancelled, FailureReservationReleased, now())
+			err = nil
+		}
+	case StepCharge:
+		var res PaymentResult
+		res, err = s.payments.Charge(callCtx, PaymentCharge{
+			IdempotencyKey: PaymentKey(o.ID),
+			Token:          o.PaymentToken,
+			Reference:      o.ID,
+			UserID:         o.UserID,
+			Amount:         o.Total,
+		})
+		switch {
+		case err == nil && res.Declined:
+			reason := res.DeclineReason
+			if reason == "" {
+				reason = FailurePaymentDeclined
+			}
+			o.PaymentID = res.PaymentID
+			o.compensate(StepCharge, StepRelease, reason, now(), s.policy)
+		case err == nil:
+			o.PaymentID = res.PaymentID
+			o.enter(StepCommit, now(), s.policy)
+		case errors.Is(err, ErrInvalidPaymentMethod):
+			o.compensate(StepCharge, StepRelease, FailureInvalidPaymentMethod, now(), s.policy)
+			err = nil
+		case errors.Is(err, ErrChargeRefused):
+			// Money may have moved under the key for another request:
+			// cancel whatever was charged, then release.
+			o.LastError = truncate(err.Error())
+			o.compensate(StepCharge, StepRefund, FailurePaymentRefused, now(), s.policy)
+			err = nil
+		}
+	case StepCommit:
+		err = s.inventory.Commit(callCtx, o.ID)
+		switch {
+		case err == nil:
+			o.finish(StatusConfirmed, "", now())
+		case errors.Is(err, ErrReservationReleased):
+			o.compensate(StepCommit, StepRelease, FailureReservationReleased, now(), s.policy)
+			err = nil
+		}
+	case StepRefund:
+		var paymentID string
+		paymentID, err = s.payments.CancelCharge(callCtx, PaymentKey(o.ID))
+		if err == nil {
+			if paymentID != "" {
+				o.PaymentID = paymentID
+			}
+			o.afterRefund(now(), s.policy)
+		}
+	case StepRelease:
+		err = s.inventory.Release(callCtx, o.ID)
+		switch {
+		case err == nil:
+			o.afterRelease(now(), s.policy)
+		case errors.Is(err, ErrReservationCommitted) && o.FailedStep == StepCommit:
+			// The commit whose answer was lost went through: the stock is
+			// sold and the charge (not refunded yet) pays for it. Going
+			// forward is the consistent end.
+			s.log.WarnContext(ctx, "order saga: commit had succeeded; confirming instead of compensating", "order_id", o.ID)
+			o.LastError = "stock commit had succeeded"
+			o.finish(StatusConfirmed, "", now())
+			err = nil
+		case errors.Is(err, ErrReservationCommitted):
+			// Only this saga commits, and only after a charge: it cannot
+			// be. Keep retrying, loudly, rather than end inconsistent.
+			s.log.ErrorContext(ctx, "order saga: reservation committed during compensation", "order_id", o.ID, "failed_step", o.FailedStep)
+		}
+	default:
+		return false, fmt.Errorf("order %s: unknown saga step %q", o.ID, o.Step)
+	}
+	if err == nil {
+		return pricesChanged, nil
+	}
+	if ctx.Err() != nil {
+		// The runner is stopping: the outcome is unknown and the step will
+		// be run again.
+		return false, ctx.Err()
+	}
+	s.failed(ctx, o, err)
+	return false, nil
+}
+
+// failed records a failed attempt at o's step and when to try again, or
+// gives the step up when it is a forward step past its deadline.
+func (s *Service) failed(ctx context.Context, o *Order, err error) {
+	now := s.Now()
+	o.Attempts++
+	o.LastError = truncate(err.Error())
+	var hint time.Duration
+	if re := (*RetryableError)(nil); errors.As(err, &re) {
+		hint = re.RetryAfter
+	} else {
+		s.log.WarnContext(ctx, "order saga step failed", "order_id", o.ID, "step", o.Step, "attempt", o.Attempts, "error", err)
+	}
+	if !o.Step.Compensating() && !now.Before(o.StepDeadline) {
+		s.log.WarnContext(ctx, "order saga step given up", "order_id", o.ID, "step", o.Step, "attempts", o.Attempts, "error", err)
+		last := o.LastError
+		o.giveUp(now, s.policy)
+		o.LastError = last
+		return
+	}
+	o.NextAttempt = now.Add(s.policy.Backoff(o.Attempts, hint, s.Jitter))
+	if !o.Step.Compensating() && o.NextAttempt.After(o.StepDeadline) {
+		// One last attempt at the bound.
+		o.NextAttempt = o.StepDeadline
+	}
+	o.UpdateTime = now
+}
+
+// truncate cuts s to at most maxErrorLen bytes of valid UTF-8 (PostgreSQL
+// refuses anything else in a TEXT column).
+func truncate(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= maxErrorLen {
+		return s
+	}
+	cut := maxErrorLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}

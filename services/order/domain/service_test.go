@@ -1,0 +1,154 @@
+package domain
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestServiceCreate(t *testing.T) {
+	f := newFixture()
+	req := request(priced("A", 2, "USD", 300), item("B", 1))
+	req.RequestID = "req-1"
+	o, err := f.svc.Create(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != StatusPending || o.Step != StepCheckUser || o.Version != 1 || o.Priced() || o.PaymentToken != "tok_approve" ||
+		o.RequestID != "req-1" || !o.NextAttempt.Equal(t0) || !o.StepDeadline.Equal(t0.Add(testPolicy.StepTimeout)) ||
+		o.Items[0].Expected == nil || o.Items[1].Expected != nil {
+		t.Fatalf("Create() = %+v", o)
+	}
+	if stored, _ := f.repo.ByID(t.Context(), o.ID); stored == nil || stored.Fingerprint != req.Fingerprint() {
+		t.Fatalf("stored %+v", stored)
+	}
+	if !slices.Equal(f.sched.ids, []string{o.ID}) {
+		t.Fatalf("scheduled %v, want [%s]", f.sched.ids, o.ID)
+	}
+	if len(f.peers.calls) != 0 {
+		t.Fatalf("Create called peers %v; the saga does that", f.peers.calls)
+	}
+
+	bad := request()
+	if _, err := f.svc.Create(t.Context(), bad); err == nil || f.repo.count() != 1 {
+		t.Fatalf("invalid request: %v, %d orders", err, f.repo.count())
+	}
+}
+
+func TestServiceCreateIdempotency(t *testing.T) {
+	t.Run("repeat returns the order and schedules it again while pending", func(t *testing.T) {
+		f := newFixture()
+		req := request(item("A", 1))
+		o1, err1 := f.svc.Create(t.Context(), req)
+		req.RequestID = "another attempt"
+		o2, err2 := f.svc.Create(t.Context(), req)
+		if err1 != nil || err2 != nil || o1.ID != o2.ID || f.repo.count() != 1 || len(f.sched.ids) != 2 {
+			t.Fatalf("got %+v, %v and %+v, %v; %d orders, scheduled %v", o1, err1, o2, err2, f.repo.count(), f.sched.ids)
+		}
+		f.run(t, o1.ID)
+		o3, err := f.svc.Create(t.Context(), req)
+		if err != nil || o3.Status != StatusConfirmed || len(f.sched.ids) != 2 {
+			t.Fatalf("repeat after the end = %+v, %v; scheduled %v", o3, err, f.sched.ids)
+		}
+	})
+	t.Run("different request under the key", func(t *testing.T) {
+		f := newFixture()
+		req := request(item("A", 1))
+		if _, err := f.svc.Create(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+		req.Items[0].Quantity = 2
+		if _, err := f.svc.Create(t.Context(), req); !errors.Is(err, ErrIdempotencyKeyReused) {
+			t.Fatalf("Create() = %v, want ErrIdempotencyKeyReused", err)
+		}
+	})
+	t.Run("losing the insert race returns the winner", func(t *testing.T) {
+		f := newFixture()
+		req := request(item("A", 1))
+		f.repo.raceWinner = &Order{ID: "winner", UserID: alice, Status: StatusPending, Step: StepCheckUser,
+			IdempotencyKey: req.IdempotencyKey, Fingerprint: req.Fingerprint(), Version: 1}
+		o, err := f.svc.Create(t.Context(), req)
+		if err != nil || o.ID != "winner" || f.repo.count() != 1 || !slices.Equal(f.sched.ids, []string{"winner"}) {
+			t.Fatalf("Create() = %+v, %v; %d orders, scheduled %v", o, err, f.repo.count(), f.sched.ids)
+		}
+	})
+}
+
+func TestServicePending(t *testing.T) {
+	f := newFixture()
+	a, b := f.create(t), f.create(t)
+	_ = a
+	f.peers.set("CheckUser", errDown)
+	if _, _, err := f.svc.Step(t.Context(), b.ID); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := f.svc.Pending(t.Context(), f.now)
+	if err != nil || !slices.Equal(ids, []string{a.ID}) {
+		t.Fatalf("Pending(now) = %v, %v; want only the order that is due", ids, err)
+	}
+	ids, _ = f.svc.Pending(t.Context(), f.now.Add(time.Hour))
+	if len(ids) != 2 {
+		t.Fatalf("Pending(later) = %v, want both", ids)
+	}
+}
+
+func TestServiceList(t *testing.T) {
+	f := newFixture()
+	base := time.Unix(1800000000, 0).UTC()
+	n := 0
+	f.svc.Now = func() time.Time {
+		n++
+		// Pairs of orders share a timestamp, so ids must break ties.
+		return base.Add(time.Duration(n/4) * time.Second)
+	}
+	var want []string
+	for i := range 7 {
+		req := request(item("A", 1))
+		req.IdempotencyKey = fmt.Sprint("key-", i)
+		o, err := f.svc.Create(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, o.ID)
+	}
+	tests := []struct {
+		pageSize  int
+		wantPages int
+	}{
+		{1, 7}, {2, 4}, {3, 3}, {7, 1}, {0, 1}, {1000, 1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint("page size ", tt.pageSize), func(t *testing.T) {
+			var (
+				got   []string
+				after *Position
+				pages int
+			)
+			for {
+				page, next, err := f.svc.List(t.Context(), alice, after, tt.pageSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pages++
+				for _, o := range page {
+					got = append(got, o.ID)
+				}
+				if next == nil {
+					break
+				}
+				after = next
+			}
+			if pages != tt.wantPages || !slices.Equal(got, want) {
+				t.Fatalf("%d pages, %v; want %d pages, %v", pages, got, tt.wantPages, want)
+			}
+		})
+	}
+	if _, _, err := f.svc.List(t.Context(), alice, nil, -1); err == nil {
+		t.Fatal("negative page size accepted")
+	}
+	if page, next, err := f.svc.List(t.Context(), "nobody", nil, 10); err != nil || len(page) != 0 || next != nil {
+		t.Fatalf("List(nobody) = %v, %v, %v", page, next, err)
+	}
+}

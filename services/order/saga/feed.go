@@ -1,0 +1,184 @@
+package saga
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/duetkit/duet/services/order/domain"
+)
+
+// maxPending bounds what a subscription holds for a slow reader. Changes
+// to the same status and step replace each other, and an order has only a
+// handful of steps, so the bound is never reached in practice; if it were,
+// the oldest changes would go and the reader would still see the latest.
+const maxPending = 32
+
+// Feed passes every stored change of an order to the subscribers of that
+// order in this process. It implements domain.Notifier.
+type Feed struct {
+	mu   sync.Mutex
+	subs map[string]map[*Subscription]struct{}
+}
+
+// NewFeed returns a Feed with no subscribers.
+func NewFeed() *Feed { return &Feed{subs: map[string]map[*Subscription]struct{}{}} }
+
+// Publish implements domain.Notifier. It never blocks on a subscriber.
+func (f *Feed) Publish(o *domain.Order) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s := range f.subs[o.ID] {
+		s.push(o)
+	}
+}
+
+// Subscribe starts collecting the changes of the order with the given id.
+// Close the subscription when done.
+func (f *Feed) Subscribe(id string) *Subscription {
+	s := &Subscription{feed: f, id: id, ready: make(chan struct{}, 1)}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.subs[id] == nil {
+		f.subs[id] = map[*Subscription]struct{}{}
+	}
+	f.subs[id][s] = struct{}{}
+	return s
+}
+
+// Subscribers counts the open subscriptions, for tests and metrics.
+func (f *Feed) Subscribers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, subs := range f.subs {
+		n += len(subs)
+	}
+	return n
+}
+
+// Subscription is one subscriber's queue of changes to one order.
+type Subscription struct {
+	feed  *Feed
+	id    string
+	ready chan struct{}
+
+	mu      sync.Mutex
+	pending []*domain.Order
+}
+
+func (s *Subscription) push(o *domain.Order) {
+	s.mu.Lock()
+	if n := len(s.pending); n > 0 && s.pending[n-1].Status == o.Status && s.pending[n-1].Step == o.Step {
+		s.pending[n-1] = o
+	} else {
+		if n == maxPending {
+			s.pending = s.pending[1:]
+		}
+		s.pending = append(s.pending, o)
+	}
+	s.mu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is signalled when changes are waiting to be taken.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take returns the waiting changes, oldest first, and empties the queue.
+func (s *Subscription) Take() []*domain.Order {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.pending
+	s.pending = nil
+	return out
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() {
+	s.feed.mu.Lock()
+	defer s.feed.mu.Unlock()
+	delete(s.feed.subs[s.id], s)
+	if len(s.feed.subs[s.id]) == 0 {
+		delete(s.feed.subs, s.id)
+	}
+}
+
+// Reader reads an order as stored.
+type Reader func(ctx context.Context, id string) (*domain.Order, error)
+
+// Watch calls send with the order with the given id as read, then with
+// every later state whose status or step differs from the last one sent,
+// in order, and returns nil after sending a terminal state. It returns
+// ctx's error when ctx ends first, and send's or read's errors.
+//
+// It subscribes before reading, so no change stored after the read is
+// missed; versions put the read and the changes in order. Changes stored
+// by another process do not reach the feed: every poll interval (0 for
+// never) the order is read again to catch them.
+func (f *Feed) Watch(ctx context.Context, id string, read Reader, poll time.Duration, send func(*domain.Order) error) error {
+	sub := f.Subscribe(id)
+	defer sub.Close()
+	o, err := read(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := send(o); err != nil {
+		return err
+	}
+	sent, version := o, o.Version
+	var tick <-chan time.Time
+	if poll > 0 {
+		t := time.NewTicker(poll)
+		defer t.Stop()
+		tick = t.C
+	}
+	for !sent.Status.Terminal() {
+		var changes []*domain.Order
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.Ready():
+			changes = sub.Take()
+		case <-tick:
+			o, err := read(ctx, id)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return err
+			}
+			changes = []*domain.Order{o}
+		}
+		for _, o := range changes {
+			if o.Version <= version {
+				continue
+			}
+			version = o.Version
+			if o.Status == sent.Status && o.Step == sent.Step {
+				continue
+			}
+			if err := send(o); err != nil {
+				return err
+			}
+			sent = o
+		}
+	}
+	return nil
+}
+
+// Wait returns the order with the given id once it is terminal, or as it
+// last was when ctx ends (then with no error, if it was read at all).
+func (f *Feed) Wait(ctx context.Context, id string, read Reader, poll time.Duration) (*domain.Order, error) {
+	var last *domain.Order
+	err := f.Watch(ctx, id, read, poll, func(o *domain.Order) error {
+		last = o
+		return nil
+	})
+	if err != nil && last != nil && ctx.Err() != nil {
+		return last, nil
+	}
+	return last, err
+}
