@@ -47,11 +47,13 @@ const (
 	OrderStatus_ORDER_STATUS_PAYMENT_FAILED OrderStatus = 3
 	// Terminal: stock committed and payment captured.
 	OrderStatus_ORDER_STATUS_CONFIRMED OrderStatus = 4
-	// Terminal: the payment was declined or failed; stock was released and
-	// any charge refunded. See failure_reason.
+	// Terminal: the saga gave up after it could have charged — the payment
+	// was declined or refused, or a peer stayed down past the step bound — and
+	// compensated: stock released, any charge refunded. See failure_reason.
 	OrderStatus_ORDER_STATUS_CANCELLED OrderStatus = 5
-	// Terminal: not enough stock (or an unknown user or product); nothing
-	// was charged. See failure_reason.
+	// Terminal: the shop refused the order before any charge: not enough
+	// stock, an unknown user or product, a changed price, mixed currencies.
+	// See failure_reason.
 	OrderStatus_ORDER_STATUS_REJECTED OrderStatus = 6
 )
 
@@ -189,8 +191,8 @@ type LineItem struct {
 	// How many units, 1 to 10000.
 	Quantity int32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// Price of one unit, set by the server from inventory. A client may send
-	// it to state the price it expects: the order is then refused
-	// (PRICE_CHANGED) if inventory's price differs.
+	// it to state the price it expects: the order then ends REJECTED with
+	// failure_reason PRICE_CHANGED if inventory's price differs.
 	UnitPrice     *v1.Money `protobuf:"bytes,3,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,7 +264,8 @@ type Order struct {
 	Status OrderStatus `protobuf:"varint,5,opt,name=status,proto3,enum=duet.order.v1.OrderStatus" json:"status,omitempty"`
 	// The payment made for the order; empty until one was captured or declined.
 	PaymentId string `protobuf:"bytes,6,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
-	// Stable reason the payment failed, for example "PAYMENT_DECLINED"; empty otherwise.
+	// Stable reason a REJECTED or CANCELLED order ended so, for example
+	// "OUT_OF_STOCK" or "PAYMENT_DECLINED"; empty otherwise.
 	FailureReason string `protobuf:"bytes,7,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
 	// The idempotency key the order was created with.
 	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`

@@ -37,24 +37,25 @@ type OrderServiceClient interface {
 	// CreateOrder places an order and starts its saga, which runs in the
 	// order service and survives restarts: check the user, price the items
 	// from inventory, reserve stock, charge the payment method, commit the
-	// reservation, confirm. Out of stock ends REJECTED with nothing charged; a
-	// declined payment releases the stock and ends CANCELLED; a failure after
-	// the charge refunds it, releases the stock and ends CANCELLED. Each step
-	// is retried with backoff; a peer that stays down for longer than the
-	// saga's step bound (30s by default) sends the order into compensation.
+	// reservation, confirm. Refusals before any charge (out of stock, unknown
+	// user or product, a changed price) end REJECTED; a declined payment
+	// releases the stock and ends CANCELLED; a failed commit releases the
+	// stock (or finds it was committed after all, and confirms) and refunds
+	// the charge. Each step is retried with backoff; a forward step whose peer
+	// stays down for longer than the saga's step bound (30s by default) sends
+	// the order into compensation, which retries until it completes.
 	//
 	// The call returns at once with the order PENDING, unless wait is set: then
 	// it returns when the order is terminal or the call's deadline passes
-	// (whichever is first; the order is then still PENDING and goes on). Either
-	// way, declined or rejected orders are business outcomes, not errors.
+	// (whichever is first; the order is then still PENDING and goes on). Every
+	// outcome is a successful call with the order; status and failure_reason
+	// say how and why it ended.
 	//
 	// It is idempotent on idempotency_key, which is unique across all users: a
 	// repeat with the same request returns the same order and never charges
 	// twice; the same key with another request is FAILED_PRECONDITION, reason
-	// IDEMPOTENCY_KEY_REUSED. An unknown user is FAILED_PRECONDITION, reason
-	// USER_NOT_FOUND; an unknown sku is FAILED_PRECONDITION, reason
-	// PRODUCT_NOT_FOUND; a unit_price sent that differs from the current price
-	// is FAILED_PRECONDITION, reason PRICE_CHANGED.
+	// IDEMPOTENCY_KEY_REUSED. The same sku twice in one order is
+	// INVALID_ARGUMENT.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
@@ -132,24 +133,25 @@ type OrderServiceServer interface {
 	// CreateOrder places an order and starts its saga, which runs in the
 	// order service and survives restarts: check the user, price the items
 	// from inventory, reserve stock, charge the payment method, commit the
-	// reservation, confirm. Out of stock ends REJECTED with nothing charged; a
-	// declined payment releases the stock and ends CANCELLED; a failure after
-	// the charge refunds it, releases the stock and ends CANCELLED. Each step
-	// is retried with backoff; a peer that stays down for longer than the
-	// saga's step bound (30s by default) sends the order into compensation.
+	// reservation, confirm. Refusals before any charge (out of stock, unknown
+	// user or product, a changed price) end REJECTED; a declined payment
+	// releases the stock and ends CANCELLED; a failed commit releases the
+	// stock (or finds it was committed after all, and confirms) and refunds
+	// the charge. Each step is retried with backoff; a forward step whose peer
+	// stays down for longer than the saga's step bound (30s by default) sends
+	// the order into compensation, which retries until it completes.
 	//
 	// The call returns at once with the order PENDING, unless wait is set: then
 	// it returns when the order is terminal or the call's deadline passes
-	// (whichever is first; the order is then still PENDING and goes on). Either
-	// way, declined or rejected orders are business outcomes, not errors.
+	// (whichever is first; the order is then still PENDING and goes on). Every
+	// outcome is a successful call with the order; status and failure_reason
+	// say how and why it ended.
 	//
 	// It is idempotent on idempotency_key, which is unique across all users: a
 	// repeat with the same request returns the same order and never charges
 	// twice; the same key with another request is FAILED_PRECONDITION, reason
-	// IDEMPOTENCY_KEY_REUSED. An unknown user is FAILED_PRECONDITION, reason
-	// USER_NOT_FOUND; an unknown sku is FAILED_PRECONDITION, reason
-	// PRODUCT_NOT_FOUND; a unit_price sent that differs from the current price
-	// is FAILED_PRECONDITION, reason PRICE_CHANGED.
+	// IDEMPOTENCY_KEY_REUSED. The same sku twice in one order is
+	// INVALID_ARGUMENT.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
