@@ -3,12 +3,12 @@ package client_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -16,6 +16,7 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -43,20 +44,11 @@ func (f *flaky) CreateUser(ctx context.Context, req *userv1.CreateUserRequest) (
 	return &userv1.CreateUserResponse{User: &userv1.User{Email: req.GetEmail()}}, nil
 }
 
+// serve runs impl behind kit/server for the test and returns its address,
+// for the client under test to dial.
 func serve(t *testing.T, impl userv1.UserServiceServer) string {
 	t.Helper()
-	srv, err := server.New(server.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	userv1.RegisterUserServiceServer(srv, impl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return lis.Addr().String()
+	return servertest.NewServer(t, server.Config{}, func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, impl) }).Addr
 }
 
 func TestRetriesOnlyIdempotentMethods(t *testing.T) {

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,9 +18,9 @@ import (
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
-	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 )
 
 func TestMain(m *testing.M) {
@@ -41,33 +40,7 @@ func (u *users) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv
 	return u.get(ctx, req)
 }
 
-// start serves svc on a loopback port and returns a kit client connection.
-func start(t *testing.T, cfg server.Config, svc *users) (*server.Server, *grpc.ClientConn) {
-	t.Helper()
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	userv1.RegisterUserServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return srv, conn
-}
+func (u *users) register(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, u) }
 
 const validID = "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"
 
@@ -90,7 +63,7 @@ func TestServerChain(t *testing.T) {
 		}
 		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
 	}}
-	_, conn := start(t, server.Config{Name: "test"}, svc)
+	conn := servertest.Start(t, server.Config{Name: "test"}, svc.register)
 	users := userv1.NewUserServiceClient(conn)
 
 	tests := []struct {
@@ -136,19 +109,9 @@ func TestRequestIDAndDefaultDeadline(t *testing.T) {
 		got <- [2]any{requestid.FromContext(ctx), ok}
 		return &userv1.GetUserResponse{}, nil
 	}}
-	srv, err := server.New(server.Config{DefaultTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	userv1.RegisterUserServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	defer srv.Shutdown(context.Background())
+	srv := servertest.NewServer(t, server.Config{DefaultTimeout: time.Minute}, svc.register)
 	// A bare grpc-go client sends no deadline and no request id.
-	raw, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	raw, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,13 +134,8 @@ func TestRequestIDAndDefaultDeadline(t *testing.T) {
 	}
 
 	// The kit client forwards the request id of its context.
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx := requestid.NewContext(context.Background(), "req-123")
-	if _, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
+	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
 		t.Fatal(err)
 	}
 	if v := <-got; v[0] != "req-123" {
@@ -194,23 +152,9 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 		<-release
 		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
 	}}
-	srv, err := server.New(server.Config{DrainTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	userv1.RegisterUserServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	users := userv1.NewUserServiceClient(conn)
-	health := healthpb.NewHealthClient(conn)
+	srv := servertest.NewServer(t, server.Config{DrainTimeout: 30 * time.Second}, svc.register)
+	users := userv1.NewUserServiceClient(srv.Conn)
+	health := healthpb.NewHealthClient(srv.Conn)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -240,7 +184,7 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	}()
 	// Health turns NOT_SERVING while calls are still running.
 	waitFor(t, ctx, func() bool {
-		resp, err := healthCheckDirect(ctx, srv)
+		resp, err := healthCheckDirect(ctx, srv.Server)
 		return err == nil && resp == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	select {
@@ -270,31 +214,17 @@ func TestShutdownCutsOffAfterDrainTimeout(t *testing.T) {
 		<-ctx.Done() // a handler that never finishes on its own
 		return nil, ctx.Err()
 	}}
-	srv, err := server.New(server.Config{DrainTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	userv1.RegisterUserServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	srv := servertest.NewServer(t, server.Config{DrainTimeout: 50 * time.Millisecond}, svc.register)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID})
+		_, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID})
 		errc <- err
 	}()
 	<-started
 	srv.Shutdown(ctx)
-	err = <-errc
+	err := <-errc
 	if err == nil || errors.Is(err, context.DeadlineExceeded) || apierr.Code(err) == codes.DeadlineExceeded {
 		t.Fatalf("call after forced stop = %v; want it cut off promptly", err)
 	}

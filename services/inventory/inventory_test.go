@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,8 +22,9 @@ import (
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
-	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/inventory"
 )
@@ -46,54 +46,13 @@ func start(t *testing.T, url string, interceptors ...grpc.StreamServerIntercepto
 	if err != nil {
 		t.Fatalf("inventory.Open: %v", err)
 	}
-	srv, err := server.New(server.Config{Name: "inventory", Logger: logger, StreamInterceptors: interceptors})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
+	t.Cleanup(func() { // after the server has drained: cleanups run last-in first-out
 		if err := svc.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return inventoryv1.NewInventoryServiceClient(conn)
-}
-
-// wantErr checks err's code, reason and, when field is not empty, that a
-// field violation names it.
-func wantErr(t *testing.T, err error, code codes.Code, reason, field string) {
-	t.Helper()
-	if got := apierr.Code(err); got != code {
-		t.Fatalf("code = %v, want %v (err: %v)", got, code, err)
-	}
-	if code == codes.OK {
-		return
-	}
-	if got := apierr.Reason(err); got != reason {
-		t.Errorf("reason = %q, want %q (err: %v)", got, reason, err)
-	}
-	var fields []string
-	for _, v := range apierr.FieldViolations(err) {
-		fields = append(fields, v.Field)
-	}
-	if field != "" && !slices.Contains(fields, field) {
-		t.Errorf("field violations = %v, want %q", fields, field)
-	}
+	return inventoryv1.NewInventoryServiceClient(servertest.Start(t,
+		server.Config{Name: "inventory", Logger: logger, StreamInterceptors: interceptors}, svc.Register))
 }
 
 // preconditions returns the subjects of err's PreconditionFailure
@@ -210,7 +169,7 @@ func TestProducts(t *testing.T) {
 			}},
 		}
 		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) { wantErr(t, tt.call(), tt.code, tt.reason, tt.field) })
+			t.Run(tt.name, func(t *testing.T) { apierrtest.Check(t, tt.call(), tt.code, tt.reason, tt.field) })
 		}
 	})
 }
@@ -360,7 +319,7 @@ func TestReservations(t *testing.T) {
 		}
 		for _, st := range steps {
 			t.Run(st.name, func(t *testing.T) {
-				wantErr(t, st.call(), st.code, st.reason, st.field)
+				apierrtest.Check(t, st.call(), st.code, st.reason, st.field)
 				a, b := getProduct(t, c, "A"), getProduct(t, c, "B")
 				if got := [4]int64{a.GetAvailable(), a.GetReserved(), b.GetAvailable(), b.GetReserved()}; got != st.want {
 					t.Errorf("A, B available/reserved = %v, want %v", got, st.want)
@@ -460,7 +419,7 @@ func TestImportStock(t *testing.T) {
 		}
 		for _, sku := range []string{"LOWER", "NEGPRICE", "GHOST"} {
 			_, err := c.GetProduct(t.Context(), &inventoryv1.GetProductRequest{Sku: sku})
-			wantErr(t, err, codes.NotFound, "PRODUCT_NOT_FOUND", "")
+			apierrtest.Check(t, err, codes.NotFound, "PRODUCT_NOT_FOUND", "")
 		}
 		// An empty import is fine and changes nothing.
 		if resp := importRecords(t, c); resp.GetReceived() != 0 {
@@ -582,7 +541,7 @@ func TestImportStockDeadline(t *testing.T) {
 			t.Fatal("the handler did not return after the deadline")
 		}
 		_, err = c.GetProduct(t.Context(), &inventoryv1.GetProductRequest{Sku: "NEW"})
-		wantErr(t, err, codes.NotFound, "PRODUCT_NOT_FOUND", "")
+		apierrtest.Check(t, err, codes.NotFound, "PRODUCT_NOT_FOUND", "")
 		if _, err := stream.CloseAndRecv(); err == nil || errors.Is(err, io.EOF) {
 			t.Errorf("CloseAndRecv = %v, want the deadline", err)
 		}

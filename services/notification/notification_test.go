@@ -4,9 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,11 +20,11 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
-	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/notification"
@@ -50,41 +50,22 @@ func start(t *testing.T, url string, bus *events.Bus) (notificationv1.Notificati
 	if err != nil {
 		t.Fatalf("notification.Open: %v", err)
 	}
-	srv, err := server.New(server.Config{Name: "notification", Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		// Drain ends open subscriptions, so the graceful shutdown does
-		// not wait for them; the connection closes after it.
-		svc.Drain()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = conn.Close()
+	closeSvc := sync.OnceFunc(func() {
 		if err := svc.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
+	})
+	t.Cleanup(closeSvc) // after the server has drained, even if it never started
+	srv := servertest.NewServer(t, server.Config{Name: "notification", Logger: discard}, svc.Register)
+	stop := func() {
+		// Drain ends open subscriptions, so the graceful shutdown does
+		// not wait for them.
+		svc.Drain()
+		srv.Close()
+		closeSvc()
 	}
 	t.Cleanup(stop)
-	return notificationv1.NewNotificationServiceClient(conn), stop
+	return notificationv1.NewNotificationServiceClient(srv.Conn), stop
 }
 
 // producer is another service's outbox: a scratch database whose events a

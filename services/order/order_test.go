@@ -25,10 +25,11 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
-	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/inventory"
@@ -167,43 +168,17 @@ func (g *gate) wait(ctx context.Context) error {
 	}
 }
 
-// served is a kit/server serving on a loopback address until stopped.
-type served struct {
-	addr   string
-	srv    *server.Server
-	done   chan error
-	once   sync.Once
-	stopFn func()
+// serverConfig is the kit/server configuration of the service name, with
+// unary interceptors added closest to the handler.
+func serverConfig(name string, unary ...grpc.UnaryServerInterceptor) server.Config {
+	return server.Config{Name: name, Logger: quiet, UnaryInterceptors: unary, DrainTimeout: 5 * time.Second}
 }
 
-// stop stops serving; later calls do nothing.
-func (s *served) stop() { s.once.Do(s.stopFn) }
-
-// serve runs register's services behind kit/server on addr ("127.0.0.1:0"
-// for any port) until stopped or the test ends.
-func serve(t *testing.T, name, addr string, register func(grpc.ServiceRegistrar), unary ...grpc.UnaryServerInterceptor) *served {
+// serve runs register's services behind kit/server on a loopback port until
+// closed or the test ends.
+func serve(t *testing.T, name string, register func(grpc.ServiceRegistrar), unary ...grpc.UnaryServerInterceptor) *servertest.Server {
 	t.Helper()
-	srv, err := server.New(server.Config{Name: name, Logger: quiet, UnaryInterceptors: unary})
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(srv)
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &served{addr: lis.Addr().String(), srv: srv, done: make(chan error, 1)}
-	go func() { s.done <- srv.Serve(lis) }()
-	s.stopFn = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-s.done; err != nil {
-			t.Errorf("%s: Serve: %v", name, err)
-		}
-	}
-	t.Cleanup(s.stop)
-	return s
+	return servertest.NewServer(t, serverConfig(name, unary...), register)
 }
 
 // dial connects the way an outside caller would: plain grpc, no retries,
@@ -257,13 +232,13 @@ type stack struct {
 	gate      *gate
 
 	paymentSvc    *payment.Service
-	paymentServer *served
+	paymentServer *servertest.Server
 	paymentsDB    *sqldb.DB
 
 	// orderCfg opens the order service again, on the same database.
 	orderCfg    order.Config
 	orderSvc    *order.Service
-	orderServer *served
+	orderServer *servertest.Server
 }
 
 func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
@@ -277,7 +252,7 @@ func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = userSvc.Close() })
-	userServer := serve(t, "user", "127.0.0.1:0", userSvc.Register, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	userServer := serve(t, "user", userSvc.Register, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if info.FullMethod == userv1.UserService_GetUser_FullMethodName {
 			st.rec.record("user", ctx)
 			if err := st.gate.wait(ctx); err != nil {
@@ -292,7 +267,7 @@ func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = inventorySvc.Close() })
-	inventoryServer := serve(t, "inventory", "127.0.0.1:0", inventorySvc.Register)
+	inventoryServer := serve(t, "inventory", inventorySvc.Register)
 
 	paymentURL := sqldbtest.URLs(t)[dialect]
 	st.paymentSvc, err = payment.Open(ctx, payment.Config{DatabaseURL: paymentURL, Logger: quiet, Provider: st.provider})
@@ -300,7 +275,7 @@ func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.paymentSvc.Close() })
-	st.paymentServer = serve(t, "payment", "127.0.0.1:0", st.paymentSvc.Register)
+	st.paymentServer = serve(t, "payment", st.paymentSvc.Register)
 	st.paymentsDB, err = sqldb.Open(ctx, paymentURL, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -310,16 +285,16 @@ func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 	st.orderCfg = order.Config{
 		DatabaseURL: sqldbtest.URLs(t)[dialect],
 		Logger:      quiet,
-		Users:       peer(t, userServer.addr),
-		Payments:    peer(t, st.paymentServer.addr),
-		Inventory:   peer(t, inventoryServer.addr),
+		Users:       peer(t, userServer.Addr),
+		Payments:    peer(t, st.paymentServer.Addr),
+		Inventory:   peer(t, inventoryServer.Addr),
 		Saga:        sagaCfg,
 	}
 	st.openOrders(t, st.orderCfg)
 
-	st.users = userv1.NewUserServiceClient(dial(t, userServer.addr))
-	st.payments = paymentv1.NewPaymentServiceClient(dial(t, st.paymentServer.addr))
-	st.inventory = inventoryv1.NewInventoryServiceClient(dial(t, inventoryServer.addr))
+	st.users = userv1.NewUserServiceClient(dial(t, userServer.Addr))
+	st.payments = paymentv1.NewPaymentServiceClient(dial(t, st.paymentServer.Addr))
+	st.inventory = inventoryv1.NewInventoryServiceClient(dial(t, inventoryServer.Addr))
 	return st
 }
 
@@ -333,15 +308,15 @@ func (st *stack) openOrders(t *testing.T, cfg order.Config) {
 	}
 	t.Cleanup(func() { _ = svc.Close() })
 	st.orderSvc = svc
-	st.orderServer = serve(t, "order", "127.0.0.1:0", svc.Register)
-	st.orders = orderv1.NewOrderServiceClient(dial(t, st.orderServer.addr))
+	st.orderServer = serve(t, "order", svc.Register)
+	st.orders = orderv1.NewOrderServiceClient(dial(t, st.orderServer.Addr))
 }
 
 // crash stops the order service as a process exit would: it stops serving
 // and stops its runner with steps in flight; nothing more is stored.
 func (st *stack) crash(t *testing.T) {
 	t.Helper()
-	st.orderServer.stop()
+	st.orderServer.Close()
 	if err := st.orderSvc.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -349,24 +324,23 @@ func (st *stack) crash(t *testing.T) {
 
 // stopPayments takes the payment service off the network; startPayments
 // puts it back on the same address.
-func (st *stack) stopPayments() { st.paymentServer.stop() }
+func (st *stack) stopPayments() { st.paymentServer.Close() }
 
 func (st *stack) startPayments(t *testing.T) {
 	t.Helper()
-	var err error
+	addr := st.paymentServer.Addr
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		// The port was just freed; the listen normally succeeds at once.
-		lis, lerr := net.Listen("tcp", st.paymentServer.addr)
-		if lerr == nil {
-			_ = lis.Close()
-			break
+		lis, err := net.Listen("tcp", addr)
+		if err == nil {
+			st.paymentServer = servertest.Serve(t, lis, serverConfig("payment"), st.paymentSvc.Register)
+			return
 		}
-		if err = lerr; time.Now().After(deadline) {
-			t.Fatalf("listen on %s again: %v", st.paymentServer.addr, err)
+		if time.Now().After(deadline) {
+			t.Fatalf("listen on %s again: %v", addr, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	st.paymentServer = serve(t, "payment", st.paymentServer.addr, st.paymentSvc.Register)
 }
 
 // eachStack runs fn against a stack per available database dialect.
@@ -499,23 +473,6 @@ func createReq(userID, token, key string, items ...*orderv1.LineItem) *orderv1.C
 	return &orderv1.CreateOrderRequest{UserId: userID, Items: items, PaymentToken: token, IdempotencyKey: key, Wait: true}
 }
 
-// wantStatus checks err's code, reason and, when given, offending field.
-func wantStatus(t *testing.T, err error, code codes.Code, reason, field string) {
-	t.Helper()
-	if apierr.Code(err) != code || apierr.Reason(err) != reason {
-		t.Fatalf("error %v; want code %s reason %s", err, code, reason)
-	}
-	if field == "" {
-		return
-	}
-	for _, v := range apierr.FieldViolations(err) {
-		if v.Field == field {
-			return
-		}
-	}
-	t.Fatalf("error %v does not name field %s (has %v)", err, field, apierr.FieldViolations(err))
-}
-
 func TestCreateOrderRejectsBadRequests(t *testing.T) {
 	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
 		userID := st.newUser(t)
@@ -543,7 +500,7 @@ func TestCreateOrderRejectsBadRequests(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				_, err := st.orders.CreateOrder(t.Context(), tt.req)
-				wantStatus(t, err, tt.wantCode, tt.wantReason, tt.wantField)
+				apierrtest.Check(t, err, tt.wantCode, tt.wantReason, tt.wantField)
 			})
 		}
 		// Nothing was stored, reserved or charged for any of them.
@@ -588,7 +545,7 @@ func TestCreateOrderIdempotency(t *testing.T) {
 
 		other := createReq(userID, "tok_approve", "idem-1", line(sku, 3))
 		_, err = st.orders.CreateOrder(ctx, other)
-		wantStatus(t, err, codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "")
+		apierrtest.Check(t, err, codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "")
 
 		// Racing duplicates create one order, one reservation, one payment.
 		race := createReq(userID, "tok_approve", "idem-race", line(sku, 1))
@@ -709,9 +666,9 @@ func TestGetAndListOrders(t *testing.T) {
 			t.Fatalf("GetOrder = %v, %v", got, err)
 		}
 		_, err = st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: uuid.NewString()})
-		wantStatus(t, err, codes.NotFound, "ORDER_NOT_FOUND", "")
+		apierrtest.Check(t, err, codes.NotFound, "ORDER_NOT_FOUND", "")
 		_, err = st.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: "nope"})
-		wantStatus(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "id")
+		apierrtest.Check(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "id")
 
 		for _, size := range []int32{0, 1, 2, 5, 100} {
 			t.Run(fmt.Sprint("page size ", size), func(t *testing.T) {
@@ -751,7 +708,7 @@ func TestGetAndListOrders(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				_, err := st.orders.ListOrders(ctx, tt.req)
-				wantStatus(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", tt.field)
+				apierrtest.Check(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", tt.field)
 			})
 		}
 	})

@@ -16,6 +16,7 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/requestid"
@@ -237,7 +238,7 @@ func TestSagaCompensatesPeerDownPastBound(t *testing.T) {
 		// A late charge under the order's key is refused for good.
 		_, err = st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: usd(2 * unitPrice), PaymentMethodToken: "tok_approve",
 			IdempotencyKey: "order-" + id, Reference: id, UserId: userID})
-		wantStatus(t, err, codes.FailedPrecondition, "CHARGE_CANCELLED", "")
+		apierrtest.Check(t, err, codes.FailedPrecondition, "CHARGE_CANCELLED", "")
 	})
 }
 
@@ -460,7 +461,7 @@ func TestWatchOrder(t *testing.T) {
 			if err == nil {
 				_, err = stream.Recv()
 			}
-			wantStatus(t, err, codes.NotFound, "ORDER_NOT_FOUND", "")
+			apierrtest.Check(t, err, codes.NotFound, "ORDER_NOT_FOUND", "")
 		})
 	})
 }

@@ -2,9 +2,7 @@ package payment_test
 
 import (
 	"context"
-	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -12,60 +10,13 @@ import (
 
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/payment"
 )
-
-// received collects the events a test consumer handled.
-type received struct {
-	mu   sync.Mutex
-	msgs []events.Message
-}
-
-// listen consumes every payment event on bus until the test ends.
-func listen(t *testing.T, bus *events.Bus) *received {
-	t.Helper()
-	r := &received{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- events.Consume(ctx, bus, events.ConsumerConfig{Durable: "test", Subjects: []string{"payment.>"}},
-			func(_ context.Context, m events.Message) error {
-				r.mu.Lock()
-				r.msgs = append(r.msgs, m)
-				r.mu.Unlock()
-				return nil
-			})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Consume: %v", err)
-		}
-	})
-	return r
-}
-
-// wait returns the first n events, failing the test if they do not come.
-func (r *received) wait(t *testing.T, n int) []events.Message {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r.mu.Lock()
-		got := append([]events.Message(nil), r.msgs...)
-		r.mu.Unlock()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d events, want %d", len(got), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // withRequestID makes calls with ctx carry request id id.
 func withRequestID(ctx context.Context, id string) context.Context {
@@ -78,7 +29,7 @@ func withRequestID(ctx context.Context, id string) context.Context {
 func TestEvents(t *testing.T) {
 	eventstest.Matrix(t, func(t *testing.T, url string, bus *events.Bus) {
 		client := start(t, payment.Config{DatabaseURL: url, Bus: bus})
-		got := listen(t, bus)
+		got := eventstest.Collect(t, bus, "payment.>")
 		ctx := t.Context()
 
 		type want struct {
@@ -140,7 +91,7 @@ func TestEvents(t *testing.T) {
 			return err
 		}, want{subject: "payment.captured", status: paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED})
 
-		msgs := got.wait(t, len(wants))
+		msgs := got.Wait(t, len(wants))
 		if len(msgs) != len(wants) {
 			t.Fatalf("got %d events, want %d", len(msgs), len(wants))
 		}
@@ -188,9 +139,9 @@ func TestEventsWaitForABus(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		got := listen(t, bus)
+		got := eventstest.Collect(t, bus, "payment.>")
 		start(t, payment.Config{DatabaseURL: url, Bus: bus})
-		if m := got.wait(t, 1)[0]; m.Subject != "payment.captured" {
+		if m := got.Wait(t, 1)[0]; m.Subject != "payment.captured" {
 			t.Errorf("event %s, want payment.captured", m.Subject)
 		}
 	})
@@ -226,7 +177,7 @@ func TestCancelCharge(t *testing.T) {
 		for _, st := range steps {
 			resp, err := client.CancelCharge(ctx, &paymentv1.CancelChargeRequest{IdempotencyKey: st.key})
 			if st.wantCode != codes.OK {
-				wantStatus(t, err, st.wantCode, st.wantReason, "idempotency_key")
+				apierrtest.Check(t, err, st.wantCode, st.wantReason, "idempotency_key")
 				continue
 			}
 			if err != nil || resp.GetPayment().GetStatus() != st.wantStatus {
@@ -237,7 +188,7 @@ func TestCancelCharge(t *testing.T) {
 			}
 		}
 		// The cancelled key is refused; the refunded one replays its payment.
-		wantStatus(t, charge("never", "tok_approve"), codes.FailedPrecondition, "CHARGE_CANCELLED", "")
+		apierrtest.Check(t, charge("never", "tok_approve"), codes.FailedPrecondition, "CHARGE_CANCELLED", "")
 		resp, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_approve", IdempotencyKey: "captured"})
 		if err != nil || resp.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED || resp.GetPayment().GetRefunded().GetUnits() != 1000 {
 			t.Fatalf("charge of a cancelled, refunded key = %v, %v; want the refunded payment", resp, err)

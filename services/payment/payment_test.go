@@ -1,20 +1,18 @@
 package payment_test
 
 import (
-	"context"
-	"net"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/payment"
 )
@@ -31,55 +29,17 @@ func start(t *testing.T, cfg payment.Config) paymentv1.PaymentServiceClient {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	srv, err := server.New(server.Config{Name: "payment", DisableAccessLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
+	t.Cleanup(func() { // after the server has drained: cleanups run last-in first-out
 		if err := svc.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return paymentv1.NewPaymentServiceClient(conn)
+	return paymentv1.NewPaymentServiceClient(servertest.Start(t,
+		server.Config{Name: "payment", DisableAccessLog: true, DrainTimeout: 5 * time.Second}, svc.Register))
 }
 
 func money(currency string, units int64) *typev1.Money {
 	return &typev1.Money{CurrencyCode: currency, Units: units}
-}
-
-// wantStatus checks err's code, reason and, when given, offending field.
-func wantStatus(t *testing.T, err error, code codes.Code, reason, field string) {
-	t.Helper()
-	if apierr.Code(err) != code || apierr.Reason(err) != reason {
-		t.Fatalf("error %v; want code %s reason %s", err, code, reason)
-	}
-	if field == "" {
-		return
-	}
-	for _, v := range apierr.FieldViolations(err) {
-		if v.Field == field {
-			return
-		}
-	}
-	t.Fatalf("error %v does not name field %s (has %v)", err, field, apierr.FieldViolations(err))
 }
 
 func TestCharge(t *testing.T) {
@@ -128,7 +88,7 @@ func TestCharge(t *testing.T) {
 					}
 					return
 				}
-				wantStatus(t, err, tt.wantCode, tt.wantReason, tt.wantField)
+				apierrtest.Check(t, err, tt.wantCode, tt.wantReason, tt.wantField)
 				if d, ok := apierr.RetryDelay(err); ok != tt.wantRetry || (ok && d != time.Second) {
 					t.Fatalf("RetryInfo %v %v, want present=%v (1s)", d, ok, tt.wantRetry)
 				}
@@ -162,12 +122,12 @@ func TestChargeIdempotency(t *testing.T) {
 		}
 		other := &paymentv1.ChargeRequest{Amount: money("EUR", 501), PaymentMethodToken: "tok_approve", IdempotencyKey: "key-1", Reference: "r"}
 		_, err = client.Charge(ctx, other)
-		wantStatus(t, err, codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "")
+		apierrtest.Check(t, err, codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "")
 
 		decline := &paymentv1.ChargeRequest{Amount: money("EUR", 500), PaymentMethodToken: "tok_decline", IdempotencyKey: "key-2"}
 		_, err1 := client.Charge(ctx, decline)
 		_, err2 := client.Charge(ctx, decline)
-		wantStatus(t, err2, codes.FailedPrecondition, "PAYMENT_DECLINED", "")
+		apierrtest.Check(t, err2, codes.FailedPrecondition, "PAYMENT_DECLINED", "")
 		id1, id2 := apierr.Info(err1).GetMetadata()["payment_id"], apierr.Info(err2).GetMetadata()["payment_id"]
 		if id1 == "" || id1 != id2 {
 			t.Fatalf("declined twice with payment ids %q and %q; want the same", id1, id2)
@@ -220,7 +180,7 @@ func TestRefund(t *testing.T) {
 		for _, st := range steps {
 			resp, err := client.Refund(ctx, st.req)
 			if st.wantCode != codes.OK {
-				t.Run(st.name, func(t *testing.T) { wantStatus(t, err, st.wantCode, st.wantReason, st.wantField) })
+				t.Run(st.name, func(t *testing.T) { apierrtest.Check(t, err, st.wantCode, st.wantReason, st.wantField) })
 				continue
 			}
 			p := resp.GetPayment()
@@ -238,7 +198,7 @@ func TestRefund(t *testing.T) {
 func TestGetPaymentNotFound(t *testing.T) {
 	client := start(t, payment.Config{DatabaseURL: sqldbtest.URLs(t)["sqlite"]})
 	_, err := client.GetPayment(t.Context(), &paymentv1.GetPaymentRequest{Id: "00000000-0000-4000-8000-000000000000"})
-	wantStatus(t, err, codes.NotFound, "PAYMENT_NOT_FOUND", "")
+	apierrtest.Check(t, err, codes.NotFound, "PAYMENT_NOT_FOUND", "")
 }
 
 func TestOpenRequiresDatabase(t *testing.T) {

@@ -3,9 +3,7 @@ package user_test
 import (
 	"context"
 	"slices"
-	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -17,62 +15,13 @@ import (
 	"github.com/duetkit/duet/services/user"
 )
 
-// received collects the events a test consumer handled.
-type received struct {
-	mu   sync.Mutex
-	msgs []events.Message
-}
-
-// listen consumes every user event on bus until the test ends.
-func listen(t *testing.T, bus *events.Bus) *received {
-	t.Helper()
-	r := &received{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- events.Consume(ctx, bus, events.ConsumerConfig{Durable: "test", Subjects: []string{"user.*"}},
-			func(_ context.Context, m events.Message) error {
-				r.mu.Lock()
-				r.msgs = append(r.msgs, m)
-				r.mu.Unlock()
-				return nil
-			})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Consume: %v", err)
-		}
-	})
-	return r
-}
-
-// wait returns the events once n have arrived, failing the test if they
-// do not come.
-func (r *received) wait(t *testing.T, n int) []events.Message {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r.mu.Lock()
-		got := slices.Clone(r.msgs)
-		r.mu.Unlock()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d events, want %d", len(got), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestEvents: sign-ups and changes reach the bus as user.created and
 // user.updated (with the fields that changed), carrying the request id of
 // the call; calls that change nothing publish nothing.
 func TestEvents(t *testing.T) {
 	eventstest.Matrix(t, func(t *testing.T, url string, bus *events.Bus) {
 		client := startConfig(t, user.Config{DatabaseURL: url, Bus: bus})
-		got := listen(t, bus)
+		got := eventstest.Collect(t, bus, "user.*")
 		as := func(id string) context.Context {
 			return metadata.AppendToOutgoingContext(t.Context(), requestid.Header, id)
 		}
@@ -110,7 +59,7 @@ func TestEvents(t *testing.T) {
 		}
 		// Events arrive in order: once Bob's is in, nothing unwanted can
 		// still be on its way before it.
-		msgs := got.wait(t, len(want))
+		msgs := got.Wait(t, len(want))
 		if len(msgs) != len(want) {
 			t.Fatalf("got %d events, want %d", len(msgs), len(want))
 		}

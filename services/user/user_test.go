@@ -1,10 +1,8 @@
 package user_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -16,8 +14,9 @@ import (
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
-	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/user"
 )
@@ -48,53 +47,12 @@ func startConfig(t *testing.T, cfg user.Config) userv1.UserServiceClient {
 	if err != nil {
 		t.Fatalf("user.Open: %v", err)
 	}
-	srv, err := server.New(server.Config{Name: "user", Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
+	t.Cleanup(func() { // after the server has drained: cleanups run last-in first-out
 		if err := svc.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return userv1.NewUserServiceClient(conn)
-}
-
-// wantErr checks err's code, reason and first field violation ("" for none).
-func wantErr(t *testing.T, err error, code codes.Code, reason, field string) {
-	t.Helper()
-	if got := apierr.Code(err); got != code {
-		t.Fatalf("code = %v, want %v (err: %v)", got, code, err)
-	}
-	if code == codes.OK {
-		return
-	}
-	if got := apierr.Reason(err); got != reason {
-		t.Errorf("reason = %q, want %q (err: %v)", got, reason, err)
-	}
-	var fields []string
-	for _, v := range apierr.FieldViolations(err) {
-		fields = append(fields, v.Field)
-	}
-	if field == "" && len(fields) > 0 || field != "" && !slices.Contains(fields, field) {
-		t.Errorf("field violations = %v, want %q", fields, field)
-	}
+	return userv1.NewUserServiceClient(servertest.Start(t, server.Config{Name: "user", Logger: logger}, svc.Register))
 }
 
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
@@ -222,7 +180,7 @@ func TestUserService(t *testing.T) {
 				}},
 		}
 		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) { wantErr(t, tt.call(), tt.code, tt.reason, tt.field) })
+			t.Run(tt.name, func(t *testing.T) { apierrtest.Check(t, tt.call(), tt.code, tt.reason, tt.field) })
 		}
 
 		// Bob is untouched by the failed attempts to take his address.
@@ -306,7 +264,7 @@ func TestConcurrentCreateSameEmail(t *testing.T) {
 				wins++
 				continue
 			}
-			wantErr(t, err, codes.AlreadyExists, "EMAIL_TAKEN", "email")
+			apierrtest.Check(t, err, codes.AlreadyExists, "EMAIL_TAKEN", "email")
 		}
 		if wins != 1 {
 			t.Errorf("%d creates succeeded, want exactly 1", wins)

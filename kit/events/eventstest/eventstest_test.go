@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -78,4 +80,31 @@ func TestMatrix(t *testing.T) {
 	if len(seen) != want || !seen["TestMatrix/sqlite/embedded"] {
 		t.Errorf("subtests %v, want %d including sqlite/embedded", seen, want)
 	}
+}
+
+func TestCollect(t *testing.T) {
+	eventstest.Run(t, func(t *testing.T, bus *events.Bus) {
+		publish := func(subject, id string) {
+			t.Helper()
+			msg := &nats.Msg{Subject: bus.Subject(subject), Header: nats.Header{}}
+			msg.Header.Set(events.HeaderMsgID, id)
+			msg.Header.Set(events.HeaderAggregateID, id)
+			if _, err := bus.JS.PublishMsg(t.Context(), msg); err != nil {
+				t.Fatalf("publish %s: %v", subject, err)
+			}
+		}
+		// Published before the collector starts: it reads from the start.
+		publish("thing.made", "1")
+		got := eventstest.Collect(t, bus, "thing.*")
+		publish("other.made", "2") // not collected
+		publish("thing.sold", "3")
+		msgs := got.Wait(t, 2)
+		var seen []string
+		for _, m := range msgs {
+			seen = append(seen, m.Subject+"/"+m.AggregateID)
+		}
+		if want := []string{"thing.made/1", "thing.sold/3"}; !slices.Equal(seen, want) {
+			t.Errorf("collected %v, want %v", seen, want)
+		}
+	})
 }

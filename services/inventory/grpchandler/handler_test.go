@@ -1,15 +1,14 @@
 package grpchandler_test
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
@@ -18,6 +17,7 @@ import (
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/services/inventory/domain"
 	"github.com/duetkit/duet/services/inventory/grpchandler"
 	"github.com/duetkit/duet/services/inventory/store"
@@ -40,29 +40,9 @@ func serve(t *testing.T, opts ...domain.Option) inventoryv1.InventoryServiceClie
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	h := grpchandler.New(domain.NewService(store.New(db), opts...), slog.New(slog.DiscardHandler))
-	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inventoryv1.RegisterInventoryServiceServer(srv, h)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{DisableRetries: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return inventoryv1.NewInventoryServiceClient(conn)
+	srv := servertest.NewServer(t, server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true},
+		func(r grpc.ServiceRegistrar) { inventoryv1.RegisterInventoryServiceServer(r, h) })
+	return inventoryv1.NewInventoryServiceClient(srv.Dial(t, client.Config{DisableRetries: true}))
 }
 
 func eur(units int64) *typev1.Money { return &typev1.Money{CurrencyCode: "EUR", Units: units} }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,8 +20,8 @@ import (
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
-	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/inventory/stockimport"
 )
@@ -37,29 +36,8 @@ func TestMain(m *testing.M) {
 // a client of the inventory service there.
 func serve(t *testing.T, register func(grpc.ServiceRegistrar), interceptors ...grpc.StreamServerInterceptor) inventoryv1.InventoryServiceClient {
 	t.Helper()
-	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), StreamInterceptors: interceptors})
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return inventoryv1.NewInventoryServiceClient(conn)
+	return inventoryv1.NewInventoryServiceClient(servertest.Start(t,
+		server.Config{Logger: slog.New(slog.DiscardHandler), StreamInterceptors: interceptors}, register))
 }
 
 // start runs the real inventory service on a fresh SQLite database.

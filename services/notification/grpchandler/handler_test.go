@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/notification/domain"
 	"github.com/duetkit/duet/services/notification/grpchandler"
@@ -56,9 +56,11 @@ func start(t *testing.T, url string) env {
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}
+	t.Cleanup(func() { _ = db.Close() }) // after the server has drained
 	svc := domain.NewService(store.New(db))
 	sent := new(atomic.Int64)
-	srv, err := server.New(server.Config{
+	h := grpchandler.New(svc, discard)
+	srv := servertest.NewServer(t, server.Config{
 		Name:   "notification",
 		Logger: discard,
 		StreamInterceptors: []grpc.StreamServerInterceptor{
@@ -66,31 +68,8 @@ func start(t *testing.T, url string) env {
 				return handler(srv, countingStream{ServerStream: ss, sent: sent})
 			},
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := grpchandler.New(svc, discard)
-	notificationv1.RegisterNotificationServiceServer(srv, h)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = db.Close()
-	})
-	return env{svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(conn), addr: lis.Addr().String(), sent: sent}
+	}, func(r grpc.ServiceRegistrar) { notificationv1.RegisterNotificationServiceServer(r, h) })
+	return env{svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(srv.Conn), addr: srv.Addr, sent: sent}
 }
 
 type countingStream struct {

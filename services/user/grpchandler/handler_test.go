@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -19,6 +19,7 @@ import (
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/services/user/domain"
 	"github.com/duetkit/duet/services/user/grpchandler"
 	"github.com/duetkit/duet/services/user/store"
@@ -35,29 +36,9 @@ func TestMain(m *testing.M) {
 // would normally have stopped earlier.
 func serve(t *testing.T, h *grpchandler.Handler) userv1.UserServiceClient {
 	t.Helper()
-	srv, err := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	userv1.RegisterUserServiceServer(srv, h)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := client.New(lis.Addr().String(), client.Config{DisableRetries: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Shutdown(context.Background())
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return userv1.NewUserServiceClient(conn)
+	srv := servertest.NewServer(t, server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true},
+		func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, h) })
+	return userv1.NewUserServiceClient(srv.Dial(t, client.Config{DisableRetries: true}))
 }
 
 func TestHandlerValidatesWithoutProtovalidate(t *testing.T) {
