@@ -581,13 +581,22 @@ func TestOrderEventsPublished(t *testing.T) {
 				}
 				want[resp.GetOrder().GetId()] = seenEvent{subject: c.subject, typ: c.typ, requestID: reqID, order: resp.GetOrder()}
 			}
+			seen := map[string]bool{}
 			for len(want) > 0 {
 				select {
 				case ev := <-got:
 					w, ok := want[ev.order.GetId()]
 					if !ok {
-						t.Fatalf("unexpected or repeated event %+v", ev)
+						// The subtests share the order database: an event an
+						// earlier subtest left unpublished in the outbox is
+						// rightly published now, on this bus. A repeat of one
+						// of ours is a bug.
+						if seen[ev.order.GetId()] {
+							t.Fatalf("repeated event %+v", ev)
+						}
+						continue
 					}
+					seen[ev.order.GetId()] = true
 					if ev.subject != w.subject || ev.typ != w.typ || ev.requestID != w.requestID ||
 						ev.order.GetStatus() != w.order.GetStatus() || ev.order.GetStep() != done || ev.order.GetUserId() != userID {
 						t.Fatalf("event %+v, want %+v", ev, w)
