@@ -23,9 +23,10 @@
 // Retry bound: a forward step that fails temporarily is retried with
 // exponential backoff and jitter (SagaConfig.InitialBackoff doubling up to
 // MaxBackoff) until SagaConfig.StepTimeout (30s by default) has passed
-// since the step began; the last attempt is made at that bound, and one
-// attempt takes at most CallTimeout (10s by default), so a step whose peer
-// stays down is given up at most StepTimeout + CallTimeout after it began.
+// since its first failed attempt — time an order waits in the runner's queue
+// does not count; the last attempt is made at that bound, and one attempt
+// takes at most CallTimeout (10s by default), so a step whose peer stays
+// down is given up at most StepTimeout + CallTimeout after it first failed.
 // Before anything was reserved the order then ends CANCELLED; after, it is
 // compensated: a charge whose outcome is unknown is cancelled
 // (payment CancelCharge, which also blocks a late charge) and the stock

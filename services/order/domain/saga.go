@@ -108,13 +108,12 @@ func randomJitter(d time.Duration) time.Duration {
 	return rand.N(d + 1)
 }
 
-// enter starts step at now.
-func (o *Order) enter(step Step, now time.Time, p SagaPolicy) {
+// enter starts step at now. The step's retry bound starts at its first
+// failure, not here: time spent queued behind other sagas must not count
+// against a peer, or a backlog would give steps up after one attempt.
+func (o *Order) enter(step Step, now time.Time) {
 	o.Step, o.Attempts, o.NextAttempt, o.LastError, o.UpdateTime = step, 0, now, "", now
 	o.StepDeadline = time.Time{}
-	if !step.Compensating() {
-		o.StepDeadline = now.Add(p.StepTimeout)
-	}
 }
 
 // finish ends the saga with status and reason ("" keeps the reason set
@@ -132,35 +131,35 @@ func (o *Order) finish(status Status, reason string, now time.Time) {
 
 // compensate starts compensation of the failed forward step with first,
 // for reason.
-func (o *Order) compensate(failed, first Step, reason string, now time.Time, p SagaPolicy) {
+func (o *Order) compensate(failed, first Step, reason string, now time.Time) {
 	o.FailedStep, o.FailureReason = failed, reason
-	o.enter(first, now, p)
+	o.enter(first, now)
 }
 
 // afterRefund is where compensation goes once the charge is cancelled.
-func (o *Order) afterRefund(now time.Time, p SagaPolicy) {
+func (o *Order) afterRefund(now time.Time) {
 	if o.FailedStep == StepCommit {
 		// The reservation was released first (see afterRelease).
 		o.finish(StatusCancelled, "", now)
 		return
 	}
-	o.enter(StepRelease, now, p)
+	o.enter(StepRelease, now)
 }
 
 // afterRelease is where compensation goes once the stock is released.
-func (o *Order) afterRelease(now time.Time, p SagaPolicy) {
+func (o *Order) afterRelease(now time.Time) {
 	if o.FailedStep == StepCommit {
 		// After a failed commit the stock is released before the charge is
 		// refunded, because only the release tells whether the commit went
 		// through after all (see Service.release).
-		o.enter(StepRefund, now, p)
+		o.enter(StepRefund, now)
 		return
 	}
 	o.finish(StatusCancelled, "", now)
 }
 
 // giveUp ends a forward step that kept failing past its deadline.
-func (o *Order) giveUp(now time.Time, p SagaPolicy) {
+func (o *Order) giveUp(now time.Time) {
 	switch o.Step {
 	case StepCheckUser:
 		o.finish(StatusCancelled, FailureUsersUnavailable, now)
@@ -168,12 +167,12 @@ func (o *Order) giveUp(now time.Time, p SagaPolicy) {
 		o.finish(StatusCancelled, FailureInventoryUnavailable, now)
 	case StepReserve:
 		// The reservation may have been made; releasing also blocks a late one.
-		o.compensate(StepReserve, StepRelease, FailureInventoryUnavailable, now, p)
+		o.compensate(StepReserve, StepRelease, FailureInventoryUnavailable, now)
 	case StepCharge:
 		// The charge may have been made; cancelling it also blocks a late one.
-		o.compensate(StepCharge, StepRefund, FailurePaymentUnavailable, now, p)
+		o.compensate(StepCharge, StepRefund, FailurePaymentUnavailable, now)
 	case StepCommit:
-		o.compensate(StepCommit, StepRelease, FailureInventoryUnavailable, now, p)
+		o.compensate(StepCommit, StepRelease, FailureInventoryUnavailable, now)
 	}
 }
 
@@ -240,7 +239,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		err = s.users.CheckUser(callCtx, o.UserID)
 		switch {
 		case err == nil:
-			o.enter(StepPrice, now(), s.policy)
+			o.enter(StepPrice, now())
 		case errors.Is(err, ErrUserNotFound):
 			o.finish(StatusRejected, FailureUserNotFound, now())
 			err = nil
@@ -254,7 +253,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 			if reason := o.price(prices); reason != "" {
 				o.finish(StatusRejected, reason, now())
 			} else {
-				o.enter(StepReserve, now(), s.policy)
+				o.enter(StepReserve, now())
 			}
 		case errors.Is(err, ErrProductNotFound):
 			o.LastError = truncate(err.Error())
@@ -265,7 +264,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		err = s.inventory.Reserve(callCtx, o.ID, o.StockLines())
 		switch {
 		case err == nil:
-			o.enter(StepCharge, now(), s.policy)
+			o.enter(StepCharge, now())
 		case errors.Is(err, ErrOutOfStock):
 			o.LastError = truncate(err.Error())
 			o.finish(StatusRejected, FailureOutOfStock, now())
@@ -295,18 +294,18 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 				reason = FailurePaymentDeclined
 			}
 			o.PaymentID = res.PaymentID
-			o.compensate(StepCharge, StepRelease, reason, now(), s.policy)
+			o.compensate(StepCharge, StepRelease, reason, now())
 		case err == nil:
 			o.PaymentID = res.PaymentID
-			o.enter(StepCommit, now(), s.policy)
+			o.enter(StepCommit, now())
 		case errors.Is(err, ErrInvalidPaymentMethod):
-			o.compensate(StepCharge, StepRelease, FailureInvalidPaymentMethod, now(), s.policy)
+			o.compensate(StepCharge, StepRelease, FailureInvalidPaymentMethod, now())
 			err = nil
 		case errors.Is(err, ErrChargeRefused):
 			// Money may have moved under the key for another request:
 			// cancel whatever was charged, then release.
 			o.LastError = truncate(err.Error())
-			o.compensate(StepCharge, StepRefund, FailurePaymentRefused, now(), s.policy)
+			o.compensate(StepCharge, StepRefund, FailurePaymentRefused, now())
 			err = nil
 		}
 	case StepCommit:
@@ -315,7 +314,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		case err == nil:
 			o.finish(StatusConfirmed, "", now())
 		case errors.Is(err, ErrReservationReleased):
-			o.compensate(StepCommit, StepRelease, FailureReservationReleased, now(), s.policy)
+			o.compensate(StepCommit, StepRelease, FailureReservationReleased, now())
 			err = nil
 		}
 	case StepRefund:
@@ -325,13 +324,13 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 			if paymentID != "" {
 				o.PaymentID = paymentID
 			}
-			o.afterRefund(now(), s.policy)
+			o.afterRefund(now())
 		}
 	case StepRelease:
 		err = s.inventory.Release(callCtx, o.ID)
 		switch {
 		case err == nil:
-			o.afterRelease(now(), s.policy)
+			o.afterRelease(now())
 		case errors.Is(err, ErrReservationCommitted) && o.FailedStep == StepCommit:
 			// The commit whose answer was lost went through: the stock is
 			// sold and the charge (not refunded yet) pays for it. Going
@@ -372,10 +371,13 @@ func (s *Service) failed(ctx context.Context, o *Order, err error) {
 	} else {
 		s.log.WarnContext(ctx, "order saga step failed", "order_id", o.ID, "step", o.Step, "attempt", o.Attempts, "error", err)
 	}
+	if !o.Step.Compensating() && o.StepDeadline.IsZero() {
+		o.StepDeadline = now.Add(s.policy.StepTimeout)
+	}
 	if !o.Step.Compensating() && !now.Before(o.StepDeadline) {
 		s.log.WarnContext(ctx, "order saga step given up", "order_id", o.ID, "step", o.Step, "attempts", o.Attempts, "error", err)
 		last := o.LastError
-		o.giveUp(now, s.policy)
+		o.giveUp(now)
 		o.LastError = last
 		return
 	}

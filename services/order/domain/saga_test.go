@@ -62,7 +62,7 @@ func (f *fixture) at(t *testing.T, o *Order, step, failed Step) *Order {
 		next.price(f.peers.prices)
 	}
 	next.FailedStep = failed
-	next.enter(step, f.now, testPolicy)
+	next.enter(step, f.now)
 	next.Version++
 	if err := f.repo.Save(t.Context(), next, got.Version, true); err != nil {
 		t.Fatal(err)
@@ -197,12 +197,30 @@ func TestStep(t *testing.T) {
 			switch {
 			case got.Status.Terminal() && (!got.NextAttempt.IsZero() || !got.StepDeadline.IsZero()):
 				t.Fatalf("terminal order keeps timers: %+v", got)
-			case !got.Status.Terminal() && got.Step.Compensating() && !got.StepDeadline.IsZero():
-				t.Fatalf("compensation step has a deadline: %+v", got)
-			case !got.Status.Terminal() && !got.Step.Compensating() && !got.StepDeadline.Equal(f.now.Add(testPolicy.StepTimeout)):
-				t.Fatalf("forward step deadline %v, want %v", got.StepDeadline, f.now.Add(testPolicy.StepTimeout))
+			case !got.Status.Terminal() && !got.StepDeadline.IsZero():
+				t.Fatalf("a step just entered has a deadline before any failure: %+v", got)
 			}
 		})
+	}
+}
+
+// TestQueuedTimeDoesNotCountAgainstTheBound: an order that waited in the
+// runner's queue longer than the step bound still gets its retries when its
+// first attempt fails; only time since that failure counts.
+func TestQueuedTimeDoesNotCountAgainstTheBound(t *testing.T) {
+	f := newFixture()
+	o := f.create(t)
+	f.peers.set("CheckUser", errDown)
+	f.now = f.now.Add(3 * testPolicy.StepTimeout) // queued behind a backlog
+	got, _, err := f.svc.Step(t.Context(), o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != StatusPending || got.Step != StepCheckUser || got.Attempts != 1 {
+		t.Fatalf("after one failed attempt: %s %s attempts %d; want a retry of CHECK_USER", got.Status, got.Step, got.Attempts)
+	}
+	if want := f.now.Add(testPolicy.StepTimeout); !got.StepDeadline.Equal(want) {
+		t.Fatalf("deadline %v, want %v (bound from the first failure)", got.StepDeadline, want)
 	}
 }
 
@@ -233,7 +251,8 @@ func TestStepGivesUpAtTheBound(t *testing.T) {
 			f := newFixture()
 			o := f.at(t, f.create(t), tt.step, "")
 			f.peers.set(tt.method, errDown)
-			deadline := o.StepDeadline
+			// The bound runs from the first failure.
+			deadline := f.now.Add(testPolicy.StepTimeout)
 			var attempts []time.Time
 			for {
 				attempts = append(attempts, f.now)
@@ -317,7 +336,7 @@ func TestStepConflict(t *testing.T) {
 		f.repo.beforeSave = nil
 		stored, _ := f.repo.ByID(t.Context(), o.ID)
 		next := stored.Clone()
-		next.enter(StepPrice, f.now, testPolicy)
+		next.enter(StepPrice, f.now)
 		next.Version++
 		if err := f.repo.Save(t.Context(), next, stored.Version, false); err != nil {
 			t.Error(err)

@@ -110,7 +110,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		Version:        1,
 		CreateTime:     now,
 	}
-	o.enter(StepCheckUser, now, s.policy)
+	o.enter(StepCheckUser, now)
 	if err := s.repo.Create(ctx, o); err != nil {
 		if !errors.Is(err, ErrDuplicate) {
 			return nil, err
