@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the bench servers: the tool
+// re-executes its own binary (here, this one) as each server process.
+func TestMain(m *testing.M) {
+	if isChild() {
+		childMain()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickRun runs the whole tool with tiny durations and checks that the
+// JSON holds every scenario, cell and ratio. It asserts nothing about
+// timings: they mean nothing on a test machine.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a dozen processes and builds cmd/duet")
+	}
+	dir := t.TempDir()
+	out, plot := filepath.Join(dir, "results.json"), filepath.Join(dir, "plot.svg")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-quick", "-duration", "60ms", "-warmup", "10ms", "-order-ramp", "1,4",
+		"-idle-wait", "10ms", "-out", out, "-plot", plot}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var res Results
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+
+	if res.Machine.CPUs == 0 || res.Machine.GoVersion == "" || res.Machine.Libraries["google.golang.org/grpc"] == "" {
+		t.Errorf("machine = %+v, want CPUs, Go version and library versions", res.Machine)
+	}
+	if res.Config.Reps < 2 || !res.Config.Quick {
+		t.Errorf("config = %+v", res.Config)
+	}
+	cells := map[string]*Cell{}
+	for _, c := range res.Cells {
+		key := fmt.Sprintf("%s/%s/%s/%s/%s/%d/%s", c.Scenario, c.Name, c.Op, c.DB, c.Payload, c.Conc, c.Mode)
+		cells[key] = c
+		if len(c.Reps) < 1 || c.Summary.Requests == 0 {
+			t.Errorf("%s: no successful request: %+v", key, c.Summary)
+		}
+	}
+	want := func(key string, reps int) {
+		t.Helper()
+		c, ok := cells[key]
+		if !ok {
+			t.Errorf("no cell %s", key)
+			return
+		}
+		if len(c.Reps) < reps {
+			t.Errorf("%s: %d repetitions, want %d", key, len(c.Reps), reps)
+		}
+	}
+	for _, tr := range echoTransports {
+		for _, size := range []string{"100B", "4KB"} {
+			for _, conc := range []int{1, 8, 64} {
+				want(fmt.Sprintf("transport/%s///%s/%d/closed", tr, size, conc), 2)
+			}
+		}
+	}
+	for _, path := range []string{"gateway", "grpc"} {
+		want("rest/"+path+"/GetUser//small/1/closed", 2)
+		want("rest/"+path+"/GetUser//small/64/closed", 2)
+		want("rest/"+path+"/ListUsers//medium/64/closed", 2)
+		want("rest/"+path+"/CreateUser//small/64/closed", 2)
+	}
+	dbs := []string{"sqlite"}
+	if res.Config.Postgres {
+		dbs = append(dbs, "postgres")
+	}
+	for _, db := range dbs {
+		want("orders/gateway/CreateOrder/"+db+"/1 line/1/closed", 1)
+		want("orders/gateway/CreateOrder/"+db+"/1 line/4/closed", 1)
+		want("orders/gateway/CreateOrder/"+db+"/1 line/0/open", 2)
+	}
+	if len(res.Orders) != len(dbs) {
+		t.Errorf("orders summaries = %+v, want one per database %v", res.Orders, dbs)
+	}
+	for _, o := range res.Orders {
+		if o.MaxRPS <= 0 || o.HalfRate <= 0 || o.HalfP99us <= 0 {
+			t.Errorf("orders summary %+v lacks a figure", o)
+		}
+	}
+	s := res.Startup
+	if s == nil || len(s.ColdRunsMs) == 0 || len(s.WarmRunsMs) == 0 || s.IdleRSSKB <= 0 || s.LoadRSSKB <= 0 {
+		t.Errorf("startup = %+v, want start times and RSS", s)
+	}
+
+	ratios := map[string]bool{}
+	for _, r := range res.Ratios {
+		ratios[r.Name] = true
+	}
+	for _, name := range []string{
+		"kit/grpc throughput, 100B, C=64",
+		"kit/grpc p50, 100B, C=1",
+		"kit/grpc throughput, 4KB, C=64",
+		"gateway/direct throughput, GetUser (small), C=64",
+		"gateway/direct throughput, ListUsers page of 20 (medium), C=64",
+		"grpc/http-1conn throughput, 100B, C=64",
+		"max sustained orders/s, sqlite",
+		"idle RSS MB",
+	} {
+		if !ratios[name] {
+			t.Errorf("no ratio %q", name)
+		}
+	}
+
+	table := stdout.String()
+	for _, want := range []string{"machine:", "libraries:", "config:", "### Ratios", "kit", "http-1conn", "CreateOrder", "/readyz"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if svg, err := os.ReadFile(plot); err != nil || !bytes.Contains(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("polyline")) {
+		t.Errorf("plot: %v, %.200s", err, svg)
+	}
+}
+
+// TestFlags checks that bad configurations are refused before anything runs.
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-reps", "1"},
+		{"-scenarios", "nope"},
+		{"-transports", "carrier-pigeon"},
+		{"-concurrency", "0"},
+		{"-duration", "0s"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), args, &stdout, &stderr); err == nil {
+			t.Errorf("run(%v) = nil, want an error", args)
+		}
+	}
+}

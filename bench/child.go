@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	benchv1 "github.com/duetkit/duet/gen/duet/bench/v1"
+	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/logger"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/tracing"
+)
+
+// The server side of every scenario runs in a child process: the bench
+// binary re-executes itself with roleEnv set. The child prints one JSON line
+// (its addresses) on stdout, then answers "stats" lines on stdin with its
+// own CPU time and RSS, and exits when stdin closes, so it can never outlive
+// the load generator.
+const (
+	roleEnv       = "DUET_BENCH_ROLE"
+	profileEnv    = "DUET_BENCH_CPUPROFILE" // file the child writes a CPU profile to
+	dataDirEnv    = "DUET_BENCH_DATA_DIR"   // the system role's data directory
+	dbURLsEnv     = "DUET_BENCH_DB_URLS"    // the system role's database URLs, JSON {service: url}
+	roleTCP       = "tcp"
+	roleGRPC      = "grpc"
+	roleHTTP      = "http"
+	roleKit       = "kit"
+	roleSystem    = "system"
+	statsCommand  = "stats"
+	maxFrameBytes = 1 << 20
+)
+
+// hello is the first line a child writes: the addresses it serves.
+type hello struct {
+	Addr                                                string `json:"addr,omitempty"`
+	HTTP, User, Order, Payment, Inventory, Notification string `json:",omitempty"`
+	Error                                               string `json:"error,omitempty"`
+}
+
+// procStats is a child's answer to "stats".
+type procStats struct {
+	CPU   time.Duration `json:"cpu_ns"`
+	RSSKB int64         `json:"rss_kb"`
+}
+
+// isChild reports whether this process was started as a bench server.
+func isChild() bool { return os.Getenv(roleEnv) != "" }
+
+// childMain runs the server role named by roleEnv and exits.
+func childMain() {
+	role := os.Getenv(roleEnv)
+	if path := os.Getenv(profileEnv); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+	out := json.NewEncoder(os.Stdout)
+	h, stop, err := serveRole(role)
+	if err != nil {
+		_ = out.Encode(hello{Error: err.Error()})
+		os.Exit(1)
+	}
+	_ = out.Encode(h)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if strings.TrimSpace(in.Text()) == statsCommand {
+			_ = out.Encode(procStats{CPU: selfCPU(), RSSKB: rssKB(os.Getpid())})
+		}
+	}
+	stop()
+}
+
+// serveRole starts the servers of role on free loopback ports and returns
+// their addresses and a function that stops them.
+func serveRole(role string) (hello, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return hello{}, nil, err
+	}
+	addr := lis.Addr().String()
+	switch role {
+	case roleTCP:
+		go serveTCPEcho(lis)
+		return hello{Addr: addr}, func() { lis.Close() }, nil
+	case roleHTTP:
+		srv := &http.Server{Handler: http.HandlerFunc(httpEcho)}
+		go srv.Serve(lis)
+		return hello{Addr: addr}, func() { srv.Close() }, nil
+	case roleGRPC:
+		// grpc-go exactly as it comes: no options at all.
+		srv := grpc.NewServer()
+		benchv1.RegisterEchoServiceServer(srv, echoServer{})
+		go srv.Serve(lis)
+		return hello{Addr: addr}, srv.Stop, nil
+	case roleKit, kitNoLog, kitNoTrace, kitWorkers:
+		// What `duet up` does: the tracer provider, a JSON logger at info
+		// (so the access log writes a line per call; /dev/null keeps the
+		// write system call and drops the bytes), and kit/server's defaults.
+		// The diagnostic variants switch one thing each.
+		shutdownTracing, err := tracing.Setup(context.Background(), "bench")
+		if err != nil {
+			return hello{}, nil, err
+		}
+		log, err := devNullLogger("echo")
+		if err != nil {
+			return hello{}, nil, err
+		}
+		cfg := server.Config{Name: "echo", Logger: log}
+		switch role {
+		case kitNoLog:
+			cfg.DisableAccessLog = true
+		case kitNoTrace:
+			cfg.DisableTracing = true
+		case kitWorkers:
+			cfg.Options = []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0)))}
+		}
+		srv, err := server.New(cfg)
+		if err != nil {
+			return hello{}, nil, err
+		}
+		benchv1.RegisterEchoServiceServer(srv, echoServer{})
+		go srv.Serve(lis)
+		return hello{Addr: addr}, func() {
+			srv.Shutdown(context.Background())
+			_ = shutdownTracing(context.Background())
+		}, nil
+	case roleSystem:
+		lis.Close()
+		return startSystem()
+	}
+	lis.Close()
+	return hello{}, nil, fmt.Errorf("unknown role %q", role)
+}
+
+// devNullLogger is kit/logger's JSON logger at info writing to /dev/null.
+func devNullLogger(service string) (*slog.Logger, error) {
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return logger.New(f, slog.LevelInfo, service), nil
+}
+
+// startSystem runs the whole shop as `duet up` does (tracing, JSON logs at
+// info), on free ports, with the databases named in dbURLsEnv or SQLite
+// files in dataDirEnv.
+func startSystem() (hello, func(), error) {
+	ctx := context.Background()
+	shutdownTracing, err := tracing.Setup(ctx, "duet")
+	if err != nil {
+		return hello{}, nil, err
+	}
+	log, err := devNullLogger("")
+	if err != nil {
+		return hello{}, nil, err
+	}
+	var urls map[string]string
+	if s := os.Getenv(dbURLsEnv); s != "" {
+		if err := json.Unmarshal([]byte(s), &urls); err != nil {
+			return hello{}, nil, fmt.Errorf("%s: %w", dbURLsEnv, err)
+		}
+	}
+	free := "127.0.0.1:0"
+	sys, err := system.Start(ctx, system.Config{
+		DataDir:  os.Getenv(dataDirEnv),
+		HTTPAddr: free, UserAddr: free, OrderAddr: free, PaymentAddr: free, InventoryAddr: free, NotificationAddr: free,
+		UserDB: urls[system.User], OrderDB: urls[system.Order], PaymentDB: urls[system.Payment],
+		InventoryDB: urls[system.Inventory], NotificationDB: urls[system.Notification],
+		Logger: log,
+	})
+	if err != nil {
+		return hello{}, nil, err
+	}
+	h := hello{HTTP: sys.HTTPAddr, User: sys.UserAddr, Order: sys.OrderAddr, Payment: sys.PaymentAddr,
+		Inventory: sys.InventoryAddr, Notification: sys.NotificationAddr}
+	return h, func() {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_ = sys.Shutdown(ctx)
+		_ = shutdownTracing(ctx)
+	}, nil
+}
+
+// echoServer answers Echo with the request's payload.
+type echoServer struct {
+	benchv1.UnimplementedEchoServiceServer
+}
+
+func (echoServer) Echo(_ context.Context, req *benchv1.EchoRequest) (*benchv1.EchoResponse, error) {
+	return &benchv1.EchoResponse{Payload: req.GetPayload()}, nil
+}
+
+// jsonEcho is the body of the HTTP/1.1 + encoding/json echo, in both directions.
+type jsonEcho struct {
+	Payload []byte `json:"payload"`
+}
+
+func httpEcho(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/echo" {
+		http.NotFound(w, r)
+		return
+	}
+	var m jsonEcho
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(&m)
+}
+
+// serveTCPEcho echoes length-prefixed frames (a 4-byte big-endian length,
+// then the bytes) on every connection: the floor no RPC stack can beat.
+func serveTCPEcho(lis net.Listener) {
+	for {
+		c, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 4+4096)
+			for {
+				if _, err := io.ReadFull(c, buf[:4]); err != nil {
+					return
+				}
+				n := int(binary.BigEndian.Uint32(buf[:4]))
+				if n > maxFrameBytes {
+					return
+				}
+				if cap(buf) < 4+n {
+					buf = append(buf[:4], make([]byte, n)...)
+				}
+				buf = buf[:4+n]
+				if _, err := io.ReadFull(c, buf[4:]); err != nil {
+					return
+				}
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// child is a running server process.
+type child struct {
+	role  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+	hello hello
+
+	mu   sync.Mutex
+	done chan error
+}
+
+// startChild re-executes this binary as role, with extra environment, and
+// waits for its hello line.
+func startChild(role string, env ...string) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(append(os.Environ(), roleEnv+"="+role), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{role: role, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), done: make(chan error, 1)}
+	line, err := c.out.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &c.hello)
+	}
+	if err == nil && c.hello.Error != "" {
+		err = errors.New(c.hello.Error)
+	}
+	go func() { c.done <- cmd.Wait() }()
+	if err != nil {
+		c.stop()
+		return nil, fmt.Errorf("%s server: %w", role, err)
+	}
+	return c, nil
+}
+
+// stats asks the child for its CPU time and RSS.
+func (c *child) stats() (procStats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var s procStats
+	if _, err := io.WriteString(c.stdin, statsCommand+"\n"); err != nil {
+		return s, err
+	}
+	line, err := c.out.ReadBytes('\n')
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(line, &s)
+}
+
+// stop closes the child's stdin, which makes it shut down, and waits a
+// bounded time before killing it.
+func (c *child) stop() {
+	c.stdin.Close()
+	select {
+	case <-c.done:
+	case <-time.After(40 * time.Second):
+		_ = c.cmd.Process.Signal(syscall.SIGKILL)
+		<-c.done
+	}
+}

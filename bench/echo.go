@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	benchv1 "github.com/duetkit/duet/gen/duet/bench/v1"
+	"github.com/duetkit/duet/kit/client"
+)
+
+// The echo transports of scenarios 1 and 2.
+const (
+	tcpEcho   = "tcp"        // length-prefixed frames on raw TCP: the floor
+	grpcEcho  = "grpc"       // grpc-go, default options on both sides
+	httpPool  = "http-pool"  // net/http + encoding/json, HTTP/1.1 keep-alive, one connection per worker
+	httpOne   = "http-1conn" // the same over exactly one connection
+	kitEcho   = "kit"        // kit/server + kit/client, every default on
+	sizeSmall = 100
+	sizeLarge = 4096
+
+	// Diagnostic variants of kitEcho, not run by default: each switches
+	// one default off (on both sides where the client has it too) or, for
+	// kit-workers, adds grpc.NumStreamWorkers, to show what it costs.
+	kitNoLog   = "kit-noaccesslog"
+	kitNoTrace = "kit-notracing"
+	kitWorkers = "kit-workers"
+	// kit-unsampled keeps tracing on but records no span (a never-sample
+	// tracer provider on both sides): trace ids still propagate and reach
+	// the logs, as they would with no exporter configured.
+	kitUnsampled = "kit-unsampled"
+)
+
+// echoTransports run by default; knownTransports may be asked for.
+var (
+	echoTransports  = []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}
+	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitUnsampled, kitWorkers)
+)
+
+func roleOf(transport string) string {
+	switch transport {
+	case httpPool, httpOne:
+		return roleHTTP
+	case kitUnsampled:
+		return roleKit
+	}
+	return transport
+}
+
+func sizeLabel(n int) string {
+	if n >= 1024 {
+		return fmt.Sprintf("%dKB", n/1024)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// echoClient returns a call that echoes size bytes over transport to addr
+// from conc workers, and a function that releases its connections.
+func echoClient(transport, addr string, size, conc int) (call, func(), error) {
+	payload := bytes.Repeat([]byte{'d'}, size)
+	check := func(n int) error {
+		if n != size {
+			return fmt.Errorf("echo returned %d bytes, want %d", n, size)
+		}
+		return nil
+	}
+	switch transport {
+	case tcpEcho:
+		conns := make([]net.Conn, conc)
+		bufs := make([][]byte, conc)
+		for w := range conns {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				for _, c := range conns[:w] {
+					c.Close()
+				}
+				return nil, nil, err
+			}
+			conns[w] = c
+			bufs[w] = make([]byte, 4+size)
+		}
+		frame := make([]byte, 4+size)
+		binary.BigEndian.PutUint32(frame, uint32(size))
+		copy(frame[4:], payload)
+		do := func(ctx context.Context, w int, _ int64) error {
+			c, buf := conns[w], bufs[w]
+			if _, err := c.Write(frame); err != nil {
+				return err
+			}
+			if _, err := io.ReadFull(c, buf[:4]); err != nil {
+				return err
+			}
+			n := int(binary.BigEndian.Uint32(buf[:4]))
+			if err := check(n); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(c, buf[4:4+n])
+			return err
+		}
+		return do, func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}, nil
+
+	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitUnsampled, kitWorkers:
+		var conn *grpc.ClientConn
+		var err error
+		switch transport {
+		case grpcEcho:
+			conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		case kitUnsampled:
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+			conn, err = client.New(addr, client.Config{DisableTracing: true, Options: []grpc.DialOption{
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp)))}})
+		default:
+			conn, err = client.New(addr, client.Config{DisableTracing: transport == kitNoTrace})
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		echo := benchv1.NewEchoServiceClient(conn)
+		do := func(ctx context.Context, _ int, _ int64) error {
+			resp, err := echo.Echo(ctx, &benchv1.EchoRequest{Payload: payload})
+			if err != nil {
+				return err
+			}
+			return check(len(resp.GetPayload()))
+		}
+		return do, func() { conn.Close() }, nil
+
+	case httpPool, httpOne:
+		tr := &http.Transport{
+			MaxIdleConns:        conc,
+			MaxIdleConnsPerHost: conc,
+			IdleConnTimeout:     time.Minute,
+			DisableCompression:  true,
+		}
+		if transport == httpOne {
+			// One connection: HTTP/1.1 has no multiplexing, so the workers
+			// queue for it, as the seeds' "single connection" client does.
+			tr.MaxConnsPerHost = 1
+			tr.MaxIdleConnsPerHost = 1
+		}
+		hc := &http.Client{Transport: tr}
+		url := "http://" + addr + "/echo"
+		do := func(ctx context.Context, _ int, _ int64) error {
+			body, err := json.Marshal(&jsonEcho{Payload: payload})
+			if err != nil {
+				return err
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				return fmt.Errorf("HTTP %d", resp.StatusCode)
+			}
+			var m jsonEcho
+			err = json.NewDecoder(resp.Body).Decode(&m)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			if err != nil {
+				return err
+			}
+			return check(len(m.Payload))
+		}
+		return do, tr.CloseIdleConnections, nil
+	}
+	return nil, nil, fmt.Errorf("unknown transport %q", transport)
+}
+
+// runTransports measures every echo transport at every payload size and
+// concurrency, repetition after repetition, each transport's server in a
+// process of its own.
+func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
+	servers := map[string]*child{}
+	defer func() {
+		for _, c := range servers {
+			c.stop()
+		}
+	}()
+	// One server process per server configuration: the HTTP transports
+	// share one, kit-unsampled needs its own (the SDK reads its sampler
+	// from the environment).
+	serverKey := func(t string) string {
+		if t == kitUnsampled {
+			return t
+		}
+		return roleOf(t)
+	}
+	for _, t := range cfg.Transports {
+		key := serverKey(t)
+		if servers[key] != nil {
+			continue
+		}
+		env := cfg.profileEnv(key)
+		if t == kitUnsampled {
+			env = append(env, "OTEL_TRACES_SAMPLER=parentbased_always_off")
+		}
+		c, err := startChild(roleOf(t), env...)
+		if err != nil {
+			return nil, err
+		}
+		servers[key] = c
+	}
+	var cells []*Cell
+	index := map[string]*Cell{}
+	for rep := range cfg.Reps {
+		for _, t := range cfg.Transports {
+			srv := servers[serverKey(t)]
+			for _, size := range cfg.Sizes {
+				for _, conc := range cfg.Concurrency {
+					key := fmt.Sprintf("%s/%d/%d", t, size, conc)
+					cell := index[key]
+					if cell == nil {
+						cell = &Cell{Scenario: "transport", Name: t, Payload: sizeLabel(size), Conc: conc, Mode: "closed"}
+						index[key] = cell
+						cells = append(cells, cell)
+					}
+					do, closeClient, err := echoClient(t, srv.hello.Addr, size, conc)
+					if err != nil {
+						return nil, fmt.Errorf("%s: %w", key, err)
+					}
+					closedLoop(ctx, conc, cfg.Warmup, do)
+					r, err := measure(childSource(srv), func() outcome { return closedLoop(ctx, conc, cfg.Duration, do) })
+					closeClient()
+					if err != nil {
+						return nil, fmt.Errorf("%s: %w", key, err)
+					}
+					cell.Reps = append(cell.Reps, r)
+					p.progress("transport rep %d/%d  %-10s %-5s C=%-3d %9.0f req/s  p50 %7.1f µs", rep+1, cfg.Reps, t, sizeLabel(size), conc, r.RPS, r.P50us)
+				}
+			}
+		}
+	}
+	for _, c := range cells {
+		c.summarize()
+	}
+	return cells, nil
+}

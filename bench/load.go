@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Latencies are recorded in nanoseconds from 1 µs to 60 s with three
+// significant digits.
+const (
+	histMin = int64(time.Microsecond)
+	histMax = int64(60 * time.Second)
+	histSig = 3
+)
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histSig) }
+
+func record(h *hdrhistogram.Histogram, d time.Duration) {
+	v := int64(d)
+	if v < histMin {
+		v = histMin
+	}
+	if v > histMax {
+		v = histMax
+	}
+	_ = h.RecordValue(v)
+}
+
+// call performs one request. worker is the caller's index (0..C-1) and seq
+// counts calls across the whole run, for unique keys.
+type call func(ctx context.Context, worker int, seq int64) error
+
+// Rep is one measured repetition of a cell.
+type Rep struct {
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	Seconds  float64 `json:"seconds"`
+	RPS      float64 `json:"rps"`
+	P50us    float64 `json:"p50_us"`
+	P90us    float64 `json:"p90_us"`
+	P99us    float64 `json:"p99_us"`
+	MaxUs    float64 `json:"max_us"`
+	// ClientCPU and ServerCPU are CPU microseconds per successful request
+	// of the load generator's and the server's process; -1 when unknown.
+	ClientCPU float64 `json:"client_cpu_us_per_req"`
+	ServerCPU float64 `json:"server_cpu_us_per_req"`
+	// ServerRSSKB is the server process's RSS after the repetition.
+	ServerRSSKB int64 `json:"server_rss_kb,omitempty"`
+	// Late counts open-loop sends that left more than 1 ms after their
+	// scheduled time (the generator or the in-flight bound held them up);
+	// their latency still counts from the scheduled time.
+	Late       int64  `json:"late,omitempty"`
+	FirstError string `json:"first_error,omitempty"`
+
+	hist *hdrhistogram.Histogram
+}
+
+// outcome is what a load loop saw.
+type outcome struct {
+	ok, errs, late int64
+	elapsed        time.Duration
+	hist           *hdrhistogram.Histogram
+	firstErr       error
+}
+
+type errOnce struct {
+	once sync.Once
+	err  error
+}
+
+func (e *errOnce) set(err error) { e.once.Do(func() { e.err = err }) }
+
+var seq atomic.Int64
+
+// closedLoop runs conc workers, each sending its next request as soon as
+// the previous one answers, for d. Only successes are in the histogram.
+func closedLoop(ctx context.Context, conc int, d time.Duration, do call) outcome {
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	hists := make([]*hdrhistogram.Histogram, conc)
+	var ok, errs atomic.Int64
+	var first errOnce
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := range conc {
+		h := newHist()
+		hists[w] = h
+		wg.Go(func() {
+			var n, e int64
+			for {
+				t0 := time.Now()
+				if !t0.Before(deadline) {
+					break
+				}
+				err := do(ctx, w, seq.Add(1))
+				if err != nil {
+					e++
+					first.set(err)
+					if ctx.Err() != nil {
+						break
+					}
+					continue
+				}
+				n++
+				record(h, time.Since(t0))
+			}
+			ok.Add(n)
+			errs.Add(e)
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := newHist()
+	for _, h := range hists {
+		all.Merge(h)
+	}
+	return outcome{ok: ok.Load(), errs: errs.Load(), elapsed: elapsed, hist: all, firstErr: first.err}
+}
+
+// openLoop sends requests at a fixed rate for d, whatever the answers, so
+// a slow answer cannot hold back the next send (no coordinated omission):
+// each latency runs from the request's scheduled time. At most maxInFlight
+// requests are outstanding; a send held back by that bound is late, and its
+// wait counts in its latency.
+func openLoop(ctx context.Context, rate float64, d time.Duration, maxInFlight int, do call) outcome {
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	interval := time.Duration(float64(time.Second) / rate)
+	h := newHist()
+	var mu sync.Mutex
+	var ok, errs, late atomic.Int64
+	var first errOnce
+	slots := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	start := time.Now()
+	n := int64(math.Ceil(float64(d) / float64(interval)))
+	for i := range n {
+		at := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(at); wait > 0 {
+			time.Sleep(wait)
+		}
+		slots <- struct{}{}
+		if time.Since(at) > time.Millisecond {
+			late.Add(1)
+		}
+		w := int(i % int64(maxInFlight))
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := do(ctx, w, seq.Add(1)); err != nil {
+				errs.Add(1)
+				first.set(err)
+				return
+			}
+			lat := time.Since(at)
+			ok.Add(1)
+			mu.Lock()
+			record(h, lat)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return outcome{ok: ok.Load(), errs: errs.Load(), late: late.Load(), elapsed: time.Since(start), hist: h, firstErr: first.err}
+}
+
+// cpuSource reads a server process's CPU time and RSS.
+type cpuSource func() (procStats, error)
+
+func childSource(c *child) cpuSource { return c.stats }
+
+func pidSource(pid int) cpuSource {
+	return func() (procStats, error) {
+		return procStats{CPU: procCPU(pid), RSSKB: rssKB(pid)}, nil
+	}
+}
+
+// measure runs one repetition: load (a closed or open loop) between two
+// readings of both processes' CPU time.
+func measure(server cpuSource, load func() outcome) (Rep, error) {
+	s0, err := server()
+	if err != nil {
+		return Rep{}, fmt.Errorf("server stats: %w", err)
+	}
+	c0 := selfCPU()
+	o := load()
+	c1 := selfCPU()
+	s1, err := server()
+	if err != nil {
+		return Rep{}, fmt.Errorf("server stats: %w", err)
+	}
+	r := Rep{
+		Requests:    o.ok,
+		Errors:      o.errs,
+		Late:        o.late,
+		Seconds:     o.elapsed.Seconds(),
+		ServerRSSKB: s1.RSSKB,
+		ClientCPU:   -1,
+		ServerCPU:   -1,
+		hist:        o.hist,
+	}
+	if o.firstErr != nil {
+		r.FirstError = o.firstErr.Error()
+	}
+	if o.elapsed > 0 {
+		r.RPS = float64(o.ok) / o.elapsed.Seconds()
+	}
+	if o.ok > 0 {
+		r.ClientCPU = usPer(c1-c0, o.ok)
+		r.ServerCPU = usPer(s1.CPU-s0.CPU, o.ok)
+	}
+	r.P50us, r.P90us, r.P99us, r.MaxUs = quantiles(o.hist)
+	return r, nil
+}
+
+func usPer(d time.Duration, n int64) float64 {
+	return float64(d) / float64(time.Microsecond) / float64(n)
+}
+
+func quantiles(h *hdrhistogram.Histogram) (p50, p90, p99, max float64) {
+	if h == nil || h.TotalCount() == 0 {
+		return 0, 0, 0, 0
+	}
+	us := func(v int64) float64 { return math.Round(float64(v)/1e2) / 10 }
+	return us(h.ValueAtQuantile(50)), us(h.ValueAtQuantile(90)), us(h.ValueAtQuantile(99)), us(h.Max())
+}

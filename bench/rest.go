@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+)
+
+// runID tells this run's rows (emails, idempotency keys) from any other's.
+var runID = func() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
+
+// startSystemChild runs the embedded shop in a child process, in a fresh
+// data directory, on the databases in urls (nil: SQLite files).
+func startSystemChild(cfg *Config, dir, name string, urls map[string]string) (*child, error) {
+	env := append([]string{dataDirEnv + "=" + dir}, cfg.profileEnv(name)...)
+	if urls != nil {
+		env = append(env, dbURLsEnv+"="+mustJSON(urls))
+	}
+	return startChild(roleSystem, env...)
+}
+
+// httpClient is a keep-alive HTTP/1.1 client with a pool of up to conns
+// connections, like any load balancer's or SDK's.
+func httpClient(conns int) (*http.Client, func()) {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute, DisableCompression: true}
+	return &http.Client{Transport: tr}, tr.CloseIdleConnections
+}
+
+// bareConn is a default grpc-go connection: the load generator of the
+// direct-gRPC paths, as lean as the HTTP one.
+func bareConn(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// doHTTP sends one request and reads the whole answer, which must have the
+// status want. The body is read, not decoded: decoding is the client's
+// business on either path, and on two cores the load generator's CPU is
+// taken from the server.
+func doHTTP(ctx context.Context, hc *http.Client, method, url string, body []byte, want int) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s %s: HTTP %d: %.200s", method, url, resp.StatusCode, b)
+	}
+	return b, nil
+}
+
+// restOp is one operation measured over both paths.
+type restOp struct {
+	op, payload string
+	conc        []int
+	gateway     func(ctx context.Context, hc *http.Client, base string, w int, seq int64) error
+	direct      func(ctx context.Context, c userv1.UserServiceClient, w int, seq int64) error
+}
+
+// runREST measures GetUser, ListUsers (a page of 20: the medium message)
+// and CreateUser through the gateway and over direct gRPC to the user
+// service, on one embedded system in a child process.
+func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
+	dir, err := os.MkdirTemp("", "duet-bench-rest-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	sys, err := startSystemChild(cfg, dir, "rest-system", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer sys.stop()
+	conn, err := bareConn(sys.hello.User)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	users := userv1.NewUserServiceClient(conn)
+	ids, err := seedUsers(ctx, users, cfg.SeedUsers, "rest")
+	if err != nil {
+		return nil, err
+	}
+	base := "http://" + sys.hello.HTTP
+	pick := func(w int, seq int64) string { return ids[(int(seq)+w)%len(ids)] }
+	email := func(seq int64) string { return fmt.Sprintf("b%s-%d@example.com", runID, seq) }
+	ops := []restOp{
+		{
+			op: "GetUser", payload: "small", conc: cfg.RESTConc,
+			gateway: func(ctx context.Context, hc *http.Client, base string, w int, seq int64) error {
+				_, err := doHTTP(ctx, hc, http.MethodGet, base+"/v1/users/"+pick(w, seq), nil, http.StatusOK)
+				return err
+			},
+			direct: func(ctx context.Context, c userv1.UserServiceClient, w int, seq int64) error {
+				_, err := c.GetUser(ctx, &userv1.GetUserRequest{Id: pick(w, seq)})
+				return err
+			},
+		},
+		{
+			op: "ListUsers", payload: "medium", conc: []int{64},
+			gateway: func(ctx context.Context, hc *http.Client, base string, w int, seq int64) error {
+				_, err := doHTTP(ctx, hc, http.MethodGet, base+"/v1/users?pageSize=20", nil, http.StatusOK)
+				return err
+			},
+			direct: func(ctx context.Context, c userv1.UserServiceClient, w int, seq int64) error {
+				_, err := c.ListUsers(ctx, &userv1.ListUsersRequest{PageSize: 20})
+				return err
+			},
+		},
+		{
+			op: "CreateUser", payload: "small", conc: []int{64},
+			gateway: func(ctx context.Context, hc *http.Client, base string, w int, seq int64) error {
+				body := fmt.Appendf(nil, `{"email":%q,"name":"Bench User"}`, email(seq))
+				_, err := doHTTP(ctx, hc, http.MethodPost, base+"/v1/users", body, http.StatusOK)
+				return err
+			},
+			direct: func(ctx context.Context, c userv1.UserServiceClient, w int, seq int64) error {
+				_, err := c.CreateUser(ctx, &userv1.CreateUserRequest{Email: email(seq), Name: "Bench User"})
+				return err
+			},
+		},
+	}
+	var cells []*Cell
+	index := map[string]*Cell{}
+	for rep := range cfg.Reps {
+		for _, op := range ops {
+			for _, conc := range op.conc {
+				for _, path := range []string{"gateway", "grpc"} {
+					key := fmt.Sprintf("%s/%s/%d", op.op, path, conc)
+					cell := index[key]
+					if cell == nil {
+						cell = &Cell{Scenario: "rest", Name: path, Op: op.op, Payload: op.payload, Conc: conc, Mode: "closed"}
+						index[key] = cell
+						cells = append(cells, cell)
+					}
+					var do call
+					var release func()
+					if path == "gateway" {
+						hc, closeIdle := httpClient(conc)
+						do = func(ctx context.Context, w int, seq int64) error { return op.gateway(ctx, hc, base, w, seq) }
+						release = closeIdle
+					} else {
+						c, err := bareConn(sys.hello.User)
+						if err != nil {
+							return nil, err
+						}
+						uc := userv1.NewUserServiceClient(c)
+						do = func(ctx context.Context, w int, seq int64) error { return op.direct(ctx, uc, w, seq) }
+						release = func() { c.Close() }
+					}
+					closedLoop(ctx, conc, cfg.Warmup, do)
+					r, err := measure(childSource(sys), func() outcome { return closedLoop(ctx, conc, cfg.Duration, do) })
+					release()
+					if err != nil {
+						return nil, fmt.Errorf("%s: %w", key, err)
+					}
+					cell.Reps = append(cell.Reps, r)
+					p.progress("rest rep %d/%d  %-10s via %-7s C=%-3d %8.0f req/s  p50 %7.1f µs  errors %d %s", rep+1, cfg.Reps, op.op, path, conc, r.RPS, r.P50us, r.Errors, r.FirstError)
+				}
+			}
+		}
+	}
+	for _, c := range cells {
+		c.summarize()
+	}
+	return cells, nil
+}
+
+// seedUsers creates n users over direct gRPC and returns their ids.
+func seedUsers(ctx context.Context, users userv1.UserServiceClient, n int, tag string) ([]string, error) {
+	ids := make([]string, 0, n)
+	for i := range n {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := users.CreateUser(ctx, &userv1.CreateUserRequest{
+			Email: fmt.Sprintf("seed-%s-%s-%d@example.com", tag, runID, i),
+			Name:  fmt.Sprintf("Seed User %d", i),
+		})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("seed user %d: %w", i, err)
+		}
+		ids = append(ids, resp.GetUser().GetId())
+	}
+	return ids, nil
+}
