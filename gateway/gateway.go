@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
@@ -38,6 +39,7 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/logger"
+	"github.com/duetkit/duet/kit/tracing"
 )
 
 // Defaults used for zero fields of Config.
@@ -207,7 +209,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 // body and the time of the call, then routes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	ctx := withRequestID(r.Context(), r.Header.Get(requestIDHeader))
+	// The trace starts here (or continues the caller's traceparent), so
+	// the gateway's log line and every hop behind it share a trace id.
+	ctx := tracing.Continue(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}
 	r = r.WithContext(ctx)

@@ -30,6 +30,7 @@ import (
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/tracing"
 )
 
 // DefaultTimeout bounds each unary call that has no shorter deadline.
@@ -111,8 +112,14 @@ func New(target string, cfg Config) (*grpc.ClientConn, error) {
 			m.Client.StreamClientInterceptor(),
 		}, cfg.StreamInterceptors...)...),
 	}
-	if !cfg.DisableTracing {
+	switch {
+	case cfg.DisableTracing:
+	case tracing.Exporting():
 		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
+	default:
+		// No exporter: carry the trace context without recording spans.
+		opts = append(opts, grpc.WithChainUnaryInterceptor(tracing.UnaryClientInterceptor()),
+			grpc.WithChainStreamInterceptor(tracing.StreamClientInterceptor()))
 	}
 	opts = append(opts, cfg.Options...)
 	conn, err := grpc.NewClient(target, opts...)

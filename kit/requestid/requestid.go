@@ -54,10 +54,9 @@ func Valid(id string) bool {
 
 // fromIncoming returns the valid request id in incoming metadata, or a new one.
 func fromIncoming(ctx context.Context) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(Header); len(v) > 0 && Valid(v[0]) {
-			return v[0]
-		}
+	// ValueFromIncomingContext reads one key without copying the metadata.
+	if v := metadata.ValueFromIncomingContext(ctx, Header); len(v) > 0 && Valid(v[0]) {
+		return v[0]
 	}
 	return New()
 }

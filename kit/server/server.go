@@ -15,11 +15,11 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
@@ -30,11 +30,14 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/tracing"
 	"github.com/duetkit/duet/kit/validation"
 )
 
@@ -144,11 +147,15 @@ func New(cfg Config) (*Server, error) {
 
 	unary := []grpc.UnaryServerInterceptor{requestid.UnaryServerInterceptor()}
 	stream := []grpc.StreamServerInterceptor{requestid.StreamServerInterceptor()}
+	if !cfg.DisableTracing && !tracing.Exporting() {
+		// With an exporter the otelgrpc stats handler below records spans;
+		// without one, only the trace context is carried (kit/tracing).
+		unary = append([]grpc.UnaryServerInterceptor{tracing.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{tracing.StreamServerInterceptor()}, stream...)
+	}
 	if !cfg.DisableAccessLog {
-		l := accessLogger(log)
-		opts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-		unary = append(unary, logging.UnaryServerInterceptor(l, opts...))
-		stream = append(stream, logging.StreamServerInterceptor(l, opts...))
+		unary = append(unary, unaryAccessLog(log))
+		stream = append(stream, streamAccessLog(log))
 	}
 	unary = append(unary, m.Server.UnaryServerInterceptor(), noTransportRetry, recovery.UnaryServerInterceptor(recover))
 	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover))
@@ -175,7 +182,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.KeepaliveParams(ka),
 		grpc.KeepaliveEnforcementPolicy(policy),
 	}
-	if !cfg.DisableTracing {
+	if !cfg.DisableTracing && tracing.Exporting() {
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	}
 	opts = append(opts, cfg.Options...)
@@ -293,10 +300,84 @@ func defaultDeadline(d time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// accessLogger adapts slog to go-grpc-middleware's logging interface. The
-// context reaches the handler, so kit/logger adds request and trace ids.
-func accessLogger(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
+// unaryAccessLog writes one line per finished call: service, method, code
+// and duration (kit/logger adds the request and trace ids from the
+// context). It replaces go-grpc-middleware's logging interceptor, which
+// measured at 18% of a small call's server CPU and 43 allocations per call
+// (bench/README.md); this writes the same facts with one LogAttrs call, and
+// nothing at all when the level is off.
+func unaryAccessLog(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		logCall(ctx, log, info.FullMethod, "unary", start, err)
+		return resp, err
+	}
+}
+
+// streamAccessLog is unaryAccessLog for streams.
+func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		start := time.Now()
+		err := handler(srv, ss)
+		kind := "server_stream"
+		switch {
+		case info.IsClientStream && info.IsServerStream:
+			kind = "bidi_stream"
+		case info.IsClientStream:
+			kind = "client_stream"
+		}
+		logCall(ss.Context(), log, info.FullMethod, kind, start, err)
+		return err
+	}
+}
+
+func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error) {
+	code := status.Code(err)
+	level := codeLevel(code)
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	service, method := splitMethod(fullMethod)
+	attrs := [7]slog.Attr{
+		slog.String("grpc.service", service),
+		slog.String("grpc.method", method),
+		slog.String("grpc.method_type", kind),
+		slog.String("grpc.code", code.String()),
+		slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000),
+	}
+	n := 5
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs[n] = slog.String("peer.address", p.Addr.String())
+		n++
+	}
+	if err != nil {
+		attrs[n] = slog.String("grpc.error", err.Error())
+		n++
+	}
+	log.LogAttrs(ctx, level, "finished call", attrs[:n]...)
+}
+
+// codeLevel is the level a call ending with code is logged at: the caller's
+// mistakes and normal outcomes at INFO, trouble worth a look at WARN, bugs
+// and broken dependencies at ERROR (go-grpc-middleware's server mapping).
+func codeLevel(code codes.Code) slog.Level {
+	switch code {
+	case codes.OK, codes.NotFound, codes.Canceled, codes.AlreadyExists, codes.InvalidArgument, codes.Unauthenticated:
+		return slog.LevelInfo
+	case codes.DeadlineExceeded, codes.PermissionDenied, codes.ResourceExhausted, codes.FailedPrecondition,
+		codes.Aborted, codes.OutOfRange, codes.Unavailable:
+		return slog.LevelWarn
+	default:
+		return slog.LevelError
+	}
+}
+
+// splitMethod splits "/pkg.Service/Method" into its service and method.
+func splitMethod(full string) (service, method string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.LastIndexByte(full, '/'); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", full
 }

@@ -2,14 +2,22 @@
 // context propagation (in gRPC metadata, HTTP and NATS headers) and a tracer
 // provider that exports over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 //
-// Without an endpoint spans are still created, so trace ids flow between
-// services and appear in logs, but nothing is exported.
+// Without an endpoint no spans are recorded (there is nowhere to send
+// them), but the trace context still flows between services — kit/server
+// and kit/client carry it with the light interceptors of this package — so
+// every log line of every hop names its trace.
 package tracing
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"os"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -17,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Setup installs the global propagator and tracer provider for service and
@@ -32,8 +41,137 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 			return nil, errors.Join(errors.New("tracing: OTLP exporter"), err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
+		exporting.Store(true)
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// exporting is set by Setup when spans go to an exporter.
+var exporting atomic.Bool
+
+// Exporting reports whether Setup configured an exporter. Without one,
+// recording spans costs CPU for nothing: kit/server and kit/client then
+// only carry the W3C trace context (the interceptors below), so trace ids
+// still flow between services and into logs.
+func Exporting() bool { return exporting.Load() }
+
+// header is a TextMapCarrier over the two W3C headers, read from gRPC
+// metadata without copying it.
+type header struct{ parent, state string }
+
+func (h *header) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return h.parent
+	case "tracestate":
+		return h.state
+	}
+	return ""
+}
+
+func (h *header) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		h.parent = value
+	case "tracestate":
+		h.state = value
+	}
+}
+
+func (h *header) Keys() []string { return []string{"traceparent", "tracestate"} }
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// incoming returns ctx carrying the caller's trace context, or a new trace
+// (not sampled) when the caller sent none, so that every request has a
+// trace id for its logs.
+func incoming(ctx context.Context) context.Context {
+	return Continue(ctx, &header{
+		parent: first(metadata.ValueFromIncomingContext(ctx, "traceparent")),
+		state:  first(metadata.ValueFromIncomingContext(ctx, "tracestate")),
+	})
+}
+
+// Continue returns ctx carrying the W3C trace context found in carrier
+// (HTTP headers, say: propagation.HeaderCarrier), or a new trace when it
+// holds none — as an edge such as the REST gateway needs, so that its own
+// log lines and every hop behind it share one trace id. A span already in
+// ctx is kept.
+func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	if carrier.Get("traceparent") != "" {
+		if sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(ctx, carrier)); sc.IsValid() {
+			return trace.ContextWithRemoteSpanContext(ctx, sc)
+		}
+	}
+	var tid trace.TraceID
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(tid[:8], rand.Uint64())
+	binary.BigEndian.PutUint64(tid[8:], rand.Uint64()|1) // never all zero
+	binary.BigEndian.PutUint64(sid[:], rand.Uint64()|1)
+	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
+}
+
+// outgoing adds ctx's trace context to the outgoing metadata.
+func outgoing(ctx context.Context) context.Context {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	if md, ok := metadata.FromOutgoingContext(ctx); ok && len(md.Get("traceparent")) > 0 {
+		return ctx
+	}
+	var h header
+	propagation.TraceContext{}.Inject(ctx, &h)
+	if h.parent == "" {
+		return ctx
+	}
+	if h.state != "" {
+		return metadata.AppendToOutgoingContext(ctx, "traceparent", h.parent, "tracestate", h.state)
+	}
+	return metadata.AppendToOutgoingContext(ctx, "traceparent", h.parent)
+}
+
+// UnaryServerInterceptor carries the caller's W3C trace context into the
+// handler's context (or starts a trace), without recording spans.
+func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return handler(incoming(ctx), req)
+	}
+}
+
+// StreamServerInterceptor is UnaryServerInterceptor for streams.
+func StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &stream{ServerStream: ss, ctx: incoming(ss.Context())})
+	}
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+// UnaryClientInterceptor sends the context's trace context as W3C headers.
+func UnaryClientInterceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(outgoing(ctx), method, req, reply, cc, opts...)
+	}
+}
+
+// StreamClientInterceptor is UnaryClientInterceptor for streams.
+func StreamClientInterceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(outgoing(ctx), desc, cc, method, opts...)
+	}
 }
