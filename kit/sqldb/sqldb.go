@@ -122,8 +122,16 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 			return nil, fmt.Errorf("sqldb: open sqlite: %w", ctx.Err())
 		}
 	}
-	sqlDB, err := sql.Open(driver, dsn)
-	if err != nil {
+	var sqlDB *sql.DB
+	if dialect == SQLite {
+		// pgx caches prepared statements itself; modernc.org/sqlite
+		// compiles every query anew unless the connection is wrapped.
+		connector, cerr := newStmtCacheConnector(dsn, stmtCacheSize)
+		if cerr != nil {
+			return nil, fmt.Errorf("sqldb: open %s: %w", dialect, cerr)
+		}
+		sqlDB = sql.OpenDB(connector)
+	} else if sqlDB, err = sql.Open(driver, dsn); err != nil {
 		return nil, fmt.Errorf("sqldb: open %s: %w", dialect, err)
 	}
 	db := &DB{DB: sqlDB, Dialect: dialect}
