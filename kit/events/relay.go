@@ -89,6 +89,20 @@ func (r *Relay) Notify() {
 	}
 }
 
+// Start runs the relay in a goroutine until the returned stop is called,
+// as a service does between its Open and Close. The relay keeps ctx's
+// values but not its cancellation: it lives until stop, which waits for it
+// to end and returns Run's error.
+func (r *Relay) Start(ctx context.Context) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}
+
 // Run publishes pending rows in outbox order until ctx ends, then returns
 // nil. Each row is published with its event id as Nats-Msg-Id and marked
 // published once JetStream has stored it. When publishing fails the relay

@@ -46,10 +46,8 @@ type Config struct {
 type Service struct {
 	store   *store.Store
 	handler *grpchandler.Handler
-	// stopRelay and relayDone stop and await the outbox relay; nil
-	// without a Bus.
-	stopRelay context.CancelFunc
-	relayDone chan error
+	// stopRelay stops and awaits the outbox relay; nil without a bus.
+	stopRelay func() error
 }
 
 // Open opens the database, applies migrations and builds the service.
@@ -74,11 +72,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Bus != nil {
 		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log})
 		st.OnAppend(relay.Notify)
-		// The relay outlives Open's ctx (it runs until Close) but keeps
-		// its values.
-		ctx, s.stopRelay = context.WithCancel(context.WithoutCancel(ctx))
-		s.relayDone = make(chan error, 1)
-		go func() { s.relayDone <- relay.Run(ctx) }()
+		s.stopRelay = relay.Start(ctx)
 	}
 	return s, nil
 }
@@ -93,8 +87,7 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 func (s *Service) Close() error {
 	var relayErr error
 	if s.stopRelay != nil {
-		s.stopRelay()
-		relayErr = <-s.relayDone
+		relayErr = s.stopRelay()
 	}
 	return errors.Join(relayErr, s.store.Close())
 }
