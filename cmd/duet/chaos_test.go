@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -100,19 +99,8 @@ func TestChaosKillServicesUnderLoad(t *testing.T) {
 			dbURL[c] = urls["sqlite"]
 		}
 	}
-	natsURL := os.Getenv(eventstest.NATSEnv)
-	if natsURL == "" {
-		srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Shutdown)
-		natsURL = srv.ClientURL()
-	}
-	id := eventstest.Unique(t)
-	stream := "TEST_" + id
-	natsFlags := []string{"--nats-url", natsURL, "--event-stream", stream, "--event-prefix", "t" + id}
-	t.Cleanup(func() { deleteStream(natsURL, stream) })
+	natsFlags := testNATS(t)
+	id := eventstest.Unique(t) // keeps emails and keys apart on a shared database
 
 	// Fixed addresses, so that a restarted service is where its peers
 	// expect it.

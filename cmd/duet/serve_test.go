@@ -89,19 +89,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		}
 		return []string{"--data-dir", t.TempDir()}
 	}
-	natsURL := os.Getenv(eventstest.NATSEnv)
-	if natsURL == "" {
-		srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Shutdown)
-		natsURL = srv.ClientURL()
-	}
-	id := eventstest.Unique(t)
-	stream := "TEST_" + id
-	natsFlags := []string{"--nats-url", natsURL, "--event-stream", stream, "--event-prefix", "t" + id}
-	t.Cleanup(func() { deleteStream(natsURL, stream) })
+	natsFlags := testNATS(t)
 
 	user := startComponent(t, ctx, "user", append(dbFlags(), natsFlags...)...)
 	payment := startComponent(t, ctx, "payment", append(dbFlags(), natsFlags...)...)
@@ -193,6 +181,26 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			t.Errorf("%v has no log line with request id %s", p.cmd.Args[1:3], ids[0])
 		}
 	}
+}
+
+// testNATS returns the duet flags that put a test's events on a stream of
+// its own: on the machine's NATS when DUET_TEST_NATS_URL is set (the stream
+// is deleted when the test ends), else on a NATS server the test starts.
+func testNATS(t *testing.T) []string {
+	t.Helper()
+	natsURL := os.Getenv(eventstest.NATSEnv)
+	if natsURL == "" {
+		srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Shutdown)
+		natsURL = srv.ClientURL()
+	}
+	id := eventstest.Unique(t)
+	stream := "TEST_" + id
+	t.Cleanup(func() { deleteStream(natsURL, stream) })
+	return []string{"--nats-url", natsURL, "--event-stream", stream, "--event-prefix", "t" + id}
 }
 
 // deleteStream removes a test's stream from a shared NATS server.
