@@ -428,7 +428,7 @@ func TestREADMEExamples(t *testing.T) {
 	}
 	for _, want := range []string{
 		"ORDER_STATUS_CONFIRMED", "ORDER_STATUS_CANCELLED", "ORDER_STATUS_REJECTED", "OUT_OF_STOCK", "PAYMENT_DECLINED",
-		"PAYMENT_STATUS_PARTIALLY_REFUNDED", "received 3, applied 3, rejected 0", "step=DONE", "ORDER_STEP_DONE",
+		"PAYMENT_STATUS_PARTIALLY_REFUNDED", "received 3, applied 3, rejected 0", "step=DONE", `"step": "ORDER_STEP_DONE"`, `"notification": {`,
 		"NOTIFICATION_KIND_WELCOME", "duet.order.v1.OrderConfirmed", `"rejected": "1"`, "INVALID_SKU",
 		"HTTP/1.1 400", "HTTP/1.1 409", "HTTP/1.1 404", "EMAIL_TAKEN", "USER_NOT_FOUND",
 		"duet.user.v1.UserService", `"status": "SERVING"`, `"status":"ready"`,
