@@ -174,12 +174,6 @@ type cpuSource func() (procStats, error)
 
 func childSource(c *child) cpuSource { return c.stats }
 
-func pidSource(pid int) cpuSource {
-	return func() (procStats, error) {
-		return procStats{CPU: procCPU(pid), RSSKB: rssKB(pid)}, nil
-	}
-}
-
 // measure runs one repetition: load (a closed or open loop) between two
 // readings of both processes' CPU time.
 func measure(server cpuSource, load func() outcome) (Rep, error) {

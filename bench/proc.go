@@ -21,33 +21,6 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// clockTick is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every
-// Linux this runs on.
-const clockTick = 10 * time.Millisecond
-
-// procCPU is the user plus system CPU time of process pid from
-// /proc/<pid>/stat (10 ms resolution), for processes that cannot report
-// their own (the duet binary).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// The command name may hold spaces; fields are counted after its ')'.
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		s = s[i+1:]
-	}
-	f := strings.Fields(s)
-	// After the name: state is field 3 of the full line, utime 14, stime 15.
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * clockTick
-}
-
 // rssKB returns VmRSS of process pid in KiB, or -1.
 func rssKB(pid int) int64 { return procStatusKB(pid, "VmRSS:") }
 

@@ -158,7 +158,7 @@ func (f *fakeOrders) CreateOrder(ctx context.Context, req *orderv1.CreateOrderRe
 	}
 	return &orderv1.CreateOrderResponse{Order: &orderv1.Order{
 		Id: "5e4d3c2b-1a09-4876-b543-210fedcba987", UserId: req.GetUserId(), Items: req.GetItems(),
-		Total: total, Status: orderv1.OrderStatus_ORDER_STATUS_PAID, IdempotencyKey: req.GetIdempotencyKey(),
+		Total: total, Status: orderv1.OrderStatus_ORDER_STATUS_CONFIRMED, IdempotencyKey: req.GetIdempotencyKey(),
 	}}, nil
 }
 
@@ -169,7 +169,7 @@ func (f *fakeOrders) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest)
 
 func (f *fakeOrders) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest) (*orderv1.ListOrdersResponse, error) {
 	f.calls.record(ctx)
-	return &orderv1.ListOrdersResponse{Orders: []*orderv1.Order{{Id: "o1", UserId: req.GetUserId(), Status: orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED, FailureReason: "PAYMENT_DECLINED"}}}, nil
+	return &orderv1.ListOrdersResponse{Orders: []*orderv1.Order{{Id: "o1", UserId: req.GetUserId(), Status: orderv1.OrderStatus_ORDER_STATUS_CANCELLED, FailureReason: "PAYMENT_DECLINED"}}}, nil
 }
 
 // fakePayments follows the documented test tokens of the payment service.
@@ -433,7 +433,7 @@ func TestRoutes(t *testing.T) {
 			name: "create order", method: "POST", path: "/v1/orders",
 			body: `{"userId":"` + knownUserID + `","items":[{"sku":"BOOK-1","quantity":2,"unitPrice":{"currencyCode":"EUR","units":"1250"}}],"paymentToken":"tok_approve","idempotencyKey":"k1"}`,
 			// proto3 JSON: int64 as a string, enums by name.
-			want: map[string]any{"order.total.units": "2500", "order.total.currencyCode": "EUR", "order.status": "ORDER_STATUS_PAID", "order.items.0.unitPrice.units": "1250"},
+			want: map[string]any{"order.total.units": "2500", "order.total.currencyCode": "EUR", "order.status": "ORDER_STATUS_CONFIRMED", "order.items.0.unitPrice.units": "1250"},
 		},
 		{
 			name: "list a user's orders", method: "GET", path: "/v1/users/" + knownUserID + "/orders",
