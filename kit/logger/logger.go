@@ -40,12 +40,19 @@ func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
 // Handle implements slog.Handler.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if ctx != nil {
+		// One AddAttrs call: each call may grow the record's attribute
+		// slice once more.
+		var attrs [2]slog.Attr
+		n := 0
 		if id := requestid.FromContext(ctx); id != "" {
-			r.AddAttrs(slog.String("request_id", id))
+			attrs[n] = slog.String("request_id", id)
+			n++
 		}
 		if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
-			r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
+			attrs[n] = slog.String("trace_id", sc.TraceID().String())
+			n++
 		}
+		r.AddAttrs(attrs[:n]...)
 	}
 	return h.next.Handle(ctx, r)
 }

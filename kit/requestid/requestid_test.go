@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/duetkit/duet/kit/requestid"
 )
 
@@ -38,4 +40,25 @@ func ExampleFromContext() {
 	ctx := requestid.NewContext(context.Background(), "req-7")
 	fmt.Println(requestid.FromContext(ctx))
 	// Output: req-7
+}
+
+func TestNewIsAVersion4UUID(t *testing.T) {
+	seen := make(map[string]bool)
+	for range 1000 {
+		id := requestid.New()
+		u, err := uuid.Parse(id)
+		if err != nil {
+			t.Fatalf("New() = %q: %v", id, err)
+		}
+		if u.Version() != 4 || u.Variant() != uuid.RFC4122 {
+			t.Fatalf("New() = %q: version %d, variant %v; want 4, RFC4122", id, u.Version(), u.Variant())
+		}
+		if !requestid.Valid(id) {
+			t.Fatalf("New() = %q is not Valid", id)
+		}
+		if seen[id] {
+			t.Fatalf("New() repeated %q", id)
+		}
+		seen[id] = true
+	}
 }

@@ -93,10 +93,13 @@ func first(v []string) string {
 // (not sampled) when the caller sent none, so that every request has a
 // trace id for its logs.
 func incoming(ctx context.Context) context.Context {
-	return Continue(ctx, &header{
-		parent: first(metadata.ValueFromIncomingContext(ctx, "traceparent")),
-		state:  first(metadata.ValueFromIncomingContext(ctx, "tracestate")),
-	})
+	parent := first(metadata.ValueFromIncomingContext(ctx, "traceparent"))
+	if parent == "" {
+		// No tracestate lookup: without a traceparent it means nothing,
+		// and grpc-go's lookup of an absent key walks the whole metadata.
+		return Continue(ctx, &header{})
+	}
+	return Continue(ctx, &header{parent: parent, state: first(metadata.ValueFromIncomingContext(ctx, "tracestate"))})
 }
 
 // Continue returns ctx carrying the W3C trace context found in carrier
