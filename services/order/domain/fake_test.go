@@ -208,10 +208,10 @@ type scheduled struct {
 	ids []string
 }
 
-func (s *scheduled) Submit(id string) {
+func (s *scheduled) Schedule(o *Order) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ids = append(s.ids, id)
+	s.ids = append(s.ids, o.ID)
 }
 
 // published records what a Service published.

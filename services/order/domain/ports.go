@@ -108,9 +108,11 @@ type Repository interface {
 
 // Scheduler runs orders' sagas in the background.
 type Scheduler interface {
-	// Submit asks for the saga of the order with the given id to be run;
-	// submitting an order already scheduled does nothing.
-	Submit(orderID string)
+	// Schedule asks for the saga of o, as just stored or read, to be run;
+	// scheduling an order already scheduled does nothing. o is not changed
+	// afterwards, so the runner may start from it instead of reading it
+	// again (see Service.StepFrom).
+	Schedule(o *Order)
 }
 
 // Notifier hears of every stored change of an order.

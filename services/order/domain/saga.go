@@ -194,6 +194,21 @@ func (s *Service) Step(ctx context.Context, id string) (*Order, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	return s.StepFrom(ctx, o)
+}
+
+// StepFrom is Step for an order the caller already holds as it was stored:
+// the order Create returned, or one a previous Step or StepFrom returned.
+// A runner that drives a saga step after step passes each result on and
+// saves the read before every step. o is not changed.
+//
+// Holding o does not make it current: when the stored order has moved on
+// (another runner stepped it), Save's version check refuses the change, as
+// it does for two runners that read the same version, and StepFrom returns
+// the order as stored now. The step's call to the peer may then have been
+// made twice, which every step tolerates.
+func (s *Service) StepFrom(ctx context.Context, o *Order) (*Order, bool, error) {
+	id := o.ID
 	if o.Status.Terminal() || s.Now().Before(o.NextAttempt) {
 		return o, false, nil
 	}

@@ -138,7 +138,7 @@ func (s *Service) repeat(o *Order, fingerprint string) (*Order, error) {
 
 func (s *Service) schedule(o *Order) {
 	if s.Scheduler != nil && !o.Status.Terminal() {
-		s.Scheduler.Submit(o.ID)
+		s.Scheduler.Schedule(o)
 	}
 }
 

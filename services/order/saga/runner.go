@@ -31,6 +31,9 @@ type Stepper interface {
 	// Step runs the current step of the order with the given id once; see
 	// domain.Service.Step.
 	Step(ctx context.Context, id string) (o *domain.Order, moved bool, err error)
+	// StepFrom is Step for an order held as it was stored; see
+	// domain.Service.StepFrom.
+	StepFrom(ctx context.Context, o *domain.Order) (next *domain.Order, moved bool, err error)
 	// Pending returns the ids of unfinished orders due at or before due.
 	Pending(ctx context.Context, due time.Time) ([]string, error)
 }
@@ -72,7 +75,7 @@ type Runner struct {
 	mu      sync.Mutex
 	cancel  context.CancelFunc
 	stopped bool
-	queue   []string
+	queue   []queued
 	// known holds every order queued, running or waiting in this runner;
 	// the timer of a waiting one, nil otherwise.
 	known map[string]*time.Timer
@@ -130,17 +133,31 @@ func (r *Runner) Stop() {
 	r.wg.Wait()
 }
 
-// Submit implements domain.Scheduler: the saga of the order with the given
-// id runs as soon as a worker is free, unless this runner already has it.
-func (r *Runner) Submit(id string) {
+// queued is an order waiting for a worker: its id, and the order as stored
+// when the submitter had it (nil when the worker must read it).
+type queued struct {
+	id string
+	o  *domain.Order
+}
+
+// Submit asks for the saga of the order with the given id to run as soon as
+// a worker is free, unless this runner already has it. The worker reads
+// the order first.
+func (r *Runner) Submit(id string) { r.submit(queued{id: id}) }
+
+// Schedule implements domain.Scheduler: Submit for an order just stored,
+// whose first step starts from o instead of reading it again.
+func (r *Runner) Schedule(o *domain.Order) { r.submit(queued{id: o.ID, o: o}) }
+
+func (r *Runner) submit(q queued) {
 	r.mu.Lock()
-	_, known := r.known[id]
+	_, known := r.known[q.id]
 	if r.stopped || known {
 		r.mu.Unlock()
 		return
 	}
-	r.known[id] = nil
-	r.queue = append(r.queue, id)
+	r.known[q.id] = nil
+	r.queue = append(r.queue, q)
 	r.mu.Unlock()
 	r.signal()
 }
@@ -155,43 +172,55 @@ func (r *Runner) signal() {
 // work runs queued sagas until ctx ends.
 func (r *Runner) work(ctx context.Context) {
 	for {
-		id, ok := r.take(ctx)
+		q, ok := r.take(ctx)
 		if !ok {
 			return
 		}
-		r.drive(ctx, id)
+		r.drive(ctx, q.id, q.o)
 	}
 }
 
 // take returns the next queued order, waiting for one; false when ctx ends.
-func (r *Runner) take(ctx context.Context) (string, bool) {
+func (r *Runner) take(ctx context.Context) (queued, bool) {
 	for {
 		r.mu.Lock()
 		if len(r.queue) > 0 {
-			id := r.queue[0]
-			r.queue[0] = ""
+			q := r.queue[0]
+			r.queue[0] = queued{}
 			r.queue = r.queue[1:]
 			more := len(r.queue) > 0
 			r.mu.Unlock()
 			if more {
 				r.signal()
 			}
-			return id, true
+			return q, true
 		}
 		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return "", false
+			return queued{}, false
 		case <-r.wake:
 		}
 	}
 }
 
 // drive runs the order's steps until it is terminal, must wait, or the
-// runner stops.
-func (r *Runner) drive(ctx context.Context, id string) {
+// runner stops. Each step starts from the order the previous one stored
+// (from last, the order as submitted, for the first step when it is set):
+// reading back what this worker has just written would only cost a query.
+// After a wait the order is read again.
+func (r *Runner) drive(ctx context.Context, id string, last *domain.Order) {
 	for {
-		o, moved, err := r.steps.Step(ctx, id)
+		var (
+			o     *domain.Order
+			moved bool
+			err   error
+		)
+		if last != nil {
+			o, moved, err = r.steps.StepFrom(ctx, last)
+		} else {
+			o, moved, err = r.steps.Step(ctx, id)
+		}
 		switch {
 		case ctx.Err() != nil:
 			r.forget(id)
@@ -219,6 +248,7 @@ func (r *Runner) drive(ctx context.Context, id string) {
 			r.later(id, wait)
 			return
 		}
+		last = o
 	}
 }
 
@@ -241,7 +271,7 @@ func (r *Runner) ready(id string) {
 		return
 	}
 	r.known[id] = nil
-	r.queue = append(r.queue, id)
+	r.queue = append(r.queue, queued{id: id})
 	r.mu.Unlock()
 	r.signal()
 }

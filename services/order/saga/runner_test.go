@@ -96,6 +96,10 @@ func (s *stepper) Step(ctx context.Context, id string) (*domain.Order, bool, err
 	return o, true, nil
 }
 
+func (s *stepper) StepFrom(ctx context.Context, o *domain.Order) (*domain.Order, bool, error) {
+	return s.Step(ctx, o.ID)
+}
+
 func (s *stepper) Pending(_ context.Context, due time.Time) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
