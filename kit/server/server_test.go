@@ -133,13 +133,18 @@ func TestRequestIDAndDefaultDeadline(t *testing.T) {
 		t.Error("call without deadline got none from the server default")
 	}
 
-	// The kit client forwards the request id of its context.
+	// The kit client forwards the request id of its context; the server
+	// does not send back an id the caller already has.
 	ctx := requestid.NewContext(context.Background(), "req-123")
-	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
+	trailer = nil
+	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}, grpc.Trailer(&trailer)); err != nil {
 		t.Fatal(err)
 	}
 	if v := <-got; v[0] != "req-123" {
 		t.Errorf("handler saw request id %q, want req-123", v[0])
+	}
+	if h := trailer.Get(requestid.Header); len(h) != 0 {
+		t.Errorf("response trailer %s = %v for a caller that sent its own id, want none", requestid.Header, h)
 	}
 }
 
