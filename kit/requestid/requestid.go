@@ -67,14 +67,22 @@ func Valid(id string) bool {
 	return true
 }
 
-// fromIncoming returns the valid request id in incoming metadata, or a new
-// one; made reports which.
-func fromIncoming(ctx context.Context) (id string, made bool) {
+// Incoming returns ctx carrying the request id of an incoming gRPC call:
+// the caller's, when its metadata holds a valid one, or a new one, in
+// which case made is true (the caller has no id to quote, so a server
+// sends this one back).
+func Incoming(ctx context.Context) (_ context.Context, made bool) {
 	// ValueFromIncomingContext reads one key without copying the metadata.
 	if v := metadata.ValueFromIncomingContext(ctx, Header); len(v) > 0 && Valid(v[0]) {
-		return v[0], false
+		return NewContext(ctx, v[0]), false
 	}
-	return New(), true
+	return NewContext(ctx, New()), true
+}
+
+// SetTrailer sends the request id of ctx back in the response trailer.
+func SetTrailer(ctx context.Context) {
+	// A literal, not metadata.Pairs: the key is already lower case.
+	_ = grpc.SetTrailer(ctx, metadata.MD{Header: []string{FromContext(ctx)}})
 }
 
 // UnaryServerInterceptor puts the caller's request id (or a new one) in the
@@ -87,23 +95,22 @@ func fromIncoming(ctx context.Context) (id string, made bool) {
 // transparently.
 func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		id, made := fromIncoming(ctx)
+		ctx, made := Incoming(ctx)
 		if made {
-			// A literal, not metadata.Pairs: the key is already lower case.
-			_ = grpc.SetTrailer(ctx, metadata.MD{Header: []string{id}})
+			SetTrailer(ctx)
 		}
-		return handler(NewContext(ctx, id), req)
+		return handler(ctx, req)
 	}
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streams.
 func StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		id, made := fromIncoming(ss.Context())
+		ctx, made := Incoming(ss.Context())
 		if made {
-			ss.SetTrailer(metadata.MD{Header: []string{id}})
+			ss.SetTrailer(metadata.MD{Header: []string{FromContext(ctx)}})
 		}
-		return handler(srv, &stream{ServerStream: ss, ctx: NewContext(ss.Context(), id)})
+		return handler(srv, &stream{ServerStream: ss, ctx: ctx})
 	}
 }
 

@@ -89,10 +89,10 @@ func first(v []string) string {
 	return v[0]
 }
 
-// incoming returns ctx carrying the caller's trace context, or a new trace
-// (not sampled) when the caller sent none, so that every request has a
-// trace id for its logs.
-func incoming(ctx context.Context) context.Context {
+// Incoming returns ctx carrying the trace context of an incoming gRPC
+// call's metadata, or a new trace (not sampled) when the caller sent
+// none, so that every request has a trace id for its logs.
+func Incoming(ctx context.Context) context.Context {
 	parent := first(metadata.ValueFromIncomingContext(ctx, "traceparent"))
 	if parent == "" {
 		// No tracestate lookup: without a traceparent it means nothing,
@@ -147,14 +147,14 @@ func outgoing(ctx context.Context) context.Context {
 // handler's context (or starts a trace), without recording spans.
 func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return handler(incoming(ctx), req)
+		return handler(Incoming(ctx), req)
 	}
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streams.
 func StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return handler(srv, &stream{ServerStream: ss, ctx: incoming(ss.Context())})
+		return handler(srv, &stream{ServerStream: ss, ctx: Incoming(ss.Context())})
 	}
 }
 
