@@ -53,6 +53,9 @@ type DB struct {
 	*sql.DB
 	// Dialect is the database behind DB; it decides how Rebind rewrites queries.
 	Dialect Dialect
+	// group commits concurrent InTx calls together on SQLite; nil on
+	// PostgreSQL, whose pool runs transactions side by side.
+	group *txGroup
 }
 
 // Option configures Open.
@@ -92,7 +95,8 @@ func WithLogger(logger *slog.Logger) Option {
 // SQLite admits one writer at a time anyway, and queuing in database/sql
 // rather than in SQLite's busy handler means concurrent writers never see
 // SQLITE_BUSY. The price is that code inside InTx must use the *sql.Tx it is
-// given, never the DB, or it waits for itself.
+// given, never the DB, or it waits for itself. Concurrent InTx calls on
+// SQLite share commits (see InTx).
 //
 // migrations holds goose .sql files at its root (or in a "migrations"
 // directory at its root, as //go:embed migrations/*.sql gives); nil skips
@@ -135,6 +139,9 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 		return nil, fmt.Errorf("sqldb: open %s: %w", dialect, err)
 	}
 	db := &DB{DB: sqlDB, Dialect: dialect}
+	if dialect == SQLite {
+		db.group = &txGroup{db: sqlDB}
+	}
 	db.configurePool()
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
@@ -386,8 +393,19 @@ func Rebind(dialect Dialect, query string) string {
 // InTx runs fn in a transaction, committing when fn returns nil and rolling
 // back when it returns an error or panics (the panic is then re-raised).
 // fn must use tx for every statement; see Open for why using the DB inside
-// fn can block on SQLite.
+// fn can block on SQLite. When InTx returns nil, fn's work is committed.
+//
+// On SQLite, calls that arrive while another holds the connection share
+// its transaction (group commit): each fn runs in turn, on its caller's
+// goroutine, inside a savepoint that its error or panic rolls back to, and
+// the calls whose fn succeeded return once the shared transaction is
+// committed. So fn's work is atomic and isolated as in a transaction of its
+// own, and fn sees the work of the calls before it as committed, which it
+// is once fn's own is. Should the commit fail, every call in it fails.
 func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	if db.group != nil {
+		return db.group.run(ctx, fn)
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqldb: begin: %w", err)

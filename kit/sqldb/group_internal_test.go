@@ -1,0 +1,270 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// openGroupTest opens a SQLite database with one table of unique names.
+func openGroupTest(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(t.Context(), "sqlite:"+filepath.Join(t.TempDir(), "g.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE names (name TEXT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// holdTurn starts an InTx call that keeps the turn until release is
+// closed.
+func holdTurn(t *testing.T, db *DB) (release chan struct{}, done chan error) {
+	t.Helper()
+	release, done, started := make(chan struct{}), make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- db.InTx(context.Background(), func(tx *sql.Tx) error {
+			close(started)
+			<-release
+			_, err := tx.Exec("INSERT INTO names VALUES ('holder')")
+			return err
+		})
+	}()
+	<-started
+	return release, done
+}
+
+// waitForWaiters waits until n calls wait for their turn.
+func waitForWaiters(t *testing.T, db *DB, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		db.group.mu.Lock()
+		defer db.group.mu.Unlock()
+		return len(db.group.waiters) == n
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+func names(t *testing.T, db *DB) map[string]bool {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), "SELECT name FROM names")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]bool{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		got[s] = true
+	}
+	return got
+}
+
+// TestGroupCommitIsolatesCalls has calls that succeed, fail, fail on a
+// statement and panic share one transaction, and checks that exactly the
+// work of the successful ones is stored and each call returns as it would
+// have alone.
+func TestGroupCommitIsolatesCalls(t *testing.T) {
+	db := openGroupTest(t)
+	const n = 40
+	errBoom := errors.New("boom")
+	// Queue every call behind one that holds the turn, so they share
+	// transactions.
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	panicked := make([]bool, n)
+	release, holder := holdTurn(t, db)
+	for i := range n {
+		wg.Go(func() {
+			defer func() {
+				if recover() != nil {
+					panicked[i] = true
+				}
+			}()
+			errs[i] = db.InTx(t.Context(), func(tx *sql.Tx) error {
+				if _, err := tx.Exec("INSERT INTO names VALUES (?)", fmt.Sprint("n", i)); err != nil {
+					return err
+				}
+				switch i % 4 {
+				case 1:
+					return errBoom
+				case 2:
+					// A unique violation: only this statement fails, and
+					// the call's error rolls back its first insert too.
+					_, err := tx.Exec("INSERT INTO names VALUES ('holder')")
+					if err == nil {
+						_, err = tx.Exec("INSERT INTO names VALUES (?)", fmt.Sprint("n", i))
+					}
+					return err
+				case 3:
+					panic("boom")
+				}
+				// Earlier calls' work is visible; this one's too.
+				var seen int
+				if err := tx.QueryRow("SELECT count(*) FROM names WHERE name = ?", fmt.Sprint("n", i)).Scan(&seen); err != nil {
+					return err
+				}
+				if seen != 1 {
+					return fmt.Errorf("own row seen %d times", seen)
+				}
+				return nil
+			})
+		})
+	}
+	waitForWaiters(t, db, n)
+	close(release)
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	got := names(t, db)
+	for i := range n {
+		name := fmt.Sprint("n", i)
+		switch i % 4 {
+		case 0:
+			if errs[i] != nil || !got[name] {
+				t.Errorf("call %d: err %v, stored %v; want nil, true", i, errs[i], got[name])
+			}
+		case 1:
+			if !errors.Is(errs[i], errBoom) || got[name] {
+				t.Errorf("call %d: err %v, stored %v; want boom, false", i, errs[i], got[name])
+			}
+		case 2:
+			if !IsUniqueViolation(errs[i]) || got[name] {
+				t.Errorf("call %d: err %v, stored %v; want a unique violation, false", i, errs[i], got[name])
+			}
+		case 3:
+			if !panicked[i] || got[name] {
+				t.Errorf("call %d: panicked %v, stored %v; want true, false", i, panicked[i], got[name])
+			}
+		}
+	}
+	if len(got) != 1+n/4 {
+		t.Errorf("stored %d names, want %d: %v", len(got), 1+n/4, got)
+	}
+	db.group.mu.Lock()
+	defer db.group.mu.Unlock()
+	if db.group.held || db.group.open != nil || len(db.group.waiters) > 0 {
+		t.Errorf("group left held %v, open %v, %d waiters", db.group.held, db.group.open != nil, len(db.group.waiters))
+	}
+}
+
+// TestGroupCommitCancelledWaiter checks that a call whose context ends
+// while it waits for its turn gives up without storing anything, and that
+// the calls around it carry on.
+func TestGroupCommitCancelledWaiter(t *testing.T) {
+	db := openGroupTest(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	waited := make(chan error, 1)
+	release, holder := holdTurn(t, db)
+	go func() {
+		waited <- db.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec("INSERT INTO names VALUES ('cancelled')")
+			return err
+		})
+	}()
+	waitForWaiters(t, db, 1)
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled call: %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.InTx(t.Context(), func(tx *sql.Tx) error {
+		_, err := tx.Exec("INSERT INTO names VALUES ('after')")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, db); len(got) != 2 || !got["holder"] || !got["after"] {
+		t.Errorf("stored %v, want holder and after", got)
+	}
+}
+
+// TestGroupCommitBrokenTransaction fails every call of a transaction that
+// SQLite rolled back whole: none may report its work stored.
+func TestGroupCommitBrokenTransaction(t *testing.T) {
+	db := openGroupTest(t)
+	release, holder := holdTurn(t, db)
+	second := make(chan error, 1)
+	go func() {
+		second <- db.InTx(t.Context(), func(tx *sql.Tx) error {
+			// Ends the shared transaction behind the group's back, as
+			// SQLite does after some errors, and hides it from InTx.
+			_, _ = tx.Exec("ROLLBACK")
+			return nil
+		})
+	}()
+	waitForWaiters(t, db, 1)
+	close(release)
+	if err := <-holder; err == nil {
+		t.Error("holder: nil error, want the broken transaction's")
+	}
+	if err := <-second; err == nil {
+		t.Error("second: nil error, want the broken transaction's")
+	}
+	if got := names(t, db); len(got) != 0 {
+		t.Errorf("stored %v, want nothing", got)
+	}
+}
+
+// TestGroupCommitFirstCallLosesTransaction has the call that began a
+// transaction hide that SQLite rolled it back while another call waits:
+// the first call must fail, and the next one run in a transaction of its
+// own.
+func TestGroupCommitFirstCallLosesTransaction(t *testing.T) {
+	db := openGroupTest(t)
+	release, started := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- db.InTx(t.Context(), func(tx *sql.Tx) error {
+			close(started)
+			<-release
+			if _, err := tx.Exec("INSERT INTO names VALUES ('lost')"); err != nil {
+				return err
+			}
+			_, _ = tx.Exec("ROLLBACK")
+			return nil
+		})
+	}()
+	<-started
+	second := make(chan error, 1)
+	go func() {
+		second <- db.InTx(t.Context(), func(tx *sql.Tx) error {
+			_, err := tx.Exec("INSERT INTO names VALUES ('kept')")
+			return err
+		})
+	}()
+	waitForWaiters(t, db, 1)
+	close(release)
+	if err := <-first; err == nil {
+		t.Error("first: nil error, want the lost transaction's")
+	}
+	if err := <-second; err != nil {
+		t.Errorf("second: %v", err)
+	}
+	if got := names(t, db); len(got) != 1 || !got["kept"] {
+		t.Errorf("stored %v, want kept", got)
+	}
+}
