@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sync"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,22 +19,18 @@ type Metrics struct {
 	// Registry holds every collector; register your own on it too.
 	Registry *prometheus.Registry
 	// Server counts and times calls handled by gRPC servers.
-	Server *grpcprom.ServerMetrics
+	Server *ServerMetrics
 	// Client counts and times calls made by gRPC clients.
-	Client *grpcprom.ClientMetrics
+	Client *ClientMetrics
 }
 
 // New returns a registry with Go runtime, process and gRPC collectors.
 func New() *Metrics {
-	buckets := prometheus.ExponentialBuckets(0.0005, 2.5, 12) // 0.5 ms to ~12 s
+	buckets := handlingBuckets()
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		Server: grpcprom.NewServerMetrics(
-			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(buckets)),
-		),
-		Client: grpcprom.NewClientMetrics(
-			grpcprom.WithClientHandlingTimeHistogram(grpcprom.WithHistogramBuckets(buckets)),
-		),
+		Server:   NewServerMetrics(buckets),
+		Client:   NewClientMetrics(buckets),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -45,6 +40,10 @@ func New() *Metrics {
 	)
 	return m
 }
+
+// handlingBuckets returns the upper bounds of the gRPC handling-time
+// histograms: 0.5 ms to about 12 s, in steps of 2.5x.
+func handlingBuckets() []float64 { return prometheus.ExponentialBuckets(0.0005, 2.5, 12) }
 
 var defaultMetrics = sync.OnceValue(New)
 
