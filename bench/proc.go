@@ -68,7 +68,6 @@ var keyLibraries = []string{
 	"google.golang.org/protobuf",
 	"github.com/grpc-ecosystem/grpc-gateway/v2",
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2",
-	"github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus",
 	"github.com/prometheus/client_golang",
 	"go.opentelemetry.io/otel/sdk",
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
