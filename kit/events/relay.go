@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,12 @@ type RelayConfig struct {
 	// Retention is how long published rows stay in the outbox before the
 	// relay deletes them; default 24h. Negative keeps them forever.
 	Retention time.Duration
+	// Linger is the least time between two reads of the outbox when
+	// Notify wakes the relay; default 2ms, negative for none. Events that
+	// come at most one per Linger go out at once; under load they wait up
+	// to Linger and go out together, one read and one commit marking them
+	// published for many events instead of one each.
+	Linger time.Duration
 }
 
 // Relay defaults.
@@ -41,6 +48,7 @@ const (
 	DefaultMaxBackoff     = 10 * time.Second
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRetention      = 24 * time.Hour
+	DefaultLinger         = 2 * time.Millisecond
 )
 
 // Relay publishes committed outbox rows to a Bus.
@@ -52,6 +60,8 @@ type Relay struct {
 	notify chan struct{}
 	// lastPurge is when Run last deleted old published rows.
 	lastPurge time.Time
+	// lastLoad is when Run last read the outbox.
+	lastLoad time.Time
 }
 
 // NewRelay returns a Relay from db's outbox to bus. Start it with Run.
@@ -76,6 +86,9 @@ func NewRelay(db *sqldb.DB, bus *Bus, cfg RelayConfig) *Relay {
 	}
 	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
 	}
 	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1)}
 }
@@ -124,6 +137,11 @@ func (r *Relay) Run(ctx context.Context) error {
 				// back sooner, so keep to the backoff.
 				continue
 			}
+			if wait := r.cfg.Linger - time.Since(r.lastLoad); wait > 0 {
+				// Busy: let more events gather and take them together.
+				resetTimer(timer, wait)
+				continue
+			}
 		}
 		more, err := r.publishBatch(ctx)
 		switch {
@@ -165,25 +183,49 @@ type pending struct {
 }
 
 // publishBatch publishes up to BatchSize pending rows in order, stopping at
-// the first failure. more reports a full batch.
+// the first failure, then marks those published in one transaction. more
+// reports a full batch.
 func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
+	r.lastLoad = time.Now()
 	rows, err := r.load(ctx)
 	if err != nil {
 		return false, err
 	}
+	published := 0
 	for _, row := range rows {
-		if err := r.publish(ctx, row); err != nil {
-			return false, fmt.Errorf("publish event %s (%s): %w", row.id, row.subject, err)
+		if err = r.publish(ctx, row); err != nil {
+			err = fmt.Errorf("publish event %s (%s): %w", row.id, row.subject, err)
+			break
 		}
-		if _, err := r.db.ExecContext(ctx, r.db.Rebind(
-			`UPDATE events_outbox SET published_time = ? WHERE seq = ? AND published_time IS NULL`),
-			time.Now().UnixMicro(), row.seq); err != nil {
-			// Published but not marked: the next attempt publishes it
-			// again, and JetStream drops the duplicate.
-			return false, fmt.Errorf("mark event %s published: %w", row.id, err)
-		}
+		published++
 	}
-	return len(rows) == r.cfg.BatchSize, nil
+	if merr := r.mark(ctx, rows[:published]); merr != nil {
+		// Published but not marked: the next attempt publishes them
+		// again, and JetStream drops the duplicates.
+		return false, errors.Join(err, merr)
+	}
+	return err == nil && len(rows) == r.cfg.BatchSize, err
+}
+
+// mark records rows as published.
+func (r *Relay) mark(ctx context.Context, rows []pending) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	update := r.db.Rebind(`UPDATE events_outbox SET published_time = ? WHERE seq = ? AND published_time IS NULL`)
+	now := time.Now().UnixMicro()
+	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
+		for _, row := range rows {
+			if _, err := tx.ExecContext(ctx, update, now, row.seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark %d events published, from %s: %w", len(rows), rows[0].id, err)
+	}
+	return nil
 }
 
 // load reads the next pending rows, oldest first.
