@@ -86,13 +86,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		return nil, err
 	}
 	fp := req.Fingerprint()
-	prior, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
-	switch {
-	case err == nil:
-		return s.repeat(prior, fp)
-	case !errors.Is(err, ErrNotFound):
-		return nil, err
-	}
+	// No read of the key first: a repeat is rare, and the unique key makes
+	// the insert fail for it, as it does for a concurrent twin.
 	now := s.Now()
 	items := slices.Clone(req.Items)
 	for i := range items {
@@ -115,8 +110,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		if !errors.Is(err, ErrDuplicate) {
 			return nil, err
 		}
-		// A concurrent request with the same key stored its order first:
-		// that order is the one this key names.
+		// An earlier or concurrent request with the same key stored its
+		// order first: that order is the one this key names.
 		winner, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
 		if err != nil {
 			return nil, err
