@@ -64,6 +64,13 @@ func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 			items[i].Expected = &domain.Money{Currency: p.GetCurrencyCode(), Units: p.GetUnits()}
 		}
 	}
+	var sub *saga.Subscription
+	if req.GetWait() {
+		// Subscribed before the order exists, the wait misses none of its
+		// changes and need not read it back.
+		sub = h.feed.SubscribeKey(req.GetIdempotencyKey())
+		defer sub.Close()
+	}
 	o, err := h.svc.Create(ctx, domain.CreateRequest{
 		UserID:         req.GetUserId(),
 		Items:          items,
@@ -77,7 +84,7 @@ func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if req.GetWait() && !o.Status.Terminal() {
 		waitCtx, cancel := waitContext(ctx)
 		defer cancel()
-		if last, _ := h.feed.Wait(waitCtx, o.ID, h.svc.Order, PollInterval); last != nil && last.Version >= o.Version {
+		if last, _ := h.feed.WaitFrom(waitCtx, sub, o, h.svc.Order, PollInterval); last != nil && last.Version >= o.Version {
 			o = last
 		}
 		if err := ctx.Err(); err != nil {

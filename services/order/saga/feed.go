@@ -17,9 +17,15 @@ const maxPending = 32
 // Feed passes every stored change of an order to the subscribers of that
 // order in this process. It implements domain.Notifier.
 type Feed struct {
-	mu   sync.Mutex
+	mu sync.Mutex
+	// subs holds the subscriptions by order id (Subscribe), and by
+	// idempotency key under keyPrefix (SubscribeKey).
 	subs map[string]map[*Subscription]struct{}
 }
+
+// keyPrefix sets the keys of subscriptions by idempotency key apart from
+// order ids.
+const keyPrefix = "key:"
 
 // NewFeed returns a Feed with no subscribers.
 func NewFeed() *Feed { return &Feed{subs: map[string]map[*Subscription]struct{}{}} }
@@ -31,18 +37,31 @@ func (f *Feed) Publish(o *domain.Order) {
 	for s := range f.subs[o.ID] {
 		s.push(o)
 	}
+	if o.IdempotencyKey != "" {
+		for s := range f.subs[keyPrefix+o.IdempotencyKey] {
+			s.push(o)
+		}
+	}
 }
 
 // Subscribe starts collecting the changes of the order with the given id.
 // Close the subscription when done.
-func (f *Feed) Subscribe(id string) *Subscription {
-	s := &Subscription{feed: f, id: id, ready: make(chan struct{}, 1)}
+func (f *Feed) Subscribe(id string) *Subscription { return f.subscribe(id) }
+
+// SubscribeKey starts collecting the changes of the order created with
+// the idempotency key key, which may not exist yet: subscribing before
+// creating the order means that no change of it is missed, so waiting for
+// it needs no read (see WaitFrom). Close the subscription when done.
+func (f *Feed) SubscribeKey(key string) *Subscription { return f.subscribe(keyPrefix + key) }
+
+func (f *Feed) subscribe(key string) *Subscription {
+	s := &Subscription{feed: f, key: key, ready: make(chan struct{}, 1)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.subs[id] == nil {
-		f.subs[id] = map[*Subscription]struct{}{}
+	if f.subs[key] == nil {
+		f.subs[key] = map[*Subscription]struct{}{}
 	}
-	f.subs[id][s] = struct{}{}
+	f.subs[key][s] = struct{}{}
 	return s
 }
 
@@ -60,7 +79,7 @@ func (f *Feed) Subscribers() int {
 // Subscription is one subscriber's queue of changes to one order.
 type Subscription struct {
 	feed  *Feed
-	id    string
+	key   string
 	ready chan struct{}
 
 	mu      sync.Mutex
@@ -100,9 +119,9 @@ func (s *Subscription) Take() []*domain.Order {
 func (s *Subscription) Close() {
 	s.feed.mu.Lock()
 	defer s.feed.mu.Unlock()
-	delete(s.feed.subs[s.id], s)
-	if len(s.feed.subs[s.id]) == 0 {
-		delete(s.feed.subs, s.id)
+	delete(s.feed.subs[s.key], s)
+	if len(s.feed.subs[s.key]) == 0 {
+		delete(s.feed.subs, s.key)
 	}
 }
 
@@ -125,6 +144,14 @@ func (f *Feed) Watch(ctx context.Context, id string, read Reader, poll time.Dura
 	if err != nil {
 		return err
 	}
+	return follow(ctx, sub, o, read, poll, send)
+}
+
+// follow sends o, then every later change sub collects or a poll reads
+// whose status or step differs from the last one sent, until one is
+// terminal; see Watch. o must be as stored at or after sub began.
+func follow(ctx context.Context, sub *Subscription, o *domain.Order, read Reader, poll time.Duration, send func(*domain.Order) error) error {
+	id := o.ID
 	if err := send(o); err != nil {
 		return err
 	}
@@ -172,8 +199,25 @@ func (f *Feed) Watch(ctx context.Context, id string, read Reader, poll time.Dura
 // Wait returns the order with the given id once it is terminal, or as it
 // last was when ctx ends (then with no error, if it was read at all).
 func (f *Feed) Wait(ctx context.Context, id string, read Reader, poll time.Duration) (*domain.Order, error) {
+	return wait(ctx, func(send func(*domain.Order) error) error {
+		return f.Watch(ctx, id, read, poll, send)
+	})
+}
+
+// WaitFrom is Wait for an order already in hand: o, as stored at or after
+// sub began (sub collects its changes, from SubscribeKey or Subscribe).
+// It reads the order only to poll for changes stored by other processes.
+// It does not close sub.
+func (f *Feed) WaitFrom(ctx context.Context, sub *Subscription, o *domain.Order, read Reader, poll time.Duration) (*domain.Order, error) {
+	return wait(ctx, func(send func(*domain.Order) error) error {
+		return follow(ctx, sub, o, read, poll, send)
+	})
+}
+
+// wait runs watch and returns the last order it sent; see Wait.
+func wait(ctx context.Context, watch func(send func(*domain.Order) error) error) (*domain.Order, error) {
 	var last *domain.Order
-	err := f.Watch(ctx, id, read, poll, func(o *domain.Order) error {
+	err := watch(func(o *domain.Order) error {
 		last = o
 		return nil
 	})

@@ -193,6 +193,45 @@ func TestWait(t *testing.T) {
 	})
 }
 
+// TestWaitFromKey subscribes by idempotency key before the order exists,
+// as a waiting CreateOrder does, and waits from the order created: every
+// change is seen and the order is never read back.
+func TestWaitFromKey(t *testing.T) {
+	f := saga.NewFeed()
+	st := &store{}
+	sub := f.SubscribeKey("k")
+	defer sub.Close()
+	created := state(1, domain.StatusPending, domain.StepCheckUser)
+	created.IdempotencyKey = "k"
+	// Changes stored before the wait begins must not be lost.
+	for _, o := range []*domain.Order{
+		state(2, domain.StatusPending, domain.StepPrice),
+		state(3, domain.StatusPending, domain.StepReserve),
+	} {
+		o.IdempotencyKey = "k"
+		f.Publish(o)
+	}
+	other := state(9, domain.StatusRejected, domain.StepDone)
+	other.ID, other.IdempotencyKey = "other", "other-key"
+	f.Publish(other)
+	go func() {
+		done := state(4, domain.StatusConfirmed, domain.StepDone)
+		done.IdempotencyKey = "k"
+		f.Publish(done)
+	}()
+	o, err := f.WaitFrom(t.Context(), sub, created, st.read, time.Hour)
+	if err != nil || o.Version != 4 || o.Status != domain.StatusConfirmed {
+		t.Fatalf("WaitFrom = %+v, %v; want version 4 CONFIRMED", o, err)
+	}
+	if st.reads != 0 {
+		t.Errorf("read the order %d times, want 0", st.reads)
+	}
+	sub.Close()
+	if n := f.Subscribers(); n != 0 {
+		t.Errorf("%d subscribers left", n)
+	}
+}
+
 func TestSubscriptionNeverBlocksPublish(t *testing.T) {
 	f := saga.NewFeed()
 	sub := f.Subscribe("o")
