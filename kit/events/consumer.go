@@ -94,6 +94,11 @@ type ConsumerConfig struct {
 	MaxDeliver int
 	// Logger receives handler failures; nil means slog.Default().
 	Logger *slog.Logger
+	// Linger, for ConsumeBatch only, is the least time between the starts
+	// of two batches; default DefaultLinger, negative for none. Events that come at
+	// most one per Linger are handled at once; under load they wait up to
+	// Linger and are handled together.
+	Linger time.Duration
 }
 
 // Consumer defaults and retry delays.
@@ -119,6 +124,33 @@ const (
 // Consume returns an error only for an invalid cfg; NATS failures are
 // logged and retried.
 func Consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx context.Context, m Message) error) error {
+	return consume(ctx, bus, cfg, handle, nil)
+}
+
+// MaxBatch bounds the events ConsumeBatch hands its batch handler at once.
+const MaxBatch = pullBuffer
+
+// ConsumeBatch is Consume for a handler that does better with several
+// events at once, such as one that stores each in a transaction of its own
+// and could store them all in one. Whenever more than one event is
+// waiting, it calls handleAll with those already delivered (up to MaxBatch,
+// in stream order, without waiting for more), and a nil error acks them
+// all. When handleAll fails or panics, each event of the batch is handled
+// again on its own with handle and acked or naked as Consume does, so one
+// bad event holds up no other, and nothing is acked that was not handled.
+// A single waiting event goes to handle directly. handleAll gets ctx
+// without any event's request id or trace context; Message.Context gives
+// each event's.
+func ConsumeBatch(ctx context.Context, bus *Bus, cfg ConsumerConfig, handleAll func(ctx context.Context, ms []Message) error,
+	handle func(ctx context.Context, m Message) error) error {
+	if handleAll == nil {
+		return errors.New("events: ConsumeBatch needs a batch handler")
+	}
+	return consume(ctx, bus, cfg, handle, handleAll)
+}
+
+func consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx context.Context, m Message) error,
+	handleAll func(ctx context.Context, ms []Message) error) error {
 	if bus == nil || handle == nil {
 		return errors.New("events: Consume needs a bus and a handler")
 	}
@@ -144,7 +176,10 @@ func Consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &consumer{bus: bus, cfg: cfg, log: cfg.Logger.With("consumer", cfg.Durable), handle: handle}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
+	c := &consumer{bus: bus, cfg: cfg, log: cfg.Logger.With("consumer", cfg.Durable), handle: handle, handleAll: handleAll}
 	jcfg := jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -175,10 +210,11 @@ func Consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 
 // consumer is one Consume loop.
 type consumer struct {
-	bus    *Bus
-	cfg    ConsumerConfig
-	log    *slog.Logger
-	handle func(ctx context.Context, m Message) error
+	bus       *Bus
+	cfg       ConsumerConfig
+	log       *slog.Logger
+	handle    func(ctx context.Context, m Message) error
+	handleAll func(ctx context.Context, ms []Message) error
 }
 
 // run creates (or updates) the consumer and handles messages until ctx ends
@@ -195,22 +231,141 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) error
 		return fmt.Errorf("pull messages: %w", err)
 	}
 	defer it.Stop()
+	if c.handleAll != nil {
+		return c.runBatches(ctx, it)
+	}
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return nil
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed),
-			errors.Is(err, jetstream.ErrConsumerDeleted),
-			errors.Is(err, jetstream.ErrConsumerNotFound):
-			return err
-		case err != nil:
-			// Missed heartbeats and the like: the iterator re-issues
-			// its pull requests by itself.
-			c.log.DebugContext(ctx, "events: pull", "err", err)
+		}
+		if err != nil {
+			if err := c.pullFailed(ctx, err); err != nil {
+				return err
+			}
 			continue
 		}
 		c.process(ctx, msg)
+	}
+}
+
+// endsIterator reports whether err, from the message iterator, means
+// that it will deliver nothing more.
+func endsIterator(err error) bool {
+	return errors.Is(err, jetstream.ErrMsgIteratorClosed) ||
+		errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// pullFailed handles an error of the message iterator: it returns the
+// errors that end the iterator, and logs the others (missed heartbeats and
+// the like), after which the iterator re-issues its pull requests by
+// itself.
+func (c *consumer) pullFailed(ctx context.Context, err error) error {
+	if endsIterator(err) {
+		return err
+	}
+	c.log.DebugContext(ctx, "events: pull", "err", err)
+	return nil
+}
+
+// pulled is what one call of the message iterator's Next returned.
+type pulled struct {
+	msg jetstream.Msg
+	err error
+}
+
+// runBatches is run's loop for ConsumeBatch. A goroutine pulls messages
+// into a channel that holds one batch less one, so the loop can take
+// every message already delivered without waiting for one more.
+func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext) error {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	in := make(chan pulled, MaxBatch-1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if ctx.Err() != nil {
+				return
+			}
+			select {
+			case in <- pulled{msg, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil && endsIterator(err) {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	batch := make([]jetstream.Msg, 0, MaxBatch)
+	var lastStart time.Time
+	linger := time.NewTimer(0)
+	defer linger.Stop()
+	for {
+		var p pulled
+		select {
+		case <-ctx.Done():
+			return nil
+		case p = <-in:
+		}
+		if p.err != nil {
+			if err := c.pullFailed(ctx, p.err); err != nil {
+				return err
+			}
+			continue
+		}
+		batch = append(batch[:0], p.msg)
+		// Busy: let more events gather, up to a full batch.
+		var wait <-chan time.Time
+		if d := c.cfg.Linger - time.Since(lastStart); d > 0 {
+			resetTimer(linger, d)
+			wait = linger.C
+		}
+		var failed error
+	more:
+		for len(batch) < MaxBatch {
+			var q pulled
+			select {
+			case q = <-in:
+			default:
+				if wait == nil {
+					break more
+				}
+				select {
+				case q = <-in:
+				case <-wait:
+					wait = nil
+					continue
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			if q.err != nil {
+				failed = q.err
+				break
+			}
+			batch = append(batch, q.msg)
+		}
+		lastStart = time.Now()
+		// Handlers get the caller's context, which ends only when the
+		// consumer stops, as with Consume.
+		if len(batch) == 1 {
+			c.process(parent, batch[0])
+		} else {
+			c.processAll(parent, batch)
+		}
+		if failed != nil {
+			if err := c.pullFailed(ctx, failed); err != nil {
+				return err
+			}
+		}
 	}
 }
 
@@ -220,7 +375,42 @@ var tracer = otel.Tracer("github.com/duetkit/duet/kit/events")
 // process runs the handler on one message and acks or naks it.
 func (c *consumer) process(ctx context.Context, msg jetstream.Msg) {
 	m := c.message(msg)
-	hctx, span := tracer.Start(m.Context(ctx), "process "+m.Subject,
+	hctx, span := c.span(ctx, msg, m)
+	defer span.End()
+	c.settle(ctx, hctx, span, msg, m, c.call(hctx, m))
+}
+
+// processAll runs the batch handler on msgs and acks them all, or falls
+// back to process for each when it fails.
+func (c *consumer) processAll(ctx context.Context, msgs []jetstream.Msg) {
+	ms := make([]Message, len(msgs))
+	for i, msg := range msgs {
+		ms[i] = c.message(msg)
+	}
+	err := c.callAll(ctx, ms)
+	if err != nil {
+		if ctx.Err() != nil {
+			for _, msg := range msgs {
+				_ = msg.Nak()
+			}
+			return
+		}
+		c.log.DebugContext(ctx, "events: batch handler failed; handling the events one by one", "events", len(msgs), "err", err)
+		for _, msg := range msgs {
+			c.process(ctx, msg)
+		}
+		return
+	}
+	for i, msg := range msgs {
+		hctx, span := c.span(ctx, msg, ms[i])
+		c.settle(ctx, hctx, span, msg, ms[i], nil)
+		span.End()
+	}
+}
+
+// span starts the span of handling m.
+func (c *consumer) span(ctx context.Context, msg jetstream.Msg, m Message) (context.Context, trace.Span) {
+	return tracer.Start(m.Context(ctx), "process "+m.Subject,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
@@ -228,8 +418,11 @@ func (c *consumer) process(ctx context.Context, msg jetstream.Msg) {
 			attribute.String("messaging.message.id", m.ID),
 			attribute.String("messaging.consumer.group.name", c.cfg.Durable),
 		))
-	defer span.End()
-	err := c.call(hctx, m)
+}
+
+// settle acks msg when err is nil, and naks it for a delayed redelivery
+// otherwise.
+func (c *consumer) settle(ctx, hctx context.Context, span trace.Span, msg jetstream.Msg, m Message, err error) {
 	if err == nil {
 		if aerr := msg.Ack(); aerr != nil {
 			// Redelivered after AckWait; Once keeps the effect single.
@@ -254,6 +447,16 @@ func (c *consumer) process(ctx context.Context, msg jetstream.Msg) {
 	if nerr := msg.NakWithDelay(delay); nerr != nil {
 		c.log.WarnContext(hctx, "events: nak", "event_id", m.ID, "err", nerr)
 	}
+}
+
+// callAll runs the batch handler, turning a panic into an error.
+func (c *consumer) callAll(ctx context.Context, ms []Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("batch handler panicked: %v", p)
+		}
+	}()
+	return c.handleAll(ctx, ms)
 }
 
 // call runs the handler, turning a panic into an error so one bad event

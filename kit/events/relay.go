@@ -48,7 +48,9 @@ const (
 	DefaultMaxBackoff     = 10 * time.Second
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRetention      = 24 * time.Hour
-	DefaultLinger         = 2 * time.Millisecond
+	// DefaultLinger is the default of RelayConfig.Linger and of
+	// ConsumerConfig.Linger.
+	DefaultLinger = 2 * time.Millisecond
 )
 
 // Relay publishes committed outbox rows to a Bus.

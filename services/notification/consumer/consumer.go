@@ -54,18 +54,48 @@ func New(svc *domain.Service, bus *events.Bus, logger *slog.Logger) *Consumer {
 	return &Consumer{svc: svc, bus: bus, log: logger}
 }
 
-// Run consumes events as Durable until ctx ends, then returns nil.
+// Run consumes events as Durable until ctx ends, then returns nil. Events
+// waiting together are recorded together (HandleAll), one transaction for
+// all of them.
 func (c *Consumer) Run(ctx context.Context) error {
-	return events.Consume(ctx, c.bus, events.ConsumerConfig{
+	return events.ConsumeBatch(ctx, c.bus, events.ConsumerConfig{
 		Durable:  Durable,
 		Subjects: Subjects(),
 		Logger:   c.log,
-	}, c.Handle)
+	}, c.HandleAll, c.Handle)
 }
 
 // Handle records one event. It returns an error only when the record could
 // not be stored, so Consume redelivers the event later.
 func (c *Consumer) Handle(ctx context.Context, m events.Message) error {
+	out, err := c.svc.RecordAll(ctx, []domain.Incoming{c.incoming(ctx, m)})
+	if err != nil {
+		return fmt.Errorf("notification: record event %s: %w", m.ID, err)
+	}
+	c.recorded(ctx, m, out[0])
+	return nil
+}
+
+// HandleAll records several events, in order and in one transaction. It
+// returns an error only when they could not be stored; ConsumeBatch then
+// has Handle record them one by one.
+func (c *Consumer) HandleAll(ctx context.Context, ms []events.Message) error {
+	in := make([]domain.Incoming, len(ms))
+	for i, m := range ms {
+		in[i] = c.incoming(m.Context(ctx), m)
+	}
+	out, err := c.svc.RecordAll(ctx, in)
+	if err != nil {
+		return fmt.Errorf("notification: record %d events from %s: %w", len(ms), ms[0].ID, err)
+	}
+	for i, m := range ms {
+		c.recorded(m.Context(ctx), m, out[i])
+	}
+	return nil
+}
+
+// incoming decodes m for the domain; ctx carries m's context, for the log.
+func (c *Consumer) incoming(ctx context.Context, m events.Message) domain.Incoming {
 	occ, err := Decode(m.Type, m.Data)
 	if err != nil {
 		c.log.WarnContext(ctx, "notification: undecodable event; auditing it without a notification",
@@ -86,17 +116,17 @@ func (c *Consumer) Handle(ctx context.Context, m events.Message) error {
 	if sc := trace.SpanContextFromContext(m.Context(ctx)); sc.HasTraceID() {
 		ev.TraceID = sc.TraceID().String()
 	}
-	n, first, err := c.svc.Record(ctx, ev, occ)
-	if err != nil {
-		return fmt.Errorf("notification: record event %s: %w", m.ID, err)
-	}
+	return domain.Incoming{Event: ev, Occurrence: occ}
+}
+
+// recorded logs what became of m.
+func (c *Consumer) recorded(ctx context.Context, m events.Message, r domain.Recorded) {
 	switch {
-	case !first:
+	case !r.First:
 		c.log.DebugContext(ctx, "notification: event already recorded", "event_id", m.ID)
-	case n != nil:
-		c.log.DebugContext(ctx, "notification: recorded", "event_id", m.ID, "notification_id", n.ID, "kind", n.Kind)
+	case r.Notification != nil:
+		c.log.DebugContext(ctx, "notification: recorded", "event_id", m.ID, "notification_id", r.Notification.ID, "kind", r.Notification.Kind)
 	}
-	return nil
 }
 
 // Decode reads the payload of an event of type typ (a protobuf full name)

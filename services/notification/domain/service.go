@@ -38,11 +38,13 @@ type EventPage struct {
 
 // Repository stores notifications and the audit log.
 type Repository interface {
-	// Record, in one transaction, marks ev.ID as processed (the inbox),
-	// appends ev to the audit log and stores n when it is not nil. When
-	// ev.ID was processed before it writes nothing and reports first =
-	// false, so a redelivered event has exactly one effect.
-	Record(ctx context.Context, ev Event, n *Notification) (first bool, err error)
+	// RecordAll, in one transaction and in order, for each entry marks its
+	// event's ID as processed (the inbox), appends the event to the audit
+	// log and stores its notification when it is not nil. An event whose
+	// ID was processed before (earlier in entries too) writes nothing and
+	// reports first = false, so a redelivered event has exactly one
+	// effect. first has one element per entry.
+	RecordAll(ctx context.Context, entries []Entry) (first []bool, err error)
 	// Notifications returns up to limit notifications of userID after pos
 	// (from the start when pos is nil), ordered by (CreateTime, ID).
 	Notifications(ctx context.Context, userID string, after *Position, limit int) ([]Notification, error)
@@ -93,42 +95,90 @@ func newID() (string, error) {
 	return id.String(), nil
 }
 
+// Entry is one event to record with the notification it makes (nil for
+// none); see Repository.RecordAll.
+type Entry struct {
+	Event        Event
+	Notification *Notification
+}
+
+// Incoming is one consumed event and what it tells; see RecordAll.
+type Incoming struct {
+	Event      Event
+	Occurrence Occurrence
+}
+
+// Recorded is what became of one Incoming: the notification made (nil when
+// none was, including for a repeat) and whether this was the first time
+// its event was seen.
+type Recorded struct {
+	Notification *Notification
+	First        bool
+}
+
 // Record handles one consumed event: it appends ev to the audit log and, when
 // o calls for one, makes a notification, both at once and only the first
 // time ev.ID is seen. It returns the notification made (nil when none was,
 // including for a repeat) and whether this was the first time. Watchers of
 // the notification's user are woken after it is stored.
 func (s *Service) Record(ctx context.Context, ev Event, o Occurrence) (*Notification, bool, error) {
-	now := s.now().UTC().Truncate(time.Microsecond)
-	ev.RecordTime = now
-	var n *Notification
-	if msg, ok := Compose(o); ok {
-		id, err := s.newID()
-		if err != nil {
-			return nil, false, err
-		}
-		n = &Notification{
-			ID:         id,
-			UserID:     msg.UserID,
-			Kind:       msg.Kind,
-			Title:      msg.Title,
-			Body:       msg.Body,
-			SubjectID:  msg.SubjectID,
-			EventID:    ev.ID,
-			CreateTime: now,
-		}
-	}
-	first, err := s.repo.Record(ctx, ev, n)
+	out, err := s.RecordAll(ctx, []Incoming{{Event: ev, Occurrence: o}})
 	if err != nil {
 		return nil, false, err
 	}
-	if !first {
-		return nil, false, nil
+	return out[0].Notification, out[0].First, nil
+}
+
+// RecordAll is Record for several consumed events at once, in order and in
+// one transaction: all of them are recorded, or none (then with an error).
+// It returns one Recorded per event.
+func (s *Service) RecordAll(ctx context.Context, in []Incoming) ([]Recorded, error) {
+	entries := make([]Entry, len(in))
+	var last time.Time
+	for i, inc := range in {
+		// Each event gets a later record time than the one before it, as
+		// when they are recorded one by one: the audit log is read in
+		// record time order.
+		now := s.now().UTC().Truncate(time.Microsecond)
+		if !now.After(last) && i > 0 {
+			now = last.Add(time.Microsecond)
+		}
+		last = now
+		ev := inc.Event
+		ev.RecordTime = now
+		entries[i].Event = ev
+		if msg, ok := Compose(inc.Occurrence); ok {
+			id, err := s.newID()
+			if err != nil {
+				return nil, err
+			}
+			entries[i].Notification = &Notification{
+				ID:         id,
+				UserID:     msg.UserID,
+				Kind:       msg.Kind,
+				Title:      msg.Title,
+				Body:       msg.Body,
+				SubjectID:  msg.SubjectID,
+				EventID:    ev.ID,
+				CreateTime: now,
+			}
+		}
 	}
-	if n != nil {
-		s.wake(n.UserID)
+	first, err := s.repo.RecordAll(ctx, entries)
+	if err != nil {
+		return nil, err
 	}
-	return n, true, nil
+	out := make([]Recorded, len(in))
+	for i, e := range entries {
+		if !first[i] {
+			continue
+		}
+		out[i] = Recorded{Notification: e.Notification, First: true}
+		if e.Notification != nil {
+			s.wake(e.Notification.UserID)
+		}
+	}
+	return out, nil
 }
 
 // pageSize turns a requested page size into the one to use.

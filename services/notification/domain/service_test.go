@@ -23,21 +23,25 @@ type memRepo struct {
 
 func newMemRepo() *memRepo { return &memRepo{seen: map[string]bool{}} }
 
-func (r *memRepo) Record(_ context.Context, ev domain.Event, n *domain.Notification) (bool, error) {
+func (r *memRepo) RecordAll(_ context.Context, entries []domain.Entry) ([]bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fail != nil {
-		return false, r.fail
+		return nil, r.fail
 	}
-	if r.seen[ev.ID] {
-		return false, nil
+	first := make([]bool, len(entries))
+	for i, e := range entries {
+		if r.seen[e.Event.ID] {
+			continue
+		}
+		r.seen[e.Event.ID] = true
+		first[i] = true
+		r.events = append(r.events, e.Event)
+		if e.Notification != nil {
+			r.notes = append(r.notes, *e.Notification)
+		}
 	}
-	r.seen[ev.ID] = true
-	r.events = append(r.events, ev)
-	if n != nil {
-		r.notes = append(r.notes, *n)
-	}
-	return true, nil
+	return first, nil
 }
 
 func after(t time.Time, id string, pos *domain.Position) bool {
@@ -317,5 +321,34 @@ func TestAck(t *testing.T) {
 	}
 	if un, err := svc.Unacked(ctx, userID, 0); err != nil || un != nil {
 		t.Errorf("Unacked(limit 0) = %v, %v", un, err)
+	}
+}
+
+// TestRecordAll records events together under a clock that stands still:
+// each still gets a later record time than the one before, as recorded
+// one by one, and repeats make nothing.
+func TestRecordAll(t *testing.T) {
+	repo := newMemRepo()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc := domain.NewService(repo, domain.WithClock(func() time.Time { return at }))
+	created := domain.Occurrence{What: domain.UserCreated, UserID: userID, SubjectID: userID, UserName: "Ann"}
+	in := []domain.Incoming{
+		{Event: domain.Event{ID: "e1", AggregateID: userID}, Occurrence: created},
+		{Event: domain.Event{ID: "e2", AggregateID: userID}},
+		{Event: domain.Event{ID: "e1", AggregateID: userID}, Occurrence: created},
+	}
+	out, err := svc.RecordAll(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 3 || !out[0].First || out[0].Notification == nil || !out[1].First || out[1].Notification != nil ||
+		out[2].First || out[2].Notification != nil {
+		t.Fatalf("RecordAll = %+v", out)
+	}
+	if len(repo.events) != 2 || !repo.events[0].RecordTime.Equal(at) || !repo.events[1].RecordTime.Equal(at.Add(time.Microsecond)) {
+		t.Errorf("recorded %+v, want e1 at %v and e2 a microsecond later", repo.events, at)
+	}
+	if out[0].Notification.CreateTime != repo.events[0].RecordTime {
+		t.Errorf("notification made at %v, its event recorded at %v", out[0].Notification.CreateTime, repo.events[0].RecordTime)
 	}
 }

@@ -99,35 +99,56 @@ func New(db *sqldb.DB) *Store {
 }
 
 // Record claims ev.ID in the inbox, appends ev to the audit log and stores n
-// (when not nil), in one transaction; see domain.Repository.
+// (when not nil), in one transaction: RecordAll for one entry.
 func (s *Store) Record(ctx context.Context, ev domain.Event, n *domain.Notification) (bool, error) {
-	payload := ev.Payload
-	if payload == nil {
-		payload = []byte{} // an empty message is valid protobuf; NULL is not a payload
+	first, err := s.RecordAll(ctx, []domain.Entry{{Event: ev, Notification: n}})
+	if err != nil {
+		return false, err
 	}
-	var first bool
+	return first[0], nil
+}
+
+// RecordAll records every entry as Record does, all in one transaction;
+// see domain.Repository.
+func (s *Store) RecordAll(ctx context.Context, entries []domain.Entry) ([]bool, error) {
+	first := make([]bool, len(entries))
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		first, err = events.Once(ctx, tx, s.db.Dialect, Inbox, ev.ID)
-		if err != nil || !first {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, s.insertEvent, ev.ID, ev.Type, ev.AggregateID, ev.Subject,
-			ev.RequestID, ev.TraceID, micros(ev.OccurTime), micros(ev.RecordTime), payload); err != nil {
-			return fmt.Errorf("store: append audit event: %w", err)
-		}
-		if n != nil {
-			if _, err := tx.ExecContext(ctx, s.insertNote, n.ID, n.UserID, string(n.Kind), n.Title, n.Body,
-				n.SubjectID, n.EventID, micros(n.CreateTime)); err != nil {
-				return fmt.Errorf("store: insert notification: %w", err)
+		for i, e := range entries {
+			var err error
+			if first[i], err = s.record(ctx, tx, e.Event, e.Notification); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	return first, nil
+}
+
+// record claims ev.ID in the inbox and, the first time, appends ev to the
+// audit log and stores n (when not nil), in tx.
+func (s *Store) record(ctx context.Context, tx *sql.Tx, ev domain.Event, n *domain.Notification) (bool, error) {
+	first, err := events.Once(ctx, tx, s.db.Dialect, Inbox, ev.ID)
+	if err != nil || !first {
+		return false, err
+	}
+	payload := ev.Payload
+	if payload == nil {
+		payload = []byte{} // an empty message is valid protobuf; NULL is not a payload
+	}
+	if _, err := tx.ExecContext(ctx, s.insertEvent, ev.ID, ev.Type, ev.AggregateID, ev.Subject,
+		ev.RequestID, ev.TraceID, micros(ev.OccurTime), micros(ev.RecordTime), payload); err != nil {
+		return false, fmt.Errorf("store: append audit event: %w", err)
+	}
+	if n != nil {
+		if _, err := tx.ExecContext(ctx, s.insertNote, n.ID, n.UserID, string(n.Kind), n.Title, n.Body,
+			n.SubjectID, n.EventID, micros(n.CreateTime)); err != nil {
+			return false, fmt.Errorf("store: insert notification: %w", err)
+		}
+	}
+	return true, nil
 }
 
 // Notifications returns up to limit notifications of userID after pos,

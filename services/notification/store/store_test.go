@@ -311,3 +311,44 @@ func TestOpenTwice(t *testing.T) {
 		openStore(t, url) // migrations already applied: a no-op
 	})
 }
+
+// TestRecordAll records several events in one transaction, one of them
+// twice and one already recorded before: each is stored once.
+func TestRecordAll(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		s, _ := openStore(t, url)
+		ctx := t.Context()
+		user, order := newID(), newID()
+		before := event(order, base)
+		if _, err := s.Record(ctx, before, note(user, before)); err != nil {
+			t.Fatal(err)
+		}
+		a, b := event(order, base.Add(time.Second)), event(order, base.Add(2*time.Second))
+		first, err := s.RecordAll(ctx, []domain.Entry{
+			{Event: a, Notification: note(user, a)},
+			{Event: before, Notification: note(user, before)},
+			{Event: b},
+			{Event: a, Notification: note(user, a)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []bool{true, false, true, false}; fmt.Sprint(first) != fmt.Sprint(want) {
+			t.Errorf("first = %v, want %v", first, want)
+		}
+		evs, err := s.Events(ctx, order, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 3 || evs[0].ID != before.ID || evs[1].ID != a.ID || evs[2].ID != b.ID {
+			t.Errorf("audit = %+v, want before, a, b", evs)
+		}
+		notes, err := s.Notifications(ctx, user, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(notes) != 2 {
+			t.Errorf("notifications = %+v, want 2", notes)
+		}
+	})
+}

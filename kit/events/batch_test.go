@@ -1,0 +1,90 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/events/eventstest"
+	"github.com/duetkit/duet/kit/sqldb"
+)
+
+// TestConsumeBatch has events wait for a batch consumer, whose batch
+// handler fails for one batch: every event is handled once, in order,
+// by the batch handler or (for the failed batch) one by one.
+func TestConsumeBatch(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		ctx := t.Context()
+		const n = 40
+		var want []string
+		for i := range n {
+			v := fmt.Sprint("v", i)
+			want = append(want, v)
+			appendEvent(t, ctx, db, "order.confirmed", v)
+		}
+		// Everything is published before the consumer starts, so events
+		// are waiting for it together.
+		relay := startRelay(t, db, bus)
+		relay.Notify()
+		waitFor(t, "outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+
+		var (
+			mu         sync.Mutex
+			got        []string
+			batches    int
+			failedOnce bool
+		)
+		value := func(m events.Message) string {
+			var v wrapperspb.StringValue
+			if err := m.Unmarshal(&v); err != nil {
+				t.Error(err)
+			}
+			return v.GetValue()
+		}
+		run(t, func(ctx context.Context) error {
+			return events.ConsumeBatch(ctx, bus, events.ConsumerConfig{
+				Durable: "batch-" + eventstest.Unique(t), Subjects: []string{"order.*"}, AckWait: 5 * time.Second, Logger: quiet,
+			}, func(_ context.Context, ms []events.Message) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(ms) > events.MaxBatch {
+					t.Errorf("batch of %d, more than %d", len(ms), events.MaxBatch)
+				}
+				if !failedOnce {
+					failedOnce = true
+					return errors.New("batch refused")
+				}
+				batches++
+				for _, m := range ms {
+					got = append(got, value(m))
+				}
+				return nil
+			}, func(_ context.Context, m events.Message) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, value(m))
+				return nil
+			})
+		})
+		waitFor(t, "every event", 10*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(got) >= n
+		})
+		time.Sleep(50 * time.Millisecond) // no redelivery after acks
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("handled %v, want %v", got, want)
+		}
+		if !failedOnce || batches == 0 {
+			t.Errorf("batch handler failed once %v, succeeded %d times; want a failure and successes", failedOnce, batches)
+		}
+	})
+}
