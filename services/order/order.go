@@ -89,7 +89,8 @@ type SagaConfig struct {
 	// MaxBackoff caps the delay between retries (a peer's RetryInfo too).
 	// Default 5s.
 	MaxBackoff time.Duration
-	// Workers bounds how many sagas run a step at the same time. Default 8.
+	// Workers bounds how many sagas run a step at the same time. Default
+	// 64 (saga.DefaultWorkers).
 	Workers int
 	// SweepInterval is how often the service looks for unfinished orders
 	// that no runner is running (another replica died, say). Default 30s.
