@@ -12,8 +12,6 @@ import (
 	"slices"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -37,24 +35,18 @@ const (
 	kitNoLog   = "kit-noaccesslog"
 	kitNoTrace = "kit-notracing"
 	kitWorkers = "kit-workers"
-	// kit-unsampled keeps tracing on but records no span (a never-sample
-	// tracer provider on both sides): trace ids still propagate and reach
-	// the logs, as they would with no exporter configured.
-	kitUnsampled = "kit-unsampled"
 )
 
 // echoTransports run by default; knownTransports may be asked for.
 var (
 	echoTransports  = []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}
-	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitUnsampled, kitWorkers)
+	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitWorkers)
 )
 
 func roleOf(transport string) string {
 	switch transport {
 	case httpPool, httpOne:
 		return roleHTTP
-	case kitUnsampled:
-		return roleKit
 	}
 	return transport
 }
@@ -115,16 +107,12 @@ func echoClient(transport, addr string, size, conc int) (call, func(), error) {
 			}
 		}, nil
 
-	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitUnsampled, kitWorkers:
+	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitWorkers:
 		var conn *grpc.ClientConn
 		var err error
 		switch transport {
 		case grpcEcho:
 			conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		case kitUnsampled:
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
-			conn, err = client.New(addr, client.Config{DisableTracing: true, Options: []grpc.DialOption{
-				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp)))}})
 		default:
 			conn, err = client.New(addr, client.Config{DisableTracing: transport == kitNoTrace})
 		}
@@ -199,24 +187,13 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 		}
 	}()
 	// One server process per server configuration: the HTTP transports
-	// share one, kit-unsampled needs its own (the SDK reads its sampler
-	// from the environment).
-	serverKey := func(t string) string {
-		if t == kitUnsampled {
-			return t
-		}
-		return roleOf(t)
-	}
+	// share one.
 	for _, t := range cfg.Transports {
-		key := serverKey(t)
+		key := roleOf(t)
 		if servers[key] != nil {
 			continue
 		}
-		env := cfg.profileEnv(key)
-		if t == kitUnsampled {
-			env = append(env, "OTEL_TRACES_SAMPLER=parentbased_always_off")
-		}
-		c, err := startChild(roleOf(t), env...)
+		c, err := startChild(key, cfg.profileEnv(key)...)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +203,7 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 	index := map[string]*Cell{}
 	for rep := range cfg.Reps {
 		for _, t := range cfg.Transports {
-			srv := servers[serverKey(t)]
+			srv := servers[roleOf(t)]
 			for _, size := range cfg.Sizes {
 				for _, conc := range cfg.Concurrency {
 					key := fmt.Sprintf("%s/%d/%d", t, size, conc)

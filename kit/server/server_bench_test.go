@@ -62,9 +62,9 @@ func serveBufconn(b *testing.B, srv interface {
 // withTracing installs what kit/tracing.Setup installs (a W3C propagator
 // and an SDK tracer provider, no exporter), as `duet up` runs, and restores
 // the previous globals when the benchmark ends.
-func withTracing(b *testing.B, opts ...sdktrace.TracerProviderOption) {
+func withTracing(b *testing.B) {
 	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
-	tp := sdktrace.NewTracerProvider(opts...)
+	tp := sdktrace.NewTracerProvider()
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	b.Cleanup(func() {
@@ -75,11 +75,10 @@ func withTracing(b *testing.B, opts ...sdktrace.TracerProviderOption) {
 }
 
 // BenchmarkUnaryChain compares one unary call through kit/server's default
-// chain (request id, access log, metrics, recovery, default deadline,
-// protovalidate, the OpenTelemetry stats handler) with bare grpc-go, over
-// an in-memory connection with a bare client. The kit-no* variants switch
-// one default off each to show what it costs; kit-unsampled keeps tracing
-// but records no span (a never-sample tracer provider); kit-workers adds
+// chain (trace context, request id, access log, metrics, recovery, default
+// deadline, protovalidate) with bare grpc-go, over an in-memory connection
+// with a bare client. The kit-no* variants switch one default off each to
+// show what it costs; kit-workers adds
 // grpc.NumStreamWorkers, which reuses goroutines (and their grown stacks)
 // across calls. Run with -benchmem: allocations are most of the difference.
 //
@@ -88,9 +87,9 @@ func BenchmarkUnaryChain(b *testing.B) {
 	payload := bytes.Repeat([]byte{'d'}, 100)
 	// The access log writes JSON lines as in production, to nowhere.
 	log := logger.New(io.Discard, slog.LevelInfo, "echo")
-	kit := func(mod func(*server.Config), tracing ...sdktrace.TracerProviderOption) func(b *testing.B) benchv1.EchoServiceClient {
+	kit := func(mod func(*server.Config)) func(b *testing.B) benchv1.EchoServiceClient {
 		return func(b *testing.B) benchv1.EchoServiceClient {
-			withTracing(b, tracing...)
+			withTracing(b)
 			cfg := server.Config{Name: "echo", Logger: log}
 			if mod != nil {
 				mod(&cfg)
@@ -114,9 +113,6 @@ func BenchmarkUnaryChain(b *testing.B) {
 		{"kit-noaccesslog", kit(func(c *server.Config) { c.DisableAccessLog = true })},
 		{"kit-notracing", kit(func(c *server.Config) { c.DisableTracing = true })},
 		{"kit-novalidation", kit(func(c *server.Config) { c.DisableValidation = true })},
-		// Spans created but not recorded: trace ids still flow and reach
-		// the logs, nothing is kept (as when no exporter is configured).
-		{"kit-unsampled", kit(nil, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))},
 		{"kit-workers", kit(func(c *server.Config) {
 			c.Options = append(c.Options, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
 		})},
