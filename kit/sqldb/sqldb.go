@@ -143,7 +143,7 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 		db.group = &txGroup{db: sqlDB}
 	}
 	db.configurePool()
-	if err := db.PingContext(ctx); err != nil {
+	if err := db.connect(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("sqldb: connect to %s: %w", dialect, err)
 	}
@@ -199,6 +199,39 @@ func parseURL(rawURL string) (Dialect, string, string, error) {
 	// faster than FULL; only an OS crash can lose the last commits.
 	setDefault("_synchronous", "NORMAL")
 	return SQLite, "sqlite", path + "?" + params.Encode(), nil
+}
+
+// sqliteBusyWait bounds how long Open waits for another process that
+// holds a new SQLite file's lock.
+const sqliteBusyWait = 5 * time.Second
+
+// connect opens the first connection. On SQLite it tries again while
+// another process holds the lock: switching a new file to WAL needs one
+// for which SQLite's busy handler does not wait, so processes opening one
+// new file at the same moment would otherwise fail with SQLITE_BUSY.
+func (db *DB) connect(ctx context.Context) error {
+	deadline := time.Now().Add(sqliteBusyWait)
+	backoff := 5 * time.Millisecond
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || db.Dialect != SQLite || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY (any extended code).
+func isBusy(err error) bool {
+	var coded interface{ Code() int }
+	return errors.As(err, &coded) && coded.Code()&0xff == 5
 }
 
 // makeParentDir creates the directory of a SQLite database file, so a fresh
