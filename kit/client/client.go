@@ -28,7 +28,6 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/duetkit/duet/kit/metrics"
-	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/tracing"
 )
@@ -99,27 +98,26 @@ func New(target string, cfg Config) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// With an exporter, otelgrpc's stats handler records client spans and
+	// carries the trace context itself; without one, only the context is
+	// carried, by propagation.
+	exporting := !cfg.DisableTracing && tracing.Exporting()
+	prop := propagation{trace: !cfg.DisableTracing && !exporting}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(ka),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithChainUnaryInterceptor(append([]grpc.UnaryClientInterceptor{
-			requestid.UnaryClientInterceptor(),
+			prop.unary,
 			m.Client.UnaryClientInterceptor(),
 		}, cfg.UnaryInterceptors...)...),
 		grpc.WithChainStreamInterceptor(append([]grpc.StreamClientInterceptor{
-			requestid.StreamClientInterceptor(),
+			prop.stream,
 			m.Client.StreamClientInterceptor(),
 		}, cfg.StreamInterceptors...)...),
 	}
-	switch {
-	case cfg.DisableTracing:
-	case tracing.Exporting():
+	if exporting {
 		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler()))
-	default:
-		// No exporter: carry the trace context without recording spans.
-		opts = append(opts, grpc.WithChainUnaryInterceptor(tracing.UnaryClientInterceptor()),
-			grpc.WithChainStreamInterceptor(tracing.StreamClientInterceptor()))
 	}
 	opts = append(opts, cfg.Options...)
 	conn, err := grpc.NewClient(target, opts...)

@@ -124,23 +124,31 @@ func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.C
 	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
 }
 
-// outgoing adds ctx's trace context to the outgoing metadata.
-func outgoing(ctx context.Context) context.Context {
+// Header returns the W3C traceparent and tracestate values that carry
+// ctx's trace context to a callee, or two empty strings when ctx has none.
+func Header(ctx context.Context) (traceparent, tracestate string) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return "", ""
+	}
+	var h header
+	propagation.TraceContext{}.Inject(ctx, &h)
+	return h.parent, h.state
+}
+
+// outgoing adds ctx's trace context to the outgoing metadata, unless the
+// caller set a traceparent itself.
+func outgoing(ctx context.Context) context.Context {
+	parent, state := Header(ctx)
+	if parent == "" {
 		return ctx
 	}
 	if md, ok := metadata.FromOutgoingContext(ctx); ok && len(md.Get("traceparent")) > 0 {
 		return ctx
 	}
-	var h header
-	propagation.TraceContext{}.Inject(ctx, &h)
-	if h.parent == "" {
-		return ctx
+	if state != "" {
+		return metadata.AppendToOutgoingContext(ctx, "traceparent", parent, "tracestate", state)
 	}
-	if h.state != "" {
-		return metadata.AppendToOutgoingContext(ctx, "traceparent", h.parent, "tracestate", h.state)
-	}
-	return metadata.AppendToOutgoingContext(ctx, "traceparent", h.parent)
+	return metadata.AppendToOutgoingContext(ctx, "traceparent", parent)
 }
 
 // UnaryServerInterceptor carries the caller's W3C trace context into the
