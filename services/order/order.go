@@ -47,6 +47,7 @@ import (
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/order/grpchandler"
 	"github.com/duetkit/duet/services/order/peers"
@@ -90,7 +91,8 @@ type SagaConfig struct {
 	// Default 5s.
 	MaxBackoff time.Duration
 	// Workers bounds how many sagas run a step at the same time. Default
-	// 64 (saga.DefaultWorkers).
+	// 64 on SQLite (SQLiteSagaWorkers), 8 on PostgreSQL
+	// (saga.DefaultWorkers).
 	Workers int
 	// SweepInterval is how often the service looks for unfinished orders
 	// that no runner is running (another replica died, say). Default 30s.
@@ -101,6 +103,18 @@ type SagaConfig struct {
 	// must not call Close.
 	AfterStep func(ctx context.Context, orderID string, step orderv1.OrderStep) error
 }
+
+// SQLiteSagaWorkers is SagaConfig.Workers' default on SQLite.
+//
+// A worker spends most of a step waiting for a peer or the store, so on
+// SQLite 8 workers, not CPU, capped the order benchmark (~1,150 orders/s at
+// C=32 with CPU to spare on two cores); with 64 it reached ~1,500 at C=32
+// and ~1,650 at C=64, with less CPU per order, because more steps stored
+// at once share commits (kit/sqldb.DB.InTx). On PostgreSQL each step
+// commits on its own, and in the same benchmark more than 8 concurrent
+// sagas made its transactions wait on each other (WAL flushes, the rows of
+// popular products): 300 orders/s at C=32 fell to 230, so it keeps 8.
+const SQLiteSagaWorkers = 64
 
 func (c SagaConfig) validate() error {
 	for name, d := range map[string]time.Duration{
@@ -171,7 +185,11 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	feed := saga.NewFeed()
 	svc.Notifier = feed
-	runCfg := saga.Config{Workers: cfg.Saga.Workers, SweepInterval: cfg.Saga.SweepInterval, RetryDelay: cfg.Saga.MaxBackoff, Logger: log}
+	workers := cfg.Saga.Workers
+	if workers == 0 && st.DB().Dialect == sqldb.SQLite {
+		workers = SQLiteSagaWorkers
+	}
+	runCfg := saga.Config{Workers: workers, SweepInterval: cfg.Saga.SweepInterval, RetryDelay: cfg.Saga.MaxBackoff, Logger: log}
 	if hook := cfg.Saga.AfterStep; hook != nil {
 		runCfg.AfterStep = func(ctx context.Context, id string, step domain.Step) error {
 			return hook(ctx, id, grpchandler.StepToProto(step))

@@ -17,13 +17,8 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultWorkers is how many sagas run steps at the same time. A
-	// worker spends most of a step waiting for a peer or the store, so
-	// this bounds throughput more than CPU does: with 8 the runner capped
-	// the order benchmark at ~1,150 orders/s on two cores with CPU to
-	// spare; with 64 it reached ~1,650, and more steps stored at once also
-	// share SQLite commits (see kit/sqldb.DB.InTx).
-	DefaultWorkers = 64
+	// DefaultWorkers is how many sagas run steps at the same time.
+	DefaultWorkers = 8
 	// DefaultSweepInterval is how often the runner looks for unfinished
 	// orders that nobody is running.
 	DefaultSweepInterval = 30 * time.Second
