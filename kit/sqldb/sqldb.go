@@ -430,11 +430,12 @@ func Rebind(dialect Dialect, query string) string {
 //
 // On SQLite, calls that arrive while another holds the connection share
 // its transaction (group commit): each fn runs in turn, on its caller's
-// goroutine, inside a savepoint that its error or panic rolls back to, and
-// the calls whose fn succeeded return once the shared transaction is
-// committed. So fn's work is atomic and isolated as in a transaction of its
-// own, and fn sees the work of the calls before it as committed, which it
-// is once fn's own is. Should the commit fail, every call in it fails.
+// goroutine (the first as alone, each later one inside a savepoint that its
+// error or panic rolls back to), and the calls whose fn succeeded return
+// once the shared transaction is committed. So fn's work is atomic and
+// isolated as in a transaction of its own run after those before it, whose
+// work fn sees and which commits with fn's or not at all. Should the commit
+// fail, every call in it fails.
 func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if db.group != nil {
 		return db.group.run(ctx, fn)
