@@ -38,15 +38,29 @@ func forwardRequestID(ctx context.Context, _ *http.Request) metadata.MD {
 	return metadata.Pairs(requestid.Header, id)
 }
 
-// incomingHeader is grpc-gateway's default header matcher minus the request
-// id: only the validated id set by forwardRequestID may reach a backend, not
-// a raw Grpc-Metadata-X-Request-Id from the caller.
+// incomingHeader decides which HTTP request headers reach the backends as
+// gRPC metadata: only those a client addressed to them explicitly
+// (Grpc-Metadata-Name, as grpc-gateway spells it), and never the request
+// id, which only forwardRequestID may set after validating it. Unlike
+// grpc-gateway's default, the ordinary HTTP headers (User-Agent, Accept,
+// Cookie, Authorization, ...) are not passed on as grpcgateway-*: no
+// backend reads them, an edge should not hand a caller's cookies and
+// credentials to every internal service, and each one costs encoding and
+// decoding on both sides of every hop.
 func incomingHeader(key string) (string, bool) {
-	md, ok := runtime.DefaultHeaderMatcher(key)
-	if !ok || strings.EqualFold(md, requestid.Header) {
+	name, ok := cutPrefixFold(key, runtime.MetadataHeaderPrefix)
+	if !ok || name == "" || strings.EqualFold(name, requestid.Header) {
 		return "", false
 	}
-	return md, true
+	return name, true
+}
+
+// cutPrefixFold is strings.CutPrefix with the prefix matched case-insensitively.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
 }
 
 // dropMetadata keeps backend response headers and trailers off HTTP

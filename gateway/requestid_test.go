@@ -107,3 +107,25 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("the 500's cause was not logged: %v", byID["log-2"])
 	}
 }
+
+func TestIncomingHeader(t *testing.T) {
+	tests := []struct {
+		header string
+		want   string // "" means not forwarded
+	}{
+		{"Grpc-Metadata-Tenant", "Tenant"},
+		{"grpc-metadata-tenant", "tenant"},
+		{"Grpc-Metadata-X-Request-Id", ""},
+		{"Grpc-Metadata-", ""},
+		{"User-Agent", ""},
+		{"Cookie", ""},
+		{"Authorization", ""},
+		{"X-Forwarded-For", ""},
+	}
+	for _, tt := range tests {
+		got, ok := incomingHeader(tt.header)
+		if ok != (tt.want != "") || got != tt.want {
+			t.Errorf("incomingHeader(%q) = %q, %v; want %q, %v", tt.header, got, ok, tt.want, tt.want != "")
+		}
+	}
+}
