@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/duetkit/duet/gateway"
 	"github.com/duetkit/duet/kit/client"
@@ -138,6 +139,10 @@ type running struct {
 	srv    *server.Server
 	closer interface{ Close() error }
 	done   chan error
+	// inproc is the in-memory listener the other components of this
+	// process reach the service on; inprocDone reports its Serve.
+	inproc     *bufconn.Listener
+	inprocDone chan error
 }
 
 // Start runs every component in this process and returns once all of them
@@ -188,19 +193,19 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		return nil, err
 	}
 
-	userConn, err := s.dial(s.UserAddr)
+	userConn, err := s.dial(User)
 	if err != nil {
 		return nil, err
 	}
-	paymentConn, err := s.dial(s.PaymentAddr)
+	paymentConn, err := s.dial(Payment)
 	if err != nil {
 		return nil, err
 	}
-	inventoryConn, err := s.dial(s.InventoryAddr)
+	inventoryConn, err := s.dial(Inventory)
 	if err != nil {
 		return nil, err
 	}
-	notificationConn, err := s.dial(s.NotificationAddr)
+	notificationConn, err := s.dial(Notification)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +224,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if s.OrderAddr, err = s.serve(Order, cfg, cfg.OrderAddr, orders); err != nil {
 		return nil, err
 	}
-	orderConn, err := s.dial(s.OrderAddr)
+	orderConn, err := s.dial(Order)
 	if err != nil {
 		return nil, err
 	}
@@ -295,14 +300,42 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 		svc.Close()
 		return "", fmt.Errorf("%s listen: %w", name, err)
 	}
-	r := &running{name: name, srv: srv, closer: svc, done: make(chan error, 1)}
+	r := &running{
+		name: name, srv: srv, closer: svc, done: make(chan error, 1),
+		inproc: bufconn.Listen(inprocBuffer), inprocDone: make(chan error, 1),
+	}
 	go func() { r.done <- srv.Serve(lis) }()
+	go func() { r.inprocDone <- srv.Serve(r.inproc) }()
 	s.services = append(s.services, r)
 	return lis.Addr().String(), nil
 }
 
-func (s *System) dial(addr string) (*grpc.ClientConn, error) {
-	conn, err := client.New(addr, client.Config{})
+// inprocBuffer is the size of each direction's buffer of an in-process
+// connection: room for HTTP/2's initial windows, as a socket's buffer.
+const inprocBuffer = 256 << 10
+
+// dial connects to the component served as name, in this process.
+//
+// The gateway and the order saga reach the services over in-memory
+// connections (grpc-go's bufconn) rather than loopback TCP: the same gRPC,
+// HTTP/2 framing, interceptors, deadlines and retries, without four
+// system calls and the kernel's TCP path per call, which were most of a
+// hop's cost in `duet up` (bench/README.md). The TCP listeners stay, for
+// grpcurl and every client outside the process; `duet serve`, one
+// component per process, uses TCP throughout.
+func (s *System) dial(name string) (*grpc.ClientConn, error) {
+	var r *running
+	for _, c := range s.services {
+		if c.name == name {
+			r = c
+		}
+	}
+	if r == nil {
+		return nil, fmt.Errorf("dial %s: not started", name)
+	}
+	conn, err := client.New("passthrough:///"+name, client.Config{Options: []grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return r.inproc.DialContext(ctx) }),
+	}})
 	if err != nil {
 		return nil, err
 	}
@@ -336,8 +369,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 			d.Drain()
 		}
 		r.srv.Shutdown(ctx)
-		if err := <-r.done; err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+		for _, done := range []chan error{r.done, r.inprocDone} {
+			if err := <-done; err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+			}
 		}
 		if err := r.closer.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
