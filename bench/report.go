@@ -311,7 +311,7 @@ func (r *Results) writeTable(w io.Writer) {
 		row(tw, "ratio", "value", "target", "met", "note")
 		sepRow(tw, 5)
 		for _, ra := range r.Ratios {
-			row(tw, ra.Name, fmt.Sprintf("%.3g", ra.Value), ra.Target, ra.Met, ra.Note)
+			row(tw, ra.Name, ratioText(ra.Value), ra.Target, ra.Met, ra.Note)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -361,4 +361,13 @@ func sepRow(w io.Writer, n int) {
 		cols[i] = "---"
 	}
 	fmt.Fprint(w, "|"+strings.Join(cols, "\t|")+"\t|\n")
+}
+
+// ratioText prints a ratio with three significant digits, and a figure of
+// 1,000 or more (orders/s) whole rather than in exponent notation.
+func ratioText(v float64) string {
+	if math.Abs(v) >= 1000 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
 }
