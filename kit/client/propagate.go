@@ -12,6 +12,12 @@ import (
 
 // propagation carries the request id and, when trace is set, the W3C
 // trace context of a call's context to the callee, in one metadata append.
+// A call whose context has no request id gets a new one, so that every
+// call a kit client makes is one request in the logs of every hop behind
+// it; a caller that wants to log or quote the id itself puts one in the
+// context first (requestid.NewContext). Minting it here rather than in
+// the server also spares the server sending it back in the trailer, which
+// measured ~1 µs of CPU more per small call (bench/README.md).
 // requestid's and tracing's client interceptors do the same one key each;
 // together they cost two context layers, two appends and, behind the
 // gateway (whose calls carry outgoing metadata), two copies of that
@@ -25,20 +31,18 @@ type propagation struct {
 func (p propagation) outgoing(ctx context.Context) context.Context {
 	var kv [6]string
 	n := 0
-	if id := requestid.FromContext(ctx); id != "" {
-		kv[0], kv[1] = requestid.Header, id
-		n = 2
-	}
+	id := requestid.FromContext(ctx)
 	var parent, state string
 	if p.trace {
 		parent, state = tracing.Header(ctx)
 	}
-	if n == 0 && parent == "" {
-		return ctx
-	}
 	md, _ := metadata.FromOutgoingContext(ctx)
-	if n > 0 && len(md.Get(requestid.Header)) > 0 {
-		n = 0
+	if len(md.Get(requestid.Header)) == 0 {
+		if id == "" {
+			id = requestid.New()
+		}
+		kv[0], kv[1] = requestid.Header, id
+		n = 2
 	}
 	if parent != "" && len(md.Get("traceparent")) == 0 {
 		kv[n], kv[n+1] = "traceparent", parent

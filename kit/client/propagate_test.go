@@ -24,11 +24,12 @@ func TestPropagationOutgoing(t *testing.T) {
 		name  string
 		trace bool
 		ctx   func(context.Context) context.Context
-		want  metadata.MD // nil: no outgoing metadata at all
+		want  metadata.MD // x-request-id "<new>": any new valid id
 	}{
-		{"nothing to carry", true, func(ctx context.Context) context.Context { return ctx }, nil},
+		{"a new request id when the context has none", true, func(ctx context.Context) context.Context { return ctx },
+			metadata.MD{"x-request-id": {"<new>"}}},
 		{"request id", true, withID, metadata.MD{"x-request-id": {"req-1"}}},
-		{"trace context", true, withSpan, metadata.MD{"traceparent": {parent}}},
+		{"trace context, and a new request id", true, withSpan, metadata.MD{"x-request-id": {"<new>"}, "traceparent": {parent}}},
 		{"both", true, func(ctx context.Context) context.Context { return withSpan(withID(ctx)) },
 			metadata.MD{"x-request-id": {"req-1"}, "traceparent": {parent}}},
 		{"trace context off", false, func(ctx context.Context) context.Context { return withSpan(withID(ctx)) },
@@ -41,12 +42,12 @@ func TestPropagationOutgoing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := propagation{trace: tt.trace}.outgoing(tt.ctx(context.Background()))
-			got, ok := metadata.FromOutgoingContext(ctx)
-			if tt.want == nil {
-				if ok {
-					t.Fatalf("outgoing metadata = %v, want none", got)
+			got, _ := metadata.FromOutgoingContext(ctx)
+			if slices.Equal(tt.want["x-request-id"], []string{"<new>"}) {
+				if ids := got["x-request-id"]; len(ids) != 1 || !requestid.Valid(ids[0]) {
+					t.Fatalf("x-request-id = %q, want one new valid id", ids)
 				}
-				return
+				got["x-request-id"] = []string{"<new>"}
 			}
 			if len(got) != len(tt.want) {
 				t.Fatalf("outgoing metadata = %v, want %v", got, tt.want)
