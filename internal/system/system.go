@@ -138,11 +138,11 @@ type running struct {
 	name   string
 	srv    *server.Server
 	closer interface{ Close() error }
-	done   chan error
+	// served receives the result of Serve on each listener.
+	served []chan error
 	// inproc is the in-memory listener the other components of this
-	// process reach the service on; inprocDone reports its Serve.
-	inproc     *bufconn.Listener
-	inprocDone chan error
+	// process reach the service on, made by their first dialInproc.
+	inproc *bufconn.Listener
 }
 
 // Start runs every component in this process and returns once all of them
@@ -300,14 +300,17 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 		svc.Close()
 		return "", fmt.Errorf("%s listen: %w", name, err)
 	}
-	r := &running{
-		name: name, srv: srv, closer: svc, done: make(chan error, 1),
-		inproc: bufconn.Listen(inprocBuffer), inprocDone: make(chan error, 1),
-	}
-	go func() { r.done <- srv.Serve(lis) }()
-	go func() { r.inprocDone <- srv.Serve(r.inproc) }()
+	r := &running{name: name, srv: srv, closer: svc}
+	r.serve(lis)
 	s.services = append(s.services, r)
 	return lis.Addr().String(), nil
+}
+
+// serve serves r on lis until Shutdown.
+func (r *running) serve(lis net.Listener) {
+	done := make(chan error, 1)
+	r.served = append(r.served, done)
+	go func() { done <- r.srv.Serve(lis) }()
 }
 
 // inprocBuffer is the size of each direction's buffer of an in-process
@@ -345,6 +348,10 @@ func (s *System) dialInproc(name string) (*grpc.ClientConn, error) {
 	if r == nil {
 		return nil, fmt.Errorf("dial %s: not started", name)
 	}
+	if r.inproc == nil {
+		r.inproc = bufconn.Listen(inprocBuffer)
+		r.serve(r.inproc)
+	}
 	conn, err := client.New("passthrough:///"+name, client.Config{Options: []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return r.inproc.DialContext(ctx) }),
 	}})
@@ -381,7 +388,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 			d.Drain()
 		}
 		r.srv.Shutdown(ctx)
-		for _, done := range []chan error{r.done, r.inprocDone} {
+		for _, done := range r.served {
 			if err := <-done; err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
 			}
