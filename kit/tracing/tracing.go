@@ -4,7 +4,7 @@
 //
 // Without an endpoint no spans are recorded (there is nowhere to send
 // them), but the trace context still flows between services — kit/server
-// and kit/client carry it with the light interceptors of this package — so
+// and kit/client carry it (Incoming, Header, StreamServerInterceptor) — so
 // every log line of every hop names its trace.
 package tracing
 
@@ -53,7 +53,7 @@ var exporting atomic.Bool
 
 // Exporting reports whether Setup configured an exporter. Without one,
 // recording spans costs CPU for nothing: kit/server and kit/client then
-// only carry the W3C trace context (the interceptors below), so trace ids
+// only carry the W3C trace context (Incoming and Header), so trace ids
 // still flow between services and into logs.
 func Exporting() bool { return exporting.Load() }
 
@@ -135,31 +135,9 @@ func Header(ctx context.Context) (traceparent, tracestate string) {
 	return h.parent, h.state
 }
 
-// outgoing adds ctx's trace context to the outgoing metadata, unless the
-// caller set a traceparent itself.
-func outgoing(ctx context.Context) context.Context {
-	parent, state := Header(ctx)
-	if parent == "" {
-		return ctx
-	}
-	if md, ok := metadata.FromOutgoingContext(ctx); ok && len(md.Get("traceparent")) > 0 {
-		return ctx
-	}
-	if state != "" {
-		return metadata.AppendToOutgoingContext(ctx, "traceparent", parent, "tracestate", state)
-	}
-	return metadata.AppendToOutgoingContext(ctx, "traceparent", parent)
-}
-
-// UnaryServerInterceptor carries the caller's W3C trace context into the
-// handler's context (or starts a trace), without recording spans.
-func UnaryServerInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return handler(Incoming(ctx), req)
-	}
-}
-
-// StreamServerInterceptor is UnaryServerInterceptor for streams.
+// StreamServerInterceptor carries the caller's W3C trace context into the
+// stream's context (or starts a trace), without recording spans; kit/server
+// does the same for unary calls with Incoming.
 func StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		return handler(srv, &stream{ServerStream: ss, ctx: Incoming(ss.Context())})
@@ -172,17 +150,3 @@ type stream struct {
 }
 
 func (s *stream) Context() context.Context { return s.ctx }
-
-// UnaryClientInterceptor sends the context's trace context as W3C headers.
-func UnaryClientInterceptor() grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		return invoker(outgoing(ctx), method, req, reply, cc, opts...)
-	}
-}
-
-// StreamClientInterceptor is UnaryClientInterceptor for streams.
-func StreamClientInterceptor() grpc.StreamClientInterceptor {
-	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		return streamer(outgoing(ctx), desc, cc, method, opts...)
-	}
-}
