@@ -279,21 +279,13 @@ func (g *Gateway) logAccess(ctx context.Context, r *http.Request, w *responseRec
 	if w.status() >= 500 {
 		level = slog.LevelError
 	}
-	if !g.log.Enabled(ctx, level) {
-		return
-	}
-	// The record goes to the handler directly: Logger.LogAttrs would walk
-	// the stack (runtime.Callers) on every request for a source position
-	// that is always this line.
-	rec := slog.NewRecord(time.Now(), level, "http request", 0)
-	rec.AddAttrs(
+	logger.LogAttrs(ctx, g.log, level, "http request",
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", w.status()),
 		slog.Duration("duration", d),
 		slog.Int64("bytes", w.written),
 	)
-	_ = g.log.Handler().Handle(ctx, rec)
 }
 
 // responseRecorder remembers the status and size of a response for the

@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -21,6 +22,19 @@ func New(w io.Writer, level slog.Leveler, service string) *slog.Logger {
 		l = l.With("service", service)
 	}
 	return l
+}
+
+// LogAttrs is slog.Logger.LogAttrs without a source position, for lines
+// written on every request (access logs): the Logger method walks the
+// stack (runtime.Callers) each time for a position that is always the
+// same line. It does nothing when l is not enabled at level.
+func LogAttrs(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	if !l.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	_ = l.Handler().Handle(ctx, r)
 }
 
 // Handler wraps another slog.Handler and adds request_id and trace_id

@@ -64,3 +64,27 @@ func ExampleNewHandler() {
 	log.InfoContext(ctx, "hello")
 	// Output: {"level":"INFO","msg":"hello","request_id":"req-9"}
 }
+
+func TestLogAttrs(t *testing.T) {
+	var buf bytes.Buffer
+	log := logger.New(&buf, slog.LevelInfo, "gateway")
+	ctx := requestid.NewContext(context.Background(), "req-9")
+
+	logger.LogAttrs(ctx, log, slog.LevelDebug, "below the level")
+	if buf.Len() != 0 {
+		t.Fatalf("a debug line was written at level info: %s", buf.Bytes())
+	}
+	logger.LogAttrs(ctx, log, slog.LevelWarn, "finished call", slog.Int("status", 503))
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.Bytes())
+	}
+	for k, want := range map[string]any{"level": "WARN", "msg": "finished call", "status": 503.0, "request_id": "req-9", "service": "gateway"} {
+		if line[k] != want {
+			t.Errorf("%s = %v, want %v (line %s)", k, line[k], want, buf.Bytes())
+		}
+	}
+	if line["time"] == nil {
+		t.Errorf("no time in %s", buf.Bytes())
+	}
+}
