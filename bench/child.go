@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -112,7 +111,7 @@ func serveRole(role string) (hello, func(), error) {
 		benchv1.RegisterEchoServiceServer(srv, echoServer{})
 		go srv.Serve(lis)
 		return hello{Addr: addr}, srv.Stop, nil
-	case roleKit, kitNoLog, kitNoTrace, kitWorkers:
+	case roleKit, kitNoLog, kitNoTrace, kitSyncLog:
 		// What `duet up` does: the tracer provider, a JSON logger at info
 		// (so the access log writes a line per call; /dev/null keeps the
 		// write system call and drops the bytes), and kit/server's defaults.
@@ -121,7 +120,7 @@ func serveRole(role string) (hello, func(), error) {
 		if err != nil {
 			return hello{}, nil, err
 		}
-		log, err := devNullLogger("echo")
+		log, closeLog, err := devNullLogger("echo", role != kitSyncLog)
 		if err != nil {
 			return hello{}, nil, err
 		}
@@ -131,8 +130,6 @@ func serveRole(role string) (hello, func(), error) {
 			cfg.DisableAccessLog = true
 		case kitNoTrace:
 			cfg.DisableTracing = true
-		case kitWorkers:
-			cfg.Options = []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0)))}
 		}
 		srv, err := server.New(cfg)
 		if err != nil {
@@ -143,6 +140,7 @@ func serveRole(role string) (hello, func(), error) {
 		return hello{Addr: addr}, func() {
 			srv.Shutdown(context.Background())
 			_ = shutdownTracing(context.Background())
+			closeLog()
 		}, nil
 	case roleSystem:
 		lis.Close()
@@ -152,13 +150,22 @@ func serveRole(role string) (hello, func(), error) {
 	return hello{}, nil, fmt.Errorf("unknown role %q", role)
 }
 
-// devNullLogger is kit/logger's JSON logger at info writing to /dev/null.
-func devNullLogger(service string) (*slog.Logger, error) {
+// devNullLogger is kit/logger's JSON logger at info writing to /dev/null:
+// as `duet` runs it (logger.NewAsync) when async is set, else written on
+// the caller's goroutine (logger.New). close flushes and stops it.
+func devNullLogger(service string, async bool) (log *slog.Logger, close func(), err error) {
 	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return logger.New(f, slog.LevelInfo, service), nil
+	if !async {
+		return logger.New(f, slog.LevelInfo, service), func() { f.Close() }, nil
+	}
+	log, h := logger.NewAsync(f, slog.LevelInfo, service)
+	return log, func() {
+		_ = h.Close(context.Background())
+		f.Close()
+	}, nil
 }
 
 // startSystem runs the whole shop as `duet up` does (tracing, JSON logs at
@@ -170,7 +177,7 @@ func startSystem() (hello, func(), error) {
 	if err != nil {
 		return hello{}, nil, err
 	}
-	log, err := devNullLogger("")
+	log, closeLog, err := devNullLogger("", true)
 	if err != nil {
 		return hello{}, nil, err
 	}
@@ -198,6 +205,7 @@ func startSystem() (hello, func(), error) {
 		defer cancel()
 		_ = sys.Shutdown(ctx)
 		_ = shutdownTracing(ctx)
+		closeLog()
 	}, nil
 }
 

@@ -31,16 +31,17 @@ const (
 
 	// Diagnostic variants of kitEcho, not run by default: each switches
 	// one default off (on both sides where the client has it too) or, for
-	// kit-workers, adds grpc.NumStreamWorkers, to show what it costs.
+	// kit-synclog, writes the access log on the request's own goroutine
+	// (logger.New instead of logger.NewAsync), to show what it costs.
 	kitNoLog   = "kit-noaccesslog"
 	kitNoTrace = "kit-notracing"
-	kitWorkers = "kit-workers"
+	kitSyncLog = "kit-synclog"
 )
 
 // echoTransports run by default; knownTransports may be asked for.
 var (
 	echoTransports  = []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}
-	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitWorkers)
+	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitSyncLog)
 )
 
 func roleOf(transport string) string {
@@ -107,7 +108,7 @@ func echoClient(transport, addr string, size, conc int) (call, func(), error) {
 			}
 		}, nil
 
-	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitWorkers:
+	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitSyncLog:
 		var conn *grpc.ClientConn
 		var err error
 		switch transport {

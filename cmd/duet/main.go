@@ -105,12 +105,16 @@ func (c *common) saga() order.SagaConfig {
 	return order.SagaConfig{StepTimeout: c.sagaStep}
 }
 
-func (c *common) logger(w io.Writer, service string) (*slog.Logger, error) {
+// logger returns the process's JSON logger, whose lines a goroutine
+// writes in batches (logger.NewAsync), and the function that writes what
+// is still queued; call it on every way out.
+func (c *common) logger(w io.Writer, service string) (*slog.Logger, func(), error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, nil, fmt.Errorf("--log-level: %w", err)
 	}
-	return logger.New(w, level, service), nil
+	log, async := logger.NewAsync(w, level, service)
+	return log, func() { _ = async.Close(context.Background()) }, nil
 }
 
 func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -127,10 +131,11 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := c.logger(stderr, "")
+	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	shutdownTracing, err := tracing.Setup(ctx, "duet")
 	if err != nil {
 		return err
@@ -198,10 +203,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	log, err := c.logger(stderr, "")
+	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
 		return err
 	}
+	defer flushLog()
 	shutdownTracing, err := tracing.Setup(ctx, "duet-"+component)
 	if err != nil {
 		return err
