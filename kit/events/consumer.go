@@ -84,6 +84,9 @@ type ConsumerConfig struct {
 	// processes using the same name share its work. Required.
 	Durable string
 	// Subjects are relative and may use wildcards ("order.*"). Required.
+	// Servers before nats-server 2.10 take one filter per consumer; there
+	// the consumer asks for one that covers all of Subjects and acks the
+	// events none of them matches without handling them.
 	Subjects []string
 	// AckWait is how long a delivery may stay unacknowledged before
 	// JetStream redelivers it; default 30s.
@@ -187,10 +190,16 @@ func consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 		MaxDeliver:    cfg.MaxDeliver,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
-	if len(filters) == 1 {
+	switch {
+	case len(filters) == 1:
 		jcfg.FilterSubject = filters[0]
-	} else {
+	case bus.Conn == nil || multiFilterSupported(bus.Conn.ConnectedServerVersion()):
 		jcfg.FilterSubjects = filters
+	default:
+		// nats-server before 2.10: one filter that covers them all, and
+		// the events none of them matches are acked unseen.
+		jcfg.FilterSubject = covering(filters)
+		c.only = filters
 	}
 	wait := time.Duration(0)
 	for {
@@ -215,6 +224,23 @@ type consumer struct {
 	log       *slog.Logger
 	handle    func(ctx context.Context, m Message) error
 	handleAll func(ctx context.Context, ms []Message) error
+	// only, when set, lists the filters an event's subject must match to
+	// be handled: the consumer's server filters with a wider one.
+	only []string
+}
+
+// unwanted acks and reports true for an event that none of c.only matches.
+func (c *consumer) unwanted(msg jetstream.Msg) bool {
+	if c.only == nil {
+		return false
+	}
+	for _, f := range c.only {
+		if subjectMatches(f, msg.Subject()) {
+			return false
+		}
+	}
+	_ = msg.Ack()
+	return true
 }
 
 // run creates (or updates) the consumer and handles messages until ctx ends
@@ -243,6 +269,9 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) error
 			if err := c.pullFailed(ctx, err); err != nil {
 				return err
 			}
+			continue
+		}
+		if c.unwanted(msg) {
 			continue
 		}
 		c.process(ctx, msg)
@@ -289,6 +318,9 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 			msg, err := it.Next(jetstream.NextContext(ctx))
 			if ctx.Err() != nil {
 				return
+			}
+			if err == nil && c.unwanted(msg) {
+				continue
 			}
 			select {
 			case in <- pulled{msg, err}:
