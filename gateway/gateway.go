@@ -25,8 +25,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -243,9 +245,11 @@ func isWatch(r *http.Request) bool {
 
 // Server returns an http.Server for g listening on addr, with every timeout
 // and the header size limit set from the Config, and net/http's own errors
-// sent to the Logger.
+// sent to the Logger. Its Shutdown closes at once the connections on which
+// no request has begun, as it does idle ones.
 func (g *Gateway) Server(addr string) *http.Server {
-	return &http.Server{
+	var fresh newConns
+	srv := &http.Server{
 		Addr:              addr,
 		Handler:           g,
 		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
@@ -254,7 +258,40 @@ func (g *Gateway) Server(addr string) *http.Server {
 		IdleTimeout:       g.cfg.IdleTimeout,
 		MaxHeaderBytes:    g.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+		ConnState:         fresh.track,
 	}
+	srv.RegisterOnShutdown(fresh.close)
+	return srv
+}
+
+// newConns holds the connections of a server still in http.StateNew.
+// http.Server.Shutdown closes idle connections at once but waits up to 5 s
+// for one that was accepted and has not sent a request yet: an HTTP client
+// that dialed more connections than it then used (Go's does, under load)
+// held `duet` up for ~2 s at every stop (bench/README.md).
+type newConns struct {
+	m sync.Map // net.Conn → struct{}
+}
+
+func (n *newConns) track(c net.Conn, state http.ConnState) {
+	if state == http.StateNew {
+		n.m.Store(c, struct{}{})
+		return
+	}
+	// Every later state (a request began, or the connection closed)
+	// ends its newness; a Load first keeps the hot path free of writes.
+	if _, ok := n.m.Load(c); ok {
+		n.m.Delete(c)
+	}
+}
+
+// close closes every connection still new; run when Shutdown starts.
+func (n *newConns) close() {
+	n.m.Range(func(c, _ any) bool {
+		_ = c.(net.Conn).Close()
+		n.m.Delete(c)
+		return true
+	})
 }
 
 // recoverPanic answers a panicking request with a JSON 500 that reveals

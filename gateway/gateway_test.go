@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -585,6 +586,58 @@ func TestRealServer(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// TestShutdownClosesUnusedConnections: a connection on which no request
+// has begun does not hold Shutdown up (net/http alone waits 5 s for it),
+// while one that is idle after a request is closed as usual.
+func TestShutdownClosesUnusedConnections(t *testing.T) {
+	e := newEnv(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.gw.Server(lis.Addr().String())
+	accepted := make(chan struct{}, 1)
+	track := s.ConnState
+	s.ConnState = func(c net.Conn, state http.ConnState) {
+		if track != nil {
+			track(c, state)
+		}
+		if state == http.StateNew {
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(lis) }()
+
+	silent, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	<-accepted // the server holds it, in StateNew
+
+	// Less than net/http's 5 s grace for new connections: without the
+	// gateway's own closing, Shutdown gives up with DeadlineExceeded.
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a connection that sent nothing: %v", err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatal(err)
+	}
+	// The server closed the silent connection: reading it ends.
+	if err := silent.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := silent.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on the silent connection after Shutdown: %v, want EOF or reset", err)
 	}
 }
 
