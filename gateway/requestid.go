@@ -43,10 +43,12 @@ func forwardRequestID(ctx context.Context, _ *http.Request) metadata.MD {
 // (Grpc-Metadata-Name, as grpc-gateway spells it), and never the request
 // id, which only forwardRequestID may set after validating it. Unlike
 // grpc-gateway's default, the ordinary HTTP headers (User-Agent, Accept,
-// Cookie, Authorization, ...) are not passed on as grpcgateway-*: no
-// backend reads them, an edge should not hand a caller's cookies and
-// credentials to every internal service, and each one costs encoding and
-// decoding on both sides of every hop.
+// Cookie, ...) are not passed on as grpcgateway-*: no backend reads them,
+// an edge should not hand a caller's cookies to every internal service,
+// and each one costs encoding and decoding on both sides of every hop.
+// Authorization is the exception: grpc-gateway passes it on as
+// "authorization" whatever this says, which is where a service
+// authenticates a call (TestHeadersReachingBackends).
 func incomingHeader(key string) (string, bool) {
 	name, ok := cutPrefixFold(key, runtime.MetadataHeaderPrefix)
 	if !ok || name == "" || strings.EqualFold(name, requestid.Header) {

@@ -129,3 +129,34 @@ func TestIncomingHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadersReachingBackends sends a request with ordinary headers and one
+// addressed to the backends, and checks what metadata the service gets.
+// Authorization goes through as "authorization": grpc-gateway passes it
+// whatever the header matcher says, and it is the one a service would
+// authenticate with.
+func TestHeadersReachingBackends(t *testing.T) {
+	e := newEnv(t)
+	resp := e.do(t, "GET", "/v1/users/"+knownUserID, nil,
+		"Authorization", "Bearer t0ken",
+		"Cookie", "session=secret",
+		"User-Agent", "curl/8.0",
+		"Grpc-Metadata-Tenant", "acme")
+	if resp.status != 200 {
+		t.Fatalf("status %d: %s", resp.status, resp.body)
+	}
+	md := e.userCalls.lastMD(t)
+	for key, want := range map[string]string{"tenant": "acme", "authorization": "Bearer t0ken"} {
+		if got := md.Get(key); len(got) != 1 || got[0] != want {
+			t.Errorf("metadata %s = %q, want [%q]", key, got, want)
+		}
+	}
+	for key := range md {
+		if strings.HasPrefix(key, "grpcgateway-") || key == "cookie" || key == "grpc-metadata-tenant" {
+			t.Errorf("metadata %s = %q reached the backend", key, md.Get(key))
+		}
+	}
+	if ua := md.Get("user-agent"); len(ua) > 0 && strings.Contains(ua[0], "curl") {
+		t.Errorf("user-agent %q: the caller's User-Agent reached the backend", ua)
+	}
+}
