@@ -59,7 +59,9 @@ const (
 type Config struct {
 	// Name identifies the service in logs.
 	Name string
-	// Logger receives the access log and recovered panics; nil means slog.Default().
+	// Logger receives the access log and recovered panics; nil means
+	// slog.Default(). A logger from kit/logger.NewAsync keeps formatting
+	// and writing the access log off the request's goroutine (duet's own).
 	Logger *slog.Logger
 	// Metrics records RED metrics; nil means metrics.Default().
 	Metrics *metrics.Metrics
