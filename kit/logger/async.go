@@ -140,6 +140,7 @@ func (a *Async) Enabled(ctx context.Context, level slog.Level) bool {
 // writes r itself, once the queue is empty.
 func (a *Async) Handle(ctx context.Context, r slog.Record) error {
 	q := a.q
+	it := queued{h: a.next, r: r.Clone()} // outside the lock: it may allocate
 	q.mu.Lock()
 	for len(q.pending) >= q.max && !q.closed {
 		q.room.Wait()
@@ -157,7 +158,7 @@ func (a *Async) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return err
 	}
-	q.pending = append(q.pending, queued{h: a.next, r: r.Clone()})
+	q.pending = append(q.pending, it)
 	if len(q.pending) == 1 {
 		// Under the lock, so that Close cannot close wake in between.
 		select {
