@@ -28,7 +28,8 @@ const maxGroup = 64
 // Each call runs its fn on its own goroutine in its turn. The call that
 // begins the transaction runs as it would alone; each call that joins it
 // runs inside a savepoint: an error or panic from fn rolls back to the
-// savepoint, undoing fn's work only, and InTx returns as it did alone. A call whose fn succeeded returns once the shared transaction is
+// savepoint, undoing fn's work only, and InTx returns as it did alone. A
+// call whose fn succeeded returns once the shared transaction is
 // committed, with the commit's error if it failed, so nil still means
 // stored. Should the transaction itself break (SQLite rolls back the whole
 // transaction on some errors, such as a full disk or an interrupted
