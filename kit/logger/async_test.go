@@ -167,3 +167,24 @@ func ExampleNewAsync() {
 	fmt.Printf("%+v\n", line)
 	// Output: {Msg:order placed Service:order RequestID:req-7 Lines:3}
 }
+
+func ExampleNewAsyncHandler() {
+	// Any slog handler can be put behind the queue; this text handler
+	// drops the time so the output is stable.
+	async := logger.NewAsyncHandler(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	log := slog.New(async).With("service", "order")
+	log.Info("first")
+	log.WithGroup("saga").Info("second", "step", "RESERVE")
+	// Close writes what is queued, in order.
+	_ = async.Close(context.Background())
+	// Output:
+	// level=INFO msg=first service=order
+	// level=INFO msg=second service=order saga.step=RESERVE
+}
