@@ -83,27 +83,25 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 		}
 	}
 
-	orderURL := "http://" + sys.hello.HTTP + "/v1/orders"
 	confirmed := []byte(`"ORDER_STATUS_CONFIRMED"`)
-	place := func(hc *http.Client) call {
+	isConfirmed := func(b []byte) error {
+		if !bytes.Contains(b, confirmed) {
+			return fmt.Errorf("order not confirmed: %.300s", b)
+		}
+		return nil
+	}
+	place := func(hc *loadClient) call {
 		return func(ctx context.Context, w int, seq int64) error {
 			body := fmt.Appendf(nil, `{"userId":%q,"items":[{"sku":%q,"quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"bench-%s-%d","wait":true}`,
 				userIDs[int(seq)%len(userIDs)], skus[(int(seq)+w)%len(skus)], runID, seq)
-			b, err := doHTTP(ctx, hc, http.MethodPost, orderURL, body, http.StatusOK)
-			if err != nil {
-				return err
-			}
-			if !bytes.Contains(b, confirmed) {
-				return fmt.Errorf("order not confirmed: %.300s", b)
-			}
-			return nil
+			return hc.do(ctx, http.MethodPost, "/v1/orders", body, http.StatusOK, isConfirmed)
 		}
 	}
 
 	var cells []*Cell
 	ramp := func(conc int) (*Cell, error) {
-		hc, release := httpClient(conc)
-		defer release()
+		hc := newLoadClient(sys.hello.HTTP, conc)
+		defer hc.close()
 		do := place(hc)
 		closedLoop(ctx, conc, cfg.Warmup, do)
 		r, err := measure(childSource(sys), func() outcome { return closedLoop(ctx, conc, cfg.Duration, do) })
@@ -146,8 +144,8 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 
 	sum.HalfRate = max(1, sum.MaxRPS/2)
 	open := &Cell{Scenario: "orders", Name: "gateway", Op: "CreateOrder", DB: db, Payload: "1 line", Mode: "open", Rate: sum.HalfRate}
-	hc, release := httpClient(openMaxInFlight)
-	defer release()
+	hc := newLoadClient(sys.hello.HTTP, openMaxInFlight)
+	defer hc.close()
 	do := place(hc)
 	for rep := range cfg.Reps {
 		r, err := measure(childSource(sys), func() outcome { return openLoop(ctx, sum.HalfRate, cfg.Duration, openMaxInFlight, do) })

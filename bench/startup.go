@@ -205,22 +205,23 @@ func runStartup(ctx context.Context, cfg *Config, p *printer) (*Startup, error) 
 	time.Sleep(cfg.IdleWait)
 	s.IdleRSSKB = rssKB(pid)
 
-	hc, release := httpClient(s.LoadConc)
-	defer release()
-	base := "http://" + d.addr
-	b, err := doHTTP(ctx, hc, http.MethodPost, base+"/v1/users", fmt.Appendf(nil, `{"email":"rss-%s@example.com","name":"RSS"}`, runID), http.StatusOK)
-	if err != nil {
-		return nil, err
-	}
+	hc := newLoadClient(d.addr, s.LoadConc)
+	defer hc.close()
 	var created struct {
 		User struct {
 			ID string `json:"id"`
 		} `json:"user"`
 	}
-	if err := json.Unmarshal(b, &created); err != nil || created.User.ID == "" {
-		return nil, fmt.Errorf("create user: %v: %s", err, b)
+	err = hc.do(ctx, http.MethodPost, "/v1/users", fmt.Appendf(nil, `{"email":"rss-%s@example.com","name":"RSS"}`, runID), http.StatusOK, func(b []byte) error {
+		if err := json.Unmarshal(b, &created); err != nil || created.User.ID == "" {
+			return fmt.Errorf("create user: %v: %s", err, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	userURL := base + "/v1/users/" + created.User.ID
+	userPath := "/v1/users/" + created.User.ID
 	var mu sync.Mutex
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
@@ -241,8 +242,7 @@ func runStartup(ctx context.Context, cfg *Config, p *printer) (*Startup, error) 
 		}
 	}()
 	o := closedLoop(ctx, s.LoadConc, cfg.Duration, func(ctx context.Context, _ int, _ int64) error {
-		_, err := doHTTP(ctx, hc, http.MethodGet, userURL, nil, http.StatusOK)
-		return err
+		return hc.do(ctx, http.MethodGet, userPath, nil, http.StatusOK, nil)
 	})
 	close(stopSampling)
 	<-sampled
