@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -78,9 +77,8 @@ func withTracing(b *testing.B) {
 // chain (trace context, request id, access log, metrics, recovery, default
 // deadline, protovalidate) with bare grpc-go, over an in-memory connection
 // with a bare client. The kit-no* variants switch one default off each to
-// show what it costs; kit-workers adds
-// grpc.NumStreamWorkers, which reuses goroutines (and their grown stacks)
-// across calls. Run with -benchmem: allocations are most of the difference.
+// show what it costs; kit-noworkers runs every call on a goroutine of its
+// own instead of the kit's stream workers (Config.StreamWorkers). Run with -benchmem: allocations are most of the difference.
 //
 //	go test -run '^$' -bench UnaryChain -benchmem ./kit/server
 func BenchmarkUnaryChain(b *testing.B) {
@@ -113,9 +111,7 @@ func BenchmarkUnaryChain(b *testing.B) {
 		{"kit-noaccesslog", kit(func(c *server.Config) { c.DisableAccessLog = true })},
 		{"kit-notracing", kit(func(c *server.Config) { c.DisableTracing = true })},
 		{"kit-novalidation", kit(func(c *server.Config) { c.DisableValidation = true })},
-		{"kit-workers", kit(func(c *server.Config) {
-			c.Options = append(c.Options, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
-		})},
+		{"kit-noworkers", kit(func(c *server.Config) { c.StreamWorkers = -1 })},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {

@@ -248,3 +248,61 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 		}
 	}
 }
+
+// TestStreamWorkers runs more calls at once than the server keeps workers
+// for: every call must be running at the same time (those that find the
+// workers busy get goroutines of their own), and goleak (TestMain) checks
+// that Shutdown, at the test's cleanup, ends the workers.
+func TestStreamWorkers(t *testing.T) {
+	tests := []struct {
+		name    string
+		workers int
+	}{
+		{name: "default", workers: 0},
+		{name: "fewer workers than calls", workers: 2},
+		{name: "none", workers: -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const calls = 12
+			started := make(chan struct{}, calls)
+			release := make(chan struct{})
+			svc := &users{get: func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+				started <- struct{}{}
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+			}}
+			srv := servertest.NewServer(t, server.Config{StreamWorkers: tt.workers}, svc.register)
+			users := userv1.NewUserServiceClient(srv.Conn)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			errs := make(chan error, calls)
+			for range calls {
+				wg.Go(func() {
+					_, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: validID})
+					errs <- err
+				})
+			}
+			for i := range calls {
+				select {
+				case <-started:
+				case <-ctx.Done():
+					t.Fatalf("only %d of %d calls ran at once", i, calls)
+				}
+			}
+			close(release)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Errorf("call failed: %v", err)
+				}
+			}
+		})
+	}
+}
