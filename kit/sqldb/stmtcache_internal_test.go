@@ -79,3 +79,58 @@ func TestStmtCacheEvicts(t *testing.T) {
 		t.Fatalf("cache holds %d statements after Close, want 0", n)
 	}
 }
+
+// TestStmtCacheBeginModes checks that transactions begun with the cached
+// statements keep the DSN's _txlock mode: while one connection holds an
+// IMMEDIATE transaction, another's IMMEDIATE BEGIN finds the database
+// locked, and a DEFERRED or read-only BEGIN does not (it locks nothing yet).
+func TestStmtCacheBeginModes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	open := func(t *testing.T, txlock string) *sql.DB {
+		_, _, dsn, err := parseURL("sqlite:" + path + "?_busy_timeout=0&_txlock=" + txlock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		connector, err := newStmtCacheConnector(dsn, stmtCacheSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := sql.OpenDB(connector)
+		db.SetMaxOpenConns(1)
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+	holder := open(t, "immediate")
+	if _, err := holder.ExecContext(t.Context(), "CREATE TABLE IF NOT EXISTS t (v INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	held, err := holder.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = held.Rollback() }()
+	tests := []struct {
+		txlock   string
+		readOnly bool
+		wantBusy bool
+	}{
+		{txlock: "immediate", wantBusy: true},
+		{txlock: "exclusive", wantBusy: true},
+		{txlock: "deferred"},
+		{txlock: "immediate", readOnly: true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s read-only=%v", tt.txlock, tt.readOnly), func(t *testing.T) {
+			db := open(t, tt.txlock)
+			tx, err := db.BeginTx(t.Context(), &sql.TxOptions{ReadOnly: tt.readOnly})
+			if busy := err != nil && isBusy(err); busy != tt.wantBusy || (err != nil && !busy) {
+				t.Fatalf("BEGIN: err = %v, want busy %v", err, tt.wantBusy)
+			}
+			if err == nil {
+				if err := tx.Commit(); err != nil {
+					t.Fatalf("COMMIT: %v", err)
+				}
+			}
+		})
+	}
+}
