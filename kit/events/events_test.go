@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -194,6 +195,25 @@ func TestRelayPublishesInOrderAndConsumerReceives(t *testing.T) {
 			}
 		}
 		waitFor(t, "outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+	})
+}
+
+// TestRelayMarksWholeBatch: one pass of the relay over a batch of two full
+// chunks of the marking UPDATE and a short one marks every row it
+// published. The relay polls once an hour, so rows that pass left
+// unmarked would stay so for the rest of the test.
+func TestRelayMarksWholeBatch(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		const n = 69 // 32 + 32 + 5
+		c := newCollector()
+		consume(t, bus, "batch-"+eventstest.Unique(t), []string{"order.*"}, c, nil)
+		for i := range n {
+			appendEvent(t, t.Context(), db, "order.confirmed", fmt.Sprint(i))
+		}
+		relay := events.NewRelay(db, bus, events.RelayConfig{Logger: quiet, PollInterval: time.Hour, PublishTimeout: 2 * time.Second})
+		run(t, relay.Run)
+		waitFor(t, "every event", 10*time.Second, func() bool { _, v := c.snapshot(); return len(v) >= n })
+		waitFor(t, "outbox marked", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
 	})
 }
 

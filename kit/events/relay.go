@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -60,6 +62,8 @@ type Relay struct {
 	cfg    RelayConfig
 	log    *slog.Logger
 	notify chan struct{}
+	// markSQL is mark's UPDATE, in db's dialect.
+	markSQL string
 	// lastPurge is when Run last deleted old published rows.
 	lastPurge time.Time
 	// lastLoad is when Run last read the outbox.
@@ -92,7 +96,9 @@ func NewRelay(db *sqldb.DB, bus *Bus, cfg RelayConfig) *Relay {
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
-	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1)}
+	markSQL := db.Rebind(`UPDATE events_outbox SET published_time = ?
+		WHERE published_time IS NULL AND seq IN (?` + strings.Repeat(", ?", markChunk-1) + `)`)
+	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1), markSQL: markSQL}
 }
 
 // Notify wakes the relay to publish now. It never blocks; call it after
@@ -209,16 +215,28 @@ func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
 	return err == nil && len(rows) == r.cfg.BatchSize, err
 }
 
-// mark records rows as published.
+// markChunk is how many rows one UPDATE of mark marks. Every UPDATE has
+// this many placeholders (a short chunk repeats its last seq), so one
+// statement text serves every batch: SQLite's statement cache and pgx's
+// keep one entry for it.
+const markChunk = 32
+
+// mark records rows as published, markChunk rows per statement: one
+// statement per row cost a round trip each on PostgreSQL and a statement
+// execution each on SQLite.
 func (r *Relay) mark(ctx context.Context, rows []pending) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	update := r.db.Rebind(`UPDATE events_outbox SET published_time = ? WHERE seq = ? AND published_time IS NULL`)
 	now := time.Now().UnixMicro()
+	args := make([]any, 1+markChunk)
+	args[0] = now
 	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
-		for _, row := range rows {
-			if _, err := tx.ExecContext(ctx, update, now, row.seq); err != nil {
+		for chunk := range slices.Chunk(rows, markChunk) {
+			for i := range markChunk {
+				args[1+i] = chunk[min(i, len(chunk)-1)].seq
+			}
+			if _, err := tx.ExecContext(ctx, r.markSQL, args...); err != nil {
 				return err
 			}
 		}
