@@ -111,7 +111,7 @@ func serveRole(role string) (hello, func(), error) {
 		benchv1.RegisterEchoServiceServer(srv, echoServer{})
 		go srv.Serve(lis)
 		return hello{Addr: addr}, srv.Stop, nil
-	case roleKit, kitNoLog, kitNoTrace, kitSyncLog:
+	case roleKit, kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers:
 		// What `duet up` does: the tracer provider, a JSON logger at info
 		// (so the access log writes a line per call; /dev/null keeps the
 		// write system call and drops the bytes), and kit/server's defaults.
@@ -130,6 +130,8 @@ func serveRole(role string) (hello, func(), error) {
 			cfg.DisableAccessLog = true
 		case kitNoTrace:
 			cfg.DisableTracing = true
+		case kitNoWorkers:
+			cfg.StreamWorkers = -1
 		}
 		srv, err := server.New(cfg)
 		if err != nil {

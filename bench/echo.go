@@ -33,15 +33,19 @@ const (
 	// one default off (on both sides where the client has it too) or, for
 	// kit-synclog, writes the access log on the request's own goroutine
 	// (logger.New instead of logger.NewAsync), to show what it costs.
-	kitNoLog   = "kit-noaccesslog"
-	kitNoTrace = "kit-notracing"
-	kitSyncLog = "kit-synclog"
+	// kit-noworkers runs every call on a goroutine of its own, as bare
+	// grpc-go does, instead of kit/server's stream workers: the kit's chain
+	// without the one default that makes calls cheaper.
+	kitNoLog     = "kit-noaccesslog"
+	kitNoTrace   = "kit-notracing"
+	kitSyncLog   = "kit-synclog"
+	kitNoWorkers = "kit-noworkers"
 )
 
 // echoTransports run by default; knownTransports may be asked for.
 var (
 	echoTransports  = []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}
-	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitSyncLog)
+	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers)
 )
 
 func roleOf(transport string) string {
@@ -108,7 +112,7 @@ func echoClient(transport, addr string, size, conc int) (call, func(), error) {
 			}
 		}, nil
 
-	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitSyncLog:
+	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers:
 		var conn *grpc.ClientConn
 		var err error
 		switch transport {
