@@ -168,6 +168,9 @@ func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
 				appendEvent(t, ctx, db, "order.confirmed", "before")
 				relay.Notify()
 				waitFor(t, "event before the outage", 10*time.Second, func() bool { return c.count("before") == 1 })
+				// The relay marks a row after JetStream has it, so the
+				// consumer can see the event first.
+				waitFor(t, "outbox drained before the outage", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
 
 				o.down(t)
 				waitFor(t, "disconnect", 10*time.Second, func() bool { return !o.bus.Conn.IsConnected() })
