@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +18,8 @@ const maxGroup = 64
 // txGroup is group commit for a SQLite DB: InTx calls that arrive while
 // another one holds the database's single connection join its transaction
 // instead of queuing for a transaction each, and all of them are committed
-// together.
+// together. Before committing a transaction nobody waits to join, the
+// last call yields the processor once (see leave).
 //
 // Why: on SQLite a commit costs far more than the statements of a typical
 // store transaction (WAL frames written for every page touched, file
@@ -192,6 +194,18 @@ func (g *txGroup) leave() {
 	b := g.open
 	share := b != nil && len(g.waiters) > 0 && b.members < maxGroup
 	g.mu.Unlock()
+	if b != nil && !share && b.members < maxGroup {
+		// Nobody waits, but under load some goroutines that are ready to
+		// run are about to call InTx: let them have the processor once,
+		// so they join this commit instead of paying for one each. With
+		// nothing else ready, Gosched returns at once. In the shop's order
+		// path at saturation this took commits from 3 to 10 calls each on
+		// average and throughput up 7–40 % (bench/README.md).
+		runtime.Gosched()
+		g.mu.Lock()
+		share = len(g.waiters) > 0
+		g.mu.Unlock()
+	}
 	if share && !b.checked {
 		if err := b.check(); err != nil {
 			g.abort(b, err)

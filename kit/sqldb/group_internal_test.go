@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -266,5 +267,41 @@ func TestGroupCommitFirstCallLosesTransaction(t *testing.T) {
 	}
 	if got := names(t, db); len(got) != 1 || !got["kept"] {
 		t.Errorf("stored %v, want kept", got)
+	}
+}
+
+// TestGroupCommitLetsReadyCallersJoin starts calls on one processor, so
+// that each is ready to run but has not called InTx when the first one
+// is about to commit: they must join its transaction rather than commit
+// one each. Calls in one transaction get the same *sql.Tx.
+func TestGroupCommitLetsReadyCallersJoin(t *testing.T) {
+	db := openGroupTest(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const n = 8
+	var (
+		mu  sync.Mutex
+		txs = map[*sql.Tx]bool{}
+		wg  sync.WaitGroup
+	)
+	for i := range n {
+		wg.Go(func() {
+			err := db.InTx(context.Background(), func(tx *sql.Tx) error {
+				mu.Lock()
+				txs[tx] = true
+				mu.Unlock()
+				_, err := tx.Exec("INSERT INTO names VALUES (?)", fmt.Sprint(i))
+				return err
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := len(names(t, db)); got != n {
+		t.Fatalf("%d rows stored, want %d", got, n)
+	}
+	if len(txs) > n/2 {
+		t.Errorf("%d calls ran in %d transactions: ready callers did not join", n, len(txs))
 	}
 }
