@@ -152,26 +152,33 @@ func (c *stmtCacheConn) BeginTx(ctx context.Context, opts driver.TxOptions) (dri
 	if _, err := c.ExecContext(ctx, begin, nil); err != nil {
 		return nil, err
 	}
-	return stmtCacheTx{c}, nil
+	return stmtCacheTx{c: c, ctx: context.WithoutCancel(ctx)}, nil
 }
 
 // stmtCacheTx is a transaction begun by stmtCacheConn.BeginTx.
-type stmtCacheTx struct{ c *stmtCacheConn }
+type stmtCacheTx struct {
+	c *stmtCacheConn
+	// ctx is BeginTx's context without its cancellation: driver.Tx's
+	// methods take none, and a COMMIT or ROLLBACK must not be cut off
+	// halfway (database/sql itself rolls back when the caller's context
+	// ends).
+	ctx context.Context
+}
 
 // Commit implements driver.Tx. A COMMIT that fails may leave the
 // transaction open (SQLITE_BUSY, say); it is rolled back then, as the
 // driver does, and the ROLLBACK's own error (none is open) ignored.
 func (t stmtCacheTx) Commit() error {
-	_, err := t.c.ExecContext(context.Background(), "COMMIT", nil)
+	_, err := t.c.ExecContext(t.ctx, "COMMIT", nil)
 	if err != nil {
-		_, _ = t.c.ExecContext(context.Background(), "ROLLBACK", nil)
+		_, _ = t.c.ExecContext(t.ctx, "ROLLBACK", nil)
 	}
 	return err
 }
 
 // Rollback implements driver.Tx.
 func (t stmtCacheTx) Rollback() error {
-	_, err := t.c.ExecContext(context.Background(), "ROLLBACK", nil)
+	_, err := t.c.ExecContext(t.ctx, "ROLLBACK", nil)
 	return err
 }
 
