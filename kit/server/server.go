@@ -56,6 +56,9 @@ const (
 	// DefaultStreamWorkers is how many goroutines a Server keeps to run
 	// calls on (Config.StreamWorkers).
 	DefaultStreamWorkers = 64
+	// MaxStreamWorkers bounds Config.StreamWorkers: every worker is a
+	// goroutine started by New, and grpc-go counts them in a uint32.
+	MaxStreamWorkers = 1 << 16
 )
 
 // Config tunes a Server. The zero value is valid and means "defaults".
@@ -87,7 +90,7 @@ type Config struct {
 	// StreamWorkers is how many goroutines the server keeps to run calls
 	// on (grpc.NumStreamWorkers); a call that finds them all busy gets a
 	// goroutine of its own, as every call does when this is negative. Zero
-	// means DefaultStreamWorkers.
+	// means DefaultStreamWorkers; more than MaxStreamWorkers is an error.
 	//
 	// Why keep them: a new goroutine starts on a small stack, and a
 	// handler that validates, queries SQLite and calls a peer outgrows it
@@ -124,6 +127,9 @@ type Server struct {
 
 // New builds a Server from cfg.
 func New(cfg Config) (*Server, error) {
+	if cfg.StreamWorkers > MaxStreamWorkers {
+		return nil, fmt.Errorf("server: Config.StreamWorkers is %d, more than MaxStreamWorkers (%d)", cfg.StreamWorkers, MaxStreamWorkers)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

@@ -306,3 +306,21 @@ func TestStreamWorkers(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamWorkersBound: a worker count past MaxStreamWorkers is refused,
+// not wrapped into grpc-go's uint32.
+func TestStreamWorkersBound(t *testing.T) {
+	for _, n := range []int{server.MaxStreamWorkers + 1, 1 << 32} {
+		if srv, err := server.New(server.Config{StreamWorkers: n}); err == nil {
+			srv.GRPC().Stop()
+			t.Errorf("StreamWorkers %d: no error", n)
+		} else if !strings.Contains(err.Error(), "StreamWorkers") {
+			t.Errorf("StreamWorkers %d: error %q does not name the field", n, err)
+		}
+	}
+	srv, err := server.New(server.Config{StreamWorkers: server.MaxStreamWorkers})
+	if err != nil {
+		t.Fatalf("StreamWorkers = MaxStreamWorkers: %v", err)
+	}
+	srv.GRPC().Stop()
+}
