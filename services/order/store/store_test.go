@@ -400,3 +400,45 @@ func TestMigrateFromIssue2(t *testing.T) {
 		}
 	})
 }
+
+// TestConstraintsRefuseUnknownStatusAndStep checks that the database itself
+// refuses an order state the saga never writes, whatever goes wrong above
+// it: the CHECKs written as equality chains (00003) allow exactly what the
+// IN lists before them did.
+func TestConstraintsRefuseUnknownStatusAndStep(t *testing.T) {
+	eachDialect(t, store.Options{}, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		if err := s.Create(ctx, order("o1", "u", "k1", t0)); err != nil {
+			t.Fatal(err)
+		}
+		db := s.DB()
+		tests := []struct {
+			status string
+			step   string
+			ok     bool
+		}{
+			{"PENDING", "CHECK_USER", true},
+			{"PENDING", "PRICE", true},
+			{"PENDING", "RESERVE", true},
+			{"PENDING", "CHARGE", true},
+			{"PENDING", "COMMIT", true},
+			{"PENDING", "REFUND", true},
+			{"PENDING", "RELEASE", true},
+			{"CONFIRMED", "DONE", true},
+			{"CANCELLED", "DONE", true},
+			{"REJECTED", "DONE", true},
+			{"PAID", "DONE", false},
+			{"pending", "CHECK_USER", false},
+			{"PENDING", "SHIP", false},
+			{"PENDING", "", false},
+			{"PENDING", "DONE", false},
+			{"CONFIRMED", "COMMIT", false},
+		}
+		for _, tt := range tests {
+			_, err := db.ExecContext(ctx, db.Rebind(`UPDATE orders SET status = ?, step = ? WHERE id = 'o1'`), tt.status, tt.step)
+			if (err == nil) != tt.ok {
+				t.Errorf("status %q, step %q: err = %v, want allowed %v", tt.status, tt.step, err, tt.ok)
+			}
+		}
+	})
+}
