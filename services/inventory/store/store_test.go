@@ -3,10 +3,13 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/uuid"
@@ -296,24 +299,36 @@ func TestUpdateReservation(t *testing.T) {
 	})
 }
 
-// TestCheckConstraints: the schema itself refuses negative stock, whatever
-// code above it does.
+// TestCheckConstraints: the schema itself refuses negative stock and
+// unknown reservation states, whatever code above it does.
 func TestCheckConstraints(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, url string) {
 		s, db := openStore(t, url)
 		create(t, s, product("A", 1))
-		for _, stmt := range []string{
-			"UPDATE products SET available = -1 WHERE sku = 'A'",
-			"UPDATE products SET reserved = -1 WHERE sku = 'A'",
-			"UPDATE products SET available = available - 2 WHERE sku = 'A'",
-			"UPDATE products SET price_units = 0 WHERE sku = 'A'",
+		if _, _, err := s.Reserve(t.Context(), reservation("o1", domain.Line{SKU: "A", Quantity: 1})); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			stmt string
+			ok   bool
+		}{
+			{"UPDATE products SET available = -1 WHERE sku = 'A'", false},
+			{"UPDATE products SET reserved = -1 WHERE sku = 'A'", false},
+			{"UPDATE products SET available = available - 2 WHERE sku = 'A'", false},
+			{"UPDATE products SET price_units = 0 WHERE sku = 'A'", false},
+			{"UPDATE reservations SET status = 'PENDING' WHERE order_id = 'o1'", false},
+			{"UPDATE reservations SET status = 'reserved' WHERE order_id = 'o1'", false},
+			{"UPDATE reservations SET status = 'RELEASED' WHERE order_id = 'o1'", true},
+			{"UPDATE reservations SET status = 'COMMITTED' WHERE order_id = 'o1'", true},
+			{"UPDATE reservations SET status = 'RESERVED' WHERE order_id = 'o1'", true},
 		} {
-			if _, err := db.ExecContext(t.Context(), stmt); err == nil {
-				t.Errorf("%s succeeded, want a CHECK violation", stmt)
+			_, err := db.ExecContext(t.Context(), tt.stmt)
+			if (err == nil) != tt.ok {
+				t.Errorf("%s: err = %v, want allowed %v", tt.stmt, err, tt.ok)
 			}
 		}
-		if a, r := stock(t, s, "A"); a != 1 || r != 0 {
-			t.Errorf("A = %d, %d; want 1, 0", a, r)
+		if a, r := stock(t, s, "A"); a != 0 || r != 1 {
+			t.Errorf("A = %d, %d; want 0, 1", a, r)
 		}
 	})
 }
@@ -528,6 +543,62 @@ func TestApplyStock(t *testing.T) {
 		}
 		if p, err := s.Product(ctx, "N1199"); err != nil || p.Available != 3 {
 			t.Errorf("N1199 = %+v, %v", p, err)
+		}
+	})
+}
+
+// TestMigrateKeepsReservations upgrades a database written before 00002
+// rebuilt the reservation tables: reservations and their lines survive.
+func TestMigrateKeepsReservations(t *testing.T) {
+	v1, err := os.ReadFile("migrations/00001_inventory.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		ctx := t.Context()
+		old, err := sqldb.Open(ctx, url, fstest.MapFS{"00001_inventory.sql": {Data: v1}}, sqldb.WithMigrationTable(store.MigrationTable))
+		if err != nil {
+			t.Fatal(err)
+		}
+		us := base.UnixMicro()
+		for _, stmt := range []string{
+			`INSERT INTO products (sku, name, currency, price_units, available, reserved, create_time, update_time)
+				VALUES ('A', 'a', 'EUR', 250, 5, 3, ?, ?)`,
+			`INSERT INTO reservations (order_id, status, create_time, update_time) VALUES ('o1', 'RESERVED', ?, ?)`,
+			`INSERT INTO reservation_lines (order_id, position, sku, quantity) VALUES ('o1', 0, 'A', 3)`,
+			`INSERT INTO reservations (order_id, status, create_time, update_time) VALUES ('o2', 'RELEASED', ?, ?)`,
+		} {
+			args := []any{us, us}
+			if strings.Count(stmt, "?") == 0 {
+				args = nil
+			}
+			if _, err := old.ExecContext(ctx, old.Rebind(stmt), args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := old.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		s, db := openStore(t, url)
+		r, err := s.Reservation(ctx, "o1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != domain.StatusReserved || len(r.Lines) != 1 || r.Lines[0] != (domain.Line{SKU: "A", Quantity: 3}) || !r.CreateTime.Equal(base) {
+			t.Fatalf("migrated o1 = %+v", r)
+		}
+		if r, err := s.Reservation(ctx, "o2"); err != nil || r.Status != domain.StatusReleased || len(r.Lines) != 0 {
+			t.Fatalf("migrated o2 = %+v, %v", r, err)
+		}
+		// The rebuilt lines still refer to the reservations and products.
+		for _, stmt := range []string{
+			`INSERT INTO reservation_lines (order_id, position, sku, quantity) VALUES ('nobody', 0, 'A', 1)`,
+			`INSERT INTO reservation_lines (order_id, position, sku, quantity) VALUES ('o2', 0, 'missing', 1)`,
+		} {
+			if _, err := db.ExecContext(ctx, stmt); err == nil {
+				t.Errorf("%s succeeded after the migration, want a foreign key violation", stmt)
+			}
 		}
 	})
 }
