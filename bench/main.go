@@ -55,6 +55,7 @@ type Config struct {
 	RESTConc    []int         `json:"rest_concurrency"`
 	SeedUsers   int           `json:"seed_users"`
 	OrderRamp   []int         `json:"order_ramp"`
+	OrderRate   float64       `json:"order_rate,omitempty"`
 	Postgres    bool          `json:"postgres"`
 	StartRuns   int           `json:"start_runs"`
 	IdleWait    time.Duration `json:"idle_wait_ns"`
@@ -137,6 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sizes := fs.String("sizes", fmt.Sprintf("%d,%d", sizeSmall, sizeLarge), "echo payload sizes in bytes")
 	conc := fs.String("concurrency", "1,8,64", "echo concurrency levels")
 	ramp := fs.String("order-ramp", "1,2,4,8,16,32,64", "closed-loop concurrency steps of the order ramp")
+	orderRate := fs.Float64("order-rate", 0, "orders/s to offer open loop instead of half the ramp's best; skips the ramp (a diagnostic: profile or probe one load)")
 	pg := fs.String("postgres", os.Getenv(sqldbtest.PostgresEnv), "PostgreSQL URL for the orders scenario on PostgreSQL (default $"+sqldbtest.PostgresEnv+"; empty: SQLite only)")
 	startRuns := fs.Int("start-runs", 3, "start-ups timed per kind (fresh and existing data dir)")
 	idle := fs.Duration("idle-wait", 2*time.Second, "how long duet idles before its RSS is read")
@@ -162,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := &Config{Duration: *dur, Warmup: *warm, Reps: *reps, Quick: *quick, StartRuns: *startRuns, IdleWait: *idle,
 		DuetBin: *duetBin, Profile: *profile, Postgres: *pg != "", SeedUsers: 200, Transports: words(*transports),
-		RESTConc: []int{1, 64}, Scenarios: words(*only)}
+		RESTConc: []int{1, 64}, Scenarios: words(*only), OrderRate: *orderRate}
 	var err error
 	if cfg.Sizes, err = ints(*sizes); err != nil {
 		return fmt.Errorf("-sizes: %w", err)
@@ -175,6 +177,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.Reps < 2 {
 		return errors.New("-reps must be at least 2, so that noise shows")
+	}
+	if cfg.OrderRate < 0 {
+		return errors.New("-order-rate must not be negative")
 	}
 	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.StartRuns < 1 {
 		return errors.New("-duration must be positive, -warmup not negative, -start-runs at least 1")

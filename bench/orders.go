@@ -111,6 +111,16 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 		p.progress("orders %-8s ramp C=%-3d %7.0f orders/s  p50 %8.1f µs  p99 %8.1f µs  errors %d %s", db, conc, r.RPS, r.P50us, r.P99us, r.Errors, r.FirstError)
 		return &Cell{Scenario: "orders", Name: "gateway", Op: "CreateOrder", DB: db, Payload: "1 line", Conc: conc, Mode: "closed", Reps: []Rep{r}}, nil
 	}
+	if cfg.OrderRate > 0 {
+		// A fixed rate asked for: no ramp, so no maximum to report.
+		sum.HalfRate = cfg.OrderRate
+		cell, err := openOrders(ctx, cfg, p, db, sys, place, sum.HalfRate)
+		if err != nil {
+			return nil, sum, err
+		}
+		sum.HalfP50us, sum.HalfP99us = cell.Summary.P50us, cell.Summary.P99us
+		return []*Cell{cell}, sum, nil
+	}
 	var best *Cell
 	for _, conc := range cfg.OrderRamp {
 		c, err := ramp(conc)
@@ -143,22 +153,31 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 	sum.MaxRPS, sum.MaxConc = best.Summary.RPS, best.Conc
 
 	sum.HalfRate = max(1, sum.MaxRPS/2)
-	open := &Cell{Scenario: "orders", Name: "gateway", Op: "CreateOrder", DB: db, Payload: "1 line", Mode: "open", Rate: sum.HalfRate}
+	open, err := openOrders(ctx, cfg, p, db, sys, place, sum.HalfRate)
+	if err != nil {
+		return nil, sum, err
+	}
+	cells = append(cells, open)
+	sum.HalfP50us, sum.HalfP99us = open.Summary.P50us, open.Summary.P99us
+	return cells, sum, nil
+}
+
+// openOrders offers rate orders/s open loop, cfg.Reps times.
+func openOrders(ctx context.Context, cfg *Config, p *printer, db string, sys *child, place func(*loadClient) call, rate float64) (*Cell, error) {
+	open := &Cell{Scenario: "orders", Name: "gateway", Op: "CreateOrder", DB: db, Payload: "1 line", Mode: "open", Rate: rate}
 	hc := newLoadClient(sys.hello.HTTP, openMaxInFlight)
 	defer hc.close()
 	do := place(hc)
 	for rep := range cfg.Reps {
-		r, err := measure(childSource(sys), func() outcome { return openLoop(ctx, sum.HalfRate, cfg.Duration, openMaxInFlight, do) })
+		r, err := measure(childSource(sys), func() outcome { return openLoop(ctx, rate, cfg.Duration, openMaxInFlight, do) })
 		if err != nil {
-			return nil, sum, err
+			return nil, err
 		}
 		open.Reps = append(open.Reps, r)
-		p.progress("orders %-8s open loop rep %d/%d at %.0f/s: %7.0f orders/s  p50 %8.1f µs  p99 %8.1f µs  late %d  errors %d %s", db, rep+1, cfg.Reps, sum.HalfRate, r.RPS, r.P50us, r.P99us, r.Late, r.Errors, r.FirstError)
+		p.progress("orders %-8s open loop rep %d/%d at %.0f/s: %7.0f orders/s  p50 %8.1f µs  p99 %8.1f µs  late %d  errors %d %s", db, rep+1, cfg.Reps, rate, r.RPS, r.P50us, r.P99us, r.Late, r.Errors, r.FirstError)
 	}
 	open.summarize()
-	cells = append(cells, open)
-	sum.HalfP50us, sum.HalfP99us = open.Summary.P50us, open.Summary.P99us
-	return cells, sum, nil
+	return open, nil
 }
 
 // postgresSchemas makes one fresh schema per service in the database at

@@ -181,6 +181,10 @@ func (r *Results) computeRatios() {
 	add("gateway/direct p50, GetUser, C=1", rest("gateway", "GetUser", "small", 1), rest("grpc", "GetUser", "small", 1), p50, "", nil, `seeds: "P50 5 ms -> 1.5 ms", REST edge vs gRPC`)
 
 	for _, o := range r.Orders {
+		if o.MaxRPS == 0 {
+			// -order-rate: one offered rate, no ramp, so neither target applies.
+			continue
+		}
 		r.Ratios = append(r.Ratios,
 			Ratio{Name: "max sustained orders/s, " + o.DB, Value: o.MaxRPS, Target: ">= 1500", Met: yesNo(o.MaxRPS >= 1500), Note: fmt.Sprintf("closed loop, best at C=%d", o.MaxConc)},
 			Ratio{Name: "orders p99 ms at half load (open loop), " + o.DB, Value: math.Round(o.HalfP99us/100) / 10, Target: "<= 25", Met: yesNo(o.HalfP99us > 0 && o.HalfP99us <= 25000), Note: fmt.Sprintf("%.0f orders/s offered", o.HalfRate)})
@@ -291,6 +295,11 @@ func (r *Results) writeTable(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	for _, o := range r.Orders {
+		if o.MaxRPS == 0 {
+			fmt.Fprintf(w, "orders (%s): no ramp; at %.0f orders/s offered, open loop: p50 %s, p99 %s\n",
+				o.DB, o.HalfRate, fmtMs(o.HalfP50us), fmtMs(o.HalfP99us))
+			continue
+		}
 		fmt.Fprintf(w, "orders (%s): max sustained %.0f orders/s (closed loop, C=%d); at half that rate, open loop: p50 %s, p99 %s\n",
 			o.DB, o.MaxRPS, o.MaxConc, fmtMs(o.HalfP50us), fmtMs(o.HalfP99us))
 	}
