@@ -190,6 +190,8 @@ func startSystem() (hello, func(), error) {
 		}
 	}
 	free := "127.0.0.1:0"
+	// The system runs as `duet up` would, with duet's GC target.
+	system.TuneGC()
 	sys, err := system.Start(ctx, system.Config{
 		DataDir:  os.Getenv(dataDirEnv),
 		HTTPAddr: free, UserAddr: free, OrderAddr: free, PaymentAddr: free, InventoryAddr: free, NotificationAddr: free,
