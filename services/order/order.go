@@ -55,6 +55,15 @@ import (
 	"github.com/duetkit/duet/services/order/store"
 )
 
+// RelayLinger is the outbox relay's RelayConfig.Linger: under load,
+// committed events wait up to this long to be read and marked published
+// together. Nobody waits on an event leaving the outbox the way a caller
+// waits on an order; one read and one commit per
+// batch instead of per event or two was 3.5 % less CPU per order at 800
+// orders/s than kit/events' 2 ms default (bench/README.md). An event
+// that comes alone still goes out at once.
+const RelayLinger = 10 * time.Millisecond
+
 // Config configures the order service.
 type Config struct {
 	// DatabaseURL is the service's own database: "sqlite:PATH", a plain
@@ -204,7 +213,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if cfg.Bus != nil {
-		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log})
+		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger})
 		st.OnAppend(relay.Notify)
 		s.wg.Go(func() {
 			if err := relay.Run(bg); err != nil {
