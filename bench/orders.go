@@ -168,6 +168,11 @@ func openOrders(ctx context.Context, cfg *Config, p *printer, db string, sys *ch
 	hc := newLoadClient(sys.hello.HTTP, openMaxInFlight)
 	defer hc.close()
 	do := place(hc)
+	// Warm up at the rate itself, as every closed-loop cell warms up at
+	// its concurrency: the ramp before this left the system saturated, and
+	// the work queued then (events to relay and record, checkpoints) would
+	// otherwise be measured as this rate's latency.
+	openLoop(ctx, rate, cfg.Warmup, openMaxInFlight, do)
 	for rep := range cfg.Reps {
 		r, err := measure(childSource(sys), func() outcome { return openLoop(ctx, rate, cfg.Duration, openMaxInFlight, do) })
 		if err != nil {
