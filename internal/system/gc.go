@@ -12,7 +12,7 @@ import (
 // allocation rate high (every request, SQL statement and event allocates),
 // so at 100 the collector runs often and takes a tenth of the CPU under
 // load. At 200 it runs half as often: in the bench's order scenario that
-// was about 7 % less CPU per order and 7 % more orders/s, for about 40 MB
+// was 5–7 % less CPU per order and 5–7 % more orders/s, for about 40 MB
 // more RSS at saturation and little more at idle (bench/README.md).
 const DefaultGCPercent = 200
 
