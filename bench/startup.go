@@ -1,15 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"syscall"
 	"time"
@@ -73,14 +74,9 @@ func buildDuet(ctx context.Context, dir string) (string, time.Duration, error) {
 	return bin, time.Since(start), nil
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// gatewayLine finds the REST gateway's address in the banner `duet up`
+// prints once its listeners are bound.
+var gatewayLine = regexp.MustCompile(`REST gateway\s+http://(\S+)`)
 
 // duetProc is a running `duet up`.
 type duetProc struct {
@@ -91,25 +87,59 @@ type duetProc struct {
 
 // startDuet runs `duet up` on dataDir with every port free and returns once
 // /readyz answers 200, with the time that took.
+//
+// duet binds its own free ports (":0") and the gateway's is read from its
+// banner: a port the bench found free and closed again could be taken by
+// any outgoing connection on the machine before duet binds it, which
+// failed a start now and then.
 func startDuet(ctx context.Context, bin, dataDir string) (*duetProc, time.Duration, error) {
-	addr, err := freePort()
+	free := "127.0.0.1:0"
+	cmd := exec.Command(bin, "up", "--data-dir", dataDir, "--http-addr", free,
+		"--user-addr", free, "--order-addr", free, "--payment-addr", free, "--inventory-addr", free, "--notification-addr", free)
+	// Logs go to stderr, as in production; here to /dev/null.
+	cmd.Stderr = nil
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, 0, err
 	}
-	free := "127.0.0.1:0"
-	cmd := exec.Command(bin, "up", "--data-dir", dataDir, "--http-addr", addr,
-		"--user-addr", free, "--order-addr", free, "--payment-addr", free, "--inventory-addr", free, "--notification-addr", free)
-	// Logs go to stderr, as in production; here to /dev/null.
-	cmd.Stdout, cmd.Stderr = nil, nil
 	cmd.Env = os.Environ()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, 0, err
 	}
-	d := &duetProc{cmd: cmd, addr: addr, done: make(chan error, 1)}
-	go func() { d.done <- cmd.Wait() }()
+	d := &duetProc{cmd: cmd, done: make(chan error, 1)}
+	addrs := make(chan string, 1)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if m := gatewayLine.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				addrs <- m[1]
+				sent = true
+			}
+		}
+	}()
+	go func() {
+		<-read // Wait must not close the pipe before the banner is read
+		d.done <- cmd.Wait()
+	}()
 	hc := &http.Client{Timeout: time.Second}
-	deadline := start.Add(60 * time.Second)
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	select {
+	case d.addr = <-addrs:
+	case err := <-d.done:
+		d.done <- err
+		return nil, 0, fmt.Errorf("duet exited before it was ready: %v", err)
+	case <-deadline.C:
+		d.stop()
+		return nil, 0, errors.New("duet printed no gateway address in 60s")
+	case <-ctx.Done():
+		d.stop()
+		return nil, 0, ctx.Err()
+	}
 	for {
 		select {
 		case err := <-d.done:
@@ -117,18 +147,17 @@ func startDuet(ctx context.Context, bin, dataDir string) (*duetProc, time.Durati
 			return nil, 0, fmt.Errorf("duet exited before it was ready: %v", err)
 		default:
 		}
-		resp, err := hc.Get("http://" + addr + "/readyz")
+		resp, err := hc.Get("http://" + d.addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return d, time.Since(start), nil
 			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			d.stop()
 			return nil, 0, errors.New("duet not ready after 60s")
-		}
-		select {
 		case <-ctx.Done():
 			d.stop()
 			return nil, 0, ctx.Err()
