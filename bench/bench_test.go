@@ -146,6 +146,7 @@ func TestFlags(t *testing.T) {
 		{"-transports", "carrier-pigeon"},
 		{"-concurrency", "0"},
 		{"-duration", "0s"},
+		{"-order-rate", "-5"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if err := run(context.Background(), args, &stdout, &stderr); err == nil {

@@ -28,7 +28,8 @@ type Orders struct {
 	MaxRPS  float64 `json:"max_orders_per_s"`
 	MaxConc int     `json:"max_concurrency"`
 	// HalfRate is the open-loop arrival rate (MaxRPS/2), and HalfP50us and
-	// HalfP99us its latencies, from each order's scheduled send time.
+	// HalfP99us its latencies, from each order's scheduled send time. With
+	// -order-rate, HalfRate is that rate and MaxRPS is 0: no ramp ran.
 	HalfRate  float64 `json:"half_rate"`
 	HalfP50us float64 `json:"half_p50_us"`
 	HalfP99us float64 `json:"half_p99_us"`
@@ -169,16 +170,16 @@ func openOrders(ctx context.Context, cfg *Config, p *printer, db string, sys *ch
 	hc := newLoadClient(sys.hello.HTTP, openMaxInFlight)
 	defer hc.close()
 	do := place(hc)
-	// Warm up at the rate itself, as every closed-loop cell warms up at
-	// its concurrency: the ramp before this left the system saturated, and
-	// the work queued then (events to relay and record, checkpoints) would
-	// otherwise be measured as this rate's latency.
 	// The open loop needs a fraction of a core (a few hundred sends a
 	// second); on one P it does not wake a second thread for every send
 	// and answer, which on two shared cores took ~10 % of its CPU per
 	// order and that CPU from the system under test.
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
+	// Warm up at the rate itself, as every closed-loop cell warms up at
+	// its concurrency: the ramp before this left the system saturated, and
+	// the work queued then (events to relay and record, checkpoints) would
+	// otherwise be measured as this rate's latency.
 	openLoop(ctx, rate, cfg.Warmup, openMaxInFlight, do)
 	for rep := range cfg.Reps {
 		r, err := measure(childSource(sys), func() outcome { return openLoop(ctx, rate, cfg.Duration, openMaxInFlight, do) })

@@ -128,24 +128,24 @@ func startDuet(ctx context.Context, bin, dataDir string) (*duetProc, time.Durati
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.NewTimer(60 * time.Second)
 	defer deadline.Stop()
-	select {
-	case d.addr = <-addrs:
-	case err := <-d.done:
-		d.done <- err
-		return nil, 0, fmt.Errorf("duet exited before it was ready: %v", err)
-	case <-deadline.C:
-		d.stop()
-		return nil, 0, errors.New("duet printed no gateway address in 60s")
-	case <-ctx.Done():
-		d.stop()
-		return nil, 0, ctx.Err()
-	}
+	poll := time.NewTicker(2 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		select {
+		case d.addr = <-addrs:
 		case err := <-d.done:
 			d.done <- err
 			return nil, 0, fmt.Errorf("duet exited before it was ready: %v", err)
-		default:
+		case <-deadline.C:
+			d.stop()
+			return nil, 0, errors.New("duet not ready after 60s")
+		case <-ctx.Done():
+			d.stop()
+			return nil, 0, ctx.Err()
+		case <-poll.C:
+		}
+		if d.addr == "" {
+			continue // no banner yet
 		}
 		resp, err := hc.Get("http://" + d.addr + "/readyz")
 		if err == nil {
@@ -153,15 +153,6 @@ func startDuet(ctx context.Context, bin, dataDir string) (*duetProc, time.Durati
 			if resp.StatusCode == http.StatusOK {
 				return d, time.Since(start), nil
 			}
-		}
-		select {
-		case <-deadline.C:
-			d.stop()
-			return nil, 0, errors.New("duet not ready after 60s")
-		case <-ctx.Done():
-			d.stop()
-			return nil, 0, ctx.Err()
-		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
