@@ -58,10 +58,10 @@ import (
 // RelayLinger is the outbox relay's RelayConfig.Linger: under load,
 // committed events wait up to this long to be read and marked published
 // together. Nobody waits on an event leaving the outbox the way a caller
-// waits on an order; one read and one commit per
-// batch instead of per event or two was 3.5 % less CPU per order at 800
-// orders/s than kit/events' 2 ms default (bench/README.md). An event
-// that comes alone still goes out at once.
+// waits on an order; one read and one commit per batch instead of per event
+// or two was 3.5 % less CPU per order at 800 orders/s than kit/events'
+// 2 ms default (bench/README.md). An event that comes alone still goes
+// out at once.
 const RelayLinger = 10 * time.Millisecond
 
 // Config configures the order service.
