@@ -113,6 +113,13 @@ const (
 	nakDelayMax = 30 * time.Second
 	// pullBuffer is how many events the consumer fetches ahead.
 	pullBuffer = 16
+	// pullExpiry bounds each pull request. nats.go's default is 30 s, with
+	// heartbeats at half of it and a pull taken for lost only after two
+	// missed heartbeats: under load (the whole test suite with -race,
+	// against an external server) deliveries stalled ~30 s that way. At
+	// 5 s a lost pull is replaced within ~5 s, for one pull request per
+	// 5 s per idle consumer.
+	pullExpiry = 5 * time.Second
 	// setupRetryMax caps the wait between attempts to create the consumer
 	// while NATS is unreachable.
 	setupRetryMax = 5 * time.Second
@@ -252,7 +259,7 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) error
 	}
 	// A small buffer: each buffered event's AckWait is already running, so
 	// a slow handler must not fall behind a large one.
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer))
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("pull messages: %w", err)
 	}
