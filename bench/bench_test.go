@@ -51,6 +51,12 @@ func TestQuickRun(t *testing.T) {
 	if res.Machine.CPUs == 0 || res.Machine.GoVersion == "" || res.Machine.Libraries["google.golang.org/grpc"] == "" {
 		t.Errorf("machine = %+v, want CPUs, Go version and library versions", res.Machine)
 	}
+	if c := res.Machine.Calibration; c.WarmNs <= 0 || c.ColdNs <= 0 || c.SleepUs <= 0 || c.ColdRatio != c.ColdNs/c.WarmNs {
+		t.Errorf("calibration = %+v, want both times, the sleep, and their ratio", c)
+	}
+	if !strings.Contains(stdout.String(), "calibration: 1 MiB random reads: ") {
+		t.Errorf("the table does not print the calibration:\n%s", stdout.String())
+	}
 	if res.Config.Reps < 2 || !res.Config.Quick {
 		t.Errorf("config = %+v", res.Config)
 	}

@@ -213,6 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "bench: %d CPUs (%s), %s, load average %s; scenarios %s, %d reps of %s (+%s warm-up)\n",
 		res.Machine.CPUs, res.Machine.CPUModel, res.Machine.GoVersion, res.Machine.LoadStart,
 		strings.Join(cfg.Scenarios, ","), cfg.Reps, cfg.Duration, cfg.Warmup)
+	fmt.Fprintf(stderr, "bench: %s\n", res.Machine.Calibration)
 	// The kit's client side as a Duet process has it: tracing on. Only
 	// kit/client's connections carry the OpenTelemetry stats handler, so
 	// the baselines' clients are untouched.

@@ -60,6 +60,8 @@ type Machine struct {
 	LoadStart  string            `json:"loadavg_start"`
 	LoadEnd    string            `json:"loadavg_end,omitempty"`
 	Libraries  map[string]string `json:"libraries"`
+	// Calibration is the machine's yardstick, taken at the start.
+	Calibration Calibration `json:"calibration"`
 }
 
 // keyLibraries are the modules whose versions decide the numbers.
@@ -88,6 +90,7 @@ func machine() Machine {
 		Libraries:  map[string]string{},
 		MemTotalKB: procMeminfoKB("MemTotal:"),
 	}
+	m.Calibration = calibrate()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}

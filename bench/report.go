@@ -252,6 +252,7 @@ func (r *Results) writeTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "libraries: %s\n", strings.Join(libs, ", "))
+	fmt.Fprintf(w, "calibration: %s\n", m.Calibration)
 	c := r.Config
 	fmt.Fprintf(w, "config: %d repetitions of %s after a %s warm-up per cell; load generator and servers in separate processes on loopback; total %.0fs\n\n",
 		c.Reps, c.Duration, c.Warmup, r.Seconds)
