@@ -11,7 +11,7 @@ import (
 // Calibration is a yardstick of the machine, taken before the scenarios,
 // so that absolute figures from two machines (or two runs) can be set side
 // by side. It times one probe: reads at random offsets in a 1 MiB buffer,
-// the size of a busy server's hot code and data. Run back to back, the
+// about the size of a server's hot code and data. Run back to back, the
 // probe finds its buffer in the CPU's caches (Warm); right after the
 // thread slept, it may not (Cold). On some virtual machines the caches do
 // not survive a short sleep — the host runs other work on the core, or
@@ -40,7 +40,9 @@ const (
 
 // calibrate takes the machine's Calibration (about a third of a second).
 func calibrate() Calibration {
-	// One thread throughout, so that "warm" means this thread's core.
+	// One OS thread throughout, so that the goroutine does not change
+	// threads between probes. The thread may still change cores during a
+	// sleep; that counts as cold, as it does for a server.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	buf := make([]uint64, calibrationBytes/8)
