@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,6 +95,24 @@ func TestBadArguments(t *testing.T) {
 
 // TestSIGTERMDrainsAndExitsZero starts a real duet process, waits until its
 // gateway is ready, sends SIGTERM and expects a clean exit.
+// addrFlags returns the names of cmd's listen-address flags ("…-addr"), as
+// its --help lists them.
+func addrFlags(t *testing.T, cmd string) []string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{cmd, "--help"}, &out, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help returned %v", err)
+	}
+	var names []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*--([a-z-]+-addr)\s`).FindAllStringSubmatch(out.String(), -1) {
+		names = append(names, m[1])
+	}
+	if len(names) < 6 {
+		t.Fatalf("found %d address flags (%v) in %s --help, want the gateway's and every service's", len(names), names, cmd)
+	}
+	return names
+}
+
 func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -101,8 +120,13 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, "up", "--data-dir", t.TempDir(),
-		"--http-addr", "127.0.0.1:0", "--user-addr", "127.0.0.1:0", "--order-addr", "127.0.0.1:0", "--payment-addr", "127.0.0.1:0")
+	// Every listener on a free port: other packages' tests, running at the
+	// same time, may hold the defaults.
+	args := []string{"up", "--data-dir", t.TempDir()}
+	for _, name := range addrFlags(t, "up") {
+		args = append(args, "--"+name, "127.0.0.1:0")
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = append(os.Environ(), "DUET_TEST_AS_DUET=1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
