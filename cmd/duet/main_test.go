@@ -93,8 +93,6 @@ func TestBadArguments(t *testing.T) {
 	}
 }
 
-// TestSIGTERMDrainsAndExitsZero starts a real duet process, waits until its
-// gateway is ready, sends SIGTERM and expects a clean exit.
 // addrFlags returns the names of cmd's listen-address flags ("…-addr"), as
 // its --help lists them.
 func addrFlags(t *testing.T, cmd string) []string {
@@ -113,6 +111,8 @@ func addrFlags(t *testing.T, cmd string) []string {
 	return names
 }
 
+// TestSIGTERMDrainsAndExitsZero starts a real duet process, waits until its
+// gateway is ready, sends SIGTERM and expects a clean exit.
 func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -120,8 +120,8 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// Every listener on a free port: other packages' tests, running at the
-	// same time, may hold the defaults.
+	// Every listener on a free port: anything on the machine (another
+	// package's test, a duet left running) may hold the defaults.
 	args := []string{"up", "--data-dir", t.TempDir()}
 	for _, name := range addrFlags(t, "up") {
 		args = append(args, "--"+name, "127.0.0.1:0")
