@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +159,25 @@ func TestFlags(t *testing.T) {
 		if err := run(context.Background(), args, &stdout, &stderr); err == nil {
 			t.Errorf("run(%v) = nil, want an error", args)
 		}
+	}
+}
+
+// TestMeasureOrder checks that every ratio the report draws compares
+// transports that take their turns next to each other.
+func TestMeasureOrder(t *testing.T) {
+	for _, tc := range []struct {
+		in, want []string
+	}{
+		{echoTransports, []string{kitEcho, grpcEcho, httpPool, httpOne, tcpEcho}},
+		{[]string{tcpEcho, kitNoLog, grpcEcho, kitEcho}, []string{kitNoLog, kitEcho, grpcEcho, tcpEcho}},
+		{[]string{grpcEcho}, []string{grpcEcho}},
+	} {
+		got := measureOrder(tc.in)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("measureOrder(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !slices.Equal(echoTransports, []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}) {
+		t.Errorf("measureOrder changed its argument: %v", echoTransports)
 	}
 }

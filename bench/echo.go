@@ -204,30 +204,47 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 		}
 		servers[key] = c
 	}
+	// The table lists cells transport by transport, in the order asked for.
 	var cells []*Cell
 	index := map[string]*Cell{}
+	key := func(t string, size, conc int) string { return fmt.Sprintf("%s/%d/%d", t, size, conc) }
+	for _, t := range cfg.Transports {
+		for _, size := range cfg.Sizes {
+			for _, conc := range cfg.Concurrency {
+				cell := &Cell{Scenario: "transport", Name: t, Payload: sizeLabel(size), Conc: conc, Mode: "closed"}
+				index[key(t, size, conc)] = cell
+				cells = append(cells, cell)
+			}
+		}
+	}
+	// They are measured point by point instead: at each size and
+	// concurrency every transport in turn, the kit next to bare grpc-go,
+	// and in reverse order on every other repetition. A ratio then
+	// compares cells seconds apart, not minutes, so a slow spell of a
+	// shared machine weighs on both sides of it alike, and neither side
+	// always goes first.
+	order := measureOrder(cfg.Transports)
 	for rep := range cfg.Reps {
-		for _, t := range cfg.Transports {
-			srv := servers[roleOf(t)]
-			for _, size := range cfg.Sizes {
-				for _, conc := range cfg.Concurrency {
-					key := fmt.Sprintf("%s/%d/%d", t, size, conc)
-					cell := index[key]
-					if cell == nil {
-						cell = &Cell{Scenario: "transport", Name: t, Payload: sizeLabel(size), Conc: conc, Mode: "closed"}
-						index[key] = cell
-						cells = append(cells, cell)
-					}
+		turn := slices.Clone(order)
+		if rep%2 == 1 {
+			slices.Reverse(turn)
+		}
+		for _, size := range cfg.Sizes {
+			for _, conc := range cfg.Concurrency {
+				for _, t := range turn {
+					k := key(t, size, conc)
+					srv := servers[roleOf(t)]
 					do, closeClient, err := echoClient(t, srv.hello.Addr, size, conc)
 					if err != nil {
-						return nil, fmt.Errorf("%s: %w", key, err)
+						return nil, fmt.Errorf("%s: %w", k, err)
 					}
 					closedLoop(ctx, conc, cfg.Warmup, do)
 					r, err := measure(childSource(srv), func() outcome { return closedLoop(ctx, conc, cfg.Duration, do) })
 					closeClient()
 					if err != nil {
-						return nil, fmt.Errorf("%s: %w", key, err)
+						return nil, fmt.Errorf("%s: %w", k, err)
 					}
+					cell := index[k]
 					cell.Reps = append(cell.Reps, r)
 					p.progress("transport rep %d/%d  %-10s %-5s C=%-3d %9.0f req/s  p50 %7.1f µs", rep+1, cfg.Reps, t, sizeLabel(size), conc, r.RPS, r.P50us)
 				}
@@ -238,4 +255,27 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 		c.summarize()
 	}
 	return cells, nil
+}
+
+// measureOrder returns the transports in the order they take turns at one
+// size and concurrency: the kit and its variants, then bare grpc-go, then
+// the HTTP baselines and the TCP floor, so that each ratio the report
+// draws compares neighbours. The sort is stable: asked-for order breaks ties.
+func measureOrder(transports []string) []string {
+	rank := func(t string) int {
+		switch t {
+		case grpcEcho:
+			return 1
+		case httpPool:
+			return 2
+		case httpOne:
+			return 3
+		case tcpEcho:
+			return 4
+		}
+		return 0 // kit and its diagnostic variants
+	}
+	out := slices.Clone(transports)
+	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
+	return out
 }

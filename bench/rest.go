@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -175,9 +176,16 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 	var cells []*Cell
 	index := map[string]*Cell{}
 	for rep := range cfg.Reps {
+		// Gateway and direct calls of one point run back to back, each
+		// first on every other repetition, so that neither always meets
+		// the machine warmer or after the other's leftovers.
+		paths := []string{"gateway", "grpc"}
+		if rep%2 == 1 {
+			slices.Reverse(paths)
+		}
 		for _, op := range ops {
 			for _, conc := range op.conc {
-				for _, path := range []string{"gateway", "grpc"} {
+				for _, path := range paths {
 					key := fmt.Sprintf("%s/%s/%d", op.op, path, conc)
 					cell := index[key]
 					if cell == nil {
