@@ -118,6 +118,20 @@ func TestQuickRun(t *testing.T) {
 	ratios := map[string]bool{}
 	for _, r := range res.Ratios {
 		ratios[r.Name] = true
+		// Cell-against-cell ratios carry one figure per repetition; the
+		// orders and start-up figures are not ratios of two cells.
+		pair := strings.Contains(strings.Fields(r.Name)[0], "/") // "kit/grpc …", not "max sustained orders/s"
+		if pair && len(r.PerRep) != res.Config.Reps {
+			t.Errorf("ratio %q: per_repetition %v, want %d figures", r.Name, r.PerRep, res.Config.Reps)
+		}
+		if !pair && r.PerRep != nil {
+			t.Errorf("ratio %q: per_repetition %v, want none", r.Name, r.PerRep)
+		}
+		for _, v := range r.PerRep {
+			if v <= 0 {
+				t.Errorf("ratio %q: per_repetition %v has a figure <= 0", r.Name, r.PerRep)
+			}
+		}
 	}
 	for _, name := range []string{
 		"kit/grpc throughput, 100B, C=64",
@@ -135,7 +149,7 @@ func TestQuickRun(t *testing.T) {
 	}
 
 	table := stdout.String()
-	for _, want := range []string{"machine:", "libraries:", "config:", "### Ratios", "kit", "http-1conn", "CreateOrder", "/readyz"} {
+	for _, want := range []string{"machine:", "libraries:", "config:", "### Ratios", "per repetition", "kit", "http-1conn", "CreateOrder", "/readyz"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
@@ -179,5 +193,35 @@ func TestMeasureOrder(t *testing.T) {
 	}
 	if !slices.Equal(echoTransports, []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}) {
 		t.Errorf("measureOrder changed its argument: %v", echoTransports)
+	}
+}
+
+// TestPerRep checks the repetition-by-repetition ratio: one figure per
+// pair, none when the cells do not pair up or a figure is missing.
+func TestPerRep(t *testing.T) {
+	cell := func(rps ...float64) *Cell {
+		c := &Cell{}
+		for _, v := range rps {
+			c.Reps = append(c.Reps, Rep{RPS: v})
+		}
+		return c
+	}
+	rps := func(r Rep) float64 { return r.RPS }
+	for _, tc := range []struct {
+		name     string
+		num, den *Cell
+		want     []float64
+	}{
+		{"pairs", cell(900, 1100), cell(1000, 1000), []float64{0.9, 1.1}},
+		{"rounded to three places", cell(1, 2), cell(3, 3), []float64{0.333, 0.667}},
+		{"different repetitions", cell(900, 1100, 1000), cell(1000, 1000), nil},
+		{"one repetition", cell(900), cell(1000), nil},
+		{"a missing figure", cell(900, -1), cell(1000, 1000), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := perRep(tc.num, tc.den, rps); !slices.Equal(got, tc.want) {
+				t.Errorf("perRep = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

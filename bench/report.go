@@ -121,8 +121,13 @@ type Ratio struct {
 	Value  float64 `json:"value"`
 	Target string  `json:"target,omitempty"`
 	// Met is "yes", "no", or empty when there is no target.
-	Met  string `json:"met,omitempty"`
-	Note string `json:"note,omitempty"`
+	Met string `json:"met,omitempty"`
+	// PerRep holds the same ratio repetition by repetition, when both
+	// cells have every repetition: the two sides of a pair ran back to
+	// back, so their spread is the ratio's own noise, which Value (a
+	// ratio of medians) does not show.
+	PerRep []float64 `json:"per_repetition,omitempty"`
+	Note   string    `json:"note,omitempty"`
 }
 
 func (r *Results) find(scenario, name, op, payload string, conc int) *Cell {
@@ -142,7 +147,7 @@ func (r *Results) computeRatios() {
 			return
 		}
 		v := math.Round(f(num.Summary)/f(den.Summary)*1000) / 1000
-		ra := Ratio{Name: name, Value: v, Target: target, Note: note}
+		ra := Ratio{Name: name, Value: v, Target: target, Note: note, PerRep: perRep(num, den, f)}
 		if ok != nil {
 			ra.Met = yesNo(ok(v))
 		}
@@ -151,7 +156,12 @@ func (r *Results) computeRatios() {
 	rps := func(s Rep) float64 { return s.RPS }
 	p50 := func(s Rep) float64 { return s.P50us }
 	srvCPU := func(s Rep) float64 { return s.ServerCPU }
-	totalCPU := func(s Rep) float64 { return s.ServerCPU + s.ClientCPU }
+	totalCPU := func(s Rep) float64 {
+		if s.ServerCPU < 0 || s.ClientCPU < 0 {
+			return -1
+		}
+		return s.ServerCPU + s.ClientCPU
+	}
 	atLeast := func(t float64) func(float64) bool { return func(v float64) bool { return v >= t } }
 	atMost := func(t float64) func(float64) bool { return func(v float64) bool { return v <= t } }
 	tr := func(name string, size, conc int) *Cell { return r.find("transport", name, "", sizeLabel(size), conc) }
@@ -200,6 +210,23 @@ func (r *Results) computeRatios() {
 			r.Ratios = append(r.Ratios, Ratio{Name: "idle RSS MB", Value: math.Round(float64(s.IdleRSSKB)/1024*10) / 10, Target: "<= 100", Met: yesNo(s.IdleRSSKB <= 100*1024)})
 		}
 	}
+}
+
+// perRep returns f(num)/f(den) for each repetition, or nil unless both
+// cells have the same repetitions, each with a positive figure.
+func perRep(num, den *Cell, f func(Rep) float64) []float64 {
+	if len(num.Reps) != len(den.Reps) || len(num.Reps) < 2 {
+		return nil
+	}
+	out := make([]float64, len(num.Reps))
+	for i := range num.Reps {
+		n, d := f(num.Reps[i]), f(den.Reps[i])
+		if n <= 0 || d <= 0 {
+			return nil
+		}
+		out[i] = math.Round(n/d*1000) / 1000
+	}
+	return out
 }
 
 func yesNo(b bool) string {
@@ -318,10 +345,14 @@ func (r *Results) writeTable(w io.Writer) {
 	if len(r.Ratios) > 0 {
 		fmt.Fprintf(w, "### Ratios (same run)\n\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-		row(tw, "ratio", "value", "target", "met", "note")
-		sepRow(tw, 5)
+		row(tw, "ratio", "value", "target", "met", "per repetition", "note")
+		sepRow(tw, 6)
 		for _, ra := range r.Ratios {
-			row(tw, ra.Name, ratioText(ra.Value), ra.Target, ra.Met, ra.Note)
+			reps := make([]string, len(ra.PerRep))
+			for i, v := range ra.PerRep {
+				reps[i] = ratioText(v)
+			}
+			row(tw, ra.Name, ratioText(ra.Value), ra.Target, ra.Met, strings.Join(reps, ", "), ra.Note)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
