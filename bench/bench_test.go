@@ -184,6 +184,7 @@ func TestMeasureOrder(t *testing.T) {
 	}{
 		{echoTransports, []string{kitEcho, grpcEcho, httpPool, httpOne, tcpEcho}},
 		{[]string{tcpEcho, kitNoLog, grpcEcho, kitEcho}, []string{kitNoLog, kitEcho, grpcEcho, tcpEcho}},
+		{[]string{kitEcho, kitNoLog, grpcEcho, kitNoTrace}, []string{kitNoLog, kitNoTrace, kitEcho, grpcEcho}},
 		{[]string{grpcEcho}, []string{grpcEcho}},
 	} {
 		got := measureOrder(tc.in)

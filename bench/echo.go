@@ -258,22 +258,26 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 }
 
 // measureOrder returns the transports in the order they take turns at one
-// size and concurrency: the kit and its variants, then bare grpc-go, then
-// the HTTP baselines and the TCP floor, so that each ratio the report
-// draws compares neighbours. The sort is stable: asked-for order breaks ties.
+// size and concurrency: the kit's diagnostic variants, the kit, bare
+// grpc-go, then the HTTP baselines and the TCP floor, so that the cells
+// each ratio of the report compares run close together and the kit runs
+// right next to bare grpc-go. The sort is stable: asked-for order breaks
+// ties.
 func measureOrder(transports []string) []string {
 	rank := func(t string) int {
 		switch t {
-		case grpcEcho:
+		case kitEcho:
 			return 1
-		case httpPool:
+		case grpcEcho:
 			return 2
-		case httpOne:
+		case httpPool:
 			return 3
-		case tcpEcho:
+		case httpOne:
 			return 4
+		case tcpEcho:
+			return 5
 		}
-		return 0 // kit and its diagnostic variants
+		return 0 // the kit's diagnostic variants
 	}
 	out := slices.Clone(transports)
 	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
