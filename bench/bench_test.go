@@ -226,3 +226,25 @@ func TestPerRep(t *testing.T) {
 		})
 	}
 }
+
+// TestTurnOrder checks that the sides of a comparison swap who goes first
+// from one repetition to the next, and that the caller's order is kept.
+func TestTurnOrder(t *testing.T) {
+	order := []string{"gateway", "grpc"}
+	for _, tc := range []struct {
+		rep  int
+		want []string
+	}{
+		{0, []string{"gateway", "grpc"}},
+		{1, []string{"grpc", "gateway"}},
+		{2, []string{"gateway", "grpc"}},
+		{3, []string{"grpc", "gateway"}},
+	} {
+		if got := turnOrder(order, tc.rep); !slices.Equal(got, tc.want) {
+			t.Errorf("turnOrder(%v, %d) = %v, want %v", order, tc.rep, got, tc.want)
+		}
+	}
+	if !slices.Equal(order, []string{"gateway", "grpc"}) {
+		t.Errorf("turnOrder changed its argument: %v", order)
+	}
+}

@@ -225,10 +225,7 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 	// always goes first.
 	order := measureOrder(cfg.Transports)
 	for rep := range cfg.Reps {
-		turn := slices.Clone(order)
-		if rep%2 == 1 {
-			slices.Reverse(turn)
-		}
+		turn := turnOrder(order, rep)
 		for _, size := range cfg.Sizes {
 			for _, conc := range cfg.Concurrency {
 				for _, t := range turn {
@@ -282,4 +279,15 @@ func measureOrder(transports []string) []string {
 	out := slices.Clone(transports)
 	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
 	return out
+}
+
+// turnOrder returns the order in which the sides of a comparison take
+// their turns in repetition rep: as given in even repetitions, reversed in
+// odd ones, so that no side always goes first.
+func turnOrder(order []string, rep int) []string {
+	turn := slices.Clone(order)
+	if rep%2 == 1 {
+		slices.Reverse(turn)
+	}
+	return turn
 }

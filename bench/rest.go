@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -179,10 +178,7 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 		// Gateway and direct calls of one point run back to back, each
 		// first on every other repetition, so that neither always meets
 		// the machine warmer or after the other's leftovers.
-		paths := []string{"gateway", "grpc"}
-		if rep%2 == 1 {
-			slices.Reverse(paths)
-		}
+		paths := turnOrder([]string{"gateway", "grpc"}, rep)
 		for _, op := range ops {
 			for _, conc := range op.conc {
 				for _, path := range paths {
