@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	startRuns := fs.Int("start-runs", 3, "start-ups timed per kind (fresh and existing data dir)")
 	idle := fs.Duration("idle-wait", 2*time.Second, "how long duet idles before its RSS is read")
 	duetBin := fs.String("duet-bin", "", "a built duet binary for the start-up scenario (default: go build ./cmd/duet into a temporary directory)")
-	profile := fs.String("profile", "", "directory for CPU profiles of every server process and of the load generator")
+	profile := fs.String("profile", "", "directory for CPU profiles of every server process and of the load generator, and allocation profiles (NAME.allocs.pprof) of the server processes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
