@@ -34,8 +34,10 @@ const maxGroup = 64
 // call whose fn succeeded returns once the shared transaction is
 // committed, with the commit's error if it failed, so nil still means
 // stored. Should the transaction itself break (SQLite rolls back the whole
-// transaction on some errors, such as a full disk or an interrupted
-// statement, and the savepoint is then gone), every call in it fails.
+// transaction on some errors, such as a full disk, and the savepoint is
+// then gone), every call in it fails. A caller's context that ends is not
+// such an error: its statements are not interrupted halfway, the next one
+// fails before it runs (stmtCacheConn.detach).
 type txGroup struct {
 	db *sql.DB
 
@@ -87,7 +89,9 @@ func (g *txGroup) run(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	// fn may read their work, which stands or falls with the commit.
 	joined := b != nil
 	if !joined {
-		tx, err := g.db.BeginTx(bg, nil)
+		// Marked shared, so that no caller's statement can be interrupted
+		// halfway (stmtCacheConn.detach).
+		tx, err := g.db.BeginTx(withSharedTx(bg), nil)
 		if err != nil {
 			g.pass()
 			return fmt.Errorf("sqldb: begin: %w", err)

@@ -3,13 +3,17 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"modernc.org/sqlite"
 )
 
 // openGroupTest opens a SQLite database with one table of unique names.
@@ -51,6 +55,19 @@ func waitForWaiters(t *testing.T, db *DB, n int) {
 		defer db.group.mu.Unlock()
 		return len(db.group.waiters) == n
 	})
+}
+
+// insertInTx starts an InTx call that inserts name and returns where its
+// error will arrive.
+func insertInTx(ctx context.Context, db *DB, name string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- db.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec("INSERT INTO names VALUES (?)", name)
+			return err
+		})
+	}()
+	return done
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -203,6 +220,106 @@ func TestGroupCommitCancelledWaiter(t *testing.T) {
 	}
 }
 
+// cancelDuringStatement is called by the SQL function sqldb_test_cancel,
+// from inside the statement that calls it.
+var (
+	cancelDuringStatement atomic.Pointer[context.CancelFunc]
+	registerCancelFunc    sync.Once
+)
+
+// cancellingInsert cancels the context set by cancelledDuringStatement at
+// its first row, then goes on for many more, long enough for the driver's
+// interrupt to land.
+const cancellingInsert = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000)
+	INSERT INTO names SELECT 'c' || sqldb_test_cancel(x) FROM c`
+
+// cancelledDuringStatement returns a context that cancellingInsert
+// cancels while it runs. Databases opened after the first call know the
+// function.
+func cancelledDuringStatement(t *testing.T) context.Context {
+	t.Helper()
+	registerCancelFunc.Do(func() {
+		err := sqlite.RegisterScalarFunction("sqldb_test_cancel", 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+			if args[0] == int64(1) {
+				if cancel := cancelDuringStatement.Load(); cancel != nil {
+					(*cancel)()
+				}
+			}
+			return args[0], nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancelDuringStatement.Store(&cancel)
+	t.Cleanup(func() {
+		cancelDuringStatement.Store(nil)
+		cancel()
+	})
+	return ctx
+}
+
+// TestGroupCommitCallerCancelledDuringStatement ends one call's context
+// while its statement runs, inside a transaction shared with calls before
+// and after it. SQLite rolls back a whole transaction when a write in it
+// is interrupted, so the driver's interrupt would undo the other calls'
+// work: they must be stored all the same, and the cancelled call must
+// return what became of its own.
+func TestGroupCommitCallerCancelledDuringStatement(t *testing.T) {
+	ctx := cancelledDuringStatement(t)
+	db := openGroupTest(t)
+
+	release, holder := holdTurn(t, db)
+	cancelled := make(chan error, 1)
+	go func() {
+		cancelled <- db.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, cancellingInsert)
+			return err
+		})
+	}()
+	waitForWaiters(t, db, 1)
+	after := insertInTx(t.Context(), db, "after")
+	waitForWaiters(t, db, 2)
+	close(release)
+
+	if err := <-holder; err != nil {
+		t.Errorf("the call before: %v", err)
+	}
+	if err := <-after; err != nil {
+		t.Errorf("the call after: %v", err)
+	}
+	err := <-cancelled
+	if ctx.Err() == nil {
+		t.Fatal("the statement did not cancel its call's context")
+	}
+	got := names(t, db)
+	if !got["holder"] || !got["after"] {
+		t.Errorf("stored holder: %v, after: %v; want both", got["holder"], got["after"])
+	}
+	// The cancelled call's statement had begun: it either finished and is
+	// stored, or failed and left nothing; its error says which.
+	if stored := got["c1"]; stored != (err == nil) {
+		t.Errorf("cancelled call returned %v, its rows stored: %v", err, stored)
+	}
+}
+
+// TestOwnTransactionKeepsInterrupt checks the other side of the above: a
+// transaction the caller began itself holds nobody else's work, and its
+// statement is still interrupted when the caller's context ends.
+func TestOwnTransactionKeepsInterrupt(t *testing.T) {
+	ctx := cancelledDuringStatement(t)
+	db := openGroupTest(t)
+	tx, err := db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, cancellingInsert); err == nil {
+		t.Error("the statement ran to its end after its context was cancelled; want it interrupted")
+	}
+}
+
 // TestGroupCommitBrokenTransaction fails every call of a transaction that
 // SQLite rolled back whole: none may report its work stored.
 func TestGroupCommitBrokenTransaction(t *testing.T) {
@@ -250,13 +367,7 @@ func TestGroupCommitFirstCallLosesTransaction(t *testing.T) {
 		})
 	}()
 	<-started
-	second := make(chan error, 1)
-	go func() {
-		second <- db.InTx(t.Context(), func(tx *sql.Tx) error {
-			_, err := tx.Exec("INSERT INTO names VALUES ('kept')")
-			return err
-		})
-	}()
+	second := insertInTx(t.Context(), db, "kept")
 	waitForWaiters(t, db, 1)
 	close(release)
 	if err := <-first; err == nil {

@@ -435,7 +435,9 @@ func Rebind(dialect Dialect, query string) string {
 // once the shared transaction is committed. So fn's work is atomic and
 // isolated as in a transaction of its own run after those before it, whose
 // work fn sees and which commits with fn's or not at all. Should the commit
-// fail, every call in it fails.
+// fail, every call in it fails. A statement of fn that has begun runs to its
+// end even if ctx ends meanwhile (interrupting it would roll back the
+// others' work with it); fn's next statement then fails with ctx's error.
 func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if db.group != nil {
 		return db.group.run(ctx, fn)

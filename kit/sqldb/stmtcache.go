@@ -99,6 +99,10 @@ type stmtCacheConn struct {
 	size    int
 	lru     *list.List // of *cachedStmt, most recently used first
 	byQuery map[string]*list.Element
+	// shared is set from BeginTx to the end of a transaction that InTx's
+	// group commit shares among callers: its statements run detached from
+	// their caller's cancellation (see detach).
+	shared bool
 }
 
 // cachedStmt is one cached statement.
@@ -152,7 +156,40 @@ func (c *stmtCacheConn) BeginTx(ctx context.Context, opts driver.TxOptions) (dri
 	if _, err := c.ExecContext(ctx, begin, nil); err != nil {
 		return nil, err
 	}
+	c.shared = ctx.Value(sharedTxKey{}) != nil
 	return stmtCacheTx{c: c, ctx: context.WithoutCancel(ctx)}, nil
+}
+
+// sharedTxKey marks the context with which group commit begins a
+// transaction that several InTx calls share.
+type sharedTxKey struct{}
+
+// withSharedTx marks ctx for BeginTx as beginning a shared transaction.
+func withSharedTx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, sharedTxKey{}, true)
+}
+
+// detach returns the context a statement runs with: ctx itself, but inside
+// a shared transaction ctx without its cancellation, once ctx has been
+// checked.
+//
+// Why: the driver interrupts a statement whose context ends
+// (sqlite3_interrupt), and SQLite answers an interrupted write inside a
+// transaction by rolling the whole transaction back. A shared transaction
+// holds other callers' work, which one caller's deadline or disconnect
+// would then undo; detached, that caller's next statement fails with its
+// context's error before it runs, and InTx rolls back to the caller's
+// savepoint alone. The price: a statement that has begun is left to
+// finish, however long it takes. Transactions a caller begins itself
+// (DB.BeginTx) keep the interrupt; they hold nobody else's work.
+func (c *stmtCacheConn) detach(ctx context.Context) (context.Context, error) {
+	if !c.shared {
+		return ctx, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
 }
 
 // stmtCacheTx is a transaction begun by stmtCacheConn.BeginTx.
@@ -169,6 +206,7 @@ type stmtCacheTx struct {
 // transaction open (SQLITE_BUSY, say); it is rolled back then, as the
 // driver does, and the ROLLBACK's own error (none is open) ignored.
 func (t stmtCacheTx) Commit() error {
+	defer t.end()
 	_, err := t.c.ExecContext(t.ctx, "COMMIT", nil)
 	if err != nil {
 		_, _ = t.c.ExecContext(t.ctx, "ROLLBACK", nil)
@@ -178,12 +216,21 @@ func (t stmtCacheTx) Commit() error {
 
 // Rollback implements driver.Tx.
 func (t stmtCacheTx) Rollback() error {
+	defer t.end()
 	_, err := t.c.ExecContext(t.ctx, "ROLLBACK", nil)
 	return err
 }
 
+// end marks the transaction over; database/sql calls Commit or Rollback
+// once per transaction, and it ends either way.
+func (t stmtCacheTx) end() { t.c.shared = false }
+
 // ExecContext implements driver.ExecerContext with a cached statement.
 func (c *stmtCacheConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	ctx, err := c.detach(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cs, err := c.acquire(ctx, query)
 	if err != nil {
 		return nil, err
@@ -213,6 +260,10 @@ func (c *stmtCacheConn) execOnce(ctx context.Context, query string, args []drive
 // while the rows are open the statement is busy, and the same query text
 // gets a statement of its own.
 func (c *stmtCacheConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	ctx, err := c.detach(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cs, err := c.acquire(ctx, query)
 	if err != nil {
 		return nil, err
