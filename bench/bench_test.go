@@ -168,6 +168,8 @@ func TestFlags(t *testing.T) {
 		{"-concurrency", "0"},
 		{"-duration", "0s"},
 		{"-order-rate", "-5"},
+		{"-order-rate", "NaN"},
+		{"-order-rate", "2e9"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if err := run(context.Background(), args, &stdout, &stderr); err == nil {

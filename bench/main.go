@@ -178,8 +178,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Reps < 2 {
 		return errors.New("-reps must be at least 2, so that noise shows")
 	}
-	if cfg.OrderRate < 0 {
-		return errors.New("-order-rate must not be negative")
+	// Written so that NaN fails too.
+	if !(cfg.OrderRate >= 0 && cfg.OrderRate <= maxOrderRate) {
+		return fmt.Errorf("-order-rate must be between 0 and %d orders/s", maxOrderRate)
 	}
 	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.StartRuns < 1 {
 		return errors.New("-duration must be positive, -warmup not negative, -start-runs at least 1")

@@ -39,6 +39,10 @@ const (
 	orderProducts   = 10
 	orderUsers      = 20
 	openMaxInFlight = 1024
+	// maxOrderRate bounds -order-rate: the open loop paces its sends to
+	// the microsecond, and a rate past one send a microsecond would leave
+	// it no interval at all (a timerfd with a zero interval fires once).
+	maxOrderRate = 1_000_000
 )
 
 // runOrders ramps closed-loop order placement to find the highest
