@@ -3,6 +3,8 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,5 +178,38 @@ func TestDecidedUnavailableIsNotRetried(t *testing.T) {
 	}
 	if got := d.gets.Load(); got != 1 {
 		t.Errorf("server saw %d calls, want 1: a decided failure must not be retried by the transport", got)
+	}
+}
+
+// TestReconnectsSoonAfterPeerGoesAway checks that a connection whose peer
+// is gone tries again within about a second and a half, not after grpc-go's
+// default waits (1 s, then 1.6, 2.6, 4.1 s...), which kept calls failing
+// for most of a second after a peer that restarted quickly was back.
+// While waiting to try again, a connection fails calls at once.
+func TestReconnectsSoonAfterPeerGoesAway(t *testing.T) {
+	const want = 6 // with grpc-go's defaults the sixth attempt comes after ~16 s
+	attempts := make(chan struct{}, want)
+	conn, err := client.New("passthrough:///gone", client.Config{Options: []grpc.DialOption{
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+			return nil, errors.New("connection refused")
+		}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Connect()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for n := 0; n < want; n++ {
+		select {
+		case <-attempts:
+		case <-deadline.C:
+			t.Fatalf("%d connection attempts in 10 s, want %d", n, want)
+		}
 	}
 }
