@@ -47,9 +47,9 @@ const DefaultTimeout = 10 * time.Second
 // a second (the chaos test's gateway did: 503 on a product read 0.6 s
 // after inventory was back), and after a longer outage the waits grow
 // towards two minutes. A connection attempt to a peer that is down costs
-// a refused SYN on a LAN; one every 5 s at most is nothing. The time
-// allowed for each attempt stays grpc-go's 20 s. A grpc.WithConnectParams
-// in Config.Options comes later and wins.
+// a refused SYN on a LAN: one every 5 s while it stays down is nothing.
+// The time allowed for each attempt stays grpc-go's 20 s. A
+// grpc.WithConnectParams in Config.Options comes later and wins.
 var connectParams = grpc.ConnectParams{
 	Backoff: backoff.Config{
 		BaseDelay:  100 * time.Millisecond,
