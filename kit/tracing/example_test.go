@@ -1,0 +1,31 @@
+package tracing_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/duetkit/duet/kit/tracing"
+)
+
+// An edge such as the REST gateway continues the caller's W3C trace (or
+// starts one), and passes it on to the services behind it with Header;
+// kit/client does the passing on for every call.
+func ExampleContinue() {
+	in := http.Header{}
+	in.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	ctx := tracing.Continue(context.Background(), propagation.HeaderCarrier(in))
+	traceparent, _ := tracing.Header(ctx)
+	fmt.Println(traceparent)
+
+	// A request without one gets a trace of its own, so its log lines and
+	// every hop behind it still share an id.
+	ctx = tracing.Continue(context.Background(), propagation.HeaderCarrier(http.Header{}))
+	fmt.Println(trace.SpanContextFromContext(ctx).HasTraceID())
+	// Output:
+	// 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+	// true
+}
