@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -35,7 +37,7 @@ func TestQuickRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{"-quick", "-duration", "60ms", "-warmup", "10ms", "-order-ramp", "1,4",
+	err := run(ctx, []string{"-quick", "-duration", "60ms", "-warmup", "10ms", "-slice", "20ms", "-order-ramp", "1,4",
 		"-idle-wait", "10ms", "-out", out, "-plot", plot}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
@@ -78,6 +80,14 @@ func TestQuickRun(t *testing.T) {
 		}
 		if len(c.Reps) < reps {
 			t.Errorf("%s: %d repetitions, want %d", key, len(c.Reps), reps)
+		}
+		// Echo and REST cells take turns in slices (-slice 20ms of 60ms).
+		if c.Scenario == "transport" || c.Scenario == "rest" {
+			for _, r := range c.Reps {
+				if r.Slices != 3 {
+					t.Errorf("%s: a repetition of %d slices, want 3", key, r.Slices)
+				}
+			}
 		}
 	}
 	for _, tr := range echoTransports {
@@ -167,6 +177,7 @@ func TestFlags(t *testing.T) {
 		{"-transports", "carrier-pigeon"},
 		{"-concurrency", "0"},
 		{"-duration", "0s"},
+		{"-slice", "-1s"},
 		{"-order-rate", "-5"},
 		{"-order-rate", "NaN"},
 		{"-order-rate", "2e9"},
@@ -248,5 +259,54 @@ func TestTurnOrder(t *testing.T) {
 	}
 	if !slices.Equal(order, []string{"gateway", "grpc"}) {
 		t.Errorf("turnOrder changed its argument: %v", order)
+	}
+}
+
+// TestInterleave checks that the sides of a comparison take turns slice
+// by slice, in reverse order every other round, and that each side's
+// slices add up: requests, time, and server CPU per request.
+func TestInterleave(t *testing.T) {
+	const n = 3
+	var mu sync.Mutex
+	var turns []int // who ran, one entry per change of side
+	var cpu time.Duration
+	server := func() (procStats, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		cpu += time.Millisecond // 1 ms of server CPU per measured slice
+		return procStats{CPU: cpu}, nil
+	}
+	side := func(id int) contender {
+		return contender{server: server, do: func(context.Context, int, int64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(turns) == 0 || turns[len(turns)-1] != id {
+				turns = append(turns, id)
+			}
+			return nil
+		}}
+	}
+	reps, err := interleave(context.Background(), []contender{side(0), side(1), side(2)}, 1,
+		10*time.Millisecond, 30*time.Millisecond, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0 1 2 | 2 1 0 | 0 1 2, each side's warm-up (or lead-in) running
+	// right before its slice, so a side's consecutive turns merge.
+	if want := []int{0, 1, 2, 1, 0, 1, 2}; !slices.Equal(turns, want) {
+		t.Errorf("turns %v, want %v", turns, want)
+	}
+	for i, r := range reps {
+		if r.Slices != n || r.Requests <= 0 || r.Seconds <= 0 {
+			t.Errorf("side %d: %+v, want %d slices with requests and time", i, r, n)
+			continue
+		}
+		if got, want := r.RPS, float64(r.Requests)/r.Seconds; math.Abs(got-want) > 1e-6*want {
+			t.Errorf("side %d: RPS %v, want requests/seconds %v", i, got, want)
+		}
+		// Each slice read the server twice, 1 ms apart: n ms over all.
+		if got, want := r.ServerCPU, float64(n*1000)/float64(r.Requests); math.Abs(got-want) > 1e-9*want {
+			t.Errorf("side %d: server CPU %v µs/request, want %v", i, got, want)
+		}
 	}
 }

@@ -218,30 +218,34 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 		}
 	}
 	// They are measured point by point instead: at each size and
-	// concurrency every transport in turn, the kit next to bare grpc-go,
-	// and in reverse order on every other repetition. A ratio then
-	// compares cells seconds apart, not minutes, so a slow spell of a
-	// shared machine weighs on both sides of it alike, and neither side
-	// always goes first.
+	// concurrency every transport in turn, slice by slice (interleave),
+	// the kit next to bare grpc-go, and in reverse order on every other
+	// repetition. A ratio then compares turns under a second apart, not
+	// minutes, so a slow spell of a shared machine weighs on both sides
+	// of it alike, and neither side always goes first.
 	order := measureOrder(cfg.Transports)
 	for rep := range cfg.Reps {
 		turn := turnOrder(order, rep)
 		for _, size := range cfg.Sizes {
 			for _, conc := range cfg.Concurrency {
+				cs := make([]contender, 0, len(turn))
 				for _, t := range turn {
-					k := key(t, size, conc)
 					srv := servers[roleOf(t)]
 					do, closeClient, err := echoClient(t, srv.hello.Addr, size, conc)
 					if err != nil {
-						return nil, fmt.Errorf("%s: %w", k, err)
+						closeAll(cs)
+						return nil, fmt.Errorf("%s: %w", key(t, size, conc), err)
 					}
-					closedLoop(ctx, conc, cfg.Warmup, do)
-					r, err := measure(childSource(srv), func() outcome { return closedLoop(ctx, conc, cfg.Duration, do) })
-					closeClient()
-					if err != nil {
-						return nil, fmt.Errorf("%s: %w", k, err)
-					}
-					cell := index[k]
+					cs = append(cs, contender{do: do, server: childSource(srv), close: closeClient})
+				}
+				reps, err := interleave(ctx, cs, conc, cfg.Warmup, cfg.Duration, cfg.Slice)
+				closeAll(cs)
+				if err != nil {
+					return nil, fmt.Errorf("echo %s C=%d: %w", sizeLabel(size), conc, err)
+				}
+				for i, t := range turn {
+					r := reps[i]
+					cell := index[key(t, size, conc)]
 					cell.Reps = append(cell.Reps, r)
 					p.progress("transport rep %d/%d  %-10s %-5s C=%-3d %9.0f req/s  p50 %7.1f µs", rep+1, cfg.Reps, t, sizeLabel(size), conc, r.RPS, r.P50us)
 				}
@@ -282,9 +286,9 @@ func measureOrder(transports []string) []string {
 }
 
 // turnOrder returns the order in which the sides of a comparison take
-// their turns in repetition rep: as given in even repetitions, reversed in
-// odd ones, so that no side always goes first.
-func turnOrder(order []string, rep int) []string {
+// their turns in repetition (or slice) rep: as given in even ones,
+// reversed in odd ones, so that no side always goes first.
+func turnOrder[T any](order []T, rep int) []T {
 	turn := slices.Clone(order)
 	if rep%2 == 1 {
 		slices.Reverse(turn)

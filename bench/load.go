@@ -57,6 +57,9 @@ type Rep struct {
 	// their latency still counts from the scheduled time.
 	Late       int64  `json:"late,omitempty"`
 	FirstError string `json:"first_error,omitempty"`
+	// Slices is how many turns the repetition was measured in, when it
+	// took turns with the other side of a comparison (interleave).
+	Slices int `json:"slices,omitempty"`
 
 	hist *hdrhistogram.Histogram
 }
@@ -218,6 +221,129 @@ func measure(server cpuSource, load func() outcome) (Rep, error) {
 	}
 	r.P50us, r.P90us, r.P99us, r.MaxUs = quantiles(o.hist)
 	return r, nil
+}
+
+// tally adds up repetitions, or the slices of one: counts and time, CPU
+// weighted by requests, the largest RSS, the first error, and one
+// histogram of every latency.
+type tally struct {
+	sum        Rep
+	hist       *hdrhistogram.Histogram
+	cli, srv   float64
+	cliN, srvN int64
+}
+
+func newTally() *tally { return &tally{hist: newHist()} }
+
+func (t *tally) add(r Rep) {
+	t.sum.Requests += r.Requests
+	t.sum.Errors += r.Errors
+	t.sum.Late += r.Late
+	t.sum.Seconds += r.Seconds
+	t.sum.ServerRSSKB = max(t.sum.ServerRSSKB, r.ServerRSSKB)
+	if t.sum.FirstError == "" {
+		t.sum.FirstError = r.FirstError
+	}
+	if r.hist != nil {
+		t.hist.Merge(r.hist)
+	}
+	if r.ClientCPU >= 0 {
+		t.cli += r.ClientCPU * float64(r.Requests)
+		t.cliN += r.Requests
+	}
+	if r.ServerCPU >= 0 {
+		t.srv += r.ServerCPU * float64(r.Requests)
+		t.srvN += r.Requests
+	}
+}
+
+// rep returns the total as one Rep, CPU per request over all of it and
+// latencies from the merged histogram; RPS is the caller's to set.
+func (t *tally) rep() Rep {
+	r := t.sum
+	r.ClientCPU, r.ServerCPU = -1, -1
+	if t.cliN > 0 {
+		r.ClientCPU = t.cli / float64(t.cliN)
+	}
+	if t.srvN > 0 {
+		r.ServerCPU = t.srv / float64(t.srvN)
+	}
+	r.P50us, r.P90us, r.P99us, r.MaxUs = quantiles(t.hist)
+	r.hist = t.hist
+	return r
+}
+
+// contender is one side of a comparison: its calls, and the process whose
+// CPU they are charged to.
+type contender struct {
+	do     call
+	server cpuSource
+	// close releases its client; nil when there is nothing to release.
+	close func()
+}
+
+// closeAll releases the clients of cs.
+func closeAll(cs []contender) {
+	for _, c := range cs {
+		if c.close != nil {
+			c.close()
+		}
+	}
+}
+
+// interleave measures each contender for d at concurrency conc, in the
+// order given, taking turns slice by slice: d is cut into slices of about
+// slice (one when slice is 0 or at least d), each contender runs one
+// slice, then the next, and the order reverses from one round to the next.
+// A shared machine's speed drifts by tens of percent within seconds;
+// short turns put both sides of a ratio through the same spells, where
+// one turn of d each let a slow spell fall on one side only (kit/bare,
+// 100 B, C=64, four runs each in one hour on a 2-CPU VM: 0.788–0.979
+// with one 3 s turn per repetition, 0.905–0.934 with turns of 0.5 s).
+// Each contender warms up for warmup before its first slice and for a
+// tenth of it before the others, and returns one Rep, the sum of its
+// slices.
+func interleave(ctx context.Context, cs []contender, conc int, warmup, d, slice time.Duration) ([]Rep, error) {
+	n := 1
+	if slice > 0 && slice < d {
+		n = int((d + slice/2) / slice)
+	}
+	per := d / time.Duration(n)
+	idx := make([]int, len(cs))
+	for i := range idx {
+		idx[i] = i
+	}
+	parts := make([]*tally, len(cs))
+	for i := range parts {
+		parts[i] = newTally()
+	}
+	for s := range n {
+		lead := warmup / 10
+		if s == 0 {
+			lead = warmup
+		}
+		for _, i := range turnOrder(idx, s) {
+			c := cs[i]
+			if lead > 0 {
+				closedLoop(ctx, conc, lead, c.do)
+			}
+			r, err := measure(c.server, func() outcome { return closedLoop(ctx, conc, per, c.do) })
+			if err != nil {
+				return nil, err
+			}
+			parts[i].add(r)
+		}
+	}
+	out := make([]Rep, len(cs))
+	for i, t := range parts {
+		r := t.rep()
+		if r.Seconds > 0 {
+			r.RPS = float64(r.Requests) / r.Seconds
+		}
+		r.Slices = n
+		out[i] = r
+	}
+	return out, nil
 }
 
 func usPer(d time.Duration, n int64) float64 {

@@ -48,6 +48,7 @@ type Config struct {
 	Scenarios   []string      `json:"scenarios"`
 	Duration    time.Duration `json:"duration_ns"`
 	Warmup      time.Duration `json:"warmup_ns"`
+	Slice       time.Duration `json:"slice_ns"`
 	Reps        int           `json:"repetitions"`
 	Transports  []string      `json:"transports"`
 	Sizes       []int         `json:"payload_bytes"`
@@ -133,6 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run: "+strings.Join(allScenarios, ", "))
 	dur := fs.Duration("duration", 3*time.Second, "measured time per cell and repetition")
 	warm := fs.Duration("warmup", time.Second, "warm-up per cell, not measured")
+	slice := fs.Duration("slice", 500*time.Millisecond, "in the transport and REST scenarios, the sides of a comparison take turns in slices of about this length within each repetition (0: one turn of -duration each)")
 	reps := fs.Int("reps", 2, "repetitions per cell (at least 2, so noise shows)")
 	transports := fs.String("transports", strings.Join(echoTransports, ","), "echo transports: "+strings.Join(knownTransports, ", ")+" (those after kit are diagnostic variants of it)")
 	sizes := fs.String("sizes", fmt.Sprintf("%d,%d", sizeSmall, sizeLarge), "echo payload sizes in bytes")
@@ -162,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		quickDefault("start-runs", func() { *startRuns = 1 })
 		quickDefault("idle-wait", func() { *idle = 200 * time.Millisecond })
 	}
-	cfg := &Config{Duration: *dur, Warmup: *warm, Reps: *reps, Quick: *quick, StartRuns: *startRuns, IdleWait: *idle,
+	cfg := &Config{Duration: *dur, Warmup: *warm, Slice: *slice, Reps: *reps, Quick: *quick, StartRuns: *startRuns, IdleWait: *idle,
 		DuetBin: *duetBin, Profile: *profile, Postgres: *pg != "", SeedUsers: 200, Transports: words(*transports),
 		RESTConc: []int{1, 64}, Scenarios: words(*only), OrderRate: *orderRate}
 	var err error
@@ -182,8 +184,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !(cfg.OrderRate >= 0 && cfg.OrderRate <= maxOrderRate) {
 		return fmt.Errorf("-order-rate must be between 0 and %d orders/s", maxOrderRate)
 	}
-	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.StartRuns < 1 {
-		return errors.New("-duration must be positive, -warmup not negative, -start-runs at least 1")
+	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.Slice < 0 || cfg.StartRuns < 1 {
+		return errors.New("-duration must be positive, -warmup and -slice not negative, -start-runs at least 1")
 	}
 	for _, s := range cfg.Scenarios {
 		if !slices.Contains(allScenarios, s) {

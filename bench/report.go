@@ -36,47 +36,19 @@ func (c *Cell) summarize() {
 	if len(c.Reps) == 0 {
 		return
 	}
-	var s Rep
-	all := newHist()
+	t := newTally()
 	rps := make([]float64, 0, len(c.Reps))
-	var cli, srv float64
-	var cliN, srvN int64
 	for _, r := range c.Reps {
-		s.Requests += r.Requests
-		s.Errors += r.Errors
-		s.Late += r.Late
-		s.Seconds += r.Seconds
-		s.ServerRSSKB = max(s.ServerRSSKB, r.ServerRSSKB)
-		if s.FirstError == "" {
-			s.FirstError = r.FirstError
-		}
+		t.add(r)
 		rps = append(rps, r.RPS)
-		if r.hist != nil {
-			all.Merge(r.hist)
-		}
-		if r.ClientCPU >= 0 {
-			cli += r.ClientCPU * float64(r.Requests)
-			cliN += r.Requests
-		}
-		if r.ServerCPU >= 0 {
-			srv += r.ServerCPU * float64(r.Requests)
-			srvN += r.Requests
-		}
 	}
+	s := t.rep()
 	s.RPS = median(rps)
 	if s.RPS > 0 {
 		s.RPS = math.Round(s.RPS*10) / 10
 		c.Spread = math.Round((slices.Max(rps)-slices.Min(rps))/s.RPS*1000) / 1000
 	}
-	s.ClientCPU, s.ServerCPU = -1, -1
-	if cliN > 0 {
-		s.ClientCPU = round1(cli / float64(cliN))
-	}
-	if srvN > 0 {
-		s.ServerCPU = round1(srv / float64(srvN))
-	}
-	s.P50us, s.P90us, s.P99us, s.MaxUs = quantiles(all)
-	s.hist = all
+	s.ClientCPU, s.ServerCPU = round1(s.ClientCPU), round1(s.ServerCPU)
 	c.Summary = s
 	for i := range c.Reps {
 		r := &c.Reps[i]
@@ -281,8 +253,12 @@ func (r *Results) writeTable(w io.Writer) {
 	fmt.Fprintf(w, "libraries: %s\n", strings.Join(libs, ", "))
 	fmt.Fprintf(w, "calibration: %s\n", m.Calibration)
 	c := r.Config
-	fmt.Fprintf(w, "config: %d repetitions of %s after a %s warm-up per cell; load generator and servers in separate processes on loopback; total %.0fs\n\n",
-		c.Reps, c.Duration, c.Warmup, r.Seconds)
+	turns := "one turn each"
+	if c.Slice > 0 && c.Slice < c.Duration {
+		turns = fmt.Sprintf("in turns of ~%s (+%s warm-up each after the first)", c.Slice, c.Warmup/10)
+	}
+	fmt.Fprintf(w, "config: %d repetitions of %s after a %s warm-up per cell; echo and REST cells of one point take turns %s; load generator and servers in separate processes on loopback; total %.0fs\n\n",
+		c.Reps, c.Duration, c.Warmup, turns, r.Seconds)
 
 	sections := []struct{ scenario, title string }{
 		{"transport", "1-2. Echo: transport baselines and the kit (closed loop)"},

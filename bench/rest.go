@@ -175,13 +175,38 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 	var cells []*Cell
 	index := map[string]*Cell{}
 	for rep := range cfg.Reps {
-		// Gateway and direct calls of one point run back to back, each
-		// first on every other repetition, so that neither always meets
-		// the machine warmer or after the other's leftovers.
+		// Gateway and direct calls of one point take turns slice by slice
+		// (interleave), each first on every other repetition, so that
+		// neither always meets the machine warmer or after the other's
+		// leftovers.
 		paths := turnOrder([]string{"gateway", "grpc"}, rep)
 		for _, op := range ops {
 			for _, conc := range op.conc {
+				cs := make([]contender, 0, len(paths))
 				for _, path := range paths {
+					side := contender{server: childSource(sys)}
+					if path == "gateway" {
+						hc := newLoadClient(sys.hello.HTTP, conc)
+						side.do = func(ctx context.Context, w int, seq int64) error { return op.gateway(ctx, hc, w, seq) }
+						side.close = hc.close
+					} else {
+						c, err := bareConn(sys.hello.User)
+						if err != nil {
+							closeAll(cs)
+							return nil, err
+						}
+						uc := userv1.NewUserServiceClient(c)
+						side.do = func(ctx context.Context, w int, seq int64) error { return op.direct(ctx, uc, w, seq) }
+						side.close = func() { c.Close() }
+					}
+					cs = append(cs, side)
+				}
+				reps, err := interleave(ctx, cs, conc, cfg.Warmup, cfg.Duration, cfg.Slice)
+				closeAll(cs)
+				if err != nil {
+					return nil, fmt.Errorf("%s C=%d: %w", op.op, conc, err)
+				}
+				for i, path := range paths {
 					key := fmt.Sprintf("%s/%s/%d", op.op, path, conc)
 					cell := index[key]
 					if cell == nil {
@@ -189,27 +214,7 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 						index[key] = cell
 						cells = append(cells, cell)
 					}
-					var do call
-					var release func()
-					if path == "gateway" {
-						hc := newLoadClient(sys.hello.HTTP, conc)
-						do = func(ctx context.Context, w int, seq int64) error { return op.gateway(ctx, hc, w, seq) }
-						release = hc.close
-					} else {
-						c, err := bareConn(sys.hello.User)
-						if err != nil {
-							return nil, err
-						}
-						uc := userv1.NewUserServiceClient(c)
-						do = func(ctx context.Context, w int, seq int64) error { return op.direct(ctx, uc, w, seq) }
-						release = func() { c.Close() }
-					}
-					closedLoop(ctx, conc, cfg.Warmup, do)
-					r, err := measure(childSource(sys), func() outcome { return closedLoop(ctx, conc, cfg.Duration, do) })
-					release()
-					if err != nil {
-						return nil, fmt.Errorf("%s: %w", key, err)
-					}
+					r := reps[i]
 					cell.Reps = append(cell.Reps, r)
 					p.progress("rest rep %d/%d  %-10s via %-7s C=%-3d %8.0f req/s  p50 %7.1f µs  errors %d %s", rep+1, cfg.Reps, op.op, path, conc, r.RPS, r.P50us, r.Errors, r.FirstError)
 				}
