@@ -73,10 +73,11 @@ func TestConsumeBatch(t *testing.T) {
 			})
 		})
 		// 60 s, not the 10 s of the other waits: under the whole suite's
-		// load with -race, the external server's variant has twice stalled
-		// past 10 s (cause not found; suspected: a pull request lost and
-		// re-issued only when the iterator misses a heartbeat). A hang
-		// still fails.
+		// load with -race, the external server's variant twice stalled
+		// past 10 s, when each stall of nats.go's iterator (pullHeartbeat
+		// in consumer.go) lasted two 2.5 s heartbeats; with 1 s heartbeats
+		// a stall ends within ~2 s, and the margin stays for a loaded
+		// machine. A hang still fails.
 		waitFor(t, "every event", 60*time.Second, func() bool {
 			mu.Lock()
 			defer mu.Unlock()

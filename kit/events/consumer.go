@@ -113,13 +113,24 @@ const (
 	nakDelayMax = 30 * time.Second
 	// pullBuffer is how many events the consumer fetches ahead.
 	pullBuffer = 16
-	// pullExpiry bounds each pull request. nats.go's default is 30 s, with
-	// heartbeats at half of it and a pull taken for lost only after two
-	// missed heartbeats: under load (the whole test suite with -race,
-	// against an external server) deliveries stalled ~30 s that way. At
-	// 5 s a lost pull is replaced within ~5 s, for one pull request per
-	// 5 s per idle consumer.
+	// pullExpiry bounds each pull request: one request per 5 s per idle
+	// consumer.
 	pullExpiry = 5 * time.Second
+	// pullHeartbeat is how often the server reports an idle pull request,
+	// and half of how long the iterator waits, with nothing arriving,
+	// before it takes its requests for gone and pulls afresh. That wait is
+	// also what ends a stall of nats.go's iterator (v1.55.0): it asks for
+	// more only from Next, and skips asking while its previous request is
+	// still being sent; when the reader has taken every buffered message
+	// by the time that send finishes, nobody asks again and Next waits with
+	// events on the server. Seen with the batch test on a loaded machine
+	// (two CPU hogs; a traced nats-server 2.9.10 showed all 34 requested
+	// events delivered and acked, 6 more stored, and no request for 5 s),
+	// against the embedded 2.15 server as well: 5.4–5.6 s, two of nats.go's
+	// default heartbeats (half the expiry); ~30 s before the expiry was
+	// 5 s. At 1 s such a stall lasts ~2 s (2.3–2.6 s measured), for one
+	// heartbeat per second per idle consumer.
+	pullHeartbeat = time.Second
 	// setupRetryMax caps the wait between attempts to create the consumer
 	// while NATS is unreachable.
 	setupRetryMax = 5 * time.Second
@@ -259,7 +270,8 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) error
 	}
 	// A small buffer: each buffered event's AckWait is already running, so
 	// a slow handler must not fall behind a large one.
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), jetstream.PullExpiry(pullExpiry))
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("pull messages: %w", err)
 	}
