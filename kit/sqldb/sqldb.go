@@ -56,6 +56,8 @@ type DB struct {
 	// group commits concurrent InTx calls together on SQLite; nil on
 	// PostgreSQL, whose pool runs transactions side by side.
 	group *txGroup
+	// ckpt checkpoints a SQLite file in the background; nil otherwise.
+	ckpt *checkpointer
 }
 
 // Option configures Open.
@@ -96,7 +98,11 @@ func WithLogger(logger *slog.Logger) Option {
 // rather than in SQLite's busy handler means concurrent writers never see
 // SQLITE_BUSY. The price is that code inside InTx must use the *sql.Tx it is
 // given, never the DB, or it waits for itself. Concurrent InTx calls on
-// SQLite share commits (see InTx).
+// SQLite share commits (see InTx). A SQLite file also gets a second
+// connection, on which a goroutine copies the write-ahead log into the file
+// shortly after writes, so that commits seldom pay for a checkpoint; a URL
+// that sets _pragma=wal_autocheckpoint(N) itself keeps SQLite's own
+// checkpoints instead. Close stops it.
 //
 // migrations holds goose .sql files at its root (or in a "migrations"
 // directory at its root, as //go:embed migrations/*.sql gives); nil skips
@@ -107,7 +113,7 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	dialect, driver, dsn, err := parseURL(rawURL)
+	dialect, driver, dsn, checkpoint, err := parseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -127,12 +133,17 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 		}
 	}
 	var sqlDB *sql.DB
+	var wrote chan struct{}
 	if dialect == SQLite {
 		// pgx caches prepared statements itself; modernc.org/sqlite
 		// compiles every query anew unless the connection is wrapped.
 		connector, cerr := newStmtCacheConnector(dsn, stmtCacheSize)
 		if cerr != nil {
 			return nil, fmt.Errorf("sqldb: open %s: %w", dialect, cerr)
+		}
+		if checkpoint {
+			wrote = make(chan struct{}, 1)
+			connector.wrote = wrote
 		}
 		sqlDB = sql.OpenDB(connector)
 	} else if sqlDB, err = sql.Open(driver, dsn); err != nil {
@@ -153,20 +164,40 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 			return nil, err
 		}
 	}
+	if checkpoint {
+		if db.ckpt, err = newCheckpointer(dsn, wrote); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("sqldb: open %s checkpointer: %w", dialect, err)
+		}
+	}
 	return db, nil
+}
+
+// Close stops the background checkpointer of a SQLite file, then closes
+// the database: the last connection to close copies what is left of the
+// write-ahead log into the file and removes the log.
+func (db *DB) Close() error {
+	var err error
+	if db.ckpt != nil {
+		err = db.ckpt.close()
+		db.ckpt = nil
+	}
+	return errors.Join(err, db.DB.Close())
 }
 
 // sqliteOpening is a lock, taken by sending and released by receiving, that
 // serialises SQLite Opens in this process.
 var sqliteOpening = make(chan struct{}, 1)
 
-// parseURL maps a database URL to its dialect, database/sql driver name and DSN.
-func parseURL(rawURL string) (Dialect, string, string, error) {
+// parseURL maps a database URL to its dialect, database/sql driver name and
+// DSN, and reports whether the database is to have a background checkpointer
+// (see checkpointer).
+func parseURL(rawURL string) (dialect Dialect, driver, dsn string, checkpoint bool, err error) {
 	switch {
 	case rawURL == "":
-		return "", "", "", errors.New("sqldb: empty database URL")
+		return "", "", "", false, errors.New("sqldb: empty database URL")
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		return Postgres, "pgx", rawURL, nil
+		return Postgres, "pgx", rawURL, false, nil
 	}
 	path := rawURL
 	if rest, ok := strings.CutPrefix(path, "sqlite:"); ok {
@@ -175,15 +206,15 @@ func parseURL(rawURL string) (Dialect, string, string, error) {
 			path = rest
 		}
 	} else if i := strings.Index(path, "://"); i > 0 {
-		return "", "", "", fmt.Errorf("sqldb: unsupported database URL scheme %q", path[:i])
+		return "", "", "", false, fmt.Errorf("sqldb: unsupported database URL scheme %q", path[:i])
 	}
 	path, query, _ := strings.Cut(path, "?")
 	if path == "" {
-		return "", "", "", fmt.Errorf("sqldb: no SQLite path in %q", rawURL)
+		return "", "", "", false, fmt.Errorf("sqldb: no SQLite path in %q", rawURL)
 	}
 	params, err := url.ParseQuery(query)
 	if err != nil {
-		return "", "", "", fmt.Errorf("sqldb: SQLite URL query: %w", err)
+		return "", "", "", false, fmt.Errorf("sqldb: SQLite URL query: %w", err)
 	}
 	// The caller's own parameters win; these are the defaults.
 	setDefault := func(k, v string) {
@@ -198,7 +229,8 @@ func parseURL(rawURL string) (Dialect, string, string, error) {
 	// NORMAL is durable across application crashes in WAL mode and much
 	// faster than FULL; only an OS crash can lose the last commits.
 	setDefault("_synchronous", "NORMAL")
-	return SQLite, "sqlite", path + "?" + params.Encode(), nil
+	checkpoint = withCheckpointer(path, params)
+	return SQLite, "sqlite", path + "?" + params.Encode(), checkpoint, nil
 }
 
 // sqliteBusyWait bounds how long Open waits for another process that
