@@ -56,8 +56,6 @@ type DB struct {
 	// group commits concurrent InTx calls together on SQLite; nil on
 	// PostgreSQL, whose pool runs transactions side by side.
 	group *txGroup
-	// ckpt checkpoints a SQLite file in the background; nil otherwise.
-	ckpt *checkpointer
 }
 
 // Option configures Open.
@@ -98,11 +96,7 @@ func WithLogger(logger *slog.Logger) Option {
 // rather than in SQLite's busy handler means concurrent writers never see
 // SQLITE_BUSY. The price is that code inside InTx must use the *sql.Tx it is
 // given, never the DB, or it waits for itself. Concurrent InTx calls on
-// SQLite share commits (see InTx). A SQLite file also gets a second
-// connection, on which a goroutine copies the write-ahead log into the file
-// shortly after writes, so that commits seldom pay for a checkpoint; a URL
-// that sets _pragma=wal_autocheckpoint(N) itself keeps SQLite's own
-// checkpoints instead. Close stops it.
+// SQLite share commits (see InTx).
 //
 // migrations holds goose .sql files at its root (or in a "migrations"
 // directory at its root, as //go:embed migrations/*.sql gives); nil skips
@@ -113,7 +107,7 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	dialect, driver, dsn, checkpoint, err := parseURL(rawURL)
+	dialect, driver, dsn, err := parseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -133,17 +127,12 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 		}
 	}
 	var sqlDB *sql.DB
-	var wrote chan struct{}
 	if dialect == SQLite {
 		// pgx caches prepared statements itself; modernc.org/sqlite
 		// compiles every query anew unless the connection is wrapped.
 		connector, cerr := newStmtCacheConnector(dsn, stmtCacheSize)
 		if cerr != nil {
 			return nil, fmt.Errorf("sqldb: open %s: %w", dialect, cerr)
-		}
-		if checkpoint {
-			wrote = make(chan struct{}, 1)
-			connector.wrote = wrote
 		}
 		sqlDB = sql.OpenDB(connector)
 	} else if sqlDB, err = sql.Open(driver, dsn); err != nil {
@@ -164,40 +153,20 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 			return nil, err
 		}
 	}
-	if checkpoint {
-		if db.ckpt, err = newCheckpointer(dsn, wrote); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("sqldb: open %s checkpointer: %w", dialect, err)
-		}
-	}
 	return db, nil
-}
-
-// Close stops the background checkpointer of a SQLite file, then closes
-// the database: the last connection to close copies what is left of the
-// write-ahead log into the file and removes the log.
-func (db *DB) Close() error {
-	var err error
-	if db.ckpt != nil {
-		err = db.ckpt.close()
-		db.ckpt = nil
-	}
-	return errors.Join(err, db.DB.Close())
 }
 
 // sqliteOpening is a lock, taken by sending and released by receiving, that
 // serialises SQLite Opens in this process.
 var sqliteOpening = make(chan struct{}, 1)
 
-// parseURL maps a database URL to its dialect, database/sql driver name and
-// DSN, and reports whether the database is to have a background checkpointer
-// (see checkpointer).
-func parseURL(rawURL string) (dialect Dialect, driver, dsn string, checkpoint bool, err error) {
+// parseURL maps a database URL to its dialect, database/sql driver name and DSN.
+func parseURL(rawURL string) (Dialect, string, string, error) {
 	switch {
 	case rawURL == "":
-		return "", "", "", false, errors.New("sqldb: empty database URL")
+		return "", "", "", errors.New("sqldb: empty database URL")
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		return Postgres, "pgx", rawURL, false, nil
+		return Postgres, "pgx", rawURL, nil
 	}
 	path := rawURL
 	if rest, ok := strings.CutPrefix(path, "sqlite:"); ok {
@@ -206,15 +175,15 @@ func parseURL(rawURL string) (dialect Dialect, driver, dsn string, checkpoint bo
 			path = rest
 		}
 	} else if i := strings.Index(path, "://"); i > 0 {
-		return "", "", "", false, fmt.Errorf("sqldb: unsupported database URL scheme %q", path[:i])
+		return "", "", "", fmt.Errorf("sqldb: unsupported database URL scheme %q", path[:i])
 	}
 	path, query, _ := strings.Cut(path, "?")
 	if path == "" {
-		return "", "", "", false, fmt.Errorf("sqldb: no SQLite path in %q", rawURL)
+		return "", "", "", fmt.Errorf("sqldb: no SQLite path in %q", rawURL)
 	}
 	params, err := url.ParseQuery(query)
 	if err != nil {
-		return "", "", "", false, fmt.Errorf("sqldb: SQLite URL query: %w", err)
+		return "", "", "", fmt.Errorf("sqldb: SQLite URL query: %w", err)
 	}
 	// The caller's own parameters win; these are the defaults.
 	setDefault := func(k, v string) {
@@ -229,8 +198,7 @@ func parseURL(rawURL string) (dialect Dialect, driver, dsn string, checkpoint bo
 	// NORMAL is durable across application crashes in WAL mode and much
 	// faster than FULL; only an OS crash can lose the last commits.
 	setDefault("_synchronous", "NORMAL")
-	checkpoint = withCheckpointer(path, params)
-	return SQLite, "sqlite", path + "?" + params.Encode(), checkpoint, nil
+	return SQLite, "sqlite", path + "?" + params.Encode(), nil
 }
 
 // sqliteBusyWait bounds how long Open waits for another process that

@@ -31,15 +31,11 @@ type stmtCacheConnector struct {
 	// begin starts a read-write transaction: BEGIN with the DSN's _txlock
 	// mode, as the driver would.
 	begin string
-	// wrote, when not nil, is signalled (without waiting) after every
-	// statement run through ExecContext: the background checkpointer's
-	// cue that the log may have grown.
-	wrote chan struct{}
 }
 
 // newStmtCacheConnector returns a connector for the SQLite DSN dsn; the
 // DSN's parameters (_pragma, _txlock, …) are still interpreted by the driver.
-func newStmtCacheConnector(dsn string, size int) (*stmtCacheConnector, error) {
+func newStmtCacheConnector(dsn string, size int) (driver.Connector, error) {
 	inner, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, err
@@ -72,7 +68,6 @@ func (c *stmtCacheConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return &stmtCacheConn{
 		sqliteConn: ic,
 		begin:      c.begin,
-		wrote:      c.wrote,
 		size:       c.size,
 		lru:        list.New(),
 		byQuery:    make(map[string]*list.Element),
@@ -100,8 +95,7 @@ type sqliteConn interface {
 // holds the connection's lock for driver calls on it, Rows.Close included.
 type stmtCacheConn struct {
 	sqliteConn
-	begin   string        // see stmtCacheConnector
-	wrote   chan struct{} // see stmtCacheConnector
+	begin   string // see stmtCacheConnector
 	size    int
 	lru     *list.List // of *cachedStmt, most recently used first
 	byQuery map[string]*list.Element
@@ -241,21 +235,12 @@ func (c *stmtCacheConn) ExecContext(ctx context.Context, query string, args []dr
 	if err != nil {
 		return nil, err
 	}
-	var res driver.Result
 	if cs == nil {
-		res, err = c.execOnce(ctx, query, args)
-	} else {
-		// The driver resets the statement after every execution, failed
-		// or not, so it is ready for the next one.
-		res, err = cs.stmt.ExecContext(ctx, args)
+		return c.execOnce(ctx, query, args)
 	}
-	if err == nil && c.wrote != nil {
-		select {
-		case c.wrote <- struct{}{}:
-		default: // a checkpoint is already due
-		}
-	}
-	return res, err
+	// The driver resets the statement after every execution, failed or
+	// not, so it is ready for the next one.
+	return cs.stmt.ExecContext(ctx, args)
 }
 
 // execOnce runs query with a statement of its own, finalized afterwards.

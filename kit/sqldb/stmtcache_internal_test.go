@@ -12,7 +12,7 @@ import (
 // evicted statement still open, and checks what the cache holds.
 func TestStmtCacheEvicts(t *testing.T) {
 	ctx := t.Context()
-	_, _, dsn, _, err := parseURL("sqlite:" + filepath.Join(t.TempDir(), "e.db"))
+	_, _, dsn, err := parseURL("sqlite:" + filepath.Join(t.TempDir(), "e.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestStmtCacheEvicts(t *testing.T) {
 func TestStmtCacheBeginModes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.db")
 	open := func(t *testing.T, txlock string) *sql.DB {
-		_, _, dsn, _, err := parseURL("sqlite:" + path + "?_busy_timeout=0&_txlock=" + txlock)
+		_, _, dsn, err := parseURL("sqlite:" + path + "?_busy_timeout=0&_txlock=" + txlock)
 		if err != nil {
 			t.Fatal(err)
 		}
