@@ -9,9 +9,10 @@ import (
 )
 
 // TestOpenBusDuplicates: the stream's deduplication window is
-// BusConfig.Duplicates, DuplicateWindow by default, and opening the bus
-// again with another window updates the existing stream, so a stream made
-// with a longer window shrinks to the default on the next start.
+// BusConfig.Duplicates, DuplicateWindow by default (MaxAge if shorter),
+// and opening the bus again with another window updates the existing
+// stream, so a stream made with a longer window shrinks to the default on
+// the next start.
 func TestOpenBusDuplicates(t *testing.T) {
 	bus := eventstest.Embedded(t)
 	window := func() time.Duration {
@@ -26,17 +27,21 @@ func TestOpenBusDuplicates(t *testing.T) {
 		t.Fatalf("new stream: window %v, want %v", got, events.DuplicateWindow)
 	}
 	for _, tt := range []struct {
-		set, want time.Duration
+		set, maxAge, want time.Duration
 	}{
-		{10 * time.Minute, 10 * time.Minute},
-		{0, events.DuplicateWindow},
-		{30 * time.Second, 30 * time.Second},
+		{10 * time.Minute, 0, 10 * time.Minute},
+		{0, 0, events.DuplicateWindow},
+		{30 * time.Second, 0, 30 * time.Second},
+		// The default never exceeds how long the stream keeps events,
+		// which JetStream would refuse.
+		{0, time.Minute, time.Minute},
 	} {
-		if _, err := events.OpenBus(t.Context(), bus.Conn, events.BusConfig{Duplicates: tt.set}); err != nil {
-			t.Fatalf("OpenBus(Duplicates %v): %v", tt.set, err)
+		cfg := events.BusConfig{Duplicates: tt.set, MaxAge: tt.maxAge}
+		if _, err := events.OpenBus(t.Context(), bus.Conn, cfg); err != nil {
+			t.Fatalf("OpenBus(%+v): %v", cfg, err)
 		}
 		if got := window(); got != tt.want {
-			t.Errorf("after OpenBus(Duplicates %v): window %v, want %v", tt.set, got, tt.want)
+			t.Errorf("after OpenBus(%+v): window %v, want %v", cfg, got, tt.want)
 		}
 	}
 }

@@ -82,8 +82,8 @@ type BusConfig struct {
 	// MaxAge bounds how long the stream keeps events; default DefaultMaxAge.
 	MaxAge time.Duration
 	// Duplicates is how long JetStream remembers event ids to drop
-	// re-publishes; default DuplicateWindow. The server holds in memory
-	// every id published within it.
+	// re-publishes; default DuplicateWindow, or MaxAge if that is shorter.
+	// The server holds in memory every id published within it.
 	Duplicates time.Duration
 }
 
@@ -114,7 +114,8 @@ func OpenBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 		cfg.MaxAge = DefaultMaxAge
 	}
 	if cfg.Duplicates <= 0 {
-		cfg.Duplicates = DuplicateWindow
+		// JetStream refuses a window longer than the stream keeps events.
+		cfg.Duplicates = min(DuplicateWindow, cfg.MaxAge)
 	}
 	if !validSubject(cfg.Prefix, false) {
 		return nil, fmt.Errorf("events: invalid subject prefix %q", cfg.Prefix)
