@@ -53,20 +53,25 @@ const (
 	DefaultStream = "DUET_EVENTS"
 	DefaultPrefix = "duet"
 	// DuplicateWindow is the default of BusConfig.Duplicates: how long
-	// JetStream remembers event ids to drop re-publishes. A relay retries a
-	// row it could not mark within seconds (PublishTimeout, MaxBackoff),
-	// relays sharing an outbox race within milliseconds, and a process that
-	// crashed between publishing and marking usually restarts well within
-	// it; a later re-publish reaches consumers, whose inbox (Once) drops it.
+	// JetStream remembers event ids to drop re-publishes. It covers a
+	// relay's own retries (a publish whose acknowledgement was lost is sent
+	// again within PublishTimeout plus MaxBackoff, 15 s with the defaults)
+	// and relays sharing an outbox, which race within milliseconds. A
+	// re-publish after longer (a process that crashed between publishing
+	// and marking and took more than half a minute to come back) reaches
+	// the consumers, whose inbox (Once) drops it: the window saves work,
+	// it does not make delivery exactly-once.
 	//
-	// Why not longer: the server keeps every id of the window in memory, in
-	// a map the collector scans. With `duet up` taking 900 orders/s (1,800
-	// events/s), two minutes of ids held 25 MB of its heap, about 115 bytes
-	// each; ten minutes' would be over 120 MB. Over 200 s at that rate the
-	// orders' p99 went from 22 to 60 ms with a ten-minute window and to 45
-	// ms with this one (bench/README.md). Two minutes is also nats-server's
-	// own default.
-	DuplicateWindow = 2 * time.Minute
+	// Why not nats-server's two minutes: the server keeps every id of the
+	// window in memory, in a map the collector scans, and frees them in
+	// batches (up to three windows' worth at once). With `duet up` taking
+	// 900 orders/s (1,800 events/s) for five minutes, two minutes of ids
+	// grew the live heap to ~98 MB (~50 MB of ids), each collection's mark
+	// phase to ~100 ms and RSS to 404 MB, and the orders' p99 rose from 20
+	// to 37 ms; with thirty seconds the live heap stayed at 40-50 MB, RSS
+	// at ~220 MB and the p99 at 23 ms (bench/README.md). Ten minutes, the
+	// earlier default, was worse still: 60 ms and rising after 200 s.
+	DuplicateWindow = 30 * time.Second
 	// DefaultMaxAge is how long the stream keeps events; a consumer that is
 	// down for longer misses the older ones.
 	DefaultMaxAge = 7 * 24 * time.Hour
