@@ -6,7 +6,9 @@
 //     commit or roll back together. A Relay publishes committed rows to NATS
 //     JetStream with the event id as Nats-Msg-Id and marks them published.
 //     A crash between publishing and marking means a second publish, which
-//     JetStream drops as a duplicate; NATS being down means the rows wait.
+//     JetStream drops as a duplicate within its window (DuplicateWindow)
+//     and the consumers' inbox after it; NATS being down means the rows
+//     wait.
 //   - Consumer side, an inbox: Consume runs a durable pull consumer that
 //     acks what its handler accepted and redelivers what it did not; a
 //     handler that calls Once in its own transaction applies each event
@@ -23,7 +25,8 @@
 // The outbox and inbox tables (events_outbox, events_inbox) are created by
 // Migrate in the service's own database. Services that share one database
 // schema share them too, which is safe: every relay publishes every pending
-// row, and JetStream deduplicates; inbox rows are keyed by consumer.
+// row, JetStream deduplicates, and so does each consumer's inbox; inbox rows
+// are keyed by consumer.
 package events
 
 import (
