@@ -66,14 +66,15 @@ const (
 	// it does not make delivery exactly-once.
 	//
 	// Why not nats-server's two minutes: the server keeps every id of the
-	// window in memory, in a map the collector scans, and frees them in
-	// batches (up to three windows' worth at once). With `duet up` taking
-	// 900 orders/s (1,800 events/s) for five minutes, two minutes of ids
-	// grew the live heap to ~98 MB (~50 MB of ids), each collection's mark
-	// phase to ~100 ms and RSS to 404 MB, and the orders' p99 rose from 20
-	// to 37 ms; with thirty seconds the live heap stayed at 40-50 MB, RSS
-	// at ~220 MB and the p99 at 23 ms (bench/README.md). Ten minutes, the
-	// earlier default, was worse still: 60 ms and rising after 200 s.
+	// window in memory, in a map the collector scans, and lets go of
+	// expired ones in batches (up to three windows' worth stay reachable).
+	// With `duet up` taking 900 orders/s (1,800 events/s) for five
+	// minutes, two minutes of ids grew the live heap to ~98 MB (~50 MB of
+	// ids), each collection's mark phase to ~100 ms and RSS to 404 MB, and
+	// the orders' p99 rose from 20 to 37 ms; with thirty seconds the live
+	// heap stayed at 40-50 MB, RSS at ~220 MB and the p99 at 23 ms
+	// (bench/README.md). Ten minutes, the earlier default, was worse
+	// still: 60 ms and rising after 200 s.
 	DuplicateWindow = 30 * time.Second
 	// DefaultMaxAge is how long the stream keeps events; a consumer that is
 	// down for longer misses the older ones.
