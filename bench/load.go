@@ -291,6 +291,11 @@ func closeAll(cs []contender) {
 	}
 }
 
+// leadIn is the short warm-up a contender runs before each of its slices
+// after the first: enough to wake its client and the server's goroutines
+// after the other side's turn, a tenth of the full warm-up.
+func leadIn(warmup time.Duration) time.Duration { return warmup / 10 }
+
 // interleave measures each contender for d at concurrency conc, in the
 // order given, taking turns slice by slice: d is cut into slices of about
 // slice (one when slice is 0 or at least d), each contender runs one
@@ -301,8 +306,8 @@ func closeAll(cs []contender) {
 // 100 B, C=64, four runs each in one hour on a 2-CPU VM: 0.788–0.979
 // with one 3 s turn per repetition, 0.905–0.934 with turns of 0.5 s).
 // Each contender warms up for warmup before its first slice and for a
-// tenth of it before the others, and returns one Rep, the sum of its
-// slices.
+// tenth of it (leadIn) before the others, and returns one Rep, the sum of
+// its slices.
 func interleave(ctx context.Context, cs []contender, conc int, warmup, d, slice time.Duration) ([]Rep, error) {
 	n := 1
 	if slice > 0 && slice < d {
@@ -318,7 +323,7 @@ func interleave(ctx context.Context, cs []contender, conc int, warmup, d, slice 
 		parts[i] = newTally()
 	}
 	for s := range n {
-		lead := warmup / 10
+		lead := leadIn(warmup)
 		if s == 0 {
 			lead = warmup
 		}

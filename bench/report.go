@@ -255,7 +255,7 @@ func (r *Results) writeTable(w io.Writer) {
 	c := r.Config
 	turns := "one turn each"
 	if c.Slice > 0 && c.Slice < c.Duration {
-		turns = fmt.Sprintf("in slices of ~%s (+%s lead-in each after the first)", c.Slice, c.Warmup/10)
+		turns = fmt.Sprintf("in slices of ~%s (+%s lead-in each after the first)", c.Slice, leadIn(c.Warmup))
 	}
 	fmt.Fprintf(w, "config: %d repetitions of %s after a %s warm-up per cell; echo and REST cells of one point take turns %s; load generator and servers in separate processes on loopback; total %.0fs\n\n",
 		c.Reps, c.Duration, c.Warmup, turns, r.Seconds)
