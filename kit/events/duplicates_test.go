@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -43,5 +44,15 @@ func TestOpenBusDuplicates(t *testing.T) {
 		if got := window(); got != tt.want {
 			t.Errorf("after OpenBus(%+v): window %v, want %v", cfg, got, tt.want)
 		}
+	}
+	// A window set longer than MaxAge is refused before the server is
+	// asked, naming the field, and leaves the stream as it was.
+	cfg := events.BusConfig{Duplicates: time.Minute, MaxAge: 30 * time.Second}
+	_, err := events.OpenBus(t.Context(), bus.Conn, cfg)
+	if err == nil || !strings.Contains(err.Error(), "Duplicates") {
+		t.Errorf("OpenBus(%+v) = %v, want an error naming Duplicates", cfg, err)
+	}
+	if got := window(); got != 20*time.Second {
+		t.Errorf("after the refused OpenBus: window %v, want 20s", got)
 	}
 }

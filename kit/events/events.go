@@ -92,7 +92,8 @@ type BusConfig struct {
 	MaxAge time.Duration
 	// Duplicates is how long JetStream remembers event ids to drop
 	// re-publishes; default DuplicateWindow, or MaxAge if that is shorter.
-	// The server holds in memory every id published within it.
+	// The server holds in memory every id published within it. Longer
+	// than MaxAge is an error.
 	Duplicates time.Duration
 }
 
@@ -122,9 +123,14 @@ func OpenBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = DefaultMaxAge
 	}
+	// JetStream refuses a window longer than the stream keeps events: the
+	// default is capped, a window set by the caller is an error, checked
+	// here because the server answers it with a 5xx code, which the loop
+	// below would retry.
 	if cfg.Duplicates <= 0 {
-		// JetStream refuses a window longer than the stream keeps events.
 		cfg.Duplicates = min(DuplicateWindow, cfg.MaxAge)
+	} else if cfg.Duplicates > cfg.MaxAge {
+		return nil, fmt.Errorf("events: BusConfig.Duplicates %v is longer than MaxAge %v", cfg.Duplicates, cfg.MaxAge)
 	}
 	if !validSubject(cfg.Prefix, false) {
 		return nil, fmt.Errorf("events: invalid subject prefix %q", cfg.Prefix)
