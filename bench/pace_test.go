@@ -14,20 +14,23 @@ func TestPacer(t *testing.T) {
 	const interval = 100 * time.Microsecond
 	cases := []struct {
 		name  string
-		start func() (pacer, time.Time)
+		start func() pacer
 	}{
-		{"platform", func() (pacer, time.Time) { return startPacer(interval) }},
-		{"sleep", func() (pacer, time.Time) {
-			start := time.Now()
-			return &sleepPacer{start: start, interval: interval}, start
-		}},
+		{"platform", func() pacer { p, _ := startPacer(interval); return p }},
+		{"sleep", func() pacer { return &sleepPacer{start: time.Now(), interval: interval} }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p, start := c.start()
+			// The pacer's clock starts somewhere between these two
+			// readings (a timerfd is armed by a system call after its
+			// start is read; the goroutine may be preempted in between),
+			// so the bounds below take the side of each that can hold.
+			before := time.Now()
+			p := c.start()
+			after := time.Now()
 			defer p.close()
 			// dueBy is how many sends are due at most by now.
-			dueBy := func() int64 { return int64(time.Since(start)/interval) + 1 }
+			dueBy := func() int64 { return int64(time.Since(before)/interval) + 1 }
 			var last int64
 			for range 20 {
 				due, err := p.wait()
@@ -49,7 +52,9 @@ func TestPacer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if min := int64(behind.Sub(start)/interval) + 50; due < min {
+			// At least 50 intervals passed since behind, and every send
+			// due by behind was due already.
+			if min := int64(behind.Sub(after)/interval) + 50; due < min {
 				t.Fatalf("after falling behind by 50 intervals, wait returned %d sends due, want at least %d", due, min)
 			}
 		})
