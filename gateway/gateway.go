@@ -172,18 +172,28 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		// no client of this API needs it, and it blurs the access log.
 		runtime.WithDisableHTTPMethodOverride(),
 	)
-	if err := userv1.RegisterUserServiceHandler(ctx, g.mux, cfg.Users); err != nil {
-		return nil, fmt.Errorf("gateway: user routes: %w", err)
-	}
-	if err := orderv1.RegisterOrderServiceHandler(ctx, g.mux, cfg.Orders); err != nil {
-		return nil, fmt.Errorf("gateway: order routes: %w", err)
-	}
-	if err := paymentv1.RegisterPaymentServiceHandler(ctx, g.mux, cfg.Payments); err != nil {
-		return nil, fmt.Errorf("gateway: payment routes: %w", err)
-	}
-	if cfg.Inventory != nil {
-		if err := inventoryv1.RegisterInventoryServiceHandler(ctx, g.mux, cfg.Inventory); err != nil {
-			return nil, fmt.Errorf("gateway: inventory routes: %w", err)
+	// grpc-gateway tries a method's routes one by one, the most recently
+	// registered first, and each route tried before the one that matches
+	// costs allocations: so the probe and docs paths go in first (tried
+	// last), and the services by how busy their routes are, users and
+	// orders last (tried first). No route of one service matches a request
+	// for another's (TestRoutesOfDifferentServicesDoNotOverlap), and each
+	// service's routes keep the generated order among themselves, so this
+	// order changes the cost of finding a route, never which one is found.
+	// The gateway's own paths are on the same mux so that a wrong method
+	// or path on them gets the same JSON routing errors as the API.
+	for _, r := range []struct {
+		path string
+		h    http.HandlerFunc
+	}{
+		{"/docs", g.serveDocs},
+		{"/openapi.json", serveOpenAPI},
+		{"/healthz", g.serveHealthz},
+		{"/readyz", g.serveReadyz},
+	} {
+		h := r.h
+		if err := g.mux.HandlePath(http.MethodGet, r.path, func(w http.ResponseWriter, r *http.Request, _ map[string]string) { h(w, r) }); err != nil {
+			return nil, fmt.Errorf("gateway: route %s: %w", r.path, err)
 		}
 	}
 	if cfg.Notifications != nil {
@@ -191,17 +201,19 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: notification routes: %w", err)
 		}
 	}
-	// Registered on the same mux so that a wrong method or path on these
-	// gets the same JSON routing errors as the API.
-	for path, h := range map[string]http.HandlerFunc{
-		"/healthz":      g.serveHealthz,
-		"/readyz":       g.serveReadyz,
-		"/openapi.json": serveOpenAPI,
-		"/docs":         g.serveDocs,
-	} {
-		if err := g.mux.HandlePath(http.MethodGet, path, func(w http.ResponseWriter, r *http.Request, _ map[string]string) { h(w, r) }); err != nil {
-			return nil, fmt.Errorf("gateway: route %s: %w", path, err)
+	if cfg.Inventory != nil {
+		if err := inventoryv1.RegisterInventoryServiceHandler(ctx, g.mux, cfg.Inventory); err != nil {
+			return nil, fmt.Errorf("gateway: inventory routes: %w", err)
 		}
+	}
+	if err := paymentv1.RegisterPaymentServiceHandler(ctx, g.mux, cfg.Payments); err != nil {
+		return nil, fmt.Errorf("gateway: payment routes: %w", err)
+	}
+	if err := orderv1.RegisterOrderServiceHandler(ctx, g.mux, cfg.Orders); err != nil {
+		return nil, fmt.Errorf("gateway: order routes: %w", err)
+	}
+	if err := userv1.RegisterUserServiceHandler(ctx, g.mux, cfg.Users); err != nil {
+		return nil, fmt.Errorf("gateway: user routes: %w", err)
 	}
 	return g, nil
 }

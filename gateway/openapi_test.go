@@ -3,10 +3,13 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 )
 
 // TestEveryDocumentedRouteIsServed sends each operation of the OpenAPI
@@ -84,5 +87,66 @@ func TestDocs(t *testing.T) {
 	}
 	if resp.header.Get("Content-Security-Policy") == "" {
 		t.Error("no Content-Security-Policy")
+	}
+}
+
+// TestRoutesOfDifferentServicesDoNotOverlap checks what lets New register
+// the services in any order: no request to one service's route (or to the
+// gateway's own paths) matches a route of another. grpc-gateway picks the
+// most recently registered of the routes that match, so an overlap would
+// make the registration order decide which backend answers. Routes of one
+// service may overlap (GET /v1/orders/{id} matches /v1/orders/x:watch too):
+// the generated code registers them in a fixed order, which New keeps.
+func TestRoutesOfDifferentServicesDoNotOverlap(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string `json:"operationId"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDocument, &doc); err != nil {
+		t.Fatal(err)
+	}
+	type route struct{ method, template, owner string }
+	routes := []route{
+		{"GET", "/healthz", "gateway"}, {"GET", "/readyz", "gateway"},
+		{"GET", "/openapi.json", "gateway"}, {"GET", "/docs", "gateway"},
+	}
+	for path, item := range doc.Paths {
+		for method, op := range item {
+			if !slices.Contains(httpMethods, method) {
+				continue
+			}
+			service, _, ok := strings.Cut(op.OperationID, "_")
+			if !ok {
+				t.Fatalf("%s %s: operationId %q names no service", method, path, op.OperationID)
+			}
+			routes = append(routes, route{strings.ToUpper(method), path, service})
+		}
+	}
+	// matches reports whether a mux holding only r routes a request for url.
+	matches := func(t *testing.T, r route, method, url string) bool {
+		t.Helper()
+		mux := runtime.NewServeMux()
+		var hit bool
+		if err := mux.HandlePath(r.method, r.template, func(http.ResponseWriter, *http.Request, map[string]string) { hit = true }); err != nil {
+			t.Fatalf("%s %s: %v", r.method, r.template, err)
+		}
+		mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, url, nil))
+		return hit
+	}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	for _, a := range routes {
+		url := param.ReplaceAllString(a.template, "x1")
+		if !matches(t, a, a.method, url) {
+			t.Fatalf("%s %s does not match its own route %s", a.method, url, a.template)
+		}
+		for _, b := range routes {
+			if b.owner != a.owner && b.method == a.method && matches(t, b, a.method, url) {
+				t.Errorf("%s %s (%s, route %s) also matches %s's route %s", a.method, url, a.owner, a.template, b.owner, b.template)
+			}
+		}
+	}
+	if len(routes) < 14 {
+		t.Errorf("only %d routes", len(routes))
 	}
 }
