@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// order changes the cost of finding a route, never which one is found.
 	// The gateway's own paths are on the same mux so that a wrong method
 	// or path on them gets the same JSON routing errors as the API.
-	for _, r := range []struct {
+	for _, own := range []struct {
 		path string
 		h    http.HandlerFunc
 	}{
@@ -191,9 +191,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		{"/healthz", g.serveHealthz},
 		{"/readyz", g.serveReadyz},
 	} {
-		h := r.h
-		if err := g.mux.HandlePath(http.MethodGet, r.path, func(w http.ResponseWriter, r *http.Request, _ map[string]string) { h(w, r) }); err != nil {
-			return nil, fmt.Errorf("gateway: route %s: %w", r.path, err)
+		if err := g.mux.HandlePath(http.MethodGet, own.path, func(w http.ResponseWriter, r *http.Request, _ map[string]string) { own.h(w, r) }); err != nil {
+			return nil, fmt.Errorf("gateway: route %s: %w", own.path, err)
 		}
 	}
 	if cfg.Notifications != nil {
