@@ -182,15 +182,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// order changes the cost of finding a route, never which one is found.
 	// The gateway's own paths are on the same mux so that a wrong method
 	// or path on them gets the same JSON routing errors as the API.
-	for _, own := range []struct {
-		path string
-		h    http.HandlerFunc
-	}{
-		{"/docs", g.serveDocs},
-		{"/openapi.json", serveOpenAPI},
-		{"/healthz", g.serveHealthz},
-		{"/readyz", g.serveReadyz},
-	} {
+	for _, own := range g.ownPaths() {
 		if err := g.mux.HandlePath(http.MethodGet, own.path, func(w http.ResponseWriter, r *http.Request, _ map[string]string) { own.h(w, r) }); err != nil {
 			return nil, fmt.Errorf("gateway: route %s: %w", own.path, err)
 		}
@@ -215,6 +207,22 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: user routes: %w", err)
 	}
 	return g, nil
+}
+
+// ownPath is one of the gateway's own GET paths, served beside the API.
+type ownPath struct {
+	path string
+	h    http.HandlerFunc
+}
+
+// ownPaths lists the gateway's own GET paths, in the order New registers them.
+func (g *Gateway) ownPaths() []ownPath {
+	return []ownPath{
+		{"/docs", g.serveDocs},
+		{"/openapi.json", serveOpenAPI},
+		{"/healthz", g.serveHealthz},
+		{"/readyz", g.serveReadyz},
+	}
 }
 
 // ServeHTTP implements http.Handler: it assigns the request id, logs the
