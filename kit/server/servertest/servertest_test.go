@@ -2,6 +2,7 @@ package servertest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -173,14 +174,39 @@ func (r *recorder) Errorf(format string, args ...any) {
 	r.errs = append(r.errs, fmt.Sprintf(format, args...))
 }
 
+// refusing is a listener whose every Accept fails, so that Serve returns
+// an error. Serve closes its listener as it returns; closed tells the test
+// that Serve is done, so that a Close made after it cannot turn the error
+// into a drain (grpc-go's Serve returns nil once a stop has begun).
+type refusing struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *refusing) Accept() (net.Conn, error) {
+	return nil, errors.New("accept refused")
+}
+
+func (l *refusing) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
 func TestServeErrorFailsTheTest(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = lis.Close() // Serve fails at its first Accept
+	lis := &refusing{Listener: inner, closed: make(chan struct{})}
 	r := &recorder{TB: t}
-	servertest.Serve(r, lis, server.Config{Logger: quiet}, register).Close()
+	s := servertest.Serve(r, lis, server.Config{Logger: quiet}, register)
+	select {
+	case <-lis.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its Accept failed")
+	}
+	s.Close()
 	if len(r.errs) != 1 {
 		t.Errorf("errors reported = %q, want the one from Serve", r.errs)
 	}
