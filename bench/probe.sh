@@ -67,20 +67,18 @@ ticks=$(getconf CLK_TCK)
 # cpu prints duet's user+system CPU time in clock ticks.
 cpu() { awk '{print $14 + $15}' "/proc/$duet_pid/stat"; }
 # per_request prints µs of duet's CPU per request.
-per_request() { python3 -c "print(round(($2 - $1) * 1e6 / $ticks / $3, 1))"; }
+per_request() { python3 -c "print(round(($2 - $1) * 1e6 / $ticks / $3, 1) if $3 else 'n/a (no answers)')"; }
 
-declare -a gw_rps direct_rps
-echo "probe: $bin (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $(nproc) CPUs, ${secs}s per run, 64 connections"
+echo "probe: $bin (repository at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $(nproc) CPUs, ${secs}s per run, 64 connections"
 for round in 1 2; do
   c0=$(cpu)
   out=$(wrk -t2 -c64 -d"${secs}s" "http://$http/v1/users/$user_id")
   c1=$(cpu)
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  gw_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   sockerr=$(sed -n 's/^ *Socket errors: //p' <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
-  gw_rps+=("$rps")
-  echo "  wrk -> gateway GetUser         ${rps} req/s, duet $(per_request "$c0" "$c1" "$n") µs CPU/request${non2xx:+, non-2xx $non2xx}${sockerr:+, socket errors: $sockerr}"
+  echo "  wrk -> gateway GetUser         ${gw_rps} req/s, duet $(per_request "$c0" "$c1" "$n") µs CPU/request${non2xx:+, non-2xx $non2xx}${sockerr:+, socket errors: $sockerr}"
 
   c0=$(cpu)
   out=$(ghz --insecure --call duet.user.v1.UserService.GetUser -d "{\"id\":\"$user_id\"}" \
@@ -89,10 +87,9 @@ for round in 1 2; do
   # When its time is up ghz closes its connection under the calls still in
   # flight (at most one per caller: "transport is closing"); those are not
   # the server's failures.
-  read -r rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; print(r["rps"], r.get("statusCodeDistribution",{}).get("OK",0), sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out")
-  direct_rps+=("$rps")
-  echo "  ghz -> user service GetUser    $(printf '%.0f' "$rps") req/s, duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
-  echo "  gateway/direct, round $round:     $(python3 -c "print(round(${gw_rps[-1]} / ${direct_rps[-1]}, 3))")"
+  read -r direct_rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; print(r["rps"], r.get("statusCodeDistribution",{}).get("OK",0), sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out")
+  echo "  ghz -> user service GetUser    $(printf '%.0f' "$direct_rps") req/s, duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
+  echo "  gateway/direct, round $round:     $(python3 -c "print(round($gw_rps / $direct_rps, 3))")"
 done
 
 for round in 1 2; do
@@ -101,6 +98,9 @@ for round in 1 2; do
   c1=$(cpu)
   line=$(grep '^confirmed' <<<"$out")
   confirmed=$(awk '{print $2}' <<<"${line//,/}")
-  took=$(awk '/requests in/ {sub(/s,?$/, "", $4); print $4}' <<<"$out")
-  echo "  wrk -> POST /v1/orders         $(python3 -c "print(round($confirmed / $took))") confirmed/s ($line), duet $(per_request "$c0" "$c1" "$confirmed") µs CPU/order"
+  # wrk's own rate times the confirmed share of its answers.
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  [ "${n:-0}" -gt 0 ] || { echo "probe: wrk got no answer to POST /v1/orders: $out" >&2; exit 1; }
+  echo "  wrk -> POST /v1/orders         $(python3 -c "print(round($rps * $confirmed / $n))") confirmed/s ($line), duet $(per_request "$c0" "$c1" "$confirmed") µs CPU/order"
 done
