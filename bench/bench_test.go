@@ -149,6 +149,7 @@ func TestQuickRun(t *testing.T) {
 		"kit/grpc throughput, 4KB, C=64",
 		"gateway/direct throughput, GetUser (small), C=64",
 		"gateway/direct server CPU per request, GetUser (small), C=64",
+		"gateway/direct client+server CPU per request, GetUser (small), C=64",
 		"gateway/direct throughput, ListUsers page of 20 (medium), C=64",
 		"grpc/http-1conn throughput, 100B, C=64",
 		"max sustained orders/s, sqlite",

@@ -157,12 +157,13 @@ func (r *Results) computeRatios() {
 		add("http-pool/grpc client+server CPU per request, "+l+", C=64", tr(httpPool, size, 64), tr(grpcEcho, size, 64), totalCPU, "", nil, "")
 	}
 	rest := func(path, op, payload string, conc int) *Cell { return r.find("rest", path, op, payload, conc) }
-	add("gateway/direct throughput, GetUser (small), C=64", rest("gateway", "GetUser", "small", 64), rest("grpc", "GetUser", "small", 64), rps, ">= 0.5", atLeast(0.5), "issue 4 item 3")
+	gwGet, directGet := rest("gateway", "GetUser", "small", 64), rest("grpc", "GetUser", "small", 64)
+	add("gateway/direct throughput, GetUser (small), C=64", gwGet, directGet, rps, ">= 0.5", atLeast(0.5), "issue 4 item 3")
 	// The system's own CPU does not depend on how much the load generator
 	// spends, so it is the figure an independent probe (bench/probe.sh,
 	// wrk and ghz) can be held to; the throughput ratio is not.
-	add("gateway/direct server CPU per request, GetUser (small), C=64", rest("gateway", "GetUser", "small", 64), rest("grpc", "GetUser", "small", 64), srvCPU, "", nil, "the system's CPU: compare with bench/probe.sh's")
-	add("gateway/direct client+server CPU per request, GetUser (small), C=64", rest("gateway", "GetUser", "small", 64), rest("grpc", "GetUser", "small", 64), totalCPU, "", nil, "its inverse bounds the throughput ratio when CPU-bound")
+	add("gateway/direct server CPU per request, GetUser (small), C=64", gwGet, directGet, srvCPU, "", nil, "the system's CPU: compare with bench/probe.sh's")
+	add("gateway/direct client+server CPU per request, GetUser (small), C=64", gwGet, directGet, totalCPU, "", nil, "its inverse bounds the throughput ratio when CPU-bound")
 	add("gateway/direct throughput, ListUsers page of 20 (medium), C=64", rest("gateway", "ListUsers", "medium", 64), rest("grpc", "ListUsers", "medium", 64), rps, "", nil, "issue 4 item 3 (0.13 for stock grpc-gateway)")
 	add("gateway/direct throughput, CreateUser (small), C=64", rest("gateway", "CreateUser", "small", 64), rest("grpc", "CreateUser", "small", 64), rps, "", nil, "a write: SQLite bounds both")
 	add("gateway/direct p50, GetUser, C=1", rest("gateway", "GetUser", "small", 1), rest("grpc", "GetUser", "small", 1), p50, "", nil, `seeds: "P50 5 ms -> 1.5 ms", REST edge vs gRPC`)
