@@ -88,6 +88,7 @@ for round in 1 2; do
   # flight (at most one per caller: "transport is closing"); those are not
   # the server's failures.
   read -r direct_rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; print(r["rps"], r.get("statusCodeDistribution",{}).get("OK",0), sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out")
+  [ "${n:-0}" -gt 0 ] || { echo "probe: ghz got no OK answer from GetUser: $out" >&2; exit 1; }
   echo "  ghz -> user service GetUser    $(printf '%.0f' "$direct_rps") req/s, duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
   echo "  gateway/direct, round $round:     $(python3 -c "print(round($gw_rps / $direct_rps, 3))")"
 done
@@ -96,11 +97,12 @@ for round in 1 2; do
   c0=$(cpu)
   out=$(USER_ID=$user_id wrk -t2 -c64 -d"${secs}s" -s bench/orders.lua "http://$http")
   c1=$(cpu)
-  line=$(grep '^confirmed' <<<"$out")
+  line=$(grep '^confirmed' <<<"$out" || true)
   confirmed=$(awk '{print $2}' <<<"${line//,/}")
   # wrk's own rate times the confirmed share of its answers.
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   [ "${n:-0}" -gt 0 ] || { echo "probe: wrk got no answer to POST /v1/orders: $out" >&2; exit 1; }
+  [ -n "$confirmed" ] || { echo "probe: no count from bench/orders.lua: $out" >&2; exit 1; }
   echo "  wrk -> POST /v1/orders         $(python3 -c "print(round($rps * $confirmed / $n))") confirmed/s ($line), duet $(per_request "$c0" "$c1" "$confirmed") µs CPU/order"
 done
