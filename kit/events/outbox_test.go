@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -181,17 +182,50 @@ func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
 				}
 
 				o.up(t)
-				waitFor(t, "event from the outage", 30*time.Second, func() bool { return c.count("during") == 1 })
-				waitFor(t, "outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+				// From here on a timeout also says where the events are:
+				// in the outbox, in the stream, or with the consumer.
+				wait := func(what string, d time.Duration, cond func() bool) {
+					t.Helper()
+					if !eventually(d, cond) {
+						t.Fatalf("timed out waiting for %s; %s", what, outageState(t, o.bus, db, "outage", c))
+					}
+				}
+				wait("event from the outage", 30*time.Second, func() bool { return c.count("during") == 1 })
+				wait("outbox drained", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
 				appendEvent(t, ctx, db, "order.confirmed", "after")
 				relay.Notify()
-				waitFor(t, "event after the outage", 10*time.Second, func() bool { return c.count("after") == 1 })
+				wait("event after the outage", 10*time.Second, func() bool { return c.count("after") == 1 })
 				if _, vals := c.snapshot(); len(vals) != 3 {
 					t.Errorf("consumer saw %v, want before, during, after once each", vals)
 				}
 			})
 		}
 	}
+}
+
+// outageState describes, for a failure message, how far the events got:
+// the outbox rows not yet marked published, the stream, the durable
+// consumer's progress and pending pull requests, the connection, and what
+// the consumer handled.
+func outageState(t *testing.T, bus *events.Bus, db *sqldb.DB, durable string, c *collector) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 2*time.Second)
+	defer cancel()
+	_, handled := c.snapshot()
+	state := fmt.Sprintf("outbox rows not published %d; connection %v; handled %q", pendingRows(t, db), bus.Conn.Status(), handled)
+	if s, err := bus.JS.Stream(ctx, bus.Stream); err != nil {
+		state += fmt.Sprintf("; stream: %v", err)
+	} else {
+		st := s.CachedInfo().State
+		state += fmt.Sprintf("; stream messages %d, last sequence %d", st.Msgs, st.LastSeq)
+	}
+	if cons, err := bus.JS.Consumer(ctx, bus.Stream, durable); err != nil {
+		state += fmt.Sprintf("; consumer: %v", err)
+	} else {
+		ci := cons.CachedInfo()
+		state += fmt.Sprintf("; consumer delivered up to %d, acked up to %d, %d unacked, %d not delivered, %d pull requests waiting",
+			ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumAckPending, ci.NumPending, ci.NumWaiting)
+	}
+	return state
 }
 
 // TestDuplicatePublishIsDropped: a row published twice, because a relay
