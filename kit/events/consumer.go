@@ -221,11 +221,16 @@ func consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 	}
 	wait := time.Duration(0)
 	for {
+		c.pulling = time.Time{}
 		err := c.run(ctx, jcfg)
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait = min(max(2*wait, nakDelayMin), setupRetryMax)
+		var pulled time.Duration
+		if !c.pulling.IsZero() {
+			pulled = time.Since(c.pulling)
+		}
+		wait = restartWait(wait, pulled)
 		c.log.WarnContext(ctx, "events: consumer interrupted; restarting", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
@@ -235,6 +240,20 @@ func consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 	}
 }
 
+// restartWait is how long Consume waits before starting over, given the
+// previous wait and how long the run that just ended pulled events (zero
+// when it never got that far): doubling from nakDelayMin while runs keep
+// failing, up to setupRetryMax, and from nakDelayMin again after a run
+// that pulled for longer than that. Without the reset each interruption
+// of a long-lived process, even after hours of healthy pulling, waited
+// longer than the one before, until every restart took setupRetryMax.
+func restartWait(prev, pulled time.Duration) time.Duration {
+	if pulled > setupRetryMax {
+		prev = 0
+	}
+	return min(max(2*prev, nakDelayMin), setupRetryMax)
+}
+
 // consumer is one Consume loop.
 type consumer struct {
 	bus       *Bus
@@ -242,6 +261,9 @@ type consumer struct {
 	log       *slog.Logger
 	handle    func(ctx context.Context, m Message) error
 	handleAll func(ctx context.Context, ms []Message) error
+	// pulling is when the current run's message iterator started; zero
+	// until it has.
+	pulling time.Time
 	// only, when set, lists the filters an event's subject must match to
 	// be handled: the consumer's server filters with a wider one.
 	only []string
@@ -276,6 +298,7 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) error
 		return fmt.Errorf("pull messages: %w", err)
 	}
 	defer it.Stop()
+	c.pulling = time.Now()
 	if c.handleAll != nil {
 		return c.runBatches(ctx, it)
 	}
