@@ -221,16 +221,11 @@ func consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 	}
 	wait := time.Duration(0)
 	for {
-		c.pulling = time.Time{}
-		err := c.run(ctx, jcfg)
+		pulledFor, err := c.run(ctx, jcfg)
 		if ctx.Err() != nil {
 			return nil
 		}
-		var pulled time.Duration
-		if !c.pulling.IsZero() {
-			pulled = time.Since(c.pulling)
-		}
-		wait = restartWait(wait, pulled)
+		wait = restartWait(wait, pulledFor)
 		c.log.WarnContext(ctx, "events: consumer interrupted; restarting", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
@@ -261,9 +256,6 @@ type consumer struct {
 	log       *slog.Logger
 	handle    func(ctx context.Context, m Message) error
 	handleAll func(ctx context.Context, ms []Message) error
-	// pulling is when the current run's message iterator started; zero
-	// until it has.
-	pulling time.Time
 	// only, when set, lists the filters an event's subject must match to
 	// be handled: the consumer's server filters with a wider one.
 	only []string
@@ -285,31 +277,33 @@ func (c *consumer) unwanted(msg jetstream.Msg) bool {
 
 // run creates (or updates) the consumer and handles messages until ctx ends
 // or the message iterator fails for good; Consume then starts over.
-func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) error {
+// pulledFor is how long the iterator ran, zero when run failed before it.
+func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) (pulledFor time.Duration, err error) {
 	cons, err := c.bus.JS.CreateOrUpdateConsumer(ctx, c.bus.Stream, jcfg)
 	if err != nil {
-		return fmt.Errorf("create consumer: %w", err)
+		return 0, fmt.Errorf("create consumer: %w", err)
 	}
 	// A small buffer: each buffered event's AckWait is already running, so
 	// a slow handler must not fall behind a large one.
 	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
-		return fmt.Errorf("pull messages: %w", err)
+		return 0, fmt.Errorf("pull messages: %w", err)
 	}
 	defer it.Stop()
-	c.pulling = time.Now()
+	start := time.Now()
+	defer func() { pulledFor = time.Since(start) }()
 	if c.handleAll != nil {
-		return c.runBatches(ctx, it)
+		return 0, c.runBatches(ctx, it)
 	}
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
-			return nil
+			return 0, nil
 		}
 		if err != nil {
 			if err := c.pullFailed(ctx, err); err != nil {
-				return err
+				return 0, err
 			}
 			continue
 		}

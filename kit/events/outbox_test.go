@@ -208,7 +208,7 @@ func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
 // consumer's progress and pending pull requests, the connection, and what
 // the consumer handled.
 func outageState(t *testing.T, bus *events.Bus, db *sqldb.DB, durable string, c *collector) string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 2*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
 	_, handled := c.snapshot()
 	state := fmt.Sprintf("outbox rows not published %d; connection %v; handled %q", pendingRows(t, db), bus.Conn.Status(), handled)
