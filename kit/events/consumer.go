@@ -292,18 +292,25 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) (pull
 	}
 	defer it.Stop()
 	start := time.Now()
-	defer func() { pulledFor = time.Since(start) }()
 	if c.handleAll != nil {
-		return 0, c.runBatches(ctx, it)
+		err = c.runBatches(ctx, it)
+	} else {
+		err = c.runEach(ctx, it)
 	}
+	return time.Since(start), err
+}
+
+// runEach handles the iterator's messages one at a time until ctx ends
+// (nil) or the iterator fails for good.
+func (c *consumer) runEach(ctx context.Context, it jetstream.MessagesContext) error {
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
-			return 0, nil
+			return nil
 		}
 		if err != nil {
 			if err := c.pullFailed(ctx, err); err != nil {
-				return 0, err
+				return err
 			}
 			continue
 		}
