@@ -265,42 +265,86 @@ func cancelledDuringStatement(t *testing.T) context.Context {
 // and after it. SQLite rolls back a whole transaction when a write in it
 // is interrupted, so the driver's interrupt would undo the other calls'
 // work: they must be stored all the same, and the cancelled call must
-// return what became of its own.
+// return what became of its own. The statement runs each way database/sql
+// offers: directly, prepared on the transaction, and a DB statement
+// moved onto it.
 func TestGroupCommitCallerCancelledDuringStatement(t *testing.T) {
-	ctx := cancelledDuringStatement(t)
-	db := openGroupTest(t)
-
-	release, holder := holdTurn(t, db)
-	cancelled := make(chan error, 1)
-	go func() {
-		cancelled <- db.InTx(ctx, func(tx *sql.Tx) error {
+	tests := []struct {
+		name string
+		exec func(ctx context.Context, tx *sql.Tx, dbStmt *sql.Stmt) error
+	}{
+		{"tx.ExecContext", func(ctx context.Context, tx *sql.Tx, _ *sql.Stmt) error {
 			_, err := tx.ExecContext(ctx, cancellingInsert)
 			return err
-		})
-	}()
-	waitForWaiters(t, db, 1)
-	after := insertInTx(t.Context(), db, "after")
-	waitForWaiters(t, db, 2)
-	close(release)
+		}},
+		{"tx.PrepareContext", func(ctx context.Context, tx *sql.Tx, _ *sql.Stmt) error {
+			st, err := tx.PrepareContext(ctx, cancellingInsert)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			_, err = st.ExecContext(ctx)
+			return err
+		}},
+		{"tx.StmtContext", func(ctx context.Context, tx *sql.Tx, dbStmt *sql.Stmt) error {
+			_, err := tx.StmtContext(ctx, dbStmt).ExecContext(ctx)
+			return err
+		}},
+		{"tx.QueryContext", func(ctx context.Context, tx *sql.Tx, _ *sql.Stmt) error {
+			rows, err := tx.QueryContext(ctx, cancellingInsert+" RETURNING name")
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			return rows.Err()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := cancelledDuringStatement(t)
+			db := openGroupTest(t)
+			// Prepared on the DB before any call holds its one connection
+			// (see Open), for tx.StmtContext.
+			dbStmt, err := db.PrepareContext(t.Context(), cancellingInsert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { dbStmt.Close() })
 
-	if err := <-holder; err != nil {
-		t.Errorf("the call before: %v", err)
-	}
-	if err := <-after; err != nil {
-		t.Errorf("the call after: %v", err)
-	}
-	err := <-cancelled
-	if ctx.Err() == nil {
-		t.Fatal("the statement did not cancel its call's context")
-	}
-	got := names(t, db)
-	if !got["holder"] || !got["after"] {
-		t.Errorf("stored holder: %v, after: %v; want both", got["holder"], got["after"])
-	}
-	// The cancelled call's statement had begun: it either finished and is
-	// stored, or failed and left nothing; its error says which.
-	if stored := got["c1"]; stored != (err == nil) {
-		t.Errorf("cancelled call returned %v, its rows stored: %v", err, stored)
+			release, holder := holdTurn(t, db)
+			cancelled := make(chan error, 1)
+			go func() {
+				cancelled <- db.InTx(ctx, func(tx *sql.Tx) error { return tt.exec(ctx, tx, dbStmt) })
+			}()
+			waitForWaiters(t, db, 1)
+			after := insertInTx(t.Context(), db, "after")
+			waitForWaiters(t, db, 2)
+			close(release)
+
+			if err := <-holder; err != nil {
+				t.Errorf("the call before: %v", err)
+			}
+			if err := <-after; err != nil {
+				t.Errorf("the call after: %v", err)
+			}
+			err = <-cancelled
+			if ctx.Err() == nil {
+				t.Fatal("the statement did not cancel its call's context")
+			}
+			got := names(t, db)
+			if !got["holder"] || !got["after"] {
+				t.Errorf("stored holder: %v, after: %v; want both", got["holder"], got["after"])
+			}
+			// The cancelled call's statement had begun: it either finished and is
+			// stored, or failed and left nothing; its error says which.
+			if stored := got["c1"]; stored != (err == nil) {
+				t.Errorf("cancelled call returned %v, its rows stored: %v", err, stored)
+			}
+		})
 	}
 }
 

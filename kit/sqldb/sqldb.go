@@ -438,6 +438,11 @@ func Rebind(dialect Dialect, query string) string {
 // fail, every call in it fails. A statement of fn that has begun runs to its
 // end even if ctx ends meanwhile (interrupting it would roll back the
 // others' work with it); fn's next statement then fails with ctx's error.
+// Two things a shared transaction cannot give: SQLite checks deferred
+// constraints (DEFERRABLE INITIALLY DEFERRED, PRAGMA defer_foreign_keys) at
+// the COMMIT, so one call's violation fails every call in it (keep them
+// immediate, SQLite's default); and fn must not wait for another InTx
+// call to return, which may be waiting for fn's transaction to commit.
 func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if db.group != nil {
 		return db.group.run(ctx, fn)

@@ -140,6 +140,7 @@ var (
 	_ driver.ExecerContext  = (*stmtCacheConn)(nil)
 	_ driver.QueryerContext = (*stmtCacheConn)(nil)
 	_ sqliteConn            = (*stmtCacheConn)(nil)
+	_ sqliteStmt            = callerStmt{}
 	_ sqliteRows            = (*stmtCacheRows)(nil)
 )
 
@@ -331,6 +332,43 @@ func (c *stmtCacheConn) acquire(ctx context.Context, query string) (*cachedStmt,
 		}
 	}
 	return cs, nil
+}
+
+// PrepareContext implements driver.ConnPrepareContext for the statements a
+// caller prepares itself (tx.PrepareContext, tx.StmtContext, db.Prepare):
+// inside a shared transaction they run detached too, like ExecContext's
+// and QueryContext's (see detach).
+func (c *stmtCacheConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	s, err := c.prepare(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return callerStmt{sqliteStmt: s, c: c}, nil
+}
+
+// callerStmt is a statement prepared by a caller rather than cached: it is
+// the caller's to close.
+type callerStmt struct {
+	sqliteStmt
+	c *stmtCacheConn
+}
+
+// ExecContext implements driver.StmtExecContext.
+func (s callerStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	ctx, err := s.c.detach(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.sqliteStmt.ExecContext(ctx, args)
+}
+
+// QueryContext implements driver.StmtQueryContext.
+func (s callerStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	ctx, err := s.c.detach(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.sqliteStmt.QueryContext(ctx, args)
 }
 
 // prepare compiles query with the driver.
