@@ -231,6 +231,10 @@ type stack struct {
 	rec       *recorder
 	gate      *gate
 
+	// inventoryHook, when set, runs in front of every inventory call.
+	inventoryMu   sync.Mutex
+	inventoryHook grpc.UnaryServerInterceptor
+
 	paymentSvc    *payment.Service
 	paymentServer *servertest.Server
 	paymentsDB    *sqldb.DB
@@ -267,7 +271,15 @@ func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = inventorySvc.Close() })
-	inventoryServer := serve(t, "inventory", inventorySvc.Register)
+	inventoryServer := serve(t, "inventory", inventorySvc.Register, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		st.inventoryMu.Lock()
+		hook := st.inventoryHook
+		st.inventoryMu.Unlock()
+		if hook != nil {
+			return hook(ctx, req, info, h)
+		}
+		return h(ctx, req)
+	})
 
 	paymentURL := sqldbtest.URLs(t)[dialect]
 	st.paymentSvc, err = payment.Open(ctx, payment.Config{DatabaseURL: paymentURL, Logger: quiet, Provider: st.provider})

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
@@ -21,6 +23,7 @@ import (
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/sqldb"
+	"github.com/duetkit/duet/services/order"
 )
 
 const (
@@ -607,5 +610,103 @@ func TestOrderEventsPublished(t *testing.T) {
 				}
 			}
 		})
+	})
+}
+
+// TestLateReservationAfterRefusal races two runners of one order, as two
+// replicas do when one resumes the other's sagas: the first is refused
+// for want of stock and ends the order REJECTED while the second, holding
+// the order as it was, is still reserving. Stock comes back before the
+// second's call lands. It must not hold stock for an order that has ended.
+func TestLateReservationAfterRefusal(t *testing.T) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
+		ctx := t.Context()
+		userID := st.newUser(t)
+		sku := st.newProduct(t, unitPrice, 2)
+
+		// The first two ReserveStock calls (first runner's, second's) wait
+		// for their release.
+		var (
+			calls    int
+			entered  = []chan struct{}{make(chan struct{}), make(chan struct{})}
+			proceed  = []chan struct{}{make(chan struct{}), make(chan struct{})}
+			answered = make(chan error, 1)
+		)
+		st.inventoryMu.Lock()
+		st.inventoryHook = func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if info.FullMethod != inventoryv1.InventoryService_ReserveStock_FullMethodName {
+				return h(ctx, req)
+			}
+			st.inventoryMu.Lock()
+			i := calls
+			calls++
+			st.inventoryMu.Unlock()
+			if i > 1 {
+				return h(ctx, req)
+			}
+			close(entered[i])
+			select {
+			case <-proceed[i]:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			resp, err := h(ctx, req)
+			if i == 1 {
+				answered <- err
+			}
+			return resp, err
+		}
+		st.inventoryMu.Unlock()
+
+		req := createReq(userID, "tok_approve", "late-reservation", line(sku, 3))
+		req.Wait = false
+		resp, err := st.orders.CreateOrder(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := resp.GetOrder().GetId()
+		<-entered[0]
+		// A second replica on the same database: its first sweep resumes
+		// the order, at RESERVE.
+		second, err := order.Open(ctx, st.orderCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer second.Close()
+		<-entered[1]
+
+		close(proceed[0])
+		watch, err := st.orders.WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		states, err := recvAll(watch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := states[len(states)-1]; last.GetStatus() != rejected || last.GetFailureReason() != "OUT_OF_STOCK" {
+			t.Fatalf("order ended %v %q; want REJECTED OUT_OF_STOCK", last.GetStatus(), last.GetFailureReason())
+		}
+
+		imp, err := st.inventory.ImportStock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := imp.Send(&inventoryv1.ImportStockRequest{Line: 1, Sku: sku, StockDelta: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := imp.CloseAndRecv(); err != nil {
+			t.Fatal(err)
+		}
+		close(proceed[1])
+		if err := <-answered; err == nil {
+			t.Error("the late ReserveStock succeeded for an order that had ended")
+		}
+		if err := second.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if available, reserved := st.stock(t, sku); available != 7 || reserved != 0 {
+			t.Errorf("stock available %d, reserved %d; want 7, 0", available, reserved)
+		}
 	})
 }

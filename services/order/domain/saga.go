@@ -148,6 +148,11 @@ func (o *Order) afterRefund(now time.Time) {
 
 // afterRelease is where compensation goes once the stock is released.
 func (o *Order) afterRelease(now time.Time) {
+	if o.FailedStep == StepReserve && refusedAtReserve(o.FailureReason) {
+		// The release only guarded against a late reservation (see run).
+		o.finish(StatusRejected, "", now)
+		return
+	}
 	if o.FailedStep == StepCommit {
 		// After a failed commit the stock is released before the charge is
 		// refunded, because only the release tells whether the commit went
@@ -156,6 +161,12 @@ func (o *Order) afterRelease(now time.Time) {
 		return
 	}
 	o.finish(StatusCancelled, "", now)
+}
+
+// refusedAtReserve reports whether reason is inventory's refusal of a
+// reservation, which ends an order REJECTED, not CANCELLED.
+func refusedAtReserve(reason string) bool {
+	return reason == FailureOutOfStock || reason == FailureProductNotFound
 }
 
 // giveUp ends a forward step that kept failing past its deadline.
@@ -280,13 +291,20 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		switch {
 		case err == nil:
 			o.enter(StepCharge, now())
-		case errors.Is(err, ErrOutOfStock):
+		case errors.Is(err, ErrOutOfStock), errors.Is(err, ErrProductNotFound):
+			// Refused, and nothing is held. Yet a runner holding an older
+			// copy of the order may be reserving for it right now
+			// (StepFrom), and once stock is back its reservation would
+			// stay held for an order that has ended. Releasing leaves
+			// inventory a tombstone that refuses such a late reservation,
+			// or undoes one made already; afterRelease then ends the order
+			// REJECTED.
+			reason := FailureOutOfStock
+			if errors.Is(err, ErrProductNotFound) {
+				reason = FailureProductNotFound
+			}
+			o.compensate(StepReserve, StepRelease, reason, now())
 			o.LastError = truncate(err.Error())
-			o.finish(StatusRejected, FailureOutOfStock, now())
-			err = nil
-		case errors.Is(err, ErrProductNotFound):
-			o.LastError = truncate(err.Error())
-			o.finish(StatusRejected, FailureProductNotFound, now())
 			err = nil
 		case errors.Is(err, ErrReservationReleased):
 			// Nothing is held and nothing can be: there is nothing to undo.

@@ -53,6 +53,12 @@ func (f *fixture) create(t *testing.T) *Order {
 // that got there would have.
 func (f *fixture) at(t *testing.T, o *Order, step, failed Step) *Order {
 	t.Helper()
+	return f.atFor(t, o, step, failed, "")
+}
+
+// atFor is at, with the reason compensation began for.
+func (f *fixture) atFor(t *testing.T, o *Order, step, failed Step, reason string) *Order {
+	t.Helper()
 	got, err := f.repo.ByID(t.Context(), o.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +67,7 @@ func (f *fixture) at(t *testing.T, o *Order, step, failed Step) *Order {
 	if step != StepCheckUser && step != StepPrice {
 		next.price(f.peers.prices)
 	}
-	next.FailedStep = failed
+	next.FailedStep, next.FailureReason = failed, reason
 	next.enter(step, f.now)
 	next.Version++
 	if err := f.repo.Save(t.Context(), next, got.Version, true); err != nil {
@@ -108,6 +114,7 @@ func TestStep(t *testing.T) {
 		name        string
 		step        Step
 		failed      Step
+		reason      string // why compensation began
 		method      string
 		err         error
 		charge      *PaymentResult
@@ -126,8 +133,10 @@ func TestStep(t *testing.T) {
 		{name: "product unknown", step: StepPrice, method: "Prices", err: ErrProductNotFound, wantStatus: StatusRejected, wantStep: StepDone, wantReason: FailureProductNotFound},
 		{name: "inventory down while pricing", step: StepPrice, method: "Prices", err: errOdd, wantRetry: true},
 		{name: "reserved", step: StepReserve, wantStatus: StatusPending, wantStep: StepCharge},
-		{name: "out of stock", step: StepReserve, method: "Reserve", err: errStock, wantStatus: StatusRejected, wantStep: StepDone, wantReason: FailureOutOfStock},
-		{name: "product gone", step: StepReserve, method: "Reserve", err: ErrProductNotFound, wantStatus: StatusRejected, wantStep: StepDone, wantReason: FailureProductNotFound},
+		{name: "out of stock", step: StepReserve, method: "Reserve", err: errStock,
+			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepReserve, wantReason: FailureOutOfStock},
+		{name: "product gone", step: StepReserve, method: "Reserve", err: ErrProductNotFound,
+			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepReserve, wantReason: FailureProductNotFound},
 		{name: "released before reserving", step: StepReserve, method: "Reserve", err: ErrReservationReleased, wantStatus: StatusCancelled, wantStep: StepDone, wantReason: FailureReservationReleased},
 		{name: "inventory down while reserving", step: StepReserve, method: "Reserve", err: errDown, wantRetry: true},
 		{name: "charged", step: StepCharge, wantStatus: StatusPending, wantStep: StepCommit, wantPayment: "pay-1"},
@@ -151,7 +160,12 @@ func TestStep(t *testing.T) {
 		{name: "nothing to refund", step: StepRefund, failed: StepCharge, wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepCharge},
 		{name: "refund fails", step: StepRefund, failed: StepCharge, method: "CancelCharge", err: errOdd, wantRetry: true},
 		{name: "released after a failed charge", step: StepRelease, failed: StepCharge, wantStatus: StatusCancelled, wantStep: StepDone, wantFailed: StepCharge},
-		{name: "released after a failed reservation", step: StepRelease, failed: StepReserve, wantStatus: StatusCancelled, wantStep: StepDone, wantFailed: StepReserve},
+		{name: "released after a failed reservation", step: StepRelease, failed: StepReserve, reason: FailureInventoryUnavailable,
+			wantStatus: StatusCancelled, wantStep: StepDone, wantFailed: StepReserve, wantReason: FailureInventoryUnavailable},
+		{name: "released after stock ran out", step: StepRelease, failed: StepReserve, reason: FailureOutOfStock,
+			wantStatus: StatusRejected, wantStep: StepDone, wantFailed: StepReserve, wantReason: FailureOutOfStock},
+		{name: "released after a product went", step: StepRelease, failed: StepReserve, reason: FailureProductNotFound,
+			wantStatus: StatusRejected, wantStep: StepDone, wantFailed: StepReserve, wantReason: FailureProductNotFound},
 		{name: "released after a failed commit", step: StepRelease, failed: StepCommit, wantStatus: StatusPending, wantStep: StepRefund, wantFailed: StepCommit},
 		{name: "the lost commit had gone through", step: StepRelease, failed: StepCommit, method: "Release", err: ErrReservationCommitted,
 			wantStatus: StatusConfirmed, wantStep: StepDone},
@@ -161,7 +175,7 @@ func TestStep(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture()
-			o := f.at(t, f.create(t), tt.step, tt.failed)
+			o := f.atFor(t, f.create(t), tt.step, tt.failed, tt.reason)
 			if tt.method != "" {
 				f.peers.set(tt.method, tt.err)
 			}
@@ -417,9 +431,9 @@ func TestSagaRuns(t *testing.T) {
 		{
 			name:       "out of stock",
 			setup:      func(f *fixture) { f.peers.set("Reserve", errStock) },
-			wantSteps:  []Step{StepCheckUser, StepPrice, StepReserve, StepDone},
+			wantSteps:  []Step{StepCheckUser, StepPrice, StepReserve, StepRelease, StepDone},
 			wantStatus: StatusRejected, wantReason: FailureOutOfStock,
-			wantCalls: []string{"CheckUser", "Prices", "Reserve"},
+			wantCalls: []string{"CheckUser", "Prices", "Reserve", "Release"},
 		},
 		{
 			name:       "payment down past the bound",
