@@ -164,6 +164,9 @@ func TestErrors(t *testing.T) {
 		{name: "method override is ignored", method: "POST", path: "/v1/users/" + knownUserID, body: `{}`,
 			header:     []string{"X-HTTP-Method-Override", "GET"},
 			httpStatus: 405, code: codes.Unimplemented, reason: ReasonMethodNotAllowed},
+		{name: "form-encoded POST does not fall back to GET", method: "POST", path: "/v1/users/" + knownUserID, body: `{"name":"x"}`,
+			header:     []string{"Content-Type", "application/x-www-form-urlencoded"},
+			httpStatus: 405, code: codes.Unimplemented, reason: ReasonMethodNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

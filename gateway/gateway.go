@@ -171,6 +171,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		// X-HTTP-Method-Override would let a form POST run as a GET;
 		// no client of this API needs it, and it blurs the access log.
 		runtime.WithDisableHTTPMethodOverride(),
+		// Nor may a form-encoded POST (curl -d's default) to a path with
+		// no POST route fall back to its GET route: a mistaken update
+		// would answer 200 with the record unchanged instead of 405.
+		runtime.WithDisablePathLengthFallback(),
 	)
 	// grpc-gateway tries a method's routes one by one, the most recently
 	// registered first, and each route tried before the one that matches
