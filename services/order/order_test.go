@@ -508,6 +508,10 @@ func TestCreateOrderRejectsBadRequests(t *testing.T) {
 			{"no items", createReq(userID, "tok_approve", "none"), codes.InvalidArgument, "INVALID_ARGUMENT", "items"},
 			{"no idempotency key", createReq(userID, "tok_approve", "", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "idempotency_key"},
 			{"no payment token", createReq(userID, "", "no-token", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "payment_token"},
+			// PostgreSQL cannot store a NUL in TEXT: refused up front on
+			// every database alike.
+			{"NUL in the idempotency key", createReq(userID, "tok_approve", "k\x00z", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "idempotency_key"},
+			{"NUL in the payment token", createReq(userID, "tok_approve\x00", "nul-token", line(sku, 1)), codes.InvalidArgument, "INVALID_ARGUMENT", "payment_token"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

@@ -72,6 +72,14 @@ func TestCharge(t *testing.T) {
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount.currency_code"},
 			{name: "no idempotency key", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve"},
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "idempotency_key"},
+			// PostgreSQL cannot store a NUL in TEXT: refused up front on
+			// every database alike.
+			{name: "NUL in the idempotency key", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "k\x00z"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "idempotency_key"},
+			{name: "NUL in the reference", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "nul-ref", Reference: "\x00"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "reference"},
+			{name: "NUL in the user id", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "nul-user", UserId: "u\x00"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "user_id"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -176,6 +184,8 @@ func TestRefund(t *testing.T) {
 				wantCode: codes.NotFound, wantReason: "PAYMENT_NOT_FOUND"},
 			{name: "malformed id", req: &paymentv1.RefundRequest{Id: "nope"},
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "id"},
+			{name: "NUL in the idempotency key", req: &paymentv1.RefundRequest{Id: id, IdempotencyKey: "r\x00"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "idempotency_key"},
 		}
 		for _, st := range steps {
 			resp, err := client.Refund(ctx, st.req)

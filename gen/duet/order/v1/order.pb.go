@@ -823,7 +823,7 @@ var File_duet_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_duet_order_v1_order_proto_rawDesc = "" +
 	"\n" +
-	"\x19duet/order/v1/order.proto\x12\rduet.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x96\x01\n" +
+	"\x19duet/order/v1/order.proto\x12\rduet.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x18duet/type/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x96\x01\n" +
 	"\bLineItem\x12.\n" +
 	"\x03sku\x18\x01 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$R\x03sku\x12&\n" +
 	"\bquantity\x18\x02 \x01(\x05B\n" +
@@ -845,14 +845,14 @@ const file_duet_order_v1_order_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x121\n" +
-	"\x04step\x18\v \x01(\x0e2\x18.duet.order.v1.OrderStepB\x03\xe0A\x03R\x04step\"\xeb\x01\n" +
+	"\x04step\x18\v \x01(\x0e2\x18.duet.order.v1.OrderStepB\x03\xe0A\x03R\x04step\"\xf1\x01\n" +
 	"\x12CreateOrderRequest\x12!\n" +
 	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x129\n" +
 	"\x05items\x18\x02 \x03(\v2\x17.duet.order.v1.LineItemB\n" +
-	"\xbaH\a\x92\x01\x04\b\x01\x10dR\x05items\x12.\n" +
-	"\rpayment_token\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\fpaymentToken\x123\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12\x12\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10dR\x05items\x121\n" +
+	"\rpayment_token\x18\x03 \x01(\tB\f\xbaH\tr\a\xc8H\x01\x10\x01\x18@R\fpaymentToken\x126\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8H\x01\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12\x12\n" +
 	"\x04wait\x18\x05 \x01(\bR\x04wait\"A\n" +
 	"\x13CreateOrderResponse\x12*\n" +
 	"\x05order\x18\x01 \x01(\v2\x14.duet.order.v1.OrderR\x05order\"+\n" +

@@ -646,7 +646,7 @@ var File_duet_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
-	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xba\x03\n" +
+	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x18duet/type/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xba\x03\n" +
 	"\aPayment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x06amount\x18\x02 \x01(\v2\x13.duet.type.v1.MoneyR\x06amount\x12/\n" +
@@ -660,29 +660,30 @@ const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x12\x17\n" +
 	"\auser_id\x18\n" +
-	" \x01(\tR\x06userId\"\x80\x02\n" +
+	" \x01(\tR\x06userId\"\x8c\x02\n" +
 	"\rChargeRequest\x123\n" +
-	"\x06amount\x18\x01 \x01(\v2\x13.duet.type.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x06amount\x12;\n" +
-	"\x14payment_method_token\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x12paymentMethodToken\x123\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12&\n" +
-	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\treference\x12 \n" +
-	"\auser_id\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\x06userId\"D\n" +
+	"\x06amount\x18\x01 \x01(\v2\x13.duet.type.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x06amount\x12>\n" +
+	"\x14payment_method_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8H\x01\x10\x01\x18@R\x12paymentMethodToken\x126\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8H\x01\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12)\n" +
+	"\treference\x18\x04 \x01(\tB\v\xbaH\br\x06\xc8H\x01\x18\x80\x01R\treference\x12#\n" +
+	"\auser_id\x18\x05 \x01(\tB\n" +
+	"\xbaH\ar\x05\xc8H\x01\x18@R\x06userId\"D\n" +
 	"\x0eChargeResponse\x122\n" +
 	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"-\n" +
 	"\x11GetPaymentRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"H\n" +
 	"\x12GetPaymentResponse\x122\n" +
-	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"J\n" +
-	"\x13CancelChargeRequest\x123\n" +
-	"\x0fidempotency_key\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x0eidempotencyKey\"J\n" +
+	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"M\n" +
+	"\x13CancelChargeRequest\x126\n" +
+	"\x0fidempotency_key\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8H\x01\x10\x01\x18\x80\x01R\x0eidempotencyKey\"J\n" +
 	"\x14CancelChargeResponse\x122\n" +
-	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"\x89\x01\n" +
+	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"\x8c\x01\n" +
 	"\rRefundRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12+\n" +
-	"\x06amount\x18\x02 \x01(\v2\x13.duet.type.v1.MoneyR\x06amount\x121\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0eidempotencyKey\"D\n" +
+	"\x06amount\x18\x02 \x01(\v2\x13.duet.type.v1.MoneyR\x06amount\x124\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tB\v\xbaH\br\x06\xc8H\x01\x18\x80\x01R\x0eidempotencyKey\"D\n" +
 	"\x0eRefundResponse\x122\n" +
 	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment*\xad\x01\n" +
 	"\rPaymentStatus\x12\x1e\n" +
