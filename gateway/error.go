@@ -133,11 +133,12 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 		var e *apierr.Error
 		switch c {
 		case codes.InvalidArgument:
+			msg := plainParseError(p.GetMessage())
 			var details []apierr.Detail
-			if f := offendingField(p.GetMessage()); f != "" {
-				details = append(details, apierr.Field(f, p.GetMessage()))
+			if f := offendingField(msg); f != "" {
+				details = append(details, apierr.Field(f, msg))
 			}
-			e = apierr.New(c, apierr.ReasonInvalidArgument, p.GetMessage(), details...)
+			e = apierr.New(c, apierr.ReasonInvalidArgument, msg, details...)
 		case codes.Unavailable:
 			e = apierr.New(c, apierr.ReasonUnavailable, "service unavailable")
 		case codes.DeadlineExceeded:
@@ -179,6 +180,25 @@ var fieldPatterns = []*regexp.Regexp{
 	regexp.MustCompile(`invalid value for \w+ field ([\w.]+):`),
 	regexp.MustCompile(`parsing field "([^"]+)"`),
 	regexp.MustCompile(`parameter: ([\w.]+),`),
+}
+
+// strconvError is grpc-gateway's message for a query or path parameter
+// that does not parse as its field's number or bool: strconv's own
+// wording, which names Go functions.
+var strconvError = regexp.MustCompile(`^parsing field "([^"]+)": strconv\.\w+: parsing ("(?:[^"\\]|\\.)*"): (invalid syntax|value out of range)$`)
+
+// plainParseError rewrites a strconvError message for the client, keeping
+// the field and the value; other messages are returned as they are.
+func plainParseError(msg string) string {
+	m := strconvError.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	what := "is not a valid value"
+	if m[3] == "value out of range" {
+		what = "is out of range"
+	}
+	return fmt.Sprintf("parsing field %q: %s %s", m[1], m[2], what)
 }
 
 // offendingField returns the field named by a gateway error message, or "".

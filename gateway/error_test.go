@@ -139,7 +139,11 @@ func TestErrors(t *testing.T) {
 		{name: "malformed JSON on PATCH", method: "PATCH", path: "/v1/users/" + knownUserID, body: `{"name":`,
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT"},
 		{name: "bad query parameter", method: "GET", path: "/v1/users?pageSize=lots",
-			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "page_size"},
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "page_size",
+			message: `parsing field "page_size": "lots" is not a valid value`},
+		{name: "query parameter out of range", method: "GET", path: "/v1/users?pageSize=99999999999999999999",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "page_size",
+			message: `parsing field "page_size": "99999999999999999999" is out of range`},
 
 		// Over-large bodies, declared or streamed.
 		{name: "Content-Length over the limit", method: "POST", path: "/v1/users", body: big,
