@@ -87,15 +87,34 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 	}
 	e := toAPIError(st, httpStatus)
 	if e.httpStatus >= 500 {
-		// The client sees a masked message; the cause is logged here.
-		level := slog.LevelError
-		if c := st.Code(); c == codes.Unavailable || c == codes.DeadlineExceeded {
-			level = slog.LevelWarn
-		}
-		g.log.Log(ctx, level, "gateway: call failed", "method", r.Method, "path", r.URL.Path,
-			"code", st.Code().String(), "error", st.Message())
+		g.logFailure(ctx, st, "method", r.Method, "path", r.URL.Path)
 	}
 	writeError(w, e)
+}
+
+// handleStreamError is grpc-gateway's error handler for server streams
+// (WatchOrder): the error a stream ends with is masked and given an
+// ErrorInfo as a unary call's is, and logged the same way. grpc-gateway
+// writes it as the stream's last line, {"error": …}, with the matching
+// HTTP status when no line went before it.
+func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Status {
+	st := status.Convert(err)
+	e := toAPIError(st, 0)
+	if e.httpStatus >= 500 {
+		pattern, _ := runtime.HTTPPathPattern(ctx)
+		g.logFailure(ctx, st, "stream", pattern)
+	}
+	return status.FromProto(e.status)
+}
+
+// logFailure logs the cause of a server-side failure, which the client
+// sees masked.
+func (g *Gateway) logFailure(ctx context.Context, st *status.Status, attrs ...any) {
+	level := slog.LevelError
+	if c := st.Code(); c == codes.Unavailable || c == codes.DeadlineExceeded {
+		level = slog.LevelWarn
+	}
+	g.log.Log(ctx, level, "gateway: call failed", append(attrs, "code", st.Code().String(), "error", st.Message())...)
 }
 
 // handleRoutingError is grpc-gateway's routing error handler: unknown

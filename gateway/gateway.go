@@ -163,6 +163,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
 		runtime.WithErrorHandler(g.handleError),
+		runtime.WithStreamErrorHandler(g.handleStreamError),
 		runtime.WithRoutingErrorHandler(g.handleRoutingError),
 		runtime.WithMetadata(forwardRequestID),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),

@@ -4,16 +4,22 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
 )
 
 // watchingOrders streams three states of an order, pausing between them
@@ -85,5 +91,106 @@ func TestWatchStreamsNewlineDelimitedJSONPastTheCallDeadline(t *testing.T) {
 	want := []string{"ORDER_STATUS_PENDING", "ORDER_STATUS_PENDING", "ORDER_STATUS_CONFIRMED"}
 	if len(statuses) != len(want) || statuses[2] != want[2] {
 		t.Fatalf("statuses = %v, want %v (the stream outlived the 50ms call deadline)", statuses, want)
+	}
+}
+
+// failingWatch ends every WatchOrder with err, after first sending the
+// order once when sendFirst is set.
+type failingWatch struct {
+	orderv1.UnimplementedOrderServiceServer
+	err       error
+	sendFirst bool
+}
+
+func (f failingWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	if f.sendFirst {
+		if err := stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId()}}); err != nil {
+			return err
+		}
+	}
+	return f.err
+}
+
+// TestWatchErrors checks that the error a stream ends with is masked and
+// carries an ErrorInfo, as a unary call's does: no internal message or
+// backend address reaches the client.
+func TestWatchErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		watch      failingWatch
+		down       bool // the order service is not running
+		wantStatus int
+		wantCode   codes.Code
+		wantReason string
+		wantMsg    string
+	}{
+		{name: "not found", watch: failingWatch{err: apierr.NotFound("ORDER_NOT_FOUND", "order", knownUserID)},
+			wantStatus: 404, wantCode: codes.NotFound, wantReason: "ORDER_NOT_FOUND", wantMsg: `order "` + knownUserID + `" not found`},
+		{name: "internal", watch: failingWatch{err: status.Error(codes.Internal, "open /var/lib/duet/orders.db: disk I/O error")},
+			wantStatus: 500, wantCode: codes.Internal, wantReason: apierr.ReasonInternal, wantMsg: "internal error"},
+		{name: "internal after a line", watch: failingWatch{err: status.Error(codes.Internal, "open /var/lib/duet/orders.db: disk I/O error"), sendFirst: true},
+			wantStatus: 200, wantCode: codes.Internal, wantReason: apierr.ReasonInternal, wantMsg: "internal error"},
+		{name: "backend down", down: true,
+			wantStatus: 503, wantCode: codes.Unavailable, wantReason: apierr.ReasonUnavailable, wantMsg: "service unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			orders := startBackend(t, orderv1.OrderService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
+				orderv1.RegisterOrderServiceServer(r, tt.watch)
+			})
+			if tt.down {
+				orders.srv.Stop()
+			}
+			none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
+			gw, err := New(t.Context(), Config{Users: none.conn, Orders: orders.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/orders/"+knownUserID+":watch", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("HTTP status %d, want %d; body %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			for _, leak := range []string{"/var/lib", "disk I/O", "127.0.0.1", "dial"} {
+				if strings.Contains(string(body), leak) {
+					t.Errorf("internals leaked (%q): %s", leak, body)
+				}
+			}
+			// A stream that could not be opened fails as a unary call does;
+			// one that was ends with an {"error": …} line.
+			type statusJSON struct {
+				Code    codes.Code `json:"code"`
+				Message string     `json:"message"`
+				Details []struct {
+					Type   string `json:"@type"`
+					Reason string `json:"reason"`
+				} `json:"details"`
+			}
+			lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+			var last struct {
+				statusJSON
+				Error *statusJSON `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+				t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+			}
+			e := last.statusJSON
+			if last.Error != nil {
+				e = *last.Error
+			}
+			if e.Code != tt.wantCode || e.Message != tt.wantMsg || len(e.Details) == 0 || e.Details[0].Type != errorInfoType || e.Details[0].Reason != tt.wantReason {
+				t.Errorf("stream ended with %+v; want code %v, message %q, an ErrorInfo first with reason %s", e, tt.wantCode, tt.wantMsg, tt.wantReason)
+			}
+		})
 	}
 }
