@@ -70,6 +70,8 @@ func TestCharge(t *testing.T) {
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount"},
 			{name: "bad currency", req: &paymentv1.ChargeRequest{Amount: money("usd", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "c1"},
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount.currency_code"},
+			{name: "unknown currency", req: &paymentv1.ChargeRequest{Amount: money("XYZ", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "c2"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "amount.currency_code"},
 			{name: "no idempotency key", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve"},
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "idempotency_key"},
 			// PostgreSQL cannot store a NUL in TEXT: refused up front on

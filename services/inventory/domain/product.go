@@ -6,6 +6,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/duetkit/duet/kit/iso4217"
 )
 
 // Limits on products. They match the contract's validation rules, so a
@@ -24,9 +26,6 @@ const (
 
 // skuPattern is what a sku looks like: letters, digits, '-' and '_'.
 var skuPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// currencyPattern is an ISO 4217 alphabetic code in upper case.
-var currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
 
 // Money is an amount of one currency in its minor unit (cents for USD), so
 // arithmetic never rounds.
@@ -100,7 +99,7 @@ func NormalizeName(field, name string) (string, error) {
 // that is wrong.
 func CheckPrice(field string, price Money) error {
 	switch {
-	case !currencyPattern.MatchString(price.Currency):
+	case !iso4217.Valid(price.Currency):
 		return invalid(field+".currency_code", "must be an ISO 4217 code in upper case, like USD")
 	case price.Units <= 0:
 		return invalid(field+".units", "must be more than zero")

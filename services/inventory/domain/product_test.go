@@ -94,6 +94,7 @@ func TestCheckPrice(t *testing.T) {
 		{name: "lower-case currency", price: domain.Money{Currency: "eur", Units: 1}, field: "price.currency_code"},
 		{name: "no currency", price: domain.Money{Units: 1}, field: "price.currency_code"},
 		{name: "long currency", price: domain.Money{Currency: "EURO", Units: 1}, field: "price.currency_code"},
+		{name: "unknown currency", price: domain.Money{Currency: "XYZ", Units: 1}, field: "price.currency_code"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

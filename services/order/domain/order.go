@@ -6,18 +6,16 @@ import (
 	"fmt"
 	"hash"
 	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/duetkit/duet/kit/iso4217"
 )
 
 // MaxUnits is the largest order total in minor units: the most the payment
 // service accepts in one charge, so every valid order can be paid.
 const MaxUnits int64 = 100_000_000_000
-
-// currencyPattern is an ISO 4217 alphabetic code in upper case.
-var currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
 
 // Money is an amount of one currency in its minor unit (cents for USD).
 type Money struct {
@@ -301,7 +299,7 @@ func (r CreateRequest) Validate() error {
 			continue
 		}
 		switch {
-		case !currencyPattern.MatchString(e.Currency):
+		case !iso4217.Valid(e.Currency):
 			return &FieldError{Field: path + ".unit_price.currency_code", Description: "must be an ISO 4217 code in upper case, like USD"}
 		case currency != "" && e.Currency != currency:
 			return &FieldError{

@@ -31,6 +31,7 @@ func TestCreateRequestValidate(t *testing.T) {
 		{name: "mixed currencies", req: request(priced("A", 1, "USD", 1), item("B", 1), priced("C", 1, "EUR", 1)),
 			wantField: "items[2].unit_price.currency_code", wantReason: ReasonCurrencyMismatch},
 		{name: "bad currency", req: request(priced("A", 1, "usd", 1)), wantField: "items[0].unit_price.currency_code"},
+		{name: "unknown currency", req: request(priced("A", 1, "XYZ", 1)), wantField: "items[0].unit_price.currency_code"},
 		{name: "negative price", req: request(priced("A", 1, "USD", 5), priced("B", 1, "USD", -1)), wantField: "items[1].unit_price.units"},
 		{name: "zero quantity", req: request(item("A", 0)), wantField: "items[0].quantity"},
 		{name: "empty sku", req: request(item("", 1)), wantField: "items[0].sku"},

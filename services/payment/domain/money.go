@@ -1,14 +1,11 @@
 package domain
 
-import "regexp"
+import "github.com/duetkit/duet/kit/iso4217"
 
 // MaxUnits is the largest amount, in minor units, the payment service
 // accepts; it matches the bound in the contract so a value the domain accepts
 // can always be sent back over the wire.
 const MaxUnits int64 = 100_000_000_000
-
-// currencyPattern is an ISO 4217 alphabetic code in upper case.
-var currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
 
 // Money is an amount of one currency in its minor unit (cents for USD), so
 // arithmetic never rounds.
@@ -22,7 +19,7 @@ type Money struct {
 // validatePositive checks that m is a well-formed, strictly positive amount.
 // field is the request path of the Money, used to name the offending part.
 func (m Money) validatePositive(field string) error {
-	if !currencyPattern.MatchString(m.Currency) {
+	if !iso4217.Valid(m.Currency) {
 		return &FieldError{Field: field + ".currency_code", Description: "must be an ISO 4217 code in upper case, like USD"}
 	}
 	if m.Units <= 0 {

@@ -23,6 +23,7 @@ func TestChargeRequestValidate(t *testing.T) {
 		{"amount at the maximum", func(r *ChargeRequest) { r.Amount.Units = MaxUnits }, ""},
 		{"missing currency", func(r *ChargeRequest) { r.Amount.Currency = "" }, "amount.currency_code"},
 		{"lower-case currency", func(r *ChargeRequest) { r.Amount.Currency = "usd" }, "amount.currency_code"},
+		{"unknown currency", func(r *ChargeRequest) { r.Amount.Currency = "XYZ" }, "amount.currency_code"},
 		{"empty token", func(r *ChargeRequest) { r.Token = "" }, "payment_method_token"},
 		{"empty key", func(r *ChargeRequest) { r.IdempotencyKey = "" }, "idempotency_key"},
 	}
