@@ -11,8 +11,10 @@
 // CreateOrder stores the order PENDING and a runner inside this service
 // takes it through CHECK_USER, PRICE, RESERVE, CHARGE and COMMIT to
 // CONFIRMED, or ends it REJECTED (unknown user or product, changed price,
-// out of stock: nothing was charged) or CANCELLED (declined payment, or a
-// peer down for too long: stock released, any charge refunded). Every step
+// out of stock: nothing was charged; a refused reservation is released
+// first, so that a late one for the order cannot hold stock) or CANCELLED
+// (declined payment, or a peer down for too long: stock released, any
+// charge refunded). Every step
 // is idempotent on the order id (reservations are keyed by it, and the
 // charge's idempotency key is "order-" + id), and the saga's state is
 // stored after every step, in the same transaction as the outbox event of
