@@ -8,7 +8,6 @@ package typev1
 
 import (
 	validate "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
-	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -46,11 +45,10 @@ var File_duet_type_v1_rules_proto protoreflect.FileDescriptor
 
 const file_duet_type_v1_rules_proto_rawDesc = "" +
 	"\n" +
-	"\x18duet/type/v1/rules.proto\x12\fduet.type.v1\x1a\x1bbuf/validate/validate.proto\x1a.protoc-gen-openapiv2/options/annotations.proto:\x8f\x01\n" +
+	"\x18duet/type/v1/rules.proto\x12\fduet.type.v1\x1a\x1bbuf/validate/validate.proto:\x8f\x01\n" +
 	"\x06no_nul\x12\x19.buf.validate.StringRules\x18\x89\t \x01(\bB\\\xc2HY\n" +
 	"W\n" +
-	"\rstring.no_nul\x1aFrule && this.contains('\\x00') ? 'must not contain NUL characters' : ''R\x05noNulB\xa6\x01\x92Ar\x12p\n" +
-	"\bDuet API\x12`REST + JSON edge of the Duet shop, generated from the same .proto contract as its gRPC services.2\x02v1Z/github.com/duetkit/duet/gen/duet/type/v1;typev1"
+	"\rstring.no_nul\x1aFrule && this.contains('\\x00') ? 'must not contain NUL characters' : ''R\x05noNulB1Z/github.com/duetkit/duet/gen/duet/type/v1;typev1"
 
 var file_duet_type_v1_rules_proto_goTypes = []any{
 	(*validate.StringRules)(nil), // 0: buf.validate.StringRules
