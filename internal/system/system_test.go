@@ -276,9 +276,27 @@ func TestRESTEndToEnd(t *testing.T) {
 				{name: "unknown user is rejected", method: "POST", path: "/v1/orders", body: `{"userId":"00000000-0000-4000-8000-000000000000","items":[{"sku":"PEN-2","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"k4","wait":true}`, wantStatus: 200, check: outcome("ORDER_STATUS_REJECTED", "USER_NOT_FOUND")},
 				{name: "payment provider down past the bound cancels", method: "POST", path: "/v1/orders", body: order("tok_unavailable", "k-unavailable"), wantStatus: 200, check: outcome("ORDER_STATUS_CANCELLED", "PAYMENT_UNAVAILABLE")},
 				{name: "without wait the order is pending", method: "POST", path: "/v1/orders", body: strings.Replace(orderOf("PEN-2", "k-nowait"), `,"wait":true`, "", 1), wantStatus: 200, check: outcome("ORDER_STATUS_PENDING", "")},
+				// UUIDs are case-insensitive on input (RFC 9562): an
+				// upper-case id names the same user, stored in lower case.
+				{name: "get user by an upper-case id", method: "GET", path: "/v1/users/" + strings.ToUpper(userID), wantStatus: 200, check: func(t *testing.T, r response) {
+					if path(r.body, "user", "id") != userID {
+						t.Errorf("user = %s, want id %s", r.raw, userID)
+					}
+				}},
+				{name: "order by an upper-case user id", method: "POST", path: "/v1/orders", body: strings.Replace(orderOf("PEN-2", "k-upper"), userID, strings.ToUpper(userID), 1), wantStatus: 200, check: func(t *testing.T, r response) {
+					outcome("ORDER_STATUS_CONFIRMED", "")(t, r)
+					if path(r.body, "order", "userId") != userID {
+						t.Errorf("order's userId = %v, want %s", path(r.body, "order", "userId"), userID)
+					}
+				}},
 				{name: "list orders", method: "GET", path: "/v1/users/" + userID + "/orders?pageSize=100", wantStatus: 200, check: func(t *testing.T, r response) {
-					if orders, _ := path(r.body, "orders").([]any); len(orders) != 9 {
-						t.Errorf("got %d orders, want 9 (one per key of this user)", len(orders))
+					if orders, _ := path(r.body, "orders").([]any); len(orders) != 10 {
+						t.Errorf("got %d orders, want 10 (one per key of this user)", len(orders))
+					}
+				}},
+				{name: "list orders of an upper-case user id", method: "GET", path: "/v1/users/" + strings.ToUpper(userID) + "/orders?pageSize=100", wantStatus: 200, check: func(t *testing.T, r response) {
+					if orders, _ := path(r.body, "orders").([]any); len(orders) != 10 {
+						t.Errorf("got %d orders, want 10", len(orders))
 					}
 				}},
 				// Bad input of every kind.
@@ -332,10 +350,14 @@ func TestRESTEndToEnd(t *testing.T) {
 			}
 
 			// The same key gives the same order; its watch is one line, the
-			// terminal state, and then the stream ends.
+			// terminal state, and then the stream ends. The watch names the
+			// order in upper case: a streamed request's UUIDs are lowered too.
 			approved := do(t, "POST", base+"/v1/orders", order("tok_approve", "k-approve"))
 			orderID, _ := path(approved.body, "order", "id").(string)
-			watch, err := http.Get(base + "/v1/orders/" + orderID + ":watch")
+			if r := do(t, "GET", base+"/v1/orders/"+strings.ToUpper(orderID), ""); r.status != 200 || path(r.body, "order", "id") != orderID {
+				t.Errorf("get order by an upper-case id: %d %.300s", r.status, r.raw)
+			}
+			watch, err := http.Get(base + "/v1/orders/" + strings.ToUpper(orderID) + ":watch")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -349,7 +371,7 @@ func TestRESTEndToEnd(t *testing.T) {
 			// NATS: exactly one notification per event that calls for one.
 			want := map[string]int{
 				"NOTIFICATION_KIND_WELCOME": 1, "NOTIFICATION_KIND_ACCOUNT_CHANGED": 1,
-				"NOTIFICATION_KIND_ORDER_CONFIRMED": 3, "NOTIFICATION_KIND_ORDER_CANCELLED": 2, "NOTIFICATION_KIND_ORDER_REJECTED": 4,
+				"NOTIFICATION_KIND_ORDER_CONFIRMED": 4, "NOTIFICATION_KIND_ORDER_CANCELLED": 2, "NOTIFICATION_KIND_ORDER_REJECTED": 4,
 			}
 			var got map[string]int
 			deadline := time.Now().Add(30 * time.Second)

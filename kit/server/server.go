@@ -1,8 +1,9 @@
 // Package server builds a production gRPC server with every concern a Duet
 // service needs switched on by default: panic recovery, request ids, a slog
 // access log, Prometheus RED metrics, OpenTelemetry tracing, protovalidate
-// checks, a default deadline, message size limits, keepalive enforcement,
-// the grpc.health.v1 service and reflection.
+// checks (which also lower the case of UUIDs), a default deadline, message
+// size limits, keepalive enforcement, the grpc.health.v1 service and
+// reflection.
 //
 // Each piece can be tuned or switched off through Config; the zero Config
 // gives the defaults.
@@ -345,8 +346,8 @@ func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 }
 
 // unaryInner gives a call without a deadline the default one, checks the
-// request against its protovalidate rules, and keeps clients from
-// retrying an UNAVAILABLE the application decided on.
+// request against its protovalidate rules (and lowers its UUIDs), and
+// keeps clients from retrying an UNAVAILABLE the application decided on.
 type unaryInner struct {
 	timeout   time.Duration           // the default deadline; <= 0: none
 	validator protovalidate.Validator // nil: no validation
@@ -365,6 +366,7 @@ func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServer
 			if err := validation.Check(in.validator, msg); err != nil {
 				return nil, err
 			}
+			validation.LowerUUIDs(msg)
 		}
 	}
 	resp, err := handler(ctx, req)

@@ -30,3 +30,14 @@ func ExampleCheck() {
 	// name
 	// <nil>
 }
+
+// LowerUUIDs gives every id the contract marks as a UUID one spelling, so
+// a store that looks ids up by exact match finds an upper-case one too.
+// kit/server runs it after Check.
+func ExampleLowerUUIDs() {
+	req := &userv1.GetUserRequest{Id: "0E4B2A7C-9D3F-4C1A-8B6E-5F2D1C0A9B8E"}
+	validation.LowerUUIDs(req)
+	fmt.Println(req.GetId())
+	// Output:
+	// 0e4b2a7c-9d3f-4c1a-8b6e-5f2d1c0a9b8e
+}

@@ -44,19 +44,22 @@ func Check(v protovalidate.Validator, msg proto.Message) error {
 		"invalid request: "+strings.Join(fields, "; "), details...)
 }
 
-// UnaryServerInterceptor rejects requests that break their contract's rules.
+// UnaryServerInterceptor rejects requests that break their contract's
+// rules and lowers the UUIDs of those that keep them (LowerUUIDs).
 func UnaryServerInterceptor(v protovalidate.Validator) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if msg, ok := req.(proto.Message); ok {
 			if err := Check(v, msg); err != nil {
 				return nil, err
 			}
+			LowerUUIDs(msg)
 		}
 		return handler(ctx, req)
 	}
 }
 
-// StreamServerInterceptor checks every message a client streams in.
+// StreamServerInterceptor checks every message a client streams in, and
+// lowers the UUIDs of those that keep their rules.
 func StreamServerInterceptor(v protovalidate.Validator) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		return handler(srv, &stream{ServerStream: ss, v: v})
@@ -73,7 +76,10 @@ func (s *stream) RecvMsg(m any) error {
 		return err
 	}
 	if msg, ok := m.(proto.Message); ok {
-		return Check(s.v, msg)
+		if err := Check(s.v, msg); err != nil {
+			return err
+		}
+		LowerUUIDs(msg)
 	}
 	return nil
 }
