@@ -10,7 +10,8 @@
 // Tokens are base64url of a small versioned binary encoding with a CRC-32
 // checksum. They are not signed: a client that reverse-engineers one can only
 // move its own cursor within a listing it may read anyway. Decode rejects
-// anything that is not a token this package produced for the same scope.
+// anything that is not a token this package produced for the same scope,
+// and a cursor whose id no store could hold (a NUL, broken UTF-8).
 package pagetoken
 
 import (
@@ -20,7 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrInvalid is wrapped by every error Decode returns. Handlers turn it into
@@ -72,9 +75,10 @@ func encode(c Cursor) []byte {
 	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
 }
 
-// Decode parses tok and checks that it was issued for scope. The empty token
-// means "first page" to callers and is not a token: check for it before
-// calling Decode. Every error wraps ErrInvalid.
+// Decode parses tok and checks that it was issued for scope and that its id
+// is text a store can hold. The empty token means "first page" to callers
+// and is not a token: check for it before calling Decode. Every error wraps
+// ErrInvalid.
 func Decode(tok, scope string) (Cursor, error) {
 	if tok == "" {
 		return Cursor{}, fmt.Errorf("%w: empty", ErrInvalid)
@@ -97,6 +101,12 @@ func Decode(tok, scope string) (Cursor, error) {
 	}
 	if c.Scope != scope {
 		return Cursor{}, fmt.Errorf("%w: issued for another listing", ErrInvalid)
+	}
+	// No store keeps an id with a NUL or broken UTF-8 (PostgreSQL refuses
+	// both), so no issued token holds one; a forged one would reach the
+	// query and fail there as an internal error instead of a bad token.
+	if !utf8.ValidString(c.ID) || strings.IndexByte(c.ID, 0) >= 0 {
+		return Cursor{}, fmt.Errorf("%w: id is not text", ErrInvalid)
 	}
 	return c, nil
 }

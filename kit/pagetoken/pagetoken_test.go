@@ -83,6 +83,10 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "unknown version", tok: mutate(func(b []byte) []byte { b[0] = 9; return b }), scope: "users"},
 		{name: "other scope", tok: valid, scope: "orders:abc"},
 		{name: "scope prefix", tok: pagetoken.Encode(pagetoken.Cursor{Scope: "orders:ab", ID: "x"}), scope: "orders:abc"},
+		// Well-formed and checksummed, so only a forger makes them: no
+		// store keeps such an id, and PostgreSQL fails a query given one.
+		{name: "id with NUL", tok: pagetoken.Encode(pagetoken.Cursor{Scope: "users", ID: "a\x00"}), scope: "users"},
+		{name: "id not UTF-8", tok: pagetoken.Encode(pagetoken.Cursor{Scope: "users", ID: "a\xff"}), scope: "users"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

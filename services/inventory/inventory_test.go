@@ -23,6 +23,7 @@ import (
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/apierr/apierrtest"
+	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -161,6 +162,13 @@ func TestProducts(t *testing.T) {
 			}},
 			{name: "list bad token", code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "page_token", call: func() error {
 				_, err := c.ListProducts(ctx, &inventoryv1.ListProductsRequest{PageToken: "garbage"})
+				return err
+			}},
+			// A well-formed token with a NUL in its sku: PostgreSQL fails
+			// any query given one (INTERNAL), so it must not get that far.
+			{name: "list forged token", code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "page_token", call: func() error {
+				tok := pagetoken.Encode(pagetoken.Cursor{Scope: "products", ID: "CUP\x00"})
+				_, err := c.ListProducts(ctx, &inventoryv1.ListProductsRequest{PageToken: tok})
 				return err
 			}},
 			{name: "list bad page size", code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "page_size", call: func() error {
