@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,7 @@ import (
 	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/inventory"
+	"github.com/duetkit/duet/services/inventory/domain"
 )
 
 func TestMain(m *testing.M) {
@@ -432,6 +434,36 @@ func TestImportStock(t *testing.T) {
 		// An empty import is fine and changes nothing.
 		if resp := importRecords(t, c); resp.GetReceived() != 0 {
 			t.Errorf("empty import = %v", resp)
+		}
+	})
+}
+
+// TestImportStockLongSKUs: an import whose rejected records carry huge
+// skus still gets its summary. Echoed whole, a thousand 4.3 KB skus made a
+// summary over the 4 MB reply limit, so the client got RESOURCE_EXHAUSTED
+// for an import already applied, and the rejections were kept in memory
+// whole meanwhile.
+func TestImportStockLongSKUs(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		c := start(t, url)
+		long := "x" + strings.Repeat("é", 2150) // 4,301 bytes; byte 64 is mid-rune
+		records := []*inventoryv1.ImportStockRequest{{Line: 1, Sku: "TEE", Name: "T-shirt", Price: eur(1999), StockDelta: 10}}
+		for i := range domain.MaxRejections {
+			records = append(records, &inventoryv1.ImportStockRequest{Line: int64(i + 2), Sku: long})
+		}
+		resp := importRecords(t, c, records...)
+		if resp.GetApplied() != 1 || resp.GetRejected() != domain.MaxRejections || len(resp.GetRejections()) != domain.MaxRejections {
+			t.Fatalf("summary: applied %d, rejected %d, %d listed", resp.GetApplied(), resp.GetRejected(), len(resp.GetRejections()))
+		}
+		// Cut on a rune boundary: a reply with broken UTF-8 would not marshal.
+		want := "x" + strings.Repeat("é", (domain.MaxSKULen-1)/2) + "…"
+		for _, r := range resp.GetRejections() {
+			if r.GetSku() != want || r.GetReason() != "INVALID_SKU" {
+				t.Fatalf("line %d: sku %q (%d bytes), reason %s; want %q, INVALID_SKU", r.GetLine(), r.GetSku(), len(r.GetSku()), r.GetReason(), want)
+			}
+		}
+		if p := getProduct(t, c, "TEE"); p.GetAvailable() != 10 {
+			t.Errorf("TEE = %v", p)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Reasons a stock import rejects a record with (ImportRejection.reason).
@@ -69,7 +70,8 @@ type StockRecord struct {
 
 // Rejection says why one record was not applied.
 type Rejection struct {
-	// Line and SKU are the record's, as sent.
+	// Line and SKU are the record's, as sent; a sku longer than MaxSKULen
+	// bytes is cut there and ends in "…".
 	Line int64
 	SKU  string
 	// Reason is one of the Reject… constants.
@@ -173,9 +175,24 @@ func (imp *Import) count() error {
 func (imp *Import) reject(rec StockRecord, reason, message string) {
 	imp.earlyCount++
 	if len(imp.early) < MaxRejections {
-		imp.early = append(imp.early, sequenced{seq: imp.seq,
-			rejection: Rejection{Line: rec.Line, SKU: rec.SKU, Reason: reason, Message: message}})
+		imp.early = append(imp.early, sequenced{seq: imp.seq, rejection: rejection(rec, reason, message)})
 	}
+}
+
+// rejection says why rec was not applied. It echoes at most MaxSKULen bytes
+// of rec's sku, then "…": an invalid sku can be megabytes long, and the
+// summary of a thousand such rejections has to fit in memory and in the
+// reply that follows an import already applied.
+func rejection(rec StockRecord, reason, message string) Rejection {
+	sku := rec.SKU
+	if len(sku) > MaxSKULen {
+		n := MaxSKULen
+		for n > 0 && !utf8.RuneStart(sku[n]) {
+			n--
+		}
+		sku = sku[:n] + "…"
+	}
+	return Rejection{Line: rec.Line, SKU: sku, Reason: reason, Message: message}
 }
 
 // Received returns how many records the import has taken so far.
@@ -272,7 +289,7 @@ func applyRecords(current *Product, records []sequenced, now time.Time) (*Produc
 		rec := r.record
 		reason, msg := applyRecord(&next, rec, now)
 		if reason != "" {
-			r.rejection = Rejection{Line: rec.Line, SKU: rec.SKU, Reason: reason, Message: msg}
+			r.rejection = rejection(rec, reason, msg)
 			rejected = append(rejected, r)
 			continue
 		}
