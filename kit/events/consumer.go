@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,8 +20,16 @@ import (
 )
 
 // Message is one delivered event.
+//
+// ID, Type, AggregateID and RequestID come from headers any publisher can
+// set; they always hold valid UTF-8 without NUL, so a consumer can store
+// them in any SQL database (PostgreSQL refuses both, and a row it refuses
+// would be redelivered forever).
 type Message struct {
-	// ID is the event id (Nats-Msg-Id); use it with Once.
+	// ID is the event id (Nats-Msg-Id); use it with Once. An event
+	// published without one, or with one longer than MaxIDLen bytes or not
+	// text, gets "<stream>:<sequence>", which is as stable across
+	// redeliveries.
 	ID string
 	// Type is the protobuf full name of Data, for example
 	// "duet.order.v1.OrderConfirmed".
@@ -545,17 +554,29 @@ func (c *consumer) call(ctx context.Context, m Message) (err error) {
 	return c.handle(ctx, m)
 }
 
+// MaxIDLen is the longest Nats-Msg-Id a Message keeps as its ID: ids are
+// stored and echoed (in page tokens, say), and a Relay's are 36 bytes.
+const MaxIDLen = 128
+
+// text makes a header value storable text: broken UTF-8 becomes U+FFFD
+// and NULs are dropped.
+func text(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
 // message converts a JetStream delivery into a Message.
 func (c *consumer) message(msg jetstream.Msg) Message {
 	h := msg.Headers()
 	m := Message{
-		ID:          h.Get(HeaderMsgID),
-		Type:        h.Get(HeaderEventType),
+		Type:        text(h.Get(HeaderEventType)),
 		Subject:     c.bus.relative(msg.Subject()),
-		AggregateID: h.Get(HeaderAggregateID),
-		RequestID:   h.Get(HeaderRequestID),
+		AggregateID: text(h.Get(HeaderAggregateID)),
+		RequestID:   text(h.Get(HeaderRequestID)),
 		Data:        msg.Data(),
 		Header:      h,
+	}
+	if id := h.Get(HeaderMsgID); len(id) <= MaxIDLen && text(id) == id {
+		m.ID = id
 	}
 	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderOccurTime)); err == nil {
 		m.OccurTime = t
@@ -563,8 +584,8 @@ func (c *consumer) message(msg jetstream.Msg) Message {
 	if md, err := msg.Metadata(); err == nil {
 		m.NumDelivered = md.NumDelivered
 		if m.ID == "" {
-			// Published without an id (not by a Relay): the stream
-			// sequence still identifies it uniquely.
+			// Published without a usable id (not by a Relay): the
+			// stream sequence still identifies it uniquely.
 			m.ID = fmt.Sprintf("%s:%d", c.bus.Stream, md.Sequence.Stream)
 		}
 	}

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -232,6 +234,65 @@ func TestEventsToNotifications(t *testing.T) {
 			}
 			if got := len(audit(t, c, pay)); got != 3 {
 				t.Errorf("%d payment audit entries after the restart, want 3", got)
+			}
+		})
+	})
+}
+
+// TestForeignEvents: events from a publisher that is not a Relay, with
+// headers and payloads no Duet service writes, are audited and listed like
+// any other. Before: a payload that did not decode as its type was listed
+// as is and the gateway, decoding it to write JSON, answered the page with
+// HTTP 500; a 400-byte Nats-Msg-Id ending a page made its page token panic
+// (INTERNAL); a request id that was not UTF-8 was refused by PostgreSQL and
+// its event redelivered forever.
+func TestForeignEvents(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		eventstest.Run(t, func(t *testing.T, bus *events.Bus) {
+			c, _ := start(t, url, bus)
+			ctx := t.Context()
+			aggregate := newID()
+			publish := func(id, requestID string, data []byte) {
+				t.Helper()
+				msg := &nats.Msg{Subject: bus.Subject("order.foreign"), Data: data, Header: nats.Header{}}
+				msg.Header.Set(events.HeaderMsgID, id)
+				msg.Header.Set(events.HeaderEventType, "duet.order.v1.OrderConfirmed")
+				msg.Header.Set(events.HeaderAggregateID, aggregate)
+				msg.Header.Set(events.HeaderRequestID, requestID)
+				if _, err := bus.JS.PublishMsg(ctx, msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			confirmed := &orderv1.OrderConfirmed{Order: &orderv1.Order{Id: aggregate}}
+			data, err := proto.Marshal(confirmed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			publish(strings.Repeat("m", 400), "req-1", []byte{0xff, 0xff, 0xff})
+			publish(newID(), "req-\xff\x00", data)
+			waitFor(t, "both events in the audit log", func() bool { return len(audit(t, c, aggregate)) == 2 })
+
+			first, err := c.ListAuditEvents(ctx, &notificationv1.ListAuditEventsRequest{AggregateId: aggregate, PageSize: 1})
+			if err != nil {
+				t.Fatalf("first page: %v", err)
+			}
+			if len(first.GetEvents()) != 1 || first.GetNextPageToken() == "" {
+				t.Fatalf("first page = %v", first)
+			}
+			if e := first.GetEvents()[0]; e.GetPayload() != nil || e.GetEventId() == "" || len(e.GetEventId()) > events.MaxIDLen {
+				t.Errorf("event with a garbage payload and a 400-byte id listed as %v", e)
+			}
+			second, err := c.ListAuditEvents(ctx, &notificationv1.ListAuditEventsRequest{AggregateId: aggregate, PageSize: 1, PageToken: first.GetNextPageToken()})
+			if err != nil || len(second.GetEvents()) != 1 {
+				t.Fatalf("second page = %v, %v", second, err)
+			}
+			e := second.GetEvents()[0]
+			var payload orderv1.OrderConfirmed
+			if err := e.GetPayload().UnmarshalTo(&payload); err != nil || !proto.Equal(&payload, confirmed) {
+				t.Errorf("payload = %v (%v), want %v", &payload, err, confirmed)
+			}
+			if e.GetRequestId() != "req-\uFFFD" {
+				t.Errorf("request id = %q, want the broken byte replaced and the NUL dropped", e.GetRequestId())
 			}
 		})
 	})

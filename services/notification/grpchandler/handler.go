@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -85,9 +87,10 @@ func (h *Handler) ListNotifications(ctx context.Context, req *notificationv1.Lis
 
 // ListAuditEvents returns one page of an aggregate's audit log, oldest
 // first. Each entry's payload is the event message as an Any. An event of a
-// type this process does not know (published by a newer producer, say) is
-// listed without payload: a JSON client, such as the REST gateway, could not
-// render it, and one such entry must not make the whole page fail.
+// type this process does not know (published by a newer producer, say), or
+// whose bytes do not decode as its type, is listed without payload: a JSON
+// client, such as the REST gateway, could not render it, and one such entry
+// must not make the whole page fail.
 func (h *Handler) ListAuditEvents(ctx context.Context, req *notificationv1.ListAuditEventsRequest) (*notificationv1.ListAuditEventsResponse, error) {
 	scope := auditScope + req.GetAggregateId()
 	after, err := decodeToken(req.GetPageToken(), scope, "ListAuditEvents")
@@ -180,10 +183,29 @@ func auditToProto(ev domain.Event) *notificationv1.AuditEvent {
 	if !ev.OccurTime.IsZero() {
 		p.OccurTime = timestamppb.New(ev.OccurTime)
 	}
-	if name := protoreflect.FullName(ev.Type); name.IsValid() {
-		if _, err := protoregistry.GlobalTypes.FindMessageByName(name); err == nil {
-			p.Payload = &anypb.Any{TypeUrl: "type.googleapis.com/" + ev.Type, Value: ev.Payload}
-		}
+	if renders(ev.Type, ev.Payload) {
+		p.Payload = &anypb.Any{TypeUrl: "type.googleapis.com/" + ev.Type, Value: ev.Payload}
 	}
 	return p
+}
+
+// renders reports whether payload decodes as the message typ names and
+// that message renders as JSON. Any publisher can put bytes on the bus
+// under a known type name, and the gateway decodes an Any to write it: one
+// that does not decode failed the whole page there with HTTP 500.
+func renders(typ string, payload []byte) bool {
+	name := protoreflect.FullName(typ)
+	if !name.IsValid() {
+		return false
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(name)
+	if err != nil {
+		return false
+	}
+	m := mt.New().Interface()
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return false
+	}
+	_, err = protojson.Marshal(m)
+	return err == nil
 }
