@@ -19,8 +19,10 @@ const (
 	MaxNameLen = 200
 	// MaxPriceUnits is the highest price, in minor units.
 	MaxPriceUnits int64 = 100_000_000_000
-	// MaxStock is the most units a product may have available, and the
-	// largest stock change one import record may make.
+	// MaxStock is the most units a product may be created with or an
+	// import may bring its available units to (a released reservation
+	// can leave more), and the largest stock change one import record may
+	// make.
 	MaxStock int64 = 1_000_000_000
 )
 

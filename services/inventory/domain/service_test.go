@@ -453,6 +453,36 @@ func TestImport(t *testing.T) {
 	}
 }
 
+// TestImportAboveLimit: released stock can take a product's available
+// units over MaxStock, since a release gives back what a reservation took.
+// The limit bounds what an import adds; a record that removes stock, or only
+// renames, was refused as STOCK_ABOVE_LIMIT on such a product.
+func TestImportAboveLimit(t *testing.T) {
+	s, _ := newService(t)
+	seed(t, s, map[string]int64{"MUG": domain.MaxStock})
+	ctx := t.Context()
+	if _, err := s.ReserveStock(ctx, order1, []domain.Line{{SKU: "MUG", Quantity: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	if sum := importAll(t, s, domain.StockRecord{Line: 1, SKU: "MUG", StockDelta: 10}); sum.Applied != 1 {
+		t.Fatalf("refill to the limit: %+v", sum)
+	}
+	if _, err := s.ReleaseStock(ctx, order1); err != nil {
+		t.Fatal(err)
+	}
+	sum := importAll(t, s,
+		domain.StockRecord{Line: 1, SKU: "MUG", StockDelta: -5},
+		domain.StockRecord{Line: 2, SKU: "MUG", Name: "Big mug"},
+		domain.StockRecord{Line: 3, SKU: "MUG", StockDelta: 1},
+	)
+	if sum.Applied != 2 || len(sum.Rejections) != 1 || sum.Rejections[0].Line != 3 || sum.Rejections[0].Reason != domain.RejectStockAboveLimit {
+		t.Errorf("summary = %+v, want lines 1 and 2 applied and line 3 STOCK_ABOVE_LIMIT", sum)
+	}
+	if p, err := s.GetProduct(ctx, "MUG"); err != nil || p.Available != domain.MaxStock+5 || p.Name != "Big mug" {
+		t.Errorf("MUG = %+v, %v; want %d available, renamed", p, err, domain.MaxStock+5)
+	}
+}
+
 // TestImportNoChange: records that change nothing are applied but leave the
 // product, its update time included, as it was.
 func TestImportNoChange(t *testing.T) {

@@ -40,8 +40,8 @@ const (
 	// RejectStockBelowZero: the stock change would take the available
 	// units below zero.
 	RejectStockBelowZero = "STOCK_BELOW_ZERO"
-	// RejectStockAboveLimit: the stock change would take the available
-	// units above MaxStock.
+	// RejectStockAboveLimit: the stock change adds units and would take
+	// the available units above MaxStock.
 	RejectStockAboveLimit = "STOCK_ABOVE_LIMIT"
 )
 
@@ -97,9 +97,9 @@ type ImportSummary struct {
 // runs the remaining records in one transaction, sku by sku in the order
 // they were received, against the stored product and the records before
 // them: a new sku needs a name and a price, a currency never changes, stock
-// stays between 0 and MaxStock. A record that fails is rejected and leaves
-// the product as the records before it left it. Records for the same sku
-// accumulate: two records adding 5 add 10.
+// never goes below 0 and is not added to beyond MaxStock. A record that
+// fails is rejected and leaves the product as the records before it left
+// it. Records for the same sku accumulate: two records adding 5 add 10.
 //
 // An Import is not safe for concurrent use; one gRPC stream owns it.
 type Import struct {
@@ -330,7 +330,10 @@ func applyRecord(p **Product, rec StockRecord, now time.Time) (reason, message s
 	switch {
 	case available < 0:
 		return RejectStockBelowZero, fmt.Sprintf("removing %d units from %d available would leave %d", -rec.StockDelta, cur.Available, available)
-	case available > MaxStock:
+	case rec.StockDelta > 0 && available > MaxStock:
+		// Only what an import adds is bounded: a released reservation can
+		// leave more than MaxStock available, and removing some of it, or
+		// renaming the product, must still go through.
 		return RejectStockAboveLimit, fmt.Sprintf("adding %d units to %d available would exceed %d", rec.StockDelta, cur.Available, MaxStock)
 	}
 	cur.Available = available
