@@ -1091,7 +1091,8 @@ type ImportRejection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The record's line, as sent.
 	Line int64 `protobuf:"varint,1,opt,name=line,proto3" json:"line,omitempty"`
-	// The record's sku, as sent.
+	// The record's sku, as sent; one longer than 64 bytes is cut there and
+	// ends in "…".
 	Sku string `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
 	// Stable reason, for example INVALID_SKU, UNKNOWN_PRODUCT, STOCK_BELOW_ZERO.
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
