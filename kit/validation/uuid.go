@@ -1,6 +1,7 @@
 package validation
 
 import (
+	"strings"
 	"sync"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -103,13 +104,7 @@ func lowerHex(s string) (string, bool) {
 	if !upper {
 		return s, false
 	}
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'F' {
-			b[i] = c + ('a' - 'A')
-		}
-	}
-	return string(b), true
+	return strings.ToLower(s), true
 }
 
 // plan lists, for one message type, the fields LowerUUIDs visits: worked
