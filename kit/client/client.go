@@ -15,6 +15,7 @@ package client
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,8 @@ var connectParams = grpc.ConnectParams{
 // Retry tunes the retry policy of idempotent methods (gRPC service config
 // retryPolicy). Only UNAVAILABLE is retried: it means the call did not run.
 type Retry struct {
-	// MaxAttempts counts the first try; grpc-go caps it at 5. Default 4.
+	// MaxAttempts counts the first try; grpc-go caps it at 5. Default 4;
+	// 1 (or less) means one try, no retries.
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff bound the jittered exponential backoff.
 	// Defaults 100ms and 1s.
@@ -179,7 +181,9 @@ type retryPolicy struct {
 	RetryableStatusCodes []string `json:"retryableStatusCodes"`
 }
 
-func seconds(d time.Duration) string { return fmt.Sprintf("%gs", d.Seconds()) }
+// seconds writes d as service config's duration: decimal seconds with no
+// exponent, which grpc-go refuses (%g wrote 300h as "1.08e+06s").
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
 // ServiceConfig returns the JSON service config New installs for cfg:
 // round_robin, a timeout on every unary method, and a retry policy on
@@ -221,7 +225,7 @@ func ServiceConfig(cfg Config) (string, error) {
 				continue // streams live as long as their caller wants
 			}
 			name := methodName{Service: string(sd.FullName()), Method: string(md.Name())}
-			if idempotent(md) && !cfg.DisableRetries {
+			if idempotent(md) && !cfg.DisableRetries && r.MaxAttempts > 1 {
 				retried = append(retried, name)
 			} else {
 				once = append(once, name)
@@ -266,7 +270,12 @@ func idempotent(md protoreflect.MethodDescriptor) bool {
 func lookupServices(names []string) ([]protoreflect.ServiceDescriptor, error) {
 	var out []protoreflect.ServiceDescriptor
 	if len(names) > 0 {
+		seen := map[string]bool{}
 		for _, n := range names {
+			if seen[n] {
+				continue // grpc-go refuses a method named twice
+			}
+			seen[n] = true
 			d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(n))
 			if err != nil {
 				return nil, fmt.Errorf("client: unknown service %q: %w", n, err)

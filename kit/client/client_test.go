@@ -148,6 +148,57 @@ func TestServiceConfig(t *testing.T) {
 	}
 }
 
+// TestNewAcceptsEveryConfig: settings a caller may well choose gave a
+// service config grpc-go refuses, so New failed: durations of ~11.6 days
+// or more, or under 100 µs (%g wrote them with an exponent), MaxAttempts
+// 1 (grpc-go wants 2 or more in a retry policy) and a service listed
+// twice (a method named twice).
+func TestNewAcceptsEveryConfig(t *testing.T) {
+	user := []string{"duet.user.v1.UserService"}
+	tests := []struct {
+		name      string
+		cfg       client.Config
+		timeout   string // of GetUser
+		retryable bool   // GetUser has a retry policy
+	}{
+		{"a long timeout", client.Config{Services: user, Timeout: 300 * time.Hour}, "1080000s", true},
+		{"a short timeout", client.Config{Services: user, Timeout: 50 * time.Microsecond}, "0.00005s", true},
+		{"a short backoff", client.Config{Services: user, Retry: client.Retry{InitialBackoff: 20 * time.Microsecond}}, "10s", true},
+		{"one attempt", client.Config{Services: user, Retry: client.Retry{MaxAttempts: 1}}, "10s", false},
+		{"a service twice", client.Config{Services: append(user, user...)}, "10s", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := client.New("127.0.0.1:1", tt.cfg)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			conn.Close()
+			js, err := client.ServiceConfig(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sc struct {
+				MethodConfig []struct {
+					Name        []struct{ Method string } `json:"name"`
+					Timeout     string                    `json:"timeout"`
+					RetryPolicy json.RawMessage           `json:"retryPolicy"`
+				} `json:"methodConfig"`
+			}
+			if err := json.Unmarshal([]byte(js), &sc); err != nil {
+				t.Fatal(err)
+			}
+			for _, mc := range sc.MethodConfig {
+				for _, n := range mc.Name {
+					if n.Method == "GetUser" && (mc.Timeout != tt.timeout || (mc.RetryPolicy != nil) != tt.retryable) {
+						t.Errorf("GetUser: timeout %q, retry policy %s; want %q, retried %v", mc.Timeout, mc.RetryPolicy, tt.timeout, tt.retryable)
+					}
+				}
+			}
+		})
+	}
+}
+
 // decided answers UNAVAILABLE with an ErrorInfo: the application handled the
 // call and chose to fail it for now.
 type decided struct {
