@@ -240,6 +240,11 @@ func TestRESTEndToEnd(t *testing.T) {
 						t.Errorf("patched user = %v", r.raw)
 					}
 				}},
+				{name: "patch by an upper-case id", method: "PATCH", path: "/v1/users/" + strings.ToUpper(userID), body: `{"name":"Rear Admiral Hopper"}`, wantStatus: 200, check: func(t *testing.T, r response) {
+					if path(r.body, "user", "id") != userID {
+						t.Errorf("patched user = %v", r.raw)
+					}
+				}},
 				{name: "get product", method: "GET", path: "/v1/products/BOOK-1", wantStatus: 200, check: func(t *testing.T, r response) {
 					if path(r.body, "product", "available") != "100" {
 						t.Errorf("product = %s", r.raw)

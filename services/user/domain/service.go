@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -100,7 +101,7 @@ func (s *Service) Get(ctx context.Context, id string) (User, error) {
 	if err := CheckID(id); err != nil {
 		return User{}, err
 	}
-	return s.repo.Get(ctx, id)
+	return s.repo.Get(ctx, strings.ToLower(id))
 }
 
 // List returns the page of at most pageSize users (0 means
@@ -133,6 +134,7 @@ func (s *Service) Update(ctx context.Context, id string, paths []string, c Chang
 	if err := CheckID(id); err != nil {
 		return User{}, err
 	}
+	id = strings.ToLower(id)
 	// Reject a bad mask or bad values before touching the store.
 	if err := CheckUpdate(paths, c); err != nil {
 		return User{}, err

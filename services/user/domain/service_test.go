@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,6 +162,34 @@ func TestServiceGetAndUpdateChecks(t *testing.T) {
 				t.Errorf("err = %v, want a validation error on %s", err, tt.wantField)
 			}
 		})
+	}
+}
+
+// TestServiceIDCase: UUIDs are case-insensitive on input (RFC 9562). An
+// upper-case id found nobody on Update (kit/server lowers only the ids a
+// request's rules mark, and UpdateUserRequest's is inside a User).
+func TestServiceIDCase(t *testing.T) {
+	ctx := t.Context()
+	s := newService()
+	u, err := s.Create(ctx, "ada@example.com", "Ada")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upper := strings.ToUpper(u.ID)
+	if got, err := s.Get(ctx, upper); err != nil || got.ID != u.ID {
+		t.Errorf("Get(%s) = %+v, %v", upper, got, err)
+	}
+	if got, err := s.Update(ctx, upper, []string{"name"}, domain.Changes{Name: "Ada L."}); err != nil || got.ID != u.ID || got.Name != "Ada L." {
+		t.Errorf("Update(%s) = %+v, %v", upper, got, err)
+	}
+}
+
+// TestCheckPathsEcho: an unknown path is the client's, of any length; the
+// error (and so the log line) echoed a 1 MiB path whole.
+func TestCheckPathsEcho(t *testing.T) {
+	err := domain.CheckPaths([]string{strings.Repeat("A", 1<<20)})
+	if field(err) != "update_mask" || len(err.Error()) > 200 {
+		t.Errorf("error on update_mask of %d bytes, want under 200: %.120s…", len(err.Error()), err)
 	}
 }
 

@@ -111,7 +111,8 @@ func NormalizeName(name string) (string, error) {
 	return name, nil
 }
 
-// CheckID checks that id is a UUID, the only form user ids take.
+// CheckID checks that id is a UUID, the only form user ids take. UUIDs are
+// case-insensitive on input (RFC 9562); the service looks them up lowered.
 func CheckID(id string) error {
 	if id == "" {
 		return invalid("id", "must not be empty")
@@ -161,7 +162,9 @@ func CheckPaths(paths []string) error {
 	}
 	for _, p := range paths {
 		if p != PathEmail && p != PathName {
-			return invalid("update_mask", "field %q cannot be updated; updatable fields are %q and %q", p, PathEmail, PathName)
+			// The path is the client's, of any length, and the message
+			// is logged: it echoes the first 64 characters.
+			return invalid("update_mask", "field %.64q cannot be updated; updatable fields are %q and %q", p, PathEmail, PathName)
 		}
 	}
 	return nil
