@@ -38,7 +38,9 @@ type Message struct {
 	Subject string
 	// AggregateID is the id of the entity the event is about.
 	AggregateID string
-	// RequestID is the id of the request that caused the event, if any.
+	// RequestID is the id of the request that caused the event, if any;
+	// one kit/requestid would not take from a caller is dropped, since it
+	// goes into every log line of the event's handling.
 	RequestID string
 	// OccurTime is when the event was appended.
 	OccurTime time.Time
@@ -571,12 +573,14 @@ func (c *consumer) message(msg jetstream.Msg) Message {
 		Type:        text(h.Get(HeaderEventType)),
 		Subject:     c.bus.relative(msg.Subject()),
 		AggregateID: text(h.Get(HeaderAggregateID)),
-		RequestID:   text(h.Get(HeaderRequestID)),
 		Data:        msg.Data(),
 		Header:      h,
 	}
 	if id := h.Get(HeaderMsgID); len(id) <= MaxIDLen && text(id) == id {
 		m.ID = id
+	}
+	if rid := h.Get(HeaderRequestID); requestid.Valid(rid) {
+		m.RequestID = rid
 	}
 	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderOccurTime)); err == nil {
 		m.OccurTime = t
