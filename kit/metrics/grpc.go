@@ -26,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -33,10 +34,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// maxCachedMethods bounds the per-type method cache. Servers with an
-// UnknownServiceHandler see whatever method names clients send; past the
-// bound, calls still count (as grpcprom would count them) but pay for
-// their lookups each time instead of growing the cache without limit.
+// maxCachedMethods bounds the methods counted under their own names, per
+// type. Servers with an UnknownServiceHandler see whatever method names
+// clients send; past the bound, calls of a method not seen before count
+// under grpc_service and grpc_method "unknown" (grpcprom would add series
+// without limit), as do calls whose name is not UTF-8 (on which the
+// Prometheus client panics).
 const maxCachedMethods = 1024
 
 // numCodes is the number of canonical gRPC codes (OK through
@@ -124,8 +127,12 @@ func (r *rpcMetrics) addMethod(typ rpcType, fullMethod string) *method {
 		}
 	}
 	service, name := splitMethod(fullMethod)
+	full := old != nil && len(*old) >= maxCachedMethods
+	if full || !utf8.ValidString(fullMethod) {
+		service, name = "unknown", "unknown"
+	}
 	mm := &method{vecs: r, labels: [3]string{typeNames[typ], service, name}}
-	if old != nil && len(*old) >= maxCachedMethods {
+	if full {
 		return mm
 	}
 	next := make(map[string]*method, 1+len(mapOrNil(old)))
