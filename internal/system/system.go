@@ -120,7 +120,7 @@ type System struct {
 	// HTTPAddr and the *Addr fields are the bound addresses.
 	HTTPAddr, UserAddr, OrderAddr, PaymentAddr, InventoryAddr, NotificationAddr string
 	// NATSURL is the URL of the embedded NATS server when it listens, or
-	// the external server's.
+	// the external server's with its credentials redacted (it is shown).
 	NATSURL string
 
 	log      *slog.Logger
@@ -259,7 +259,7 @@ func (s *System) openBus(ctx context.Context, url, dir string, cfg events.BusCon
 		}
 		s.nc, err = s.nats.Connect("duet")
 	} else {
-		s.NATSURL = url
+		s.NATSURL = events.RedactURL(url)
 		s.nc, err = events.Connect(url, "duet")
 	}
 	if err != nil {

@@ -585,3 +585,18 @@ func TestDrainLosesNothing(t *testing.T) {
 	}
 	t.Logf("answered %d orders, %d cut off before an answer and completed on retry", len(answered), len(cutOff))
 }
+
+// TestNATSURLShownRedacted: `duet up` prints System.NATSURL in its banner;
+// it showed the password of an external NATS URL in clear.
+func TestNATSURLShownRedacted(t *testing.T) {
+	url := os.Getenv(eventstest.NATSEnv)
+	if url == "" {
+		t.Skip(eventstest.NATSEnv + " not set")
+	}
+	// This NATS has no authorization, so it takes any credentials.
+	withSecret := strings.Replace(url, "://", "://alice:s3cret@", 1)
+	sys := start(t, system.Config{NATSURL: withSecret, Bus: ownStream(t, url)})
+	if strings.Contains(sys.NATSURL, "s3cret") || !strings.Contains(sys.NATSURL, "alice:xxxxx@") {
+		t.Errorf("NATSURL = %q", sys.NATSURL)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -137,7 +139,37 @@ func Connect(url, name string) (*nats.Conn, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("events: connect to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("events: connect to NATS at %s: %w", RedactURL(url), err)
 	}
 	return nc, nil
+}
+
+// RedactURL returns url (comma-separated for several servers) fit for a
+// log or a banner: a password becomes "xxxxx", and so does a user name
+// given without one, which NATS takes as a token.
+func RedactURL(url string) string {
+	parts := strings.Split(url, ",")
+	for i, p := range parts {
+		u, err := neturl.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil:
+			// Unparsable: keep the scheme and host only if they can be
+			// found, never what may be credentials.
+			if at := strings.LastIndexByte(p, '@'); at >= 0 {
+				parts[i] = "xxxxx" + p[at:]
+			}
+		case u.User == nil:
+		case hasPassword(u.User):
+			parts[i] = u.Redacted()
+		default:
+			u.User = neturl.User("xxxxx")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func hasPassword(u *neturl.Userinfo) bool {
+	_, ok := u.Password()
+	return ok
 }
