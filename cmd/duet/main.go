@@ -28,6 +28,9 @@ import (
 func main() {
 	system.TuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// From the first signal on, signals get their default handling back:
+	// a second Ctrl+C ends a drain that takes too long.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
@@ -98,6 +101,28 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
 }
 
+// flushTracing sends the spans still buffered, giving up after two
+// seconds: an unreachable collector held the exit for the exporter's
+// 10 s, past the drain the user asked for.
+func flushTracing(ctx context.Context, shutdown func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = shutdown(ctx)
+}
+
+// check refuses durations the flags' users cannot mean: the servers read a
+// drain of 0 or less as their own default while up would give shutdown
+// only 5 s, and a saga step with no time could never call a peer.
+func (c *common) check() error {
+	if c.drainTimeout <= 0 {
+		return fmt.Errorf("--drain-timeout must be positive, got %v", c.drainTimeout)
+	}
+	if c.sagaStep <= 0 {
+		return fmt.Errorf("--saga-step-timeout must be positive, got %v", c.sagaStep)
+	}
+	return nil
+}
+
 func (c *common) bus() events.BusConfig {
 	return events.BusConfig{Stream: c.eventStream, Prefix: c.eventPrefix}
 }
@@ -132,6 +157,9 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := c.check(); err != nil {
+		return err
+	}
 	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
 		return err
@@ -141,7 +169,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer shutdownTracing(context.WithoutCancel(ctx))
+	defer flushTracing(ctx, shutdownTracing)
 
 	sys, err := system.Start(ctx, system.Config{
 		DataDir:  c.dataDir,
@@ -204,6 +232,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
+	if err := c.check(); err != nil {
+		return err
+	}
 	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
 		return err
@@ -213,7 +244,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer shutdownTracing(context.WithoutCancel(ctx))
+	defer flushTracing(ctx, shutdownTracing)
 	return system.Serve(ctx, component, system.ServeConfig{
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,

@@ -77,6 +77,11 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"stock", "import", "no-such-file.csv"}, "no such file"},
 		{[]string{"order", "watch"}, "exactly one ORDER_ID"},
 		{[]string{"up", "extra"}, "unexpected arguments"},
+		// Servers read a drain of 0 or less as their default, while up
+		// gave its whole shutdown drain+5s: in-flight calls were cut.
+		{[]string{"up", "--data-dir", "DATA", "--drain-timeout=-10s"}, "--drain-timeout must be positive"},
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--drain-timeout", "0s"}, "--drain-timeout must be positive"},
+		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--saga-step-timeout=-1s"}, "--saga-step-timeout must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -85,7 +90,10 @@ func TestBadArguments(t *testing.T) {
 					tt.args[i] = t.TempDir()
 				}
 			}
-			err := run(context.Background(), tt.args, &bytes.Buffer{}, &bytes.Buffer{})
+			// Bounded: a command that wrongly starts returns when it ends.
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			err := run(ctx, tt.args, &bytes.Buffer{}, &bytes.Buffer{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run(%v) = %v, want an error containing %q", tt.args, err, tt.want)
 			}
