@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 
@@ -236,13 +238,24 @@ func (g *Gateway) ownPaths() []ownPath {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	// The trace starts here (or continues the caller's traceparent), so
-	// the gateway's log line and every hop behind it share a trace id.
-	ctx := tracing.Continue(r.Context(), propagation.HeaderCarrier(r.Header))
+	// the gateway's log line and every hop behind it share a trace id;
+	// with an exporter, the request's server span is the root of its hops.
+	ctx, span := tracing.Edge(r.Context(), propagation.HeaderCarrier(r.Header), "HTTP "+r.Method)
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}
 	r = r.WithContext(ctx)
-	defer func() { g.logAccess(ctx, r, rec, time.Since(start)) }()
+	defer func() {
+		g.logAccess(ctx, r, rec, time.Since(start))
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+				attribute.Int("http.response.status_code", rec.status()))
+			if rec.status() >= 500 {
+				span.SetStatus(otelcodes.Error, http.StatusText(rec.status()))
+			}
+		}
+		span.End()
+	}()
 	defer g.recoverPanic(ctx, rec, r)
 
 	if !g.limitBody(rec, r) {

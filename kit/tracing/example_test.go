@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/duetkit/duet/kit/tracing"
@@ -28,4 +30,27 @@ func ExampleContinue() {
 	// Output:
 	// 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 	// true
+}
+
+// With spans recorded (Setup's exporter, or a provider of one's own given
+// to Install, as here a test's recorder), Edge starts a sampled server span
+// at an edge such as the REST gateway: a child of the caller's traceparent,
+// or the root of a new trace. Without, it is Continue.
+func ExampleEdge() {
+	rec := tracetest.NewSpanRecorder()
+	restore := tracing.Install(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	defer restore()
+
+	in := http.Header{}
+	in.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	_, span := tracing.Edge(context.Background(), propagation.HeaderCarrier(in), "HTTP GET")
+	span.End()
+	_, root := tracing.Edge(context.Background(), propagation.HeaderCarrier(http.Header{}), "HTTP GET")
+	root.End()
+	for _, s := range rec.Ended() {
+		fmt.Println(s.Name(), s.Parent().SpanID(), s.SpanContext().IsSampled())
+	}
+	// Output:
+	// HTTP GET 00f067aa0ba902b7 true
+	// HTTP GET 0000000000000000 true
 }

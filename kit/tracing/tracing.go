@@ -1,6 +1,7 @@
 // Package tracing sets up OpenTelemetry for a Duet process: W3C trace
 // context propagation (in gRPC metadata, HTTP and NATS headers) and a tracer
-// provider that exports over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+// provider that exports over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+// (Setup), or one of the caller's own (Install).
 //
 // Without an endpoint no spans are recorded (there is nowhere to send
 // them), but the trace context still flows between services — kit/server
@@ -29,29 +30,57 @@ import (
 )
 
 // Setup installs the global propagator and tracer provider for service and
-// returns a function that flushes and stops them; call it on shutdown.
+// returns a function that flushes and stops them (and so ends Exporting);
+// call it on shutdown.
 func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", service))),
 	}
+	exporter := false
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
 		exp, err := otlptracegrpc.New(ctx)
 		if err != nil {
 			return nil, errors.Join(errors.New("tracing: OTLP exporter"), err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
-		exporting.Store(true)
+		exporter = true
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
-	otel.SetTracerProvider(tp)
-	return tp.Shutdown, nil
+	if !exporter {
+		otel.SetTracerProvider(tp)
+		return tp.Shutdown, nil
+	}
+	restore := Install(tp)
+	return func(ctx context.Context) error {
+		restore()
+		return tp.Shutdown(ctx)
+	}, nil
 }
 
-// exporting is set by Setup when spans go to an exporter.
+// Install makes tp the global tracer provider and turns span recording on
+// in kit/server, kit/client and the REST gateway, as Setup does with its
+// OTLP exporter: for a process that sends spans elsewhere (an exporter or
+// sampler of its own), or a test that records them. Servers and clients
+// decide when they are built, so call it first. restore puts back the
+// provider and the recording from before.
+func Install(tp trace.TracerProvider) (restore func()) {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	prev, was := otel.GetTracerProvider(), exporting.Load()
+	otel.SetTracerProvider(tp)
+	exporting.Store(true)
+	return func() {
+		exporting.Store(was)
+		otel.SetTracerProvider(prev)
+	}
+}
+
+// exporting is set by Install, and so by Setup when spans go to an
+// exporter.
 var exporting atomic.Bool
 
-// Exporting reports whether Setup configured an exporter. Without one,
+// Exporting reports whether spans are recorded: Setup configured an
+// exporter, or a provider was Installed. Without one,
 // recording spans costs CPU for nothing: kit/server and kit/client then
 // only carry the W3C trace context (Incoming and Header), so trace ids
 // still flow between services and into logs.
@@ -123,6 +152,26 @@ func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.C
 	binary.BigEndian.PutUint64(sid[:], rand.Uint64()|1)
 	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
 }
+
+// Edge starts the handling of a request at an edge of the system, such as
+// the REST gateway: with an exporter (Exporting), a server span named name
+// that continues the caller's traceparent in carrier, or starts a trace
+// that the provider's sampler decides on; without one, Continue's context
+// and its non-recording span. End the span when the request is answered.
+//
+// Continue alone is not enough when exporting: the trace it makes up is
+// not sampled, so every span behind the edge was dropped.
+func Edge(ctx context.Context, carrier propagation.TextMapCarrier, name string) (context.Context, trace.Span) {
+	if !Exporting() {
+		ctx = Continue(ctx, carrier)
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	ctx = propagation.TraceContext{}.Extract(ctx, carrier)
+	return otel.Tracer(tracerName).Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+}
+
+// tracerName is the instrumentation scope of the spans Edge starts.
+const tracerName = "github.com/duetkit/duet/kit/tracing"
 
 // Header returns the W3C traceparent and tracestate values that carry
 // ctx's trace context to a callee, or two empty strings when ctx has none.
