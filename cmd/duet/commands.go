@@ -23,6 +23,10 @@ import (
 func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("stock", "duet stock import [flags] FILE.csv   (CSV columns: "+strings.Join(stockimport.Header, ",")+")", stderr)
 	target := fs.String("inventory-target", system.DefaultInventoryAddr, "inventory service address")
+	if len(args) > 0 && isHelp(args[0]) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || args[0] != "import" {
 		fs.Usage()
 		return errors.New("stock needs a subcommand: import")
@@ -65,6 +69,10 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("order", "duet order watch [flags] ORDER_ID", stderr)
 	target := fs.String("order-target", system.DefaultOrderAddr, "order service address")
+	if len(args) > 0 && isHelp(args[0]) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || args[0] != "watch" {
 		fs.Usage()
 		return errors.New("order needs a subcommand: watch")
@@ -126,4 +134,10 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, error) 
 
 func dialTool(target string) (*grpc.ClientConn, error) {
 	return client.New(target, client.Config{})
+}
+
+// isHelp reports whether arg asks for a command's flags (`duet help CMD`
+// passes --help) rather than naming its subcommand.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "--h"
 }

@@ -29,10 +29,17 @@ func TestMain(m *testing.M) {
 }
 
 func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
-	for _, cmd := range []string{"up", "serve"} {
+	// stock and order took --help for a missing subcommand: `duet help
+	// order` printed the flags, then failed.
+	for _, cmd := range []string{"up", "serve", "stock", "order"} {
 		t.Run(cmd, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), []string{cmd, "--help"}, &out, &out)
+			err := run(context.Background(), []string{"help", cmd}, &out, &out)
+			if err != nil && !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("help %s returned %v", cmd, err)
+			}
+			out.Reset()
+			err = run(context.Background(), []string{cmd, "--help"}, &out, &out)
 			if !errors.Is(err, flag.ErrHelp) {
 				t.Fatalf("--help returned %v", err)
 			}
@@ -41,6 +48,8 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
 					"inventory-target", "notification-target", "nats-url", "metrics-addr", "event-stream", "event-prefix", "saga-step-timeout"},
+				"stock": {"inventory-target"},
+				"order": {"order-target"},
 			}[cmd] {
 				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))
 				if !strings.Contains(out.String(), want) {
