@@ -2,6 +2,13 @@ package system_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/tracing"
 )
 
@@ -54,5 +62,71 @@ func TestRESTSpans(t *testing.T) {
 	}
 	if len(kinds[trace.SpanKindServer]) < 2 || len(kinds[trace.SpanKindClient]) < 1 {
 		t.Errorf("spans of the REST call's trace by kind: %v; want the gateway's and the user service's server spans and a client span", kinds)
+	}
+}
+
+// TestSagaKeepsTrace: every log line of an order's request, the saga's
+// calls to the user, inventory and payment services included, names one
+// trace. The saga runs the order from its stored state in a worker, and
+// its calls had the request id but each a trace of its own.
+func TestSagaKeepsTrace(t *testing.T) {
+	// Each log line is one write, so the services may share a file.
+	logs, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() }) // after the system's shutdown, which logs
+	sys := start(t, system.Config{Logger: logger.New(logs, slog.LevelInfo, "")})
+	base := "http://" + sys.HTTPAddr
+	if r := do(t, "POST", base+"/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"USD","units":"100"},"stock":10}`); r.status != 200 {
+		t.Fatalf("create product: %d %s", r.status, r.raw)
+	}
+	u := do(t, "POST", base+"/v1/users", `{"email":"trace@example.com","name":"Trace"}`)
+	body := fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"k","wait":true}`, path(u.body, "user", "id"))
+	if r := do(t, "POST", base+"/v1/orders", body, "X-Request-ID", "saga-trace-1"); path(r.body, "order", "status") != "ORDER_STATUS_CONFIRMED" {
+		t.Fatalf("order: %d %s", r.status, r.raw)
+	}
+	// The saga's last calls may log just after the answer.
+	want := []string{"CreateOrder", "GetUser", "BatchGetProducts", "ReserveStock", "Charge", "CommitStock"}
+	var traces map[string][]string // trace id -> methods logged under it
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		traces = map[string][]string{}
+		written, err := os.ReadFile(logs.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(written), "\n") {
+			var l struct {
+				RequestID string `json:"request_id"`
+				TraceID   string `json:"trace_id"`
+				Method    string `json:"grpc.method"`
+			}
+			if json.Unmarshal([]byte(line), &l) == nil && l.RequestID == "saga-trace-1" && l.Method != "" {
+				traces[l.TraceID] = append(traces[l.TraceID], l.Method)
+			}
+		}
+		logged := 0
+		for _, methods := range traces {
+			for _, m := range want {
+				if slices.Contains(methods, m) {
+					logged++
+				}
+			}
+		}
+		if logged == len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(traces) != 1 {
+		t.Errorf("the order's calls logged under %d traces, want one: %v", len(traces), traces)
+	}
+	for id, methods := range traces {
+		for _, m := range want {
+			if !slices.Contains(methods, m) || id == "" {
+				t.Errorf("trace %q: logged %v, want %s among them", id, methods, m)
+			}
+		}
 	}
 }

@@ -44,12 +44,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/sqldb"
+	"github.com/duetkit/duet/kit/tracing"
 	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/order/grpchandler"
 	"github.com/duetkit/duet/services/order/peers"
@@ -191,6 +193,11 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	svc.StepContext = func(ctx context.Context, o *domain.Order) context.Context {
 		if o.RequestID != "" {
 			ctx = requestid.NewContext(ctx, o.RequestID)
+		}
+		if o.TraceParent != "" {
+			// The saga's calls belong to the trace of the call that
+			// created the order, as its request id says they do.
+			ctx = tracing.Continue(ctx, propagation.MapCarrier{"traceparent": o.TraceParent})
 		}
 		return ctx
 	}

@@ -147,6 +147,9 @@ type Order struct {
 	// RequestID is the request id of the call that created the order; the
 	// saga's calls to other services carry it.
 	RequestID string
+	// TraceParent is the W3C traceparent of the call that created the
+	// order, empty when it had none; the saga's calls continue its trace.
+	TraceParent string
 	// IdempotencyKey is the key the order was created with.
 	IdempotencyKey string
 	// Fingerprint identifies the creating request, so a repeat of the key
@@ -263,6 +266,9 @@ type CreateRequest struct {
 	IdempotencyKey string
 	// RequestID is the caller's request id, kept for the saga's calls.
 	RequestID string
+	// TraceParent is the caller's W3C traceparent, kept for the saga's
+	// calls.
+	TraceParent string
 }
 
 // Validate checks what can be checked without asking other services: every

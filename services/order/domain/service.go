@@ -100,6 +100,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		Status:         StatusPending,
 		PaymentToken:   req.PaymentToken,
 		RequestID:      req.RequestID,
+		TraceParent:    req.TraceParent,
 		IdempotencyKey: req.IdempotencyKey,
 		Fingerprint:    fp,
 		Version:        1,

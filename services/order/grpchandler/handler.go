@@ -20,6 +20,7 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/tracing"
 	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/order/saga"
 )
@@ -77,6 +78,7 @@ func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 		PaymentToken:   req.GetPaymentToken(),
 		IdempotencyKey: req.GetIdempotencyKey(),
 		RequestID:      requestid.FromContext(ctx),
+		TraceParent:    traceParent(ctx),
 	})
 	if err != nil {
 		return nil, h.status(ctx, err, request{userID: req.GetUserId(), key: req.GetIdempotencyKey()})
@@ -245,3 +247,9 @@ var steps = map[domain.Step]orderv1.OrderStep{
 
 // StepToProto maps a saga step to the contract's enum.
 func StepToProto(s domain.Step) orderv1.OrderStep { return steps[s] }
+
+// traceParent is the W3C traceparent of ctx's trace, or "".
+func traceParent(ctx context.Context) string {
+	tp, _ := tracing.Header(ctx)
+	return tp
+}

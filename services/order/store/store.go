@@ -74,7 +74,7 @@ func (s *Store) OnAppend(f func()) { s.appended = f }
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-const orderColumns = `id, user_id, idempotency_key, fingerprint, payment_token, request_id, currency, total_units,
+const orderColumns = `id, user_id, idempotency_key, fingerprint, payment_token, request_id, trace_parent, currency, total_units,
 	status, step, failed_step, attempts, next_attempt_time, step_deadline, last_error, payment_id, failure_reason,
 	version, create_time, update_time`
 
@@ -88,8 +88,8 @@ type queryer interface {
 func (s *Store) Create(ctx context.Context, o *domain.Order) error {
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO orders (`+orderColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			o.ID, o.UserID, o.IdempotencyKey, o.Fingerprint, o.PaymentToken, o.RequestID, o.Total.Currency, o.Total.Units,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			o.ID, o.UserID, o.IdempotencyKey, o.Fingerprint, o.PaymentToken, o.RequestID, o.TraceParent, o.Total.Currency, o.Total.Units,
 			string(o.Status), string(o.Step), string(o.FailedStep), o.Attempts, micros(o.NextAttempt), micros(o.StepDeadline),
 			o.LastError, o.PaymentID, o.FailureReason, o.Version, micros(o.CreateTime), micros(o.UpdateTime))
 		if err != nil {
@@ -248,7 +248,7 @@ func (s *Store) list(ctx context.Context, q queryer, query string, args ...any) 
 			status, step, failedStep       string
 			next, deadline, create, update int64
 		)
-		if err := rows.Scan(&o.ID, &o.UserID, &o.IdempotencyKey, &o.Fingerprint, &o.PaymentToken, &o.RequestID,
+		if err := rows.Scan(&o.ID, &o.UserID, &o.IdempotencyKey, &o.Fingerprint, &o.PaymentToken, &o.RequestID, &o.TraceParent,
 			&o.Total.Currency, &o.Total.Units, &status, &step, &failedStep, &o.Attempts, &next, &deadline,
 			&o.LastError, &o.PaymentID, &o.FailureReason, &o.Version, &create, &update); err != nil {
 			rows.Close()

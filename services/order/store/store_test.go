@@ -39,6 +39,7 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
 func order(id, user, key string, created time.Time) *domain.Order {
 	return &domain.Order{
 		ID: id, UserID: user, IdempotencyKey: key, Fingerprint: "fp-" + key, PaymentToken: "tok_approve", RequestID: "req-" + id,
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		Items: []domain.LineItem{
 			{SKU: "B-2", Quantity: 2, Expected: &domain.Money{Currency: "JPY", Units: 300}},
 			{SKU: "A-1", Quantity: 1},
