@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
@@ -144,6 +147,16 @@ func TestErrors(t *testing.T) {
 		{name: "query parameter out of range", method: "GET", path: "/v1/users?pageSize=99999999999999999999",
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "page_size",
 			message: `parsing field "page_size": "99999999999999999999" is out of range`},
+		// Decoded, these are not UTF-8: grpc-go failed to encode the
+		// request they made, and the client got a 500.
+		{name: "path not UTF-8", method: "GET", path: "/v1/users/%FF",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", message: "URL path must be UTF-8"},
+		{name: "path not UTF-8 on a watch", method: "GET", path: "/v1/orders/%FF:watch",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", message: "URL path must be UTF-8"},
+		{name: "query value not UTF-8", method: "GET", path: "/v1/users?pageToken=%FF",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "pageToken"},
+		{name: "query name not UTF-8", method: "GET", path: "/v1/users?%FF=1",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", message: "parameter names must be UTF-8"},
 
 		// Over-large bodies, declared or streamed.
 		{name: "Content-Length over the limit", method: "POST", path: "/v1/users", body: big,
@@ -257,6 +270,19 @@ func TestUnknownEnumValue(t *testing.T) {
 // TestMarshalerDecodes checks the marshaler's input rules: proto3 JSON
 // names and the original proto names are both accepted, int64 as string or
 // number, and an empty body is no error (the handlers treat it as {}).
+// TestBodyReadError: a body the server could not read (the client stalled
+// past the read timeout) was answered with the read error's text, which
+// names the gateway's own address.
+func TestBodyReadError(t *testing.T) {
+	m := newJSONMarshaler()
+	stalled := &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: 8080}, Err: os.ErrDeadlineExceeded}
+	var u userv1.CreateUserRequest
+	err := m.NewDecoder(io.MultiReader(strings.NewReader(`{"e`), iotest.ErrReader(stalled))).Decode(&u)
+	if err == nil || strings.Contains(err.Error(), "10.0.0.5") || !strings.Contains(err.Error(), "could not read the request body") {
+		t.Errorf("error = %v", err)
+	}
+}
+
 func TestMarshalerDecodes(t *testing.T) {
 	m := newJSONMarshaler()
 	var u userv1.CreateUserRequest

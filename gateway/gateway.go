@@ -27,21 +27,25 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/tracing"
 )
@@ -261,6 +265,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.limitBody(rec, r) {
 		return
 	}
+	if err := checkURLText(r.URL); err != nil {
+		writeError(rec, newAPIError(err, 0))
+		return
+	}
 	if isWatch(r) {
 		// A watch streams until the order is terminal, which the saga
 		// bounds; the per-call deadline and the server's write timeout
@@ -273,6 +281,34 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	g.mux.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// checkURLText refuses a path or query that is not UTF-8 once decoded
+// (%FF, say). grpc-gateway copies path and query values into the
+// request's string fields as they are, and grpc-go then fails to encode
+// the request: INTERNAL, a 500, for a client's mistake.
+func checkURLText(u *url.URL) *apierr.Error {
+	if !utf8.ValidString(u.Path) {
+		return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "the URL path must be UTF-8 once decoded")
+	}
+	if strings.IndexByte(u.RawQuery, '%') < 0 && utf8.ValidString(u.RawQuery) {
+		return nil // nothing decodes to anything else
+	}
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil // grpc-gateway answers a malformed query itself
+	}
+	for key, values := range query {
+		if !utf8.ValidString(key) {
+			return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "the URL's query parameter names must be UTF-8 once decoded")
+		}
+		for _, v := range values {
+			if !utf8.ValidString(v) {
+				return apierr.InvalidField(key, "must be UTF-8 once decoded")
+			}
+		}
+	}
+	return nil
 }
 
 // isWatch reports whether r asks for a server-streaming watch route.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -62,6 +63,11 @@ func bodyError(err error) error {
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return errors.New("invalid JSON body: unexpected end of input")
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		// Reading the body failed (the client stalled past the read
+		// timeout, say): its text names the server's own address.
+		return errors.New("could not read the request body")
 	}
 	msg := trimProtoPrefix(err.Error())
 	if strings.HasPrefix(msg, "(") {

@@ -51,10 +51,24 @@ func forwardRequestID(ctx context.Context, _ *http.Request) metadata.MD {
 // authenticates a call (TestHeadersReachingBackends).
 func incomingHeader(key string) (string, bool) {
 	name, ok := cutPrefixFold(key, runtime.MetadataHeaderPrefix)
-	if !ok || name == "" || strings.EqualFold(name, requestid.Header) {
+	if !ok || name == "" || strings.EqualFold(name, requestid.Header) || notMetadata(name) {
 		return "", false
 	}
 	return name, true
+}
+
+// notMetadata reports whether name may not travel as gRPC metadata from a
+// caller: HTTP/2 connection headers, which make the backend reset the
+// stream as malformed (so the call failed as INTERNAL, a 500), gRPC's own
+// grpc-* headers, and the trace context, which the gateway sets itself.
+func notMetadata(name string) bool {
+	name = strings.ToLower(name)
+	switch name {
+	case "connection", "host", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
+		"traceparent", "tracestate":
+		return true
+	}
+	return strings.HasPrefix(name, "grpc-") || strings.HasPrefix(name, ":")
 }
 
 // cutPrefixFold is strings.CutPrefix with the prefix matched case-insensitively.

@@ -141,7 +141,13 @@ func TestHeadersReachingBackends(t *testing.T) {
 		"Authorization", "Bearer t0ken",
 		"Cookie", "session=secret",
 		"User-Agent", "curl/8.0",
-		"Grpc-Metadata-Tenant", "acme")
+		"Grpc-Metadata-Tenant", "acme",
+		// The backend reset the stream over these: a 500.
+		"Grpc-Metadata-Connection", "x",
+		"Grpc-Metadata-Host", "a", "Grpc-Metadata-Host", "b",
+		// The gateway sends its own.
+		"Grpc-Metadata-Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"Grpc-Metadata-Grpc-Timeout", "1n")
 	if resp.status != 200 {
 		t.Fatalf("status %d: %s", resp.status, resp.body)
 	}
@@ -152,9 +158,12 @@ func TestHeadersReachingBackends(t *testing.T) {
 		}
 	}
 	for key := range md {
-		if strings.HasPrefix(key, "grpcgateway-") || key == "cookie" || key == "grpc-metadata-tenant" {
+		if strings.HasPrefix(key, "grpcgateway-") || key == "cookie" || key == "grpc-metadata-tenant" || key == "connection" || key == "host" {
 			t.Errorf("metadata %s = %q reached the backend", key, md.Get(key))
 		}
+	}
+	if tp := md.Get("traceparent"); len(tp) > 0 && strings.Contains(tp[0], "4bf92f3577b34da6a3ce929d0e0e4736") {
+		t.Errorf("traceparent %q: the caller's Grpc-Metadata-Traceparent reached the backend", tp)
 	}
 	if ua := md.Get("user-agent"); len(ua) > 0 && strings.Contains(ua[0], "curl") {
 		t.Errorf("user-agent %q: the caller's User-Agent reached the backend", ua)
