@@ -317,10 +317,17 @@ func (r *running) serve(lis net.Listener) {
 // connection: room for HTTP/2's initial windows, as a socket's buffer.
 const inprocBuffer = 256 << 10
 
+// peerConfig is how the gateway and the order saga call the services. Both
+// give every call its deadline (the gateway its RequestTimeout, 15 s by
+// default, the saga its CallTimeout), so the connections add none: kit/
+// client's default of 10 s in the service config cut a REST call waiting
+// for its order at 10 s, whatever the gateway's timeout said.
+var peerConfig = client.Config{Timeout: -1}
+
 // dial connects to target over the network (`duet serve`'s components
 // reach each other this way).
 func (s *System) dial(target string) (*grpc.ClientConn, error) {
-	conn, err := client.New(target, client.Config{})
+	conn, err := client.New(target, peerConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -352,9 +359,11 @@ func (s *System) dialInproc(name string) (*grpc.ClientConn, error) {
 		r.inproc = bufconn.Listen(inprocBuffer)
 		r.serve(r.inproc)
 	}
-	conn, err := client.New("passthrough:///"+name, client.Config{Options: []grpc.DialOption{
+	cfg := peerConfig
+	cfg.Options = []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return r.inproc.DialContext(ctx) }),
-	}})
+	}
+	conn, err := client.New("passthrough:///"+name, cfg)
 	if err != nil {
 		return nil, err
 	}
