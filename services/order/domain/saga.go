@@ -48,10 +48,10 @@ const (
 // A forward step (CHECK_USER, PRICE, RESERVE, CHARGE, COMMIT) that fails
 // temporarily (the peer is unavailable, a call times out) is retried with
 // exponential backoff and jitter, from InitialBackoff doubling up to
-// MaxBackoff, until StepTimeout has passed since the step began: the last
-// attempt is made at that bound, and when it fails too the saga gives up.
-// One attempt takes at most CallTimeout, so a step is given up at most
-// StepTimeout + CallTimeout after it began. Giving up before anything was
+// MaxBackoff, until StepTimeout has passed since its first failure: the
+// last attempt is made at that bound, and when it fails too the saga gives
+// up. One attempt takes at most CallTimeout, so a step is given up at most
+// StepTimeout + CallTimeout after it first failed. Giving up before anything was
 // reserved ends the order CANCELLED; after, compensation runs. Compensation
 // steps (REFUND, RELEASE) retry with the same backoff until they succeed.
 type SagaPolicy struct {

@@ -126,6 +126,12 @@ func (h *Handler) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerS
 	err := h.feed.Watch(ctx, req.GetId(), h.svc.Order, PollInterval, func(o *domain.Order) error {
 		return stream.Send(&orderv1.WatchOrderResponse{Order: ToProto(o)})
 	})
+	if err != nil && ctx.Err() != nil {
+		// The client went away (or the server is stopping) while a change
+		// was being sent: Send's error is a status, not the context's, and
+		// would read as INTERNAL.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return h.status(ctx, err, request{orderID: req.GetId()})
 	}
