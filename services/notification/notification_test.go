@@ -298,6 +298,25 @@ func TestForeignEvents(t *testing.T) {
 			if e := first.GetEvents()[0]; e.GetRequestId() != "req-1" {
 				t.Errorf("request id = %q, want req-1", e.GetRequestId())
 			}
+
+			// Valid protobuf with a NUL in a name: audited, and no
+			// notification made of it (PostgreSQL refused to store one, so
+			// the event came back for ever).
+			user := newID()
+			named, err := proto.Marshal(&userv1.UserCreated{User: &userv1.User{Id: user, Name: "A\x00B"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &nats.Msg{Subject: bus.Subject("user.created"), Data: named, Header: nats.Header{}}
+			msg.Header.Set(events.HeaderEventType, "duet.user.v1.UserCreated")
+			msg.Header.Set(events.HeaderAggregateID, user)
+			if _, err := bus.JS.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the event with a NUL in the audit log", func() bool { return len(audit(t, c, user)) == 1 })
+			if n := notes(t, c, user); len(n) != 0 {
+				t.Errorf("notifications = %v, want none", n)
+			}
 		})
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -144,8 +145,30 @@ func (c *Consumer) recorded(ctx context.Context, m events.Message, r domain.Reco
 // Decode reads the payload of an event of type typ (a protobuf full name)
 // into the facts the notification rules need. Unknown types are
 // domain.HappeningOther and no error; a payload that does not decode as its
-// type is HappeningOther and an error.
+// type, or whose text holds a NUL, is HappeningOther and an error.
+//
+// A NUL is valid UTF-8 and any publisher can send one, but PostgreSQL
+// refuses it in text: the notification made from it would fail to store,
+// and the event be redelivered for ever. It is audited without one.
 func Decode(typ string, data []byte) (domain.Occurrence, error) {
+	occ, err := decodeOccurrence(typ, data)
+	if err == nil && holdsNUL(occ) {
+		return domain.Occurrence{What: domain.HappeningOther}, fmt.Errorf("decode %s: its text holds a NUL", typ)
+	}
+	return occ, err
+}
+
+// holdsNUL reports whether any text of o holds a NUL.
+func holdsNUL(o domain.Occurrence) bool {
+	for _, s := range append([]string{o.UserID, o.SubjectID, o.UserName, o.Reason, o.Amount.Currency}, o.Changed...) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func decodeOccurrence(typ string, data []byte) (domain.Occurrence, error) {
 	other := domain.Occurrence{What: domain.HappeningOther}
 	decode := func(m proto.Message) error {
 		if err := proto.Unmarshal(data, m); err != nil {

@@ -80,6 +80,12 @@ func TestDecode(t *testing.T) {
 			want: domain.Occurrence{What: domain.HappeningOther}},
 		{name: "garbage payload", typ: "duet.order.v1.OrderConfirmed", data: []byte{0xff, 0xff, 0xff},
 			want: domain.Occurrence{What: domain.HappeningOther}, wantErr: true},
+		// Valid protobuf, but PostgreSQL refuses a NUL in text: the
+		// notification failed to store and the event came back for ever.
+		{name: "NUL in a name", msg: &userv1.UserCreated{User: &userv1.User{Id: user, Name: "A\x00B"}},
+			want: domain.Occurrence{What: domain.HappeningOther}, wantErr: true},
+		{name: "NUL in a failure reason", msg: &orderv1.OrderCancelled{Order: &orderv1.Order{Id: order, UserId: user, FailureReason: "X\x00"}},
+			want: domain.Occurrence{What: domain.HappeningOther}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
