@@ -1,11 +1,14 @@
 package payment_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
@@ -15,6 +18,7 @@ import (
 	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/payment"
+	"github.com/duetkit/duet/services/payment/domain"
 )
 
 func TestMain(m *testing.M) {
@@ -23,7 +27,7 @@ func TestMain(m *testing.M) {
 
 // start runs the payment service on a loopback port behind the kit's server
 // stack and returns a client connected over real gRPC.
-func start(t *testing.T, cfg payment.Config) paymentv1.PaymentServiceClient {
+func start(t *testing.T, cfg payment.Config, configure ...func(*server.Config)) paymentv1.PaymentServiceClient {
 	t.Helper()
 	svc, err := payment.Open(t.Context(), cfg)
 	if err != nil {
@@ -34,8 +38,11 @@ func start(t *testing.T, cfg payment.Config) paymentv1.PaymentServiceClient {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return paymentv1.NewPaymentServiceClient(servertest.Start(t,
-		server.Config{Name: "payment", DisableAccessLog: true, DrainTimeout: 5 * time.Second}, svc.Register))
+	scfg := server.Config{Name: "payment", DisableAccessLog: true, DrainTimeout: 5 * time.Second}
+	for _, c := range configure {
+		c(&scfg)
+	}
+	return paymentv1.NewPaymentServiceClient(servertest.Start(t, scfg, svc.Register))
 }
 
 func money(currency string, units int64) *typev1.Money {
@@ -217,4 +224,51 @@ func TestOpenRequiresDatabase(t *testing.T) {
 	if _, err := payment.Open(t.Context(), payment.Config{}); err == nil {
 		t.Fatal("Open without a database succeeded")
 	}
+}
+
+// lateProvider captures a charge only once its caller's deadline has
+// passed, as a real provider answering slowly might.
+type lateProvider struct{}
+
+func (lateProvider) Charge(ctx context.Context, _ domain.ProviderCharge) (domain.ProviderResult, error) {
+	<-ctx.Done()
+	return domain.ProviderResult{Approved: true}, nil
+}
+
+// TestChargeCapturedAfterDeadline: money the provider captured after the
+// caller's deadline passed is recorded, so the order saga's compensation,
+// CancelCharge of the key, refunds it. The payment was written with the
+// caller's context, which had ended: nothing was recorded, and CancelCharge
+// marked the key cancelled with the money still captured.
+func TestChargeCapturedAfterDeadline(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		handled := make(chan struct{}, 1)
+		client := start(t, payment.Config{DatabaseURL: url, Provider: lateProvider{}}, func(c *server.Config) {
+			c.UnaryInterceptors = append(c.UnaryInterceptors, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				resp, err := h(ctx, req)
+				if info.FullMethod == paymentv1.PaymentService_Charge_FullMethodName {
+					handled <- struct{}{}
+				}
+				return resp, err
+			})
+		})
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1999), PaymentMethodToken: "tok_approve", IdempotencyKey: "late-1"})
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("Charge = %v, want DEADLINE_EXCEEDED", err)
+		}
+		select {
+		case <-handled:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the Charge handler did not return")
+		}
+		resp, err := client.CancelCharge(t.Context(), &paymentv1.CancelChargeRequest{IdempotencyKey: "late-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := resp.GetPayment(); p.GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
+			t.Errorf("CancelCharge found %v, want the captured payment, refunded", p)
+		}
+	})
 }

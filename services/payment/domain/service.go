@@ -91,6 +91,12 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 			p.DeclineReason = ReasonDeclined
 		}
 	}
+	// The provider has answered: record what it did even if the caller
+	// went away or its deadline passed meanwhile. Otherwise money it
+	// captured would have no payment, and the CancelCharge of its key (the
+	// order saga's compensation) would find nothing to refund.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	if err := s.repo.Create(ctx, p, chargedEvent(p)); err != nil {
 		// ErrChargeCancelled: a CancelCharge won the race. The simulated
 		// provider holds nothing; a real one would be told to void the
@@ -233,6 +239,10 @@ func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error
 		}
 	}
 }
+
+// recordTimeout bounds recording a charge the provider has answered, once
+// the caller's own deadline no longer applies.
+const recordTimeout = 10 * time.Second
 
 // newID returns a version 7 UUID: time-ordered, so new rows land at the end
 // of the primary-key index instead of all over it.
