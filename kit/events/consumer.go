@@ -21,8 +21,8 @@ import (
 
 // Message is one delivered event.
 //
-// ID, Type, AggregateID and RequestID come from headers any publisher can
-// set; they always hold valid UTF-8 without NUL, so a consumer can store
+// ID, Type, Subject, AggregateID and RequestID come from what any
+// publisher can set; they always hold valid UTF-8 without NUL, so a consumer can store
 // them in any SQL database (PostgreSQL refuses both, and a row it refuses
 // would be redelivered forever).
 type Message struct {
@@ -571,7 +571,7 @@ func (c *consumer) message(msg jetstream.Msg) Message {
 	h := msg.Headers()
 	m := Message{
 		Type:        text(h.Get(HeaderEventType)),
-		Subject:     c.bus.relative(msg.Subject()),
+		Subject:     text(c.bus.relative(msg.Subject())),
 		AggregateID: text(h.Get(HeaderAggregateID)),
 		Data:        msg.Data(),
 		Header:      h,

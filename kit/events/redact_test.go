@@ -15,6 +15,8 @@ func TestRedactURL(t *testing.T) {
 		{"nats://s3cret-token@127.0.0.1:4333", "nats://xxxxx@127.0.0.1:4333"},
 		{"nats://a:s3cret@127.0.0.1:1,nats://b:s3cret@127.0.0.2:1", "nats://a:xxxxx@127.0.0.1:1,nats://b:xxxxx@127.0.0.2:1"},
 		{"nats://a:s3cret%zz@127.0.0.1:1", "xxxxx@127.0.0.1:1"},
+		{"alice:s3cret@127.0.0.1:4333", "nats://alice:xxxxx@127.0.0.1:4333"},
+		{"127.0.0.1:4333", "127.0.0.1:4333"},
 		{"", ""},
 	}
 	for _, tt := range tests {

@@ -150,7 +150,13 @@ func Connect(url, name string) (*nats.Conn, error) {
 func RedactURL(url string) string {
 	parts := strings.Split(url, ",")
 	for i, p := range parts {
-		u, err := neturl.Parse(strings.TrimSpace(p))
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			// nats.go takes "user:pass@host:port" and adds the scheme;
+			// url.Parse would read "user" as the scheme.
+			p = "nats://" + p
+		}
+		u, err := neturl.Parse(p)
 		switch {
 		case err != nil:
 			// Unparsable: keep the scheme and host only if they can be

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -316,6 +317,21 @@ func TestForeignEvents(t *testing.T) {
 			waitFor(t, "the event with a NUL in the audit log", func() bool { return len(audit(t, c, user)) == 1 })
 			if n := notes(t, c, user); len(n) != 0 {
 				t.Errorf("notifications = %v, want none", n)
+			}
+
+			// A subject that is not text: stored as text all the same
+			// (SQLite stored it and the listing then failed to marshal;
+			// PostgreSQL refused it for ever).
+			other := newID()
+			odd := &nats.Msg{Subject: bus.Subject("order.a\xff\x00b"), Data: data, Header: nats.Header{}}
+			odd.Header.Set(events.HeaderEventType, "duet.order.v1.OrderConfirmed")
+			odd.Header.Set(events.HeaderAggregateID, other)
+			if _, err := bus.JS.PublishMsg(ctx, odd); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the event with an odd subject in the audit log", func() bool { return len(audit(t, c, other)) == 1 })
+			if subj := audit(t, c, other)[0].GetSubject(); !utf8.ValidString(subj) || strings.ContainsRune(subj, 0) {
+				t.Errorf("subject = %q", subj)
 			}
 		})
 	})
