@@ -244,7 +244,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The trace starts here (or continues the caller's traceparent), so
 	// the gateway's log line and every hop behind it share a trace id;
 	// with an exporter, the request's server span is the root of its hops.
-	ctx, span := tracing.Edge(r.Context(), propagation.HeaderCarrier(r.Header), "HTTP "+r.Method)
+	ctx, span := tracing.Edge(r.Context(), propagation.HeaderCarrier(r.Header), spanName(r.Method))
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}
@@ -281,6 +281,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	g.mux.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// spanName names a request's server span by its method, as OpenTelemetry's
+// HTTP conventions do, and "_OTHER" for a method the API does not use, so
+// clients cannot make up span names (net/http takes any token as one).
+func spanName(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodOptions:
+		return method
+	}
+	return "_OTHER"
 }
 
 // checkURLText refuses a path or query that is not UTF-8 once decoded

@@ -46,7 +46,7 @@ func TestRESTSpans(t *testing.T) {
 		kinds = map[trace.SpanKind][]string{}
 		var root trace.TraceID
 		for _, s := range rec.Ended() {
-			if s.Name() == "HTTP POST" && s.SpanKind() == trace.SpanKindServer && s.SpanContext().IsSampled() {
+			if s.Name() == "POST" && s.SpanKind() == trace.SpanKindServer && s.SpanContext().IsSampled() {
 				root = s.SpanContext().TraceID()
 			}
 		}

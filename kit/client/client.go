@@ -194,6 +194,9 @@ func ServiceConfig(cfg Config) (string, error) {
 		timeout = DefaultTimeout
 	}
 	r := cfg.Retry
+	if r.InitialBackoff < 0 || r.MaxBackoff < 0 {
+		return "", fmt.Errorf("client: Retry.InitialBackoff and Retry.MaxBackoff must not be negative (got %v, %v)", r.InitialBackoff, r.MaxBackoff)
+	}
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = 4
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,6 +146,10 @@ func TestServiceConfig(t *testing.T) {
 	}
 	if _, err := client.ServiceConfig(client.Config{Services: []string{"no.such.Service"}}); err == nil {
 		t.Error("unknown service accepted")
+	}
+	// grpc-go refused the retry policy it made, naming no setting.
+	if _, err := client.New("127.0.0.1:1", client.Config{Retry: client.Retry{MaxBackoff: -time.Second}}); err == nil || !strings.Contains(err.Error(), "MaxBackoff must not be negative") {
+		t.Errorf("a negative backoff gave %v, want an error naming it", err)
 	}
 }
 

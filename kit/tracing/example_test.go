@@ -43,14 +43,14 @@ func ExampleEdge() {
 
 	in := http.Header{}
 	in.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	_, span := tracing.Edge(context.Background(), propagation.HeaderCarrier(in), "HTTP GET")
+	_, span := tracing.Edge(context.Background(), propagation.HeaderCarrier(in), "GET")
 	span.End()
-	_, root := tracing.Edge(context.Background(), propagation.HeaderCarrier(http.Header{}), "HTTP GET")
+	_, root := tracing.Edge(context.Background(), propagation.HeaderCarrier(http.Header{}), "GET")
 	root.End()
 	for _, s := range rec.Ended() {
 		fmt.Println(s.Name(), s.Parent().SpanID(), s.SpanContext().IsSampled())
 	}
 	// Output:
-	// HTTP GET 00f067aa0ba902b7 true
-	// HTTP GET 0000000000000000 true
+	// GET 00f067aa0ba902b7 true
+	// GET 0000000000000000 true
 }
