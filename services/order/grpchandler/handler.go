@@ -123,19 +123,23 @@ func (h *Handler) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*
 // stopping) ends the watch at once.
 func (h *Handler) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
 	ctx := stream.Context()
+	var sendErr error
 	err := h.feed.Watch(ctx, req.GetId(), h.svc.Order, PollInterval, func(o *domain.Order) error {
-		return stream.Send(&orderv1.WatchOrderResponse{Order: ToProto(o)})
+		sendErr = stream.Send(&orderv1.WatchOrderResponse{Order: ToProto(o)})
+		return sendErr
 	})
-	if err != nil && ctx.Err() != nil {
-		// The client went away (or the server is stopping) while a change
-		// was being sent: Send's error is a status, not the context's, and
-		// would read as INTERNAL.
+	switch {
+	case err == nil:
+		return nil
+	case sendErr != nil && errors.Is(err, sendErr):
+		// The client went away, or the transport closed, while a change
+		// was being sent: Send's error is already a status saying so (and
+		// not the context's, which would read as INTERNAL).
+		return sendErr
+	case ctx.Err() != nil:
 		err = ctx.Err()
 	}
-	if err != nil {
-		return h.status(ctx, err, request{orderID: req.GetId()})
-	}
-	return nil
+	return h.status(ctx, err, request{orderID: req.GetId()})
 }
 
 // ListOrders implements orderv1.OrderServiceServer. Page tokens are
