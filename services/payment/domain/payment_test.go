@@ -132,6 +132,21 @@ func TestPaymentApplyRefund(t *testing.T) {
 	}
 }
 
+// TestServiceChargeLowersUserID: a UUID user id is kept lowered, as every
+// other service keeps them; one that is not a UUID is kept as sent.
+func TestServiceChargeLowersUserID(t *testing.T) {
+	svc := NewService(newMemRepo(), tokenProvider{})
+	for key, tt := range map[string]struct{ in, want string }{
+		"k1": {"0E4B2A7C-9D3F-4C1A-8B6E-5F2D1C0A9B8E", "0e4b2a7c-9d3f-4c1a-8b6e-5f2d1c0a9b8e"},
+		"k2": {"Customer-42", "Customer-42"},
+	} {
+		p, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: key, UserID: tt.in})
+		if err != nil || p.UserID != tt.want {
+			t.Errorf("Charge(user %s) = %+v, %v; want user %s", tt.in, p, err, tt.want)
+		}
+	}
+}
+
 func TestServiceCharge(t *testing.T) {
 	tests := []struct {
 		name         string

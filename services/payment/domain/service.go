@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,6 +49,7 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
+	req.UserID = lowerUUID(req.UserID)
 	fp := req.fingerprint()
 	prior, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
 	switch {
@@ -238,6 +240,20 @@ func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error
 			return nil, fmt.Errorf("cancel charge: %w", err)
 		}
 	}
+}
+
+// lowerUUID returns id in lower case when it is a UUID, and as it is
+// otherwise. The user id is free-form by contract, but a UUID is
+// case-insensitive (RFC 9562) and every other service keeps them lowered:
+// an upper-case one stored as sent filed the refund's notification under
+// an id the user's listing never asks for.
+func lowerUUID(id string) string {
+	if len(id) == 36 {
+		if _, err := uuid.Parse(id); err == nil {
+			return strings.ToLower(id)
+		}
+	}
+	return id
 }
 
 // recordTimeout bounds recording a charge the provider has answered, once
