@@ -34,8 +34,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -136,6 +135,10 @@ type Gateway struct {
 	mux      *runtime.ServeMux
 	backends []backend
 	docs     []byte
+	// entry is serve, inside otelhttp's middleware when spans are
+	// exported: it starts each request's server span (continuing the
+	// caller's traceparent), which serve then carries on.
+	entry http.Handler
 }
 
 // New builds a Gateway forwarding to the connections in cfg. ctx is handed
@@ -165,6 +168,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: docs page: %w", err)
 	}
 	g.docs = docs
+	g.entry = http.HandlerFunc(g.serve)
+	if tracing.Exporting() {
+		g.entry = otelhttp.NewHandler(g.entry, "gateway",
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return spanName(r.Method) }))
+	}
 
 	g.mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
@@ -239,27 +247,19 @@ func (g *Gateway) ownPaths() []ownPath {
 // ServeHTTP implements http.Handler: it assigns the request id, logs the
 // request once it is answered, turns panics into a JSON 500, bounds the
 // body and the time of the call, then routes.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.entry.ServeHTTP(w, r) }
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	// The trace starts here (or continues the caller's traceparent), so
-	// the gateway's log line and every hop behind it share a trace id;
-	// with an exporter, the request's server span is the root of its hops.
-	ctx, span := tracing.Edge(r.Context(), propagation.HeaderCarrier(r.Header), spanName(r.Method))
+	// The trace starts here (or continues the caller's traceparent, or the
+	// span otelhttp started), so the gateway's log line and every hop
+	// behind it share a trace id.
+	ctx := tracing.Continue(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}
 	r = r.WithContext(ctx)
-	defer func() {
-		g.logAccess(ctx, r, rec, time.Since(start))
-		if span.IsRecording() {
-			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
-				attribute.Int("http.response.status_code", rec.status()))
-			if rec.status() >= 500 {
-				span.SetStatus(otelcodes.Error, http.StatusText(rec.status()))
-			}
-		}
-		span.End()
-	}()
+	defer func() { g.logAccess(ctx, r, rec, time.Since(start)) }()
 	defer g.recoverPanic(ctx, rec, r)
 
 	if !g.limitBody(rec, r) {
@@ -286,6 +286,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // spanName names a request's server span by its method, as OpenTelemetry's
 // HTTP conventions do, and "_OTHER" for a method the API does not use, so
 // clients cannot make up span names (net/http takes any token as one).
+// otelhttp's own name would add the outer mux's pattern, "/".
 func spanName(method string) string {
 	switch method {
 	case http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodOptions:

@@ -32,25 +32,16 @@ func ExampleContinue() {
 	// true
 }
 
-// With spans recorded (Setup's exporter, or a provider of one's own given
-// to Install, as here a test's recorder), Edge starts a sampled server span
-// at an edge such as the REST gateway: a child of the caller's traceparent,
-// or the root of a new trace. Without, it is Continue.
-func ExampleEdge() {
+// Install records spans with a provider of one's own (an exporter Setup
+// does not make, or a test's recorder, as here): servers, clients and the
+// REST gateway built after it record spans through otelgrpc and otelhttp.
+func ExampleInstall() {
 	rec := tracetest.NewSpanRecorder()
 	restore := tracing.Install(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
-	defer restore()
-
-	in := http.Header{}
-	in.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	_, span := tracing.Edge(context.Background(), propagation.HeaderCarrier(in), "GET")
-	span.End()
-	_, root := tracing.Edge(context.Background(), propagation.HeaderCarrier(http.Header{}), "GET")
-	root.End()
-	for _, s := range rec.Ended() {
-		fmt.Println(s.Name(), s.Parent().SpanID(), s.SpanContext().IsSampled())
-	}
+	fmt.Println(tracing.Exporting())
+	restore()
+	fmt.Println(tracing.Exporting())
 	// Output:
-	// GET 00f067aa0ba902b7 true
-	// GET 0000000000000000 true
+	// true
+	// false
 }

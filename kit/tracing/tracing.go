@@ -59,7 +59,8 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 }
 
 // Install makes tp the global tracer provider and turns span recording on
-// in kit/server, kit/client and the REST gateway, as Setup does with its
+// in kit/server, kit/client and the REST gateway (otelgrpc's and otelhttp's
+// handlers), as Setup does with its
 // OTLP exporter: for a process that sends spans elsewhere (an exporter or
 // sampler of its own), or a test that records them. Servers and clients
 // decide when they are built, so call it first. restore puts back the
@@ -152,26 +153,6 @@ func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.C
 	binary.BigEndian.PutUint64(sid[:], rand.Uint64()|1)
 	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
 }
-
-// Edge starts the handling of a request at an edge of the system, such as
-// the REST gateway: with an exporter (Exporting), a server span named name
-// that continues the caller's traceparent in carrier, or starts a trace
-// that the provider's sampler decides on; without one, Continue's context
-// and its non-recording span. End the span when the request is answered.
-//
-// Continue alone is not enough when exporting: the trace it makes up is
-// not sampled, so every span behind the edge was dropped.
-func Edge(ctx context.Context, carrier propagation.TextMapCarrier, name string) (context.Context, trace.Span) {
-	if !Exporting() {
-		ctx = Continue(ctx, carrier)
-		return ctx, trace.SpanFromContext(ctx)
-	}
-	ctx = propagation.TraceContext{}.Extract(ctx, carrier)
-	return otel.Tracer(tracerName).Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
-}
-
-// tracerName is the instrumentation scope of the spans Edge starts.
-const tracerName = "github.com/duetkit/duet/kit/tracing"
 
 // Header returns the W3C traceparent and tracestate values that carry
 // ctx's trace context to a callee, or two empty strings when ctx has none.
