@@ -254,24 +254,29 @@ func TestForeignEvents(t *testing.T) {
 			c, _ := start(t, url, bus)
 			ctx := t.Context()
 			aggregate := newID()
-			publish := func(id, requestID string, data []byte) {
+			// publish puts an event on the bus as any publisher could;
+			// headers left empty are not sent.
+			publish := func(subject, typ, aggregate, id, requestID string, data []byte) {
 				t.Helper()
-				msg := &nats.Msg{Subject: bus.Subject("order.foreign"), Data: data, Header: nats.Header{}}
-				msg.Header.Set(events.HeaderMsgID, id)
-				msg.Header.Set(events.HeaderEventType, "duet.order.v1.OrderConfirmed")
-				msg.Header.Set(events.HeaderAggregateID, aggregate)
-				msg.Header.Set(events.HeaderRequestID, requestID)
+				msg := &nats.Msg{Subject: bus.Subject(subject), Data: data, Header: nats.Header{}}
+				for key, value := range map[string]string{events.HeaderEventType: typ, events.HeaderAggregateID: aggregate,
+					events.HeaderMsgID: id, events.HeaderRequestID: requestID} {
+					if value != "" {
+						msg.Header.Set(key, value)
+					}
+				}
 				if _, err := bus.JS.PublishMsg(ctx, msg); err != nil {
 					t.Fatal(err)
 				}
 			}
+			const orderConfirmed = "duet.order.v1.OrderConfirmed"
 			confirmed := &orderv1.OrderConfirmed{Order: &orderv1.Order{Id: aggregate}}
 			data, err := proto.Marshal(confirmed)
 			if err != nil {
 				t.Fatal(err)
 			}
-			publish(strings.Repeat("m", 400), "req-1", []byte{0xff, 0xff, 0xff})
-			publish(newID(), "req-\xff\x00", data)
+			publish("order.foreign", orderConfirmed, aggregate, strings.Repeat("m", 400), "req-1", []byte{0xff, 0xff, 0xff})
+			publish("order.foreign", orderConfirmed, aggregate, newID(), "req-\xff\x00", data)
 			waitFor(t, "both events in the audit log", func() bool { return len(audit(t, c, aggregate)) == 2 })
 
 			first, err := c.ListAuditEvents(ctx, &notificationv1.ListAuditEventsRequest{AggregateId: aggregate, PageSize: 1})
@@ -308,12 +313,7 @@ func TestForeignEvents(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg := &nats.Msg{Subject: bus.Subject("user.created"), Data: named, Header: nats.Header{}}
-			msg.Header.Set(events.HeaderEventType, "duet.user.v1.UserCreated")
-			msg.Header.Set(events.HeaderAggregateID, user)
-			if _, err := bus.JS.PublishMsg(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
+			publish("user.created", "duet.user.v1.UserCreated", user, "", "", named)
 			waitFor(t, "the event with a NUL in the audit log", func() bool { return len(audit(t, c, user)) == 1 })
 			if n := notes(t, c, user); len(n) != 0 {
 				t.Errorf("notifications = %v, want none", n)
@@ -323,12 +323,7 @@ func TestForeignEvents(t *testing.T) {
 			// (SQLite stored it and the listing then failed to marshal;
 			// PostgreSQL refused it for ever).
 			other := newID()
-			odd := &nats.Msg{Subject: bus.Subject("order.a\xff\x00b"), Data: data, Header: nats.Header{}}
-			odd.Header.Set(events.HeaderEventType, "duet.order.v1.OrderConfirmed")
-			odd.Header.Set(events.HeaderAggregateID, other)
-			if _, err := bus.JS.PublishMsg(ctx, odd); err != nil {
-				t.Fatal(err)
-			}
+			publish("order.a\xff\x00b", orderConfirmed, other, "", "", data)
 			waitFor(t, "the event with an odd subject in the audit log", func() bool { return len(audit(t, c, other)) == 1 })
 			if subj := audit(t, c, other)[0].GetSubject(); !utf8.ValidString(subj) || strings.ContainsRune(subj, 0) {
 				t.Errorf("subject = %q", subj)
