@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/code"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/duetkit/duet/kit/apierr"
 )
@@ -31,6 +33,11 @@ const (
 	// ReasonMethodNotAllowed: the path exists, not with this method (HTTP 405).
 	ReasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
 )
+
+// DefaultRetryAfter is the retry hint (RetryInfo and Retry-After) of a 503
+// whose cause did not suggest one, such as a backend that is down: every
+// 503 tells a client when to try again.
+const DefaultRetryAfter = time.Second
 
 // Reasons that turn an error into 402 Payment Required: the payment
 // method was refused, which a client must handle differently from a bad
@@ -171,6 +178,11 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 		q.Details = append(q.Details, p.GetDetails()...)
 		p = q
 	}
+	if c == codes.Unavailable && !hasRetryInfo(p) {
+		if a, err := anypb.New(&errdetails.RetryInfo{RetryDelay: durationpb.New(DefaultRetryAfter)}); err == nil {
+			p.Details = append(p.Details, a)
+		}
+	}
 	if httpStatus == 0 {
 		httpStatus = runtime.HTTPStatusFromCode(c)
 		if paymentRequiredReasons[infoOf(p).GetReason()] {
@@ -178,6 +190,16 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 		}
 	}
 	return apiError{status: p, httpStatus: httpStatus}
+}
+
+// hasRetryInfo reports whether p carries a RetryInfo.
+func hasRetryInfo(p *spb.Status) bool {
+	for _, a := range p.GetDetails() {
+		if _, ok := retryDelay(a); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // infoOf returns the ErrorInfo among p's details, or nil.

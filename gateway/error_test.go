@@ -200,8 +200,8 @@ func TestErrors(t *testing.T) {
 		if got := resp.header.Get("Retry-After"); got != "2" {
 			t.Errorf("Retry-After %q, want 2 (1.5s rounded up)", got)
 		}
-		if !strings.Contains(string(resp.body), retryInfoType) {
-			t.Errorf("no RetryInfo in %s", resp.body)
+		if n := strings.Count(string(resp.body), retryInfoType); n != 1 {
+			t.Errorf("%d RetryInfo details in %s, want the service's one", n, resp.body)
 		}
 	})
 
@@ -302,7 +302,7 @@ func TestMarshalerDecodes(t *testing.T) {
 }
 
 // TestBackendDown checks that a transport failure is a 503 that does not
-// name the backend's address.
+// name the backend's address and, like every 503, says when to retry.
 func TestBackendDown(t *testing.T) {
 	e := newEnv(t)
 	e.users.srv.Stop()
@@ -310,6 +310,12 @@ func TestBackendDown(t *testing.T) {
 	checkError(t, resp, errorCase{httpStatus: 503, code: codes.Unavailable, reason: apierr.ReasonUnavailable, message: "service unavailable"})
 	if strings.Contains(string(resp.body), "127.0.0.1") {
 		t.Errorf("backend address leaked: %s", resp.body)
+	}
+	if got := resp.header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After %q, want 1 (DefaultRetryAfter)", got)
+	}
+	if n := strings.Count(string(resp.body), retryInfoType); n != 1 {
+		t.Errorf("%d RetryInfo details in %s, want 1", n, resp.body)
 	}
 }
 
