@@ -31,6 +31,11 @@ const (
 	ReasonUnavailable     = "UNAVAILABLE"
 	ReasonDeadline        = "DEADLINE_EXCEEDED"
 	ReasonCanceled        = "CANCELED"
+	// ReasonShuttingDown (code UNAVAILABLE) ends a stream that would not
+	// end by itself, a watch or a subscription, because the server is
+	// shutting down: the client opens it again, on another instance or
+	// after the restart.
+	ReasonShuttingDown = "SHUTTING_DOWN"
 )
 
 // Error is a status error under construction. The zero value is not useful;

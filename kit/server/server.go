@@ -88,6 +88,14 @@ type Config struct {
 	// DrainTimeout bounds Shutdown's graceful phase before in-flight calls
 	// are cut off.
 	DrainTimeout time.Duration
+	// FiniteStreams lists the server-streaming and bidirectional methods,
+	// by full name ("/pkg.Service/Method"), that end by themselves, such
+	// as a download. Shutdown lets those finish like unary calls; every
+	// other such stream (a watch, a subscription, grpc.health.v1's Watch,
+	// reflection) it ends at once with UNAVAILABLE, reason
+	// apierr.ReasonShuttingDown and RetryInfo, so the client opens it
+	// again elsewhere. Client-streaming calls always drain.
+	FiniteStreams []string
 	// StreamWorkers is how many goroutines the server keeps to run calls
 	// on (grpc.NumStreamWorkers); a call that finds them all busy gets a
 	// goroutine of its own, as every call does when this is negative. Zero
@@ -121,6 +129,8 @@ type Server struct {
 	health *health.Server
 	log    *slog.Logger
 	drain  time.Duration
+	// endStreams ends the long-lived streams (streamDrain).
+	endStreams context.CancelFunc
 
 	mu       sync.Mutex
 	services []string
@@ -200,7 +210,12 @@ func New(cfg Config) (*Server, error) {
 	if !cfg.DisableAccessLog {
 		stream = append(stream, streamAccessLog(log))
 	}
-	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover))
+	draining, endStreams := context.WithCancel(context.Background())
+	sd := &streamDrain{draining: draining, finite: make(map[string]bool, len(cfg.FiniteStreams))}
+	for _, name := range cfg.FiniteStreams {
+		sd.finite[name] = true
+	}
+	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), sd.intercept)
 	if !cfg.DisableValidation {
 		stream = append(stream, validation.StreamServerInterceptor(validator))
 	}
@@ -228,7 +243,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts = append(opts, cfg.Options...)
 
-	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain}
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
@@ -288,10 +303,12 @@ func (s *Server) Serve(lis net.Listener) error {
 }
 
 // Shutdown drains the server: health turns NOT_SERVING so balancers stop
-// sending new calls, in-flight calls may finish until ctx is done or the
-// drain timeout passes, and whatever is left is then cut off.
+// sending new calls, long-lived streams end (Config.FiniteStreams), other
+// in-flight calls may finish until ctx is done or the drain timeout
+// passes, and whatever is left is then cut off.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
+	s.endStreams()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +16,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/requestid"
@@ -323,4 +327,140 @@ func TestStreamWorkersBound(t *testing.T) {
 		t.Fatalf("StreamWorkers = MaxStreamWorkers: %v", err)
 	}
 	srv.GRPC().Stop()
+}
+
+// importer is an InventoryService whose ImportStock, a client stream,
+// tells started and then reads until the client closes its side.
+type importer struct {
+	inventoryv1.UnimplementedInventoryServiceServer
+	started chan struct{}
+}
+
+func (i *importer) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
+	i.started <- struct{}{}
+	for {
+		if _, err := stream.Recv(); err == io.EOF {
+			return stream.SendAndClose(&inventoryv1.ImportStockResponse{})
+		} else if err != nil {
+			return err
+		}
+	}
+}
+
+// watcher is an OrderService whose WatchOrder sends one state, then a
+// second once release is closed.
+type watcher struct {
+	orderv1.UnimplementedOrderServiceServer
+	release chan struct{}
+}
+
+func (w *watcher) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	for range 2 {
+		if err := stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId()}}); err != nil {
+			return err
+		}
+		select {
+		case <-w.release:
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+	return nil
+}
+
+// TestShutdownEndsLongLivedStreams: Shutdown ends server-streaming and
+// bidirectional calls at once, with UNAVAILABLE SHUTTING_DOWN, rather than
+// waiting out the drain timeout for streams that never end by themselves;
+// a client stream, and a server stream listed in FiniteStreams, drain like
+// unary calls.
+func TestShutdownEndsLongLivedStreams(t *testing.T) {
+	imp := &importer{started: make(chan struct{}, 1)}
+	watch := &watcher{release: make(chan struct{})}
+	srv := servertest.NewServer(t, server.Config{
+		DrainTimeout:  time.Minute,
+		FiniteStreams: []string{orderv1.OrderService_WatchOrder_FullMethodName},
+	}, func(r grpc.ServiceRegistrar) {
+		inventoryv1.RegisterInventoryServiceServer(r, imp)
+		orderv1.RegisterOrderServiceServer(r, watch)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	healthWatch, err := healthpb.NewHealthClient(srv.Conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := healthWatch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health watch = %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+	reflect, err := reflectionpb.NewServerReflectionClient(srv.Conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reflect.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reflect.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	upload, err := inventoryv1.NewInventoryServiceClient(srv.Conn).ImportStock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-imp.started
+	finite, err := orderv1.NewOrderServiceClient(srv.Conn).WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: validID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := finite.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	shutdown := make(chan struct{})
+	go func() {
+		srv.Shutdown(ctx)
+		close(shutdown)
+	}()
+	shuttingDown := func(what string, err error) {
+		t.Helper()
+		if apierr.Code(err) != codes.Unavailable || apierr.Reason(err) != apierr.ReasonShuttingDown {
+			t.Errorf("%s ended with %v, want UNAVAILABLE %s", what, err, apierr.ReasonShuttingDown)
+		}
+		if d, ok := apierr.RetryDelay(err); !ok || d != server.ShutdownRetryAfter {
+			t.Errorf("%s's retry delay = %v, %v; want %v", what, d, ok, server.ShutdownRetryAfter)
+		}
+	}
+	for {
+		resp, err := healthWatch.Recv()
+		if err != nil {
+			shuttingDown("health watch", err)
+			break
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("health watch during shutdown = %v", resp.GetStatus())
+		}
+	}
+	_, err = reflect.Recv()
+	shuttingDown("reflection stream", err)
+
+	select {
+	case <-shutdown:
+		t.Fatal("Shutdown returned while an upload and a finite stream were in flight")
+	default:
+	}
+	close(watch.release)
+	if _, err := finite.Recv(); err != nil {
+		t.Errorf("finite stream's second state: %v", err)
+	}
+	if _, err := finite.Recv(); err != io.EOF {
+		t.Errorf("finite stream ended with %v, want its own end", err)
+	}
+	if _, err := upload.CloseAndRecv(); err != nil {
+		t.Errorf("upload during shutdown: %v", err)
+	}
+	select {
+	case <-shutdown:
+	case <-ctx.Done():
+		t.Fatal("Shutdown did not return once the upload and the finite stream ended")
+	}
 }

@@ -54,7 +54,7 @@ func New(svc *domain.Service, logger *slog.Logger) *Handler {
 
 // ReasonShuttingDown is the ErrorInfo reason with which Drain ends
 // Subscribe streams (code UNAVAILABLE).
-const ReasonShuttingDown = "SHUTTING_DOWN"
+const ReasonShuttingDown = apierr.ReasonShuttingDown
 
 // Drain ends every Subscribe stream, current and future, with UNAVAILABLE
 // (reason SHUTTING_DOWN), so clients subscribe again, to another instance
