@@ -105,6 +105,9 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 // writes it as the stream's last line, {"error": …}, with the matching
 // HTTP status when no line went before it.
 func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Status {
+	if errors.Is(context.Cause(ctx), errDraining) {
+		return apierr.Unavailable(apierr.ReasonShuttingDown, "the gateway is shutting down; watch again", DefaultRetryAfter).GRPCStatus()
+	}
 	st := status.Convert(err)
 	e := toAPIError(st, 0)
 	if e.httpStatus >= 500 {

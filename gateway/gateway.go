@@ -1,6 +1,6 @@
 // Package gateway is Duet's REST + JSON edge. It translates HTTP requests
-// into gRPC calls on the user, order and payment services through
-// grpc-gateway, over real client connections, so every REST call crosses the
+// into gRPC calls on the user, order, payment, inventory and notification
+// services (those it is given connections to) through grpc-gateway, over real client connections, so every REST call crosses the
 // same server interceptors as a service-to-service call.
 //
 // Besides the generated routes it serves:
@@ -139,7 +139,23 @@ type Gateway struct {
 	// exported: it starts each request's server span (continuing the
 	// caller's traceparent), which serve then carries on.
 	entry http.Handler
+	// draining is done once Drain is called; endWatches does that.
+	draining   context.Context
+	endWatches context.CancelFunc
 }
+
+// errDraining is the cause with which Drain cancels a watch.
+var errDraining = errors.New("gateway: shutting down")
+
+// Drain ends every open watch, and any that starts later, with a last
+// line carrying UNAVAILABLE (reason apierr.ReasonShuttingDown, RetryInfo),
+// so its client watches again elsewhere or after the restart. A watch
+// lasts as long as its order's saga, so an http.Server's graceful Shutdown
+// would otherwise wait for it to the end of its bound. The server from
+// Server calls Drain when its Shutdown starts; call it yourself before
+// Shutdown when serving the Gateway with another http.Server. Other
+// requests are unaffected. Drain is idempotent.
+func (g *Gateway) Drain() { g.endWatches() }
 
 // New builds a Gateway forwarding to the connections in cfg. ctx is handed
 // to grpc-gateway's registration; the routes stay valid after it ends.
@@ -148,9 +164,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, errors.New("gateway: Config.Users, Config.Orders and Config.Payments are required")
 	}
 	cfg = cfg.withDefaults()
+	draining, endWatches := context.WithCancel(context.Background())
 	g := &Gateway{
-		cfg: cfg,
-		log: cfg.Logger,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		draining:   draining,
+		endWatches: endWatches,
 		backends: []backend{
 			{name: "user", service: userv1.UserService_ServiceDesc.ServiceName, conn: cfg.Users},
 			{name: "order", service: orderv1.OrderService_ServiceDesc.ServiceName, conn: cfg.Orders},
@@ -273,9 +292,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		// A watch streams until the order is terminal, which the saga
 		// bounds; the per-call deadline and the server's write timeout
 		// would cut it off, so this response has neither. The client's
-		// disconnect still ends it.
+		// disconnect still ends it, and so does Drain.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-		g.mux.ServeHTTP(rec, r)
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
+		defer stop()
+		g.mux.ServeHTTP(rec, r.WithContext(ctx))
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
@@ -346,6 +369,7 @@ func (g *Gateway) Server(addr string) *http.Server {
 		ConnState:         fresh.track,
 	}
 	srv.RegisterOnShutdown(fresh.close)
+	srv.RegisterOnShutdown(g.Drain)
 	return srv
 }
 

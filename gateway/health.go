@@ -16,7 +16,8 @@ import (
 
 // backend is one service the gateway forwards to.
 type backend struct {
-	// name identifies it in /readyz answers: "user", "order", "payment".
+	// name identifies it in /readyz answers: "user", "order", "payment",
+	// "inventory", "notification".
 	name string
 	// service is its full gRPC name, whose health status is checked.
 	service string

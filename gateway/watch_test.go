@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -192,5 +193,81 @@ func TestWatchErrors(t *testing.T) {
 				t.Errorf("stream ended with %+v; want code %v, message %q, an ErrorInfo first with reason %s", e, tt.wantCode, tt.wantMsg, tt.wantReason)
 			}
 		})
+	}
+}
+
+// endlessWatch sends the order once, then waits for the stream to end.
+type endlessWatch struct {
+	orderv1.UnimplementedOrderServiceServer
+}
+
+func (endlessWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	if err := stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId()}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// TestShutdownEndsWatches: the server from Server ends an open watch when
+// its Shutdown starts, with a last line saying UNAVAILABLE SHUTTING_DOWN,
+// instead of waiting for the watch, which ends only with its order's saga.
+func TestShutdownEndsWatches(t *testing.T) {
+	orders := startBackend(t, orderv1.OrderService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
+		orderv1.RegisterOrderServiceServer(r, endlessWatch{})
+	})
+	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
+	gw, err := New(t.Context(), Config{Users: none.conn, Orders: orders.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gw.Server(lis.Addr().String())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+lis.Addr().String()+"/v1/orders/"+knownUserID+":watch", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewReader(resp.Body)
+	if first, err := lines.ReadString('\n'); err != nil || !strings.Contains(first, `"result"`) {
+		t.Fatalf("first line %q, %v", first, err)
+	}
+
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v, want nil once the watch has ended", err)
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Errorf("Serve = %v", err)
+	}
+	rest, err := io.ReadAll(lines)
+	if err != nil {
+		t.Fatalf("reading the rest of the watch: %v", err)
+	}
+	var last struct {
+		Error *struct {
+			Code    codes.Code `json:"code"`
+			Details []struct {
+				Type       string `json:"@type"`
+				Reason     string `json:"reason"`
+				RetryDelay string `json:"retryDelay"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(rest, &last); err != nil || last.Error == nil {
+		t.Fatalf("last line %q (%v), want an error line", rest, err)
+	}
+	e := last.Error
+	if e.Code != codes.Unavailable || len(e.Details) != 2 || e.Details[0].Reason != apierr.ReasonShuttingDown || e.Details[1].RetryDelay != "1s" {
+		t.Errorf("watch ended with %+v; want UNAVAILABLE, reason %s, a retry delay of 1s", e, apierr.ReasonShuttingDown)
 	}
 }
