@@ -272,13 +272,20 @@ func (s *System) openBus(ctx context.Context, url, dir string, cfg events.BusCon
 	return bus, nil
 }
 
-// HTTPServer returns the gateway's server with /metrics mounted beside the API.
+// HTTPServer returns the gateway's server with GET /metrics served beside
+// the API. Every other request goes to the gateway as sent: an
+// http.ServeMux in front would answer a path it cleans (/v1//users,
+// /v1/users/./x) with a redirect, not the gateway's JSON error.
 func HTTPServer(gw *gateway.Gateway, addr string) *http.Server {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Default().Handler())
-	mux.Handle("/", gw)
+	prom := metrics.Default().Handler()
 	srv := gw.Server(addr)
-	srv.Handler = mux
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			prom.ServeHTTP(w, r)
+			return
+		}
+		gw.ServeHTTP(w, r)
+	})
 	return srv
 }
 

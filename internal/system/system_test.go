@@ -326,6 +326,10 @@ func TestRESTEndToEnd(t *testing.T) {
 				{name: "idempotency key reused for another order", method: "POST", path: "/v1/orders", body: strings.Replace(order("tok_approve", "k-approve"), `"quantity":2`, `"quantity":3`, 1), wantStatus: 400, wantReason: "IDEMPOTENCY_KEY_REUSED"},
 				{name: "unknown route", method: "GET", path: "/v1/nothing", wantStatus: 404},
 				{name: "wrong method", method: "DELETE", path: "/v1/users", wantStatus: 405},
+				// Paths are routed as sent: no redirect to a cleaned path
+				// (a client following it would create a user here).
+				{name: "double slash", method: "POST", path: "/v1//users", body: `{"email":"slash@example.com","name":"S"}`, wantStatus: 404, wantReason: "ROUTE_NOT_FOUND"},
+				{name: "dot segment", method: "GET", path: "/v1/users/./" + userID, wantStatus: 404, wantReason: "ROUTE_NOT_FOUND"},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
@@ -352,6 +356,17 @@ func TestRESTEndToEnd(t *testing.T) {
 						tt.check(t, r)
 					}
 				})
+			}
+
+			// Prometheus metrics are served beside the API.
+			if resp, err := http.Get(base + "/metrics"); err != nil {
+				t.Error(err)
+			} else {
+				text, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(text), `grpc_server_handled_total{grpc_code="OK",grpc_method="CreateOrder"`) {
+					t.Errorf("GET /metrics: %d\n%.300s", resp.StatusCode, text)
+				}
 			}
 
 			// The same key gives the same order; its watch is one line, the
