@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
@@ -386,4 +387,74 @@ func TestRedeliveredEventHasOneEffect(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestRelayPurgesPublishedRows: rows published longer than Retention ago
+// are deleted, PurgeChunk per statement and without waiting PurgeInterval
+// between chunks; pending rows and recently published ones stay.
+func TestRelayPurgesPublishedRows(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		ctx := t.Context()
+		old := 2*events.PurgeChunk + 5
+		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+			for i := range old {
+				if _, err := events.Append(ctx, tx, db.Dialect, events.Event{
+					Subject: "purge.old", AggregateID: fmt.Sprint("old-", i), Message: wrapperspb.String("old"),
+				}); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, db.Rebind("UPDATE events_outbox SET published_time = ?"), time.Now().Add(-2*time.Hour).UnixMicro())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if db.Dialect == sqldb.Postgres {
+			// A statement-level trigger records how many rows each DELETE
+			// removed.
+			for _, stmt := range []string{
+				`CREATE TABLE purge_statements (n BIGINT NOT NULL)`,
+				`CREATE FUNCTION count_purged() RETURNS trigger LANGUAGE plpgsql AS $$
+				 BEGIN INSERT INTO purge_statements SELECT count(*) FROM gone; RETURN NULL; END $$`,
+				`CREATE TRIGGER count_purged AFTER DELETE ON events_outbox
+				 REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION count_purged()`,
+			} {
+				if _, err := db.ExecContext(ctx, stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var recent []string
+		for i := range 3 {
+			recent = append(recent, appendEvent(t, ctx, db, "purge.recent", fmt.Sprint("recent-", i)))
+		}
+		relay := events.NewRelay(db, bus, events.RelayConfig{
+			Logger: quiet, PollInterval: 20 * time.Millisecond, PublishTimeout: 2 * time.Second,
+			Retention: time.Hour, PurgeInterval: time.Hour,
+		})
+		run(t, relay.Run)
+		count := func(where string) int {
+			var n int
+			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM events_outbox WHERE "+where).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		waitFor(t, "old rows purged", 20*time.Second, func() bool { return count("subject = 'purge.old'") == 0 })
+		waitFor(t, "recent rows published", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+		if n := count("subject = 'purge.recent'"); n != len(recent) {
+			t.Errorf("%d recently published rows left, want %d", n, len(recent))
+		}
+		if db.Dialect != sqldb.Postgres {
+			return
+		}
+		var statements, most, total int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(MAX(n), 0), COALESCE(SUM(n), 0) FROM purge_statements").Scan(&statements, &most, &total); err != nil {
+			t.Fatal(err)
+		}
+		if most > events.PurgeChunk || total != old || statements < 3 {
+			t.Errorf("%d DELETE statements removed %d rows, at most %d at once; want %d rows, at most %d per statement",
+				statements, total, most, old, events.PurgeChunk)
+		}
+	})
 }

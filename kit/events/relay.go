@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,11 @@ type RelayConfig struct {
 	// Retention is how long published rows stay in the outbox before the
 	// relay deletes them; default 24h. Negative keeps them forever.
 	Retention time.Duration
+	// PurgeInterval is how often the relay deletes rows older than
+	// Retention; default 1 min. It deletes PurgeChunk rows per statement,
+	// and while a statement finds a full chunk it goes on at its next
+	// turn rather than waiting an interval.
+	PurgeInterval time.Duration
 	// Linger is the least time between two reads of the outbox when
 	// Notify wakes the relay; default 2ms, negative for none. Events that
 	// come at most one per Linger go out at once; under load they wait up
@@ -50,6 +56,11 @@ const (
 	DefaultMaxBackoff     = 10 * time.Second
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRetention      = 24 * time.Hour
+	DefaultPurgeInterval  = time.Minute
+	// PurgeChunk is the most published rows one DELETE removes: a day of
+	// events deleted in one statement would hold SQLite's only connection,
+	// and so every transaction of the service, for as long as it ran.
+	PurgeChunk = 1000
 	// DefaultLinger is the default of RelayConfig.Linger and of
 	// ConsumerConfig.Linger.
 	DefaultLinger = 2 * time.Millisecond
@@ -64,8 +75,10 @@ type Relay struct {
 	notify chan struct{}
 	// markSQL is mark's UPDATE, in db's dialect.
 	markSQL string
-	// lastPurge is when Run last deleted old published rows.
-	lastPurge time.Time
+	// nextPurge is when Run next deletes old published rows.
+	nextPurge time.Time
+	// purgeSQL is purge's DELETE, in db's dialect.
+	purgeSQL string
 	// lastLoad is when Run last read the outbox.
 	lastLoad time.Time
 }
@@ -93,12 +106,20 @@ func NewRelay(db *sqldb.DB, bus *Bus, cfg RelayConfig) *Relay {
 	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
 	}
+	if cfg.PurgeInterval <= 0 {
+		cfg.PurgeInterval = DefaultPurgeInterval
+	}
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
+	// The sub-select walks events_outbox_published oldest first; seq is
+	// the primary key on both dialects.
+	purgeSQL := db.Rebind(`DELETE FROM events_outbox WHERE seq IN (
+		SELECT seq FROM events_outbox WHERE published_time IS NOT NULL AND published_time < ?
+		ORDER BY published_time LIMIT ` + strconv.Itoa(PurgeChunk) + `)`)
 	markSQL := db.Rebind(`UPDATE events_outbox SET published_time = ?
 		WHERE published_time IS NULL AND seq IN (?` + strings.Repeat(", ?", markChunk-1) + `)`)
-	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1), markSQL: markSQL}
+	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1), markSQL: markSQL, purgeSQL: purgeSQL}
 }
 
 // Notify wakes the relay to publish now. It never blocks; call it after
@@ -160,12 +181,18 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.log.WarnContext(ctx, "events: relay failed; retrying", "err", err, "retry_in", delay)
 		case more:
 			delay = 0
-			// A full batch: there may be more waiting right now.
+			// A full batch: there may be more waiting right now. Under
+			// a load that keeps every batch full the purge still gets
+			// its turns.
+			r.purge(ctx)
 			resetTimer(timer, 0)
 			continue
 		default:
 			delay = 0
-			r.purge(ctx)
+			if r.purge(ctx) {
+				resetTimer(timer, 0)
+				continue
+			}
 		}
 		resetTimer(timer, max(delay, r.cfg.PollInterval))
 	}
@@ -301,16 +328,25 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 	return err
 }
 
-// purge deletes rows published longer than Retention ago, at most once a
-// minute. Failing to purge only delays it.
-func (r *Relay) purge(ctx context.Context) {
-	if r.cfg.Retention < 0 || time.Since(r.lastPurge) < time.Minute {
-		return
+// purge deletes up to PurgeChunk rows published longer than Retention
+// ago, when one is due (every PurgeInterval), and reports whether it found
+// a full chunk, so more are due at once. Failing to purge only delays it.
+func (r *Relay) purge(ctx context.Context) (more bool) {
+	now := time.Now()
+	if r.cfg.Retention < 0 || now.Before(r.nextPurge) {
+		return false
 	}
-	r.lastPurge = time.Now()
-	cutoff := time.Now().Add(-r.cfg.Retention).UnixMicro()
-	if _, err := r.db.ExecContext(ctx, r.db.Rebind(
-		`DELETE FROM events_outbox WHERE published_time IS NOT NULL AND published_time < ?`), cutoff); err != nil && ctx.Err() == nil {
-		r.log.WarnContext(ctx, "events: purge published outbox rows", "err", err)
+	r.nextPurge = now.Add(r.cfg.PurgeInterval)
+	res, err := r.db.ExecContext(ctx, r.purgeSQL, now.Add(-r.cfg.Retention).UnixMicro())
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.WarnContext(ctx, "events: purge published outbox rows", "err", err)
+		}
+		return false
 	}
+	if n, err := res.RowsAffected(); err == nil && n >= PurgeChunk {
+		r.nextPurge = now
+		return true
+	}
+	return false
 }
