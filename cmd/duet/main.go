@@ -1,6 +1,6 @@
 // Command duet runs the Duet shop: every service and the REST gateway in one
 // process (`duet` or `duet up`), or one component per process
-// (`duet serve user|order|payment|gateway`). Every flag can also be set
+// (`duet serve user|order|payment|inventory|notification|gateway`). Every flag can also be set
 // through the DUET_* environment variable shown in --help.
 package main
 

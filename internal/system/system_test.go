@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -468,7 +470,20 @@ func TestREADMEExamples(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("README examples failed: %v\n%s", err, out.String())
 	}
+	// Each "curl -i" line ends in a comment naming the HTTP status it
+	// shows; the answers must come in that order.
+	var wantStatus, gotStatus []string
+	for _, m := range regexp.MustCompile(`(?m)^curl -sS -i .*# (\d{3})\b`).FindAllStringSubmatch(block, -1) {
+		wantStatus = append(wantStatus, m[1])
+	}
+	for _, m := range regexp.MustCompile(`HTTP/1\.1 (\d{3}) `).FindAllStringSubmatch(out.String(), -1) {
+		gotStatus = append(gotStatus, m[1])
+	}
+	if len(wantStatus) < 4 || !slices.Equal(gotStatus, wantStatus) {
+		t.Errorf("curl -i answers have HTTP statuses %v, the README's comments say %v", gotStatus, wantStatus)
+	}
 	for _, want := range []string{
+		"ORDER_STATUS_PENDING", `"field":"email"`,
 		"ORDER_STATUS_CONFIRMED", "ORDER_STATUS_CANCELLED", "ORDER_STATUS_REJECTED", "OUT_OF_STOCK", "PAYMENT_DECLINED",
 		"PAYMENT_STATUS_PARTIALLY_REFUNDED", "received 3, applied 3, rejected 0", "step=DONE", `"step": "ORDER_STEP_DONE"`, `"notification": {`,
 		"NOTIFICATION_KIND_WELCOME", "duet.order.v1.OrderConfirmed", `"rejected": "1"`, "INVALID_SKU",
