@@ -36,7 +36,16 @@ const (
 	// shutting down: the client opens it again, on another instance or
 	// after the restart.
 	ReasonShuttingDown = "SHUTTING_DOWN"
+	// ReasonConflict (code ABORTED): the call lost a race with a
+	// concurrent one over the same data (a database deadlock or
+	// serialisation failure) and had no effect; it may be sent again as
+	// it is. See Conflict.
+	ReasonConflict = "CONFLICT"
 )
+
+// ConflictRetryAfter is the RetryInfo delay of Conflict: the race is
+// usually over by then.
+const ConflictRetryAfter = 100 * time.Millisecond
 
 // Error is a status error under construction. The zero value is not useful;
 // start from New or one of the shorthands.
@@ -112,6 +121,13 @@ func NotFound(reason, what, id string) *Error {
 // Unavailable is UNAVAILABLE with RetryInfo: a temporary failure worth retrying.
 func Unavailable(reason, message string, retryAfter time.Duration) *Error {
 	return New(codes.Unavailable, reason, message, RetryAfter(retryAfter))
+}
+
+// Conflict is ABORTED, reason ReasonConflict, with RetryInfo: the call
+// lost a race with a concurrent one and had no effect.
+func Conflict() *Error {
+	return New(codes.Aborted, ReasonConflict, "the call conflicted with a concurrent one and had no effect; retry it",
+		RetryAfter(ConflictRetryAfter))
 }
 
 // Internal is an INTERNAL error whose message reveals nothing of the cause.

@@ -468,6 +468,31 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	return nil
 }
 
+// IsConflict reports whether err, or an error it wraps, says that the
+// transaction lost a race with a concurrent one and was given up, so that
+// running it again may succeed: PostgreSQL's serialization_failure (40001,
+// under REPEATABLE READ or SERIALIZABLE) and deadlock_detected (40P01),
+// SQLite's SQLITE_BUSY (the busy timeout passed waiting for the write
+// lock) and SQLITE_LOCKED. Handlers answer it with apierr.Conflict rather
+// than INTERNAL: it is no bug, and the client may simply retry.
+func IsConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "40001" || pgErr.Code == "40P01"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() & 0xff { // the primary code of an extended one
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}
+
 // IsUniqueViolation reports whether err, or an error it wraps, is a unique
 // or primary-key constraint violation in either dialect: how stores turn a
 // lost race on a unique index into a domain error such as "email taken".

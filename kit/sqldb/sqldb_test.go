@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -382,6 +383,112 @@ func TestMigrateKeepsItsOwnHistory(t *testing.T) {
 		again := open(t, url, sqldb.WithMigrationTable("widget_goose_db_version"))
 		if err := again.Migrate(t.Context(), extra, "extra_goose_db_version"); err != nil {
 			t.Errorf("Migrate after reopen: %v", err)
+		}
+	})
+}
+
+// conflictErrors makes the database refuse a transaction for losing a race,
+// each way the dialect has, and returns those errors by name.
+func conflictErrors(t *testing.T, url string, db *sqldb.DB) map[string]error {
+	t.Helper()
+	ctx := t.Context()
+	for _, id := range []string{"c1", "c2"} {
+		if err := insertWidget(ctx, db, db, id, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename := func(q interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}, id string) error {
+		_, err := q.ExecContext(ctx, db.Rebind("UPDATE widgets SET name = name || '+' WHERE id = ?"), id)
+		return err
+	}
+	if db.Dialect == sqldb.SQLite {
+		// A second connection that does not wait for the write lock.
+		path := strings.TrimPrefix(url, "sqlite:")
+		other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(0)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		holder, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Close()
+		if _, err := holder.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+			t.Fatal(err)
+		}
+		defer holder.ExecContext(ctx, "ROLLBACK")
+		return map[string]error{"busy": rename(other, "c1")}
+	}
+	// PostgreSQL: a serializable transaction whose row changed after its
+	// snapshot, and two transactions locking two rows in opposite orders.
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT name FROM widgets WHERE id = 'c1'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rename(db, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	serialization := rename(tx, "c1")
+
+	a, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Rollback()
+	b, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Rollback()
+	if err := rename(a, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rename(b, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	// One of the two is chosen to fail; the other then goes on.
+	errA := make(chan error, 1)
+	go func() { errA <- rename(a, "c2") }() // waits for b
+	errB := rename(b, "c1")                 // closes the cycle
+	deadlock := errors.Join(errB, <-errA)
+	return map[string]error{"serialization failure": serialization, "deadlock": deadlock}
+}
+
+func TestIsConflict(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db := open(t, url)
+		if err := insertWidget(t.Context(), db, db, "u1", "unique"); err != nil {
+			t.Fatal(err)
+		}
+		type test struct {
+			name string
+			err  error
+			want bool
+		}
+		tests := []test{
+			{name: "nil", err: nil, want: false},
+			{name: "plain error", err: errors.New("deadlock detected"), want: false},
+			{name: "unique violation", err: insertWidget(t.Context(), db, db, "u2", "unique"), want: false},
+		}
+		for name, err := range conflictErrors(t, url, db) {
+			if err == nil {
+				t.Fatalf("%s: the database raised no error", name)
+			}
+			tests = append(tests, test{name: name, err: fmt.Errorf("store: %w", err), want: true})
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if got := sqldb.IsConflict(tt.err); got != tt.want {
+					t.Errorf("IsConflict(%v) = %v, want %v", tt.err, got, tt.want)
+				}
+			})
 		}
 	})
 }

@@ -20,6 +20,7 @@ import (
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/inventory/domain"
 )
 
@@ -280,6 +281,10 @@ func (h *Handler) error(ctx context.Context, err error, c call) error {
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	}
+	if errors.Is(err, domain.ErrConflict) || sqldb.IsConflict(err) {
+		// Still losing after the domain's own retries.
+		return apierr.Conflict()
 	}
 	h.log.ErrorContext(ctx, "inventory service: unexpected error", "error", err)
 	return apierr.Internal()

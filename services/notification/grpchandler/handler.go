@@ -20,6 +20,7 @@ import (
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/notification/domain"
 )
 
@@ -139,6 +140,9 @@ func (h *Handler) error(ctx context.Context, err error) error {
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	}
+	if sqldb.IsConflict(err) {
+		return apierr.Conflict()
 	}
 	h.log.ErrorContext(ctx, "notification service: unexpected error", "error", err)
 	return apierr.Internal()

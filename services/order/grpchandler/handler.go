@@ -20,6 +20,7 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/tracing"
 	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/order/saga"
@@ -194,6 +195,8 @@ func (h *Handler) status(ctx context.Context, err error, req request) error {
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	case sqldb.IsConflict(err):
+		return apierr.Conflict()
 	default:
 		h.log.ErrorContext(ctx, "order request failed", "error", err)
 		return apierr.Internal()

@@ -15,6 +15,7 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/payment/domain"
 	"github.com/duetkit/duet/services/payment/wire"
 )
@@ -141,6 +142,8 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	case sqldb.IsConflict(err):
+		return apierr.Conflict()
 	default:
 		h.log.ErrorContext(ctx, "payment request failed", "error", err)
 		return apierr.Internal()

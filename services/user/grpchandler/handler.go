@@ -13,6 +13,7 @@ import (
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/user/domain"
 	"github.com/duetkit/duet/services/user/wire"
 )
@@ -125,6 +126,9 @@ func (h *Handler) error(ctx context.Context, err error, prefix, id string) error
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
+	}
+	if sqldb.IsConflict(err) {
+		return apierr.Conflict()
 	}
 	h.log.ErrorContext(ctx, "user service: unexpected error", "error", err)
 	return apierr.Internal()
