@@ -43,6 +43,11 @@ var (
 	// ErrConflict is returned by a Repository when the payment changed
 	// between read and write; the service retries the whole operation.
 	ErrConflict = errors.New("concurrent update")
+	// ErrNotRecorded: the provider answered a charge, and may have moved
+	// money, but recording the payment failed, several times. Sending the
+	// same charge again (the same key) is safe and records it: the
+	// provider answers a repeated key with its first outcome.
+	ErrNotRecorded = errors.New("the provider answered the charge but the payment could not be recorded")
 )
 
 // FieldError is bad input in one request field.

@@ -20,6 +20,8 @@ type memRepo struct {
 	// missOnce makes the next ByIdempotencyKey miss, as if the payment
 	// were committed just after it looked.
 	missOnce bool
+	// createErrs fail the next Creates, one each, before they store.
+	createErrs []error
 }
 
 func newMemRepo() *memRepo {
@@ -29,6 +31,11 @@ func newMemRepo() *memRepo {
 func (r *memRepo) Create(_ context.Context, p *Payment, evs ...Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.createErrs) > 0 {
+		err := r.createErrs[0]
+		r.createErrs = r.createErrs[1:]
+		return err
+	}
 	if w := r.raceWinner; w != nil {
 		r.raceWinner = nil
 		r.payments[w.ID] = *w

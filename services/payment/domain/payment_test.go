@@ -343,3 +343,46 @@ func TestServiceRefundValidates(t *testing.T) {
 		t.Fatalf("Refund(missing) = %v, want ErrNotFound", err)
 	}
 }
+
+// TestServiceChargeRecordFails: once the provider has answered, a failure
+// to record the payment is tried again, and when it persists Charge says
+// ErrNotRecorded (never an error that reads "nothing happened"); the same
+// charge sent again is recorded, with the provider's first outcome.
+func TestServiceChargeRecordFails(t *testing.T) {
+	lost := errors.New("could not serialize access due to concurrent update")
+	tests := []struct {
+		name    string
+		fails   int
+		wantErr error
+	}{
+		{name: "once", fails: 1},
+		{name: "twice", fails: conflictRetries - 1},
+		{name: "every time", fails: conflictRetries, wantErr: ErrNotRecorded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := newMemRepo()
+			for range tt.fails {
+				repo.createErrs = append(repo.createErrs, lost)
+			}
+			svc := NewService(repo, tokenProvider{})
+			req := ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: "k1"}
+			p, err := svc.Charge(t.Context(), req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Charge() = %+v, %v; want %v", p, err, tt.wantErr)
+			}
+			if tt.wantErr == nil {
+				if repo.count() != 1 {
+					t.Errorf("%d payments stored, want 1", repo.count())
+				}
+				return
+			}
+			if repo.count() != 0 {
+				t.Errorf("%d payments stored, want 0", repo.count())
+			}
+			if p, err := svc.Charge(t.Context(), req); err != nil || p.Status != StatusCaptured || repo.count() != 1 {
+				t.Errorf("the same charge again = %+v, %v with %d stored; want it captured and recorded", p, err, repo.count())
+			}
+		})
+	}
+}

@@ -99,7 +99,7 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 	// order saga's compensation) would find nothing to refund.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if err := s.repo.Create(ctx, p, chargedEvent(p)); err != nil {
+	if err := s.record(ctx, p); err != nil {
 		// ErrChargeCancelled: a CancelCharge won the race. The simulated
 		// provider holds nothing; a real one would be told to void the
 		// authorisation here.
@@ -115,6 +115,25 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 		return replay(winner, fp)
 	}
 	return outcome(p)
+}
+
+// record stores p, the outcome of a charge the provider has answered,
+// trying again when storing fails for another reason than the key (a lost
+// race with another transaction, say): the caller must not be told that
+// nothing happened when money may have moved. Failing conflictRetries
+// times, it returns ErrNotRecorded.
+func (s *Service) record(ctx context.Context, p *Payment) error {
+	var err error
+	for attempt := 1; attempt <= conflictRetries; attempt++ {
+		err = s.repo.Create(ctx, p, chargedEvent(p))
+		if err == nil || errors.Is(err, ErrDuplicate) || errors.Is(err, ErrChargeCancelled) {
+			return err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("%w (key %s): %w", ErrNotRecorded, p.IdempotencyKey, err)
 }
 
 // replay returns the outcome of an earlier charge made with the same key,

@@ -28,6 +28,9 @@ const (
 	ReasonNotRefundable       = "PAYMENT_NOT_REFUNDABLE"
 	ReasonRefundExceeds       = "REFUND_EXCEEDS_CHARGE"
 	ReasonChargeCancelled     = "CHARGE_CANCELLED"
+	// ReasonChargeNotRecorded (UNAVAILABLE): the provider answered, but
+	// the payment could not be recorded; the same charge again records it.
+	ReasonChargeNotRecorded = "CHARGE_NOT_RECORDED"
 )
 
 // ProviderRetryAfter is the RetryInfo delay sent when the provider is down.
@@ -142,7 +145,14 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
-	case sqldb.IsConflict(err):
+	case errors.Is(err, domain.ErrNotRecorded):
+		// Not a CONFLICT: money may have moved. The same key again is
+		// answered by the provider as before, and recorded.
+		h.log.WarnContext(ctx, "payment charge not recorded", "error", err)
+		return apierr.Unavailable(ReasonChargeNotRecorded,
+			"the charge was answered by the provider but could not be recorded; send it again with the same idempotency key", ProviderRetryAfter)
+	case errors.Is(err, domain.ErrConflict), errors.Is(err, domain.ErrDuplicate), sqldb.IsConflict(err):
+		// Lost races past the domain's own retries; nothing changed.
 		return apierr.Conflict()
 	default:
 		h.log.ErrorContext(ctx, "payment request failed", "error", err)
