@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/duetkit/duet/kit/apierr"
 )
@@ -35,9 +37,15 @@ func (d *streamDrain) intercept(srv any, ss grpc.ServerStream, info *grpc.Stream
 	}
 	ctx, cancel := context.WithCancelCause(ss.Context())
 	defer cancel(nil)
-	stop := context.AfterFunc(d.draining, func() { cancel(errDraining) })
+	ds := &drainStream{ServerStream: ss, ctx: ctx, bidi: info.IsClientStream}
+	end := func() { cancel(errDraining) }
+	if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+		ds.health = &lastWord{end: end}
+		end = ds.health.drain
+	}
+	stop := context.AfterFunc(d.draining, end)
 	defer stop()
-	err := handler(srv, &drainStream{ServerStream: ss, ctx: ctx, bidi: info.IsClientStream})
+	err := handler(srv, ds)
 	if errors.Is(context.Cause(ctx), errDraining) {
 		// Whatever the handler made of its context ending, the client
 		// must learn that it may open the stream again.
@@ -55,6 +63,57 @@ type drainStream struct {
 	bidi bool
 	// cutOff is set once a RecvMsg was abandoned to Shutdown.
 	cutOff bool
+	// health is set on a grpc.health.v1 Watch.
+	health *lastWord
+}
+
+// SendMsg sends m, and lets a health Watch end once it has said its
+// last word.
+func (s *drainStream) SendMsg(m any) error {
+	err := s.ServerStream.SendMsg(m)
+	if s.health != nil {
+		s.health.sent(m)
+	}
+	return err
+}
+
+// healthWatchGrace bounds how long Shutdown waits for a health Watch to
+// send the NOT_SERVING that health.Shutdown gave it.
+const healthWatchGrace = 500 * time.Millisecond
+
+// lastWord ends a grpc.health.v1 Watch at Shutdown only once it has told
+// its client NOT_SERVING. Shutdown queues that status for every watcher
+// just before streams are ended, and grpc-go's Watch, finding both the
+// update and its context's end ready, picks one at random: half the
+// watchers would lose the last word that lets them stop sending at once.
+type lastWord struct {
+	end func()
+	// serving: the last status sent was SERVING.
+	serving atomic.Bool
+	// draining: Shutdown has started.
+	draining atomic.Bool
+}
+
+// sent records a status sent, and ends the stream if Shutdown waits for it.
+func (l *lastWord) sent(m any) {
+	if r, ok := m.(*healthpb.HealthCheckResponse); ok {
+		l.serving.Store(r.GetStatus() == healthpb.HealthCheckResponse_SERVING)
+	}
+	if l.draining.Load() && !l.serving.Load() {
+		l.end()
+	}
+}
+
+// drain runs when Shutdown starts: the stream ends now if its client
+// already knows, else after its next send, or after healthWatchGrace.
+// Both sides store before they load, so one of them sees the other.
+func (l *lastWord) drain() {
+	l.draining.Store(true)
+	if !l.serving.Load() {
+		l.end()
+		return
+	}
+	time.AfterFunc(healthWatchGrace, l.end)
 }
 
 func (s *drainStream) Context() context.Context { return s.ctx }
@@ -62,7 +121,10 @@ func (s *drainStream) Context() context.Context { return s.ctx }
 // RecvMsg waits for the client's next message or for Shutdown, whichever
 // comes first. grpc-go's own receive cannot be cancelled but by ending the
 // call, which the handler does once this returns: until then it runs on in
-// a goroutine of its own, and ends with the call.
+// a goroutine of its own, and ends with the call. It may still decode into
+// m meanwhile, so a handler must not read m after RecvMsg failed
+// (generated Recv methods allocate a new message each time). The cost is a
+// goroutine per message received on a bidirectional stream.
 func (s *drainStream) RecvMsg(m any) error {
 	if !s.bidi {
 		return s.ServerStream.RecvMsg(m)

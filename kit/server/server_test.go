@@ -430,16 +430,12 @@ func TestShutdownEndsLongLivedStreams(t *testing.T) {
 			t.Errorf("%s's retry delay = %v, %v; want %v", what, d, ok, server.ShutdownRetryAfter)
 		}
 	}
-	for {
-		resp, err := healthWatch.Recv()
-		if err != nil {
-			shuttingDown("health watch", err)
-			break
-		}
-		if resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-			t.Errorf("health watch during shutdown = %v", resp.GetStatus())
-		}
+	// The health watch is told NOT_SERVING before it ends.
+	if resp, err := healthWatch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health watch during shutdown = %v, %v; want NOT_SERVING first", resp.GetStatus(), err)
 	}
+	_, err = healthWatch.Recv()
+	shuttingDown("health watch", err)
 	_, err = reflect.Recv()
 	shuttingDown("reflection stream", err)
 

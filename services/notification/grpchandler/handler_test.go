@@ -387,6 +387,9 @@ func TestSubscribeDrain(t *testing.T) {
 	if apierr.Code(err) != codes.Unavailable || apierr.Reason(err) != grpchandler.ReasonShuttingDown {
 		t.Fatalf("drained stream ended with %v, want UNAVAILABLE %s", err, grpchandler.ReasonShuttingDown)
 	}
+	if d, ok := apierr.RetryDelay(err); !ok || d != server.ShutdownRetryAfter {
+		t.Errorf("retry delay %v, %v; want %v, as every stream kit/server ends", d, ok, server.ShutdownRetryAfter)
+	}
 	// New subscriptions end the same way; unary calls still work.
 	s = subscribe(t, t.Context(), e.client, user, 0)
 	if err := <-s.err; apierr.Reason(err) != grpchandler.ReasonShuttingDown {

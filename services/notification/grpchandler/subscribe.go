@@ -10,6 +10,7 @@ import (
 
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/server"
 )
 
 // Subscription window sizes.
@@ -129,7 +130,9 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 	}
 }
 
-var errShuttingDown = apierr.Unavailable(ReasonShuttingDown, "the server is shutting down; subscribe again", 0)
+// errShuttingDown ends subscriptions at Drain, with the retry delay
+// kit/server gives every stream it ends at Shutdown.
+var errShuttingDown = apierr.Unavailable(ReasonShuttingDown, "the server is shutting down; subscribe again", server.ShutdownRetryAfter)
 
 var errFirstMessage = apierr.InvalidField("subscribe", "the first message of a Subscribe stream must be a subscription")
 
