@@ -83,6 +83,11 @@ type errorBody struct {
 // handleError is grpc-gateway's error handler: it answers every failed
 // call, whether the backend or the gateway itself produced the error.
 func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(context.Cause(ctx), errDraining) {
+		// A watch that Drain ended before its call to the backend began.
+		writeError(w, newAPIError(errShuttingDown(), 0))
+		return
+	}
 	httpStatus := 0
 	if hs, ok := errors.AsType[*runtime.HTTPStatusError](err); ok {
 		httpStatus, err = hs.HTTPStatus, hs.Err
@@ -106,7 +111,7 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 // HTTP status when no line went before it.
 func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Status {
 	if errors.Is(context.Cause(ctx), errDraining) {
-		return apierr.Unavailable(apierr.ReasonShuttingDown, "the gateway is shutting down; watch again", DefaultRetryAfter).GRPCStatus()
+		return errShuttingDown().GRPCStatus()
 	}
 	st := status.Convert(err)
 	e := toAPIError(st, 0)
@@ -203,6 +208,11 @@ func hasRetryInfo(p *spb.Status) bool {
 		}
 	}
 	return false
+}
+
+// errShuttingDown ends a watch that Drain cut off.
+func errShuttingDown() *apierr.Error {
+	return apierr.Unavailable(apierr.ReasonShuttingDown, "the gateway is shutting down; watch again", DefaultRetryAfter)
 }
 
 // infoOf returns the ErrorInfo among p's details, or nil.

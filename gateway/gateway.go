@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -446,6 +447,12 @@ type responseRecorder struct {
 func (w *responseRecorder) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.code, w.wroteHeader = code, true
+		if code == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+			// Every 503 says when to retry: /readyz's and the one
+			// grpc-gateway writes for a stream that fails before its
+			// first line have no RetryInfo to take it from.
+			w.Header().Set("Retry-After", strconv.Itoa(int(DefaultRetryAfter/time.Second)))
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

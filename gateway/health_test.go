@@ -94,6 +94,9 @@ func TestReadyz(t *testing.T) {
 			if resp.header.Get("Cache-Control") != "no-store" {
 				t.Error("readyz answer may be cached")
 			}
+			if want := map[bool]string{true: "1"}[tt.status == http.StatusServiceUnavailable]; resp.header.Get("Retry-After") != want {
+				t.Errorf("Retry-After %q, want %q", resp.header.Get("Retry-After"), want)
+			}
 		})
 	}
 }

@@ -196,78 +196,151 @@ func TestWatchErrors(t *testing.T) {
 	}
 }
 
-// endlessWatch sends the order once, then waits for the stream to end.
+// endlessWatch sends the order once, unless silent, then waits for the
+// stream to end; started learns of each call.
 type endlessWatch struct {
 	orderv1.UnimplementedOrderServiceServer
+	silent  bool
+	started chan struct{}
 }
 
-func (endlessWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
-	if err := stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId()}}); err != nil {
-		return err
+func (w endlessWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	w.started <- struct{}{}
+	if !w.silent {
+		if err := stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId()}}); err != nil {
+			return err
+		}
 	}
 	<-stream.Context().Done()
 	return stream.Context().Err()
 }
 
 // TestShutdownEndsWatches: the server from Server ends an open watch when
-// its Shutdown starts, with a last line saying UNAVAILABLE SHUTTING_DOWN,
-// instead of waiting for the watch, which ends only with its order's saga.
+// its Shutdown starts, saying UNAVAILABLE SHUTTING_DOWN with a retry delay
+// (in a last line, or as a 503 when no line went before), instead of
+// waiting for the watch, which ends only with its order's saga.
 func TestShutdownEndsWatches(t *testing.T) {
+	for _, silent := range []bool{false, true} {
+		name := "after a line"
+		if silent {
+			name = "before any line"
+		}
+		t.Run(name, func(t *testing.T) {
+			watch := endlessWatch{silent: silent, started: make(chan struct{}, 1)}
+			orders := startBackend(t, orderv1.OrderService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
+				orderv1.RegisterOrderServiceServer(r, watch)
+			})
+			none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
+			gw, err := New(t.Context(), Config{Users: none.conn, Orders: orders.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := gw.Server(lis.Addr().String())
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(lis) }()
+			defer srv.Close()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			type answer struct {
+				resp *http.Response
+				err  error
+			}
+			answered := make(chan answer, 1)
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+lis.Addr().String()+"/v1/orders/"+knownUserID+":watch", nil)
+				resp, err := http.DefaultClient.Do(req)
+				answered <- answer{resp, err}
+			}()
+			<-watch.started
+			var body *bufio.Reader
+			if !silent {
+				a := <-answered
+				if a.err != nil {
+					t.Fatal(a.err)
+				}
+				defer a.resp.Body.Close()
+				body = bufio.NewReader(a.resp.Body)
+				if first, err := body.ReadString('\n'); err != nil || !strings.Contains(first, `"result"`) {
+					t.Fatalf("first line %q, %v", first, err)
+				}
+			}
+
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown = %v, want nil once the watch has ended", err)
+			}
+			if err := <-served; err != http.ErrServerClosed {
+				t.Errorf("Serve = %v", err)
+			}
+			if silent {
+				a := <-answered
+				if a.err != nil {
+					t.Fatal(a.err)
+				}
+				defer a.resp.Body.Close()
+				if a.resp.StatusCode != 503 || a.resp.Header.Get("Retry-After") != "1" {
+					t.Errorf("HTTP %d, Retry-After %q; want 503, 1", a.resp.StatusCode, a.resp.Header.Get("Retry-After"))
+				}
+				body = bufio.NewReader(a.resp.Body)
+			}
+			rest, err := io.ReadAll(body)
+			if err != nil {
+				t.Fatalf("reading the rest of the watch: %v", err)
+			}
+			type statusJSON struct {
+				Code    codes.Code `json:"code"`
+				Details []struct {
+					Reason     string `json:"reason"`
+					RetryDelay string `json:"retryDelay"`
+				} `json:"details"`
+			}
+			var last struct {
+				statusJSON
+				Error *statusJSON `json:"error"`
+			}
+			if err := json.Unmarshal(rest, &last); err != nil {
+				t.Fatalf("last line %q: %v", rest, err)
+			}
+			e := last.statusJSON
+			if last.Error != nil {
+				e = *last.Error
+			}
+			if e.Code != codes.Unavailable || len(e.Details) != 2 || e.Details[0].Reason != apierr.ReasonShuttingDown || e.Details[1].RetryDelay != "1s" {
+				t.Errorf("watch ended with %s; want UNAVAILABLE, reason %s, a retry delay of 1s", rest, apierr.ReasonShuttingDown)
+			}
+		})
+	}
+}
+
+// TestWatchAfterDrain: a watch that arrives after Drain (on a server
+// that is still serving, as one in front of the Gateway may be) is refused
+// at once as UNAVAILABLE SHUTTING_DOWN, a 503 with Retry-After, not
+// reported as cancelled by its client.
+func TestWatchAfterDrain(t *testing.T) {
+	watch := endlessWatch{started: make(chan struct{}, 1)}
 	orders := startBackend(t, orderv1.OrderService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
-		orderv1.RegisterOrderServiceServer(r, endlessWatch{})
+		orderv1.RegisterOrderServiceServer(r, watch)
 	})
 	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
 	gw, err := New(t.Context(), Config{Users: none.conn, Orders: orders.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := gw.Server(lis.Addr().String())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
+	srv := httptest.NewServer(gw)
 	defer srv.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+lis.Addr().String()+"/v1/orders/"+knownUserID+":watch", nil)
+	gw.Drain()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/orders/"+knownUserID+":watch", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	lines := bufio.NewReader(resp.Body)
-	if first, err := lines.ReadString('\n'); err != nil || !strings.Contains(first, `"result"`) {
-		t.Fatalf("first line %q, %v", first, err)
-	}
-
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown = %v, want nil once the watch has ended", err)
-	}
-	if err := <-served; err != http.ErrServerClosed {
-		t.Errorf("Serve = %v", err)
-	}
-	rest, err := io.ReadAll(lines)
-	if err != nil {
-		t.Fatalf("reading the rest of the watch: %v", err)
-	}
-	var last struct {
-		Error *struct {
-			Code    codes.Code `json:"code"`
-			Details []struct {
-				Type       string `json:"@type"`
-				Reason     string `json:"reason"`
-				RetryDelay string `json:"retryDelay"`
-			} `json:"details"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(rest, &last); err != nil || last.Error == nil {
-		t.Fatalf("last line %q (%v), want an error line", rest, err)
-	}
-	e := last.Error
-	if e.Code != codes.Unavailable || len(e.Details) != 2 || e.Details[0].Reason != apierr.ReasonShuttingDown || e.Details[1].RetryDelay != "1s" {
-		t.Errorf("watch ended with %+v; want UNAVAILABLE, reason %s, a retry delay of 1s", e, apierr.ReasonShuttingDown)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), apierr.ReasonShuttingDown) {
+		t.Errorf("watch after Drain: HTTP %d, Retry-After %q, %s; want 503, 1, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body, apierr.ReasonShuttingDown)
 	}
 }

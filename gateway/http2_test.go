@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+)
+
+// heldUserID is the user whose GetUser heldUsers holds until release.
+const heldUserID = "00000000-0000-4000-8000-0000000000aa"
+
+// heldUsers answers GetUser at once, except for heldUserID, which it
+// answers once release is closed, telling started when that call arrives.
+type heldUsers struct {
+	userv1.UnimplementedUserServiceServer
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h heldUsers) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	if req.GetId() == heldUserID {
+		h.started <- struct{}{}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+}
+
+// TestShutdownDrainsHTTP2: over HTTP/2 (TLS here) too, a request in
+// flight when Shutdown starts is answered. The server closes connections
+// that never carried a request (newConns) by what ConnState reports;
+// net/http skips the hook when it hands a connection to HTTP/2, whose
+// server then reports it active and idle itself, and this test keeps it
+// that way.
+func TestShutdownDrainsHTTP2(t *testing.T) {
+	users := heldUsers{started: make(chan struct{}, 1), release: make(chan struct{})}
+	backend := startBackend(t, userv1.UserService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
+		userv1.RegisterUserServiceServer(r, users)
+	})
+	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
+	gw, err := New(t.Context(), Config{Users: backend.conn, Orders: none.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = gw.Server("")
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	hooked := make(chan struct{})
+	ts.Config.RegisterOnShutdown(func() { close(hooked) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	get := func(id string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/v1/users/"+id, nil)
+		resp, err := ts.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+
+	if resp, err := get(knownUserID); err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("GET over HTTP/2: %v, %v", resp, err)
+	}
+
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	held := make(chan result, 1)
+	go func() {
+		resp, err := get(heldUserID)
+		held <- result{resp, err}
+	}()
+	<-users.started
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- ts.Config.Shutdown(ctx) }()
+	<-hooked
+	close(users.release)
+	if r := <-held; r.err != nil || r.resp.StatusCode != 200 {
+		t.Errorf("request in flight at Shutdown: %v, %v; want 200", r.resp, r.err)
+	}
+	if err := <-shutdown; err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+}
