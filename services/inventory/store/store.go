@@ -65,6 +65,13 @@ const lookupChunk = 500
 // Store is the SQL inventory repository.
 type Store struct {
 	db *sqldb.DB
+	// byteOrder makes an ORDER BY sku sort by bytes on PostgreSQL, as Go's
+	// string comparison does (bySKU) and SQLite's BINARY collation: rows
+	// are locked in the order they are sorted, and a database collated
+	// en_US or ICU (a, A_1, A-1, B rather than A-1, A_1, B, a) would lock
+	// an import's products in another order than a reservation's, so the
+	// two could deadlock.
+	byteOrder string
 	// forUpdate locks the rows a SELECT reads on PostgreSQL. SQLite
 	// transactions already hold the database's write lock (BEGIN
 	// IMMEDIATE), so there it is empty.
@@ -89,6 +96,7 @@ func New(db *sqldb.DB) *Store {
 	s := &Store{db: db}
 	if db.Dialect == sqldb.Postgres {
 		s.forUpdate = " FOR UPDATE"
+		s.byteOrder = ` COLLATE "C"`
 	}
 	r := db.Rebind
 	s.insertProduct = r("INSERT INTO products (" + productColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
@@ -165,7 +173,7 @@ func (s *Store) lookup(ctx context.Context, q queryer, skus []string, suffix str
 		args[i] = sku
 	}
 	query := s.db.Rebind("SELECT " + productColumns + " FROM products WHERE sku IN (?" +
-		strings.Repeat(", ?", len(skus)-1) + ") ORDER BY sku" + suffix)
+		strings.Repeat(", ?", len(skus)-1) + ") ORDER BY sku" + s.byteOrder + suffix)
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("store: read products: %w", err)

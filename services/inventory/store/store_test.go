@@ -1,8 +1,11 @@
 package store_test
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -601,4 +604,111 @@ func TestMigrateKeepsReservations(t *testing.T) {
 			}
 		}
 	})
+}
+
+// icuDatabase creates a PostgreSQL database collated by ICU's en-US rules
+// (where "a" sorts before "B", unlike bytes) beside the one
+// DUET_TEST_POSTGRES_URL names, drops it when the test ends, and returns
+// its URL. It skips the test without PostgreSQL or ICU.
+func icuDatabase(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv(sqldbtest.PostgresEnv)
+	if base == "" {
+		t.Skipf("%s is not set", sqldbtest.PostgresEnv)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	name := "duet_icu_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	if _, err := admin.ExecContext(t.Context(), "CREATE DATABASE "+name+
+		" LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0"); err != nil {
+		t.Skipf("no ICU collation: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer admin.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := admin.ExecContext(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
+}
+
+// TestLockOrderUnderICUCollation: on a database whose collation does not
+// sort skus by bytes, a stock import locks its products in the same order
+// as a reservation does (bytes: "B" before "a"), so the two wait for each
+// other in line instead of deadlocking. The test holds "B" the way a
+// reservation of B and a does first, lets the import of a and B queue
+// behind it, then takes "a" as that reservation would next.
+func TestLockOrderUnderICUCollation(t *testing.T) {
+	dbURL := icuDatabase(t)
+	s, db := openStore(t, dbURL)
+	create(t, s, product("a", 10), product("B", 10))
+	ctx := t.Context()
+
+	reservation, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reservation.Rollback()
+	lock := func(sku string) error {
+		_, err := reservation.ExecContext(ctx, "SELECT sku FROM products WHERE sku = $1 FOR UPDATE", sku)
+		return err
+	}
+	if err := lock("B"); err != nil {
+		t.Fatal(err)
+	}
+
+	imported := make(chan error, 1)
+	go func() {
+		imported <- s.ApplyStock(ctx, []string{"a", "B"}, func(sku string, p *domain.Product) (*domain.Product, error) {
+			next := *p
+			next.Available++
+			return &next, nil
+		})
+	}()
+	// The import waits for a lock (on B, holding nothing, as it should;
+	// on B holding a, as it did with the collation's order).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the import never waited for the held row")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := lock("a"); err != nil {
+		t.Fatalf("the reservation's second lock: %v (the import held it: a deadlock)", err)
+	}
+	if err := reservation.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-imported; err != nil {
+		t.Fatalf("import: %v, want it to go through once the reservation committed", err)
+	}
+	for _, sku := range []string{"a", "B"} {
+		if available, _ := stock(t, s, sku); available != 11 {
+			t.Errorf("%s: %d available, want 11", sku, available)
+		}
+	}
 }
