@@ -71,6 +71,21 @@ type FieldError struct {
 // Error implements error.
 func (e *FieldError) Error() string { return fmt.Sprintf("invalid %s: %s", e.Field, e.Description) }
 
+// RefusedError is a peer's definite refusal of a saga call, which no retry
+// changes (it found the request invalid, or a precondition of its own
+// unmet, for a reason the adapter does not know): the forward step gives
+// up at once rather than retrying to its bound.
+type RefusedError struct {
+	// Cause is the peer's error, for the log and the order's last error.
+	Cause error
+}
+
+// Error implements error.
+func (e *RefusedError) Error() string { return "refused: " + e.Cause.Error() }
+
+// Unwrap returns Cause.
+func (e *RefusedError) Unwrap() error { return e.Cause }
+
 // RetryableError is a temporary failure of a peer: Err says which
 // (ErrUsersUnavailable, ErrInventoryUnavailable, ErrPaymentUnavailable) and
 // RetryAfter how long the peer suggests waiting, 0 when it did not say.

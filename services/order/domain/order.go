@@ -73,16 +73,18 @@ const (
 	FailureInvalidPaymentMethod = "INVALID_PAYMENT_METHOD"
 	// FailurePaymentRefused (CANCELLED): the payment service refused the
 	// charge for another reason than a decline (the charge key was
-	// cancelled or used for another amount); any charge made was refunded.
+	// cancelled or used for another amount, or the charge was invalid to
+	// it, such as a price in a currency it does not know); any charge made
+	// was refunded.
 	FailurePaymentRefused = "PAYMENT_REFUSED"
 	// FailureReservationReleased (CANCELLED): inventory had released the
 	// order's reservation, so it could not be committed.
 	FailureReservationReleased = "RESERVATION_RELEASED"
 	// FailureUsersUnavailable (CANCELLED): the user service stayed down for
-	// longer than the step bound.
+	// longer than the step bound, or refused the call for good.
 	FailureUsersUnavailable = "USER_SERVICE_UNAVAILABLE"
 	// FailureInventoryUnavailable (CANCELLED): the inventory service stayed
-	// down for longer than the step bound.
+	// down for longer than the step bound, or refused a call for good.
 	FailureInventoryUnavailable = "INVENTORY_UNAVAILABLE"
 	// FailurePaymentUnavailable (CANCELLED): the payment service stayed down
 	// for longer than the step bound; the charge, if it was made, was

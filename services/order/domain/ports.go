@@ -9,7 +9,8 @@ import (
 type Users interface {
 	// CheckUser returns nil when the user exists, ErrUserNotFound when it
 	// does not, and another error (usually a *RetryableError wrapping
-	// ErrUsersUnavailable) when the answer is not known yet.
+	// ErrUsersUnavailable) when the answer is not known yet, a
+	// *RefusedError when the user service refused the call for good.
 	CheckUser(ctx context.Context, userID string) error
 }
 
@@ -38,9 +39,10 @@ type Payments interface {
 	// Charge captures c.Amount once per c.IdempotencyKey. A declined charge
 	// is a result (Declined set), not an error. Errors: ErrInvalidPaymentMethod
 	// for a token the payment service does not know, ErrChargeRefused when
-	// the key was cancelled or used for another charge, anything else
-	// (usually a *RetryableError wrapping ErrPaymentUnavailable) when the
-	// outcome is not known and the same charge may be retried.
+	// the key was cancelled or used for another charge, a *RefusedError
+	// when the payment service refused it for another reason, anything
+	// else (usually a *RetryableError wrapping ErrPaymentUnavailable) when
+	// the outcome is not known and the same charge may be retried.
 	Charge(ctx context.Context, c PaymentCharge) (PaymentResult, error)
 	// CancelCharge undoes the charge made with key, whatever happened to
 	// it: a captured payment is refunded, and a charge not made yet never

@@ -404,6 +404,21 @@ func (s *Service) failed(ctx context.Context, o *Order, err error) {
 	} else {
 		s.log.WarnContext(ctx, "order saga step failed", "order_id", o.ID, "step", o.Step, "attempt", o.Attempts, "error", err)
 	}
+	if refused := (*RefusedError)(nil); errors.As(err, &refused) && !o.Step.Compensating() {
+		// Asking again gets the same answer: compensate now, as at the
+		// bound. A charge refused this way may still have been made
+		// under the key (another request's): cancel it as for
+		// ErrChargeRefused.
+		s.log.WarnContext(ctx, "order saga step refused by its peer; giving up", "order_id", o.ID, "step", o.Step, "error", err)
+		last := o.LastError
+		if o.Step == StepCharge {
+			o.compensate(StepCharge, StepRefund, FailurePaymentRefused, now)
+		} else {
+			o.giveUp(now)
+		}
+		o.LastError = last
+		return
+	}
 	if !o.Step.Compensating() && o.StepDeadline.IsZero() {
 		o.StepDeadline = now.Add(s.policy.StepTimeout)
 	}

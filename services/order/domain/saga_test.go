@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -246,21 +247,28 @@ func hintOf(err error) time.Duration {
 	return 0
 }
 
-func TestStepGivesUpAtTheBound(t *testing.T) {
-	tests := []struct {
-		step       Step
-		method     string
-		wantStatus Status
-		wantStep   Step
-		wantReason string
-	}{
+// givingUpCase is a forward step given up, and where that leaves the order.
+type givingUpCase struct {
+	step       Step
+	method     string // the peer call the step makes
+	wantStatus Status
+	wantStep   Step
+	wantReason string
+}
+
+// givingUp lists every forward step given up, a charge for chargeReason.
+func givingUp(chargeReason string) []givingUpCase {
+	return []givingUpCase{
 		{StepCheckUser, "CheckUser", StatusCancelled, StepDone, FailureUsersUnavailable},
 		{StepPrice, "Prices", StatusCancelled, StepDone, FailureInventoryUnavailable},
 		{StepReserve, "Reserve", StatusPending, StepRelease, FailureInventoryUnavailable},
-		{StepCharge, "Charge", StatusPending, StepRefund, FailurePaymentUnavailable},
+		{StepCharge, "Charge", StatusPending, StepRefund, chargeReason},
 		{StepCommit, "Commit", StatusPending, StepRelease, FailureInventoryUnavailable},
 	}
-	for _, tt := range tests {
+}
+
+func TestStepGivesUpAtTheBound(t *testing.T) {
+	for _, tt := range givingUp(FailurePaymentUnavailable) {
 		t.Run(string(tt.step), func(t *testing.T) {
 			f := newFixture()
 			o := f.at(t, f.create(t), tt.step, "")
@@ -320,6 +328,52 @@ func TestStepGivesUpAtTheBound(t *testing.T) {
 		f.peers.set("CancelCharge", nil)
 		if got, _ := f.run(t, o.ID); got.Status != StatusCancelled {
 			t.Fatalf("after recovery: %+v", got)
+		}
+	})
+}
+
+// TestStepGivesUpWhenRefused: a forward step whose peer refuses the call
+// for good (a *RefusedError) is given up at the first answer, as it would
+// be at its bound, without waiting; a charge so refused is cancelled
+// (PAYMENT_REFUSED) in case money moved under its key. Compensation never
+// gives up, refused or not.
+func TestStepGivesUpWhenRefused(t *testing.T) {
+	refused := &RefusedError{Cause: errors.New("invalid amount.currency_code: not ISO 4217")}
+	for _, tt := range givingUp(FailurePaymentRefused) {
+		t.Run(string(tt.step), func(t *testing.T) {
+			f := newFixture()
+			o := f.at(t, f.create(t), tt.step, "")
+			f.peers.set(tt.method, refused)
+			got, moved, err := f.svc.Step(t.Context(), o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !moved || got.Status != tt.wantStatus || got.Step != tt.wantStep || got.FailureReason != tt.wantReason {
+				t.Fatalf("after one refusal: %+v (moved %v); want %s %s %s", got, moved, tt.wantStatus, tt.wantStep, tt.wantReason)
+			}
+			if !strings.Contains(got.LastError, "not ISO 4217") {
+				t.Errorf("last error %q does not say why", got.LastError)
+			}
+			if tt.wantStep != StepDone && got.FailedStep != tt.step {
+				t.Errorf("compensating %q, want %s", got.FailedStep, tt.step)
+			}
+			f.peers.set(tt.method, nil)
+			if end, _ := f.run(t, o.ID); end.Status != StatusCancelled {
+				t.Errorf("ended %+v, want CANCELLED", end)
+			}
+		})
+	}
+
+	t.Run("compensation", func(t *testing.T) {
+		f := newFixture()
+		o := f.at(t, f.create(t), StepRelease, StepReserve)
+		f.peers.set("Release", refused)
+		for range 5 {
+			got, _, err := f.svc.Step(t.Context(), o.ID)
+			if err != nil || got.Step != StepRelease || got.Status != StatusPending {
+				t.Fatalf("refused compensation: %+v, %v; want it retried", got, err)
+			}
+			f.now = got.NextAttempt
 		}
 	})
 }

@@ -203,11 +203,18 @@ func (p *Payments) CancelCharge(ctx context.Context, key string) (string, error)
 // unknown classifies an error that is no business outcome: a
 // *domain.RetryableError wrapping kind when the peer's answer is not known
 // yet and the same call may be retried (UNAVAILABLE, DEADLINE_EXCEEDED,
-// RESOURCE_EXHAUSTED, ABORTED), context.Canceled when the caller went away,
-// and the error itself, described by what, otherwise (the saga retries
-// those too, within its bound, and logs them).
+// RESOURCE_EXHAUSTED, ABORTED), a *domain.RefusedError when the peer
+// refused the call for good (INVALID_ARGUMENT, OUT_OF_RANGE,
+// FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS with a reason the adapter
+// does not know: a bug, or data the peer does not accept, such as a price
+// in a currency the payment service does not know), context.Canceled when
+// the caller went away, and the error itself, described by what, otherwise
+// (INTERNAL and the like: the saga retries those within its bound, in case
+// they pass, and logs them).
 func unknown(err error, kind error, what string) error {
 	switch apierr.Code(err) {
+	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists:
+		return &domain.RefusedError{Cause: fmt.Errorf("%s: %w", what, err)}
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
 		d, ok := apierr.RetryDelay(err)
 		if !ok || d <= 0 {

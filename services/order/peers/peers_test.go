@@ -68,7 +68,8 @@ func TestPaymentsCharge(t *testing.T) {
 		{name: "key reused is no decline", err: apierr.New(codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "no"), wantErr: domain.ErrChargeRefused},
 		{name: "key cancelled", err: apierr.New(codes.FailedPrecondition, "CHARGE_CANCELLED", "no"), wantErr: domain.ErrChargeRefused},
 		{name: "unknown token", err: apierr.InvalidField("payment_method_token", "unknown"), wantErr: domain.ErrInvalidPaymentMethod},
-		{name: "other invalid field", err: apierr.InvalidField("amount.units", "bad"), wantErr: errAny},
+		{name: "other invalid field", err: apierr.InvalidField("amount.currency_code", "not ISO 4217"), wantErr: errRefused},
+		{name: "unknown precondition", err: apierr.New(codes.FailedPrecondition, "ACCOUNT_CLOSED", "no"), wantErr: errRefused},
 		{name: "provider down", err: apierr.Unavailable("PROVIDER_UNAVAILABLE", "down", 3*time.Second), wantErr: domain.ErrPaymentUnavailable, wantRetry: 3 * time.Second},
 		{name: "connection refused", err: status.Error(codes.Unavailable, "connection refused"), wantErr: domain.ErrPaymentUnavailable, wantRetry: peers.DefaultRetryAfter},
 		{name: "deadline", err: status.Error(codes.DeadlineExceeded, "slow"), wantErr: domain.ErrPaymentUnavailable, wantRetry: peers.DefaultRetryAfter},
@@ -135,8 +136,12 @@ var sentinels = []error{
 	context.Canceled,
 }
 
-// errAny stands for "some error that is none of the domain's sentinels".
-var errAny = errors.New("any error")
+// errAny stands for "some error that is none of the domain's sentinels",
+// and errRefused for a *domain.RefusedError, which is none of them either.
+var (
+	errAny     = errors.New("any error")
+	errRefused = errors.New("refused")
+)
 
 func checkErr(t *testing.T, err, want error) {
 	t.Helper()
@@ -145,11 +150,14 @@ func checkErr(t *testing.T, err, want error) {
 		if err != nil {
 			t.Fatalf("error %v, want nil", err)
 		}
-	case errAny:
+	case errAny, errRefused:
 		for _, sentinel := range sentinels {
 			if err == nil || errors.Is(err, sentinel) {
 				t.Fatalf("error %v, want an unclassified error", err)
 			}
+		}
+		if refused := (*domain.RefusedError)(nil); errors.As(err, &refused) != (want == errRefused) {
+			t.Fatalf("error %v: refused %v, want %v", err, refused != nil, want == errRefused)
 		}
 	default:
 		if !errors.Is(err, want) {
@@ -223,7 +231,9 @@ func TestInventory(t *testing.T) {
 		{"reserving an unknown product", "reserve", nil, apierr.New(codes.FailedPrecondition, "PRODUCT_NOT_FOUND", "gone"), domain.ErrProductNotFound},
 		{"reserving after release", "reserve", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_RELEASED", "released"), domain.ErrReservationReleased},
 		{"reservation released already", "reserve", releasedReply, nil, domain.ErrReservationReleased},
-		{"other lines held", "reserve", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_MISMATCH", "no"), errAny},
+		{"other lines held", "reserve", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_MISMATCH", "no"), errRefused},
+		{"reserve refused as invalid", "reserve", nil, apierr.InvalidField("lines[0].quantity", "too many"), errRefused},
+		{"prices refused as invalid", "prices", nil, apierr.InvalidField("skus[0]", "bad"), errRefused},
 		{"reserve times out", "reserve", nil, status.Error(codes.DeadlineExceeded, "slow"), domain.ErrInventoryUnavailable},
 		{"committed", "commit", nil, nil, nil},
 		{"commit of a released reservation", "commit", nil, apierr.New(codes.FailedPrecondition, "RESERVATION_RELEASED", "released"), domain.ErrReservationReleased},
