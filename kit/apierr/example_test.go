@@ -18,3 +18,13 @@ func ExampleNew() {
 	fmt.Println(apierr.Code(err2), apierr.Reason(err2), apierr.FieldViolations(err2)[0].Field)
 	// Output: AlreadyExists EMAIL_TAKEN email
 }
+
+// A handler answers a transaction that lost a race in the database
+// (kit/sqldb.IsConflict) with Conflict: ABORTED, which had no effect and
+// may be sent again after the suggested delay.
+func ExampleConflict() {
+	err := wire(apierr.Conflict())
+	delay, _ := apierr.RetryDelay(err)
+	fmt.Println(apierr.Code(err), apierr.Reason(err), delay)
+	// Output: Aborted CONFLICT 100ms
+}

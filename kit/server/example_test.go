@@ -55,3 +55,38 @@ func ExampleNew() {
 	// InvalidArgument id
 	// USER_NOT_FOUND
 }
+
+// Shutdown ends at once the streams that would never end by themselves,
+// here a health watch, after telling it NOT_SERVING: the client watches
+// again elsewhere instead of holding the drain up.
+func ExampleServer_Shutdown() {
+	srv, err := server.New(server.Config{Name: "user"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	userv1.RegisterUserServiceServer(srv, exampleUsers{})
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(lis)
+
+	conn, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer conn.Close()
+	ctx := context.Background()
+	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "duet.user.v1.UserService"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	first, _ := watch.Recv()
+	fmt.Println(first.GetStatus())
+
+	srv.Shutdown(ctx)
+	last, _ := watch.Recv()
+	fmt.Println(last.GetStatus())
+	_, err = watch.Recv()
+	fmt.Println(apierr.Code(err), apierr.Reason(err))
+	// Output:
+	// SERVING
+	// NOT_SERVING
+	// Unavailable SHUTTING_DOWN
+}
