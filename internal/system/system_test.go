@@ -371,6 +371,20 @@ func TestRESTEndToEnd(t *testing.T) {
 				}
 			}
 
+			// A PATCH may send back the user a GET returned, changed: its
+			// id and output-only times, in the mask the gateway infers from
+			// the body, are ignored.
+			fetched := do(t, "GET", base+"/v1/users/"+userID, "")
+			if u, ok := fetched.body["user"].(map[string]any); !ok {
+				t.Errorf("GET user: %s", fetched.raw)
+			} else {
+				u["name"] = "Grace B. Hopper"
+				body, _ := json.Marshal(u)
+				if r := do(t, "PATCH", base+"/v1/users/"+userID, string(body)); r.status != 200 || path(r.body, "user", "name") != "Grace B. Hopper" {
+					t.Errorf("PATCH of the user a GET returned: %d %.300s", r.status, r.raw)
+				}
+			}
+
 			// The same key gives the same order; its watch is one line, the
 			// terminal state, and then the stream ends. The watch names the
 			// order in upper case: a streamed request's UUIDs are lowered too.
@@ -392,7 +406,9 @@ func TestRESTEndToEnd(t *testing.T) {
 			// Events reach the notification service through the outbox and
 			// NATS: exactly one notification per event that calls for one.
 			want := map[string]int{
-				"NOTIFICATION_KIND_WELCOME": 1, "NOTIFICATION_KIND_ACCOUNT_CHANGED": 1,
+				// Two name changes: the PATCH in the table, then the one
+				// sending back the fetched user.
+				"NOTIFICATION_KIND_WELCOME": 1, "NOTIFICATION_KIND_ACCOUNT_CHANGED": 2,
 				"NOTIFICATION_KIND_ORDER_CONFIRMED": 4, "NOTIFICATION_KIND_ORDER_CANCELLED": 2, "NOTIFICATION_KIND_ORDER_REJECTED": 4,
 			}
 			var got map[string]int

@@ -150,7 +150,16 @@ func TestUserService(t *testing.T) {
 			{name: "update unknown path", code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "update_mask",
 				call: func() error {
 					_, err := c.UpdateUser(ctx, &userv1.UpdateUserRequest{
-						User: &userv1.User{Id: u.GetId(), Name: "X"}, UpdateMask: mask("name", "create_time")})
+						User: &userv1.User{Id: u.GetId(), Name: "X"}, UpdateMask: mask("name", "nickname")})
+					return err
+				}},
+			{name: "update ignores the id and output-only paths", code: codes.OK,
+				call: func() error {
+					resp, err := c.UpdateUser(ctx, &userv1.UpdateUserRequest{
+						User: &userv1.User{Id: u.GetId(), Name: "Annie"}, UpdateMask: mask("id", "name", "create_time", "update_time")})
+					if err == nil && resp.GetUser().GetName() != "Annie" {
+						return fmt.Errorf("updated to %v", resp.GetUser())
+					}
 					return err
 				}},
 			{name: "update bad id", code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: "user.id",

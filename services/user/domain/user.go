@@ -154,18 +154,29 @@ type Changes struct {
 	Name  string
 }
 
-// CheckPaths validates an update mask: at least one path, each "email" or
-// "name".
+// ignoredPaths are fields of a user an update mask may name to no effect:
+// the id, which names the user (the request's own id wins), and the
+// output-only times. A REST PATCH infers its mask from every key of its
+// body, so sending back the user a GET returned names them all; as AIP-203
+// has it, output-only fields in a request are ignored, not an error.
+var ignoredPaths = map[string]bool{"id": true, "create_time": true, "update_time": true}
+
+// CheckPaths validates an update mask: at least one of "email" and "name",
+// and no path but those and the ignored ones.
 func CheckPaths(paths []string) error {
-	if len(paths) == 0 {
-		return invalid("update_mask", "must name at least one field: %q or %q", PathEmail, PathName)
-	}
+	updatable := 0
 	for _, p := range paths {
-		if p != PathEmail && p != PathName {
+		switch {
+		case p == PathEmail || p == PathName:
+			updatable++
+		case !ignoredPaths[p]:
 			// The path is the client's, of any length, and the message
 			// is logged: it echoes the first 64 characters.
 			return invalid("update_mask", "field %.64q cannot be updated; updatable fields are %q and %q", p, PathEmail, PathName)
 		}
+	}
+	if updatable == 0 {
+		return invalid("update_mask", "must name at least one field: %q or %q", PathEmail, PathName)
 	}
 	return nil
 }
