@@ -20,3 +20,25 @@ func Valid(code string) bool {
 	_, err := currency.ParseISO(code)
 	return err == nil
 }
+
+// MinorDigits is how many decimal digits the minor unit of the currency
+// with the given code has, as ISO 4217 lists it: 2 for most ("USD": 1999
+// minor units are 19.99), 0 where the minor unit is the unit itself
+// ("JPY"), 3 ("KWD") or 4 ("CLF") for a few. A code the table does not
+// name counts as 2.
+//
+// The list is ISO's own rather than CLDR's (golang.org/x/text/currency's
+// rounding): CLDR gives the digits people use, 0 for currencies such as
+// IQD, IRR or LAK whose minor unit is out of use, while Duet's amounts are
+// counted in ISO's minor unit (duet.type.v1.Money).
+func MinorDigits(code string) int {
+	switch code {
+	case "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF":
+		return 0
+	case "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND":
+		return 3
+	case "CLF", "UYW":
+		return 4
+	}
+	return 2
+}

@@ -38,3 +38,26 @@ func ExampleValid() {
 	fmt.Println(iso4217.Valid("USD"), iso4217.Valid("XYZ"), iso4217.Valid("usd"))
 	// Output: true false false
 }
+
+func TestMinorDigits(t *testing.T) {
+	for code, want := range map[string]int{
+		"USD": 2, "EUR": 2, "JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "UYI": 0,
+		"KWD": 3, "BHD": 3, "IQD": 3, "TND": 3, "CLF": 4, "UYW": 4,
+		"IRR": 2, "LAK": 2, // ISO's 2, where CLDR shows none
+		"XYZ": 2,
+	} {
+		if got := iso4217.MinorDigits(code); got != want {
+			t.Errorf("MinorDigits(%q) = %d, want %d", code, got, want)
+		}
+	}
+}
+
+func ExampleMinorDigits() {
+	for _, code := range []string{"USD", "JPY", "KWD"} {
+		fmt.Println(code, iso4217.MinorDigits(code))
+	}
+	// Output:
+	// USD 2
+	// JPY 0
+	// KWD 3
+}

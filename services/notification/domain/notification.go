@@ -11,11 +11,12 @@ package domain
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/duetkit/duet/kit/iso4217"
 )
 
 // ValidationError is bad input to a domain operation; the gRPC handler
@@ -113,26 +114,27 @@ type Money struct {
 	Units int64
 }
 
-// String formats m for people: "19.99 USD". Every currency is shown with two
-// decimals except the few ISO 4217 lists with none; notifications are text,
-// and a wrong decimal count for a rare currency would still name the amount.
+// String formats m for people: "19.99 USD", "500 JPY", "1.500 KWD", with
+// as many decimals as the currency's minor unit has (ISO 4217).
 func (m Money) String() string {
 	if m.Currency == "" {
 		return ""
 	}
-	if slices.Contains(zeroDecimal, m.Currency) {
+	digits := iso4217.MinorDigits(m.Currency)
+	if digits == 0 {
 		return fmt.Sprintf("%d %s", m.Units, m.Currency)
 	}
 	sign := ""
-	u := m.Units
-	if u < 0 {
-		sign, u = "-", -u
+	u := uint64(m.Units)
+	if m.Units < 0 {
+		sign, u = "-", -u // two's complement: right for math.MinInt64 too
 	}
-	return fmt.Sprintf("%s%d.%02d %s", sign, u/100, u%100, m.Currency)
+	scale := uint64(1)
+	for range digits {
+		scale *= 10
+	}
+	return fmt.Sprintf("%s%d.%0*d %s", sign, u/scale, digits, u%scale, m.Currency)
 }
-
-// zeroDecimal lists common currencies whose minor unit is the unit itself.
-var zeroDecimal = []string{"JPY", "KRW", "CLP", "ISK", "VND", "XAF", "XOF", "UGX", "PYG", "RWF", "KMF", "GNF", "DJF", "BIF", "VUV", "XPF"}
 
 // Happening is what an event reports, as far as notifications care.
 type Happening int

@@ -1,6 +1,7 @@
 package domain_test
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -82,6 +83,11 @@ func TestMoneyString(t *testing.T) {
 		{domain.Money{Currency: "EUR", Units: 0}, "0.00 EUR"},
 		{domain.Money{Currency: "EUR", Units: -150}, "-1.50 EUR"},
 		{domain.Money{Currency: "JPY", Units: 1999}, "1999 JPY"},
+		{domain.Money{Currency: "KWD", Units: 1500}, "1.500 KWD"},
+		{domain.Money{Currency: "BHD", Units: -5}, "-0.005 BHD"},
+		{domain.Money{Currency: "CLF", Units: 12345}, "1.2345 CLF"},
+		{domain.Money{Currency: "UYI", Units: 70}, "70 UYI"},
+		{domain.Money{Currency: "EUR", Units: math.MinInt64}, "-92233720368547758.08 EUR"},
 		{domain.Money{}, ""},
 	}
 	for _, tt := range tests {
