@@ -17,8 +17,26 @@ func Valid(code string) bool {
 			return false
 		}
 	}
+	if assignedSinceCLDR[code] {
+		return true
+	}
 	_, err := currency.ParseISO(code)
 	return err == nil
+}
+
+// assignedSinceCLDR are the codes ISO 4217 assigned after the CLDR data
+// golang.org/x/text/currency carries (currency.CLDRVersion, 32, of 2017):
+// without them a shop could not price in Venezuela's, Mauritania's or
+// Sierra Leone's money of today. Codes since withdrawn (HRK, VEF, MRO…)
+// stay valid through CLDR's list, so money stored in them still reads back.
+var assignedSinceCLDR = map[string]bool{
+	"MRU": true, // Mauritanian ouguiya, 2018
+	"VES": true, // Venezuelan bolívar soberano, 2018
+	"UYW": true, // Uruguayan unidad previsional, 2018
+	"VED": true, // Venezuelan bolívar digital, 2021
+	"SLE": true, // Sierra Leonean leone, 2022
+	"ZWG": true, // Zimbabwe gold, 2024
+	"XCG": true, // Caribbean guilder, 2025
 }
 
 // MinorDigits is how many decimal digits the minor unit of the currency
