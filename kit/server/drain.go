@@ -40,15 +40,17 @@ func (d *streamDrain) intercept(srv any, ss grpc.ServerStream, info *grpc.Stream
 	ds := &drainStream{ServerStream: ss, ctx: ctx, bidi: info.IsClientStream}
 	end := func() { cancel(errDraining) }
 	if info.FullMethod == healthpb.Health_Watch_FullMethodName {
-		ds.health = &lastWord{end: end}
+		ds.health = newLastWord(end, healthWatchGrace)
 		end = ds.health.drain
 	}
 	stop := context.AfterFunc(d.draining, end)
 	defer stop()
 	err := handler(srv, ds)
-	if errors.Is(context.Cause(ctx), errDraining) {
-		// Whatever the handler made of its context ending, the client
-		// must learn that it may open the stream again.
+	if err != nil && errors.Is(context.Cause(ctx), errDraining) {
+		// Whatever error the handler made of its context ending, the
+		// client must learn that it may open the stream again. A handler
+		// that finished (a watch that sent its terminal state as Shutdown
+		// started) keeps its own clean end.
 		return errShuttingDown()
 	}
 	return err
@@ -87,11 +89,21 @@ const healthWatchGrace = 500 * time.Millisecond
 // update and its context's end ready, picks one at random: half the
 // watchers would lose the last word that lets them stop sending at once.
 type lastWord struct {
-	end func()
-	// serving: the last status sent was SERVING.
+	end   func()
+	grace time.Duration
+	// serving: the last status sent was SERVING, or none has been sent
+	// yet (the first, being sent when Shutdown starts, may be SERVING).
 	serving atomic.Bool
 	// draining: Shutdown has started.
 	draining atomic.Bool
+}
+
+// newLastWord returns a lastWord that ends its Watch with end, at most
+// grace after Shutdown started.
+func newLastWord(end func(), grace time.Duration) *lastWord {
+	l := &lastWord{end: end, grace: grace}
+	l.serving.Store(true)
+	return l
 }
 
 // sent records a status sent, and ends the stream if Shutdown waits for it.
@@ -113,7 +125,7 @@ func (l *lastWord) drain() {
 		l.end()
 		return
 	}
-	time.AfterFunc(healthWatchGrace, l.end)
+	time.AfterFunc(l.grace, l.end)
 }
 
 func (s *drainStream) Context() context.Context { return s.ctx }
