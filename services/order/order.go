@@ -249,6 +249,11 @@ func event(o *domain.Order) events.Event {
 	return ev
 }
 
+// Drain answers every CreateOrder waiting for its order at once, with the
+// order as it is; see grpchandler.Handler.Drain. Call it when shutdown
+// starts, before the server's graceful stop.
+func (s *Service) Drain() { s.handler.Drain() }
+
 // Register registers the OrderService on r.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
 	orderv1.RegisterOrderServiceServer(r, s.handler)

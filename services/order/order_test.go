@@ -787,3 +787,36 @@ func outboxSubjects(t *testing.T, db *sql.DB, rebind func(string) string, orderI
 	}
 	return out
 }
+
+// TestDrainAnswersWaitingCreateOrder: Drain answers at once a CreateOrder
+// that waits on a saga held up by a peer, with the order PENDING, rather
+// than letting it hold the server's graceful stop to its bound.
+func TestDrainAnswersWaitingCreateOrder(t *testing.T) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
+		userID := st.newUser(t)
+		sku := st.newProduct(t, 500, 5)
+		st.gate.shut()
+		defer st.gate.release()
+		type answer struct {
+			resp *orderv1.CreateOrderResponse
+			err  error
+		}
+		answered := make(chan answer, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			resp, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "drain-wait", line(sku, 1)))
+			answered <- answer{resp, err}
+		}()
+		<-st.gate.entered // the saga waits at its first peer, and the call with it
+		st.orderSvc.Drain()
+		select {
+		case a := <-answered:
+			if a.err != nil || a.resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+				t.Errorf("waiting CreateOrder after Drain = %v, %v; want the order PENDING", a.resp.GetOrder(), a.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the waiting CreateOrder was not answered after Drain")
+		}
+	})
+}

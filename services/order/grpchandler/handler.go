@@ -43,6 +43,9 @@ type Handler struct {
 	svc  *domain.Service
 	feed *saga.Feed
 	log  *slog.Logger
+	// draining is done once Drain is called; endWaits does that.
+	draining context.Context
+	endWaits context.CancelFunc
 }
 
 // New returns a Handler over svc, whose stored changes feed publishes; log
@@ -51,8 +54,17 @@ func New(svc *domain.Service, feed *saga.Feed, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{svc: svc, feed: feed, log: log}
+	draining, endWaits := context.WithCancel(context.Background())
+	return &Handler{svc: svc, feed: feed, log: log, draining: draining, endWaits: endWaits}
 }
+
+// Drain ends every CreateOrder that waits for its order (wait set), and
+// any that starts waiting later, with the order as it is then, PENDING as
+// likely as not, which the API allows at any time: a saga held up by a
+// peer would otherwise hold a graceful stop for its whole bound and then
+// see every call cut off. Call it when shutdown starts; Drain is
+// idempotent.
+func (h *Handler) Drain() { h.endWaits() }
 
 // CreateOrder implements orderv1.OrderServiceServer. The order is stored
 // PENDING and its saga started; with wait set, the call returns when the
@@ -87,6 +99,8 @@ func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if req.GetWait() && !o.Status.Terminal() {
 		waitCtx, cancel := waitContext(ctx)
 		defer cancel()
+		stop := context.AfterFunc(h.draining, cancel)
+		defer stop()
 		if last, _ := h.feed.WaitFrom(waitCtx, sub, o, h.svc.Order, PollInterval); last != nil && last.Version >= o.Version {
 			o = last
 		}

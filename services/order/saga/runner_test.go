@@ -212,11 +212,20 @@ func TestRunnerResumesAndSweeps(t *testing.T) {
 	start(t, s, saga.Config{SweepInterval: 20 * time.Millisecond})
 	// Nobody submitted them: the first sweep finds every unfinished order.
 	s.until(t, "the unfinished orders to be resumed", finished("left-behind", "also"))
-	s.until(t, "a later sweep", func(s *stepper) bool { return len(s.pendings) >= 2 })
-	if first := s.pendings[0]; first.Before(time.Now().Add(time.Hour)) {
+	// Copied under the stepper's lock (until holds it): the sweeper goes
+	// on appending.
+	var first, later time.Time
+	s.until(t, "a later sweep", func(s *stepper) bool {
+		if len(s.pendings) < 2 {
+			return false
+		}
+		first, later = s.pendings[0], s.pendings[1]
+		return true
+	})
+	if first.Before(time.Now().Add(time.Hour)) {
 		t.Fatalf("first sweep asked for orders due by %v; want every order", first)
 	}
-	if later := s.pendings[1]; later.After(time.Now().Add(-20 * time.Millisecond)) {
+	if later.After(time.Now().Add(-20 * time.Millisecond)) {
 		t.Fatalf("later sweep asked for orders due by %v; want only those overdue by the interval", later)
 	}
 }
