@@ -173,6 +173,11 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 				details = append(details, apierr.Field(f, msg))
 			}
 			e = apierr.New(c, apierr.ReasonInvalidArgument, msg, details...)
+		case codes.ResourceExhausted:
+			// Not a rate limit (a service's would carry an ErrorInfo) but
+			// grpc-go's message size limit: an answer too large to take,
+			// which is the system's fault, not the client's to retry.
+			return internalError()
 		case codes.Unavailable:
 			e = apierr.New(c, apierr.ReasonUnavailable, "service unavailable")
 		case codes.DeadlineExceeded:

@@ -118,6 +118,10 @@ func TestErrors(t *testing.T) {
 			httpStatus: 500, code: codes.Internal, reason: "INTERNAL", message: "internal error"},
 		{name: "unknown", method: "POST", path: "/v1/users", body: `{"email":"unknown@example.com","name":"A"}`,
 			httpStatus: 500, code: codes.Internal, reason: "INTERNAL", message: "internal error"},
+		// An answer over grpc-go's size limit is the system's fault, not
+		// a rate limit (429) for the client to wait out.
+		{name: "answer too large", method: "POST", path: "/v1/users", body: `{"email":"huge@example.com","name":"A"}`,
+			httpStatus: 500, code: codes.Internal, reason: "INTERNAL", message: "internal error"},
 
 		// Bad input caught by the gateway itself.
 		{name: "malformed JSON", method: "POST", path: "/v1/users", body: `{"email":`,

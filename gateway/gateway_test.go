@@ -96,6 +96,9 @@ func (f *fakeUsers) CreateUser(ctx context.Context, req *userv1.CreateUserReques
 		return nil, apierr.New(codes.AlreadyExists, "EMAIL_TAKEN", "email already in use", apierr.Field("email", "already in use"))
 	case "internal@example.com":
 		return nil, status.Error(codes.Internal, "insert failed on "+secret)
+	case "huge@example.com":
+		// An answer over grpc-go's 4 MiB receive limit.
+		return &userv1.CreateUserResponse{User: testUser(knownUserID, req.GetEmail(), strings.Repeat("n", 5<<20))}, nil
 	case "unknown@example.com":
 		return nil, errors.New("driver: bad connection to " + secret)
 	}
