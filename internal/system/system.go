@@ -397,9 +397,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	for i := len(s.services) - 1; i >= 0; i-- {
 		r := s.services[i]
-		// Long-lived streams (subscriptions) never end on their own; a
-		// service that has them ends them first, so the graceful stop does
-		// not wait out its whole bound.
+		// Long polls (the order service's waiting CreateOrder) never end
+		// on their own, and are unary calls, which the server's graceful
+		// stop waits for: a service that has them ends them first. (It
+		// ends streams, subscriptions and watches, itself.)
 		if d, ok := r.closer.(interface{ Drain() }); ok {
 			d.Drain()
 		}

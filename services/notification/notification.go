@@ -101,14 +101,6 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	notificationv1.RegisterNotificationServiceServer(r, s.handler)
 }
 
-// Drain ends every Subscribe stream with UNAVAILABLE so their clients
-// resubscribe elsewhere or later. Call it just before the gRPC server's
-// Shutdown: subscriptions never end by themselves, so a graceful drain
-// would otherwise wait its full timeout for them.
-func (s *Service) Drain() {
-	s.handler.Drain()
-}
-
 // Close stops the event consumer, waits for it (an event being handled is
 // finished or left for redelivery) and closes the database. Stop the gRPC
 // server first so no call is still using it.

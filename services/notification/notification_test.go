@@ -61,9 +61,7 @@ func start(t *testing.T, url string, bus *events.Bus) (notificationv1.Notificati
 	t.Cleanup(closeSvc) // after the server has drained, even if it never started
 	srv := servertest.NewServer(t, server.Config{Name: "notification", Logger: discard}, svc.Register)
 	stop := func() {
-		// Drain ends open subscriptions, so the graceful shutdown does
-		// not wait for them.
-		svc.Drain()
+		// The graceful shutdown ends open subscriptions (kit/server).
 		srv.Close()
 		closeSvc()
 	}

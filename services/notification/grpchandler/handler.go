@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -37,9 +36,6 @@ type Handler struct {
 	notificationv1.UnimplementedNotificationServiceServer
 	svc *domain.Service
 	log *slog.Logger
-
-	drainOnce sync.Once
-	draining  chan struct{} // closed by Drain
 }
 
 var _ notificationv1.NotificationServiceServer = (*Handler)(nil)
@@ -50,21 +46,7 @@ func New(svc *domain.Service, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{svc: svc, log: logger, draining: make(chan struct{})}
-}
-
-// ReasonShuttingDown is the ErrorInfo reason with which Drain ends
-// Subscribe streams (code UNAVAILABLE).
-const ReasonShuttingDown = apierr.ReasonShuttingDown
-
-// Drain ends every Subscribe stream, current and future, with UNAVAILABLE
-// (reason SHUTTING_DOWN), so clients subscribe again, to another instance
-// or after the restart, and get their unacknowledged notifications there.
-// Subscriptions never end by themselves, so a server draining gracefully
-// would otherwise wait its whole drain timeout for them. Unary calls are
-// unaffected. Drain is idempotent.
-func (h *Handler) Drain() {
-	h.drainOnce.Do(func() { close(h.draining) })
+	return &Handler{svc: svc, log: logger}
 }
 
 // ListNotifications returns one page of a user's notifications, oldest first.

@@ -45,6 +45,7 @@ type env struct {
 	handler *grpchandler.Handler
 	client  notificationv1.NotificationServiceClient
 	addr    string
+	srv     *servertest.Server
 	// sent counts notifications the server has handed to Subscribe
 	// streams, read at the transport.
 	sent *atomic.Int64
@@ -69,7 +70,7 @@ func start(t *testing.T, url string) env {
 			},
 		},
 	}, func(r grpc.ServiceRegistrar) { notificationv1.RegisterNotificationServiceServer(r, h) })
-	return env{svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(srv.Conn), addr: srv.Addr, sent: sent}
+	return env{svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(srv.Conn), addr: srv.Addr, srv: srv, sent: sent}
 }
 
 type countingStream struct {
@@ -373,7 +374,11 @@ func TestSubscribeEndFreesGoroutines(t *testing.T) {
 	}
 }
 
-func TestSubscribeDrain(t *testing.T) {
+// TestSubscribeEndsAtShutdown: subscriptions never end by themselves;
+// the server's graceful stop ends them (kit/server) with UNAVAILABLE
+// SHUTTING_DOWN and a retry delay, so clients subscribe again elsewhere,
+// instead of waiting out its drain timeout for them.
+func TestSubscribeEndsAtShutdown(t *testing.T) {
 	e := start(t, sqldbtest.URLs(t)["sqlite"])
 	user := newID()
 	id := record(t, e.svc, user).ID
@@ -381,22 +386,23 @@ func TestSubscribeDrain(t *testing.T) {
 	if n := s.next(t); n.GetId() != id {
 		t.Fatalf("got %s, want %s", n.GetId(), id)
 	}
-	e.handler.Drain()
-	e.handler.Drain() // idempotent
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		e.srv.Shutdown(ctx) // a drain timeout of 15 s: ctx ends first if it waits
+		close(stopped)
+	}()
 	err := <-s.err
-	if apierr.Code(err) != codes.Unavailable || apierr.Reason(err) != grpchandler.ReasonShuttingDown {
-		t.Fatalf("drained stream ended with %v, want UNAVAILABLE %s", err, grpchandler.ReasonShuttingDown)
+	if apierr.Code(err) != codes.Unavailable || apierr.Reason(err) != apierr.ReasonShuttingDown {
+		t.Fatalf("stream ended with %v at shutdown, want UNAVAILABLE %s", err, apierr.ReasonShuttingDown)
 	}
 	if d, ok := apierr.RetryDelay(err); !ok || d != server.ShutdownRetryAfter {
-		t.Errorf("retry delay %v, %v; want %v, as every stream kit/server ends", d, ok, server.ShutdownRetryAfter)
+		t.Errorf("retry delay %v, %v; want %v", d, ok, server.ShutdownRetryAfter)
 	}
-	// New subscriptions end the same way; unary calls still work.
-	s = subscribe(t, t.Context(), e.client, user, 0)
-	if err := <-s.err; apierr.Reason(err) != grpchandler.ReasonShuttingDown {
-		t.Fatalf("subscription after Drain ended with %v", err)
-	}
-	if _, err := e.client.ListNotifications(t.Context(), &notificationv1.ListNotificationsRequest{UserId: user}); err != nil {
-		t.Fatal(err)
+	<-stopped
+	if ctx.Err() != nil {
+		t.Error("Shutdown waited for the subscription")
 	}
 	waitFor(t, "every handler to return", func() bool { return e.svc.Watchers() == 0 })
 }

@@ -10,7 +10,6 @@ import (
 
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	"github.com/duetkit/duet/kit/apierr"
-	"github.com/duetkit/duet/kit/server"
 )
 
 // Subscription window sizes.
@@ -40,7 +39,9 @@ type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest,
 //
 // Two goroutines serve a session: this one, which alone sends, and a
 // receiver, which alone receives. Both end when the client cancels or
-// disconnects, and when Drain is called.
+// disconnects, and when the server shuts down (kit/server ends the stream
+// with UNAVAILABLE SHUTTING_DOWN, so the client subscribes again and gets
+// its unacknowledged notifications there).
 func (h *Handler) Subscribe(stream subscribeStream) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
@@ -112,8 +113,6 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		select {
 		case <-ctx.Done():
 			return h.streamError(ctx, ctx.Err())
-		case <-h.draining:
-			return errShuttingDown
 		case <-wake:
 			dirty = true
 		case id := <-acks:
@@ -129,10 +128,6 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		}
 	}
 }
-
-// errShuttingDown ends subscriptions at Drain, with the retry delay
-// kit/server gives every stream it ends at Shutdown.
-var errShuttingDown = apierr.Unavailable(ReasonShuttingDown, "the server is shutting down; subscribe again", server.ShutdownRetryAfter)
 
 var errFirstMessage = apierr.InvalidField("subscribe", "the first message of a Subscribe stream must be a subscription")
 
