@@ -2,13 +2,10 @@ package gateway
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 )
@@ -44,16 +41,8 @@ func (h heldUsers) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*us
 // that way.
 func TestShutdownDrainsHTTP2(t *testing.T) {
 	users := heldUsers{started: make(chan struct{}, 1), release: make(chan struct{})}
-	backend := startBackend(t, userv1.UserService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
-		userv1.RegisterUserServiceServer(r, users)
-	})
-	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
-	gw, err := New(t.Context(), Config{Users: backend.conn, Orders: none.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = gw.Server("")
+	ts.Config = quietGateway(t, users, nil).Server("")
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
 	defer ts.Close()

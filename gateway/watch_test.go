@@ -215,6 +215,29 @@ func (w endlessWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.Ser
 	return stream.Context().Err()
 }
 
+// quietGateway returns a Gateway that logs nowhere, over test backends
+// serving users and orders (nil: a backend serving nothing) and a payment
+// backend serving nothing.
+func quietGateway(t *testing.T, users userv1.UserServiceServer, orders orderv1.OrderServiceServer) *Gateway {
+	t.Helper()
+	userConn := startBackend(t, "", func(r grpc.ServiceRegistrar) {
+		if users != nil {
+			userv1.RegisterUserServiceServer(r, users)
+		}
+	}).conn
+	orderConn := startBackend(t, "", func(r grpc.ServiceRegistrar) {
+		if orders != nil {
+			orderv1.RegisterOrderServiceServer(r, orders)
+		}
+	}).conn
+	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
+	gw, err := New(t.Context(), Config{Users: userConn, Orders: orderConn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
 // TestShutdownEndsWatches: the server from Server ends an open watch when
 // its Shutdown starts, saying UNAVAILABLE SHUTTING_DOWN with a retry delay
 // (in a last line, or as a 503 when no line went before), instead of
@@ -227,14 +250,7 @@ func TestShutdownEndsWatches(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			watch := endlessWatch{silent: silent, started: make(chan struct{}, 1)}
-			orders := startBackend(t, orderv1.OrderService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
-				orderv1.RegisterOrderServiceServer(r, watch)
-			})
-			none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
-			gw, err := New(t.Context(), Config{Users: none.conn, Orders: orders.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			gw := quietGateway(t, nil, watch)
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -321,15 +337,7 @@ func TestShutdownEndsWatches(t *testing.T) {
 // at once as UNAVAILABLE SHUTTING_DOWN, a 503 with Retry-After, not
 // reported as cancelled by its client.
 func TestWatchAfterDrain(t *testing.T) {
-	watch := endlessWatch{started: make(chan struct{}, 1)}
-	orders := startBackend(t, orderv1.OrderService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
-		orderv1.RegisterOrderServiceServer(r, watch)
-	})
-	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
-	gw, err := New(t.Context(), Config{Users: none.conn, Orders: orders.conn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	gw := quietGateway(t, nil, endlessWatch{started: make(chan struct{}, 1)})
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
 	gw.Drain()
