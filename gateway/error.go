@@ -192,9 +192,7 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 		p = q
 	}
 	if c == codes.Unavailable && !hasRetryInfo(p) {
-		if a, err := anypb.New(&errdetails.RetryInfo{RetryDelay: durationpb.New(DefaultRetryAfter)}); err == nil {
-			p.Details = append(p.Details, a)
-		}
+		p.Details = append(p.Details, defaultRetryInfo)
 	}
 	if httpStatus == 0 {
 		httpStatus = runtime.HTTPStatusFromCode(c)
@@ -204,6 +202,16 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 	}
 	return apiError{status: p, httpStatus: httpStatus}
 }
+
+// defaultRetryInfo is the RetryInfo detail of DefaultRetryAfter, built
+// once: answers only read it.
+var defaultRetryInfo = func() *anypb.Any {
+	a, err := anypb.New(&errdetails.RetryInfo{RetryDelay: durationpb.New(DefaultRetryAfter)})
+	if err != nil {
+		panic(err) // a well-known message always marshals
+	}
+	return a
+}()
 
 // hasRetryInfo reports whether p carries a RetryInfo.
 func hasRetryInfo(p *spb.Status) bool {
