@@ -21,24 +21,57 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 )
 
+// MaxViolations bounds the field violations one error lists; the message
+// says how many more there were. A 4 MB request of two-byte list items can
+// break a per-item rule two million times, and naming every one would cost
+// the server gigabytes and the access log a line as long.
+const MaxViolations = 100
+
+// fullReportSize is the largest message (in encoded bytes) whose every
+// broken rule is looked for. A larger message that breaks a rule is
+// reported by its first violation only, found by protovalidate's fail-fast
+// mode, so the work spent on a bad request stays bounded by its size
+// rather than by the number of rules it breaks.
+const fullReportSize = 16 << 10
+
+// failFast is built once: a variadic argument built per call would cost an
+// allocation on every request.
+var failFast = []protovalidate.ValidationOption{protovalidate.WithFailFast()}
+
 // Check validates msg and returns nil, or an INVALID_ARGUMENT *apierr.Error
-// with one BadRequest field violation per broken rule.
+// with one BadRequest field violation per broken rule, at most
+// MaxViolations of them. For a message over 16 KiB only the first broken
+// rule found is reported.
 func Check(v protovalidate.Validator, msg proto.Message) error {
-	err := v.Validate(msg)
+	// A valid message costs one pass either way: fail-fast stops early
+	// only at a violation.
+	err := v.Validate(msg, failFast...)
 	if err == nil {
 		return nil
+	}
+	if proto.Size(msg) <= fullReportSize {
+		if full := v.Validate(msg); full != nil {
+			err = full
+		}
 	}
 	var verr *protovalidate.ValidationError
 	if !errors.As(err, &verr) {
 		// A rule that does not compile is our bug, not the caller's.
 		return apierr.Internal()
 	}
-	details := make([]apierr.Detail, 0, len(verr.Violations))
-	fields := make([]string, 0, len(verr.Violations))
-	for _, viol := range verr.Violations {
+	shown := verr.Violations
+	if len(shown) > MaxViolations {
+		shown = shown[:MaxViolations]
+	}
+	details := make([]apierr.Detail, 0, len(shown))
+	fields := make([]string, 0, len(shown)+1)
+	for _, viol := range shown {
 		field := protovalidate.FieldPathString(viol.Proto.GetField())
 		details = append(details, apierr.Field(field, viol.Proto.GetMessage()))
 		fields = append(fields, fmt.Sprintf("%s: %s", field, viol.Proto.GetMessage()))
+	}
+	if more := len(verr.Violations) - len(shown); more > 0 {
+		fields = append(fields, fmt.Sprintf("and %d more", more))
 	}
 	return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument,
 		"invalid request: "+strings.Join(fields, "; "), details...)

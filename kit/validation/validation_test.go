@@ -1,0 +1,64 @@
+package validation_test
+
+import (
+	"strings"
+	"testing"
+
+	"buf.build/go/protovalidate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/validation"
+)
+
+// TestCheckBounded: a request that breaks a per-item rule once per item
+// gets an error of bounded size, not one violation per item (100,002 of
+// them, and a message of megabytes, for a 200 KB request before the bound).
+func TestCheckBounded(t *testing.T) {
+	v, err := protovalidate.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	skus := func(n int) *inventoryv1.BatchGetProductsRequest {
+		return &inventoryv1.BatchGetProductsRequest{Skus: make([]string, n)}
+	}
+	tests := []struct {
+		name       string
+		msg        proto.Message
+		violations int    // field violations in the error
+		field      string // the first one's field
+		more       string // what the message says of those left out; "" for none
+	}{
+		{"small, two rules broken", &userv1.CreateUserRequest{Email: "x", Name: ""}, 2, "email", ""},
+		{"under 16 KiB, every item broken", skus(1000), validation.MaxViolations, "skus", "and 902 more"},
+		{"over 16 KiB, every item broken", skus(100_000), 1, "skus", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := validation.Check(v, tt.msg)
+			if apierr.Code(err) != codes.InvalidArgument || apierr.Reason(err) != apierr.ReasonInvalidArgument {
+				t.Fatalf("Check = %v, want INVALID_ARGUMENT", err)
+			}
+			fv := apierr.FieldViolations(err)
+			if len(fv) != tt.violations {
+				t.Fatalf("%d field violations, want %d", len(fv), tt.violations)
+			}
+			if fv[0].Field != tt.field {
+				t.Errorf("first violation names %q, want %q", fv[0].Field, tt.field)
+			}
+			msg := err.Error()
+			if len(msg) > 16<<10 {
+				t.Errorf("message of %d bytes", len(msg))
+			}
+			if tt.more != "" && !strings.HasSuffix(msg, "; "+tt.more) {
+				t.Errorf("message %q…%q does not end with %q", msg[:40], msg[len(msg)-40:], tt.more)
+			}
+			if tt.more == "" && strings.Contains(msg, "; and ") {
+				t.Errorf("message %q says more were left out", msg)
+			}
+		})
+	}
+}
