@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -144,19 +146,43 @@ func (s *drainStream) RecvMsg(m any) error {
 	if s.cutOff {
 		return errShuttingDown()
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.ServerStream.RecvMsg(m) }()
+	done := make(chan received, 1)
+	go func() {
+		// A panic in the receive (a codec, a stats handler) would end
+		// the process from here; it is raised again on the handler's
+		// goroutine, where the recovery interceptor turns it into
+		// INTERNAL as it would without this goroutine.
+		defer func() {
+			if p := recover(); p != nil {
+				done <- received{panicked: fmt.Sprintf("%v (in RecvMsg)\n%s", p, debug.Stack())}
+			}
+		}()
+		done <- received{err: s.ServerStream.RecvMsg(m)}
+	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.result()
 	case <-s.ctx.Done():
 		if errors.Is(context.Cause(s.ctx), errDraining) {
 			s.cutOff = true
 			return errShuttingDown()
 		}
 		// The client went away: grpc-go's receive fails as well.
-		return <-done
+		return (<-done).result()
 	}
+}
+
+// received is the outcome of a RecvMsg run on a goroutine of its own.
+type received struct {
+	err      error
+	panicked any // non-nil: the receive panicked with this
+}
+
+func (r received) result() error {
+	if r.panicked != nil {
+		panic(r.panicked)
+	}
+	return r.err
 }
 
 // errShuttingDown is the error with which Shutdown ends a stream.

@@ -1,11 +1,18 @@
 package server
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 )
 
 // TestLastWord: a health Watch ends at Shutdown only once its client has
@@ -47,4 +54,71 @@ func TestLastWord(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stuckUsers' GetUser ignores its context: it returns only once block is
+// closed.
+type stuckUsers struct {
+	userv1.UnimplementedUserServiceServer
+	started chan<- struct{}
+	block   <-chan struct{}
+}
+
+func (u stuckUsers) GetUser(context.Context, *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	u.started <- struct{}{}
+	<-u.block
+	return &userv1.GetUserResponse{}, nil
+}
+
+// TestShutdownOutlivedByHandler: a handler that ignores its context does
+// not hold Shutdown for ever once the drain timeout has passed and the
+// connections are cut; grpc-go's GracefulStop, which Shutdown waited for,
+// waits for every handler.
+func TestShutdownOutlivedByHandler(t *testing.T) {
+	defer func(d time.Duration) { stopWait = d }(stopWait)
+	stopWait = 50 * time.Millisecond
+
+	srv, err := New(Config{DrainTimeout: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, block := make(chan struct{}, 1), make(chan struct{})
+	userv1.RegisterUserServiceServer(srv, stuckUsers{started: started, block: block})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	called := make(chan error, 1)
+	go func() {
+		_, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"})
+		called <- err
+	}()
+	<-started
+	shut := make(chan struct{})
+	go func() {
+		srv.Shutdown(ctx)
+		close(shut)
+	}()
+	select {
+	case <-shut:
+	case <-ctx.Done():
+		t.Error("Shutdown still waiting for a handler that ignores its context")
+	}
+	close(block)
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if err := <-called; err == nil {
+		t.Error("call cut off by Shutdown succeeded")
+	}
+	<-shut
 }

@@ -10,6 +10,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/duetkit/duet/kit/apierr"
@@ -60,7 +62,16 @@ const (
 	// MaxStreamWorkers bounds Config.StreamWorkers: every worker is a
 	// goroutine started by New, and grpc-go counts them in a uint32.
 	MaxStreamWorkers = 1 << 16
+	// DefaultMaxConcurrentStreams is how many calls one client connection
+	// may have open at once (Config.MaxConcurrentStreams). grpc-go's own
+	// default is no limit, which also switches off its defence against
+	// HTTP/2 rapid reset; a client over the limit waits for a free slot.
+	DefaultMaxConcurrentStreams = 1000
 )
+
+// stopWait bounds how long Shutdown waits, after cutting every connection,
+// for handlers that ignore their context to return; a variable for tests.
+var stopWait = 5 * time.Second
 
 // Config tunes a Server. The zero value is valid and means "defaults".
 type Config struct {
@@ -74,9 +85,14 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Creds secures the listener; nil means plaintext (loopback and tests).
 	Creds credentials.TransportCredentials
-	// DefaultTimeout bounds unary calls that arrive without a deadline.
-	// Negative disables it.
+	// DefaultTimeout bounds unary calls that arrive without a deadline,
+	// from the moment their headers arrive, so a client that never sends
+	// the request message does not hold a handler either. Negative
+	// disables it.
 	DefaultTimeout time.Duration
+	// MaxConcurrentStreams bounds the calls one client connection may
+	// have open at once; zero means DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
 	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
 	MaxRecvMsgSize, MaxSendMsgSize int
 	// Keepalive sets the server's pings and connection ages; zero fields
@@ -131,6 +147,8 @@ type Server struct {
 	drain  time.Duration
 	// endStreams ends the long-lived streams (streamDrain).
 	endStreams context.CancelFunc
+	// deadlines gives unary calls without a deadline the default one.
+	deadlines *deadlines
 
 	mu       sync.Mutex
 	services []string
@@ -185,6 +203,7 @@ func New(cfg Config) (*Server, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
+	dl := &deadlines{timeout: timeout, unary: map[string]bool{healthpb.Health_Check_FullMethodName: true}}
 	// With an exporter the otelgrpc stats handler below records spans;
 	// without one, only the trace context is carried (kit/tracing).
 	carryTrace := !cfg.DisableTracing && !tracing.Exporting()
@@ -230,6 +249,10 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxSendMsgSize(orDefault(cfg.MaxSendMsgSize, DefaultMaxMsgSize)),
 		grpc.KeepaliveParams(ka),
 		grpc.KeepaliveEnforcementPolicy(policy),
+		grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)),
+	}
+	if timeout > 0 {
+		opts = append(opts, grpc.InTapHandle(dl.tap))
 	}
 	workers := cfg.StreamWorkers
 	if workers == 0 {
@@ -243,7 +266,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts = append(opts, cfg.Options...)
 
-	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams}
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams, deadlines: dl}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
@@ -267,6 +290,9 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	s.mu.Lock()
 	s.services = append(s.services, desc.ServiceName)
 	s.mu.Unlock()
+	for _, m := range desc.Methods {
+		s.deadlines.unary["/"+desc.ServiceName+"/"+m.MethodName] = true
+	}
 	s.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 }
 
@@ -305,7 +331,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // Shutdown drains the server: health turns NOT_SERVING so balancers stop
 // sending new calls, long-lived streams end (Config.FiniteStreams), other
 // in-flight calls may finish until ctx is done or the drain timeout
-// passes, and whatever is left is then cut off.
+// passes, and whatever is left is then cut off. A handler that ignores its
+// context can outlive Shutdown, which waits for such handlers at most 5 s
+// after cutting them off.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
 	s.endStreams()
@@ -324,7 +352,40 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.log.WarnContext(ctx, "drain timed out; stopping with calls in flight")
 	s.grpc.Stop()
-	<-done
+	// Stop closes every connection at once, but grpc-go still waits for
+	// the handlers to return, and one that ignores its context would
+	// hold Shutdown, and the process's exit, for ever.
+	wait := time.NewTimer(stopWait)
+	defer wait.Stop()
+	select {
+	case <-done:
+	case <-wait.C:
+		s.log.ErrorContext(ctx, "handlers still running after stop; leaving them", "waited", stopWait)
+	}
+}
+
+// deadlines gives the unary calls of registered services that arrive
+// without a deadline the server's default one, as soon as their headers
+// arrive (grpc.InTapHandle): a deadline set in an interceptor would start
+// only once the request message had come, and a client that sends
+// headers and nothing more would hold a handler goroutine for as long as
+// it keeps the connection open. Streams are left alone: they may rightly
+// last for ever. unary is written by RegisterService, which grpc-go
+// allows only before Serve, and read by the transports Serve starts.
+type deadlines struct {
+	timeout time.Duration
+	unary   map[string]bool
+}
+
+func (d *deadlines) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if _, ok := ctx.Deadline(); ok || !d.unary[info.FullMethodName] {
+		return ctx, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	// The stream's own cancel, called when the call ends, cancels ctx's
+	// parent, and with it ctx and its timer.
+	_ = cancel
+	return ctx, nil
 }
 
 // pushbackHeader is the trailer by which a gRPC server tells clients'
@@ -372,7 +433,9 @@ type unaryInner struct {
 
 func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	// A call that carries no deadline gets one, so a forgotten client
-	// timeout cannot pin server resources forever.
+	// timeout cannot pin server resources forever. The deadlines tap has
+	// given one already to the methods of services registered through
+	// RegisterService; this covers those registered on GRPC() directly.
 	if _, ok := ctx.Deadline(); !ok && in.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, in.timeout)
