@@ -181,24 +181,49 @@ func parseURL(rawURL string) (Dialect, string, string, error) {
 	if path == "" {
 		return "", "", "", fmt.Errorf("sqldb: no SQLite path in %q", rawURL)
 	}
+	if strings.Contains(path, "=") && strings.ContainsAny(path, " \t") {
+		// "host=db user=app dbname=app", a PostgreSQL key/value DSN,
+		// would otherwise open (and create) a SQLite file of that name:
+		// a service started on an empty database instead of an error.
+		return "", "", "", errors.New("sqldb: database URL looks like a PostgreSQL key/value DSN; use a postgres:// URL")
+	}
 	params, err := url.ParseQuery(query)
 	if err != nil {
 		return "", "", "", fmt.Errorf("sqldb: SQLite URL query: %w", err)
 	}
-	// The caller's own parameters win; these are the defaults.
-	setDefault := func(k, v string) {
-		if _, ok := params[k]; !ok {
-			params.Set(k, v)
+	// The caller's own parameters win; these are the defaults. A caller
+	// sets a PRAGMA through its key, the key's alias in modernc.org/sqlite,
+	// or a _pragma value, which the driver applies before the keys: a
+	// default key added beside a _pragma would silently override it.
+	setDefault := func(key, value, pragma string, alias string) {
+		if params.Has(key) || (alias != "" && params.Has(alias)) || pragmaGiven(params["_pragma"], pragma) {
+			return
 		}
+		params.Set(key, value)
 	}
-	setDefault("_busy_timeout", "5000")
-	setDefault("_journal_mode", "WAL")
-	setDefault("_foreign_keys", "1")
-	setDefault("_txlock", "immediate")
+	setDefault("_busy_timeout", "5000", "busy_timeout", "_timeout")
+	setDefault("_journal_mode", "WAL", "journal_mode", "_journal")
+	setDefault("_foreign_keys", "1", "foreign_keys", "_fk")
+	setDefault("_txlock", "immediate", "", "")
 	// NORMAL is durable across application crashes in WAL mode and much
 	// faster than FULL; only an OS crash can lose the last commits.
-	setDefault("_synchronous", "NORMAL")
+	setDefault("_synchronous", "NORMAL", "synchronous", "_sync")
 	return SQLite, "sqlite", path + "?" + params.Encode(), nil
+}
+
+// pragmaGiven reports whether one of the _pragma values of a SQLite DSN,
+// "name(value)" or "name=value", sets the PRAGMA name.
+func pragmaGiven(values []string, name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, v := range values {
+		rest, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(v)), name)
+		if ok && (rest == "" || strings.ContainsAny(rest[:1], "(= ")) {
+			return true
+		}
+	}
+	return false
 }
 
 // sqliteBusyWait bounds how long Open waits for another process that
@@ -312,9 +337,13 @@ func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 	}
 	// SQLite has no advisory lock, so two processes opening one file can
 	// both see a migration pending and race to apply it; the loser's
-	// transaction fails and rolls back whole. Each such failure means the
-	// other side committed a version, so retrying is bounded by the number
-	// of migrations, and a migration that is simply broken still fails.
+	// transaction fails and rolls back whole. Such a failure is retried
+	// only when the other side has since committed the version that
+	// failed (or the database was busy), so retrying is bounded by the
+	// number of migrations. Any other failure is returned as it is: a
+	// migration that is simply broken, and above all one run outside a
+	// transaction, which run again would repeat the statements that did
+	// succeed and report their second failure instead of the first.
 	attempts := 1
 	if db.Dialect == SQLite {
 		attempts += len(provider.ListSources())
@@ -324,13 +353,28 @@ func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 		if err == nil {
 			return nil
 		}
-		if i >= attempts || ctx.Err() != nil {
+		if i >= attempts || ctx.Err() != nil || !lostMigrationRace(ctx, provider, err) {
 			return fmt.Errorf("sqldb: migrate: %w", err)
 		}
 		if pending, perr := provider.HasPending(ctx); perr == nil && !pending {
 			return nil
 		}
 	}
+}
+
+// lostMigrationRace reports whether err, from goose's Up, is what losing a
+// race with another process applying the same migration looks like: the
+// database was busy, or the version that failed is applied now.
+func lostMigrationRace(ctx context.Context, provider *goose.Provider, err error) bool {
+	if isBusy(err) {
+		return true
+	}
+	var partial *goose.PartialError
+	if !errors.As(err, &partial) || partial.Failed == nil || partial.Failed.Source == nil {
+		return false
+	}
+	current, verr := provider.GetDBVersion(ctx)
+	return verr == nil && current >= partial.Failed.Source.Version
 }
 
 // postgresLocker returns an advisory-lock locker whose key is derived from the

@@ -116,6 +116,7 @@ func TestOpenURLs(t *testing.T) {
 		{name: "empty", url: "", wantErr: true},
 		{name: "unknown scheme", url: "mysql://root@localhost/db", wantErr: true},
 		{name: "no path", url: "sqlite:", wantErr: true},
+		{name: "PostgreSQL key/value DSN", url: "host=127.0.0.1 user=postgres dbname=test", wantErr: true},
 		{name: "bad sqlite param", url: "sqlite:" + filepath.Join(dir, "e.db") + "?_txlock=sometimes", wantErr: true},
 	}
 	for _, tt := range tests {
@@ -142,20 +143,36 @@ func TestOpenURLs(t *testing.T) {
 	}
 }
 
+// TestSQLitePragmas: Open's defaults, and the caller's own settings
+// winning over them however they are given (a _pragma value used to lose:
+// the driver applies those before the keys Open adds).
 func TestSQLitePragmas(t *testing.T) {
-	db := open(t, "sqlite:"+filepath.Join(t.TempDir(), "p.db"))
-	for pragma, want := range map[string]string{
-		"journal_mode": "wal",
-		"foreign_keys": "1",
-		"busy_timeout": "5000",
-	} {
-		var got string
-		if err := db.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
-			t.Fatalf("PRAGMA %s: %v", pragma, err)
-		}
-		if got != want {
-			t.Errorf("PRAGMA %s = %q, want %q", pragma, got, want)
-		}
+	tests := []struct {
+		name  string
+		query string
+		want  map[string]string
+	}{
+		{"defaults", "", map[string]string{"journal_mode": "wal", "foreign_keys": "1", "busy_timeout": "5000", "synchronous": "1"}},
+		{"keys", "?_journal_mode=DELETE&_foreign_keys=0&_busy_timeout=100&_synchronous=FULL",
+			map[string]string{"journal_mode": "delete", "foreign_keys": "0", "busy_timeout": "100", "synchronous": "2"}},
+		{"aliases", "?_journal=DELETE&_fk=0&_timeout=100&_sync=FULL",
+			map[string]string{"journal_mode": "delete", "foreign_keys": "0", "busy_timeout": "100", "synchronous": "2"}},
+		{"pragmas", "?_pragma=journal_mode(DELETE)&_pragma=Foreign_Keys%3D0&_pragma=busy_timeout(100)&_pragma=synchronous(FULL)",
+			map[string]string{"journal_mode": "delete", "foreign_keys": "0", "busy_timeout": "100", "synchronous": "2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := open(t, "sqlite:"+filepath.Join(t.TempDir(), "p.db")+tt.query)
+			for pragma, want := range tt.want {
+				var got string
+				if err := db.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
+					t.Fatalf("PRAGMA %s: %v", pragma, err)
+				}
+				if got != want {
+					t.Errorf("PRAGMA %s = %q, want %q", pragma, got, want)
+				}
+			}
+		})
 	}
 }
 
@@ -166,6 +183,35 @@ func TestOpenBadMigration(t *testing.T) {
 		if err == nil {
 			_ = db.Close()
 			t.Fatal("Open with a broken migration succeeded")
+		}
+	})
+}
+
+// TestOpenBrokenMigrationRunsOnce: a migration outside a transaction that
+// fails half-way is not run again (SQLite's retry of a lost migration race
+// used to repeat it for every migration in the set, applying its first
+// statement three times here).
+func TestOpenBrokenMigrationRunsOnce(t *testing.T) {
+	files := fstestFS{
+		"00001_t.sql":    "-- +goose Up\nCREATE TABLE t (v INTEGER);\n",
+		"00002_fill.sql": "-- +goose NO TRANSACTION\n-- +goose Up\nINSERT INTO t VALUES (1);\nINSERT INTO nowhere VALUES (1);\n",
+	}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db, err := sqldb.Open(t.Context(), url, files.FS())
+		if err == nil {
+			_ = db.Close()
+			t.Fatal("Open with a broken migration succeeded")
+		}
+		if !strings.Contains(err.Error(), "nowhere") {
+			t.Errorf("Open: %v; want the failing statement's error", err)
+		}
+		db, err = sqldb.Open(t.Context(), url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if n := count(t, db, "t"); n != 1 {
+			t.Errorf("the broken migration's first statement ran %d times, want once", n)
 		}
 	})
 }
