@@ -87,7 +87,9 @@ func Decode(tok, scope string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: too long", ErrInvalid)
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(tok)
-	if err != nil {
+	// Go's decoder skips CR and LF even in strict mode, which would give
+	// one cursor many tokens.
+	if err != nil || strings.ContainsAny(tok, "\r\n") {
 		return Cursor{}, fmt.Errorf("%w: not base64url", ErrInvalid)
 	}
 	c, err := decode(raw)

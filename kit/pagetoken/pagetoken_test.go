@@ -77,6 +77,9 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "too long", tok: strings.Repeat("A", pagetoken.MaxLen+1), scope: "users"},
 		{name: "truncated", tok: valid[:len(valid)-3], scope: "users"},
 		{name: "extended", tok: valid + "AA", scope: "users"},
+		// base64's decoder skips line breaks, even in strict mode.
+		{name: "line feed inside", tok: valid[:5] + "\n" + valid[5:], scope: "users"},
+		{name: "carriage return at the end", tok: valid + "\r", scope: "users"},
 		{name: "flipped id byte", tok: mutate(func(b []byte) []byte { b[len(b)-6] ^= 1; return b }), scope: "users"},
 		{name: "flipped time byte", tok: mutate(func(b []byte) []byte { b[8] ^= 0x10; return b }), scope: "users"},
 		{name: "flipped checksum", tok: mutate(func(b []byte) []byte { b[len(b)-1] ^= 0xff; return b }), scope: "users"},
@@ -116,6 +119,7 @@ func TestEncodePanicsOnOversizedFields(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(pagetoken.Encode(pagetoken.Cursor{Scope: "users", Time: time.UnixMicro(5), ID: "a"}), "users")
 	f.Add("AQ", "users")
+	f.Add("AQ\nAA", "users")
 	f.Fuzz(func(t *testing.T, tok, scope string) {
 		c, err := pagetoken.Decode(tok, scope)
 		if err != nil {
