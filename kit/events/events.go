@@ -12,7 +12,9 @@
 //   - Consumer side, an inbox: Consume runs a durable pull consumer that
 //     acks what its handler accepted and redelivers what it did not; a
 //     handler that calls Once in its own transaction applies each event
-//     once however often it is delivered.
+//     once however often it is delivered. StartInboxPurge keeps the inbox
+//     to the ids JetStream could still deliver (DefaultInboxRetention),
+//     as the relay keeps the outbox to a day of published rows.
 //
 // NATS itself runs embedded (StartServer: nats-server in process, JetStream
 // files under a directory) or is an external server or cluster (Connect).

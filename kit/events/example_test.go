@@ -78,7 +78,10 @@ func Example() {
 	relay.Notify()
 
 	// Consumer: the effect and the inbox record commit together, so a
-	// redelivery is skipped.
+	// redelivery is skipped. The purge forgets inbox records once
+	// JetStream can no longer deliver their events (8 days by default).
+	stopPurge := events.StartInboxPurge(ctx, db, events.InboxConfig{})
+	defer stopPurge()
 	got := make(chan string, 1)
 	consumeCtx, stopConsumer := context.WithCancel(ctx)
 	consumeDone := make(chan error, 1)

@@ -55,6 +55,8 @@ type Service struct {
 
 	stop     context.CancelFunc
 	consumed chan struct{} // closed when the consumer has returned
+	// stopPurge ends the inbox purge; nil without a consumer.
+	stopPurge func()
 }
 
 // Open connects to the database, applies pending migrations, builds the
@@ -85,6 +87,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return s, nil
 	}
 	c := consumer.New(svc, cfg.Bus, logger)
+	// The inbox gains a row per event consumed; without a purge it
+	// would remember every event ever seen.
+	s.stopPurge = events.StartInboxPurge(ctx, db, events.InboxConfig{Logger: logger})
 	go func() {
 		defer close(s.consumed)
 		if err := c.Run(runCtx); err != nil {
@@ -101,11 +106,15 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	notificationv1.RegisterNotificationServiceServer(r, s.handler)
 }
 
-// Close stops the event consumer, waits for it (an event being handled is
-// finished or left for redelivery) and closes the database. Stop the gRPC
+// Close stops the event consumer and the inbox purge, waits for them (an
+// event being handled is finished or left for redelivery) and closes the
+// database. Stop the gRPC
 // server first so no call is still using it.
 func (s *Service) Close() error {
 	s.stop()
 	<-s.consumed
+	if s.stopPurge != nil {
+		s.stopPurge()
+	}
 	return s.db.Close()
 }
