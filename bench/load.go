@@ -11,10 +11,13 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// Latencies are recorded in nanoseconds from 1 µs to 60 s with three
-// significant digits.
+// Latencies are recorded in nanoseconds up to 60 s with three significant
+// digits. The lowest discernible value must be 1 ns for that to hold from
+// the bottom: HdrHistogram's finest step is the power of two below it, and
+// 1 µs made every step under a millisecond 512 ns wide (a 27 µs p50 read
+// up to 2 % high).
 const (
-	histMin = int64(time.Microsecond)
+	histMin = int64(1)
 	histMax = int64(60 * time.Second)
 	histSig = 3
 )
