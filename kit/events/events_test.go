@@ -267,22 +267,26 @@ func pendingRows(t *testing.T, db *sqldb.DB) int {
 	return n
 }
 
+// onceInTx runs Once for consumer and id in a transaction of its own.
+func onceInTx(t *testing.T, ctx context.Context, db *sqldb.DB, consumer, id string) bool {
+	t.Helper()
+	var first bool
+	if err := db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		first, err = events.Once(ctx, tx, db.Dialect, consumer, id)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return first
+}
+
 func TestOnce(t *testing.T) {
 	for name, url := range sqldbtest.URLs(t) {
 		t.Run(name, func(t *testing.T) {
 			db := openDB(t, url)
 			ctx := t.Context()
-			once := func(consumer, id string) bool {
-				var first bool
-				if err := db.InTx(ctx, func(tx *sql.Tx) error {
-					var err error
-					first, err = events.Once(ctx, tx, db.Dialect, consumer, id)
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-				return first
-			}
+			once := func(consumer, id string) bool { return onceInTx(t, ctx, db, consumer, id) }
 			steps := []struct {
 				consumer, id string
 				want         bool

@@ -19,18 +19,7 @@ func TestInboxPurge(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, url string) {
 		db := openDB(t, url)
 		ctx := t.Context()
-		once := func(consumer, id string) bool {
-			t.Helper()
-			var first bool
-			if err := db.InTx(ctx, func(tx *sql.Tx) error {
-				var err error
-				first, err = events.Once(ctx, tx, db.Dialect, consumer, id)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			return first
-		}
+		once := func(consumer, id string) bool { return onceInTx(t, ctx, db, consumer, id) }
 		old := events.PurgeChunk + 5
 		if err := db.InTx(ctx, func(tx *sql.Tx) error {
 			for i := range old {
@@ -98,4 +87,3 @@ func TestPurgeInboxChunk(t *testing.T) {
 		}
 	})
 }
-
