@@ -60,21 +60,23 @@ func TestDeadlineFromHeaders(t *testing.T) {
 	}
 }
 
-// TestMaxConcurrentStreamsAdvertised: the server tells every client how
-// many calls one connection may have open (grpc-go's default is no limit,
-// not advertised, which leaves its rapid-reset defence off).
-func TestMaxConcurrentStreamsAdvertised(t *testing.T) {
+// TestLimitsAdvertised: the server tells every client how many calls one
+// connection may have open and how much metadata a call may carry.
+// grpc-go's defaults are no limit on calls, not advertised, which leaves
+// its rapid-reset defence off, and 16 MiB of metadata, which HPACK lets a
+// client send in a few kilobytes.
+func TestLimitsAdvertised(t *testing.T) {
 	tests := []struct {
-		name string
-		cfg  uint32
-		want uint32
+		name                string
+		cfg                 server.Config
+		streams, headerList uint32
 	}{
-		{"default", 0, server.DefaultMaxConcurrentStreams},
-		{"configured", 7, 7},
+		{"default", server.Config{}, server.DefaultMaxConcurrentStreams, server.DefaultMaxHeaderListSize},
+		{"configured", server.Config{MaxConcurrentStreams: 7, MaxHeaderListSize: 8 << 10}, 7, 8 << 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := servertest.NewServer(t, server.Config{MaxConcurrentStreams: tt.cfg}, (&users{}).register)
+			srv := servertest.NewServer(t, tt.cfg, (&users{}).register)
 			c, err := net.Dial("tcp", srv.Addr)
 			if err != nil {
 				t.Fatal(err)
@@ -97,9 +99,13 @@ func TestMaxConcurrentStreamsAdvertised(t *testing.T) {
 				if !ok || sf.IsAck() {
 					continue
 				}
-				got, ok := sf.Value(http2.SettingMaxConcurrentStreams)
-				if !ok || got != tt.want {
-					t.Fatalf("SETTINGS_MAX_CONCURRENT_STREAMS = %d (sent: %v), want %d", got, ok, tt.want)
+				for id, want := range map[http2.SettingID]uint32{
+					http2.SettingMaxConcurrentStreams: tt.streams,
+					http2.SettingMaxHeaderListSize:    tt.headerList,
+				} {
+					if got, ok := sf.Value(id); !ok || got != want {
+						t.Errorf("%v = %d (sent: %v), want %d", id, got, ok, want)
+					}
 				}
 				return
 			}

@@ -65,8 +65,19 @@ const (
 	// DefaultMaxConcurrentStreams is how many calls one client connection
 	// may have open at once (Config.MaxConcurrentStreams). grpc-go's own
 	// default is no limit, which also switches off its defence against
-	// HTTP/2 rapid reset; a client over the limit waits for a free slot.
-	DefaultMaxConcurrentStreams = 1000
+	// HTTP/2 rapid reset (handlers started per connection are bounded by
+	// this). A client over the limit waits for a free slot, so it is set
+	// well above what one connection needs: the REST gateway carries every
+	// client's calls to a service, long-lived watches and waiting order
+	// creations included, over one connection, and 1,000 such calls would
+	// have made every other call through it wait.
+	DefaultMaxConcurrentStreams = 10_000
+	// DefaultMaxHeaderListSize bounds the metadata of one call, in HTTP/2's
+	// header list size (names and values, plus 32 bytes a field). grpc-go's
+	// default of 16 MiB let a few kilobytes of HPACK-compressed headers,
+	// one large value referenced again and again, hold megabytes per call.
+	// 64 KiB matches the REST gateway's bound on request headers.
+	DefaultMaxHeaderListSize = 64 << 10
 )
 
 // stopWait bounds how long Shutdown waits, after cutting every connection,
@@ -93,6 +104,9 @@ type Config struct {
 	// MaxConcurrentStreams bounds the calls one client connection may
 	// have open at once; zero means DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds one call's metadata in bytes (HTTP/2
+	// SETTINGS_MAX_HEADER_LIST_SIZE); zero means DefaultMaxHeaderListSize.
+	MaxHeaderListSize uint32
 	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
 	MaxRecvMsgSize, MaxSendMsgSize int
 	// Keepalive sets the server's pings and connection ages; zero fields
@@ -250,6 +264,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.KeepaliveParams(ka),
 		grpc.KeepaliveEnforcementPolicy(policy),
 		grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)),
+		grpc.MaxHeaderListSize(cmp.Or(cfg.MaxHeaderListSize, DefaultMaxHeaderListSize)),
 	}
 	if timeout > 0 {
 		opts = append(opts, grpc.InTapHandle(dl.tap))
