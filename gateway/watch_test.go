@@ -217,8 +217,8 @@ func (w endlessWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.Ser
 
 // quietGateway returns a Gateway that logs nowhere, over test backends
 // serving users and orders (nil: a backend serving nothing) and a payment
-// backend serving nothing.
-func quietGateway(t *testing.T, users userv1.UserServiceServer, orders orderv1.OrderServiceServer) *Gateway {
+// backend serving nothing, its Config changed by adjust.
+func quietGateway(t *testing.T, users userv1.UserServiceServer, orders orderv1.OrderServiceServer, adjust ...func(*Config)) *Gateway {
 	t.Helper()
 	userConn := startBackend(t, "", func(r grpc.ServiceRegistrar) {
 		if users != nil {
@@ -231,7 +231,11 @@ func quietGateway(t *testing.T, users userv1.UserServiceServer, orders orderv1.O
 		}
 	}).conn
 	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
-	gw, err := New(t.Context(), Config{Users: userConn, Orders: orderConn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{Users: userConn, Orders: orderConn, Payments: none.conn, Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	gw, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,5 +354,52 @@ func TestWatchAfterDrain(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), apierr.ReasonShuttingDown) {
 		t.Errorf("watch after Drain: HTTP %d, Retry-After %q, %s; want 503, 1, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body, apierr.ReasonShuttingDown)
+	}
+}
+
+// floodingWatch streams large states of an order as fast as it can send
+// them, and closes ended when its stream ends.
+type floodingWatch struct {
+	orderv1.UnimplementedOrderServiceServer
+	ended chan struct{}
+}
+
+func (w floodingWatch) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	defer close(w.ended)
+	order := &orderv1.Order{Id: req.GetId()}
+	for range 1000 {
+		order.Items = append(order.Items, &orderv1.LineItem{Sku: strings.Repeat("S", 64), Quantity: 1})
+	}
+	for {
+		if err := stream.Send(&orderv1.WatchOrderResponse{Order: order}); err != nil {
+			return err
+		}
+	}
+}
+
+// TestWatchClientNotReading: a watch whose client stops reading ends once
+// a line has waited WriteTimeout to go out, and its backend stream with
+// it; without a write deadline it lasted as long as the client's kernel
+// kept the connection open.
+func TestWatchClientNotReading(t *testing.T) {
+	orders := floodingWatch{ended: make(chan struct{})}
+	gw := quietGateway(t, nil, orders, func(c *Config) { c.WriteTimeout = 200 * time.Millisecond })
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /v1/orders/0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11:watch HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-orders.ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the watch of a client that reads nothing is still streaming")
 	}
 }
