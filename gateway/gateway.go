@@ -78,8 +78,12 @@ const (
 	// its next request.
 	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultMaxHeaderBytes bounds request headers; room for a bearer token
-	// and tracing headers, far less than net/http's 1 MiB.
-	DefaultMaxHeaderBytes = 64 << 10
+	// and tracing headers, far less than net/http's 1 MiB, and well under
+	// what kit/server lets a call's metadata be (64 KiB, counting 32 bytes
+	// a field): headers the gateway took must not make the backend refuse
+	// the call, which the client would see as a 500. net/http reads 4 KiB
+	// more than this before it answers 431.
+	DefaultMaxHeaderBytes = 32 << 10
 )
 
 // Config configures a Gateway. Users, Orders and Payments are required;
@@ -490,7 +494,9 @@ func (w *responseRecorder) Flush() {
 }
 
 // watchWriter gives every write of a watch, and every flush, its own
-// deadline, window from when it starts.
+// deadline, window from when it starts, and clears it once the write is
+// done: HTTP/2's server resets a stream when its write deadline passes,
+// writing or not, and a watch may rightly be silent for longer.
 type watchWriter struct {
 	*responseRecorder
 	rc     *http.ResponseController
@@ -499,11 +505,13 @@ type watchWriter struct {
 
 func (w watchWriter) Write(b []byte) (int, error) {
 	_ = w.rc.SetWriteDeadline(time.Now().Add(w.window))
+	defer w.rc.SetWriteDeadline(time.Time{})
 	return w.responseRecorder.Write(b)
 }
 
 func (w watchWriter) Flush() {
 	_ = w.rc.SetWriteDeadline(time.Now().Add(w.window))
+	defer w.rc.SetWriteDeadline(time.Time{})
 	w.responseRecorder.Flush()
 }
 

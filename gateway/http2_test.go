@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +85,35 @@ func TestShutdownDrainsHTTP2(t *testing.T) {
 	}
 	if err := <-shutdown; err != nil {
 		t.Errorf("Shutdown = %v", err)
+	}
+}
+
+// TestWatchSilentOverHTTP2: over HTTP/2 a watch may be silent for longer
+// than WriteTimeout between two lines. Go's HTTP/2 server resets a stream
+// when its write deadline passes whether or not it is writing, so the
+// deadline each line gets must be cleared once the line is out.
+func TestWatchSilentOverHTTP2(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = quietGateway(t, nil, watchingOrders{pause: 600 * time.Millisecond}, func(c *Config) { c.WriteTimeout = 200 * time.Millisecond }).Server("")
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/v1/orders/"+knownUserID+":watch", nil)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("watch over HTTP/2: HTTP/%d %d", resp.ProtoMajor, resp.StatusCode)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("watch cut off after %q: %v", body, err)
+	}
+	if n := strings.Count(string(body), "\n"); n != 3 {
+		t.Errorf("watch sent %d lines, want 3: %q", n, body)
 	}
 }

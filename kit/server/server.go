@@ -76,7 +76,8 @@ const (
 	// header list size (names and values, plus 32 bytes a field). grpc-go's
 	// default of 16 MiB let a few kilobytes of HPACK-compressed headers,
 	// one large value referenced again and again, hold megabytes per call.
-	// 64 KiB matches the REST gateway's bound on request headers.
+	// 64 KiB leaves room for the REST gateway's bound on the headers it
+	// forwards (32 KiB).
 	DefaultMaxHeaderListSize = 64 << 10
 )
 

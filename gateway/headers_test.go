@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
+)
+
+// TestLargeHeadersToKitBackends: headers the gateway takes reach a
+// kit/server backend, whose metadata bound is 64 KiB; larger ones get 431
+// at the gateway. With the gateway taking 64 KiB of headers (and 4 KiB
+// more, as net/http does), a 66 KB one passed the gateway and was refused
+// by the backend's client transport: a 500 for the client's mistake.
+func TestLargeHeadersToKitBackends(t *testing.T) {
+	quiet := slog.New(slog.DiscardHandler)
+	users := servertest.NewServer(t, server.Config{Logger: quiet}, func(r grpc.ServiceRegistrar) {
+		userv1.RegisterUserServiceServer(r, heldUsers{})
+	})
+	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
+	gw, err := New(t.Context(), Config{Users: users.Conn, Orders: none.conn, Payments: none.conn, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = gw.Server("")
+	ts.Start()
+	defer ts.Close()
+	tests := []struct {
+		name, header string
+		size         int
+		want         int
+	}{
+		{"30 KB bearer token", "Authorization", 30_000, http.StatusOK},
+		{"30 KB of metadata", "Grpc-Metadata-Blob", 30_000, http.StatusOK},
+		{"66 KB of metadata", "Grpc-Metadata-Blob", 66_000, http.StatusRequestHeaderFieldsTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/v1/users/"+knownUserID, nil)
+			req.Header.Set(tt.header, "Bearer "+strings.Repeat("x", tt.size))
+			resp, err := ts.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("HTTP %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
