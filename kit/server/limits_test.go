@@ -46,7 +46,7 @@ func TestDeadlineFromHeaders(t *testing.T) {
 	defer cancel()
 	bound := time.AfterFunc(10*time.Second, cancel)
 	defer bound.Stop()
-	for _, method := range []string{userv1.UserService_GetUser_FullMethodName, healthpb.Health_Check_FullMethodName} {
+	for _, method := range []string{userv1.UserService_GetUser_FullMethodName, healthpb.Health_Check_FullMethodName, healthpb.Health_List_FullMethodName} {
 		// A stream on a unary method sends its headers at once and its
 		// message only on SendMsg, which never comes.
 		cs, err := raw.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method)

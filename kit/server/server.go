@@ -148,7 +148,10 @@ type Config struct {
 	// closest to the handler.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
-	// Options are appended to the grpc.ServerOptions the server is built with.
+	// Options are appended to the grpc.ServerOptions the server is built
+	// with. grpc.InTapHandle is not among them: the server sets its own
+	// (DefaultTimeout), unless DefaultTimeout is negative, and grpc-go
+	// panics at a second.
 	Options []grpc.ServerOption
 }
 
@@ -218,7 +221,7 @@ func New(cfg Config) (*Server, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	dl := &deadlines{timeout: timeout, unary: map[string]bool{healthpb.Health_Check_FullMethodName: true}}
+	dl := &deadlines{timeout: timeout}
 	// With an exporter the otelgrpc stats handler below records spans;
 	// without one, only the trace context is carried (kit/tracing).
 	carryTrace := !cfg.DisableTracing && !tracing.Exporting()
@@ -306,9 +309,6 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	s.mu.Lock()
 	s.services = append(s.services, desc.ServiceName)
 	s.mu.Unlock()
-	for _, m := range desc.Methods {
-		s.deadlines.unary["/"+desc.ServiceName+"/"+m.MethodName] = true
-	}
 	s.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 }
 
@@ -336,6 +336,7 @@ func (s *Server) SetServing(serving bool) {
 // Serve marks the server SERVING and accepts connections on lis until
 // Shutdown. It returns nil after a Shutdown.
 func (s *Server) Serve(lis net.Listener) error {
+	s.deadlines.learn(s.grpc)
 	s.SetServing(true)
 	err := s.grpc.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
@@ -380,17 +381,33 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 }
 
-// deadlines gives the unary calls of registered services that arrive
-// without a deadline the server's default one, as soon as their headers
-// arrive (grpc.InTapHandle): a deadline set in an interceptor would start
-// only once the request message had come, and a client that sends
-// headers and nothing more would hold a handler goroutine for as long as
-// it keeps the connection open. Streams are left alone: they may rightly
-// last for ever. unary is written by RegisterService, which grpc-go
-// allows only before Serve, and read by the transports Serve starts.
+// deadlines gives the unary calls that arrive without a deadline the
+// server's default one, as soon as their headers arrive
+// (grpc.InTapHandle): a deadline set in an interceptor would start only
+// once the request message had come, and a client that sends headers and
+// nothing more would hold a handler goroutine for as long as it keeps the
+// connection open. Streams are left alone: they may rightly last for ever.
+// unary is filled once, by the first Serve, from every service registered
+// (grpc-go refuses registrations after Serve), before any transport reads
+// it.
 type deadlines struct {
 	timeout time.Duration
+	once    sync.Once
 	unary   map[string]bool
+}
+
+// learn records the unary methods of every service registered on srv.
+func (d *deadlines) learn(srv *grpc.Server) {
+	d.once.Do(func() {
+		d.unary = make(map[string]bool)
+		for name, info := range srv.GetServiceInfo() {
+			for _, m := range info.Methods {
+				if !m.IsClientStream && !m.IsServerStream {
+					d.unary["/"+name+"/"+m.Name] = true
+				}
+			}
+		}
+	})
 }
 
 func (d *deadlines) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
