@@ -18,9 +18,10 @@ const DefaultInboxRetention = DefaultMaxAge + 24*time.Hour
 // InboxConfig configures StartInboxPurge; zero values take defaults.
 type InboxConfig struct {
 	// Retention is how long events_inbox remembers that a consumer
-	// processed an event; default DefaultInboxRetention. Keep it longer
-	// than the stream keeps events (BusConfig.MaxAge): an event delivered
-	// again after its row is gone has its effect again.
+	// processed an event; default DefaultInboxRetention, negative for
+	// ever. Keep it longer than the stream keeps events (BusConfig.MaxAge,
+	// whose default the default follows): an event delivered again after
+	// its row is gone has its effect again.
 	Retention time.Duration
 	// PurgeInterval is how often rows older than Retention are deleted;
 	// default DefaultPurgeInterval. Each statement deletes at most
