@@ -134,6 +134,7 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 			return nil, sum, err
 		}
 		sum.HalfP50us, sum.HalfP99us = cell.Summary.P50us, cell.Summary.P99us
+		sum.HalfSends, sum.HalfErrors = cell.Summary.Requests+cell.Summary.Errors, cell.Summary.Errors
 		return []*Cell{cell}, sum, nil
 	}
 	for _, conc := range cfg.OrderRamp {
@@ -147,17 +148,21 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 	// maximum of single runs, reported from the run that won, is biased
 	// upwards by the noise between steps. The two best steps are measured
 	// again and the figure comes from those runs alone.
+	// The candidates take turns, so that neither has all its runs on the
+	// smaller database.
 	candidates := topSteps(cells, 2)
-	for _, c := range candidates {
-		fresh := make([]Rep, 0, cfg.Reps)
-		for range cfg.Reps {
+	fresh := make([][]Rep, len(candidates))
+	for range cfg.Reps {
+		for i, c := range candidates {
 			again, err := ramp(c.Conc)
 			if err != nil {
 				return nil, sum, err
 			}
-			fresh = append(fresh, again.Reps[0])
+			fresh[i] = append(fresh[i], again.Reps[0])
 		}
-		c.Reps = fresh
+	}
+	for i, c := range candidates {
+		c.Reps = fresh[i]
 	}
 	for _, c := range cells {
 		c.summarize()

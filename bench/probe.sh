@@ -80,8 +80,9 @@ for round in 1 2; do
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   # Only 2xx answers count, on both sides: wrk's rate and count include
   # the others, which would make the gateway look faster and cheaper.
-  ok=$(( ${n:-0} - ${non2xx:-0} ))
-  gw_rps=$(python3 -c "print(round($gw_rps * $ok / $n, 2) if $n else 0)")
+  n=${n:-0}
+  ok=$(( n - ${non2xx:-0} ))
+  gw_rps=$(python3 -c "print(round(${gw_rps:-0} * $ok / $n, 2) if $n else 0)")
   echo "  wrk -> gateway GetUser         ${gw_rps} req/s (2xx), duet $(per_request "$c0" "$c1" "$ok") µs CPU/request${non2xx:+, non-2xx $non2xx}${sockerr:+, socket errors: $sockerr}"
 
   c0=$(cpu)
