@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -50,7 +51,20 @@ const (
 	// ReasonImportTooLarge: RESOURCE_EXHAUSTED from ImportStock when the
 	// stream sends more records than one import takes; nothing is applied.
 	ReasonImportTooLarge = "IMPORT_TOO_LARGE"
+	// ReasonImportsBusy: RESOURCE_EXHAUSTED from ImportStock when
+	// MaxConcurrentImports imports are running already; RetryInfo says
+	// when to try again. Nothing was applied.
+	ReasonImportsBusy = "IMPORTS_BUSY"
 )
+
+// MaxConcurrentImports bounds the stock imports running at once. Each
+// keeps up to 100,000 records in memory until its client closes the
+// stream, and a client may take its time doing so: without a bound, a few
+// clients could hold gigabytes.
+const MaxConcurrentImports = 4
+
+// importsBusyRetry is the RetryInfo delay of IMPORTS_BUSY.
+const importsBusyRetry = 5 * time.Second
 
 // listScope is the page-token scope of ListProducts.
 const listScope = "products"
@@ -61,6 +75,8 @@ type Handler struct {
 	inventoryv1.UnimplementedInventoryServiceServer
 	inv *domain.Service
 	log *slog.Logger
+	// imports holds a token for each import running (MaxConcurrentImports).
+	imports chan struct{}
 }
 
 var _ inventoryv1.InventoryServiceServer = (*Handler)(nil)
@@ -71,7 +87,7 @@ func New(inv *domain.Service, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{inv: inv, log: logger}
+	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports)}
 }
 
 // CreateProduct adds a product.
@@ -166,7 +182,8 @@ func (h *Handler) ReleaseStock(ctx context.Context, req *inventoryv1.ReleaseStoc
 }
 
 // ImportStock buffers the streamed records and applies them in one
-// transaction when the client closes its side of the stream. A stream that
+// transaction when the client closes its side of the stream. At most
+// MaxConcurrentImports run at once; one more is refused at once. A stream that
 // ends any other way (the client cancels, the deadline passes, the
 // connection drops, too many records) applies nothing.
 //
@@ -176,6 +193,14 @@ func (h *Handler) ReleaseStock(ctx context.Context, req *inventoryv1.ReleaseStoc
 // decoded, and the import goes on.
 func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
 	ctx := stream.Context()
+	select {
+	case h.imports <- struct{}{}:
+		defer func() { <-h.imports }()
+	default:
+		return apierr.New(codes.ResourceExhausted, ReasonImportsBusy,
+			fmt.Sprintf("%d stock imports are running; nothing was applied: try again when one has finished", MaxConcurrentImports),
+			apierr.RetryAfter(importsBusyRetry))
+	}
 	imp := h.inv.NewImport()
 	for {
 		req := new(inventoryv1.ImportStockRequest)

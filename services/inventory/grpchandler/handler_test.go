@@ -1,10 +1,13 @@
 package grpchandler_test
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
@@ -179,5 +182,65 @@ func TestImportTooLarge(t *testing.T) {
 	p, err := c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: "NEW"})
 	if err != nil || p.GetProduct().GetAvailable() != 6 {
 		t.Errorf("NEW = %v, %v; want 6 available", p.GetProduct(), err)
+	}
+}
+
+// TestConcurrentImportsBounded: MaxConcurrentImports imports may be open
+// at once, each holding its records until its client closes it; one more
+// is refused with RESOURCE_EXHAUSTED IMPORTS_BUSY and a retry delay, and
+// goes through once one of them has finished.
+func TestConcurrentImportsBounded(t *testing.T) {
+	c := serve(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var open []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]
+	for i := range grpchandler.MaxConcurrentImports {
+		stream, err := c.ImportStock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: fmt.Sprint("HELD-", i), Name: "Held", Price: eur(1), StockDelta: 1}); err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, stream)
+	}
+	// Until every held import has reached the service an empty one may
+	// still get through (and apply nothing); once they have, it cannot.
+	empty := func() error {
+		stream, err := c.ImportStock(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = stream.CloseAndRecv()
+		return err
+	}
+	for {
+		err := empty()
+		if apierr.Reason(err) == grpchandler.ReasonImportsBusy {
+			if d, ok := apierr.RetryDelay(err); apierr.Code(err) != codes.ResourceExhausted || !ok || d <= 0 {
+				t.Errorf("busy = %v (retry delay %v, %v), want RESOURCE_EXHAUSTED with a retry delay", err, d, ok)
+			}
+			break
+		}
+		if err != nil || ctx.Err() != nil {
+			t.Fatalf("import beside %d open ones: %v; want IMPORTS_BUSY", len(open), err)
+		}
+	}
+	if _, err := open[0].CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := empty()
+		if err == nil {
+			break
+		}
+		if apierr.Reason(err) != grpchandler.ReasonImportsBusy || ctx.Err() != nil {
+			t.Fatalf("import after one finished: %v", err)
+		}
+	}
+	for _, s := range open[1:] {
+		if _, err := s.CloseAndRecv(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
