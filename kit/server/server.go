@@ -115,6 +115,10 @@ type Config struct {
 	Keepalive keepalive.ServerParameters
 	// KeepalivePolicy bounds how often clients may ping; zero means a
 	// MinTime of DefaultMinPingInterval, pings without streams allowed.
+	// It is taken whole when set: kit/client pings idle connections every
+	// 30 s, so a policy of one's own needs PermitWithoutStream (and a
+	// MinTime of at most 30 s), or grpc-go closes those connections with
+	// too_many_pings.
 	KeepalivePolicy keepalive.EnforcementPolicy
 	// DrainTimeout bounds Shutdown's graceful phase before in-flight calls
 	// are cut off.

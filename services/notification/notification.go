@@ -108,8 +108,7 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 
 // Close stops the event consumer and the inbox purge, waits for them (an
 // event being handled is finished or left for redelivery) and closes the
-// database. Stop the gRPC
-// server first so no call is still using it.
+// database. Stop the gRPC server first so no call is still using it.
 func (s *Service) Close() error {
 	s.stop()
 	<-s.consumed
