@@ -87,7 +87,9 @@ var stopWait = 5 * time.Second
 
 // Config tunes a Server. The zero value is valid and means "defaults".
 type Config struct {
-	// Name identifies the service in logs.
+	// Name identifies the service. The kit does not add it to log lines
+	// itself: give Logger the attribute (duet's own servers log
+	// "service").
 	Name string
 	// Logger receives the access log and recovered panics; nil means
 	// slog.Default(). A logger from kit/logger.NewAsync keeps formatting

@@ -517,7 +517,7 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 // running it again may succeed: PostgreSQL's serialization_failure (40001,
 // under REPEATABLE READ or SERIALIZABLE) and deadlock_detected (40P01),
 // SQLite's SQLITE_BUSY (the busy timeout passed waiting for the write
-// lock) and SQLITE_LOCKED. Handlers answer it with apierr.Conflict rather
+// lock) and SQLITE_LOCKED_SHAREDCACHE. Handlers answer it with apierr.Conflict rather
 // than INTERNAL: it is no bug, and the client may simply retry.
 func IsConflict(err error) bool {
 	if err == nil {
@@ -529,10 +529,11 @@ func IsConflict(err error) bool {
 	}
 	var liteErr *sqlite.Error
 	if errors.As(err, &liteErr) {
-		switch liteErr.Code() & 0xff { // the primary code of an extended one
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return true
-		}
+		// SQLITE_LOCKED alone comes, with a connection of one's own, from
+		// the same connection (a table dropped while it is being read):
+		// a bug, which running again repeats. Only its shared-cache form
+		// is another connection's doing.
+		return liteErr.Code()&0xff == sqlite3.SQLITE_BUSY || liteErr.Code() == sqlite3.SQLITE_LOCKED_SHAREDCACHE
 	}
 	return false
 }

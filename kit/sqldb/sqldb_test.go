@@ -523,6 +523,24 @@ func TestIsConflict(t *testing.T) {
 			{name: "plain error", err: errors.New("deadlock detected"), want: false},
 			{name: "unique violation", err: insertWidget(t.Context(), db, db, "u2", "unique"), want: false},
 		}
+		if db.Dialect == sqldb.SQLite {
+			// A table dropped while the same connection reads it:
+			// SQLITE_LOCKED, which no retry resolves.
+			err := db.InTx(t.Context(), func(tx *sql.Tx) error {
+				rows, err := tx.QueryContext(t.Context(), "SELECT id FROM widgets")
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				rows.Next()
+				_, err = tx.ExecContext(t.Context(), "DROP TABLE widgets")
+				return err
+			})
+			if err == nil {
+				t.Fatal("DROP TABLE under an open read succeeded")
+			}
+			tests = append(tests, test{name: "table locked by its own connection", err: err, want: false})
+		}
 		for name, err := range conflictErrors(t, url, db) {
 			if err == nil {
 				t.Fatalf("%s: the database raised no error", name)
