@@ -76,7 +76,7 @@ func (r *memRepo) Save(_ context.Context, o *Order, from int64, _ bool) error {
 	return nil
 }
 
-func (r *memRepo) Pending(_ context.Context, due time.Time) ([]string, error) {
+func (r *memRepo) Pending(_ context.Context, due time.Time, limit int) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ids []string
@@ -86,7 +86,7 @@ func (r *memRepo) Pending(_ context.Context, due time.Time) ([]string, error) {
 		}
 	}
 	slices.Sort(ids)
-	return ids, nil
+	return ids[:min(limit, len(ids))], nil
 }
 
 func (r *memRepo) ListByUser(_ context.Context, userID string, after *Position, limit int) ([]*Order, error) {

@@ -100,9 +100,9 @@ type Repository interface {
 	// event that announces it (the outbox), so the change and its event
 	// are stored together or not at all.
 	Save(ctx context.Context, o *Order, from int64, pricesChanged bool) error
-	// Pending returns the ids of PENDING orders whose next attempt is due
-	// at or before due, oldest first.
-	Pending(ctx context.Context, due time.Time) ([]string, error)
+	// Pending returns the ids of up to limit PENDING orders whose next
+	// attempt is due at or before due, the longest due first.
+	Pending(ctx context.Context, due time.Time, limit int) ([]string, error)
 	// ListByUser returns up to limit orders of userID after position
 	// (from the first when nil), oldest first.
 	ListByUser(ctx context.Context, userID string, after *Position, limit int) ([]*Order, error)

@@ -143,10 +143,11 @@ func (s *Service) Order(ctx context.Context, id string) (*Order, error) {
 	return s.repo.ByID(ctx, id)
 }
 
-// Pending returns the ids of unfinished orders whose next attempt is due at
-// or before due: what a runner resumes.
-func (s *Service) Pending(ctx context.Context, due time.Time) ([]string, error) {
-	return s.repo.Pending(ctx, due)
+// Pending returns the ids of up to limit unfinished orders whose next
+// attempt is due at or before due, the longest due first: what a runner
+// resumes.
+func (s *Service) Pending(ctx context.Context, due time.Time, limit int) ([]string, error) {
+	return s.repo.Pending(ctx, due, limit)
 }
 
 // DefaultPageSize and MaxPageSize bound List pages.

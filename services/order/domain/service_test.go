@@ -84,11 +84,11 @@ func TestServicePending(t *testing.T) {
 	if _, _, err := f.svc.Step(t.Context(), b.ID); err != nil {
 		t.Fatal(err)
 	}
-	ids, err := f.svc.Pending(t.Context(), f.now)
+	ids, err := f.svc.Pending(t.Context(), f.now, 10)
 	if err != nil || !slices.Equal(ids, []string{a.ID}) {
 		t.Fatalf("Pending(now) = %v, %v; want only the order that is due", ids, err)
 	}
-	ids, _ = f.svc.Pending(t.Context(), f.now.Add(time.Hour))
+	ids, _ = f.svc.Pending(t.Context(), f.now.Add(time.Hour), 10)
 	if len(ids) != 2 {
 		t.Fatalf("Pending(later) = %v, want both", ids)
 	}

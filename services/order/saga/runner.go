@@ -24,6 +24,8 @@ const (
 	DefaultSweepInterval = 30 * time.Second
 	// DefaultRetryDelay is how long a saga waits after its store failed.
 	DefaultRetryDelay = time.Second
+	// DefaultSweepBatch is the default of Config.SweepBatch.
+	DefaultSweepBatch = 5000
 )
 
 // Stepper is what the runner drives; *domain.Service implements it.
@@ -34,8 +36,9 @@ type Stepper interface {
 	// StepFrom is Step for an order held as it was stored; see
 	// domain.Service.StepFrom.
 	StepFrom(ctx context.Context, o *domain.Order) (next *domain.Order, moved bool, err error)
-	// Pending returns the ids of unfinished orders due at or before due.
-	Pending(ctx context.Context, due time.Time) ([]string, error)
+	// Pending returns the ids of up to limit unfinished orders due at or
+	// before due, the longest due first.
+	Pending(ctx context.Context, due time.Time, limit int) ([]string, error)
 }
 
 // Config tunes a Runner; zero values take the defaults.
@@ -49,6 +52,11 @@ type Config struct {
 	SweepInterval time.Duration
 	// RetryDelay is how long a saga waits after the store failed.
 	RetryDelay time.Duration
+	// SweepBatch bounds the orders one sweep reads and queues; default
+	// DefaultSweepBatch. A sweep that finds a full batch looks again after
+	// RetryDelay rather than SweepInterval, so a backlog of any size is
+	// resumed a batch at a time instead of read into memory whole.
+	SweepBatch int
 	// AfterStep, when set, is called after a step moved an order to
 	// another step (step, possibly DONE) and the change was stored. An
 	// error stops running that saga in this runner, as if the process had
@@ -91,6 +99,9 @@ func New(steps Stepper, cfg Config) *Runner {
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = DefaultRetryDelay
+	}
+	if cfg.SweepBatch <= 0 {
+		cfg.SweepBatch = DefaultSweepBatch
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -287,12 +298,16 @@ var resumeAll = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // sweep submits unfinished orders: all of them first (resuming what an
 // earlier process left), then every SweepInterval the ones overdue by more
-// than the interval, which nobody can be running.
+// than the interval, which nobody can be running. Each look reads at most
+// a batch, the longest due first; after a full one it looks again soon,
+// and the orders it queued, once run, are due later or finished, so the
+// next batch reaches further. Orders already queued are not queued twice.
 func (r *Runner) sweep(ctx context.Context) {
 	due := resumeAll
 	for {
-		ids, err := r.steps.Pending(ctx, due)
+		ids, err := r.steps.Pending(ctx, due, r.cfg.SweepBatch)
 		wait := r.cfg.SweepInterval
+		full := false
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -303,6 +318,9 @@ func (r *Runner) sweep(ctx context.Context) {
 			for _, id := range ids {
 				r.Submit(id)
 			}
+			if full = len(ids) >= r.cfg.SweepBatch; full {
+				wait = r.cfg.RetryDelay
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -311,7 +329,7 @@ func (r *Runner) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err == nil {
+		if err == nil && !full {
 			due = time.Now().Add(-r.cfg.SweepInterval)
 		}
 	}

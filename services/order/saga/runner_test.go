@@ -38,6 +38,7 @@ type stepper struct {
 	running  int
 	maxRun   int
 	pendings []time.Time
+	maxPage  int // the most ids one Pending returned
 	release  chan struct{}
 	changed  chan struct{}
 }
@@ -100,7 +101,7 @@ func (s *stepper) StepFrom(ctx context.Context, o *domain.Order) (*domain.Order,
 	return s.Step(ctx, o.ID)
 }
 
-func (s *stepper) Pending(_ context.Context, due time.Time) ([]string, error) {
+func (s *stepper) Pending(_ context.Context, due time.Time, limit int) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pendings = append(s.pendings, due)
@@ -110,6 +111,9 @@ func (s *stepper) Pending(_ context.Context, due time.Time) ([]string, error) {
 			ids = append(ids, id)
 		}
 	}
+	slices.Sort(ids)
+	ids = ids[:min(limit, len(ids))]
+	s.maxPage = max(s.maxPage, len(ids))
 	return ids, nil
 }
 
@@ -227,6 +231,27 @@ func TestRunnerResumesAndSweeps(t *testing.T) {
 	}
 	if later.After(time.Now().Add(-20 * time.Millisecond)) {
 		t.Fatalf("later sweep asked for orders due by %v; want only those overdue by the interval", later)
+	}
+}
+
+// TestRunnerResumesInBatches: a backlog larger than a sweep's batch is
+// resumed a batch at a time, the next look coming after RetryDelay, not
+// after the (here hour-long) SweepInterval; no look reads more than a
+// batch.
+func TestRunnerResumesInBatches(t *testing.T) {
+	orders := map[string]*script{}
+	var ids []string
+	for i := range 7 {
+		id := fmt.Sprint("left-", i)
+		orders[id], ids = &script{steps: 1, left: true}, append(ids, id)
+	}
+	s := newStepper(orders)
+	start(t, s, saga.Config{SweepBatch: 3, SweepInterval: time.Hour, RetryDelay: 10 * time.Millisecond})
+	s.until(t, "every unfinished order to be resumed", finished(ids...))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.maxPage > 3 {
+		t.Errorf("a sweep read %d orders, more than its batch of 3", s.maxPage)
 	}
 }
 

@@ -188,10 +188,10 @@ func (s *Store) Save(ctx context.Context, o *domain.Order, from int64, pricesCha
 
 // Pending implements domain.Repository, as one range scan of the partial
 // index on unfinished orders.
-func (s *Store) Pending(ctx context.Context, due time.Time) ([]string, error) {
+func (s *Store) Pending(ctx context.Context, due time.Time, limit int) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT id FROM orders
-		WHERE status = ? AND next_attempt_time <= ? ORDER BY next_attempt_time, id`),
-		string(domain.StatusPending), micros(due))
+		WHERE status = ? AND next_attempt_time <= ? ORDER BY next_attempt_time, id LIMIT ?`),
+		string(domain.StatusPending), micros(due), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read pending orders: %w", err)
 	}

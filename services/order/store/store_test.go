@@ -265,18 +265,20 @@ func TestPending(t *testing.T) {
 			t.Fatal(err)
 		}
 		tests := []struct {
-			due  time.Time
-			want []string
+			due   time.Time
+			limit int
+			want  []string
 		}{
-			{t0, nil},
-			{t0.Add(time.Second), []string{"o1"}},
-			{t0.Add(2 * time.Second), []string{"o1", "o2"}},
-			{t0.Add(time.Hour), []string{"o1", "o2", "o0"}},
+			{t0, 10, nil},
+			{t0.Add(time.Second), 10, []string{"o1"}},
+			{t0.Add(2 * time.Second), 10, []string{"o1", "o2"}},
+			{t0.Add(time.Hour), 10, []string{"o1", "o2", "o0"}},
+			{t0.Add(time.Hour), 2, []string{"o1", "o2"}},
 		}
 		for _, tt := range tests {
-			got, err := s.Pending(ctx, tt.due)
+			got, err := s.Pending(ctx, tt.due, tt.limit)
 			if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Fatalf("Pending(%v) = %v, %v; want %v", tt.due, got, err, tt.want)
+				t.Fatalf("Pending(%v, %d) = %v, %v; want %v", tt.due, tt.limit, got, err, tt.want)
 			}
 		}
 	})
@@ -392,7 +394,7 @@ func TestMigrateFromIssue2(t *testing.T) {
 				t.Fatalf("migrated %s: %+v", tt.id, o)
 			}
 		}
-		if ids, err := s.Pending(ctx, t0.Add(time.Hour)); err != nil || fmt.Sprint(ids) != "[pending]" {
+		if ids, err := s.Pending(ctx, t0.Add(time.Hour), 10); err != nil || fmt.Sprint(ids) != "[pending]" {
 			t.Fatalf("Pending = %v, %v; want the legacy pending order", ids, err)
 		}
 		// The rebuilt tables keep their constraints.
