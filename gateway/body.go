@@ -19,7 +19,8 @@ const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 
 // limitBody enforces Config.MaxBodyBytes before any handler sees the body
 // and answers 413 itself when it is exceeded; it reports whether the
-// request may go on.
+// request may go on. The body is kept as it is read (capturedBody), so a
+// decode error can name its field's whole path.
 //
 // A declared Content-Length over the limit is refused without reading. A
 // body of unknown length (chunked) is read up to the limit into memory
@@ -39,6 +40,7 @@ func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if r.ContentLength >= 0 {
 		// net/http never reads past a declared Content-Length.
+		r.Body = &capturedBody{ReadCloser: r.Body, read: make([]byte, 0, r.ContentLength)}
 		return true
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
@@ -50,7 +52,7 @@ func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return false
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.Body = &capturedBody{ReadCloser: io.NopCloser(bytes.NewReader(body)), read: make([]byte, 0, len(body))}
 	r.ContentLength = int64(len(body))
 	return true
 }

@@ -97,7 +97,7 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 		// A malformed path escape: the client's fault, not ours.
 		st = status.New(codes.InvalidArgument, err.Error())
 	}
-	e := toAPIError(st, httpStatus)
+	e := toAPIError(st, httpStatus, bodyRead(r.Body))
 	if e.httpStatus >= 500 {
 		g.logFailure(ctx, st, "method", r.Method, "path", r.URL.Path)
 	}
@@ -114,7 +114,7 @@ func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Stat
 		return errShuttingDown().GRPCStatus()
 	}
 	st := status.Convert(err)
-	e := toAPIError(st, 0)
+	e := toAPIError(st, 0, nil)
 	if e.httpStatus >= 500 {
 		pattern, _ := runtime.HTTPPathPattern(ctx)
 		g.logFailure(ctx, st, "stream", pattern)
@@ -155,8 +155,9 @@ func (g *Gateway) handleRoutingError(_ context.Context, _ *runtime.ServeMux, _ r
 // ones are masked. Errors without one come from the gateway (bad JSON, bad
 // query parameters) or from the transport (a backend down, a deadline);
 // they get an ErrorInfo, and transport messages, which name internal
-// addresses, are replaced.
-func toAPIError(st *status.Status, httpStatus int) apiError {
+// addresses, are replaced. body is the request body as read, when known:
+// a JSON decode error's field is then given by its whole path.
+func toAPIError(st *status.Status, httpStatus int, body []byte) apiError {
 	c := st.Code()
 	switch c {
 	case codes.OK, codes.Internal, codes.Unknown, codes.DataLoss:
@@ -170,6 +171,9 @@ func toAPIError(st *status.Status, httpStatus int) apiError {
 			msg := plainParseError(p.GetMessage())
 			var details []apierr.Detail
 			if f := offendingField(msg); f != "" {
+				if path := jsonPath(body, msg, f); path != "" {
+					f = path
+				}
 				details = append(details, apierr.Field(f, msg))
 			}
 			e = apierr.New(c, apierr.ReasonInvalidArgument, msg, details...)

@@ -138,9 +138,12 @@ func TestErrors(t *testing.T) {
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "nmae", message: "unknown field"},
 		{name: "unknown nested field", method: "POST", path: "/v1/orders",
 			body:       `{"userId":"` + knownUserID + `","items":[{"sku":"A","quantity":1,"unitPrice":{"currency":"EUR","units":"1"}}],"paymentToken":"tok_approve","idempotencyKey":"k"}`,
-			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "currency"},
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "items[0].unitPrice.currency"},
 		{name: "wrong type", method: "POST", path: "/v1/orders", body: `{"items":[{"quantity":"many"}]}`,
-			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "quantity"},
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "items[0].quantity"},
+		{name: "wrong type, second line, pretty", method: "POST", path: "/v1/orders",
+			body:       "{\n  \"items\": [\n    {\"sku\": \"A\", \"quantity\": 1},\n    {\"sku\": \"B\", \"unitPrice\": {\"units\": \"lots\"}}\n  ]\n}",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "items[1].unitPrice.units"},
 		{name: "unknown field on PATCH", method: "PATCH", path: "/v1/users/" + knownUserID, body: `{"nickname":"x"}`,
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "nickname"},
 		{name: "malformed JSON on PATCH", method: "PATCH", path: "/v1/users/" + knownUserID, body: `{"name":`,
@@ -334,7 +337,7 @@ func TestRequestTimeout(t *testing.T) {
 func TestToAPIErrorPassesBackendDetails(t *testing.T) {
 	err := apierr.New(codes.FailedPrecondition, "REFUND_EXCEEDS_CHARGE", "too much",
 		apierr.Precondition("PAYMENT", "payments/1", "refund exceeds charge"))
-	e := toAPIError(status.Convert(err), 0)
+	e := toAPIError(status.Convert(err), 0, nil)
 	if e.httpStatus != 400 || len(e.status.GetDetails()) != 2 {
 		t.Errorf("got %d with %d details", e.httpStatus, len(e.status.GetDetails()))
 	}
