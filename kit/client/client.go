@@ -159,7 +159,24 @@ func New(target string, cfg Config) (*grpc.ClientConn, error) {
 type serviceConfig struct {
 	LoadBalancingConfig []map[string]struct{} `json:"loadBalancingConfig"`
 	MethodConfig        []methodConfig        `json:"methodConfig,omitempty"`
+	RetryThrottling     *retryThrottling      `json:"retryThrottling,omitempty"`
 }
+
+// retryThrottling is gRFC A6's retry throttling: every failed attempt
+// costs a token, every success gives back TokenRatio, and retries stop
+// while half the tokens or fewer are left.
+type retryThrottling struct {
+	MaxTokens  int     `json:"maxTokens"`
+	TokenRatio float64 `json:"tokenRatio"`
+}
+
+// throttling is the retry throttling of every connection with retries
+// (gRFC A6's own example). Without it a peer that fails every call gets
+// every call MaxAttempts times, which at each hop of a call chain
+// multiplies the load on it just when it can least take it; with it, once
+// about five attempts in a row have failed, calls are tried once until
+// successes earn the tokens back.
+var throttling = &retryThrottling{MaxTokens: 10, TokenRatio: 0.1}
 
 type methodName struct {
 	Service string `json:"service"`
@@ -187,7 +204,7 @@ func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), '
 
 // ServiceConfig returns the JSON service config New installs for cfg:
 // round_robin, a timeout on every unary method, and a retry policy on
-// idempotent ones. It is exported so it can be inspected and tested.
+// idempotent ones, throttled as gRFC A6 describes. It is exported so it can be inspected and tested.
 func ServiceConfig(cfg Config) (string, error) {
 	timeout := cfg.Timeout
 	if timeout == 0 {
@@ -214,6 +231,9 @@ func ServiceConfig(cfg Config) (string, error) {
 		RetryableStatusCodes: []string{"UNAVAILABLE"},
 	}
 	sc := serviceConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
+	if !cfg.DisableRetries && r.MaxAttempts > 1 {
+		sc.RetryThrottling = throttling
+	}
 
 	services, err := lookupServices(cfg.Services)
 	if err != nil {

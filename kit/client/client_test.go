@@ -54,6 +54,18 @@ func serve(t *testing.T, impl userv1.UserServiceServer) string {
 	return servertest.NewServer(t, server.Config{}, func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, impl) }).Addr
 }
 
+// fastRetries returns a kit/client UserService client of f, served for
+// the test, whose retries wait milliseconds.
+func fastRetries(t *testing.T, f *flaky) userv1.UserServiceClient {
+	t.Helper()
+	conn, err := client.New(serve(t, f), client.Config{Retry: client.Retry{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return userv1.NewUserServiceClient(conn)
+}
+
 func TestRetriesOnlyIdempotentMethods(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -86,14 +98,10 @@ func TestRetriesOnlyIdempotentMethods(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &flaky{failures: 2}
-			conn, err := client.New(serve(t, f), client.Config{Retry: client.Retry{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			users := fastRetries(t, f)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err = tt.call(ctx, userv1.NewUserServiceClient(conn))
+			err := tt.call(ctx, users)
 			if got := apierr.Code(err); got != tt.wantCode {
 				t.Fatalf("code = %v, want %v (%v)", got, tt.wantCode, err)
 			}
@@ -101,6 +109,28 @@ func TestRetriesOnlyIdempotentMethods(t *testing.T) {
 				t.Errorf("server saw %d calls, want %d", got, tt.wantCalls)
 			}
 		})
+	}
+}
+
+// TestRetriesThrottled: against a peer that fails every call, retries
+// stop once about five attempts in a row have failed (gRFC A6 throttling),
+// instead of every call being tried MaxAttempts times (40 attempts for 10
+// calls).
+func TestRetriesThrottled(t *testing.T) {
+	f := &flaky{failures: 1 << 30}
+	users := fastRetries(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const calls = 10
+	for range calls {
+		if _, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}); apierr.Code(err) != codes.Unavailable {
+			t.Fatalf("GetUser = %v, want UNAVAILABLE", err)
+		}
+	}
+	// The first call's four attempts spend the tokens down to the
+	// threshold; every later call is tried once.
+	if got := f.gets.Load(); got > 4+calls-1 {
+		t.Errorf("the peer saw %d attempts for %d calls, want at most %d", got, calls, 4+calls-1)
 	}
 }
 
