@@ -299,9 +299,12 @@ var resumeAll = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 // sweep submits unfinished orders: all of them first (resuming what an
 // earlier process left), then every SweepInterval the ones overdue by more
 // than the interval, which nobody can be running. Each look reads at most
-// a batch, the longest due first; after a full one it looks again soon,
-// and the orders it queued, once run, are due later or finished, so the
-// next batch reaches further. Orders already queued are not queued twice.
+// a batch, the longest due first. After a full one the next look comes
+// after RetryDelay, and, like every look after the first, asks only for
+// overdue orders: orders this runner is waiting on, or another replica is
+// running, are never overdue, so they do not fill the batches, and the
+// rest of a large backlog left behind is resumed as it becomes overdue.
+// Orders already queued are not queued twice.
 func (r *Runner) sweep(ctx context.Context) {
 	due := resumeAll
 	for {
@@ -329,7 +332,7 @@ func (r *Runner) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err == nil && !full {
+		if err == nil {
 			due = time.Now().Add(-r.cfg.SweepInterval)
 		}
 	}

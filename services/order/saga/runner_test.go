@@ -26,8 +26,10 @@ type script struct {
 	// block makes Step wait until its context ends or release is closed.
 	block bool
 	// left marks an order an earlier process left behind: Pending lists
-	// it until it is first stepped.
+	// it, when due by its due time, until it is first stepped.
 	left bool
+	// due is when a left order is due; zero means long ago.
+	due time.Time
 }
 
 // stepper is a fake saga.Stepper over scripted orders.
@@ -107,7 +109,7 @@ func (s *stepper) Pending(_ context.Context, due time.Time, limit int) ([]string
 	s.pendings = append(s.pendings, due)
 	var ids []string
 	for id, sc := range s.orders {
-		if sc.left && sc.steps > 0 && s.calls[id] == 0 {
+		if sc.left && sc.steps > 0 && s.calls[id] == 0 && !sc.due.After(due) {
 			ids = append(ids, id)
 		}
 	}
@@ -234,10 +236,11 @@ func TestRunnerResumesAndSweeps(t *testing.T) {
 	}
 }
 
-// TestRunnerResumesInBatches: a backlog larger than a sweep's batch is
-// resumed a batch at a time, the next look coming after RetryDelay, not
-// after the (here hour-long) SweepInterval; no look reads more than a
-// batch.
+// TestRunnerResumesInBatches: a backlog of overdue orders larger than a
+// sweep's batch is resumed a batch at a time, the next look coming after
+// RetryDelay, not after the (here hour-long) SweepInterval; no look reads
+// more than a batch. An order that is not overdue (another replica's, due
+// a minute ago) is left alone after the first look.
 func TestRunnerResumesInBatches(t *testing.T) {
 	orders := map[string]*script{}
 	var ids []string
@@ -245,13 +248,20 @@ func TestRunnerResumesInBatches(t *testing.T) {
 		id := fmt.Sprint("left-", i)
 		orders[id], ids = &script{steps: 1, left: true}, append(ids, id)
 	}
+	// Sorts after the others, so the first look, which takes every
+	// order, does not reach it.
+	orders["zz-recent"] = &script{steps: 1, left: true, due: time.Now().Add(-time.Minute)}
 	s := newStepper(orders)
 	start(t, s, saga.Config{SweepBatch: 3, SweepInterval: time.Hour, RetryDelay: 10 * time.Millisecond})
-	s.until(t, "every unfinished order to be resumed", finished(ids...))
+	s.until(t, "every overdue order to be resumed", finished(ids...))
+	s.until(t, "a look after the backlog", func(s *stepper) bool { return len(s.pendings) >= 3 })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.maxPage > 3 {
 		t.Errorf("a sweep read %d orders, more than its batch of 3", s.maxPage)
+	}
+	if s.calls["zz-recent"] != 0 {
+		t.Error("a sweep after the first took an order that is not overdue")
 	}
 }
 
