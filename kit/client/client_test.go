@@ -56,7 +56,7 @@ func serve(t *testing.T, impl userv1.UserServiceServer) string {
 
 // fastRetries returns a kit/client UserService client of f, served for
 // the test, whose retries wait milliseconds.
-func fastRetries(t *testing.T, f *flaky) userv1.UserServiceClient {
+func fastRetries(t *testing.T, f userv1.UserServiceServer) userv1.UserServiceClient {
 	t.Helper()
 	conn, err := client.New(serve(t, f), client.Config{Retry: client.Retry{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
 	if err != nil {
@@ -244,6 +244,44 @@ type decided struct {
 func (d *decided) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
 	d.gets.Add(1)
 	return nil, apierr.Unavailable("PROVIDER_UNAVAILABLE", "try later", time.Second)
+}
+
+// decidedThenBlip answers CreateUser with a decided UNAVAILABLE (as
+// payment's PROVIDER_UNAVAILABLE) and GetUser with one bare UNAVAILABLE, a
+// transport blip, then success.
+type decidedThenBlip struct {
+	userv1.UnimplementedUserServiceServer
+	gets atomic.Int32
+}
+
+func (d *decidedThenBlip) CreateUser(context.Context, *userv1.CreateUserRequest) (*userv1.CreateUserResponse, error) {
+	return nil, apierr.Unavailable("PROVIDER_UNAVAILABLE", "try later", time.Second)
+}
+
+func (d *decidedThenBlip) GetUser(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	if d.gets.Add(1) == 1 {
+		return nil, status.Error(codes.Unavailable, "not ready")
+	}
+	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+}
+
+// TestDecidedFailuresKeepRetries: decided failures, which are never
+// retried, do not count against the connection's retry throttling. With a
+// retry pushback of -1 marking them, grpc-go counted each, and after five
+// a blip on another method was no longer retried.
+func TestDecidedFailuresKeepRetries(t *testing.T) {
+	d := &decidedThenBlip{}
+	users := fastRetries(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 8 {
+		if _, err := users.CreateUser(ctx, &userv1.CreateUserRequest{Email: "a@example.com", Name: "A"}); apierr.Reason(err) != "PROVIDER_UNAVAILABLE" {
+			t.Fatalf("CreateUser = %v, want PROVIDER_UNAVAILABLE", err)
+		}
+	}
+	if _, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}); err != nil {
+		t.Errorf("GetUser after decided failures of another method: %v (%d attempts); a blip was not retried", err, d.gets.Load())
+	}
 }
 
 func TestDecidedUnavailableIsNotRetried(t *testing.T) {

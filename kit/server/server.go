@@ -427,10 +427,6 @@ func (d *deadlines) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	return ctx, nil
 }
 
-// pushbackHeader is the trailer by which a gRPC server tells clients'
-// transparent retries to stop (gRFC A6: a negative value means "do not retry").
-const pushbackHeader = "grpc-retry-pushback-ms"
-
 // unaryOuter and unaryInner are the kit's own steps of the unary chain,
 // in two interceptors around metrics and recovery rather than one per
 // step: grpc-go's chain costs a closure allocation and a call per
@@ -494,8 +490,14 @@ func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServer
 		// decided failure (PROVIDER_UNAVAILABLE with RetryInfo, say) at
 		// every hop multiplies load on the failing dependency (4
 		// attempts per hop over 3 hops is 64 calls). The caller still
-		// gets RetryInfo and decides when to try again.
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(pushbackHeader, "-1"))
+		// gets RetryInfo and decides when to try again. Sending the
+		// headers first makes the answer one grpc-go never retries
+		// (only trailers-only answers are); a retry pushback of -1 in
+		// the trailers did that too, but grpc-go counts such an answer
+		// against the connection's retry throttling (gRFC A6), so a run
+		// of decided failures on one method disabled transport retries
+		// on every method of the connection.
+		_ = grpc.SendHeader(ctx, metadata.MD{})
 	}
 	return resp, err
 }
