@@ -40,7 +40,9 @@ func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if r.ContentLength >= 0 {
 		// net/http never reads past a declared Content-Length.
-		r.Body = &capturedBody{ReadCloser: r.Body, read: make([]byte, 0, r.ContentLength)}
+		// Room for a typical body only: a client that declares the
+		// largest and sends nothing must not cost that much at once.
+		r.Body = &capturedBody{ReadCloser: r.Body, read: make([]byte, 0, min(r.ContentLength, 4<<10))}
 		return true
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // capturedBody keeps what has been read of a request body, so that a
@@ -39,9 +40,13 @@ var errorPosition = regexp.MustCompile(`\(line (\d+):(\d+)\)`)
 // field protojson named); otherwise "".
 func jsonPath(body []byte, msg, leaf string) string {
 	m := errorPosition.FindStringSubmatch(msg)
-	if m == nil || len(body) == 0 {
+	if m == nil {
 		return ""
 	}
+	// protojson counts from the JSON value, which grpc-gateway has cut
+	// out of the body without the white space before it, and counts
+	// columns in runes.
+	body = bytes.TrimLeft(body, " \t\r\n")
 	line, _ := strconv.Atoi(m[1])
 	col, _ := strconv.Atoi(m[2])
 	offset := 0
@@ -52,7 +57,13 @@ func jsonPath(body []byte, msg, leaf string) string {
 		}
 		offset += i + 1
 	}
-	offset += col - 1
+	for ; col > 1; col-- {
+		r, size := utf8.DecodeRune(body[offset:])
+		if size == 0 || r == '\n' {
+			return ""
+		}
+		offset += size
+	}
 	if col < 1 || offset >= len(body) {
 		return ""
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"testing"
 )
 
@@ -22,14 +23,19 @@ func TestJSONPath(t *testing.T) {
 		{"repeated scalar's element", `{"skus":["A",1]}`, `1`, "skus", "skus[1]"},
 		{"leaf does not match", `{"items":[{"sku":5}]}`, `5`, "quantity", ""},
 		{"position past the end", `{"a":1}`, "", "a", ""},
+		{"after multi-byte text on the line", `{"idempotencyKey":"ééééééééé","items":[{"quantity":1},{"quantity":"x"}]}`, `"x"`, "quantity", "items[1].quantity"},
+		{"white space before the value", "\n  {\"items\":[{\"quantity\":1},\n{\"quantity\":\"x\"}]}", `"x"`, "quantity", "items[1].quantity"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			msg := "invalid JSON body (line 99:1): x"
 			if tt.at != "" {
-				i := strings.Index(tt.body, tt.at)
-				line := 1 + strings.Count(tt.body[:i], "\n")
-				col := i - strings.LastIndex(tt.body[:i], "\n")
+				// As protojson counts: from the value, without the white
+				// space before it, columns in runes.
+				value := strings.TrimLeft(tt.body, " \t\r\n")
+				i := strings.Index(value, tt.at)
+				line := 1 + strings.Count(value[:i], "\n")
+				col := 1 + utf8.RuneCountInString(value[strings.LastIndex(value[:i], "\n")+1:i])
 				msg = "invalid JSON body (line " + strconv.Itoa(line) + ":" + strconv.Itoa(col) + "): x"
 			}
 			if got := jsonPath([]byte(tt.body), msg, tt.leaf); got != tt.want {

@@ -60,7 +60,9 @@ const (
 // MaxConcurrentImports bounds the stock imports running at once. Each
 // keeps up to 100,000 records in memory until its client closes the
 // stream, and a client may take its time doing so: without a bound, a few
-// clients could hold gigabytes.
+// clients could hold gigabytes. An import has no deadline (a stream may
+// take its time): four clients that open one and send nothing hold every
+// slot until they close; ImportStock is for operators, over gRPC only.
 const MaxConcurrentImports = 4
 
 // importsBusyRetry is the RetryInfo delay of IMPORTS_BUSY.
