@@ -3,8 +3,8 @@ package gateway
 import (
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestJSONPath: the position protojson gives for a decode error is turned
