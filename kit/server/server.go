@@ -469,8 +469,9 @@ type unaryInner struct {
 func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	// A call that carries no deadline gets one, so a forgotten client
 	// timeout cannot pin server resources forever. The deadlines tap has
-	// given one already to the methods of services registered through
-	// RegisterService; this covers those registered on GRPC() directly.
+	// given one already, from the headers' arrival, to every unary method
+	// registered when Serve ran; this covers a server started with
+	// GRPC().Serve, which skips Serve's learn.
 	if _, ok := ctx.Deadline(); !ok && in.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, in.timeout)
