@@ -458,3 +458,48 @@ func TestRelayPurgesPublishedRows(t *testing.T) {
 		}
 	})
 }
+
+// TestRelayStopMarksWhatItPublished: a relay stopped in the middle of a
+// batch still marks the rows JetStream stored before the stop. Left
+// pending, they would be published again at the next start, as duplicates
+// once the stream's deduplication window had passed.
+func TestRelayStopMarksWhatItPublished(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		const n = 100
+		for i := range n {
+			appendEvent(t, t.Context(), db, "order.confirmed", fmt.Sprint(i))
+		}
+		relay := events.NewRelay(db, bus, events.RelayConfig{
+			Logger: quiet, BatchSize: n, PollInterval: time.Hour, PublishTimeout: 2 * time.Second,
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		// Stop the relay as soon as the stream holds its first event.
+		sub, err := bus.Conn.Subscribe(bus.Subject("order.confirmed"), func(*nats.Msg) { cancel() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		done := make(chan error, 1)
+		go func() { done <- relay.Run(ctx) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the relay did not stop")
+		}
+		info, err := bus.JS.Stream(t.Context(), bus.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := int(info.CachedInfo().State.Msgs)
+		if stored == 0 || stored == n {
+			t.Fatalf("the stream holds %d events; the test wants a stop in the middle of the batch", stored)
+		}
+		if marked := n - pendingRows(t, db); marked != stored {
+			t.Errorf("%d events marked published, the stream holds %d", marked, stored)
+		}
+	})
+}

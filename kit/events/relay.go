@@ -147,7 +147,8 @@ func (r *Relay) Start(ctx context.Context) (stop func() error) {
 
 // Run publishes pending rows in outbox order until ctx ends, then returns
 // nil. Each row is published with its event id as Nats-Msg-Id and marked
-// published once JetStream has stored it. When publishing fails the relay
+// published once JetStream has stored it; a publish under way when ctx
+// ends is finished (within PublishTimeout) and marked before Run returns. When publishing fails the relay
 // retries the same row with backoff: it never skips one. Run one Run per
 // Relay; several relays on one outbox (replicas) are safe, since JetStream
 // drops the duplicates they publish.
@@ -228,19 +229,37 @@ func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
 	}
 	published := 0
 	for _, row := range rows {
+		if err = ctx.Err(); err != nil {
+			// Stopping: publish nothing more, mark what went out.
+			break
+		}
 		if err = r.publish(ctx, row); err != nil {
 			err = fmt.Errorf("publish event %s (%s): %w", row.id, row.subject, err)
 			break
 		}
 		published++
 	}
-	if merr := r.mark(ctx, rows[:published]); merr != nil {
+	// Marked even when ctx has ended meanwhile (the relay is stopping):
+	// rows JetStream has stored but the outbox still calls pending would
+	// go out again at the next start, as duplicates once the stream's
+	// deduplication window has passed.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	if merr := r.mark(mctx, rows[:published]); merr != nil {
 		// Published but not marked: the next attempt publishes them
 		// again, and JetStream drops the duplicates.
+		if ctx.Err() != nil {
+			// Run returns quietly on a stop; this is worth a line.
+			r.log.WarnContext(mctx, "events: relay stopped with published events unmarked", "err", merr)
+		}
 		return false, errors.Join(err, merr)
 	}
 	return err == nil && len(rows) == r.cfg.BatchSize, err
 }
+
+// markTimeout bounds marking a batch published, which outlives the
+// relay's context so a stop does not undo a publish.
+const markTimeout = 5 * time.Second
 
 // markChunk is how many rows one UPDATE of mark marks. Every UPDATE has
 // this many placeholders (a short chunk repeats its last seq), so one
@@ -322,7 +341,10 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 	msg.Header.Set(HeaderEventType, p.typ)
 	msg.Header.Set(HeaderAggregateID, p.aggregate)
 	msg.Header.Set(HeaderOccurTime, time.UnixMicro(p.occur).UTC().Format(time.RFC3339Nano))
-	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	// A publish under way when the relay stops is waited for (up to
+	// PublishTimeout): cut off, JetStream might store the event without
+	// the relay knowing, and the outbox would send it again.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
 	defer cancel()
 	_, err := r.bus.JS.PublishMsg(pctx, msg)
 	return err
