@@ -64,13 +64,14 @@ func (m Message) Context(ctx context.Context) context.Context {
 }
 
 // Unmarshal decodes Data into dst, which must be the message type named by
-// Type.
+// Type. Its errors are Permanent: no redelivery decodes the same bytes
+// differently, so a handler that returns one has the event terminated.
 func (m Message) Unmarshal(dst proto.Message) error {
 	if got := string(dst.ProtoReflect().Descriptor().FullName()); m.Type != "" && got != m.Type {
-		return fmt.Errorf("events: event %s is a %s, not a %s", m.ID, m.Type, got)
+		return Permanent(fmt.Errorf("events: event %s is a %s, not a %s", m.ID, m.Type, got))
 	}
 	if err := proto.Unmarshal(m.Data, dst); err != nil {
-		return fmt.Errorf("events: decode event %s: %w", m.ID, err)
+		return Permanent(fmt.Errorf("events: decode event %s: %w", m.ID, err))
 	}
 	return nil
 }
@@ -150,8 +151,9 @@ const (
 // Consume runs a durable pull consumer on bus until ctx ends, then returns
 // nil. It calls handle for each event, one at a time, with ctx extended by
 // Message.Context. A nil error acks the event; an error (or a panic) naks it
-// for redelivery after a delay that grows with each attempt. Delivery is at
-// least once: make effects idempotent with Once.
+// for redelivery after a delay that grows with each attempt; an error
+// marked Permanent terminates it. Delivery is at least once: make effects
+// idempotent with Once.
 //
 // Consume returns an error only for an invalid cfg; NATS failures are
 // logged and retried.
@@ -518,8 +520,25 @@ func (c *consumer) settle(ctx, hctx context.Context, span trace.Span, msg jetstr
 	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, "handler failed")
+	if IsPermanent(err) {
+		c.log.ErrorContext(hctx, "events: handler rejected the event for good; terminating it",
+			"event_id", m.ID, "subject", m.Subject, "delivery", m.NumDelivered, "err", err)
+		// Term, not TermWithReason: servers before 2.10.4 ignore the
+		// latter, and the reason is in the log line above.
+		if terr := msg.Term(); terr != nil {
+			// Redelivered after AckWait, to be rejected again.
+			c.log.WarnContext(hctx, "events: term", "event_id", m.ID, "err", terr)
+		}
+		return
+	}
 	if ctx.Err() != nil {
 		// Shutting down: leave the event for redelivery without a delay.
+		_ = msg.Nak()
+		return
+	}
+	if c.cfg.MaxDeliver > 0 && m.NumDelivered >= uint64(c.cfg.MaxDeliver) {
+		c.log.ErrorContext(hctx, "events: handler failed on the last delivery; the event is dropped for this consumer",
+			"event_id", m.ID, "subject", m.Subject, "delivery", m.NumDelivered, "err", err)
 		_ = msg.Nak()
 		return
 	}

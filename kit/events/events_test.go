@@ -323,3 +323,85 @@ func TestOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestPermanentFailureTerminates: an event whose handler fails with a
+// Permanent error is delivered once and terminated, not redelivered: it no
+// longer counts against the consumer's unacknowledged events (JetStream
+// stops delivering at MaxAckPending of them). An event the consumer cannot
+// decode fails that way by itself.
+func TestPermanentFailureTerminates(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		ctx := t.Context()
+		durable := "permanent-" + eventstest.Unique(t)
+		c := newCollector()
+		var mu sync.Mutex
+		seen := map[string]int{}
+		run(t, func(ctx context.Context) error {
+			return events.Consume(ctx, bus, events.ConsumerConfig{
+				Durable: durable, Subjects: []string{"order.*"}, AckWait: 5 * time.Second, Logger: quiet,
+			}, func(ctx context.Context, m events.Message) error {
+				mu.Lock()
+				seen[m.Subject]++
+				mu.Unlock()
+				if m.Subject == "order.undecodable" {
+					var wrong wrapperspb.Int64Value
+					return m.Unmarshal(&wrong) // a StringValue
+				}
+				var v wrapperspb.StringValue
+				if err := m.Unmarshal(&v); err != nil {
+					return err
+				}
+				if v.GetValue() == "refused" {
+					return events.Permanent(errors.New("refused for good"))
+				}
+				c.add(m, v.GetValue())
+				return nil
+			})
+		})
+		startRelay(t, db, bus)
+		appendEvent(t, ctx, db, "order.refused", "refused")
+		appendEvent(t, ctx, db, "order.undecodable", "x")
+		appendEvent(t, ctx, db, "order.confirmed", "good")
+		waitFor(t, "the good event", 10*time.Second, func() bool { return c.count("good") == 1 })
+		cons, err := bus.JS.Consumer(ctx, bus.Stream, durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Naked for a later redelivery, the two would stay pending.
+		waitFor(t, "no event pending", 4*time.Second, func() bool {
+			info, err := cons.Info(ctx)
+			return err == nil && info.NumAckPending == 0 && info.AckFloor.Stream == info.Delivered.Stream
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		if seen["order.refused"] != 1 || seen["order.undecodable"] != 1 {
+			t.Errorf("deliveries %v, want one each", seen)
+		}
+	})
+}
+
+func TestIsPermanent(t *testing.T) {
+	base := errors.New("bad")
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"plain", base, false},
+		{"marked", events.Permanent(base), true},
+		{"wrapped after marking", fmt.Errorf("handling: %w", events.Permanent(base)), true},
+		{"undecodable", events.Message{Data: []byte{0xff}}.Unmarshal(&wrapperspb.StringValue{}), true},
+		{"another type", events.Message{Type: "duet.X"}.Unmarshal(&wrapperspb.StringValue{}), true},
+	} {
+		if got := events.IsPermanent(tt.err); got != tt.want {
+			t.Errorf("%s: IsPermanent(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+	if events.Permanent(nil) != nil {
+		t.Error("Permanent(nil) is not nil")
+	}
+	if !errors.Is(events.Permanent(base), base) {
+		t.Error("Permanent hides the error it marks")
+	}
+}
