@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
@@ -346,5 +349,48 @@ func TestToAPIErrorPassesBackendDetails(t *testing.T) {
 	}
 	if e.status.GetMessage() != "too much" {
 		t.Errorf("message %q changed", e.status.GetMessage())
+	}
+}
+
+// TestStalledBodyHidesAddresses: a client that stops sending its body is
+// answered 400 when the read timeout passes, without the connection's
+// addresses in the message, on every route: UpdateUser reads its body
+// whole (for the field mask) instead of through the gateway's decoder.
+func TestStalledBodyHidesAddresses(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct{ method, path string }{
+		{"PATCH", "/v1/users/" + knownUserID},
+		{"POST", "/v1/users"},
+	} {
+		t.Run(tt.method, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := e.gw.Server(lis.Addr().String())
+			s.ReadTimeout = 200 * time.Millisecond
+			go s.Serve(lis)
+			defer s.Close()
+			c, err := net.Dial("tcp", lis.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":", tt.method, tt.path)
+			if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "could not read the request body") {
+				t.Errorf("status %d: %s", resp.StatusCode, body)
+			}
+			if strings.Contains(string(body), "127.0.0.1") || strings.Contains(string(body), "timeout") {
+				t.Errorf("the answer names the connection: %s", body)
+			}
+		})
 	}
 }

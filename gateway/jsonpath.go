@@ -3,7 +3,9 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,11 +20,22 @@ type capturedBody struct {
 	read []byte
 }
 
+// Read keeps what it reads. A failure of the connection itself (a client
+// stalled past the read timeout) becomes errBodyRead: its text names the
+// server's and the client's addresses, and some generated handlers (those
+// reading a body whole for a field mask) put the text in the answer as it
+// is.
 func (b *capturedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.read = append(b.read, p[:n]...)
+	if _, ok := errors.AsType[net.Error](err); ok {
+		err = errBodyRead
+	}
 	return n, err
 }
+
+// errBodyRead is what a handler sees when reading the body fails.
+var errBodyRead = errors.New("could not read the request body")
 
 // bodyRead returns what was read of r's body, if limitBody kept it.
 func bodyRead(body io.ReadCloser) []byte {

@@ -64,10 +64,10 @@ func bodyError(err error) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return errors.New("invalid JSON body: unexpected end of input")
 	}
-	if _, ok := errors.AsType[net.Error](err); ok {
+	if _, ok := errors.AsType[net.Error](err); ok || errors.Is(err, errBodyRead) {
 		// Reading the body failed (the client stalled past the read
 		// timeout, say): its text names the server's own address.
-		return errors.New("could not read the request body")
+		return errBodyRead
 	}
 	msg := trimProtoPrefix(err.Error())
 	if strings.HasPrefix(msg, "(") {
