@@ -418,7 +418,8 @@ func (n *newConns) close() {
 }
 
 // recoverPanic answers a panicking request with a JSON 500 that reveals
-// nothing, and logs the panic. http.ErrAbortHandler keeps its meaning.
+// nothing, and logs the panic; once the response has begun, it aborts it.
+// http.ErrAbortHandler keeps its meaning.
 func (g *Gateway) recoverPanic(ctx context.Context, w *responseRecorder, r *http.Request) {
 	p := recover()
 	if p == nil {
@@ -428,9 +429,14 @@ func (g *Gateway) recoverPanic(ctx context.Context, w *responseRecorder, r *http
 		panic(p)
 	}
 	g.log.ErrorContext(ctx, "gateway: panic serving request", "panic", fmt.Sprint(p), "method", r.Method, "path", r.URL.Path)
-	if !w.wroteHeader {
-		writeError(w, internalError())
+	if w.wroteHeader {
+		// Too late for a 500: returning would end the body cleanly, and
+		// a watch's client would take a cut-off stream for a finished
+		// one. Aborting resets the stream (HTTP/2) or closes the
+		// connection without the last chunk (HTTP/1.1).
+		panic(http.ErrAbortHandler)
 	}
+	writeError(w, internalError())
 }
 
 // logAccess writes the access log line of one request.

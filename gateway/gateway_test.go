@@ -658,6 +658,40 @@ func TestAnyContentTypeIsJSON(t *testing.T) {
 
 // TestPanicIsAJSON500 checks that a panic while serving becomes an opaque
 // JSON 500 with the request id, and is logged.
+// TestPanicAfterHeadersAborts: a handler that panics once its response
+// has begun does not end the response cleanly: the client sees a broken
+// body, not a complete one missing its end, and the panic is logged.
+func TestPanicAfterHeadersAborts(t *testing.T) {
+	e := newEnv(t)
+	if err := e.gw.mux.HandlePath("GET", "/half", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "{\"line\":1}\n")
+		w.(http.Flusher).Flush()
+		panic("midway")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.srv.Client().Get(e.srv.URL + "/half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Errorf("the body read to its end (%q): a cut-off response looked complete", body)
+	}
+	var logged bool
+	for _, rec := range e.logs.lines(t) {
+		if rec["panic"] == "midway" {
+			logged = true
+		}
+	}
+	if !logged {
+		t.Error("panic not logged")
+	}
+}
+
 func TestPanicIsAJSON500(t *testing.T) {
 	e := newEnv(t)
 	if err := e.gw.mux.HandlePath("GET", "/boom", func(http.ResponseWriter, *http.Request, map[string]string) {
