@@ -332,7 +332,11 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 			o.PaymentID = res.PaymentID
 			o.enter(StepCommit, now())
 		case errors.Is(err, ErrInvalidPaymentMethod):
-			o.compensate(StepCharge, StepRelease, FailureInvalidPaymentMethod, now())
+			// Nothing was charged by this call, but another run of this
+			// step (a replica's sweep, a retry whose answer was lost)
+			// may still charge under the key: cancelling it blocks the
+			// key or undoes that charge before the stock is released.
+			o.compensate(StepCharge, StepRefund, FailureInvalidPaymentMethod, now())
 			err = nil
 		case errors.Is(err, ErrChargeRefused):
 			// Money may have moved under the key for another request:

@@ -146,7 +146,7 @@ func TestStep(t *testing.T) {
 		{name: "declined without a reason", step: StepCharge, charge: &PaymentResult{PaymentID: "pay-3", Declined: true},
 			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepCharge, wantReason: FailurePaymentDeclined, wantPayment: "pay-3"},
 		{name: "unknown payment token", step: StepCharge, method: "Charge", err: ErrInvalidPaymentMethod,
-			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepCharge, wantReason: FailureInvalidPaymentMethod},
+			wantStatus: StatusPending, wantStep: StepRefund, wantFailed: StepCharge, wantReason: FailureInvalidPaymentMethod},
 		{name: "charge refused", step: StepCharge, method: "Charge", err: ErrChargeRefused,
 			wantStatus: StatusPending, wantStep: StepRefund, wantFailed: StepCharge, wantReason: FailurePaymentRefused},
 		{name: "payment down", step: StepCharge, method: "Charge", err: errDown, wantRetry: true},
