@@ -10,6 +10,9 @@
 //	GET /healthz       200 while the process is alive
 //	GET /readyz        200 only when every backend's grpc.health.v1 reports SERVING
 //
+// HEAD is answered on every GET route but the watches, as GET without the
+// body.
+//
 // Every response carries an X-Request-ID header (the caller's, when valid,
 // or a new one), which is also sent to the backends as x-request-id
 // metadata and written on every log line.
@@ -72,7 +75,9 @@ const (
 	DefaultReadTimeout = 10 * time.Second
 	// DefaultWriteTimeout bounds a request from the end of its headers to
 	// the end of its response; it exceeds DefaultReadTimeout plus
-	// DefaultRequestTimeout so a slow but legal call is never cut off.
+	// DefaultRequestTimeout so a slow but legal call is never cut off, and
+	// an unset WriteTimeout grows with longer ones (ReadTimeout plus
+	// RequestTimeout plus 5 s).
 	DefaultWriteTimeout = 30 * time.Second
 	// DefaultIdleTimeout bounds how long a keep-alive connection waits for
 	// its next request.
@@ -125,7 +130,11 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&cfg.ReadyTimeout, DefaultReadyTimeout)
 	setDefault(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDefault(&cfg.ReadTimeout, DefaultReadTimeout)
-	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
+	// The write timeout runs from the end of the headers: a call may take
+	// ReadTimeout to arrive and RequestTimeout to answer, so a longer
+	// RequestTimeout than the default's must not be cut off by the
+	// default write timeout, with the work done and no answer sent.
+	setDefault(&cfg.WriteTimeout, max(DefaultWriteTimeout, cfg.ReadTimeout+cfg.RequestTimeout+5*time.Second))
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return cfg
@@ -298,6 +307,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, newAPIError(err, 0))
 		return
 	}
+	if err := checkForwardedSize(r.Header); err != nil {
+		writeError(rec, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
+		return
+	}
 	if isWatch(r) {
 		// A watch streams until the order is terminal, which the saga
 		// bounds; the per-call deadline and the server's write timeout
@@ -317,7 +330,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	g.mux.ServeHTTP(rec, r.WithContext(ctx))
+	routed := r.WithContext(ctx)
+	if r.Method == http.MethodHead && !strings.HasSuffix(r.URL.Path, ":watch") {
+		// HEAD is GET without the body (RFC 9110, 9.3.2), which load
+		// balancers and uptime checks send; routed as GET, and net/http
+		// drops the body it writes for a HEAD request. A watch is not
+		// served so: it would hold the call open to write nothing.
+		routed.Method = http.MethodGet
+	}
+	g.mux.ServeHTTP(rec, routed)
 }
 
 // spanName names a request's server span by its method, as OpenTelemetry's

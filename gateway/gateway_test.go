@@ -555,6 +555,22 @@ func TestServerTimeouts(t *testing.T) {
 	if s := custom.gw.Server(":0"); s.ReadHeaderTimeout != 42*time.Second || s.MaxHeaderBytes != 1234 {
 		t.Errorf("Config not honoured: %v %d", s.ReadHeaderTimeout, s.MaxHeaderBytes)
 	}
+
+	// An unset write timeout leaves room for a longer call than the
+	// default; a set one is kept.
+	for _, tt := range []struct {
+		name                      string
+		request, write, wantWrite time.Duration
+	}{
+		{"defaults", 0, 0, DefaultWriteTimeout},
+		{"a minute a call", time.Minute, 0, DefaultReadTimeout + time.Minute + 5*time.Second},
+		{"set", time.Minute, 3 * time.Second, 3 * time.Second},
+	} {
+		e := newEnv(t, func(c *Config) { c.RequestTimeout, c.WriteTimeout = tt.request, tt.write })
+		if got := e.gw.Server(":0").WriteTimeout; got != tt.wantWrite {
+			t.Errorf("%s: WriteTimeout %v, want %v", tt.name, got, tt.wantWrite)
+		}
+	}
 }
 
 // TestRealServer runs the gateway behind the http.Server it builds, on a
@@ -716,5 +732,36 @@ func TestPanicIsAJSON500(t *testing.T) {
 	}
 	if !logged {
 		t.Error("panic not logged with the request id")
+	}
+}
+
+// TestHead: HEAD is GET without the body on the gateway's own routes and
+// the API's, as load balancers and uptime checks expect (RFC 9110); a watch
+// is not held open for it.
+func TestHead(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		path       string
+		wantStatus int
+	}{
+		{"/healthz", http.StatusOK},
+		{"/openapi.json", http.StatusOK},
+		{"/v1/users/" + knownUserID, http.StatusOK},
+		{"/v1/users/" + unknownID, http.StatusNotFound},
+		{"/v1/orders/" + unknownID + ":watch", http.StatusMethodNotAllowed},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodHead, e.srv.URL+tt.path, nil)
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.wantStatus || len(body) != 0 {
+			t.Errorf("HEAD %s: %d with %d bytes of body, want %d and none", tt.path, resp.StatusCode, len(body), tt.wantStatus)
+		}
+		if got := resp.Header.Get("Content-Type"); got == "" {
+			t.Errorf("HEAD %s: no Content-Type", tt.path)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -35,24 +36,37 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 	defer ts.Close()
 	tests := []struct {
 		name, header string
-		size         int
+		size, count  int // count headers of size bytes (one when 0)
 		want         int
 	}{
-		{"30 KB bearer token", "Authorization", 30_000, http.StatusOK},
-		{"30 KB of metadata", "Grpc-Metadata-Blob", 30_000, http.StatusOK},
-		{"66 KB of metadata", "Grpc-Metadata-Blob", 66_000, http.StatusRequestHeaderFieldsTooLarge},
+		{"30 KB bearer token", "Authorization", 30_000, 0, http.StatusOK},
+		{"30 KB of metadata", "Grpc-Metadata-Blob", 30_000, 0, http.StatusOK},
+		{"66 KB of metadata", "Grpc-Metadata-Blob", 66_000, 0, http.StatusRequestHeaderFieldsTooLarge},
+		// Small headers count 32 bytes more each as metadata: these pass
+		// MaxHeaderBytes and would exceed what the backend takes.
+		{"1,500 small Authorization headers", "Authorization", 1, 1500, http.StatusRequestHeaderFieldsTooLarge},
+		{"1,500 small metadata headers", "Grpc-Metadata-Blob", 1, 1500, http.StatusRequestHeaderFieldsTooLarge},
+		{"500 small metadata headers", "Grpc-Metadata-Blob", 1, 500, http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/v1/users/"+knownUserID, nil)
 			req.Header.Set(tt.header, "Bearer "+strings.Repeat("x", tt.size))
+			for range tt.count - 1 {
+				req.Header.Add(tt.header, strings.Repeat("x", tt.size))
+			}
 			resp, err := ts.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != tt.want {
-				t.Errorf("HTTP %d, want %d", resp.StatusCode, tt.want)
+				t.Errorf("HTTP %d, want %d: %s", resp.StatusCode, tt.want, body)
+			}
+			// (net/http answers headers over MaxHeaderBytes itself, in plain text.)
+			if tt.count > 0 && resp.StatusCode != http.StatusOK && resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("HTTP %d with Content-Type %q, want a JSON error: %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 			}
 		})
 	}

@@ -2,12 +2,16 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/requestid"
 )
 
@@ -55,6 +59,45 @@ func incomingHeader(key string) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// ReasonHeadersTooLarge is the ErrorInfo reason of a request whose
+// headers would reach the backends as more metadata than they take
+// (HTTP 431).
+const ReasonHeadersTooLarge = "HEADERS_TOO_LARGE"
+
+// maxForwardedMetadata bounds the metadata a request's headers become,
+// counted as HTTP/2 counts a header list (name, value and 32 bytes a
+// field): under kit/server's 64 KiB, with room for what the gateway adds
+// itself. MaxHeaderBytes alone does not keep under it, since HTTP/1.1
+// counts a field at its length: 1,500 "Authorization: x" lines are 27 KB
+// of headers and 69 KB of metadata, which the backend refused, a 500.
+const maxForwardedMetadata = 48 << 10
+
+// checkForwardedSize refuses a request whose headers forwardable as
+// metadata (incomingHeader, and Authorization, which grpc-gateway always
+// passes on) exceed maxForwardedMetadata.
+func checkForwardedSize(h http.Header) *apierr.Error {
+	size := 0
+	for key, values := range h {
+		var name string
+		if key == "Authorization" {
+			name = "authorization"
+		} else if n, ok := incomingHeader(key); ok {
+			name = n
+		} else {
+			continue
+		}
+		for _, v := range values {
+			size += len(name) + len(v) + 32
+		}
+	}
+	if size <= maxForwardedMetadata {
+		return nil
+	}
+	return apierr.New(codes.InvalidArgument, ReasonHeadersTooLarge,
+		fmt.Sprintf("the request's Authorization and Grpc-Metadata-* headers exceed %d bytes as gRPC metadata (32 bytes more a header)", maxForwardedMetadata),
+		apierr.Metadata("limit", strconv.Itoa(maxForwardedMetadata)))
 }
 
 // notMetadata reports whether name may not travel as gRPC metadata from a
