@@ -93,13 +93,16 @@ func (s *Server) ClientURL() string {
 }
 
 // Connect opens a client connection named name: in process when the server
-// does not listen, else through ClientURL with Connect's reconnect policy.
+// does not listen, else through ClientURL; either way with Connect's
+// reconnect policy.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
 	if !s.listening {
-		nc, err := nats.Connect("", nats.Name(name), nats.InProcessServer(s.ns),
-			// An in-process connection has nowhere to reconnect to once
-			// the server is gone.
-			nats.NoReconnect())
+		// Reconnecting as Connect does: the server can close a connection
+		// it still serves (a client too slow to read, missed pings, an
+		// operator's kick), and nats.go reconnects in process. Without
+		// it, that one close cut every service of the process off the
+		// bus for good, outboxes filling and health still SERVING.
+		nc, err := nats.Connect("", append(reconnectPolicy(), nats.Name(name), nats.InProcessServer(s.ns))...)
 		if err != nil {
 			return nil, fmt.Errorf("events: connect in process: %w", err)
 		}
@@ -127,8 +130,17 @@ const (
 // never leaves a service disconnected; the first connection attempt fails
 // fast.
 func Connect(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name(name),
+	nc, err := nats.Connect(url, append(reconnectPolicy(), nats.Name(name))...)
+	if err != nil {
+		return nil, fmt.Errorf("events: connect to NATS at %s: %w", RedactURL(url), err)
+	}
+	return nc, nil
+}
+
+// reconnectPolicy is how a connection from Connect or Server.Connect
+// comes back: for ever, after 100 ms doubling up to five seconds.
+func reconnectPolicy() []nats.Option {
+	return []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			d := reconnectMin
@@ -137,11 +149,7 @@ func Connect(url, name string) (*nats.Conn, error) {
 			}
 			return min(d, reconnectMax)
 		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("events: connect to NATS at %s: %w", RedactURL(url), err)
 	}
-	return nc, nil
 }
 
 // RedactURL returns url (comma-separated for several servers) fit for a
