@@ -87,3 +87,51 @@ func TestPurgeInboxChunk(t *testing.T) {
 		}
 	})
 }
+
+// TestInvalidInboxIndexRebuilt: on PostgreSQL, an index build that was
+// interrupted leaves an INVALID index behind; the migration that builds it,
+// run again, replaces it with a valid one instead of taking it for built.
+func TestInvalidInboxIndexRebuilt(t *testing.T) {
+	url, ok := sqldbtest.URLs(t)["postgres"]
+	if !ok {
+		t.Skip("needs " + sqldbtest.PostgresEnv)
+	}
+	db := openDB(t, url)
+	ctx := t.Context()
+	exec := func(query string, args ...any) error {
+		_, err := db.ExecContext(ctx, query, args...)
+		return err
+	}
+	valid := func() (bool, error) {
+		var v bool
+		err := db.QueryRowContext(ctx, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('events_inbox_processed')").Scan(&v)
+		return v, err
+	}
+	// Back to before the migration, with two rows a unique build fails on:
+	// a failed CREATE INDEX CONCURRENTLY leaves its index INVALID, as an
+	// interrupted one does.
+	if err := exec("DROP INDEX events_inbox_processed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec("DELETE FROM "+events.MigrationTable+" WHERE version_id = 2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		onceInTx(t, ctx, db, "c", id)
+	}
+	if err := exec("UPDATE events_inbox SET processed_time = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec("CREATE UNIQUE INDEX CONCURRENTLY events_inbox_processed ON events_inbox (processed_time)"); err == nil {
+		t.Fatal("the unique build succeeded over duplicates")
+	}
+	if v, err := valid(); err != nil || v {
+		t.Fatalf("before the migration: valid %v, %v; want an invalid index", v, err)
+	}
+	if err := events.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := valid(); err != nil || !v {
+		t.Fatalf("after the migration: valid %v, %v; want a valid index", v, err)
+	}
+}
