@@ -113,7 +113,7 @@ func TestInvalidInboxIndexRebuilt(t *testing.T) {
 	if err := exec("DROP INDEX events_inbox_processed"); err != nil {
 		t.Fatal(err)
 	}
-	if err := exec("DELETE FROM "+events.MigrationTable+" WHERE version_id = 2"); err != nil {
+	if err := exec("DELETE FROM " + events.MigrationTable + " WHERE version_id = 2"); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b"} {
