@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -381,10 +382,31 @@ func (s *System) dialInproc(name string) (*grpc.ClientConn, error) {
 // Shutdown drains the system from the edge inwards: the gateway stops taking
 // requests and finishes those in flight, then each service drains in the
 // reverse of start order, so no caller outlives its callee; the event bus
-// closes last, after every relay and consumer has stopped. It returns the
-// first error met.
+// closes last, after every relay and consumer has stopped. CreateOrder
+// calls waiting for their orders get half the time to ctx's deadline, then
+// are answered with the order as it is. It returns the errors met.
 func (s *System) Shutdown(ctx context.Context) error {
 	var errs []error
+	// Long polls (the order service's waiting CreateOrder) never end on
+	// their own, and are unary calls, which every graceful stop waits for:
+	// the gateway's for a REST call waiting on one, a service's for its
+	// own. Waiting its turn, a service's drain came after the gateway had
+	// waited such a call out, for its whole request timeout and past
+	// ctx's deadline. So the waits get half the time left to end as they
+	// would (an order is usually decided in milliseconds, and its caller
+	// then gets the outcome), and are then answered with the order as it
+	// is. (Services end streams, subscriptions and watches themselves.)
+	endWaits := sync.OnceFunc(func() {
+		for _, r := range s.services {
+			if d, ok := r.closer.(interface{ Drain() }); ok {
+				d.Drain()
+			}
+		}
+	})
+	if deadline, ok := ctx.Deadline(); ok {
+		t := time.AfterFunc(time.Until(deadline)/2, endWaits)
+		defer t.Stop()
+	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("gateway: %w", err))
@@ -395,15 +417,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 		s.http = nil
 	}
+	endWaits()
 	for i := len(s.services) - 1; i >= 0; i-- {
 		r := s.services[i]
-		// Long polls (the order service's waiting CreateOrder) never end
-		// on their own, and are unary calls, which the server's graceful
-		// stop waits for: a service that has them ends them first. (It
-		// ends streams, subscriptions and watches, itself.)
-		if d, ok := r.closer.(interface{ Drain() }); ok {
-			d.Drain()
-		}
 		r.srv.Shutdown(ctx)
 		for _, done := range r.served {
 			if err := <-done; err != nil {

@@ -646,3 +646,68 @@ func TestNATSURLShownRedacted(t *testing.T) {
 		t.Errorf("NATSURL = %q", sys.NATSURL)
 	}
 }
+
+// TestShutdownAnswersWaitingOrders: a POST /v1/orders waiting for its order
+// is answered, with the order PENDING, as soon as shutdown starts. The
+// gateway's graceful stop waits for it, and the order service used to end
+// such waits only when its own turn came, after the gateway's: the call
+// held the whole shutdown for its request timeout, past the deadline.
+func TestShutdownAnswersWaitingOrders(t *testing.T) {
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	cfg := system.Config{DataDir: t.TempDir(), Logger: quiet}
+	freePorts(&cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sys, err := system.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + sys.HTTPAddr
+	if r := do(t, "POST", base+"/v1/products", `{"sku":"W","name":"W","price":{"currencyCode":"USD","units":"5"},"stock":10}`); r.status != 200 {
+		t.Fatalf("create product: %d %s", r.status, r.raw)
+	}
+	u := do(t, "POST", base+"/v1/users", `{"email":"wait@example.com","name":"Wait"}`)
+	userID, _ := path(u.body, "user", "id").(string)
+	// The payment provider is down: the saga retries, the order stays
+	// PENDING, and the call waits for it.
+	type answered struct {
+		status int
+		body   map[string]any
+		err    error
+	}
+	answer := make(chan answered, 1)
+	go func() {
+		resp, err := http.Post(base+"/v1/orders", "application/json", strings.NewReader(fmt.Sprintf(
+			`{"userId":%q,"items":[{"sku":"W","quantity":1}],"paymentToken":"tok_unavailable","idempotencyKey":"wait-1","wait":true}`, userID)))
+		if err != nil {
+			answer <- answered{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		a := answered{status: resp.StatusCode}
+		a.err = json.NewDecoder(resp.Body).Decode(&a.body)
+		answer <- a
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := do(t, "GET", base+"/v1/users/"+userID+"/orders", "")
+		if orders, _ := path(r.body, "orders").([]any); len(orders) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the order was never stored")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Well under the gateway's 15 s request timeout, which the call
+	// would otherwise wait out.
+	sctx, scancel := context.WithTimeout(ctx, 8*time.Second)
+	defer scancel()
+	if err := sys.Shutdown(sctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	a := <-answer
+	if a.err != nil || a.status != 200 || path(a.body, "order", "status") != "ORDER_STATUS_PENDING" {
+		t.Errorf("waiting order: %d %v, %v", a.status, a.body, a.err)
+	}
+}
