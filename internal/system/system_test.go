@@ -711,3 +711,21 @@ func TestShutdownAnswersWaitingOrders(t *testing.T) {
 		t.Errorf("waiting order: %d %v, %v", a.status, a.body, a.err)
 	}
 }
+
+// TestDataDirectoryInUse: a second embedded system on a data directory in
+// use fails at once, before it opens a store or runs a relay, instead of
+// running a second NATS server on the first one's files.
+func TestDataDirectoryInUse(t *testing.T) {
+	dir := t.TempDir()
+	start(t, system.Config{DataDir: dir})
+	cfg := system.Config{DataDir: dir, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	freePorts(&cfg)
+	b, err := system.Start(t.Context(), cfg)
+	if err == nil {
+		b.Shutdown(context.WithoutCancel(t.Context()))
+		t.Fatal("a second system started on a data directory in use")
+	}
+	if !strings.Contains(err.Error(), "in use by another process") {
+		t.Errorf("second system: %v, want the directory named in use", err)
+	}
+}

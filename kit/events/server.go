@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	neturl "net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -31,14 +32,26 @@ const readyTimeout = 30 * time.Second
 type Server struct {
 	ns        *server.Server
 	listening bool
+	// lock holds the store directory (lockStore) until Shutdown.
+	lock *os.File
 }
 
 // StartServer starts an embedded nats-server with JetStream storing under
-// cfg.Dir and returns once it accepts clients.
-func StartServer(cfg ServerConfig) (*Server, error) {
+// cfg.Dir and returns once it accepts clients. A store directory in use by
+// another process's server is refused.
+func StartServer(cfg ServerConfig) (_ *Server, err error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("events: embedded NATS needs a store directory")
 	}
+	lock, err := lockStore(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && lock != nil {
+			lock.Close()
+		}
+	}()
 	opts := &server.Options{
 		ServerName: "duet-embedded",
 		JetStream:  true,
@@ -80,7 +93,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, errors.New("events: embedded NATS started without JetStream")
 	}
-	return &Server{ns: ns, listening: cfg.Listen != ""}, nil
+	return &Server{ns: ns, listening: cfg.Listen != "", lock: lock}, nil
 }
 
 // ClientURL is the URL clients in other processes connect to, or "" when
@@ -116,6 +129,10 @@ func (s *Server) Connect(name string) (*nats.Conn, error) {
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
 }
 
 // Reconnect backoff for Connect.

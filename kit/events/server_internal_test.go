@@ -1,6 +1,7 @@
 package events
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,4 +37,28 @@ func TestInProcessConnectionReconnects(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Errorf("Flush after reconnecting: %v", err)
 	}
+}
+
+// TestStoreDirectoryLocked: a second server on a store directory in use is
+// refused, before it touches the store; once the first has shut down, the
+// directory is free again.
+func TestStoreDirectoryLocked(t *testing.T) {
+	dir := t.TempDir()
+	first, err := StartServer(ServerConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err := StartServer(ServerConfig{Dir: dir}); err == nil {
+		second.Shutdown()
+		first.Shutdown()
+		t.Fatal("a second server started on a store directory in use")
+	} else if !strings.Contains(err.Error(), "in use by another process") {
+		t.Errorf("second server: %v, want the directory named in use", err)
+	}
+	first.Shutdown()
+	again, err := StartServer(ServerConfig{Dir: dir})
+	if err != nil {
+		t.Fatalf("after the first shut down: %v", err)
+	}
+	again.Shutdown()
 }
