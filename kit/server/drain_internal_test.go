@@ -122,3 +122,55 @@ func TestShutdownOutlivedByHandler(t *testing.T) {
 	}
 	<-shut
 }
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// TestConnectionsRecycled: by default the server asks a client to replace
+// its connection after a while, so the client resolves the name again and
+// reaches replicas added since; the client's calls carry on meanwhile.
+func TestConnectionsRecycled(t *testing.T) {
+	defer func(d time.Duration) { maxConnectionAge = d }(maxConnectionAge)
+	maxConnectionAge = 100 * time.Millisecond
+
+	srv, err := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := &countingListener{Listener: inner}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	health := healthpb.NewHealthClient(conn)
+	for lis.accepted.Load() < 2 {
+		if _, err := health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("call after %d connections: %v", lis.accepted.Load(), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Shutdown(ctx)
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}

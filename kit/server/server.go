@@ -79,7 +79,19 @@ const (
 	// 64 KiB leaves room for the REST gateway's bound on the headers it
 	// forwards (32 KiB).
 	DefaultMaxHeaderListSize = 64 << 10
+	// DefaultMaxConnectionAge is how long a client connection lives before
+	// the server asks the client, with GOAWAY, to open a new one
+	// (Config.Keepalive.MaxConnectionAge; grpc-go adds ±10 % jitter).
+	// grpc-go's default is for ever, and its clients resolve a name again
+	// only when a connection breaks: replicas added behind a DNS name or a
+	// Kubernetes Service never got a call from clients connected before.
+	// Calls in flight finish on the old connection, streams included
+	// (MaxConnectionAgeGrace stays unbounded unless set).
+	DefaultMaxConnectionAge = 5 * time.Minute
 )
+
+// maxConnectionAge is DefaultMaxConnectionAge, a variable for tests.
+var maxConnectionAge = DefaultMaxConnectionAge
 
 // stopWait bounds how long Shutdown waits, after cutting every connection,
 // for handlers that ignore their context to return; a variable for tests.
@@ -113,7 +125,9 @@ type Config struct {
 	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
 	MaxRecvMsgSize, MaxSendMsgSize int
 	// Keepalive sets the server's pings and connection ages; zero fields
-	// take grpc-go's defaults except Time and Timeout.
+	// take grpc-go's defaults except Time, Timeout and MaxConnectionAge
+	// (DefaultKeepalive, DefaultPingTimeout, DefaultMaxConnectionAge; a
+	// negative MaxConnectionAge means for ever).
 	Keepalive keepalive.ServerParameters
 	// KeepalivePolicy bounds how often clients may ping; zero means a
 	// MinTime of DefaultMinPingInterval, pings without streams allowed.
@@ -208,6 +222,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if ka.Timeout == 0 {
 		ka.Timeout = DefaultPingTimeout
+	}
+	switch {
+	case ka.MaxConnectionAge == 0:
+		ka.MaxConnectionAge = maxConnectionAge
+	case ka.MaxConnectionAge < 0:
+		ka.MaxConnectionAge = 0 // grpc-go's for ever
 	}
 	policy := cfg.KeepalivePolicy
 	if policy == (keepalive.EnforcementPolicy{}) {
