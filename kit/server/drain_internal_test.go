@@ -88,13 +88,7 @@ func TestShutdownOutlivedByHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	served, conn := serveAndDial(t, srv, lis)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	called := make(chan error, 1)
@@ -153,13 +147,7 @@ func TestConnectionsRecycled(t *testing.T) {
 		t.Fatal(err)
 	}
 	lis := &countingListener{Listener: inner}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	served, conn := serveAndDial(t, srv, lis)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	health := healthpb.NewHealthClient(conn)
@@ -173,4 +161,19 @@ func TestConnectionsRecycled(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
+}
+
+// serveAndDial serves srv on lis and returns what Serve returns, once it
+// does, and a plaintext client connection to lis, closed when the test
+// ends.
+func serveAndDial(t *testing.T, srv *Server, lis net.Listener) (<-chan error, *grpc.ClientConn) {
+	t.Helper()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return served, conn
 }
