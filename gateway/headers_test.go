@@ -38,15 +38,19 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 		name, header string
 		size, count  int // count headers of size bytes (one when 0)
 		want         int
+		forwardedFor int // bytes of an X-Forwarded-For, also forwarded
 	}{
-		{"30 KB bearer token", "Authorization", 30_000, 0, http.StatusOK},
-		{"30 KB of metadata", "Grpc-Metadata-Blob", 30_000, 0, http.StatusOK},
-		{"66 KB of metadata", "Grpc-Metadata-Blob", 66_000, 0, http.StatusRequestHeaderFieldsTooLarge},
+		{"30 KB bearer token", "Authorization", 30_000, 0, http.StatusOK, 0},
+		{"30 KB of metadata", "Grpc-Metadata-Blob", 30_000, 0, http.StatusOK, 0},
+		{"66 KB of metadata", "Grpc-Metadata-Blob", 66_000, 0, http.StatusRequestHeaderFieldsTooLarge, 0},
 		// Small headers count 32 bytes more each as metadata: these pass
 		// MaxHeaderBytes and would exceed what the backend takes.
-		{"1,500 small Authorization headers", "Authorization", 1, 1500, http.StatusRequestHeaderFieldsTooLarge},
-		{"1,500 small metadata headers", "Grpc-Metadata-Blob", 1, 1500, http.StatusRequestHeaderFieldsTooLarge},
-		{"500 small metadata headers", "Grpc-Metadata-Blob", 1, 500, http.StatusOK},
+		{"1,500 small Authorization headers", "Authorization", 1, 1500, http.StatusRequestHeaderFieldsTooLarge, 0},
+		{"1,500 small metadata headers", "Grpc-Metadata-Blob", 1, 1500, http.StatusRequestHeaderFieldsTooLarge, 0},
+		{"500 small metadata headers", "Grpc-Metadata-Blob", 1, 500, http.StatusOK, 0},
+		// Each under its share, together over: grpc-gateway forwards
+		// X-Forwarded-For as well.
+		{"1,068 small Authorization headers and a long X-Forwarded-For", "Authorization", 1, 1068, http.StatusRequestHeaderFieldsTooLarge, 17_000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +58,9 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 			req.Header.Set(tt.header, "Bearer "+strings.Repeat("x", tt.size))
 			for range tt.count - 1 {
 				req.Header.Add(tt.header, strings.Repeat("x", tt.size))
+			}
+			if tt.forwardedFor > 0 {
+				req.Header.Set("X-Forwarded-For", strings.Repeat("1", tt.forwardedFor))
 			}
 			resp, err := ts.Client().Do(req)
 			if err != nil {

@@ -75,10 +75,18 @@ const ReasonHeadersTooLarge = "HEADERS_TOO_LARGE"
 const maxForwardedMetadata = 48 << 10
 
 // checkForwardedSize refuses a request whose headers forwardable as
-// metadata (incomingHeader, and Authorization, which grpc-gateway always
-// passes on) exceed maxForwardedMetadata.
-func checkForwardedSize(h http.Header) *apierr.Error {
-	size := 0
+// metadata exceed maxForwardedMetadata: incomingHeader's, and those
+// grpc-gateway always passes on, Authorization and X-Forwarded-For and
+// -Host (the first value of each, the client's address added to the first).
+func checkForwardedSize(r *http.Request) *apierr.Error {
+	const addrRoom = len(", [ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]")
+	h := r.Header
+	size := len("x-forwarded-for") + len(h.Get("X-Forwarded-For")) + addrRoom + 32
+	host := h.Get("X-Forwarded-Host")
+	if host == "" {
+		host = r.Host
+	}
+	size += len("x-forwarded-host") + len(host) + 32
 	for key, values := range h {
 		var name string
 		if key == "Authorization" {
