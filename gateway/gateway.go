@@ -115,6 +115,9 @@ type Config struct {
 	// returned by Server.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
+
+	// lineWindow is how long each line of a watch may take to go out.
+	lineWindow time.Duration
 }
 
 // withDefaults returns cfg with its zero fields set to the defaults.
@@ -134,6 +137,11 @@ func (cfg Config) withDefaults() Config {
 	// ReadTimeout to arrive and RequestTimeout to answer, so a longer
 	// RequestTimeout than the default's must not be cut off by the
 	// default write timeout, with the work done and no answer sent.
+	// A watch's lines each get the write timeout as set, or the default:
+	// not the one grown for long calls, which would let a client that
+	// stopped reading hold a watch that much longer.
+	cfg.lineWindow = cfg.WriteTimeout
+	setDefault(&cfg.lineWindow, DefaultWriteTimeout)
 	setDefault(&cfg.WriteTimeout, max(DefaultWriteTimeout, cfg.ReadTimeout+cfg.RequestTimeout+5*time.Second))
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
@@ -307,7 +315,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, newAPIError(err, 0))
 		return
 	}
-	if err := checkForwardedSize(r.Header); err != nil {
+	if err := checkForwardedSize(r); err != nil {
 		writeError(rec, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
 		return
 	}
@@ -315,7 +323,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		// A watch streams until the order is terminal, which the saga
 		// bounds; the per-call deadline and the server's write timeout
 		// would cut it off, so this response has neither. Each line
-		// instead has WriteTimeout to go out: a client that stops
+		// instead has WriteTimeout (as set, else its default) to go
+		// out: a client that stops
 		// reading would otherwise hold the watch, and its backend
 		// stream, for as long as its kernel keeps the connection. The
 		// client's disconnect still ends it, and so does Drain.
@@ -325,7 +334,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		defer cancel(nil)
 		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
 		defer stop()
-		g.mux.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.cfg.WriteTimeout}, r.WithContext(ctx))
+		g.mux.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.cfg.lineWindow}, r.WithContext(ctx))
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
@@ -455,6 +464,7 @@ func (g *Gateway) recoverPanic(ctx context.Context, w *responseRecorder, r *http
 		// a watch's client would take a cut-off stream for a finished
 		// one. Aborting resets the stream (HTTP/2) or closes the
 		// connection without the last chunk (HTTP/1.1).
+		w.aborted = true
 		panic(http.ErrAbortHandler)
 	}
 	writeError(w, internalError())
@@ -463,15 +473,22 @@ func (g *Gateway) recoverPanic(ctx context.Context, w *responseRecorder, r *http
 // logAccess writes the access log line of one request.
 func (g *Gateway) logAccess(ctx context.Context, r *http.Request, w *responseRecorder, d time.Duration) {
 	level := slog.LevelInfo
-	if w.status() >= 500 {
+	if w.status() >= 500 || w.aborted {
 		level = slog.LevelError
+	}
+	// "aborted" joins the last attribute, in a group without a name
+	// (which slog inlines), only when set: the common line's attributes
+	// stay a fixed list, with no slice to build.
+	last := slog.Int64("bytes", w.written)
+	if w.aborted {
+		last = slog.Group("", last, slog.Bool("aborted", true))
 	}
 	logger.LogAttrs(ctx, g.log, level, "http request",
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", w.status()),
 		slog.Duration("duration", d),
-		slog.Int64("bytes", w.written),
+		last,
 	)
 }
 
@@ -482,6 +499,8 @@ type responseRecorder struct {
 	code        int
 	wroteHeader bool
 	written     int64
+	// aborted: the response was cut off after it had begun.
+	aborted bool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {

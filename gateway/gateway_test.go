@@ -558,17 +558,21 @@ func TestServerTimeouts(t *testing.T) {
 
 	// An unset write timeout leaves room for a longer call than the
 	// default; a set one is kept.
+	// A watch's lines keep the write timeout as set, or the default.
 	for _, tt := range []struct {
-		name                      string
-		request, write, wantWrite time.Duration
+		name                                  string
+		request, write, wantWrite, wantWindow time.Duration
 	}{
-		{"defaults", 0, 0, DefaultWriteTimeout},
-		{"a minute a call", time.Minute, 0, DefaultReadTimeout + time.Minute + 5*time.Second},
-		{"set", time.Minute, 3 * time.Second, 3 * time.Second},
+		{"defaults", 0, 0, DefaultWriteTimeout, DefaultWriteTimeout},
+		{"a minute a call", time.Minute, 0, DefaultReadTimeout + time.Minute + 5*time.Second, DefaultWriteTimeout},
+		{"set", time.Minute, 3 * time.Second, 3 * time.Second, 3 * time.Second},
 	} {
 		e := newEnv(t, func(c *Config) { c.RequestTimeout, c.WriteTimeout = tt.request, tt.write })
 		if got := e.gw.Server(":0").WriteTimeout; got != tt.wantWrite {
 			t.Errorf("%s: WriteTimeout %v, want %v", tt.name, got, tt.wantWrite)
+		}
+		if got := e.gw.cfg.lineWindow; got != tt.wantWindow {
+			t.Errorf("%s: a watch line's window %v, want %v", tt.name, got, tt.wantWindow)
 		}
 	}
 }
@@ -672,8 +676,6 @@ func TestAnyContentTypeIsJSON(t *testing.T) {
 	}
 }
 
-// TestPanicIsAJSON500 checks that a panic while serving becomes an opaque
-// JSON 500 with the request id, and is logged.
 // TestPanicAfterHeadersAborts: a handler that panics once its response
 // has begun does not end the response cleanly: the client sees a broken
 // body, not a complete one missing its end, and the panic is logged.
@@ -697,17 +699,25 @@ func TestPanicAfterHeadersAborts(t *testing.T) {
 	if err == nil {
 		t.Errorf("the body read to its end (%q): a cut-off response looked complete", body)
 	}
-	var logged bool
+	var logged, accessLogged bool
 	for _, rec := range e.logs.lines(t) {
 		if rec["panic"] == "midway" {
 			logged = true
 		}
+		if rec["msg"] == "http request" && rec["path"] == "/half" {
+			accessLogged = true
+			if rec["level"] != "ERROR" || rec["aborted"] != true {
+				t.Errorf("access log of the cut-off response: %v, want an error marked aborted", rec)
+			}
+		}
 	}
-	if !logged {
-		t.Error("panic not logged")
+	if !logged || !accessLogged {
+		t.Errorf("panic logged %v, request logged %v", logged, accessLogged)
 	}
 }
 
+// TestPanicIsAJSON500 checks that a panic while serving becomes an opaque
+// JSON 500 with the request id, and is logged.
 func TestPanicIsAJSON500(t *testing.T) {
 	e := newEnv(t)
 	if err := e.gw.mux.HandlePath("GET", "/boom", func(http.ResponseWriter, *http.Request, map[string]string) {
