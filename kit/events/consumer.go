@@ -64,11 +64,14 @@ func (m Message) Context(ctx context.Context) context.Context {
 }
 
 // Unmarshal decodes Data into dst, which must be the message type named by
-// Type. Its errors are Permanent: no redelivery decodes the same bytes
-// differently, so a handler that returns one has the event terminated.
+// Type. Bytes that do not decode are a Permanent error: no redelivery
+// decodes them differently, so a handler that returns it has the event
+// terminated. A Type other than dst's is not: during a rolling deploy, a
+// consumer of the next version, which knows the new type, may take the
+// event's redelivery.
 func (m Message) Unmarshal(dst proto.Message) error {
 	if got := string(dst.ProtoReflect().Descriptor().FullName()); m.Type != "" && got != m.Type {
-		return Permanent(fmt.Errorf("events: event %s is a %s, not a %s", m.ID, m.Type, got))
+		return fmt.Errorf("events: event %s is a %s, not a %s", m.ID, m.Type, got)
 	}
 	if err := proto.Unmarshal(m.Data, dst); err != nil {
 		return Permanent(fmt.Errorf("events: decode event %s: %w", m.ID, err))
@@ -531,14 +534,16 @@ func (c *consumer) settle(ctx, hctx context.Context, span trace.Span, msg jetstr
 		}
 		return
 	}
-	if ctx.Err() != nil {
-		// Shutting down: leave the event for redelivery without a delay.
+	if c.cfg.MaxDeliver > 0 && m.NumDelivered >= uint64(c.cfg.MaxDeliver) {
+		// Whatever the cause, a stop included: JetStream delivers it
+		// no more.
+		c.log.ErrorContext(hctx, "events: handler failed on the last delivery; the event is dropped for this consumer",
+			"event_id", m.ID, "subject", m.Subject, "delivery", m.NumDelivered, "err", err)
 		_ = msg.Nak()
 		return
 	}
-	if c.cfg.MaxDeliver > 0 && m.NumDelivered >= uint64(c.cfg.MaxDeliver) {
-		c.log.ErrorContext(hctx, "events: handler failed on the last delivery; the event is dropped for this consumer",
-			"event_id", m.ID, "subject", m.Subject, "delivery", m.NumDelivered, "err", err)
+	if ctx.Err() != nil {
+		// Shutting down: leave the event for redelivery without a delay.
 		_ = msg.Nak()
 		return
 	}

@@ -503,3 +503,52 @@ func TestRelayStopMarksWhatItPublished(t *testing.T) {
 		}
 	})
 }
+
+// TestRelayStopBoundedWhenNATSHangs: a relay stopped while JetStream does
+// not answer its publish returns about a second later, not after its
+// PublishTimeout: a process out of time at shutdown must not wait on a
+// NATS server that has stopped answering.
+func TestRelayStopBoundedWhenNATSHangs(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		// Subjects no stream stores, where a subscriber takes each
+		// publish and never answers it, as a stuck server would.
+		hung := *bus
+		hung.Prefix = "hung" + eventstest.Unique(t)
+		got := make(chan struct{}, 1)
+		sub, err := bus.Conn.Subscribe(hung.Subject(">"), func(*nats.Msg) {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		appendEvent(t, t.Context(), db, "order.confirmed", "stuck")
+		relay := events.NewRelay(db, &hung, events.RelayConfig{
+			Logger: quiet, PollInterval: time.Hour, PublishTimeout: time.Minute,
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- relay.Run(ctx) }()
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			cancel()
+			t.Fatal("the relay never published")
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stopped relay is still waiting on its publish")
+		}
+		if n := pendingRows(t, db); n != 1 {
+			t.Errorf("%d rows pending, want the unanswered one", n)
+		}
+	})
+}

@@ -148,7 +148,7 @@ func (r *Relay) Start(ctx context.Context) (stop func() error) {
 // Run publishes pending rows in outbox order until ctx ends, then returns
 // nil. Each row is published with its event id as Nats-Msg-Id and marked
 // published once JetStream has stored it; a publish under way when ctx
-// ends is finished (within PublishTimeout) and marked before Run returns. When publishing fails the relay
+// ends is waited for (a second at most) and marked before Run returns. When publishing fails the relay
 // retries the same row with backoff: it never skips one. Run one Run per
 // Relay; several relays on one outbox (replicas) are safe, since JetStream
 // drops the duplicates they publish.
@@ -258,8 +258,15 @@ func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
 }
 
 // markTimeout bounds marking a batch published, which outlives the
-// relay's context so a stop does not undo a publish.
-const markTimeout = 5 * time.Second
+// relay's context so a stop does not undo a publish; stopGrace bounds
+// what a publish under way may still take once the relay is stopping.
+// Together they bound how much longer a stop takes: the stop of a
+// process that has run out of time must not wait on a NATS server that
+// has stopped answering for PublishTimeout.
+const (
+	markTimeout = 2 * time.Second
+	stopGrace   = time.Second
+)
 
 // markChunk is how many rows one UPDATE of mark marks. Every UPDATE has
 // this many placeholders (a short chunk repeats its last seq), so one
@@ -341,11 +348,13 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 	msg.Header.Set(HeaderEventType, p.typ)
 	msg.Header.Set(HeaderAggregateID, p.aggregate)
 	msg.Header.Set(HeaderOccurTime, time.UnixMicro(p.occur).UTC().Format(time.RFC3339Nano))
-	// A publish under way when the relay stops is waited for (up to
-	// PublishTimeout): cut off, JetStream might store the event without
-	// the relay knowing, and the outbox would send it again.
+	// A publish under way when the relay stops is waited for, up to
+	// stopGrace more: cut off at once, JetStream might store the event
+	// without the relay knowing, and the outbox would send it again.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
 	defer cancel()
+	stopping := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
+	defer stopping()
 	_, err := r.bus.JS.PublishMsg(pctx, msg)
 	return err
 }
