@@ -322,6 +322,10 @@ func (c *consumer) runEach(ctx context.Context, it jetstream.MessagesContext) er
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
+			if err == nil {
+				_ = msg.Nak()
+			}
+			release(ctx, it)
 			return nil
 		}
 		if err != nil {
@@ -334,6 +338,27 @@ func (c *consumer) runEach(ctx context.Context, it jetstream.MessagesContext) er
 			continue
 		}
 		c.process(ctx, msg)
+	}
+}
+
+// releaseWait bounds how long a stopping consumer spends handing back the
+// events it fetched ahead.
+const releaseWait = time.Second
+
+// release naks the events the iterator fetched ahead and no handler took,
+// as the consumer stops, so another process on the same durable gets them
+// now rather than once their AckWait has run out (30 s by default, on
+// every event of up to a buffer and a batch, at every deploy).
+func release(ctx context.Context, it jetstream.MessagesContext) {
+	it.Drain()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseWait)
+	defer cancel()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
 	}
 }
 
@@ -376,6 +401,9 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 		for {
 			msg, err := it.Next(jetstream.NextContext(ctx))
 			if ctx.Err() != nil {
+				if err == nil {
+					_ = msg.Nak()
+				}
 				return
 			}
 			if err == nil && c.unwanted(msg) {
@@ -384,6 +412,9 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 			select {
 			case in <- pulled{msg, err}:
 			case <-ctx.Done():
+				if err == nil {
+					_ = msg.Nak()
+				}
 				return
 			}
 			if err != nil && endsIterator(err) {
@@ -391,11 +422,19 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 			}
 		}
 	}()
+	batch := make([]jetstream.Msg, 0, MaxBatch)
 	defer func() {
 		cancel()
 		<-done
+		// Stopping: what was pulled and not handled goes back at once.
+		close(in)
+		for p := range in {
+			if p.err == nil {
+				_ = p.msg.Nak()
+			}
+		}
+		release(parent, it)
 	}()
-	batch := make([]jetstream.Msg, 0, MaxBatch)
 	var lastStart time.Time
 	linger := time.NewTimer(0)
 	defer linger.Stop()
@@ -435,6 +474,9 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 					wait = nil
 					continue
 				case <-ctx.Done():
+					for _, msg := range batch {
+						_ = msg.Nak()
+					}
 					return nil
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -405,5 +406,74 @@ func TestIsPermanent(t *testing.T) {
 	}
 	if !errors.Is(events.Permanent(base), base) {
 		t.Error("Permanent hides the error it marks")
+	}
+}
+
+// TestStopHandsBackFetchedEvents: a consumer that stops naks the events it
+// had fetched ahead and not handled, so another process on the same
+// durable gets them at once. Left to the server, they came back 5.1 s
+// later on the embedded one (the pull request's expiry; their AckWait at
+// worst). Against an external server the bound is looser: nats.go's
+// iterator can stall for ~5 s there (see pullHeartbeat). Checked for
+// Consume and ConsumeBatch.
+func TestStopHandsBackFetchedEvents(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+				const n = 20
+				durable := "handback-" + eventstest.Unique(t)
+				cfg := events.ConsumerConfig{Durable: durable, Subjects: []string{"order.*"}, AckWait: 30 * time.Second, Logger: quiet}
+				startRelay(t, db, bus)
+				for i := range n {
+					appendEvent(t, t.Context(), db, "order.confirmed", fmt.Sprint(i))
+				}
+				waitFor(t, "every event in the stream", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+				// The first consumer holds its first event until it
+				// stops, by which time it has fetched more.
+				ctx, cancel := context.WithCancel(t.Context())
+				holding := make(chan struct{}, 1)
+				hold := func(ctx context.Context) error {
+					select {
+					case holding <- struct{}{}:
+					default:
+					}
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				done := make(chan error, 1)
+				go func() {
+					each := func(ctx context.Context, _ events.Message) error { return hold(ctx) }
+					if batch {
+						done <- events.ConsumeBatch(ctx, bus, cfg, func(ctx context.Context, _ []events.Message) error { return hold(ctx) }, each)
+					} else {
+						done <- events.Consume(ctx, bus, cfg, each)
+					}
+				}()
+				select {
+				case <-holding:
+				case <-time.After(10 * time.Second):
+					cancel()
+					t.Fatal("the first consumer got no event")
+				}
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				c := newCollector()
+				consume(t, bus, durable, []string{"order.*"}, c, nil)
+				within := 10 * time.Second
+				if strings.Contains(t.Name(), "/embedded") {
+					within = 3 * time.Second
+				}
+				waitFor(t, "every event at the second consumer", within, func() bool {
+					for i := range n {
+						if c.count(fmt.Sprint(i)) == 0 {
+							return false
+						}
+					}
+					return true
+				})
+			})
+		})
 	}
 }
