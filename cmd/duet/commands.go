@@ -15,6 +15,7 @@ import (
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/services/inventory/stockimport"
 )
@@ -86,7 +87,36 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer conn.Close()
-	stream, err := orderv1.NewOrderServiceClient(conn).WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id})
+	client := orderv1.NewOrderServiceClient(conn)
+	var last string
+	for {
+		err := watchOnce(ctx, client, id, stdout, &last)
+		if err == nil || !apierr.Is(err, apierr.ReasonShuttingDown) {
+			return err
+		}
+		// The service is stopping (a restart, a deploy) and says when to
+		// come back: the watch is reopened, as the README asks of every
+		// client of such a stream, and goes on from the order as it is.
+		delay, ok := apierr.RetryDelay(err)
+		if !ok {
+			delay = time.Second
+		}
+		fmt.Fprintf(stderr, "order service shutting down; reopening the watch in %v\n", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// watchOnce prints the order's changes from one WatchOrder stream until it
+// ends; last is the line printed last, which a reopened stream's first
+// message repeats and is then not printed again. A WatchOrder that cannot
+// start because the service is unreachable waits for it (the order
+// service may be restarting), until ctx ends.
+func watchOnce(ctx context.Context, client orderv1.OrderServiceClient, id string, stdout io.Writer, last *string) error {
+	stream, err := client.WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id}, grpc.WaitForReady(*last != ""))
 	if err != nil {
 		return err
 	}
@@ -104,6 +134,10 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if o.GetFailureReason() != "" {
 			line += " reason=" + o.GetFailureReason()
 		}
+		if line == *last {
+			continue
+		}
+		*last = line
 		fmt.Fprintln(stdout, line)
 	}
 }
