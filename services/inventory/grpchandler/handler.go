@@ -55,14 +55,25 @@ const (
 	// MaxConcurrentImports imports are running already; RetryInfo says
 	// when to try again. Nothing was applied.
 	ReasonImportsBusy = "IMPORTS_BUSY"
+	// ReasonImportIdle: DEADLINE_EXCEEDED from ImportStock when the client
+	// sent nothing for ImportIdleTimeout; nothing was applied.
+	ReasonImportIdle = "IMPORT_IDLE"
 )
+
+// ImportIdleTimeout is how long an import waits for its client's next
+// record (or the end of its stream) before it gives up and frees its slot.
+const ImportIdleTimeout = 30 * time.Second
+
+// importIdleTimeout is ImportIdleTimeout, a variable for tests.
+var importIdleTimeout = ImportIdleTimeout
 
 // MaxConcurrentImports bounds the stock imports running at once. Each
 // keeps up to 100,000 records in memory until its client closes the
 // stream, and a client may take its time doing so: without a bound, a few
 // clients could hold gigabytes. An import has no deadline (a stream may
-// take its time): four clients that open one and send nothing hold every
-// slot until they close; ImportStock is for operators, over gRPC only.
+// take its time) but may not stand idle: one whose client sends nothing
+// for ImportIdleTimeout ends, so clients that open imports and send
+// nothing hold the slots only that long.
 const MaxConcurrentImports = 4
 
 // importsBusyRetry is the RetryInfo delay of IMPORTS_BUSY.
@@ -91,6 +102,10 @@ func New(inv *domain.Service, logger *slog.Logger) *Handler {
 	}
 	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports)}
 }
+
+// ImportsRunning is how many stock imports hold a slot (at most
+// MaxConcurrentImports), for tests and metrics.
+func (h *Handler) ImportsRunning() int { return len(h.imports) }
 
 // CreateProduct adds a product.
 func (h *Handler) CreateProduct(ctx context.Context, req *inventoryv1.CreateProductRequest) (*inventoryv1.CreateProductResponse, error) {
@@ -204,9 +219,20 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 			apierr.RetryAfter(importsBusyRetry))
 	}
 	imp := h.inv.NewImport()
+	msgs, stop := receiveImports(stream)
+	defer stop()
+	idle := time.NewTimer(importIdleTimeout)
+	defer idle.Stop()
 	for {
-		req := new(inventoryv1.ImportStockRequest)
-		err := stream.RecvMsg(req)
+		var r received
+		select {
+		case r = <-msgs:
+		case <-idle.C:
+			return apierr.New(codes.DeadlineExceeded, ReasonImportIdle,
+				fmt.Sprintf("no record for %v; nothing was applied", importIdleTimeout))
+		}
+		idle.Reset(importIdleTimeout)
+		req, err := r.req, r.err
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -234,6 +260,37 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 		return h.error(ctx, err, call{})
 	}
 	return stream.SendAndClose(summaryToProto(sum))
+}
+
+// received is one RecvMsg's result.
+type received struct {
+	req *inventoryv1.ImportStockRequest
+	err error
+}
+
+// receiveImports receives the stream's messages on a goroutine of its own,
+// so the import can wait for the next with a timeout; it stops at the
+// first error that ends the stream (io.EOF included: not a record's
+// INVALID_ARGUMENT, after which the import goes on) or when stop is
+// called. A receive still blocked then ends when the handler returns,
+// which ends the stream.
+func receiveImports(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) (<-chan received, func()) {
+	msgs, done := make(chan received), make(chan struct{})
+	go func() {
+		for {
+			req := new(inventoryv1.ImportStockRequest)
+			err := stream.RecvMsg(req)
+			select {
+			case msgs <- received{req, err}:
+			case <-done:
+				return
+			}
+			if err != nil && apierr.Code(err) != codes.InvalidArgument {
+				return
+			}
+		}
+	}()
+	return msgs, func() { close(done) }
 }
 
 // recvError answers a stream whose Recv failed: the client cancelled, the

@@ -37,6 +37,13 @@ func TestMain(m *testing.M) {
 // answers to input the contract's rules would normally have stopped.
 func serve(t *testing.T, opts ...domain.Option) inventoryv1.InventoryServiceClient {
 	t.Helper()
+	c, _ := serveHandler(t, opts...)
+	return c
+}
+
+// serveHandler is serve, returning the handler too.
+func serveHandler(t *testing.T, opts ...domain.Option) (inventoryv1.InventoryServiceClient, *grpchandler.Handler) {
+	t.Helper()
 	db, err := store.Open(t.Context(), "sqlite::memory:")
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +52,19 @@ func serve(t *testing.T, opts ...domain.Option) inventoryv1.InventoryServiceClie
 	h := grpchandler.New(domain.NewService(store.New(db), opts...), slog.New(slog.DiscardHandler))
 	srv := servertest.NewServer(t, server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true},
 		func(r grpc.ServiceRegistrar) { inventoryv1.RegisterInventoryServiceServer(r, h) })
-	return inventoryv1.NewInventoryServiceClient(srv.Dial(t, client.Config{DisableRetries: true}))
+	return inventoryv1.NewInventoryServiceClient(srv.Dial(t, client.Config{DisableRetries: true})), h
+}
+
+// waitImportsRunning waits until h runs n imports.
+func waitImportsRunning(t *testing.T, h *grpchandler.Handler, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.ImportsRunning() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d imports running, want %d", h.ImportsRunning(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func eur(units int64) *typev1.Money { return &typev1.Money{CurrencyCode: "EUR", Units: units} }
@@ -190,7 +209,7 @@ func TestImportTooLarge(t *testing.T) {
 // is refused with RESOURCE_EXHAUSTED IMPORTS_BUSY and a retry delay, and
 // goes through once one of them has finished.
 func TestConcurrentImportsBounded(t *testing.T) {
-	c := serve(t)
+	c, h := serveHandler(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var open []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]
@@ -204,8 +223,9 @@ func TestConcurrentImportsBounded(t *testing.T) {
 		}
 		open = append(open, stream)
 	}
-	// Until every held import has reached the service an empty one may
-	// still get through (and apply nothing); once they have, it cannot.
+	// Every held import has reached the service: probing earlier, an
+	// empty import could take a slot first and have a held one refused.
+	waitImportsRunning(t, h, grpchandler.MaxConcurrentImports)
 	empty := func() error {
 		stream, err := c.ImportStock(ctx)
 		if err != nil {
@@ -214,17 +234,9 @@ func TestConcurrentImportsBounded(t *testing.T) {
 		_, err = stream.CloseAndRecv()
 		return err
 	}
-	for {
-		err := empty()
-		if apierr.Reason(err) == grpchandler.ReasonImportsBusy {
-			if d, ok := apierr.RetryDelay(err); apierr.Code(err) != codes.ResourceExhausted || !ok || d <= 0 {
-				t.Errorf("busy = %v (retry delay %v, %v), want RESOURCE_EXHAUSTED with a retry delay", err, d, ok)
-			}
-			break
-		}
-		if err != nil || ctx.Err() != nil {
-			t.Fatalf("import beside %d open ones: %v; want IMPORTS_BUSY", len(open), err)
-		}
+	err := empty()
+	if d, ok := apierr.RetryDelay(err); apierr.Reason(err) != grpchandler.ReasonImportsBusy || apierr.Code(err) != codes.ResourceExhausted || !ok || d <= 0 {
+		t.Fatalf("import beside %d open ones: %v (retry delay %v, %v); want RESOURCE_EXHAUSTED IMPORTS_BUSY with a retry delay", len(open), err, d, ok)
 	}
 	if _, err := open[0].CloseAndRecv(); err != nil {
 		t.Fatal(err)
@@ -242,5 +254,58 @@ func TestConcurrentImportsBounded(t *testing.T) {
 		if _, err := s.CloseAndRecv(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestIdleImportsFreeTheirSlots: an import whose client sends nothing for
+// ImportIdleTimeout ends with DEADLINE_EXCEEDED IMPORT_IDLE and applies
+// nothing, so clients that open imports and go quiet cannot hold every slot
+// for as long as they keep their streams; an import that keeps sending is
+// not cut off however long it lasts.
+func TestIdleImportsFreeTheirSlots(t *testing.T) {
+	defer grpchandler.SetImportIdleTimeout(300 * time.Millisecond)()
+	c, h := serveHandler(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var idle []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]
+	for i := range grpchandler.MaxConcurrentImports {
+		stream, err := c.ImportStock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: fmt.Sprint("IDLE-", i), Name: "Idle", Price: eur(1), StockDelta: 1}); err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, stream)
+	}
+	for _, s := range idle {
+		// The answer, without closing the stream: the client stays quiet.
+		if err := s.RecvMsg(new(inventoryv1.ImportStockResponse)); apierr.Code(err) != codes.DeadlineExceeded || apierr.Reason(err) != grpchandler.ReasonImportIdle {
+			t.Errorf("idle import = %v, want DEADLINE_EXCEEDED IMPORT_IDLE", err)
+		}
+	}
+	if _, err := c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: "IDLE-0"}); !apierr.Is(err, grpchandler.ReasonProductNotFound) {
+		t.Errorf("an idle import applied its record: %v", err)
+	}
+	waitImportsRunning(t, h, 0)
+	// A slow but steady import, well past the idle timeout in all, with
+	// an invalid record on the way, goes through.
+	stream, err := c.ImportStock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		req := &inventoryv1.ImportStockRequest{Sku: "STEADY", Name: "Steady", Price: eur(1), StockDelta: 1}
+		if i == 3 {
+			req.Price = &typev1.Money{CurrencyCode: "??", Units: 1}
+		}
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // a slow client, not a wait for the service
+	}
+	sum, err := stream.CloseAndRecv()
+	if err != nil || sum.GetApplied() != 5 || sum.GetRejected() != 1 {
+		t.Fatalf("steady import = %v, %v; want 5 applied, 1 rejected", sum, err)
 	}
 }
