@@ -90,6 +90,8 @@ type Handler struct {
 	log *slog.Logger
 	// imports holds a token for each import running (MaxConcurrentImports).
 	imports chan struct{}
+	// importIdle is importIdleTimeout when the Handler was made.
+	importIdle time.Duration
 }
 
 var _ inventoryv1.InventoryServiceServer = (*Handler)(nil)
@@ -100,7 +102,7 @@ func New(inv *domain.Service, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports)}
+	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports), importIdle: importIdleTimeout}
 }
 
 // ImportsRunning is how many stock imports hold a slot (at most
@@ -221,7 +223,7 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 	imp := h.inv.NewImport()
 	msgs, stop := receiveImports(stream)
 	defer stop()
-	idle := time.NewTimer(importIdleTimeout)
+	idle := time.NewTimer(h.importIdle)
 	defer idle.Stop()
 	for {
 		var r received
@@ -229,9 +231,14 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 		case r = <-msgs:
 		case <-idle.C:
 			return apierr.New(codes.DeadlineExceeded, ReasonImportIdle,
-				fmt.Sprintf("no record for %v; nothing was applied", importIdleTimeout))
+				fmt.Sprintf("no record for %v; nothing was applied", h.importIdle))
 		}
-		idle.Reset(importIdleTimeout)
+		if r.panicked != nil {
+			// Raised again here, where kit/server's recovery turns it
+			// into INTERNAL, as when RecvMsg ran on this goroutine.
+			panic(r.panicked)
+		}
+		idle.Reset(h.importIdle)
 		req, err := r.req, r.err
 		if errors.Is(err, io.EOF) {
 			break
@@ -262,10 +269,11 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 	return stream.SendAndClose(summaryToProto(sum))
 }
 
-// received is one RecvMsg's result.
+// received is one RecvMsg's result, or the panic it raised.
 type received struct {
-	req *inventoryv1.ImportStockRequest
-	err error
+	req      *inventoryv1.ImportStockRequest
+	err      error
+	panicked any
 }
 
 // receiveImports receives the stream's messages on a goroutine of its own,
@@ -277,11 +285,22 @@ type received struct {
 func receiveImports(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) (<-chan received, func()) {
 	msgs, done := make(chan received), make(chan struct{})
 	go func() {
+		// A panic in RecvMsg (an interceptor's, the codec's) goes to the
+		// handler's goroutine: here nothing would recover it, and it
+		// would take the process down.
+		defer func() {
+			if p := recover(); p != nil {
+				select {
+				case msgs <- received{panicked: p}:
+				case <-done:
+				}
+			}
+		}()
 		for {
 			req := new(inventoryv1.ImportStockRequest)
 			err := stream.RecvMsg(req)
 			select {
-			case msgs <- received{req, err}:
+			case msgs <- received{req: req, err: err}:
 			case <-done:
 				return
 			}

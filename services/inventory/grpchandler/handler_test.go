@@ -44,13 +44,21 @@ func serve(t *testing.T, opts ...domain.Option) inventoryv1.InventoryServiceClie
 // serveHandler is serve, returning the handler too.
 func serveHandler(t *testing.T, opts ...domain.Option) (inventoryv1.InventoryServiceClient, *grpchandler.Handler) {
 	t.Helper()
+	return serveWith(t, server.Config{}, opts...)
+}
+
+// serveWith is serveHandler on a server configured by cfg (its logger
+// discarded, validation off).
+func serveWith(t *testing.T, cfg server.Config, opts ...domain.Option) (inventoryv1.InventoryServiceClient, *grpchandler.Handler) {
+	t.Helper()
 	db, err := store.Open(t.Context(), "sqlite::memory:")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	h := grpchandler.New(domain.NewService(store.New(db), opts...), slog.New(slog.DiscardHandler))
-	srv := servertest.NewServer(t, server.Config{Logger: slog.New(slog.DiscardHandler), DisableValidation: true},
+	cfg.Logger, cfg.DisableValidation = slog.New(slog.DiscardHandler), true
+	srv := servertest.NewServer(t, cfg,
 		func(r grpc.ServiceRegistrar) { inventoryv1.RegisterInventoryServiceServer(r, h) })
 	return inventoryv1.NewInventoryServiceClient(srv.Dial(t, client.Config{DisableRetries: true})), h
 }
@@ -307,5 +315,41 @@ func TestIdleImportsFreeTheirSlots(t *testing.T) {
 	sum, err := stream.CloseAndRecv()
 	if err != nil || sum.GetApplied() != 5 || sum.GetRejected() != 1 {
 		t.Fatalf("steady import = %v, %v; want 5 applied, 1 rejected", sum, err)
+	}
+}
+
+// panickyStream panics in RecvMsg on a record for the sku "PANIC".
+type panickyStream struct{ grpc.ServerStream }
+
+func (s panickyStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if r, ok := m.(*inventoryv1.ImportStockRequest); ok && err == nil && r.GetSku() == "PANIC" {
+		panic("receiving a record")
+	}
+	return err
+}
+
+// TestImportPanicWhileReceiving: a panic while an import receives (an
+// interceptor's, the codec's) is the call's INTERNAL, as on any other
+// call, not the end of the process: the import receives on a goroutine of
+// its own, where nothing else would recover it.
+func TestImportPanicWhileReceiving(t *testing.T) {
+	c, _ := serveWith(t, server.Config{StreamInterceptors: []grpc.StreamServerInterceptor{
+		func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			return handler(srv, panickyStream{ss})
+		},
+	}})
+	stream, err := c.ImportStock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: "PANIC", Name: "P", Price: eur(1), StockDelta: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.CloseAndRecv(); apierr.Code(err) != codes.Internal {
+		t.Errorf("import = %v, want INTERNAL", err)
+	}
+	if _, err := c.GetProduct(t.Context(), &inventoryv1.GetProductRequest{Sku: "PANIC"}); !apierr.Is(err, grpchandler.ReasonProductNotFound) {
+		t.Errorf("after the panic: %v, want the service up and nothing applied", err)
 	}
 }
