@@ -89,18 +89,21 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer conn.Close()
 	client := orderv1.NewOrderServiceClient(conn)
 	var last string
-	for {
-		err := watchOnce(ctx, client, id, stdout, &last)
+	for reopen := false; ; reopen = true {
+		err := watchOnce(ctx, client, id, stdout, &last, reopen)
 		if err == nil || !apierr.Is(err, apierr.ReasonShuttingDown) {
 			return err
 		}
 		// The service is stopping (a restart, a deploy) and says when to
 		// come back: the watch is reopened, as the README asks of every
 		// client of such a stream, and goes on from the order as it is.
+		// The delay is the server's, kept within bounds so that a
+		// server answering 0 cannot make this a busy loop.
 		delay, ok := apierr.RetryDelay(err)
 		if !ok {
 			delay = time.Second
 		}
+		delay = min(max(delay, 100*time.Millisecond), 30*time.Second)
 		fmt.Fprintf(stderr, "order service shutting down; reopening the watch in %v\n", delay)
 		select {
 		case <-ctx.Done():
@@ -112,11 +115,11 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // watchOnce prints the order's changes from one WatchOrder stream until it
 // ends; last is the line printed last, which a reopened stream's first
-// message repeats and is then not printed again. A WatchOrder that cannot
-// start because the service is unreachable waits for it (the order
-// service may be restarting), until ctx ends.
-func watchOnce(ctx context.Context, client orderv1.OrderServiceClient, id string, stdout io.Writer, last *string) error {
-	stream, err := client.WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id}, grpc.WaitForReady(*last != ""))
+// message repeats and is then not printed again. A reopened watch that
+// cannot start because the service is unreachable waits for it (the order
+// service is restarting), until ctx ends.
+func watchOnce(ctx context.Context, client orderv1.OrderServiceClient, id string, stdout io.Writer, last *string, reopen bool) error {
+	stream, err := client.WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id}, grpc.WaitForReady(reopen))
 	if err != nil {
 		return err
 	}
