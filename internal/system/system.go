@@ -255,7 +255,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 func (s *System) openBus(ctx context.Context, url, dir string, cfg events.BusConfig) (*events.Bus, error) {
 	var err error
 	if url == "" {
-		if s.nats, err = events.StartServer(events.ServerConfig{Dir: dir}); err != nil {
+		if s.nats, err = events.StartServer(events.ServerConfig{Dir: dir, Logger: s.log}); err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
 		}
 		s.nc, err = s.nats.Connect("duet")

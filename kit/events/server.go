@@ -1,8 +1,10 @@
 package events
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	neturl "net/url"
 	"os"
@@ -22,6 +24,9 @@ type ServerConfig struct {
 	// "127.0.0.1:0" for a free port. Empty means no listener at all:
 	// only this process connects, in process (Server.Connect).
 	Listen string
+	// Logger receives the server's warnings and errors (its notices at
+	// debug level); nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // readyTimeout bounds how long StartServer waits for the server to accept
@@ -82,6 +87,14 @@ func StartServer(cfg ServerConfig) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("events: embedded NATS: %w", err)
 	}
+	// NoLog above keeps nats-server's own logger off; this one takes its
+	// place, so a JetStream error (a full disk, a damaged store) is in
+	// the process's log rather than nowhere.
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	ns.SetLogger(natsLog{logger.With("component", "nats")}, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(readyTimeout) {
 		ns.Shutdown()
@@ -95,6 +108,25 @@ func StartServer(cfg ServerConfig) (_ *Server, err error) {
 	}
 	return &Server{ns: ns, listening: cfg.Listen != "", lock: lock}, nil
 }
+
+// natsLog writes an embedded nats-server's log lines to slog: notices at
+// debug level (a start alone prints a dozen), warnings as warnings, errors
+// and fatal errors as errors. Fatal does not exit: the process owns that.
+type natsLog struct{ l *slog.Logger }
+
+func (n natsLog) log(level slog.Level, format string, v []any) {
+	ctx := context.Background() // nats-server's calls carry none
+	if n.l.Enabled(ctx, level) {
+		n.l.Log(ctx, level, "nats-server: "+fmt.Sprintf(format, v...))
+	}
+}
+
+func (n natsLog) Noticef(format string, v ...any) { n.log(slog.LevelDebug, format, v) }
+func (n natsLog) Warnf(format string, v ...any)   { n.log(slog.LevelWarn, format, v) }
+func (n natsLog) Fatalf(format string, v ...any)  { n.log(slog.LevelError, format, v) }
+func (n natsLog) Errorf(format string, v ...any)  { n.log(slog.LevelError, format, v) }
+func (n natsLog) Debugf(format string, v ...any)  { n.log(slog.LevelDebug, format, v) }
+func (n natsLog) Tracef(format string, v ...any)  { n.log(slog.LevelDebug, format, v) }
 
 // ClientURL is the URL clients in other processes connect to, or "" when
 // the server does not listen.

@@ -1,6 +1,12 @@
 package events
 
 import (
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +67,52 @@ func TestStoreDirectoryLocked(t *testing.T) {
 		t.Fatalf("after the first shut down: %v", err)
 	}
 	again.Shutdown()
+}
+
+// TestServerLogsToSlog: the embedded server's errors reach the process's
+// log, named as the server's; with its own logging off they went nowhere.
+func TestServerLogsToSlog(t *testing.T) {
+	// A file: the handler writes it from the server's goroutines, the
+	// test reads it back, and the kernel orders the two.
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	logged := func() string {
+		b, _ := os.ReadFile(logFile.Name())
+		return string(b)
+	}
+	log := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, err := StartServer(ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	u, err := url.Parse(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A client that breaks the protocol: the server answers -ERR, closes
+	// the connection and logs an error.
+	if _, err := io.WriteString(c, "CONNECT {\"verbose\":false}\r\nBOGUS\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.Copy(io.Discard, c) // until the server closes it
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logged(), `"level":"ERROR","msg":"nats-server: `) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error from the server in the log:\n%s", logged())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(logged(), `"level":"INFO"`) {
+		t.Errorf("the server's notices are logged at info level:\n%s", logged())
+	}
 }
