@@ -148,11 +148,19 @@ func (r *Relay) Start(ctx context.Context) (stop func() error) {
 // Run publishes pending rows in outbox order until ctx ends, then returns
 // nil. Each row is published with its event id as Nats-Msg-Id and marked
 // published once JetStream has stored it; a publish under way when ctx
-// ends is waited for (a second at most) and marked before Run returns. When publishing fails the relay
-// retries the same row with backoff: it never skips one. Run one Run per
+// ends is waited for (a second at most) and marked before Run returns.
+// When publishing fails the relay retries the same row with backoff: it
+// never skips one. Run one Run per
 // Relay; several relays on one outbox (replicas) are safe, since JetStream
 // drops the duplicates they publish.
 func (r *Relay) Run(ctx context.Context) error {
+	// Publishes run on sends, which outlives ctx by stopGrace: cut off at
+	// once, a publish under way might be stored by JetStream without the
+	// relay knowing, and the outbox would send it again.
+	sends, endSends := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSends()
+	stopping := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, endSends) })
+	defer stopping()
 	delay := time.Duration(0)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -173,7 +181,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		more, err := r.publishBatch(ctx)
+		more, err := r.publishBatch(ctx, sends)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -218,10 +226,10 @@ type pending struct {
 	occur                       int64
 }
 
-// publishBatch publishes up to BatchSize pending rows in order, stopping at
-// the first failure, then marks those published in one transaction. more
-// reports a full batch.
-func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
+// publishBatch publishes up to BatchSize pending rows in order, on sends,
+// stopping at the first failure or when ctx ends, then marks those
+// published in one transaction. more reports a full batch.
+func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) {
 	r.lastLoad = time.Now()
 	rows, err := r.load(ctx)
 	if err != nil {
@@ -233,7 +241,7 @@ func (r *Relay) publishBatch(ctx context.Context) (more bool, err error) {
 			// Stopping: publish nothing more, mark what went out.
 			break
 		}
-		if err = r.publish(ctx, row); err != nil {
+		if err = r.publish(sends, row); err != nil {
 			err = fmt.Errorf("publish event %s (%s): %w", row.id, row.subject, err)
 			break
 		}
@@ -348,13 +356,8 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 	msg.Header.Set(HeaderEventType, p.typ)
 	msg.Header.Set(HeaderAggregateID, p.aggregate)
 	msg.Header.Set(HeaderOccurTime, time.UnixMicro(p.occur).UTC().Format(time.RFC3339Nano))
-	// A publish under way when the relay stops is waited for, up to
-	// stopGrace more: cut off at once, JetStream might store the event
-	// without the relay knowing, and the outbox would send it again.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
-	stopping := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
-	defer stopping()
 	_, err := r.bus.JS.PublishMsg(pctx, msg)
 	return err
 }
