@@ -340,7 +340,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	routed := r.WithContext(ctx)
-	if r.Method == http.MethodHead && !strings.HasSuffix(r.URL.Path, ":watch") {
+	if r.Method == http.MethodHead && !isWatchPath(r.URL.Path) {
 		// HEAD is GET without the body (RFC 9110, 9.3.2), which load
 		// balancers and uptime checks send; routed as GET, and net/http
 		// drops the body it writes for a HEAD request. A watch is not
@@ -392,8 +392,11 @@ func checkURLText(u *url.URL) *apierr.Error {
 
 // isWatch reports whether r asks for a server-streaming watch route.
 func isWatch(r *http.Request) bool {
-	return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ":watch")
+	return r.Method == http.MethodGet && isWatchPath(r.URL.Path)
 }
+
+// isWatchPath reports whether path is a watch route's.
+func isWatchPath(path string) bool { return strings.HasSuffix(path, ":watch") }
 
 // Server returns an http.Server for g listening on addr, with every timeout
 // and the header size limit set from the Config, and net/http's own errors
