@@ -482,14 +482,7 @@ func TestRelayStopMarksWhatItPublished(t *testing.T) {
 		defer sub.Unsubscribe()
 		done := make(chan error, 1)
 		go func() { done <- relay.Run(ctx) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the relay did not stop")
-		}
+		awaitStop(t, done, "the relay did not stop")
 		info, err := bus.JS.Stream(t.Context(), bus.Stream)
 		if err != nil {
 			t.Fatal(err)
@@ -539,16 +532,23 @@ func TestRelayStopBoundedWhenNATSHangs(t *testing.T) {
 			t.Fatal("the relay never published")
 		}
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the stopped relay is still waiting on its publish")
-		}
+		awaitStop(t, done, "the stopped relay is still waiting on its publish")
 		if n := pendingRows(t, db); n != 1 {
 			t.Errorf("%d rows pending, want the unanswered one", n)
 		}
 	})
+}
+
+// awaitStop waits for a relay's Run to return what done receives, nil
+// expected, failing the test with stuck if it takes longer than 10 s.
+func awaitStop(t *testing.T, done <-chan error, stuck string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal(stuck)
+	}
 }

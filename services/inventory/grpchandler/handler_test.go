@@ -63,6 +63,27 @@ func serveWith(t *testing.T, cfg server.Config, opts ...domain.Option) (inventor
 	return inventoryv1.NewInventoryServiceClient(srv.Dial(t, client.Config{DisableRetries: true})), h
 }
 
+// holdImports opens MaxConcurrentImports imports of one record each, for
+// skus prefix0, prefix1 and so on, and leaves them open; it returns once
+// every one holds a slot of h.
+func holdImports(t *testing.T, ctx context.Context, c inventoryv1.InventoryServiceClient, h *grpchandler.Handler,
+	prefix string) []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse] {
+	t.Helper()
+	var held []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]
+	for i := range grpchandler.MaxConcurrentImports {
+		stream, err := c.ImportStock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: fmt.Sprint(prefix, i), Name: "Held", Price: eur(1), StockDelta: 1}); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, stream)
+	}
+	waitImportsRunning(t, h, grpchandler.MaxConcurrentImports)
+	return held
+}
+
 // waitImportsRunning waits until h runs n imports.
 func waitImportsRunning(t *testing.T, h *grpchandler.Handler, n int) {
 	t.Helper()
@@ -220,20 +241,9 @@ func TestConcurrentImportsBounded(t *testing.T) {
 	c, h := serveHandler(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	var open []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]
-	for i := range grpchandler.MaxConcurrentImports {
-		stream, err := c.ImportStock(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: fmt.Sprint("HELD-", i), Name: "Held", Price: eur(1), StockDelta: 1}); err != nil {
-			t.Fatal(err)
-		}
-		open = append(open, stream)
-	}
 	// Every held import has reached the service: probing earlier, an
 	// empty import could take a slot first and have a held one refused.
-	waitImportsRunning(t, h, grpchandler.MaxConcurrentImports)
+	open := holdImports(t, ctx, c, h, "HELD-")
 	empty := func() error {
 		stream, err := c.ImportStock(ctx)
 		if err != nil {
@@ -271,21 +281,11 @@ func TestConcurrentImportsBounded(t *testing.T) {
 // for as long as they keep their streams; an import that keeps sending is
 // not cut off however long it lasts.
 func TestIdleImportsFreeTheirSlots(t *testing.T) {
-	defer grpchandler.SetImportIdleTimeout(300 * time.Millisecond)()
+	defer grpchandler.SetImportIdleTimeout(time.Second)()
 	c, h := serveHandler(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	var idle []grpc.ClientStreamingClient[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]
-	for i := range grpchandler.MaxConcurrentImports {
-		stream, err := c.ImportStock(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: fmt.Sprint("IDLE-", i), Name: "Idle", Price: eur(1), StockDelta: 1}); err != nil {
-			t.Fatal(err)
-		}
-		idle = append(idle, stream)
-	}
+	idle := holdImports(t, ctx, c, h, "IDLE-")
 	for _, s := range idle {
 		// The answer, without closing the stream: the client stays quiet.
 		if err := s.RecvMsg(new(inventoryv1.ImportStockResponse)); apierr.Code(err) != codes.DeadlineExceeded || apierr.Reason(err) != grpchandler.ReasonImportIdle {
@@ -302,7 +302,7 @@ func TestIdleImportsFreeTheirSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 6 {
+	for i := range 15 {
 		req := &inventoryv1.ImportStockRequest{Sku: "STEADY", Name: "Steady", Price: eur(1), StockDelta: 1}
 		if i == 3 {
 			req.Price = &typev1.Money{CurrencyCode: "??", Units: 1}
@@ -313,8 +313,8 @@ func TestIdleImportsFreeTheirSlots(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // a slow client, not a wait for the service
 	}
 	sum, err := stream.CloseAndRecv()
-	if err != nil || sum.GetApplied() != 5 || sum.GetRejected() != 1 {
-		t.Fatalf("steady import = %v, %v; want 5 applied, 1 rejected", sum, err)
+	if err != nil || sum.GetApplied() != 14 || sum.GetRejected() != 1 {
+		t.Fatalf("steady import = %v, %v; want 14 applied, 1 rejected", sum, err)
 	}
 }
 
