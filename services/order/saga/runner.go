@@ -310,7 +310,6 @@ func (r *Runner) sweep(ctx context.Context) {
 	for {
 		ids, err := r.steps.Pending(ctx, due, r.cfg.SweepBatch)
 		wait := r.cfg.SweepInterval
-		full := false
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -321,7 +320,7 @@ func (r *Runner) sweep(ctx context.Context) {
 			for _, id := range ids {
 				r.Submit(id)
 			}
-			if full = len(ids) >= r.cfg.SweepBatch; full {
+			if len(ids) >= r.cfg.SweepBatch {
 				wait = r.cfg.RetryDelay
 			}
 		}
