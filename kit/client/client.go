@@ -204,7 +204,8 @@ func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), '
 
 // ServiceConfig returns the JSON service config New installs for cfg:
 // round_robin, a timeout on every unary method, and a retry policy on
-// idempotent ones, throttled as gRFC A6 describes. It is exported so it can be inspected and tested.
+// idempotent ones, throttled as gRFC A6 describes. It is exported so it
+// can be inspected and tested.
 func ServiceConfig(cfg Config) (string, error) {
 	timeout := cfg.Timeout
 	if timeout == 0 {
@@ -231,7 +232,8 @@ func ServiceConfig(cfg Config) (string, error) {
 		RetryableStatusCodes: []string{"UNAVAILABLE"},
 	}
 	sc := serviceConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
-	if !cfg.DisableRetries && r.MaxAttempts > 1 {
+	retries := !cfg.DisableRetries && r.MaxAttempts > 1
+	if retries {
 		sc.RetryThrottling = throttling
 	}
 
@@ -248,7 +250,7 @@ func ServiceConfig(cfg Config) (string, error) {
 				continue // streams live as long as their caller wants
 			}
 			name := methodName{Service: string(sd.FullName()), Method: string(md.Name())}
-			if idempotent(md) && !cfg.DisableRetries && r.MaxAttempts > 1 {
+			if retries && idempotent(md) {
 				retried = append(retried, name)
 			} else {
 				once = append(once, name)
