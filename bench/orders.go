@@ -133,8 +133,7 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 		if err != nil {
 			return nil, sum, err
 		}
-		sum.HalfP50us, sum.HalfP99us = cell.Summary.P50us, cell.Summary.P99us
-		sum.HalfSends, sum.HalfErrors = cell.Summary.Requests+cell.Summary.Errors, cell.Summary.Errors
+		sum.setHalf(cell)
 		return []*Cell{cell}, sum, nil
 	}
 	for _, conc := range cfg.OrderRamp {
@@ -180,9 +179,14 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 		return nil, sum, err
 	}
 	cells = append(cells, open)
-	sum.HalfP50us, sum.HalfP99us = open.Summary.P50us, open.Summary.P99us
-	sum.HalfSends, sum.HalfErrors = open.Summary.Requests+open.Summary.Errors, open.Summary.Errors
+	sum.setHalf(open)
 	return cells, sum, nil
+}
+
+// setHalf records the open-loop run at half load, open, in o.
+func (o *Orders) setHalf(open *Cell) {
+	o.HalfP50us, o.HalfP99us = open.Summary.P50us, open.Summary.P99us
+	o.HalfSends, o.HalfErrors = open.Summary.Requests+open.Summary.Errors, open.Summary.Errors
 }
 
 // sustained reports whether r confirmed orders with at most 1 % of them
