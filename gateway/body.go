@@ -19,8 +19,9 @@ const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 
 // limitBody enforces Config.MaxBodyBytes before any handler sees the body
 // and answers 413 itself when it is exceeded; it reports whether the
-// request may go on. The body is kept as it is read (capturedBody), so a
-// decode error can name its field's whole path.
+// request may go on. The body is kept as it is read (capturedBody, or
+// keptBody when read here whole), so a decode error can name its field's
+// whole path.
 //
 // A declared Content-Length over the limit is refused without reading. A
 // body of unknown length (chunked) is read up to the limit into memory
@@ -28,7 +29,7 @@ const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 // discard the rest ignoring errors, so a limit hit while they read would
 // either be lost (the call proceeds on a truncated body) or surface as a
 // generic decode error. Buffering costs nothing extra, since the decoders
-// hold the whole body in memory anyway.
+// hold the whole body in memory anyway, and the buffer is what is kept.
 func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
 	if r.Body == nil || r.Body == http.NoBody {
 		return true
@@ -50,14 +51,23 @@ func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeError(w, tooLarge(limit))
 		} else {
-			writeError(w, newAPIError(apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "could not read the request body"), 0))
+			writeError(w, newAPIError(apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, errBodyRead.Error()), 0))
 		}
 		return false
 	}
-	r.Body = &capturedBody{ReadCloser: io.NopCloser(bytes.NewReader(body)), read: make([]byte, 0, len(body))}
+	r.Body = &keptBody{Reader: bytes.NewReader(body), all: body}
 	r.ContentLength = int64(len(body))
 	return true
 }
+
+// keptBody is a body read whole by limitBody: bodyRead returns all, the
+// bytes themselves, where a capturedBody would have copied them again.
+type keptBody struct {
+	*bytes.Reader
+	all []byte
+}
+
+func (*keptBody) Close() error { return nil }
 
 // tooLarge is the 413 answer to an over-large body.
 func tooLarge(limit int64) apiError {

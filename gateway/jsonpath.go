@@ -39,8 +39,11 @@ var errBodyRead = errors.New("could not read the request body")
 
 // bodyRead returns what was read of r's body, if limitBody kept it.
 func bodyRead(body io.ReadCloser) []byte {
-	if b, ok := body.(*capturedBody); ok {
+	switch b := body.(type) {
+	case *capturedBody:
 		return b.read
+	case *keptBody:
+		return b.all
 	}
 	return nil
 }
