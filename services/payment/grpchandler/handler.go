@@ -141,16 +141,19 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 		return apierr.New(codes.FailedPrecondition, ReasonRefundExceeds, "the refund exceeds what is left of the charge",
 			apierr.Metadata("payment_id", id),
 			apierr.Precondition("PAYMENT", "payments/"+id, "refunds may not exceed the amount charged"))
+	case errors.Is(err, domain.ErrNotRecorded):
+		// Not a CONFLICT: money may have moved. The same key again is
+		// answered by the provider as before, and recorded. Before the
+		// context cases: recording runs under a deadline of its own, and
+		// its running out must not read as the caller's deadline, which
+		// says nothing of money captured (and skips the operators' log).
+		h.log.WarnContext(ctx, "payment charge not recorded", "error", err)
+		return apierr.Unavailable(ReasonChargeNotRecorded,
+			"the charge was answered by the provider but could not be recorded; send it again with the same idempotency key", ProviderRetryAfter)
 	case errors.Is(err, context.DeadlineExceeded):
 		return apierr.New(codes.DeadlineExceeded, apierr.ReasonDeadline, "deadline exceeded")
 	case errors.Is(err, context.Canceled):
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
-	case errors.Is(err, domain.ErrNotRecorded):
-		// Not a CONFLICT: money may have moved. The same key again is
-		// answered by the provider as before, and recorded.
-		h.log.WarnContext(ctx, "payment charge not recorded", "error", err)
-		return apierr.Unavailable(ReasonChargeNotRecorded,
-			"the charge was answered by the provider but could not be recorded; send it again with the same idempotency key", ProviderRetryAfter)
 	case errors.Is(err, domain.ErrConflict), errors.Is(err, domain.ErrDuplicate), sqldb.IsConflict(err):
 		// Lost races past the domain's own retries; nothing changed.
 		return apierr.Conflict()
