@@ -16,7 +16,10 @@ package metrics
 // The exposition is meant to be identical to grpcprom's, quirks included,
 // and grpc_conformance_test.go checks that against grpcprom itself: same
 // names, help strings, label names and values, and the same series appear
-// only once grpcprom would have created them.
+// only once grpcprom would have created them. It differs where grpcprom
+// lets a caller or a peer grow the series without bound: method names past
+// maxCachedMethods, and status codes past Unauthenticated (counted as
+// Unknown).
 
 import (
 	"context"
@@ -193,17 +196,19 @@ func (m *method) inc(slot *atomic.Pointer[prometheus.Counter], vec *prometheus.C
 // in grpcprom's order.
 func (m *method) finish(err error, start time.Time) {
 	code := errorCode(err)
-	if int(code) < numCodes {
-		slot := &m.handled[code]
-		if c := slot.Load(); c != nil {
-			(*c).Inc()
-		} else {
-			c := m.vecs.handled.WithLabelValues(m.labels[0], m.labels[1], m.labels[2], code.String())
-			slot.Store(&c)
-			c.Inc()
-		}
+	if int(code) >= numCodes {
+		// A peer may send any number as grpc-status, and grpc-go passes
+		// it on: each would be a series of its own ("Code(4711)") per
+		// method. gRPC's spec reads codes it does not know as UNKNOWN.
+		code = codes.Unknown
+	}
+	slot := &m.handled[code]
+	if c := slot.Load(); c != nil {
+		(*c).Inc()
 	} else {
-		m.vecs.handled.WithLabelValues(m.labels[0], m.labels[1], m.labels[2], code.String()).Inc()
+		c := m.vecs.handled.WithLabelValues(m.labels[0], m.labels[1], m.labels[2], code.String())
+		slot.Store(&c)
+		c.Inc()
 	}
 	d := time.Since(start).Seconds()
 	if o := m.handling.Load(); o != nil {

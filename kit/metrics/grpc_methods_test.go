@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/duetkit/duet/kit/metrics"
 )
@@ -59,5 +61,85 @@ func TestClientChosenMethodNames(t *testing.T) {
 		if total != names+1 {
 			t.Errorf("%s counts %v calls, want %d: every call still counts", f.GetName(), total, names+1)
 		}
+	}
+}
+
+// TestPeerChosenCodes: a peer (a backend behind the client metrics, or a
+// status passed through by a handler) may end calls with any number as
+// grpc-status. Each number made a series of its own, "Code(N)", per
+// method, without limit; they count as Unknown, as gRPC reads codes it
+// does not know. grpcprom labels them "Code(N)": the one place where
+// these metrics differ from it on purpose.
+func TestPeerChosenCodes(t *testing.T) {
+	const calls = 200
+	peerCode := func(i int) error { return status.Error(codes.Code(17+i), "peer's own code") }
+	tests := []struct {
+		name    string
+		handled string
+		newCall func(*prometheus.Registry) func(i int) error
+	}{
+		{
+			name:    "server",
+			handled: "grpc_server_handled_total",
+			newCall: func(reg *prometheus.Registry) func(int) error {
+				m := metrics.NewServerMetrics(nil)
+				reg.MustRegister(m)
+				intercept := m.UnaryServerInterceptor()
+				return func(i int) error {
+					_, err := intercept(t.Context(), nil, &grpc.UnaryServerInfo{FullMethod: "/x.Y/M"},
+						func(context.Context, any) (any, error) { return nil, peerCode(i) })
+					return err
+				}
+			},
+		},
+		{
+			name:    "client",
+			handled: "grpc_client_handled_total",
+			newCall: func(reg *prometheus.Registry) func(int) error {
+				m := metrics.NewClientMetrics(nil)
+				reg.MustRegister(m)
+				intercept := m.UnaryClientInterceptor()
+				return func(i int) error {
+					return intercept(t.Context(), "/x.Y/M", nil, nil, nil,
+						func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
+							return peerCode(i)
+						})
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			call := tt.newCall(reg)
+			for i := range calls {
+				if err := call(i); status.Code(err) != codes.Code(17+i) {
+					t.Fatalf("the call's error became %v", err)
+				}
+			}
+			families, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range families {
+				if f.GetName() != tt.handled {
+					continue
+				}
+				if n := len(f.GetMetric()); n != 1 {
+					t.Fatalf("%d handled series, want 1", n)
+				}
+				s := f.GetMetric()[0]
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "grpc_code" && l.GetValue() != codes.Unknown.String() {
+						t.Errorf("grpc_code = %q, want %q", l.GetValue(), codes.Unknown)
+					}
+				}
+				if got := s.GetCounter().GetValue(); got != calls {
+					t.Errorf("handled counts %v calls, want %d", got, calls)
+				}
+				return
+			}
+			t.Fatalf("no %s", tt.handled)
+		})
 	}
 }
