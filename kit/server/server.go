@@ -548,7 +548,7 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 // and 43 allocations per call (bench/README.md): the same facts in one
 // record, and nothing at all when the level is off.
 func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error) {
-	code := status.Code(err)
+	code := callCode(err)
 	level := codeLevel(code)
 	if !log.Enabled(ctx, level) {
 		return
@@ -573,6 +573,20 @@ func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, sta
 		n++
 	}
 	logger.LogAttrs(ctx, log, level, "finished call", attrs[:n]...)
+}
+
+// callCode is the code the client gets for a handler's err: grpc-go
+// sends a bare or wrapped context error as CANCELED or DEADLINE_EXCEEDED,
+// where status.Code says Unknown (and the log would say ERROR for a
+// client that went away).
+func callCode(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
+	}
+	return status.FromContextError(err).Code()
 }
 
 // codeLevel is the level a call ending with code is logged at: the caller's

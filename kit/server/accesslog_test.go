@@ -1,0 +1,98 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
+)
+
+// records is a slog.Handler that hands each record to the test.
+type records chan slog.Record
+
+func (r records) Enabled(context.Context, slog.Level) bool { return true }
+func (r records) Handle(_ context.Context, rec slog.Record) error {
+	select {
+	case r <- rec.Clone():
+	default: // never hold the server up; a line lost fails the test
+	}
+	return nil
+}
+func (r records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r records) WithGroup(string) slog.Handler      { return r }
+
+// accessLine returns the level and code of the next access log line.
+func (r records) accessLine(t *testing.T) (slog.Level, string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case rec := <-r:
+			if rec.Message != "finished call" {
+				continue
+			}
+			var code string
+			rec.Attrs(func(a slog.Attr) bool {
+				if a.Key == "grpc.code" {
+					code = a.Value.String()
+				}
+				return true
+			})
+			return rec.Level, code
+		case <-timeout:
+			t.Fatal("no access log line")
+		}
+	}
+}
+
+// TestAccessLogCode: the access line says the code the client got, at
+// that code's level. A handler returning its context's error, bare or
+// wrapped, was logged as Unknown at ERROR while the client (and the
+// metrics) saw CANCELED or DEADLINE_EXCEEDED.
+func TestAccessLogCode(t *testing.T) {
+	errs := map[string]error{
+		"00000000-0000-4000-8000-000000000001": fmt.Errorf("reading the user: %w", context.DeadlineExceeded),
+		"00000000-0000-4000-8000-000000000002": context.Canceled,
+		"00000000-0000-4000-8000-000000000003": fmt.Errorf("wrapped: %w", apierr.NotFound("USER_NOT_FOUND", "user", "x")),
+		"00000000-0000-4000-8000-000000000004": errors.New("plain failure"),
+	}
+	svc := &users{get: func(ctx context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		return nil, errs[req.GetId()]
+	}}
+	logged := make(records, 64)
+	log := slog.New(logged)
+	client := userv1.NewUserServiceClient(servertest.Start(t, server.Config{Name: "test", Logger: log}, svc.register))
+	tests := []struct {
+		id        string
+		wantCode  codes.Code
+		wantLevel slog.Level
+	}{
+		{"00000000-0000-4000-8000-000000000001", codes.DeadlineExceeded, slog.LevelWarn},
+		{"00000000-0000-4000-8000-000000000002", codes.Canceled, slog.LevelInfo},
+		{"00000000-0000-4000-8000-000000000003", codes.NotFound, slog.LevelInfo},
+		{"00000000-0000-4000-8000-000000000004", codes.Unknown, slog.LevelError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wantCode.String(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			_, err := client.GetUser(ctx, &userv1.GetUserRequest{Id: tt.id})
+			if got := apierr.Code(err); got != tt.wantCode {
+				t.Fatalf("client got %v, want %v", err, tt.wantCode)
+			}
+			level, code := logged.accessLine(t)
+			if code != tt.wantCode.String() || level != tt.wantLevel {
+				t.Errorf("access log says %s at %v, want %s at %v", code, level, tt.wantCode, tt.wantLevel)
+			}
+		})
+	}
+}
