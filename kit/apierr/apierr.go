@@ -11,7 +11,9 @@ package apierr
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -65,7 +67,7 @@ type Detail func(*Error)
 
 // New returns an error with the given code, stable reason and human message.
 func New(code codes.Code, reason, message string, details ...Detail) *Error {
-	e := &Error{code: code, reason: reason, message: message}
+	e := &Error{code: code, reason: reason, message: validUTF8(message)}
 	for _, d := range details {
 		d(e)
 	}
@@ -80,7 +82,7 @@ func Metadata(kv ...string) Detail {
 			e.metadata = make(map[string]string, len(kv)/2)
 		}
 		for i := 0; i+1 < len(kv); i += 2 {
-			e.metadata[kv[i]] = kv[i+1]
+			e.metadata[validUTF8(kv[i])] = validUTF8(kv[i+1])
 		}
 	}
 }
@@ -89,7 +91,7 @@ func Metadata(kv ...string) Detail {
 // the request, as in "items[0].quantity".
 func Field(field, description string) Detail {
 	return func(e *Error) {
-		e.fields = append(e.fields, &errdetails.BadRequest_FieldViolation{Field: field, Description: description})
+		e.fields = append(e.fields, &errdetails.BadRequest_FieldViolation{Field: validUTF8(field), Description: validUTF8(description)})
 	}
 }
 
@@ -97,8 +99,20 @@ func Field(field, description string) Detail {
 // check ("USER", "PAYMENT"), subject what failed it ("users/42").
 func Precondition(typ, subject, description string) Detail {
 	return func(e *Error) {
-		e.precond = append(e.precond, &errdetails.PreconditionFailure_Violation{Type: typ, Subject: subject, Description: description})
+		e.precond = append(e.precond, &errdetails.PreconditionFailure_Violation{Type: validUTF8(typ), Subject: validUTF8(subject), Description: validUTF8(description)})
 	}
+}
+
+// validUTF8 replaces what is not UTF-8 in s (a request's own bytes,
+// echoed) with U+FFFD. Protobuf strings must be UTF-8: one that is not
+// fails the marshalling of the whole status, and grpc-go then sends the
+// code and message without any details (no reason, no field, no
+// RetryInfo).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // RetryAfter adds RetryInfo telling the client how long to wait before trying again.

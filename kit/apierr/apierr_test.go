@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/duetkit/duet/kit/apierr"
 )
@@ -104,5 +106,41 @@ func TestPreconditionAndMetadata(t *testing.T) {
 	}
 	if !apierr.Is(err, "USER_NOT_FOUND") || apierr.Is(nil, "USER_NOT_FOUND") {
 		t.Error("Is does not match reasons")
+	}
+}
+
+// TestInvalidUTF8KeepsDetails: an error that echoes a request's bytes
+// which are not UTF-8 (in its message or a detail) still reaches the
+// client with its reason, field and retry delay. Protobuf refused to
+// marshal such a status, and the client got the code with no details.
+func TestInvalidUTF8KeepsDetails(t *testing.T) {
+	err := apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "bad name \xff\xfe",
+		apierr.Field("user.name", "has \xff in it"),
+		apierr.Metadata("name", "\xc3"),
+		apierr.Precondition("USER", "users/\xff", "\xfe"),
+		apierr.RetryAfter(time.Second))
+	st, _ := status.FromError(err)
+	// What grpc-go does with the status on the server: marshal it into
+	// grpc-status-details-bin.
+	raw, merr := proto.Marshal(st.Proto())
+	if merr != nil {
+		t.Fatalf("the status does not marshal: %v", merr)
+	}
+	var back spb.Status
+	if err := proto.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	got := status.ErrorProto(&back)
+	if apierr.Reason(got) != apierr.ReasonInvalidArgument {
+		t.Errorf("reason = %q, want %q", apierr.Reason(got), apierr.ReasonInvalidArgument)
+	}
+	if fv := apierr.FieldViolations(got); len(fv) != 1 || fv[0].Field != "user.name" || fv[0].Description != "has \uFFFD in it" {
+		t.Errorf("field violations = %+v", fv)
+	}
+	if d, ok := apierr.RetryDelay(got); !ok || d != time.Second {
+		t.Errorf("retry delay = %v, %v; want 1s", d, ok)
+	}
+	if msg := status.Convert(got).Message(); msg != "bad name \uFFFD" {
+		t.Errorf("message = %q", msg)
 	}
 }
