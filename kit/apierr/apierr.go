@@ -144,6 +144,19 @@ func Conflict() *Error {
 		RetryAfter(ConflictRetryAfter))
 }
 
+// StoreRetryAfter is the RetryInfo delay of StoreUnavailable: long
+// enough for a pool to reconnect or a failover to finish its first step.
+const StoreRetryAfter = time.Second
+
+// StoreUnavailable is UNAVAILABLE, reason ReasonUnavailable, with
+// RetryInfo: the service's database is down, restarting or refusing
+// connections for now (sqldb.IsUnavailable). The message does not say the
+// call had no effect: a connection lost during a commit leaves that
+// unknown, so a retried write must be idempotent or checked first.
+func StoreUnavailable() *Error {
+	return Unavailable(ReasonUnavailable, "the service's database is unavailable for now; retry later", StoreRetryAfter)
+}
+
 // Internal is an INTERNAL error whose message reveals nothing of the cause.
 // Log the cause where it happened; never send it.
 func Internal() *Error {

@@ -11,15 +11,18 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -111,6 +114,12 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
+	maxConns := defaultPostgresConns
+	if dialect == Postgres {
+		if dsn, maxConns, err = poolSize(dsn); err != nil {
+			return nil, err
+		}
+	}
 	if dialect == SQLite {
 		if err := makeParentDir(dsn); err != nil {
 			return nil, err
@@ -142,7 +151,7 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 	if dialect == SQLite {
 		db.group = &txGroup{db: sqlDB}
 	}
-	db.configurePool()
+	db.configurePool(maxConns)
 	if err := db.connect(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("sqldb: connect to %s: %w", dialect, err)
@@ -272,8 +281,38 @@ func makeParentDir(dsn string) error {
 	return nil
 }
 
-// configurePool sizes the connection pool for the dialect.
-func (db *DB) configurePool() {
+// defaultPostgresConns is the PostgreSQL pool's size without
+// pool_max_conns.
+const defaultPostgresConns = 20
+
+// poolSize takes pool_max_conns, the pool's size, out of a postgres://
+// URL (pgx would send it to the server as a setting, which the server
+// refuses). The name is pgxpool's. Five services with pools of the
+// default 20 on one server would take all of PostgreSQL's default 100
+// connections; this is how to share a server, or to size a pool to what a
+// connection pooler in front of it admits.
+func poolSize(rawURL string) (string, int, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// Not wrapped: url.Error repeats the URL, password and all.
+		return "", 0, errors.New("sqldb: the PostgreSQL URL does not parse")
+	}
+	q := u.Query()
+	if !q.Has("pool_max_conns") {
+		return rawURL, defaultPostgresConns, nil
+	}
+	n, err := strconv.Atoi(q.Get("pool_max_conns"))
+	if err != nil || n < 1 || len(q["pool_max_conns"]) > 1 {
+		return "", 0, fmt.Errorf("sqldb: pool_max_conns is %q, want one whole number of at least 1", q.Get("pool_max_conns"))
+	}
+	q.Del("pool_max_conns")
+	u.RawQuery = q.Encode()
+	return u.String(), n, nil
+}
+
+// configurePool sizes the connection pool for the dialect; maxConns is
+// the PostgreSQL pool's size.
+func (db *DB) configurePool(maxConns int) {
 	switch db.Dialect {
 	case SQLite:
 		// One connection: see Open. It must never be recycled either, or an
@@ -283,8 +322,8 @@ func (db *DB) configurePool() {
 		db.SetConnMaxLifetime(0)
 		db.SetConnMaxIdleTime(0)
 	case Postgres:
-		db.SetMaxOpenConns(20)
-		db.SetMaxIdleConns(10)
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(max(1, maxConns/2))
 		// Recycle connections so load spreads again after a failover or
 		// a connection pooler restart.
 		db.SetConnMaxLifetime(30 * time.Minute)
@@ -515,17 +554,23 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 // IsConflict reports whether err, or an error it wraps, says that the
 // transaction lost a race with a concurrent one and was given up, so that
 // running it again may succeed: PostgreSQL's serialization_failure (40001,
-// under REPEATABLE READ or SERIALIZABLE) and deadlock_detected (40P01),
-// SQLite's SQLITE_BUSY (the busy timeout passed waiting for the write
-// lock) and SQLITE_LOCKED_SHAREDCACHE. Handlers answer it with apierr.Conflict rather
-// than INTERNAL: it is no bug, and the client may simply retry.
+// under REPEATABLE READ or SERIALIZABLE), deadlock_detected (40P01) and
+// lock_not_available (55P03: a lock_timeout the operator set passed while
+// a concurrent transaction held the row), SQLite's SQLITE_BUSY (the busy
+// timeout passed waiting for the write lock) and
+// SQLITE_LOCKED_SHAREDCACHE. Handlers answer it with apierr.Conflict
+// rather than INTERNAL: it is no bug, and the client may simply retry.
 func IsConflict(err error) bool {
 	if err == nil {
 		return false
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return pgErr.Code == "40001" || pgErr.Code == "40P01"
+		switch pgErr.Code {
+		case "40001", "40P01", "55P03":
+			return true
+		}
+		return false
 	}
 	var liteErr *sqlite.Error
 	if errors.As(err, &liteErr) {
@@ -536,6 +581,38 @@ func IsConflict(err error) bool {
 		return liteErr.Code()&0xff == sqlite3.SQLITE_BUSY || liteErr.Code() == sqlite3.SQLITE_LOCKED_SHAREDCACHE
 	}
 	return false
+}
+
+// IsUnavailable reports whether err, or an error it wraps, says that the
+// database could not be reached or would not serve for now, with no bug
+// on either side: the server is down, restarting or failing over
+// (connection refused or lost; PostgreSQL's connection_exception class
+// 08, admin_shutdown 57P01, crash_shutdown 57P02, cannot_connect_now
+// 57P03), it has no connection slot left (too_many_connections 53300),
+// or a statement_timeout the operator set ended the query
+// (query_canceled 57014). Handlers answer it with UNAVAILABLE and
+// RetryInfo rather than INTERNAL, so clients and balancers retry and
+// alerts read it as an outage, not a bug.
+func IsUnavailable(err error) bool {
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// The caller's own time ran out; the handler says so.
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "53300", "57P01", "57P02", "57P03", "57014":
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) || errors.Is(err, driver.ErrBadConn) {
+		return true
+	}
+	// A connection lost mid-statement: pgx returns the network error.
+	var opErr *net.OpError
+	return errors.As(err, &opErr) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // IsUniqueViolation reports whether err, or an error it wraps, is a unique

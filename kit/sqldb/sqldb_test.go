@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	neturl "net/url"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -137,6 +140,45 @@ func TestOpenURLs(t *testing.T) {
 				t.Errorf("Dialect = %q, want %q", db.Dialect, tt.dialect)
 			}
 			if err := insertWidget(t.Context(), db, db, "w", "w"); err != nil {
+				t.Errorf("insert: %v", err)
+			}
+		})
+	}
+}
+
+// TestPostgresPoolSize: pool_max_conns sizes the PostgreSQL pool; pgx
+// passed it to the server as a setting, which refused the connection, so
+// the pool could not be made smaller than its 20 (five services sharing a
+// server took all of its default 100 connections).
+func TestPostgresPoolSize(t *testing.T) {
+	for _, bad := range []string{"0", "-1", "ten", ""} {
+		u := "postgres://postgres@127.0.0.1:1/none?sslmode=disable&pool_max_conns=" + bad
+		if db, err := sqldb.Open(t.Context(), u, nil); err == nil || !strings.Contains(err.Error(), "pool_max_conns") {
+			if db != nil {
+				_ = db.Close()
+			}
+			t.Errorf("pool_max_conns=%q: Open = %v, want an error naming pool_max_conns", bad, err)
+		}
+	}
+	pg, ok := sqldbtest.URLs(t)["postgres"]
+	if !ok {
+		t.Skipf("%s is not set", sqldbtest.PostgresEnv)
+	}
+	tests := []struct {
+		name string
+		url  string
+		want int
+	}{
+		{name: "default", url: pg, want: 20},
+		{name: "three", url: pg + "&pool_max_conns=3", want: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := open(t, tt.url)
+			if got := db.Stats().MaxOpenConnections; got != tt.want {
+				t.Errorf("MaxOpenConnections = %d, want %d", got, tt.want)
+			}
+			if err := insertWidget(t.Context(), db, db, tt.name, tt.name); err != nil {
 				t.Errorf("insert: %v", err)
 			}
 		})
@@ -504,7 +546,33 @@ func conflictErrors(t *testing.T, url string, db *sqldb.DB) map[string]error {
 	go func() { errA <- rename(a, "c2") }() // waits for b
 	errB := rename(b, "c1")                 // closes the cycle
 	deadlock := errors.Join(errB, <-errA)
-	return map[string]error{"serialization failure": serialization, "deadlock": deadlock}
+	if err := a.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A lock_timeout (an operator's choice) passing while another
+	// transaction holds the row.
+	holder, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	if err := rename(holder, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	waiter, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Rollback()
+	if _, err := waiter.ExecContext(ctx, "SET LOCAL lock_timeout = '20ms'"); err != nil {
+		t.Fatal(err)
+	}
+	lockTimeout := rename(waiter, "c1")
+	return map[string]error{"serialization failure": serialization, "deadlock": deadlock, "lock timeout": lockTimeout}
 }
 
 func TestIsConflict(t *testing.T) {
@@ -555,4 +623,112 @@ func TestIsConflict(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestIsUnavailable: a database that is down, restarting, out of
+// connection slots or under an operator's statement_timeout is an outage
+// to retry, not a bug; the caller's own deadline and the database's
+// answers (a unique key taken, no rows) are neither.
+func TestIsUnavailable(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		db := open(t, url)
+		ctx := t.Context()
+		if err := insertWidget(ctx, db, db, "u1", "unique"); err != nil {
+			t.Fatal(err)
+		}
+		deadline, cancel := context.WithTimeout(ctx, time.Nanosecond)
+		defer cancel()
+		<-deadline.Done()
+		_, deadlineErr := db.ExecContext(deadline, "SELECT 1")
+		tests := []struct {
+			name string
+			err  error
+			want bool
+		}{
+			{name: "nil", err: nil},
+			{name: "plain error", err: errors.New("connection refused")},
+			{name: "no rows", err: db.QueryRowContext(ctx, db.Rebind("SELECT id FROM widgets WHERE id = ?"), "none").Scan(new(string))},
+			{name: "unique violation", err: insertWidget(ctx, db, db, "u2", "unique")},
+			{name: "caller's deadline", err: fmt.Errorf("store: %w", deadlineErr)},
+		}
+		if db.Dialect == sqldb.Postgres {
+			for name, err := range outageErrors(t, url, db) {
+				if err == nil {
+					t.Fatalf("%s: the database raised no error", name)
+				}
+				tests = append(tests, struct {
+					name string
+					err  error
+					want bool
+				}{name: name, err: fmt.Errorf("store: %w", err), want: true})
+			}
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if tt.err == nil && tt.name != "nil" {
+					t.Fatal("the database raised no error")
+				}
+				if got := sqldb.IsUnavailable(tt.err); got != tt.want {
+					t.Errorf("IsUnavailable(%v) = %v, want %v", tt.err, got, tt.want)
+				}
+				if sqldb.IsConflict(tt.err) && tt.want {
+					t.Errorf("IsConflict(%v) = true: an outage is no lost race", tt.err)
+				}
+			})
+		}
+	})
+}
+
+// outageErrors makes PostgreSQL fail the ways IsUnavailable must
+// recognise: nothing listening, the backend terminated under a
+// connection, and a statement_timeout.
+func outageErrors(t *testing.T, rawURL string, db *sqldb.DB) map[string]error {
+	t.Helper()
+	ctx := t.Context()
+	errs := map[string]error{}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u, err := neturl.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = closedAddr
+	down, err := sql.Open("pgx", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	errs["nothing listening"] = down.PingContext(ctx)
+
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var pid int
+	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	errs["backend terminated"] = conn.QueryRowContext(ctx, "SELECT 1").Scan(new(int))
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = '20ms'"); err != nil {
+		t.Fatal(err)
+	}
+	_, errs["statement timeout"] = tx.ExecContext(ctx, "SELECT pg_sleep(5)")
+	return errs
 }

@@ -389,6 +389,10 @@ func (h *Handler) error(ctx context.Context, err error, c call) error {
 		// Still losing after the domain's own retries.
 		return apierr.Conflict()
 	}
+	if sqldb.IsUnavailable(err) {
+		h.log.WarnContext(ctx, "inventory service: database unavailable", "error", err)
+		return apierr.StoreUnavailable()
+	}
 	h.log.ErrorContext(ctx, "inventory service: unexpected error", "error", err)
 	return apierr.Internal()
 }

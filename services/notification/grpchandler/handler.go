@@ -126,6 +126,10 @@ func (h *Handler) error(ctx context.Context, err error) error {
 	if sqldb.IsConflict(err) {
 		return apierr.Conflict()
 	}
+	if sqldb.IsUnavailable(err) {
+		h.log.WarnContext(ctx, "notification service: database unavailable", "error", err)
+		return apierr.StoreUnavailable()
+	}
 	h.log.ErrorContext(ctx, "notification service: unexpected error", "error", err)
 	return apierr.Internal()
 }

@@ -211,6 +211,9 @@ func (h *Handler) status(ctx context.Context, err error, req request) error {
 		return apierr.New(codes.Canceled, apierr.ReasonCanceled, "request canceled")
 	case sqldb.IsConflict(err):
 		return apierr.Conflict()
+	case sqldb.IsUnavailable(err):
+		h.log.WarnContext(ctx, "order service: database unavailable", "error", err)
+		return apierr.StoreUnavailable()
 	default:
 		h.log.ErrorContext(ctx, "order request failed", "error", err)
 		return apierr.Internal()

@@ -157,6 +157,9 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 	case errors.Is(err, domain.ErrConflict), errors.Is(err, domain.ErrDuplicate), sqldb.IsConflict(err):
 		// Lost races past the domain's own retries; nothing changed.
 		return apierr.Conflict()
+	case sqldb.IsUnavailable(err):
+		h.log.WarnContext(ctx, "payment service: database unavailable", "error", err)
+		return apierr.StoreUnavailable()
 	default:
 		h.log.ErrorContext(ctx, "payment request failed", "error", err)
 		return apierr.Internal()

@@ -130,6 +130,10 @@ func (h *Handler) error(ctx context.Context, err error, prefix, id string) error
 	if sqldb.IsConflict(err) {
 		return apierr.Conflict()
 	}
+	if sqldb.IsUnavailable(err) {
+		h.log.WarnContext(ctx, "user service: database unavailable", "error", err)
+		return apierr.StoreUnavailable()
+	}
 	h.log.ErrorContext(ctx, "user service: unexpected error", "error", err)
 	return apierr.Internal()
 }
