@@ -95,7 +95,14 @@ func NormalizeEmail(email string) (string, error) {
 func EmailKey(email string) string { return strings.ToLower(email) }
 
 // NormalizeName trims the spaces around name and checks what is left: 1 to
-// 100 characters, no control characters.
+// 100 characters, at least one of them a letter, digit, symbol or
+// punctuation mark (not only zero-width or format characters, which show
+// as nothing), no control characters, line or paragraph separators, and
+// no bidirectional embeddings, overrides or isolates: a name is shown
+// inside other text (a greeting, a list, a log line), and those would
+// reorder the text after it ("Trojan Source"). Joiners and the
+// left-to-right and right-to-left marks stay: names in several scripts,
+// and emoji sequences, need them.
 func NormalizeName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	switch {
@@ -107,8 +114,25 @@ func NormalizeName(name string) (string, error) {
 		return "", invalid("name", "must be at most %d characters", MaxNameLen)
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return "", invalid("name", "must not contain control characters")
+	case strings.IndexFunc(name, breaksText) >= 0:
+		return "", invalid("name", "must not contain line separators or bidirectional overrides")
+	case strings.IndexFunc(name, visible) < 0:
+		return "", invalid("name", "must contain a visible character")
 	}
 	return name, nil
+}
+
+// breaksText reports whether r is a line or paragraph separator, or a
+// bidirectional embedding, override or isolate (U+202A-U+202E,
+// U+2066-U+2069).
+func breaksText(r rune) bool {
+	return unicode.In(r, unicode.Zl, unicode.Zp) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// visible reports whether r shows as something: a letter, digit, symbol
+// or punctuation mark.
+func visible(r rune) bool {
+	return unicode.In(r, unicode.L, unicode.N, unicode.S, unicode.P)
 }
 
 // CheckID checks that id is a UUID, the only form user ids take. UUIDs are

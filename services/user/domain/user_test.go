@@ -103,6 +103,16 @@ func TestNormalizeName(t *testing.T) {
 		{in: "Ann\nLee", invalid: true},
 		{in: "Ann\x00", invalid: true},
 		{in: "bad \xff utf8", invalid: true},
+		{in: "\u200b", invalid: true},             // zero-width space: looks empty
+		{in: "\u200b\ufeff\u2060", invalid: true}, // nothing but format characters
+		{in: "Ann\u202e has paid", invalid: true}, // right-to-left override
+		{in: "Ann\u2067Lee", invalid: true},       // right-to-left isolate
+		{in: "Ann\u2028Lee", invalid: true},       // line separator
+		{in: "Ann\u2029Lee", invalid: true},       // paragraph separator
+		{in: "\u0645\u06cc\u200c\u0631\u0648\u062f", want: "\u0645\u06cc\u200c\u0631\u0648\u062f"}, // Persian, with a zero-width non-joiner
+		{in: "Ann \U0001F469\u200d\U0001F4BB", want: "Ann \U0001F469\u200d\U0001F4BB"},             // an emoji sequence's joiner
+		{in: "\u200fSara", want: "\u200fSara"},                                                     // a right-to-left mark
+		{in: "-", want: "-"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
