@@ -26,6 +26,9 @@ func withRequestID(ctx context.Context, id string) context.Context {
 // TestEvents: every change to a payment reaches the bus as its event, with
 // the request id of the call that made it; calls that change nothing
 // publish nothing.
+// chargedUser is the user the events tests charge.
+const chargedUser = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
 func TestEvents(t *testing.T) {
 	eventstest.Matrix(t, func(t *testing.T, url string, bus *events.Bus) {
 		client := start(t, payment.Config{DatabaseURL: url, Bus: bus})
@@ -51,19 +54,19 @@ func TestEvents(t *testing.T) {
 		}
 		var paymentID string
 		call("req-charge", codes.OK, func(ctx context.Context) error {
-			resp, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_approve", IdempotencyKey: "order-1", UserId: "user-1"})
+			resp, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_approve", IdempotencyKey: "order-1", UserId: chargedUser})
 			paymentID = resp.GetPayment().GetId()
-			if err == nil && resp.GetPayment().GetUserId() != "user-1" {
-				t.Errorf("payment user = %q, want user-1", resp.GetPayment().GetUserId())
+			if err == nil && resp.GetPayment().GetUserId() != chargedUser {
+				t.Errorf("payment user = %q, want %s", resp.GetPayment().GetUserId(), chargedUser)
 			}
 			return err
 		}, want{subject: "payment.captured", status: paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED})
 		call("req-charge-again", codes.OK, func(ctx context.Context) error {
-			_, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_approve", IdempotencyKey: "order-1", UserId: "user-1"})
+			_, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 1000), PaymentMethodToken: "tok_approve", IdempotencyKey: "order-1", UserId: chargedUser})
 			return err
 		})
 		call("req-decline", codes.FailedPrecondition, func(ctx context.Context) error {
-			_, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_decline", IdempotencyKey: "order-2", UserId: "user-1"})
+			_, err := client.Charge(ctx, &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_decline", IdempotencyKey: "order-2", UserId: chargedUser})
 			return err
 		}, want{subject: "payment.declined", status: paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED})
 		call("req-unavailable", codes.Unavailable, func(ctx context.Context) error {

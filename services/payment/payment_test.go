@@ -89,6 +89,10 @@ func TestCharge(t *testing.T) {
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "reference"},
 			{name: "NUL in the user id", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "nul-user", UserId: "u\x00"},
 				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "user_id"},
+			// A notification filed under it could never be listed: the
+			// notification service takes only UUIDs.
+			{name: "user id not a UUID", req: &paymentv1.ChargeRequest{Amount: money("USD", 5), PaymentMethodToken: "tok_approve", IdempotencyKey: "bob-user", UserId: "bob"},
+				wantCode: codes.InvalidArgument, wantReason: "INVALID_ARGUMENT", wantField: "user_id"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

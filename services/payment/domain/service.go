@@ -262,8 +262,8 @@ func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error
 }
 
 // lowerUUID returns id in lower case when it is a UUID, and as it is
-// otherwise. The user id is free-form by contract, but a UUID is
-// case-insensitive (RFC 9562) and every other service keeps them lowered:
+// otherwise. The contract takes only UUIDs (or nothing), which are
+// case-insensitive (RFC 9562), and every other service keeps them lowered:
 // an upper-case one stored as sent filed the refund's notification under
 // an id the user's listing never asks for.
 func lowerUUID(id string) string {

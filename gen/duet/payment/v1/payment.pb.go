@@ -228,8 +228,8 @@ type ChargeRequest struct {
 	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Free-form reference kept with the payment, for example an order id.
 	Reference string `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
-	// The customer being charged, kept with the payment so that events about
-	// it (a refund, say) can reach them. Optional.
+	// The customer being charged (a user id, a UUID), kept with the payment
+	// so that events about it (a refund, say) can reach them. Optional.
 	UserId        string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -660,15 +660,14 @@ const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x12\x17\n" +
 	"\auser_id\x18\n" +
-	" \x01(\tR\x06userId\"\x8c\x02\n" +
+	" \x01(\tR\x06userId\"\x8d\x02\n" +
 	"\rChargeRequest\x123\n" +
 	"\x06amount\x18\x01 \x01(\v2\x13.duet.type.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x06amount\x12>\n" +
 	"\x14payment_method_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8H\x01\x10\x01\x18@R\x12paymentMethodToken\x126\n" +
 	"\x0fidempotency_key\x18\x03 \x01(\tB\r\xbaH\n" +
 	"r\b\xc8H\x01\x10\x01\x18\x80\x01R\x0eidempotencyKey\x12)\n" +
-	"\treference\x18\x04 \x01(\tB\v\xbaH\br\x06\xc8H\x01\x18\x80\x01R\treference\x12#\n" +
-	"\auser_id\x18\x05 \x01(\tB\n" +
-	"\xbaH\ar\x05\xc8H\x01\x18@R\x06userId\"D\n" +
+	"\treference\x18\x04 \x01(\tB\v\xbaH\br\x06\xc8H\x01\x18\x80\x01R\treference\x12$\n" +
+	"\auser_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x06userId\"D\n" +
 	"\x0eChargeResponse\x122\n" +
 	"\apayment\x18\x01 \x01(\v2\x18.duet.payment.v1.PaymentR\apayment\"-\n" +
 	"\x11GetPaymentRequest\x12\x18\n" +
