@@ -9,7 +9,9 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -164,7 +166,12 @@ func toAPIError(st *status.Status, httpStatus int, body []byte) apiError {
 		return internalError()
 	}
 	p := st.Proto()
-	if infoOf(p) == nil {
+	if infoOf(p) != nil {
+		// A service's error names fields by their proto names; a JSON
+		// client knows them by their JSON names (google.rpc.BadRequest:
+		// "in JSON, the same values are represented as" lowerCamelCase).
+		p = withJSONFieldPaths(p)
+	} else {
 		var e *apierr.Error
 		switch c {
 		case codes.InvalidArgument:
@@ -172,7 +179,12 @@ func toAPIError(st *status.Status, httpStatus int, body []byte) apiError {
 			var details []apierr.Detail
 			if f := offendingField(msg); f != "" {
 				if path := jsonPath(body, msg, f); path != "" {
+					// Where the body has it, in the body's own spelling.
 					f = path
+				} else if isParameterError(msg) {
+					// grpc-gateway names query and path parameters by
+					// their proto names, whichever spelling came.
+					f = jsonFieldPath(f)
 				}
 				details = append(details, apierr.Field(f, msg))
 			}
@@ -270,6 +282,92 @@ func plainParseError(msg string) string {
 		what = "is out of range"
 	}
 	return fmt.Sprintf("parsing field %q: %s %s", m[1], m[2], what)
+}
+
+// isParameterError reports whether msg is grpc-gateway's error for a
+// query or path parameter, which names the field by its proto name.
+func isParameterError(msg string) bool {
+	return strings.HasPrefix(msg, "parsing field ") || strings.Contains(msg, "parameter: ")
+}
+
+// withJSONFieldPaths returns p with the field paths of its BadRequest
+// details in JSON names, or p itself when none changes. p is not changed.
+func withJSONFieldPaths(p *spb.Status) *spb.Status {
+	var out *spb.Status
+	for i, a := range p.GetDetails() {
+		br := new(errdetails.BadRequest)
+		if !a.MessageIs(br) || a.UnmarshalTo(br) != nil {
+			continue
+		}
+		changed := false
+		for _, v := range br.GetFieldViolations() {
+			if f := jsonFieldPath(v.GetField()); f != v.GetField() {
+				v.Field, changed = f, true
+			}
+		}
+		if !changed {
+			continue
+		}
+		b, err := anypb.New(br)
+		if err != nil {
+			continue
+		}
+		if out == nil {
+			out = &spb.Status{Code: p.GetCode(), Message: p.GetMessage(), Details: slices.Clone(p.GetDetails())}
+		}
+		out.Details[i] = b
+	}
+	if out == nil {
+		return p
+	}
+	return out
+}
+
+// jsonFieldPath turns a field path in proto names,
+// "items[0].unit_price.currency_code", into protojson's JSON names,
+// "items[0].unitPrice.currencyCode" (protoc's rule: drop each underscore,
+// upper-case the letter after it). What is between brackets, an index or
+// a quoted map key, is kept as it is.
+func jsonFieldPath(path string) string {
+	if !strings.Contains(path, "_") {
+		return path
+	}
+	var b strings.Builder
+	b.Grow(len(path))
+	var bracket, quoted, escaped, upper bool
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		switch {
+		case quoted:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				quoted = false
+			}
+		case bracket:
+			switch c {
+			case '"':
+				quoted = true
+			case ']':
+				bracket = false
+			}
+		case c == '[':
+			bracket, upper = true, false
+		case c == '_':
+			upper = true
+			continue
+		case upper:
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			upper = false
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // offendingField returns the field named by a gateway error message, or "".

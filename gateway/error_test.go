@@ -104,6 +104,11 @@ func TestErrors(t *testing.T) {
 			httpStatus: 409, code: codes.AlreadyExists, reason: "EMAIL_TAKEN", field: "email"},
 		{name: "validation names the field", method: "POST", path: "/v1/users", body: `{"email":"nope","name":"A"}`,
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "email"},
+		// In JSON names, as the body has them; they were proto names
+		// ("items[0].unit_price.currency_code").
+		{name: "a service's nested field in JSON names", method: "POST", path: "/v1/orders",
+			body:       `{"userId":"` + knownUserID + `","items":[{"sku":"A","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"bad-nested-field"}`,
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "items[0].unitPrice.currencyCode"},
 		{name: "declined payment is 402", method: "POST", path: "/v1/payments",
 			body:       `{"amount":{"currencyCode":"USD","units":"100"},"paymentMethodToken":"tok_decline","idempotencyKey":"d1"}`,
 			httpStatus: 402, code: codes.FailedPrecondition, reason: "PAYMENT_DECLINED"},
@@ -158,10 +163,10 @@ func TestErrors(t *testing.T) {
 		{name: "malformed JSON on PATCH", method: "PATCH", path: "/v1/users/" + knownUserID, body: `{"name":`,
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT"},
 		{name: "bad query parameter", method: "GET", path: "/v1/users?pageSize=lots",
-			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "page_size",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "pageSize",
 			message: `parsing field "page_size": "lots" is not a valid value`},
 		{name: "query parameter out of range", method: "GET", path: "/v1/users?pageSize=99999999999999999999",
-			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "page_size",
+			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "pageSize",
 			message: `parsing field "page_size": "99999999999999999999" is out of range`},
 		// Decoded, these are not UTF-8: grpc-go failed to encode the
 		// request they made, and the client got a 500.
@@ -395,5 +400,23 @@ func TestStalledBodyHidesAddresses(t *testing.T) {
 				t.Errorf("the answer names the connection: %s", body)
 			}
 		})
+	}
+}
+
+func TestJSONFieldPath(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"email", "email"},
+		{"page_size", "pageSize"},
+		{"items[0].unit_price.currency_code", "items[0].unitPrice.currencyCode"},
+		{"subscribe.max_in_flight", "subscribe.maxInFlight"},
+		{`labels["snake_key"].max_in_flight`, `labels["snake_key"].maxInFlight`},
+		{`labels["a\"]_b"].x_y`, `labels["a\"]_b"].xY`},
+		{"user.id", "user.id"},
+		{"v_2", "v2"},
+	}
+	for _, tt := range tests {
+		if got := jsonFieldPath(tt.in); got != tt.want {
+			t.Errorf("jsonFieldPath(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

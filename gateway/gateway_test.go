@@ -155,6 +155,12 @@ func (f *fakeOrders) CreateOrder(ctx context.Context, req *orderv1.CreateOrderRe
 	f.calls.mu.Lock()
 	f.calls.orders = append(f.calls.orders, req)
 	f.calls.mu.Unlock()
+	if req.GetIdempotencyKey() == "bad-nested-field" {
+		// A service names fields by their proto names.
+		return nil, apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "invalid request",
+			apierr.Field("items[0].unit_price.currency_code", "must be an ISO 4217 code"),
+			apierr.Field(`labels["snake_key"].max_in_flight`, "must be set"))
+	}
 	total := &typev1.Money{}
 	for _, it := range req.GetItems() {
 		total.CurrencyCode = it.GetUnitPrice().GetCurrencyCode()
