@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain lets the test binary stand in for duet: run with DUET_TEST_AS_DUET=1
@@ -25,7 +27,12 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// The tests start whole systems and commands in this process: each
+	// must leave no goroutine behind.
+	goleak.VerifyTestMain(m,
+		// The OpenCensus worker some dependency starts at init is process-wide.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
 }
 
 func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {

@@ -47,9 +47,10 @@ func TestConsumeBatch(t *testing.T) {
 			}
 			return v.GetValue()
 		}
+		durable := "batch-" + eventstest.Unique(t)
 		run(t, func(ctx context.Context) error {
 			return events.ConsumeBatch(ctx, bus, events.ConsumerConfig{
-				Durable: "batch-" + eventstest.Unique(t), Subjects: []string{"order.*"}, AckWait: 5 * time.Second, Logger: quiet,
+				Durable: durable, Subjects: []string{"order.*"}, AckWait: 5 * time.Second, Logger: quiet,
 			}, func(_ context.Context, ms []events.Message) error {
 				mu.Lock()
 				defer mu.Unlock()
@@ -83,7 +84,17 @@ func TestConsumeBatch(t *testing.T) {
 			defer mu.Unlock()
 			return len(got) >= n
 		})
-		time.Sleep(50 * time.Millisecond) // no redelivery after acks
+		// Every delivery acked, none waiting to come again: handled once
+		// is final. (A sleep here could not have seen a redelivery, which
+		// would come an AckWait later.)
+		cons, err := bus.JS.Consumer(ctx, bus.Stream, durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "every delivery acked", 10*time.Second, func() bool {
+			info, err := cons.Info(ctx)
+			return err == nil && info.NumAckPending == 0 && info.AckFloor.Stream == info.Delivered.Stream
+		})
 		mu.Lock()
 		defer mu.Unlock()
 		if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -628,7 +628,9 @@ func TestCreateOrderWaitEndsAtDeadline(t *testing.T) {
 		sku := st.newProduct(t, 500, 5)
 		st.gate.shut()
 		defer st.gate.release()
-		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		// The wait ends a tenth of the time left early: 300 ms to answer
+		// in, which a loaded machine under -race needs (50 ms was not).
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 		defer cancel()
 		resp, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "slow", line(sku, 1)))
 		if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
@@ -808,7 +810,7 @@ func TestDrainAnswersWaitingCreateOrder(t *testing.T) {
 			resp, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "drain-wait", line(sku, 1)))
 			answered <- answer{resp, err}
 		}()
-		<-st.gate.entered // the saga waits at its first peer, and the call with it
+		within(t, st.gate.entered, "the saga at the gate") // the saga waits at its first peer, and the call with it
 		st.orderSvc.Drain()
 		select {
 		case a := <-answered:

@@ -418,7 +418,7 @@ func TestWatchOrder(t *testing.T) {
 					t.Fatal(err)
 				}
 				id := resp.GetOrder().GetId()
-				<-st.gate.entered
+				within(t, st.gate.entered, "the saga at the gate")
 				stream, err := st.orders.WatchOrder(t.Context(), &orderv1.WatchOrderRequest{Id: id})
 				if err != nil {
 					t.Fatal(err)
@@ -484,7 +484,7 @@ func TestWatchOrderCancelFreesGoroutines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		<-st.gate.entered
+		within(t, st.gate.entered, "the saga at the gate")
 		before := goleak.IgnoreCurrent()
 
 		ctx, cancel := context.WithCancel(t.Context())
@@ -524,9 +524,10 @@ func TestOrderEventsPublished(t *testing.T) {
 			}
 			got := make(chan seenEvent, 16)
 			ctx, cancel := context.WithCancel(t.Context())
+			durable := "order-test-" + eventstest.Unique(t) // here: Unique may fail the test, which a goroutine must not
 			var wg sync.WaitGroup
 			wg.Go(func() {
-				err := events.Consume(ctx, bus, events.ConsumerConfig{Durable: "order-test-" + eventstest.Unique(t), Subjects: []string{"order.*"}},
+				err := events.Consume(ctx, bus, events.ConsumerConfig{Durable: durable, Subjects: []string{"order.*"}},
 					func(_ context.Context, m events.Message) error {
 						var o *orderv1.Order
 						switch m.Subject {
@@ -619,7 +620,12 @@ func TestOrderEventsPublished(t *testing.T) {
 // the order as it was, is still reserving. Stock comes back before the
 // second's call lands. It must not hold stock for an order that has ended.
 func TestLateReservationAfterRefusal(t *testing.T) {
-	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
+	// The first runner's call is held while the second replica opens (its
+	// migrations, its first sweep): a call timeout that passed meanwhile
+	// would make the first runner's retry the second call held.
+	patient := fastSaga
+	patient.CallTimeout = time.Minute
+	eachStack(t, patient, func(t *testing.T, st *stack) {
 		ctx := t.Context()
 		userID := st.newUser(t)
 		sku := st.newProduct(t, unitPrice, 2)
@@ -665,7 +671,7 @@ func TestLateReservationAfterRefusal(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := resp.GetOrder().GetId()
-		<-entered[0]
+		within(t, entered[0], "the first runner's ReserveStock")
 		// A second replica on the same database: its first sweep resumes
 		// the order, at RESERVE.
 		second, err := order.Open(ctx, st.orderCfg)
@@ -673,7 +679,7 @@ func TestLateReservationAfterRefusal(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer second.Close()
-		<-entered[1]
+		within(t, entered[1], "the second runner's ReserveStock")
 
 		close(proceed[0])
 		watch, err := st.orders.WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id})
@@ -709,4 +715,15 @@ func TestLateReservationAfterRefusal(t *testing.T) {
 			t.Errorf("stock available %d, reserved %d; want 7, 0", available, reserved)
 		}
 	})
+}
+
+// within waits for ch to be closed or to deliver, failing the test after
+// 30 s rather than hanging it for go test's whole timeout.
+func within(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s never came", what)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -628,7 +629,13 @@ func icuDatabase(t *testing.T) string {
 	name := "duet_icu_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	if _, err := admin.ExecContext(t.Context(), "CREATE DATABASE "+name+
 		" LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0"); err != nil {
-		t.Skipf("no ICU collation: %v", err)
+		// Only a server without ICU (or too old for the syntax) is a
+		// reason to skip; any other failure is the test's.
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "42601" || pgErr.Code == "22023") {
+			t.Skipf("no ICU collation: %v", err)
+		}
+		t.Fatalf("create an ICU database: %v", err)
 	}
 	t.Cleanup(func() {
 		admin, err := sql.Open("pgx", base)

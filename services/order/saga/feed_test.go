@@ -180,7 +180,10 @@ func TestWait(t *testing.T) {
 	t.Run("until the deadline", func(t *testing.T) {
 		f := saga.NewFeed()
 		st := &store{order: state(1, domain.StatusPending, domain.StepCharge)}
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		// Version 2 is ready before the wait's select; a deadline passed
+		// by then too (20 ms was, under load) lets the select pick
+		// either, at random.
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 		defer cancel()
 		st.onRead = func(*domain.Order) {
 			st.onRead = nil
