@@ -143,6 +143,9 @@ func (g *Gateway) handleRoutingError(_ context.Context, _ *runtime.ServeMux, _ r
 		e = apierr.New(codes.NotFound, ReasonRouteNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	case http.StatusMethodNotAllowed:
 		e = apierr.New(codes.Unimplemented, ReasonMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+		if allow := g.routes.allow(r.URL.Path); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
 	case http.StatusBadRequest:
 		e = apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "malformed request path")
 	default:

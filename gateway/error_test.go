@@ -420,3 +420,58 @@ func TestJSONFieldPath(t *testing.T) {
 		}
 	}
 }
+
+// TestMethodNotAllowedSaysAllow: a 405 names the methods the path takes
+// (RFC 9110 requires the Allow header); it had none.
+func TestMethodNotAllowedSaysAllow(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		method, path, want string
+	}{
+		{"DELETE", "/v1/users/" + knownUserID, "GET, HEAD, PATCH"},
+		{"PUT", "/v1/users", "GET, HEAD, POST"},
+		{"POST", "/healthz", "GET, HEAD"},
+		{"PATCH", "/v1/payments/" + unknownID + ":refund", "GET, HEAD, POST"}, // GET takes "x:refund" as an id, as grpc-gateway does
+		{"HEAD", "/v1/orders/" + unknownID + ":watch", "GET"},
+		{"DELETE", "/v1/users/" + knownUserID + "/orders", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), tt.method, e.srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.want {
+				t.Errorf("%d with Allow %q, want 405 with %q", resp.StatusCode, resp.Header.Get("Allow"), tt.want)
+			}
+		})
+	}
+}
+
+func TestRouteTableAllow(t *testing.T) {
+	table, err := newRouteTable(openAPIDocument, []string{"/healthz"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ path, want string }{
+		{"/v1/users/abc", "GET, HEAD, PATCH"},
+		{"/v1/users", "GET, HEAD, POST"},
+		{"/v1/users/abc/orders", "GET, HEAD"},
+		{"/v1/orders/abc:watch", "GET"},
+		{"/v1/payments/abc:refund", "GET, HEAD, POST"},
+		{"/v1/payments/abc", "GET, HEAD"},
+		{"/v1/users//orders", ""},
+		{"/v1/nothing", ""},
+		{"/healthz", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		if got := table.allow(tt.path); got != tt.want {
+			t.Errorf("allow(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+}

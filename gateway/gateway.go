@@ -11,7 +11,7 @@
 //	GET /readyz        200 only when every backend's grpc.health.v1 reports SERVING
 //
 // HEAD is answered on every GET route but the watches, as GET without the
-// body.
+// body. A 405 names the methods the path takes in its Allow header.
 //
 // Every response carries an X-Request-ID header (the caller's, when valid,
 // or a new one), which is also sent to the backends as x-request-id
@@ -162,6 +162,8 @@ type Gateway struct {
 	mux      *runtime.ServeMux
 	backends []backend
 	docs     []byte
+	// routes says which methods a path takes, for a 405's Allow.
+	routes routeTable
 	// entry is serve, inside otelhttp's middleware when spans are
 	// exported: it starts each request's server span (continuing the
 	// caller's traceparent), which serve then carries on.
@@ -214,6 +216,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: docs page: %w", err)
 	}
 	g.docs = docs
+	var own []string
+	for _, p := range g.ownPaths() {
+		own = append(own, p.path)
+	}
+	if g.routes, err = newRouteTable(openAPIDocument, own); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	g.entry = http.HandlerFunc(g.serve)
 	if tracing.Exporting() {
 		g.entry = otelhttp.NewHandler(g.entry, "gateway",
