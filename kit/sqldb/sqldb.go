@@ -454,7 +454,10 @@ func migrationRoot(fsys fs.FS) (fs.FS, error) {
 
 // Rebind rewrites the `?` placeholders of query into the dialect's own: $1,
 // $2, … for PostgreSQL, unchanged for SQLite. Question marks inside string
-// literals, quoted identifiers and comments are left alone.
+// literals (including E'…' with backslash escapes and $tag$…$tag$ dollar
+// quoting), quoted identifiers and comments (nested block comments too) are
+// left alone. For PostgreSQL's own ? operators (jsonb's ?, ?| and ?&),
+// write ?? (??| and ??&): it becomes a single ?, not a placeholder.
 func (db *DB) Rebind(query string) string {
 	return Rebind(db.Dialect, query)
 }
@@ -467,43 +470,110 @@ func Rebind(dialect Dialect, query string) string {
 	var b strings.Builder
 	b.Grow(len(query) + 8)
 	n := 0
-	for i := 0; i < len(query); i++ {
+	for i := 0; i < len(query); {
 		c := query[i]
+		var skip int // bytes copied as they are, from i
 		switch {
+		case c == '\'' && i > 0 && (query[i-1] == 'E' || query[i-1] == 'e') && (i == 1 || !identByte(query[i-2])):
+			skip = escapedLiteral(query[i:])
 		case c == '\'' || c == '"':
-			// Copy through the closing quote; a doubled quote is an escaped
-			// quote and simply reopens the literal on the next iteration.
-			end := strings.IndexByte(query[i+1:], c)
-			if end < 0 {
-				b.WriteString(query[i:])
-				return b.String()
+			// A doubled quote is an escaped quote: it simply reopens the
+			// literal on the next round.
+			if end := strings.IndexByte(query[i+1:], c); end >= 0 {
+				skip = end + 2
+			} else {
+				skip = len(query) - i
 			}
-			b.WriteString(query[i : i+end+2])
-			i += end + 1
+		case c == '$' && (i == 0 || !identByte(query[i-1])):
+			skip = dollarQuoted(query[i:])
 		case c == '-' && i+1 < len(query) && query[i+1] == '-':
-			end := strings.IndexByte(query[i:], '\n')
-			if end < 0 {
-				b.WriteString(query[i:])
-				return b.String()
+			if end := strings.IndexByte(query[i:], '\n'); end >= 0 {
+				skip = end + 1
+			} else {
+				skip = len(query) - i
 			}
-			b.WriteString(query[i : i+end+1])
-			i += end
 		case c == '/' && i+1 < len(query) && query[i+1] == '*':
-			end := strings.Index(query[i+2:], "*/")
-			if end < 0 {
-				b.WriteString(query[i:])
-				return b.String()
-			}
-			b.WriteString(query[i : i+end+4])
-			i += end + 3
+			skip = blockComment(query[i:])
+		case c == '?' && i+1 < len(query) && query[i+1] == '?':
+			b.WriteByte('?')
+			i += 2
+			continue
 		case c == '?':
 			n++
 			fmt.Fprintf(&b, "$%d", n)
-		default:
-			b.WriteByte(c)
+			i++
+			continue
 		}
+		if skip == 0 {
+			skip = 1
+		}
+		b.WriteString(query[i : i+skip])
+		i += skip
 	}
 	return b.String()
+}
+
+// identByte reports whether c may be part of an SQL identifier or number.
+func identByte(c byte) bool {
+	return c == '_' || c == '$' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c >= 0x80
+}
+
+// escapedLiteral returns the length of the E'…' literal q starts with (at
+// its quote), in which a backslash escapes the next byte; all of q when it
+// is not closed.
+func escapedLiteral(q string) int {
+	for i := 1; i < len(q); i++ {
+		switch q[i] {
+		case '\\':
+			i++
+		case '\'':
+			return i + 1
+		}
+	}
+	return len(q)
+}
+
+// dollarQuoted returns the length of the dollar-quoted string q starts
+// with ($$…$$ or $tag$…$tag$), all of q when it is not closed, or 0 when
+// q starts with no dollar quote (a $1 parameter, say).
+func dollarQuoted(q string) int {
+	end := 1
+	for end < len(q) && q[end] != '$' {
+		c := q[end]
+		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c >= 0x80 || end > 1 && '0' <= c && c <= '9') {
+			return 0
+		}
+		end++
+	}
+	if end >= len(q) {
+		return 0
+	}
+	tag := q[:end+1]
+	if close := strings.Index(q[len(tag):], tag); close >= 0 {
+		return len(tag) + close + len(tag)
+	}
+	return len(q)
+}
+
+// blockComment returns the length of the /* … */ comment q starts with,
+// nested comments included, as PostgreSQL reads them; all of q when it is
+// not closed.
+func blockComment(q string) int {
+	depth := 0
+	for i := 0; i+1 < len(q); i++ {
+		switch {
+		case q[i] == '/' && q[i+1] == '*':
+			depth++
+			i++
+		case q[i] == '*' && q[i+1] == '/':
+			depth--
+			i++
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(q)
 }
 
 // InTx runs fn in a transaction, committing when fn returns nil and rolling

@@ -420,6 +420,16 @@ func TestRebind(t *testing.T) {
 		{name: "unterminated literal", query: "SELECT ?, 'oops ?", want: "SELECT $1, 'oops ?"},
 		{name: "unterminated comment", query: "SELECT ? /* ?", want: "SELECT $1 /* ?"},
 		{name: "trailing line comment", query: "SELECT ? -- ?", want: "SELECT $1 -- ?"},
+		// These were rewritten inside literals and comments.
+		{name: "escape string", query: `SELECT E'it\'s ?', ?`, want: `SELECT E'it\'s ?', $1`},
+		{name: "escape string, lower case", query: `SELECT e'\\', ? WHERE x = e'\'?'`, want: `SELECT e'\\', $1 WHERE x = e'\'?'`},
+		{name: "not an escape string", query: `SELECT name'?', ?`, want: `SELECT name'?', $1`},
+		{name: "dollar quoted", query: "SELECT $$it's ?$$, ?", want: "SELECT $$it's ?$$, $1"},
+		{name: "tagged dollar quote", query: "SELECT $fn$ $$ ? $$ $fn$, ?", want: "SELECT $fn$ $$ ? $$ $fn$, $1"},
+		{name: "unterminated dollar quote", query: "SELECT ?, $$ ?", want: "SELECT $1, $$ ?"},
+		{name: "positional parameter is no quote", query: "SELECT $1, ?", want: "SELECT $1, $1"},
+		{name: "nested block comment", query: "SELECT /* a /* ? */ ? */ ?", want: "SELECT /* a /* ? */ ? */ $1"},
+		{name: "jsonb operators", query: "SELECT data ?? 'k', data ??| ?, data ??& ? FROM t WHERE id = ?", want: "SELECT data ? 'k', data ?| $1, data ?& $2 FROM t WHERE id = $3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
