@@ -16,7 +16,8 @@
 // (declined payment, or a peer down for too long: stock released, any
 // charge refunded). Every step
 // is idempotent on the order id (reservations are keyed by it, and the
-// charge's idempotency key is "order-" + id), and the saga's state is
+// charge's idempotency key is "order-" + id + a secret of the order's),
+// and the saga's state is
 // stored after every step, in the same transaction as the outbox event of
 // a terminal transition (order.confirmed, order.cancelled, order.rejected).
 // Open resumes every unfinished order, so a crash at any moment only

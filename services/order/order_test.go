@@ -34,6 +34,7 @@ import (
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/order"
+	"github.com/duetkit/duet/services/order/domain"
 	"github.com/duetkit/duet/services/payment"
 	paymentdomain "github.com/duetkit/duet/services/payment/domain"
 	"github.com/duetkit/duet/services/payment/simulator"
@@ -238,6 +239,8 @@ type stack struct {
 	paymentSvc    *payment.Service
 	paymentServer *servertest.Server
 	paymentsDB    *sqldb.DB
+	// ordersDB reads the order service's database.
+	ordersDB *sqldb.DB
 
 	// orderCfg opens the order service again, on the same database.
 	orderCfg    order.Config
@@ -303,6 +306,11 @@ func startStack(t *testing.T, dialect string, sagaCfg order.SagaConfig) *stack {
 		Saga:        sagaCfg,
 	}
 	st.openOrders(t, st.orderCfg)
+	st.ordersDB, err = sqldb.Open(ctx, st.orderCfg.DatabaseURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.ordersDB.Close() })
 
 	st.users = userv1.NewUserServiceClient(dial(t, userServer.Addr))
 	st.payments = paymentv1.NewPaymentServiceClient(dial(t, st.paymentServer.Addr))
@@ -403,11 +411,22 @@ type charge struct {
 	idempotency string
 }
 
+// paymentKey returns the order's payment idempotency key, secret part
+// and all, as the saga charges with it.
+func (st *stack) paymentKey(t *testing.T, orderID string) string {
+	t.Helper()
+	o := domain.Order{ID: orderID}
+	if err := st.ordersDB.QueryRowContext(t.Context(), st.ordersDB.Rebind(`SELECT charge_secret FROM orders WHERE id = ?`), orderID).Scan(&o.ChargeSecret); err != nil {
+		t.Fatal(err)
+	}
+	return domain.PaymentKey(&o)
+}
+
 // charges returns the payments made under the order's payment key.
 func (st *stack) charges(t *testing.T, orderID string) []charge {
 	t.Helper()
 	rows, err := st.paymentsDB.QueryContext(t.Context(), st.paymentsDB.Rebind(`SELECT id, status, amount_units,
-		refunded_units, reference, user_id, idempotency_key FROM payments WHERE idempotency_key = ?`), "order-"+orderID)
+		refunded_units, reference, user_id, idempotency_key FROM payments WHERE idempotency_key = ?`), st.paymentKey(t, orderID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -635,6 +654,47 @@ func TestCreateOrderWaitEndsAtDeadline(t *testing.T) {
 		resp, err := st.orders.CreateOrder(ctx, createReq(userID, "tok_approve", "slow", line(sku, 1)))
 		if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
 			t.Fatalf("CreateOrder waiting past its deadline = %v, %v; want the order PENDING, answered in time", resp, err)
+		}
+	})
+}
+
+// TestPaymentKeyCannotBeTaken: the payment API is open to other callers,
+// and an order's payment key was "order-" + its id, which its client sees
+// at once. Charging under that key first made the saga's own charge
+// IDEMPOTENCY_KEY_REUSED: the order was cancelled, and its compensation
+// refunded the other caller's payment (or, with the same request, the
+// order was confirmed against a payment it did not make). The key now
+// carries a secret of the order's.
+func TestPaymentKeyCannotBeTaken(t *testing.T) {
+	eachStack(t, fastSaga, func(t *testing.T, st *stack) {
+		userID := st.newUser(t)
+		sku := st.newProduct(t, 500, 5)
+		st.gate.shut()
+		req := createReq(userID, "tok_approve", "taken-key", line(sku, 1))
+		req.Wait = false
+		resp, err := st.orders.CreateOrder(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := resp.GetOrder().GetId()
+		within(t, st.gate.entered, "the saga at the gate")
+		other, err := st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: usd(1), PaymentMethodToken: "tok_approve",
+			IdempotencyKey: "order-" + id, Reference: "someone else's"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.gate.release()
+		o := st.await(t, id)
+		if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED || o.GetPaymentId() == other.GetPayment().GetId() {
+			t.Fatalf("order ended %v %q with payment %s; want CONFIRMED with a payment of its own, not %s",
+				o.GetStatus(), o.GetFailureReason(), o.GetPaymentId(), other.GetPayment().GetId())
+		}
+		got, err := st.payments.GetPayment(t.Context(), &paymentv1.GetPaymentRequest{Id: other.GetPayment().GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED {
+			t.Errorf("the other caller's payment is %v, want it CAPTURED, untouched", got.GetPayment().GetStatus())
 		}
 	})
 }

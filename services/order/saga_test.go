@@ -240,7 +240,7 @@ func TestSagaCompensatesPeerDownPastBound(t *testing.T) {
 		}
 		// A late charge under the order's key is refused for good.
 		_, err = st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: usd(2 * unitPrice), PaymentMethodToken: "tok_approve",
-			IdempotencyKey: "order-" + id, Reference: id, UserId: userID})
+			IdempotencyKey: st.paymentKey(t, id), Reference: id, UserId: userID})
 		apierrtest.Check(t, err, codes.FailedPrecondition, "CHARGE_CANCELLED", "")
 	})
 }
@@ -267,7 +267,7 @@ func TestSagaCrashRecovery(t *testing.T) {
 			between: func(t *testing.T, st *stack, o *orderv1.Order) {
 				// The stopped process had made the charge, not stored it.
 				if _, err := st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: o.GetTotal(), PaymentMethodToken: "tok_approve",
-					IdempotencyKey: "order-" + o.GetId(), Reference: o.GetId(), UserId: o.GetUserId()}); err != nil {
+					IdempotencyKey: st.paymentKey(t, o.GetId()), Reference: o.GetId(), UserId: o.GetUserId()}); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -280,7 +280,7 @@ func TestSagaCrashRecovery(t *testing.T) {
 			between: func(t *testing.T, st *stack, o *orderv1.Order) {
 				// The charge is cancelled behind the saga's back: its next
 				// attempt is refused, and it compensates.
-				if _, err := st.payments.CancelCharge(t.Context(), &paymentv1.CancelChargeRequest{IdempotencyKey: "order-" + o.GetId()}); err != nil {
+				if _, err := st.payments.CancelCharge(t.Context(), &paymentv1.CancelChargeRequest{IdempotencyKey: st.paymentKey(t, o.GetId())}); err != nil {
 					t.Fatal(err)
 				}
 			},

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	cryptorand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -157,6 +158,10 @@ type Order struct {
 	// Fingerprint identifies the creating request, so a repeat of the key
 	// with a different request is detected.
 	Fingerprint string
+	// ChargeSecret makes the order's payment key (PaymentKey) one that
+	// nobody outside the service can name: random, set at creation, never
+	// shown. Empty for orders created before it existed.
+	ChargeSecret string
 	// Version counts the stored changes of the order; a change is stored
 	// only over the version it was computed from.
 	Version int64
@@ -182,10 +187,26 @@ func (o *Order) Clone() *Order {
 // Priced reports whether the order's items carry inventory's prices.
 func (o *Order) Priced() bool { return o.Total.Currency != "" }
 
-// PaymentKey is the payment idempotency key of the order with the given id:
-// every attempt to pay one order is the same charge, so retries never
-// charge twice, and cancelling it (payment CancelCharge) names it.
-func PaymentKey(orderID string) string { return "order-" + orderID }
+// PaymentKey is the payment idempotency key of the order: every attempt
+// to pay one order is the same charge, so retries never charge twice, and
+// cancelling it (payment CancelCharge) names it. It carries the order's
+// ChargeSecret: keys share one space with the payment API's other
+// callers, and "order-" + id alone, the id being the client's to see,
+// let anyone charge or cancel under an order's key first, so that the
+// order failed, or was confirmed against a payment it did not make.
+func PaymentKey(o *Order) string {
+	if o.ChargeSecret == "" {
+		return "order-" + o.ID // created before ChargeSecret; its saga goes on with the key it began with
+	}
+	return "order-" + o.ID + "-" + o.ChargeSecret
+}
+
+// newChargeSecret returns 128 random bits in hex.
+func newChargeSecret() string {
+	var b [16]byte
+	_, _ = cryptorand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
 
 // StockLine is a quantity of one sku, as reserved.
 type StockLine struct {

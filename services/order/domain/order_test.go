@@ -137,3 +137,24 @@ func TestOrderClone(t *testing.T) {
 		t.Fatalf("changing the clone changed the original: %+v", o.Items[0])
 	}
 }
+
+// TestPaymentKey: an order's payment key carries its secret; an order
+// stored before there were secrets keeps the key its saga began with.
+func TestPaymentKey(t *testing.T) {
+	tests := []struct {
+		order Order
+		want  string
+	}{
+		{Order{ID: "o1"}, "order-o1"},
+		{Order{ID: "o1", ChargeSecret: "5ec2e7"}, "order-o1-5ec2e7"},
+	}
+	for _, tt := range tests {
+		if got := PaymentKey(&tt.order); got != tt.want {
+			t.Errorf("PaymentKey(%+v) = %q, want %q", tt.order, got, tt.want)
+		}
+	}
+	a, b := newChargeSecret(), newChargeSecret()
+	if len(a) != 32 || a == b {
+		t.Errorf("secrets %q and %q: want 128 random bits each, in hex", a, b)
+	}
+}

@@ -53,8 +53,8 @@ type Payments interface {
 
 // PaymentCharge is a charge for an order.
 type PaymentCharge struct {
-	// IdempotencyKey is derived from the order id (see PaymentKey), so every
-	// attempt to pay one order is the same charge.
+	// IdempotencyKey is the order's own (see PaymentKey), so every attempt
+	// to pay one order is the same charge.
 	IdempotencyKey string
 	// Token is the payment method token.
 	Token string

@@ -314,7 +314,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 	case StepCharge:
 		var res PaymentResult
 		res, err = s.payments.Charge(callCtx, PaymentCharge{
-			IdempotencyKey: PaymentKey(o.ID),
+			IdempotencyKey: PaymentKey(o),
 			Token:          o.PaymentToken,
 			Reference:      o.ID,
 			UserID:         o.UserID,
@@ -356,7 +356,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		}
 	case StepRefund:
 		var paymentID string
-		paymentID, err = s.payments.CancelCharge(callCtx, PaymentKey(o.ID))
+		paymentID, err = s.payments.CancelCharge(callCtx, PaymentKey(o))
 		if err == nil {
 			if paymentID != "" {
 				o.PaymentID = paymentID

@@ -517,7 +517,7 @@ func TestSagaRuns(t *testing.T) {
 				t.Fatalf("calls %v, want %v", f.peers.calls, tt.wantCalls)
 			}
 			for _, c := range f.peers.charges {
-				if c.IdempotencyKey != PaymentKey(o.ID) || c.Reference != o.ID || c.UserID != alice || c.Amount != (Money{"USD", 1000}) || c.Token != "tok_approve" {
+				if c.IdempotencyKey != PaymentKey(o) || c.Reference != o.ID || c.UserID != alice || c.Amount != (Money{"USD", 1000}) || c.Token != "tok_approve" {
 					t.Fatalf("charge %+v", c)
 				}
 			}

@@ -103,6 +103,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		TraceParent:    req.TraceParent,
 		IdempotencyKey: req.IdempotencyKey,
 		Fingerprint:    fp,
+		ChargeSecret:   newChargeSecret(),
 		Version:        1,
 		CreateTime:     now,
 	}

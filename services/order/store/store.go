@@ -76,7 +76,7 @@ func (s *Store) Close() error { return s.db.Close() }
 
 const orderColumns = `id, user_id, idempotency_key, fingerprint, payment_token, request_id, trace_parent, currency, total_units,
 	status, step, failed_step, attempts, next_attempt_time, step_deadline, last_error, payment_id, failure_reason,
-	version, create_time, update_time`
+	version, create_time, update_time, charge_secret`
 
 // queryer is what both *sql.DB and *sql.Tx offer.
 type queryer interface {
@@ -88,10 +88,10 @@ type queryer interface {
 func (s *Store) Create(ctx context.Context, o *domain.Order) error {
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO orders (`+orderColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			o.ID, o.UserID, o.IdempotencyKey, o.Fingerprint, o.PaymentToken, o.RequestID, o.TraceParent, o.Total.Currency, o.Total.Units,
 			string(o.Status), string(o.Step), string(o.FailedStep), o.Attempts, micros(o.NextAttempt), micros(o.StepDeadline),
-			o.LastError, o.PaymentID, o.FailureReason, o.Version, micros(o.CreateTime), micros(o.UpdateTime))
+			o.LastError, o.PaymentID, o.FailureReason, o.Version, micros(o.CreateTime), micros(o.UpdateTime), o.ChargeSecret)
 		if err != nil {
 			return err
 		}
@@ -250,7 +250,7 @@ func (s *Store) list(ctx context.Context, q queryer, query string, args ...any) 
 		)
 		if err := rows.Scan(&o.ID, &o.UserID, &o.IdempotencyKey, &o.Fingerprint, &o.PaymentToken, &o.RequestID, &o.TraceParent,
 			&o.Total.Currency, &o.Total.Units, &status, &step, &failedStep, &o.Attempts, &next, &deadline,
-			&o.LastError, &o.PaymentID, &o.FailureReason, &o.Version, &create, &update); err != nil {
+			&o.LastError, &o.PaymentID, &o.FailureReason, &o.Version, &create, &update, &o.ChargeSecret); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read orders: %w", err)
 		}
