@@ -75,10 +75,18 @@ func TestShutdownDrainsHTTP2(t *testing.T) {
 		resp, err := get(heldUserID)
 		held <- result{resp, err}
 	}()
-	<-users.started
+	select {
+	case <-users.started:
+	case <-ctx.Done():
+		t.Fatal("the request never reached the backend")
+	}
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- ts.Config.Shutdown(ctx) }()
-	<-hooked
+	select {
+	case <-hooked:
+	case <-ctx.Done():
+		t.Fatal("Shutdown never ran its hooks")
+	}
 	close(users.release)
 	if r := <-held; r.err != nil || r.resp.StatusCode != 200 {
 		t.Errorf("request in flight at Shutdown: %v, %v; want 200", r.resp, r.err)

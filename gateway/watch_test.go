@@ -276,7 +276,11 @@ func TestShutdownEndsWatches(t *testing.T) {
 				resp, err := http.DefaultClient.Do(req)
 				answered <- answer{resp, err}
 			}()
-			<-watch.started
+			select {
+			case <-watch.started:
+			case <-ctx.Done():
+				t.Fatal("the watch never reached the backend")
+			}
 			var body *bufio.Reader
 			if !silent {
 				a := <-answered

@@ -20,6 +20,10 @@ import (
 	"go.uber.org/goleak"
 )
 
+// testClient is the tests' HTTP client: a request that hangs fails the
+// test after a minute instead of holding it for go test's whole timeout.
+var testClient = &http.Client{Timeout: time.Minute}
+
 // TestMain lets the test binary stand in for duet: run with DUET_TEST_AS_DUET=1
 // it executes main, so tests can start real duet processes and signal them.
 func TestMain(m *testing.M) {
@@ -179,7 +183,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	resp, err := http.Get(gateway + "/readyz")
+	resp, err := testClient.Get(gateway + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

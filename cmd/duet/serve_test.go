@@ -105,7 +105,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 
 	send := func(method, path, body string) (int, map[string]any) {
 		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		}
 	}
 	for _, url := range []string{base + "/readyz", "http://" + order.metrics + "/readyz", "http://" + order.metrics + "/metrics"} {
-		resp, err := http.Get(url)
+		resp, err := testClient.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}

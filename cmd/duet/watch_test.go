@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +35,7 @@ func TestOrderWatchOutlivesARestart(t *testing.T) {
 	}
 	post := func(path, body string) map[string]any {
 		t.Helper()
-		resp, err := http.Post("http://"+first.HTTPAddr+path, "application/json", strings.NewReader(body))
+		resp, err := testClient.Post("http://"+first.HTTPAddr+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

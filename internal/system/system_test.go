@@ -29,6 +29,10 @@ import (
 	"github.com/duetkit/duet/services/order"
 )
 
+// testClient is the tests' HTTP client: a request that hangs fails the
+// test after a minute instead of holding it for go test's whole timeout.
+var testClient = &http.Client{Timeout: time.Minute}
+
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// The OpenCensus worker some dependency starts at init is process-wide.
@@ -135,7 +139,7 @@ func do(t *testing.T, method, url, body string, header ...string) response {
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +365,7 @@ func TestRESTEndToEnd(t *testing.T) {
 			}
 
 			// Prometheus metrics are served beside the API.
-			if resp, err := http.Get(base + "/metrics"); err != nil {
+			if resp, err := testClient.Get(base + "/metrics"); err != nil {
 				t.Error(err)
 			} else {
 				text, _ := io.ReadAll(resp.Body)
@@ -393,7 +397,7 @@ func TestRESTEndToEnd(t *testing.T) {
 			if r := do(t, "GET", base+"/v1/orders/"+strings.ToUpper(orderID), ""); r.status != 200 || path(r.body, "order", "id") != orderID {
 				t.Errorf("get order by an upper-case id: %d %.300s", r.status, r.raw)
 			}
-			watch, err := http.Get(base + "/v1/orders/" + strings.ToUpper(orderID) + ":watch")
+			watch, err := testClient.Get(base + "/v1/orders/" + strings.ToUpper(orderID) + ":watch")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -681,7 +685,7 @@ func TestShutdownAnswersWaitingOrders(t *testing.T) {
 	}
 	answer := make(chan answered, 1)
 	go func() {
-		resp, err := http.Post(base+"/v1/orders", "application/json", strings.NewReader(fmt.Sprintf(
+		resp, err := testClient.Post(base+"/v1/orders", "application/json", strings.NewReader(fmt.Sprintf(
 			`{"userId":%q,"items":[{"sku":"W","quantity":1}],"paymentToken":"tok_unavailable","idempotencyKey":"wait-1","wait":true}`, userID)))
 		if err != nil {
 			answer <- answered{err: err}

@@ -184,7 +184,11 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 		}()
 	}
 	for i := 0; i < inFlight; i++ {
-		<-started
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d calls reached the handler", i, inFlight)
+		}
 	}
 	shutdown := make(chan struct{})
 	go func() {
