@@ -376,7 +376,11 @@ func (s *Server) Serve(lis net.Listener) error {
 // in-flight calls may finish until ctx is done or the drain timeout
 // passes, and whatever is left is then cut off. A handler that ignores its
 // context can outlive Shutdown, which waits for such handlers at most 5 s
-// after cutting them off.
+// after cutting them off. A long-lived stream whose client has stopped
+// reading, with a send waiting on HTTP/2 flow control, is not ended early:
+// grpc-go keeps the stream, and its connection, until the client reads or
+// the stream is cut, so such a client holds Shutdown for the whole drain
+// timeout.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
 	s.endStreams()
