@@ -39,7 +39,11 @@ type UserServiceClient interface {
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	// GetUser returns one user by id (NOT_FOUND, reason USER_NOT_FOUND).
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
-	// ListUsers pages through users, oldest first.
+	// ListUsers pages through users, oldest first, by creation time. Pages
+	// follow creation times, not the moment a user became visible: a user
+	// whose creation was still being stored when a later page was read (its
+	// time older than that page's last user's) is not on the pages after it.
+	// Walk the list again, or watch user.created events, to see every user.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// UpdateUser changes the fields named in update_mask. Over REST (PATCH) the
 	// mask may be omitted: it is then the set of fields present in the body.
@@ -105,7 +109,11 @@ type UserServiceServer interface {
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	// GetUser returns one user by id (NOT_FOUND, reason USER_NOT_FOUND).
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
-	// ListUsers pages through users, oldest first.
+	// ListUsers pages through users, oldest first, by creation time. Pages
+	// follow creation times, not the moment a user became visible: a user
+	// whose creation was still being stored when a later page was read (its
+	// time older than that page's last user's) is not on the pages after it.
+	// Walk the list again, or watch user.created events, to see every user.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// UpdateUser changes the fields named in update_mask. Over REST (PATCH) the
 	// mask may be omitted: it is then the set of fields present in the body.
