@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -165,12 +166,19 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// The banner names the gateway's address.
-	var gateway string
+	// The banner names the gateway's address; it is README's, but for
+	// the addresses and the data directory.
+	var (
+		gateway string
+		banner  strings.Builder
+	)
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
+		banner.WriteString(sc.Text() + "\n")
 		if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "REST" {
 			gateway = f[2]
+		}
+		if strings.HasPrefix(sc.Text(), "Press Ctrl+C") {
 			break
 		}
 	}
@@ -178,6 +186,9 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatalf("no gateway address in the banner; stderr:\n%s", stderr.String())
+	}
+	if got, want := bannerShape(banner.String()), bannerShape(readmeBanner(t)); got != want {
+		t.Errorf("the banner is not README's:\n%s\nREADME shows:\n%s", got, want)
 	}
 	go func() {
 		for sc.Scan() {
@@ -217,4 +228,30 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// readmeBanner returns the banner README.md shows `duet` printing.
+func readmeBanner(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "`duet` prints what to open:\n\n```\n")
+	banner, _, closed := strings.Cut(rest, "```")
+	if !ok || !closed {
+		t.Fatal("README shows no banner")
+	}
+	return banner
+}
+
+var (
+	loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+	dataDir      = regexp.MustCompile(`data in [^)]*\)`)
+)
+
+// bannerShape is a banner with its addresses and data directory left out.
+func bannerShape(banner string) string {
+	banner = loopbackAddr.ReplaceAllString(banner, "ADDR")
+	return dataDir.ReplaceAllString(banner, "data in DIR)")
 }
