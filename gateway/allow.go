@@ -48,7 +48,7 @@ func newRouteTable(doc []byte, own []string) (routeTable, error) {
 }
 
 func newRoute(template string, methods []string) route {
-	segments := strings.Split(strings.Trim(template, "/"), "/")
+	segments := strings.Split(strings.TrimPrefix(template, "/"), "/")
 	r := route{segments: segments, methods: methods}
 	last := segments[len(segments)-1]
 	// A verb follows the last segment's variable: "{id}:watch".
@@ -58,25 +58,25 @@ func newRoute(template string, methods []string) route {
 	return r
 }
 
-// matches reports whether path (as the request has it) fits r's template.
+// matches reports whether path (as the request has it) fits r's template,
+// as grpc-gateway matches: segments split as they are (an empty one, from
+// "//" or a trailing "/", is a segment, which a variable matches), and a
+// verb split off the last segment only where it does not start it.
 func (r route) matches(path string) bool {
-	segments := strings.Split(strings.Trim(path, "/"), "/")
+	segments := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	if len(segments) != len(r.segments) {
 		return false
 	}
 	last := len(segments) - 1
 	if r.verb != "" {
 		rest, ok := strings.CutSuffix(segments[last], ":"+r.verb)
-		if !ok {
+		if !ok || rest == "" {
 			return false
 		}
 		segments[last] = rest
 	}
 	for i, s := range r.segments {
 		if strings.HasPrefix(s, "{") {
-			if segments[i] == "" {
-				return false
-			}
 			continue
 		}
 		if s != segments[i] {

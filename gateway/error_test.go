@@ -434,6 +434,8 @@ func TestMethodNotAllowedSaysAllow(t *testing.T) {
 		{"PATCH", "/v1/payments/" + unknownID + ":refund", "GET, HEAD, POST"}, // GET takes "x:refund" as an id, as grpc-gateway does
 		{"HEAD", "/v1/orders/" + unknownID + ":watch", "GET"},
 		{"DELETE", "/v1/users/" + knownUserID + "/orders", "GET, HEAD"},
+		{"POST", "/v1/users/", "GET, HEAD, PATCH"},
+		{"DELETE", "/v1/users//orders", "GET, HEAD"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -465,7 +467,9 @@ func TestRouteTableAllow(t *testing.T) {
 		{"/v1/orders/abc:watch", "GET"},
 		{"/v1/payments/abc:refund", "GET, HEAD, POST"},
 		{"/v1/payments/abc", "GET, HEAD"},
-		{"/v1/users//orders", ""},
+		{"/v1/users//orders", "GET, HEAD"}, // grpc-gateway: {userId} is ""
+		{"/v1/users/", "GET, HEAD, PATCH"}, // {id} is ""
+		{"/v1/orders/:watch", "GET"},       // a verb never starts a segment: {id} is ":watch"; no HEAD on a watch path
 		{"/v1/nothing", ""},
 		{"/healthz", "GET, HEAD"},
 	}
