@@ -159,8 +159,10 @@ type Order struct {
 	// with a different request is detected.
 	Fingerprint string
 	// ChargeSecret makes the order's payment key (PaymentKey) one that
-	// nobody outside the service can name: random, set at creation, never
-	// shown. Empty for orders created before it existed.
+	// nobody outside the service can name before the saga charges: random,
+	// set at creation, not part of the order the API shows (the payment,
+	// once made, shows its key). Empty for orders created before it
+	// existed.
 	ChargeSecret string
 	// Version counts the stored changes of the order; a change is stored
 	// only over the version it was computed from.
