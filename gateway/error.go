@@ -186,8 +186,11 @@ func toAPIError(st *status.Status, httpStatus int, body []byte) apiError {
 					f = path
 				} else if isParameterError(msg) {
 					// grpc-gateway names query and path parameters by
-					// their proto names, whichever spelling came.
-					f = jsonFieldPath(f)
+					// their proto names, whichever spelling came; the
+					// message too.
+					name := jsonFieldPath(f)
+					msg = strings.Replace(msg, `"`+f+`"`, `"`+name+`"`, 1)
+					f = name
 				}
 				details = append(details, apierr.Field(f, msg))
 			}

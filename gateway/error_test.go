@@ -164,10 +164,10 @@ func TestErrors(t *testing.T) {
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT"},
 		{name: "bad query parameter", method: "GET", path: "/v1/users?pageSize=lots",
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "pageSize",
-			message: `parsing field "page_size": "lots" is not a valid value`},
+			message: `parsing field "pageSize": "lots" is not a valid value`},
 		{name: "query parameter out of range", method: "GET", path: "/v1/users?pageSize=99999999999999999999",
 			httpStatus: 400, code: codes.InvalidArgument, reason: "INVALID_ARGUMENT", field: "pageSize",
-			message: `parsing field "page_size": "99999999999999999999" is out of range`},
+			message: `parsing field "pageSize": "99999999999999999999" is out of range`},
 		// Decoded, these are not UTF-8: grpc-go failed to encode the
 		// request they made, and the client got a 500.
 		{name: "path not UTF-8", method: "GET", path: "/v1/users/%FF",
