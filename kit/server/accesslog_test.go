@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/server"
@@ -94,5 +97,46 @@ func TestAccessLogCode(t *testing.T) {
 				t.Errorf("access log says %s at %v, want %s at %v", code, level, tt.wantCode, tt.wantLevel)
 			}
 		})
+	}
+}
+
+// failingWatch is an OrderService whose WatchOrder fails with err.
+type failingWatch struct {
+	orderv1.UnimplementedOrderServiceServer
+	err error
+}
+
+func (f failingWatch) WatchOrder(*orderv1.WatchOrderRequest, grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	return f.err
+}
+
+// TestWrappedStatusErrors: a handler that wraps a status error (an
+// apierr.Error) with context of its own answers the status as it was
+// made. grpc-go sent the whole chain's text as the message ("reading the
+// user: rpc error: code = NotFound reason = ..."), the handler's insides.
+func TestWrappedStatusErrors(t *testing.T) {
+	notFound := apierr.NotFound("USER_NOT_FOUND", "user", validID)
+	wrapped := fmt.Errorf("reading the user: %w", notFound)
+	users := &users{get: func(context.Context, *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		return nil, wrapped
+	}}
+	conn := servertest.Start(t, server.Config{Name: "test"}, func(r grpc.ServiceRegistrar) {
+		users.register(r)
+		orderv1.RegisterOrderServiceServer(r, failingWatch{err: wrapped})
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, unaryErr := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID})
+	var streamErr error
+	if stream, err := orderv1.NewOrderServiceClient(conn).WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: validID}); err != nil {
+		streamErr = err
+	} else {
+		_, streamErr = stream.Recv()
+	}
+	want := status.Convert(notFound).Message()
+	for name, err := range map[string]error{"unary": unaryErr, "stream": streamErr} {
+		if got := status.Convert(err).Message(); got != want || apierr.Reason(err) != "USER_NOT_FOUND" {
+			t.Errorf("%s: message %q, reason %q; want %q, USER_NOT_FOUND", name, got, apierr.Reason(err), want)
+		}
 	}
 }

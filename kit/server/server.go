@@ -278,7 +278,7 @@ func New(cfg Config) (*Server, error) {
 	for _, name := range cfg.FiniteStreams {
 		sd.finite[name] = true
 	}
-	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), sd.intercept)
+	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), streamStatus, sd.intercept)
 	if !cfg.DisableValidation {
 		stream = append(stream, validation.StreamServerInterceptor(validator))
 	}
@@ -510,6 +510,7 @@ func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServer
 		}
 	}
 	resp, err := handler(ctx, req)
+	err = statusError(err)
 	if err != nil && apierr.Code(err) == codes.Unavailable && apierr.Info(err) != nil {
 		// Transport retries are for calls that never ran; retrying a
 		// decided failure (PROVIDER_UNAVAILABLE with RetryInfo, say) at
@@ -525,6 +526,33 @@ func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServer
 		_ = grpc.SendHeader(ctx, metadata.MD{})
 	}
 	return resp, err
+}
+
+// statusError returns the status error err wraps, when it is not one
+// itself: grpc-go sends a wrapped status error with the whole chain's text
+// as its message ("reading the user: rpc error: code = NotFound ..."),
+// which tells the client about the handler's insides. Other errors are
+// returned as they are.
+func statusError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return err
+	}
+	var st interface {
+		error
+		GRPCStatus() *status.Status
+	}
+	if errors.As(err, &st) {
+		return st
+	}
+	return err
+}
+
+// streamStatus is statusError for streams.
+func streamStatus(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return statusError(handler(srv, ss))
 }
 
 // streamAccessLog writes the access log line of a stream, as unaryOuter
