@@ -111,6 +111,12 @@ type SagaConfig struct {
 	// SweepInterval is how often the service looks for unfinished orders
 	// that no runner is running (another replica died, say). Default 30s.
 	SweepInterval time.Duration
+	// MaxBacklog bounds the orders in progress in this process (queued,
+	// running, or waiting to retry a peer); past it CreateOrder answers
+	// UNAVAILABLE, reason ORDERS_OVERLOADED, with a retry delay, storing
+	// nothing, instead of queueing in memory without end. Default 10,000
+	// (saga.DefaultMaxBacklog); negative means no bound.
+	MaxBacklog int
 	// AfterStep, for tests, is called after a step moved an order to step
 	// and the change was stored. An error stops running that saga in this
 	// process, as if it had crashed there; the next Open resumes it. It
@@ -208,7 +214,8 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if workers == 0 && st.DB().Dialect == sqldb.SQLite {
 		workers = SQLiteSagaWorkers
 	}
-	runCfg := saga.Config{Workers: workers, SweepInterval: cfg.Saga.SweepInterval, RetryDelay: cfg.Saga.MaxBackoff, Logger: log}
+	runCfg := saga.Config{Workers: workers, SweepInterval: cfg.Saga.SweepInterval, RetryDelay: cfg.Saga.MaxBackoff,
+		MaxBacklog: cfg.Saga.MaxBacklog, Logger: log}
 	if hook := cfg.Saga.AfterStep; hook != nil {
 		runCfg.AfterStep = func(ctx context.Context, id string, step domain.Step) error {
 			return hook(ctx, id, grpchandler.StepToProto(step))

@@ -25,6 +25,7 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/apierr/apierrtest"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/requestid"
@@ -695,6 +696,67 @@ func TestPaymentKeyCannotBeTaken(t *testing.T) {
 		}
 		if got.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED {
 			t.Errorf("the other caller's payment is %v, want it CAPTURED, untouched", got.GetPayment().GetStatus())
+		}
+	})
+}
+
+// TestCreateOrderOverloaded: with MaxBacklog orders in progress (here
+// held at their first peer), a new order is refused with UNAVAILABLE,
+// ORDERS_OVERLOADED and a retry delay, and nothing is stored; a repeat of
+// an order placed is still answered; once sagas finish, orders are taken
+// again. Without the bound they queued in memory without end.
+func TestCreateOrderOverloaded(t *testing.T) {
+	small := fastSaga
+	small.MaxBacklog = 2
+	eachStack(t, small, func(t *testing.T, st *stack) {
+		userID := st.newUser(t)
+		sku := st.newProduct(t, 500, 10)
+		st.gate.shut()
+		var placed []*orderv1.Order
+		for i := range 2 {
+			req := createReq(userID, "tok_approve", fmt.Sprint("held-", i), line(sku, 1))
+			req.Wait = false
+			resp, err := st.orders.CreateOrder(t.Context(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			placed = append(placed, resp.GetOrder())
+		}
+		refused := createReq(userID, "tok_approve", "one-too-many", line(sku, 1))
+		refused.Wait = false
+		_, err := st.orders.CreateOrder(t.Context(), refused)
+		apierrtest.Check(t, err, codes.Unavailable, "ORDERS_OVERLOADED", "")
+		if d, ok := apierr.RetryDelay(err); !ok || d <= 0 {
+			t.Errorf("no retry delay: %v", err)
+		}
+		repeat := createReq(userID, "tok_approve", "held-0", line(sku, 1))
+		repeat.Wait = false
+		if resp, err := st.orders.CreateOrder(t.Context(), repeat); err != nil || resp.GetOrder().GetId() != placed[0].GetId() {
+			t.Errorf("repeat while overloaded = %v, %v; want the order placed", resp, err)
+		}
+
+		st.gate.release()
+		for _, o := range placed {
+			if done := st.await(t, o.GetId()); done.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+				t.Fatalf("held order ended %v", done.GetStatus())
+			}
+		}
+		// The runner lets go of an order once its saga is done, just after
+		// the change that ended it is seen: the refused order may need a
+		// moment to be taken.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := st.orders.CreateOrder(t.Context(), refused)
+			if err == nil {
+				if resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+					t.Fatalf("order taken after the backlog = %v", resp.GetOrder().GetStatus())
+				}
+				break
+			}
+			if apierr.Reason(err) != "ORDERS_OVERLOADED" || time.Now().After(deadline) {
+				t.Fatalf("order after the backlog cleared = %v", err)
+			}
+			time.Sleep(10 * time.Millisecond) // polling for the runner to let go, bounded above
 		}
 	})
 }

@@ -20,6 +20,10 @@ var (
 	// ErrIdempotencyKeyReused: the idempotency key was first used with a
 	// different request.
 	ErrIdempotencyKeyReused = errors.New("idempotency key already used with a different request")
+	// ErrOverloaded: the Scheduler holds as many orders as it takes, so a
+	// new one is refused before anything is stored; the client may try
+	// again later. Repeats of orders already placed are still answered.
+	ErrOverloaded = errors.New("too many orders in progress")
 	// ErrDuplicate is returned by a Repository when the idempotency key is
 	// already taken, typically by a concurrent request that won the race.
 	ErrDuplicate = errors.New("duplicate key")

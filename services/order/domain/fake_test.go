@@ -202,16 +202,23 @@ func (p *fakePeers) CancelCharge(ctx context.Context, _ string) (string, error) 
 	return p.cancelled, nil
 }
 
-// scheduled records what a Service submitted.
+// scheduled records what a Service submitted; it is full while full is.
 type scheduled struct {
-	mu  sync.Mutex
-	ids []string
+	mu   sync.Mutex
+	ids  []string
+	full bool
 }
 
 func (s *scheduled) Schedule(o *Order) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ids = append(s.ids, o.ID)
+}
+
+func (s *scheduled) Full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.full
 }
 
 // published records what a Service published.

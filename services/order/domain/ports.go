@@ -115,6 +115,9 @@ type Scheduler interface {
 	// afterwards, so the runner may start from it instead of reading it
 	// again (see Service.StepFrom).
 	Schedule(o *Order)
+	// Full reports whether the scheduler holds as many orders as it
+	// takes; Create then refuses new ones (ErrOverloaded).
+	Full() bool
 }
 
 // Notifier hears of every stored change of an order.

@@ -86,6 +86,19 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		return nil, err
 	}
 	fp := req.Fingerprint()
+	if s.Scheduler != nil && s.Scheduler.Full() {
+		// Shed load before storing anything, but still answer a repeat of
+		// an order already placed: its client must learn how it went.
+		o, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
+		switch {
+		case err == nil:
+			return s.repeat(o, fp)
+		case errors.Is(err, ErrNotFound):
+			return nil, ErrOverloaded
+		default:
+			return nil, err
+		}
+	}
 	// No read of the key first: a repeat is rare, and the unique key makes
 	// the insert fail for it, as it does for a concurrent twin.
 	now := s.Now()

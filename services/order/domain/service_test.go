@@ -152,3 +152,32 @@ func TestServiceList(t *testing.T) {
 		t.Fatalf("List(nobody) = %v, %v, %v", page, next, err)
 	}
 }
+
+// TestServiceCreateOverloaded: while the Scheduler is full, a new order is
+// refused before anything is stored; a repeat of an order already placed
+// is still answered, and a different request under its key still refused
+// as such.
+func TestServiceCreateOverloaded(t *testing.T) {
+	f := newFixture()
+	placed := f.create(t)
+	f.sched.mu.Lock()
+	f.sched.full = true
+	f.sched.mu.Unlock()
+
+	req := request(item("A", 2), item("B", 1))
+	req.IdempotencyKey = "new-key"
+	if o, err := f.svc.Create(t.Context(), req); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("Create while full = %+v, %v; want ErrOverloaded", o, err)
+	}
+	if n := f.repo.count(); n != 1 {
+		t.Errorf("%d orders stored, want the one placed before", n)
+	}
+	req.IdempotencyKey = placed.IdempotencyKey
+	if o, err := f.svc.Create(t.Context(), req); err != nil || o.ID != placed.ID {
+		t.Errorf("repeat while full = %+v, %v; want the order placed", o, err)
+	}
+	req.Items = []LineItem{item("C", 1)}
+	if _, err := f.svc.Create(t.Context(), req); !errors.Is(err, ErrIdempotencyKeyReused) {
+		t.Errorf("another request under the key while full = %v, want ErrIdempotencyKeyReused", err)
+	}
+}

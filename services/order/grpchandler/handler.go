@@ -30,7 +30,14 @@ import (
 const (
 	ReasonNotFound          = "ORDER_NOT_FOUND"
 	ReasonIdempotencyReused = "IDEMPOTENCY_KEY_REUSED"
+	// ReasonOverloaded (UNAVAILABLE, with RetryInfo): the service holds as
+	// many orders in progress as it takes (SagaConfig.MaxBacklog); nothing
+	// was stored, and the same request may be sent again later.
+	ReasonOverloaded = "ORDERS_OVERLOADED"
 )
+
+// OverloadedRetryAfter is the RetryInfo delay of ReasonOverloaded.
+const OverloadedRetryAfter = time.Second
 
 // PollInterval is how often WatchOrder and a waiting CreateOrder read the
 // order again, to see changes made by another replica of the service
@@ -201,6 +208,9 @@ func (h *Handler) status(ctx context.Context, err error, req request) error {
 		return apierr.New(codes.InvalidArgument, reason, field.Error(), apierr.Field(field.Field, field.Description))
 	case errors.Is(err, domain.ErrNotFound):
 		return apierr.NotFound(ReasonNotFound, "order", req.orderID)
+	case errors.Is(err, domain.ErrOverloaded):
+		return apierr.Unavailable(ReasonOverloaded,
+			"the order service has as many orders in progress as it takes; nothing was stored, send the order again later", OverloadedRetryAfter)
 	case errors.Is(err, domain.ErrIdempotencyKeyReused):
 		return apierr.New(codes.FailedPrecondition, ReasonIdempotencyReused,
 			"the idempotency key was already used with a different request",

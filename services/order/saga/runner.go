@@ -26,6 +26,8 @@ const (
 	DefaultRetryDelay = time.Second
 	// DefaultSweepBatch is the default of Config.SweepBatch.
 	DefaultSweepBatch = 5000
+	// DefaultMaxBacklog is the default of Config.MaxBacklog.
+	DefaultMaxBacklog = 10000
 )
 
 // Stepper is what the runner drives; *domain.Service implements it.
@@ -57,6 +59,12 @@ type Config struct {
 	// RetryDelay rather than SweepInterval, so a backlog of any size is
 	// resumed a batch at a time instead of read into memory whole.
 	SweepBatch int
+	// MaxBacklog bounds the orders this runner holds (queued, running, or
+	// waiting to retry) beyond which Full reports true, so that new orders
+	// are refused rather than queued in memory without end while clients
+	// send faster than sagas finish (or a peer is down). Default
+	// DefaultMaxBacklog; negative means no bound.
+	MaxBacklog int
 	// AfterStep, when set, is called after a step moved an order to
 	// another step (step, possibly DONE) and the change was stored. An
 	// error stops running that saga in this runner, as if the process had
@@ -99,6 +107,9 @@ func New(steps Stepper, cfg Config) *Runner {
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = DefaultRetryDelay
+	}
+	if cfg.MaxBacklog == 0 {
+		cfg.MaxBacklog = DefaultMaxBacklog
 	}
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = DefaultSweepBatch
@@ -159,6 +170,17 @@ func (r *Runner) Submit(id string) { r.submit(queued{id: id}) }
 // Schedule implements domain.Scheduler: Submit for an order just stored,
 // whose first step starts from o instead of reading it again.
 func (r *Runner) Schedule(o *domain.Order) { r.submit(queued{id: o.ID, o: o}) }
+
+// Full reports whether the runner holds Config.MaxBacklog orders or more;
+// it implements domain.Scheduler.
+func (r *Runner) Full() bool {
+	if r.cfg.MaxBacklog < 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.known) >= r.cfg.MaxBacklog
+}
 
 func (r *Runner) submit(q queued) {
 	r.mu.Lock()

@@ -55,7 +55,9 @@ type OrderServiceClient interface {
 	// repeat with the same request returns the same order and never charges
 	// twice; the same key with another request is FAILED_PRECONDITION, reason
 	// IDEMPOTENCY_KEY_REUSED. The same sku twice in one order is
-	// INVALID_ARGUMENT.
+	// INVALID_ARGUMENT. While the service has as many orders in progress as
+	// it takes, a new order is UNAVAILABLE, reason ORDERS_OVERLOADED, with
+	// RetryInfo: nothing was stored, and the same request may be sent again.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
@@ -151,7 +153,9 @@ type OrderServiceServer interface {
 	// repeat with the same request returns the same order and never charges
 	// twice; the same key with another request is FAILED_PRECONDITION, reason
 	// IDEMPOTENCY_KEY_REUSED. The same sku twice in one order is
-	// INVALID_ARGUMENT.
+	// INVALID_ARGUMENT. While the service has as many orders in progress as
+	// it takes, a new order is UNAVAILABLE, reason ORDERS_OVERLOADED, with
+	// RetryInfo: nothing was stored, and the same request may be sent again.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// GetOrder returns one order by id (NOT_FOUND, reason ORDER_NOT_FOUND).
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
