@@ -23,6 +23,7 @@ import (
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/tracing"
 	"github.com/duetkit/duet/services/order"
+	"github.com/duetkit/duet/services/order/saga"
 )
 
 func main() {
@@ -90,6 +91,7 @@ type common struct {
 	eventStream  string
 	eventPrefix  string
 	sagaStep     time.Duration
+	sagaBacklog  int
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -99,6 +101,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.eventStream, "event-stream", events.DefaultStream, "JetStream stream that holds the events")
 	fs.StringVar(&c.eventPrefix, "event-prefix", events.DefaultPrefix, "subject prefix of the events")
 	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
+	fs.IntVar(&c.sagaBacklog, "saga-max-backlog", saga.DefaultMaxBacklog, "order saga: orders in progress past which CreateOrder answers ORDERS_OVERLOADED (UNAVAILABLE, 503); -1 for no bound")
 }
 
 // flushTracing sends the spans still buffered, giving up after two
@@ -120,6 +123,10 @@ func (c *common) check() error {
 	if c.sagaStep <= 0 {
 		return fmt.Errorf("--saga-step-timeout must be positive, got %v", c.sagaStep)
 	}
+	if c.sagaBacklog == 0 || c.sagaBacklog < -1 {
+		// 0 would be the default, not "none"; below -1 means nothing.
+		return fmt.Errorf("--saga-max-backlog must be positive, or -1 for no bound, got %d", c.sagaBacklog)
+	}
 	return nil
 }
 
@@ -128,7 +135,7 @@ func (c *common) bus() events.BusConfig {
 }
 
 func (c *common) saga() order.SagaConfig {
-	return order.SagaConfig{StepTimeout: c.sagaStep}
+	return order.SagaConfig{StepTimeout: c.sagaStep, MaxBacklog: c.sagaBacklog}
 }
 
 // logger returns the process's JSON logger, whose lines a goroutine

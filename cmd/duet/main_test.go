@@ -57,9 +57,9 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 			}
 			for _, flagName := range map[string][]string{
 				"up": {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr",
-					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout"},
+					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
-					"inventory-target", "notification-target", "nats-url", "metrics-addr", "event-stream", "event-prefix", "saga-step-timeout"},
+					"inventory-target", "notification-target", "nats-url", "metrics-addr", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog"},
 				"stock": {"inventory-target"},
 				"order": {"order-target"},
 			}[cmd] {
@@ -103,6 +103,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"up", "--data-dir", "DATA", "--drain-timeout=-10s"}, "--drain-timeout must be positive"},
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--drain-timeout", "0s"}, "--drain-timeout must be positive"},
 		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--saga-step-timeout=-1s"}, "--saga-step-timeout must be positive"},
+		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=0"}, "--saga-max-backlog must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
