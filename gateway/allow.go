@@ -90,12 +90,24 @@ func (r route) matches(path string) bool {
 // it fits, with HEAD wherever GET is but on a watch (Gateway.serve routes
 // HEAD as GET), sorted; "" when it fits none.
 func (t routeTable) allow(path string) string {
+	// A last segment that is nothing but a route's verb (":watch") ends
+	// grpc-gateway's search for that route's methods with a 404.
+	last := path[strings.LastIndexByte(path, '/')+1:]
+	var refused []string
+	for _, r := range t {
+		if r.verb != "" && last == ":"+r.verb {
+			refused = append(refused, r.methods...)
+		}
+	}
 	var methods []string
 	for _, r := range t {
 		if !r.matches(path) {
 			continue
 		}
 		for _, m := range r.methods {
+			if slices.Contains(refused, m) {
+				continue
+			}
 			methods = append(methods, m)
 			if m == http.MethodGet && !isWatchPath(path) {
 				methods = append(methods, http.MethodHead)

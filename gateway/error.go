@@ -138,14 +138,21 @@ func (g *Gateway) logFailure(ctx context.Context, st *status.Status, attrs ...an
 // paths, wrong methods and malformed paths get JSON errors too.
 func (g *Gateway) handleRoutingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
 	var e *apierr.Error
+	allow := ""
+	if httpStatus == http.StatusMethodNotAllowed {
+		// grpc-gateway says 405 when another method's route fits the
+		// path, even one it would then answer 404 ("/v1/orders/:watch"):
+		// a path no method is served on is not found.
+		if allow = g.routes.allow(r.URL.Path); allow == "" {
+			httpStatus = http.StatusNotFound
+		}
+	}
 	switch httpStatus {
 	case http.StatusNotFound:
 		e = apierr.New(codes.NotFound, ReasonRouteNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	case http.StatusMethodNotAllowed:
 		e = apierr.New(codes.Unimplemented, ReasonMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
-		if allow := g.routes.allow(r.URL.Path); allow != "" {
-			w.Header().Set("Allow", allow)
-		}
+		w.Header().Set("Allow", allow)
 	case http.StatusBadRequest:
 		e = apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "malformed request path")
 	default:

@@ -195,6 +195,9 @@ func TestErrors(t *testing.T) {
 			httpStatus: 404, code: codes.NotFound, reason: ReasonRouteNotFound},
 		{name: "unknown nested path", method: "GET", path: "/v1/users/" + knownUserID + "/friends",
 			httpStatus: 404, code: codes.NotFound, reason: ReasonRouteNotFound},
+		// grpc-gateway said 405, though it answers GET there 404 too.
+		{name: "only a verb, no id", method: "DELETE", path: "/v1/orders/:watch",
+			httpStatus: 404, code: codes.NotFound, reason: ReasonRouteNotFound},
 		{name: "wrong method", method: "DELETE", path: "/v1/users/" + knownUserID,
 			httpStatus: 405, code: codes.Unimplemented, reason: ReasonMethodNotAllowed},
 		{name: "wrong method on healthz", method: "POST", path: "/healthz", body: `{}`,
@@ -467,9 +470,10 @@ func TestRouteTableAllow(t *testing.T) {
 		{"/v1/orders/abc:watch", "GET"},
 		{"/v1/payments/abc:refund", "GET, HEAD, POST"},
 		{"/v1/payments/abc", "GET, HEAD"},
-		{"/v1/users//orders", "GET, HEAD"}, // grpc-gateway: {userId} is ""
-		{"/v1/users/", "GET, HEAD, PATCH"}, // {id} is ""
-		{"/v1/orders/:watch", "GET"},       // a verb never starts a segment: {id} is ":watch"; no HEAD on a watch path
+		{"/v1/payments/:refund", "GET, HEAD"}, // POST finds ":refund" 404; GET takes it as an id
+		{"/v1/users//orders", "GET, HEAD"},    // grpc-gateway: {userId} is ""
+		{"/v1/users/", "GET, HEAD, PATCH"},    // {id} is ""
+		{"/v1/orders/:watch", ""},             // a segment that is only a verb: grpc-gateway answers GET 404
 		{"/v1/nothing", ""},
 		{"/healthz", "GET, HEAD"},
 	}
