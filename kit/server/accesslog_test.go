@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +37,13 @@ func (r records) WithGroup(string) slog.Handler      { return r }
 // accessLine returns the level and code of the next access log line.
 func (r records) accessLine(t *testing.T) (slog.Level, string) {
 	t.Helper()
+	level, code, _ := r.accessLineError(t)
+	return level, code
+}
+
+// accessLineError is accessLine with the line's error.
+func (r records) accessLineError(t *testing.T) (level slog.Level, code, errText string) {
+	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
@@ -43,14 +51,16 @@ func (r records) accessLine(t *testing.T) (slog.Level, string) {
 			if rec.Message != "finished call" {
 				continue
 			}
-			var code string
 			rec.Attrs(func(a slog.Attr) bool {
-				if a.Key == "grpc.code" {
+				switch a.Key {
+				case "grpc.code":
 					code = a.Value.String()
+				case "grpc.error":
+					errText = a.Value.String()
 				}
 				return true
 			})
-			return rec.Level, code
+			return rec.Level, code, errText
 		case <-timeout:
 			t.Fatal("no access log line")
 		}
@@ -120,18 +130,26 @@ func TestWrappedStatusErrors(t *testing.T) {
 	users := &users{get: func(context.Context, *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
 		return nil, wrapped
 	}}
-	conn := servertest.Start(t, server.Config{Name: "test"}, func(r grpc.ServiceRegistrar) {
+	logged := make(records, 64)
+	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(logged)}, func(r grpc.ServiceRegistrar) {
 		users.register(r)
 		orderv1.RegisterOrderServiceServer(r, failingWatch{err: wrapped})
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, unaryErr := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID})
+	// The server's own log keeps the whole error.
+	if _, _, errText := logged.accessLineError(t); !strings.Contains(errText, "reading the user") {
+		t.Errorf("access log error %q, want the handler's whole error", errText)
+	}
 	var streamErr error
 	if stream, err := orderv1.NewOrderServiceClient(conn).WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: validID}); err != nil {
 		streamErr = err
 	} else {
 		_, streamErr = stream.Recv()
+	}
+	if _, _, errText := logged.accessLineError(t); !strings.Contains(errText, "reading the user") {
+		t.Errorf("stream access log error %q, want the handler's whole error", errText)
 	}
 	want := status.Convert(notFound).Message()
 	for name, err := range map[string]error{"unary": unaryErr, "stream": streamErr} {

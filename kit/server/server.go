@@ -273,12 +273,14 @@ func New(cfg Config) (*Server, error) {
 	if !cfg.DisableAccessLog {
 		stream = append(stream, streamAccessLog(log))
 	}
+	// Outermost, so that the access log still has the whole error.
+	stream = append([]grpc.StreamServerInterceptor{streamStatus}, stream...)
 	draining, endStreams := context.WithCancel(context.Background())
 	sd := &streamDrain{draining: draining, finite: make(map[string]bool, len(cfg.FiniteStreams))}
 	for _, name := range cfg.FiniteStreams {
 		sd.finite[name] = true
 	}
-	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), streamStatus, sd.intercept)
+	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), sd.intercept)
 	if !cfg.DisableValidation {
 		stream = append(stream, validation.StreamServerInterceptor(validator))
 	}
@@ -477,9 +479,11 @@ func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 	}
 	resp, err := handler(ctx, req)
 	if o.log != nil {
+		// The whole error, for the server's own log; the client gets the
+		// status it wraps.
 		logCall(ctx, o.log, info.FullMethod, "unary", start, err)
 	}
-	return resp, err
+	return resp, statusError(err)
 }
 
 // unaryInner gives a call without a deadline the default one, checks the
@@ -510,7 +514,6 @@ func (in unaryInner) intercept(ctx context.Context, req any, _ *grpc.UnaryServer
 		}
 	}
 	resp, err := handler(ctx, req)
-	err = statusError(err)
 	if err != nil && apierr.Code(err) == codes.Unavailable && apierr.Info(err) != nil {
 		// Transport retries are for calls that never ran; retrying a
 		// decided failure (PROVIDER_UNAVAILABLE with RetryInfo, say) at
