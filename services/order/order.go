@@ -111,10 +111,13 @@ type SagaConfig struct {
 	// SweepInterval is how often the service looks for unfinished orders
 	// that no runner is running (another replica died, say). Default 30s.
 	SweepInterval time.Duration
-	// MaxBacklog bounds the orders in progress in this process (queued,
-	// running, or waiting to retry a peer); past it CreateOrder answers
-	// UNAVAILABLE, reason ORDERS_OVERLOADED, with a retry delay, storing
-	// nothing, instead of queueing in memory without end. Default 10,000
+	// MaxBacklog is the number of orders in progress in this process
+	// (queued, running, or waiting to retry a peer) past which CreateOrder
+	// answers UNAVAILABLE, reason ORDERS_OVERLOADED, with a retry delay,
+	// storing nothing, instead of queueing new orders in memory without
+	// end. A soft bound: creates already past the check when it fills
+	// still go in, and the unfinished orders a sweep resumes are taken
+	// whatever the backlog (a batch at a time). Default 10,000
 	// (saga.DefaultMaxBacklog); negative means no bound.
 	MaxBacklog int
 	// AfterStep, for tests, is called after a step moved an order to step

@@ -59,11 +59,12 @@ type Config struct {
 	// RetryDelay rather than SweepInterval, so a backlog of any size is
 	// resumed a batch at a time instead of read into memory whole.
 	SweepBatch int
-	// MaxBacklog bounds the orders this runner holds (queued, running, or
-	// waiting to retry) beyond which Full reports true, so that new orders
-	// are refused rather than queued in memory without end while clients
-	// send faster than sagas finish (or a peer is down). Default
-	// DefaultMaxBacklog; negative means no bound.
+	// MaxBacklog is the number of orders this runner holds (queued,
+	// running, or waiting to retry) from which Full reports true, so that
+	// new orders are refused rather than queued in memory without end
+	// while clients send faster than sagas finish (or a peer is down).
+	// Sweeps do not look at it. Default DefaultMaxBacklog; negative means
+	// no bound.
 	MaxBacklog int
 	// AfterStep, when set, is called after a step moved an order to
 	// another step (step, possibly DONE) and the change was stored. An
