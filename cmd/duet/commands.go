@@ -63,6 +63,11 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, r := range sum.GetRejections() {
 		fmt.Fprintf(stdout, "  line %d (%s): %s: %s\n", r.GetLine(), r.GetSku(), r.GetReason(), r.GetMessage())
 	}
+	if n := sum.GetRejected(); n > 0 {
+		// A script must see that its stock did not all go in: the
+		// records applied stay applied, the rejected ones are listed.
+		return fmt.Errorf("import: %d of %d records rejected", n, sum.GetReceived())
+	}
 	return nil
 }
 
