@@ -28,3 +28,13 @@ func ExampleConflict() {
 	fmt.Println(apierr.Code(err), apierr.Reason(err), delay)
 	// Output: Aborted CONFLICT 100ms
 }
+
+// The answer to a database that is down (sqldb.IsUnavailable): UNAVAILABLE
+// with a retry delay, which clients and the REST gateway (503,
+// Retry-After) pass on.
+func ExampleStoreUnavailable() {
+	err := wire(apierr.StoreUnavailable())
+	delay, _ := apierr.RetryDelay(err)
+	fmt.Println(apierr.Code(err), apierr.Reason(err), delay)
+	// Output: Unavailable UNAVAILABLE 1s
+}

@@ -59,3 +59,12 @@ DROP TABLE notes;
 	// duplicate: true
 	// notes after rollback: 0
 }
+
+// A database that cannot be reached is an outage to retry, not a bug:
+// IsUnavailable says so, and a handler answers apierr.StoreUnavailable.
+func ExampleIsUnavailable() {
+	// Nothing listens on the loopback's port 1.
+	_, err := sqldb.Open(context.Background(), "postgres://app@127.0.0.1:1/app?sslmode=disable", nil)
+	fmt.Println(sqldb.IsUnavailable(err), sqldb.IsConflict(err))
+	// Output: true false
+}
