@@ -677,7 +677,9 @@ func IsUnavailable(err error) bool {
 		return strings.HasPrefix(pgErr.Code, "08")
 	}
 	var connectErr *pgconn.ConnectError
-	if errors.As(err, &connectErr) || errors.Is(err, driver.ErrBadConn) {
+	if errors.As(err, &connectErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, pgconn.ErrConnClosed) {
+		// ErrConnClosed: pgx found the pool's connection closed under it
+		// (the server went away) as a statement or transaction began.
 		return true
 	}
 	// A connection lost mid-statement: pgx returns the network error.
