@@ -19,11 +19,7 @@ import (
 func TestStockImportRejectionsFail(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sys, err := system.Start(ctx, system.Config{
-		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),
-		HTTPAddr: "127.0.0.1:0", UserAddr: "127.0.0.1:0", OrderAddr: "127.0.0.1:0", PaymentAddr: "127.0.0.1:0",
-		InventoryAddr: "127.0.0.1:0", NotificationAddr: "127.0.0.1:0",
-	})
+	sys, err := system.Start(ctx, loopbackSystem(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,5 +53,15 @@ func TestStockImportRejectionsFail(t *testing.T) {
 				t.Errorf("stdout:\n%s\nwant %q", stdout.String(), tt.wantOut)
 			}
 		})
+	}
+}
+
+// loopbackSystem is a system on a data directory of the test's own, every
+// listener on a free loopback port, logging nothing.
+func loopbackSystem(t *testing.T) system.Config {
+	return system.Config{
+		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),
+		HTTPAddr: "127.0.0.1:0", UserAddr: "127.0.0.1:0", OrderAddr: "127.0.0.1:0", PaymentAddr: "127.0.0.1:0",
+		InventoryAddr: "127.0.0.1:0", NotificationAddr: "127.0.0.1:0",
 	}
 }

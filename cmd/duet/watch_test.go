@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -20,15 +19,11 @@ import (
 func TestOrderWatchOutlivesARestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg := system.Config{
-		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),
-		HTTPAddr: "127.0.0.1:0", UserAddr: "127.0.0.1:0", OrderAddr: "127.0.0.1:0", PaymentAddr: "127.0.0.1:0",
-		InventoryAddr: "127.0.0.1:0", NotificationAddr: "127.0.0.1:0",
-		// The payment provider is down, so the order stays PENDING for
-		// a few seconds, then is cancelled: long enough for the restart
-		// to begin while it is PENDING on a loaded machine.
-		Saga: order.SagaConfig{StepTimeout: 8 * time.Second, InitialBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-	}
+	cfg := loopbackSystem(t)
+	// The payment provider is down, so the order stays PENDING for a few
+	// seconds, then is cancelled: long enough for the restart to begin
+	// while it is PENDING on a loaded machine.
+	cfg.Saga = order.SagaConfig{StepTimeout: 8 * time.Second, InitialBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	first, err := system.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
