@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/duetkit/duet/internal/tcpproxy"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb"
@@ -71,10 +70,8 @@ func externalOutage(t *testing.T, upstream string) outage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{upstream: u.Host}
-	p.listen(t, "127.0.0.1:0")
-	t.Cleanup(p.close)
-	nc, err := nats.Connect("nats://"+p.addr, nats.Name(t.Name()), nats.MaxReconnects(-1),
+	p := tcpproxy.Start(t, u.Host)
+	nc, err := nats.Connect("nats://"+p.Addr(), nats.Name(t.Name()), nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond),
 		// A server that advertises other addresses must not be
 		// reached around the proxy.
@@ -95,58 +92,7 @@ func externalOutage(t *testing.T, upstream string) outage {
 			t.Errorf("delete stream: %v", err)
 		}
 	})
-	return outage{bus: bus, down: func(t *testing.T) { p.close() }, up: func(t *testing.T) { p.listen(t, p.addr) }}
-}
-
-// proxy forwards TCP connections to upstream.
-type proxy struct {
-	upstream, addr string
-	mu             sync.Mutex
-	lis            net.Listener
-	conns          []net.Conn
-	wg             sync.WaitGroup
-}
-
-func (p *proxy) listen(t *testing.T, addr string) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.lis, p.addr = lis, lis.Addr().String()
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			p.wg.Go(func() { io.Copy(up, c); up.Close(); c.Close() })
-			p.wg.Go(func() { io.Copy(c, up); up.Close(); c.Close() })
-		}
-	})
-}
-
-// close stops listening, cuts every connection and waits for the copiers.
-func (p *proxy) close() {
-	p.mu.Lock()
-	if p.lis != nil {
-		p.lis.Close()
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
+	return outage{bus: bus, down: func(t *testing.T) { p.Cut() }, up: func(t *testing.T) { p.Restore(t) }}
 }
 
 // TestOutboxCommitsWhileNATSIsDown: with NATS down the state change and its
