@@ -24,6 +24,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,9 +116,6 @@ type Config struct {
 	// returned by Server.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
-
-	// lineWindow is how long each line of a watch may take to go out.
-	lineWindow time.Duration
 }
 
 // withDefaults returns cfg with its zero fields set to the defaults.
@@ -137,11 +135,6 @@ func (cfg Config) withDefaults() Config {
 	// ReadTimeout to arrive and RequestTimeout to answer, so a longer
 	// RequestTimeout than the default's must not be cut off by the
 	// default write timeout, with the work done and no answer sent.
-	// A watch's lines each get the write timeout as set, or the default:
-	// not the one grown for long calls, which would let a client that
-	// stopped reading hold a watch that much longer.
-	cfg.lineWindow = cfg.WriteTimeout
-	setDefault(&cfg.lineWindow, DefaultWriteTimeout)
 	setDefault(&cfg.WriteTimeout, max(DefaultWriteTimeout, cfg.ReadTimeout+cfg.RequestTimeout+5*time.Second))
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
@@ -169,6 +162,8 @@ type Gateway struct {
 	// caller's traceparent), which serve then carries on.
 	entry http.Handler
 	// draining is done once Drain is called; endWatches does that.
+	// lineWindow is how long each line of a watch may take to go out.
+	lineWindow time.Duration
 	draining   context.Context
 	endWatches context.CancelFunc
 }
@@ -192,10 +187,15 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.Users == nil || cfg.Orders == nil || cfg.Payments == nil {
 		return nil, errors.New("gateway: Config.Users, Config.Orders and Config.Payments are required")
 	}
+	// A watch's lines each get the write timeout as set, or the default:
+	// not the one withDefaults grows for long calls, which would let a
+	// client that stopped reading hold a watch that much longer.
+	lineWindow := cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
 	cfg = cfg.withDefaults()
 	draining, endWatches := context.WithCancel(context.Background())
 	g := &Gateway{
 		cfg:        cfg,
+		lineWindow: lineWindow,
 		log:        cfg.Logger,
 		draining:   draining,
 		endWatches: endWatches,
@@ -343,7 +343,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		defer cancel(nil)
 		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
 		defer stop()
-		g.mux.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.cfg.lineWindow}, r.WithContext(ctx))
+		g.mux.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}, r.WithContext(ctx))
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)

@@ -577,7 +577,7 @@ func TestServerTimeouts(t *testing.T) {
 		if got := e.gw.Server(":0").WriteTimeout; got != tt.wantWrite {
 			t.Errorf("%s: WriteTimeout %v, want %v", tt.name, got, tt.wantWrite)
 		}
-		if got := e.gw.cfg.lineWindow; got != tt.wantWindow {
+		if got := e.gw.lineWindow; got != tt.wantWindow {
 			t.Errorf("%s: a watch line's window %v, want %v", tt.name, got, tt.wantWindow)
 		}
 	}

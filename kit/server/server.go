@@ -77,7 +77,7 @@ const (
 	// default of 16 MiB let a few kilobytes of HPACK-compressed headers,
 	// one large value referenced again and again, hold megabytes per call.
 	// 64 KiB leaves room for the REST gateway's bound on the headers it
-	// forwards (32 KiB).
+	// forwards (48 KiB, gateway's maxForwardedMetadata).
 	DefaultMaxHeaderListSize = 64 << 10
 	// DefaultMaxConnectionAge is how long a client connection lives before
 	// the server asks the client, with GOAWAY, to open a new one
