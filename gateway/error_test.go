@@ -483,3 +483,16 @@ func TestRouteTableAllow(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceFieldPathsInJSON: every field a service names, not only the
+// first, reaches a REST client in JSON names, map keys kept as they are.
+func TestServiceFieldPathsInJSON(t *testing.T) {
+	e := newEnv(t)
+	resp := e.do(t, "POST", "/v1/orders", `{"userId":"`+knownUserID+`","items":[{"sku":"A","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"bad-nested-field"}`)
+	body := resp.json(t)
+	for i, want := range []string{"items[0].unitPrice.currencyCode", `labels["snake_key"].maxInFlight`} {
+		if got := get(body, fmt.Sprintf("details.1.fieldViolations.%d.field", i)); got != want {
+			t.Errorf("field %d = %v, want %q (%s)", i, got, want, resp.body)
+		}
+	}
+}

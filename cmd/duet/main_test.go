@@ -104,6 +104,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--drain-timeout", "0s"}, "--drain-timeout must be positive"},
 		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--saga-step-timeout=-1s"}, "--saga-step-timeout must be positive"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=0"}, "--saga-max-backlog must be positive"},
+		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=-2"}, "--saga-max-backlog must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

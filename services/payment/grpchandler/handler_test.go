@@ -64,6 +64,9 @@ func TestStatus(t *testing.T) {
 			if got := apierr.Reason(err); got != tt.wantReason {
 				t.Errorf("reason = %q, want %q", got, tt.wantReason)
 			}
+			if tt.wantLog == "" && logged.Len() > 0 {
+				t.Errorf("log = %q, want nothing: the caller's own errors are not the operators'", logged.String())
+			}
 			if !strings.Contains(logged.String(), tt.wantLog) {
 				t.Errorf("log = %q, want it to contain %q", logged.String(), tt.wantLog)
 			}
