@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -291,7 +292,9 @@ func receiveImports(stream grpc.ClientStreamingServer[inventoryv1.ImportStockReq
 		defer func() {
 			if p := recover(); p != nil {
 				select {
-				case msgs <- received{panicked: p}:
+				// With the receive's stack: re-raised on the handler's
+				// goroutine, the recovery's log would show only that one.
+				case msgs <- received{panicked: fmt.Sprintf("%v (in RecvMsg)\n%s", p, debug.Stack())}:
 				case <-done:
 				}
 			}
