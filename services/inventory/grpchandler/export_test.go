@@ -9,3 +9,7 @@ func SetImportIdleTimeout(d time.Duration) (restore func()) {
 	importIdleTimeout = d
 	return func() { importIdleTimeout = old }
 }
+
+// ImportsRunning is how many stock imports hold a slot (at most
+// MaxConcurrentImports).
+func (h *Handler) ImportsRunning() int { return len(h.imports) }

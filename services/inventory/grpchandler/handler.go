@@ -106,10 +106,6 @@ func New(inv *domain.Service, logger *slog.Logger) *Handler {
 	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports), importIdle: importIdleTimeout}
 }
 
-// ImportsRunning is how many stock imports hold a slot (at most
-// MaxConcurrentImports), for tests and metrics.
-func (h *Handler) ImportsRunning() int { return len(h.imports) }
-
 // CreateProduct adds a product.
 func (h *Handler) CreateProduct(ctx context.Context, req *inventoryv1.CreateProductRequest) (*inventoryv1.CreateProductResponse, error) {
 	if req.GetPrice() == nil {
