@@ -621,7 +621,14 @@ func callCode(err error) codes.Code {
 	if s, ok := status.FromError(err); ok {
 		return s.Code()
 	}
-	return status.FromContextError(err).Code()
+	// status.FromContextError's mapping, without building a status.
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	}
+	return codes.Unknown
 }
 
 // codeLevel is the level a call ending with code is logged at: the caller's
