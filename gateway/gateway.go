@@ -20,7 +20,8 @@
 // Errors are JSON: {"code": 5, "status": "NOT_FOUND", "message": "...",
 // "details": [...]}, with the HTTP status of the gRPC code, except that a
 // declined payment (reason PAYMENT_DECLINED or INSUFFICIENT_FUNDS) is 402
-// Payment Required and an over-large body is 413.
+// Payment Required, a known route's wrong method 405 (with Allow), an
+// over-large body 413 and headers too large to forward as metadata 431.
 package gateway
 
 import (

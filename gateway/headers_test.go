@@ -38,19 +38,33 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 		name, header string
 		size, count  int // count headers of size bytes (one when 0)
 		want         int
-		forwardedFor int // bytes of an X-Forwarded-For, also forwarded
+		forwardedFor []int // bytes of each X-Forwarded-For, also forwarded
+		// forwardedHost, when set, is the X-Forwarded-Host; host bytes
+		// of the request's host, which grpc-gateway forwards in its
+		// place when forwardedHost is not printable ASCII.
+		forwardedHost string
+		host          int
 	}{
-		{"30 KB bearer token", "Authorization", 30_000, 0, http.StatusOK, 0},
-		{"30 KB of metadata", "Grpc-Metadata-Blob", 30_000, 0, http.StatusOK, 0},
-		{"66 KB of metadata", "Grpc-Metadata-Blob", 66_000, 0, http.StatusRequestHeaderFieldsTooLarge, 0},
+		{name: "30 KB bearer token", header: "Authorization", size: 30_000, want: http.StatusOK},
+		{name: "30 KB of metadata", header: "Grpc-Metadata-Blob", size: 30_000, want: http.StatusOK},
+		{name: "66 KB of metadata", header: "Grpc-Metadata-Blob", size: 66_000, want: http.StatusRequestHeaderFieldsTooLarge},
 		// Small headers count 32 bytes more each as metadata: these pass
 		// MaxHeaderBytes and would exceed what the backend takes.
-		{"1,500 small Authorization headers", "Authorization", 1, 1500, http.StatusRequestHeaderFieldsTooLarge, 0},
-		{"1,500 small metadata headers", "Grpc-Metadata-Blob", 1, 1500, http.StatusRequestHeaderFieldsTooLarge, 0},
-		{"500 small metadata headers", "Grpc-Metadata-Blob", 1, 500, http.StatusOK, 0},
+		{name: "1,500 small Authorization headers", header: "Authorization", size: 1, count: 1500, want: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "1,500 small metadata headers", header: "Grpc-Metadata-Blob", size: 1, count: 1500, want: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "500 small metadata headers", header: "Grpc-Metadata-Blob", size: 1, count: 500, want: http.StatusOK},
 		// Each under its share, together over: grpc-gateway forwards
-		// X-Forwarded-For as well.
-		{"1,068 small Authorization headers and a long X-Forwarded-For", "Authorization", 1, 1068, http.StatusRequestHeaderFieldsTooLarge, 17_000},
+		// X-Forwarded-For and -Host as well. Counting only the first
+		// X-Forwarded-For, or the X-Forwarded-Host grpc-gateway drops
+		// for the request's host, let these through to a 500.
+		{name: "1,068 small Authorization headers and a long X-Forwarded-For", header: "Authorization", size: 1, count: 1068,
+			want: http.StatusRequestHeaderFieldsTooLarge, forwardedFor: []int{17_000}},
+		{name: "1,060 small Authorization headers and a long second X-Forwarded-For", header: "Authorization", size: 1, count: 1060,
+			want: http.StatusRequestHeaderFieldsTooLarge, forwardedFor: []int{1, 17_000}},
+		{name: "1,060 small Authorization headers, a non-ASCII X-Forwarded-Host and a long host", header: "Authorization", size: 1, count: 1060,
+			want: http.StatusRequestHeaderFieldsTooLarge, forwardedHost: "h\u00e9", host: 17_000},
+		{name: "1,060 small Authorization headers and a short host", header: "Authorization", size: 1, count: 1060,
+			want: http.StatusOK, host: 100},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,8 +73,14 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 			for range tt.count - 1 {
 				req.Header.Add(tt.header, strings.Repeat("x", tt.size))
 			}
-			if tt.forwardedFor > 0 {
-				req.Header.Set("X-Forwarded-For", strings.Repeat("1", tt.forwardedFor))
+			for _, n := range tt.forwardedFor {
+				req.Header.Add("X-Forwarded-For", strings.Repeat("1", n))
+			}
+			if tt.forwardedHost != "" {
+				req.Header.Set("X-Forwarded-Host", tt.forwardedHost)
+			}
+			if tt.host > 0 {
+				req.Host = strings.Repeat("a", tt.host)
 			}
 			resp, err := ts.Client().Do(req)
 			if err != nil {

@@ -76,17 +76,18 @@ const maxForwardedMetadata = 48 << 10
 
 // checkForwardedSize refuses a request whose headers forwardable as
 // metadata exceed maxForwardedMetadata: incomingHeader's, and those
-// grpc-gateway always passes on, Authorization and X-Forwarded-For and
-// -Host (the first value of each, the client's address added to the first).
+// grpc-gateway always passes on, Authorization, X-Forwarded-For (every
+// value, joined by ", ", with the client's address) and X-Forwarded-Host
+// (the header's first value, or the request's host when that value is
+// not printable ASCII: the longer of the two is counted).
 func checkForwardedSize(r *http.Request) *apierr.Error {
 	const addrRoom = len(", [ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]")
 	h := r.Header
-	size := len("x-forwarded-for") + len(h.Get("X-Forwarded-For")) + addrRoom + 32
-	host := h.Get("X-Forwarded-Host")
-	if host == "" {
-		host = r.Host
+	size := len("x-forwarded-for") + addrRoom + 32
+	for _, v := range h.Values("X-Forwarded-For") {
+		size += len(v) + len(", ")
 	}
-	size += len("x-forwarded-host") + len(host) + 32
+	size += len("x-forwarded-host") + max(len(h.Get("X-Forwarded-Host")), len(r.Host)) + 32
 	for key, values := range h {
 		var name string
 		if key == "Authorization" {
