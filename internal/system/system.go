@@ -296,8 +296,22 @@ type service interface {
 	Close() error
 }
 
+// MaxRequestSize bounds one message a service receives, in bytes. The
+// largest valid request is a few kilobytes (an order's 100 lines), but
+// a message is decoded whole before its rules are checked, and decoding
+// allocates up to fifty times its size (a line item of two bytes on the
+// wire is a struct and a pointer): grpc-go's default of 4 MiB let one
+// call hold some 200 MB. Twice the gateway's body bound (256 KiB), so
+// what a REST body becomes (no larger than its JSON but for a few bytes)
+// still reaches the service's own rules, and an answer with the field at
+// fault (a bound under the gateway's made such a body a 500).
+const MaxRequestSize = 2 * gateway.DefaultMaxBodyBytes
+
 func (s *System) serve(name string, cfg Config, addr string, svc service) (string, error) {
-	srv, err := server.New(server.Config{Name: name, Logger: cfg.Logger.With("service", name), DrainTimeout: cfg.DrainTimeout})
+	srv, err := server.New(server.Config{
+		Name: name, Logger: cfg.Logger.With("service", name), DrainTimeout: cfg.DrainTimeout,
+		MaxRecvMsgSize: MaxRequestSize,
+	})
 	if err != nil {
 		svc.Close()
 		return "", err
