@@ -13,3 +13,11 @@ func SetImportIdleTimeout(d time.Duration) (restore func()) {
 // ImportsRunning is how many stock imports hold a slot (at most
 // MaxConcurrentImports).
 func (h *Handler) ImportsRunning() int { return len(h.imports) }
+
+// SetImportTimeout shortens ImportTimeout for a test; the returned
+// function restores it.
+func SetImportTimeout(d time.Duration) (restore func()) {
+	old := importTimeout
+	importTimeout = d
+	return func() { importTimeout = old }
+}

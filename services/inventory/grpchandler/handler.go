@@ -59,6 +59,10 @@ const (
 	// ReasonImportIdle: DEADLINE_EXCEEDED from ImportStock when the client
 	// sent nothing for ImportIdleTimeout; nothing was applied.
 	ReasonImportIdle = "IMPORT_IDLE"
+	// ReasonImportTimeout: DEADLINE_EXCEEDED from ImportStock when the
+	// client's stream was still open ImportTimeout after it began; nothing
+	// was applied.
+	ReasonImportTimeout = "IMPORT_TIMEOUT"
 )
 
 // ImportIdleTimeout is how long an import waits for its client's next
@@ -68,13 +72,23 @@ const ImportIdleTimeout = 30 * time.Second
 // importIdleTimeout is ImportIdleTimeout, a variable for tests.
 var importIdleTimeout = ImportIdleTimeout
 
+// ImportTimeout bounds a whole import, from its first message to its
+// client closing the stream. The idle bound alone let a client sending a
+// record every 29 s hold a slot, and the records it sent, for weeks (a
+// hundred thousand records at that pace); the largest import streams in
+// seconds.
+const ImportTimeout = 10 * time.Minute
+
+// importTimeout is ImportTimeout, a variable for tests.
+var importTimeout = ImportTimeout
+
 // MaxConcurrentImports bounds the stock imports running at once. Each
 // keeps up to 100,000 records in memory until its client closes the
 // stream, and a client may take its time doing so: without a bound, a few
-// clients could hold gigabytes. An import has no deadline (a stream may
-// take its time) but may not stand idle: one whose client sends nothing
-// for ImportIdleTimeout ends, so clients that open imports and send
-// nothing hold the slots only that long.
+// clients could hold gigabytes. An import may not stand idle (one whose
+// client sends nothing for ImportIdleTimeout ends) nor last longer than
+// ImportTimeout, so clients that open imports and send nothing, or next
+// to nothing, hold the slots only that long.
 const MaxConcurrentImports = 4
 
 // importsBusyRetry is the RetryInfo delay of IMPORTS_BUSY.
@@ -91,8 +105,9 @@ type Handler struct {
 	log *slog.Logger
 	// imports holds a token for each import running (MaxConcurrentImports).
 	imports chan struct{}
-	// importIdle is importIdleTimeout when the Handler was made.
-	importIdle time.Duration
+	// importIdle and importLimit are importIdleTimeout and importTimeout
+	// when the Handler was made.
+	importIdle, importLimit time.Duration
 }
 
 var _ inventoryv1.InventoryServiceServer = (*Handler)(nil)
@@ -103,7 +118,8 @@ func New(inv *domain.Service, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports), importIdle: importIdleTimeout}
+	return &Handler{inv: inv, log: logger, imports: make(chan struct{}, MaxConcurrentImports),
+		importIdle: importIdleTimeout, importLimit: importTimeout}
 }
 
 // CreateProduct adds a product.
@@ -201,7 +217,8 @@ func (h *Handler) ReleaseStock(ctx context.Context, req *inventoryv1.ReleaseStoc
 // transaction when the client closes its side of the stream. At most
 // MaxConcurrentImports run at once; one more is refused at once. A stream that
 // ends any other way (the client cancels, the deadline passes, the
-// connection drops, too many records) applies nothing.
+// connection drops, too many records, ImportIdleTimeout without a
+// record, ImportTimeout in all) applies nothing.
 //
 // A record that breaks the contract's own rules (a malformed price, say)
 // is rejected like any other bad record rather than failing the stream:
@@ -222,6 +239,8 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 	defer stop()
 	idle := time.NewTimer(h.importIdle)
 	defer idle.Stop()
+	limit := time.NewTimer(h.importLimit)
+	defer limit.Stop()
 	for {
 		var r received
 		select {
@@ -229,6 +248,9 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 		case <-idle.C:
 			return apierr.New(codes.DeadlineExceeded, ReasonImportIdle,
 				fmt.Sprintf("no record for %v; nothing was applied", h.importIdle))
+		case <-limit.C:
+			return apierr.New(codes.DeadlineExceeded, ReasonImportTimeout,
+				fmt.Sprintf("the import was still open after %v; nothing was applied: send the records faster, or fewer at a time", h.importLimit))
 		}
 		if r.panicked != nil {
 			// Raised again here, where kit/server's recovery turns it

@@ -320,6 +320,39 @@ func TestIdleImportsFreeTheirSlots(t *testing.T) {
 	}
 }
 
+// TestImportTimeout: an import still open ImportTimeout after it began
+// ends with DEADLINE_EXCEEDED IMPORT_TIMEOUT and applies nothing, however
+// steadily its client sends: a record every 29 s kept the idle bound from
+// firing and held a slot for as long as the client liked.
+func TestImportTimeout(t *testing.T) {
+	defer grpchandler.SetImportTimeout(2 * time.Second)()
+	c, h := serveHandler(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	stream, err := c.ImportStock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A record every 100 ms (a trickle, under the idle bound) until the
+	// service ends the stream; Send fails only then.
+	for i := 0; ; i++ {
+		if i == 150 {
+			t.Fatal("the import was not cut off after 15 s of records")
+		}
+		if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: "TRICKLE", Name: "Trickle", Price: eur(1), StockDelta: 1}); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the client's pace, not a wait for the service
+	}
+	if err := stream.RecvMsg(new(inventoryv1.ImportStockResponse)); apierr.Code(err) != codes.DeadlineExceeded || apierr.Reason(err) != grpchandler.ReasonImportTimeout {
+		t.Errorf("trickling import = %v, want DEADLINE_EXCEEDED IMPORT_TIMEOUT", err)
+	}
+	if _, err := c.GetProduct(ctx, &inventoryv1.GetProductRequest{Sku: "TRICKLE"}); !apierr.Is(err, grpchandler.ReasonProductNotFound) {
+		t.Errorf("a timed-out import applied its records: %v", err)
+	}
+	waitImportsRunning(t, h, 0)
+}
+
 // panickyStream panics in RecvMsg on a record for the sku "PANIC".
 type panickyStream struct{ grpc.ServerStream }
 
