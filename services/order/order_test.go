@@ -110,6 +110,10 @@ func (p *provider) Charge(ctx context.Context, c paymentdomain.ProviderCharge) (
 	return simulator.Provider{}.Charge(ctx, c)
 }
 
+func (p *provider) Void(ctx context.Context, key string) error {
+	return simulator.Provider{}.Void(ctx, key)
+}
+
 // failNext makes the next n charges fail temporarily.
 func (p *provider) failNext(n int) {
 	p.mu.Lock()

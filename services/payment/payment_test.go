@@ -240,6 +240,8 @@ func (p lateProvider) Charge(ctx context.Context, _ domain.ProviderCharge) (doma
 	return domain.ProviderResult{Approved: true}, nil
 }
 
+func (lateProvider) Void(context.Context, string) error { return nil }
+
 // TestChargeCapturedAfterDeadline: money the provider captured after the
 // caller had gone (its deadline passed, or it cancelled) is recorded, so the order saga's compensation,
 // CancelCharge of the key, refunds it. The payment was written with the

@@ -21,6 +21,9 @@ func TestServiceCancelCharge(t *testing.T) {
 		wantEvents []EventKind
 		// wantChargeErr is what a Charge with the key returns afterwards.
 		wantChargeErr error
+		// voids: the provider voids the key on each cancel and on the
+		// charge afterwards (a key with no payment).
+		voids bool
 	}{
 		{
 			name:        "captured: refunded in full",
@@ -49,6 +52,7 @@ func TestServiceCancelCharge(t *testing.T) {
 			name:          "never charged: the key is cancelled",
 			before:        func(*testing.T, *Service) string { return "k" },
 			wantChargeErr: ErrChargeCancelled,
+			voids:         true,
 		},
 	}
 	for _, tt := range tests {
@@ -64,6 +68,9 @@ func TestServiceCancelCharge(t *testing.T) {
 				p, err := svc.CancelCharge(t.Context(), key)
 				if err != nil {
 					t.Fatalf("cancel #%d: %v", i+1, err)
+				}
+				if want := voidsWanted(tt.voids, i+1); len(prov.voids()) != want {
+					t.Fatalf("cancel #%d: the provider voided %v, want the key %d times", i+1, prov.voids(), want)
 				}
 				if (p != nil) != tt.wantPayment {
 					t.Fatalf("cancel #%d returned payment %+v, want one: %v", i+1, p, tt.wantPayment)
@@ -105,11 +112,22 @@ func TestServiceCancelCharge(t *testing.T) {
 			if prov.calls != callsBefore {
 				t.Errorf("provider called %d more times after the cancel", prov.calls-callsBefore)
 			}
+			if want := voidsWanted(tt.voids, 3); len(prov.voids()) != want {
+				t.Errorf("after the charge, the provider voided %v, want the key %d times", prov.voids(), want)
+			}
 		})
 	}
 	if _, err := NewService(newMemRepo(), tokenProvider{}).CancelCharge(t.Context(), ""); err == nil {
 		t.Error("cancel with an empty key: no error")
 	}
+}
+
+// voidsWanted is n when the key is voided, and none otherwise.
+func voidsWanted(voids bool, n int) int {
+	if voids {
+		return n
+	}
+	return 0
 }
 
 // refundedBefore is what the "before" step of a cancel test refunded.
@@ -154,6 +172,79 @@ func TestServiceCancelChargeRacesCharge(t *testing.T) {
 	}
 	if repo.cancelled["k1"] {
 		t.Fatal("a charged key was also cancelled")
+	}
+}
+
+// TestServiceCancelChargeVoidsUnrecordedCapture: money the provider
+// captured whose payment could not be recorded (the store down when the
+// provider answered) is voided at the provider when the key is cancelled;
+// the cancel found no payment and had refunded nothing before. A void
+// that fails temporarily fails the cancel, and its repeat voids.
+func TestServiceCancelChargeVoidsUnrecordedCapture(t *testing.T) {
+	lost := errors.New("connection refused")
+	for _, voidFails := range []bool{false, true} {
+		t.Run(map[bool]string{false: "void answers", true: "void fails once"}[voidFails], func(t *testing.T) {
+			repo := newMemRepo()
+			for range conflictRetries {
+				repo.createErrs = append(repo.createErrs, lost)
+			}
+			prov := &countingProvider{next: tokenProvider{}}
+			svc := NewService(repo, prov)
+			if _, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: "k"}); !errors.Is(err, ErrNotRecorded) {
+				t.Fatalf("charge = %v, want ErrNotRecorded", err)
+			}
+			if voidFails {
+				prov.voidErrs = []error{ErrProviderUnavailable}
+				if _, err := svc.CancelCharge(t.Context(), "k"); !errors.Is(err, ErrProviderUnavailable) {
+					t.Fatalf("cancel with the void failing = %v, want ErrProviderUnavailable", err)
+				}
+			}
+			if p, err := svc.CancelCharge(t.Context(), "k"); p != nil || err != nil {
+				t.Fatalf("cancel = %+v, %v; want no payment, no error", p, err)
+			}
+			if v := prov.voids(); len(v) != 1 || v[0] != "k" {
+				t.Errorf("voided %v, want [k]", v)
+			}
+		})
+	}
+}
+
+// TestServiceChargeCancelledMidway: a cancel committing while the
+// provider takes the charge wins (the payment is not recorded), and what
+// the provider captured is voided before the charge answers
+// ErrChargeCancelled; when that void fails, the charge's repeat voids.
+func TestServiceChargeCancelledMidway(t *testing.T) {
+	for _, voidFails := range []bool{false, true} {
+		t.Run(map[bool]string{false: "void answers", true: "void fails once"}[voidFails], func(t *testing.T) {
+			repo := newMemRepo()
+			prov := &countingProvider{next: tokenProvider{}}
+			prov.onCharge = func() {
+				repo.mu.Lock()
+				repo.cancelled["k"] = true
+				repo.mu.Unlock()
+			}
+			if voidFails {
+				prov.voidErrs = []error{ErrProviderUnavailable}
+			}
+			svc := NewService(repo, prov)
+			req := ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: "k"}
+			_, err := svc.Charge(t.Context(), req)
+			if voidFails {
+				if !errors.Is(err, ErrProviderUnavailable) || errors.Is(err, ErrChargeCancelled) {
+					t.Fatalf("charge with the void failing = %v, want ErrProviderUnavailable alone", err)
+				}
+				_, err = svc.Charge(t.Context(), req)
+			}
+			if !errors.Is(err, ErrChargeCancelled) {
+				t.Fatalf("charge = %v, want ErrChargeCancelled", err)
+			}
+			if v := prov.voids(); len(v) != 1 || v[0] != "k" {
+				t.Errorf("voided %v, want [k]", v)
+			}
+			if repo.count() != 0 {
+				t.Errorf("%d payments recorded for a cancelled key", repo.count())
+			}
+		})
 	}
 }
 

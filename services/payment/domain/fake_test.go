@@ -134,18 +134,47 @@ func (r *memRepo) count() int {
 	return len(r.payments)
 }
 
-// countingProvider wraps a Provider and counts charges.
+// countingProvider wraps a Provider and counts charges, and records the
+// keys voided.
 type countingProvider struct {
-	mu    sync.Mutex
-	calls int
-	next  Provider
+	mu     sync.Mutex
+	calls  int
+	voided []string
+	next   Provider
+	// voidErrs fail the next Voids, one each.
+	voidErrs []error
+	// onCharge, when set, runs once the next has answered a charge.
+	onCharge func()
 }
 
 func (c *countingProvider) Charge(ctx context.Context, ch ProviderCharge) (ProviderResult, error) {
 	c.mu.Lock()
 	c.calls++
 	c.mu.Unlock()
-	return c.next.Charge(ctx, ch)
+	res, err := c.next.Charge(ctx, ch)
+	if c.onCharge != nil {
+		c.onCharge()
+	}
+	return res, err
+}
+
+func (c *countingProvider) Void(ctx context.Context, key string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.voidErrs) > 0 {
+		err := c.voidErrs[0]
+		c.voidErrs = c.voidErrs[1:]
+		return err
+	}
+	c.voided = append(c.voided, key)
+	return c.next.Void(ctx, key)
+}
+
+// voids returns the keys voided so far.
+func (c *countingProvider) voids() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.voided...)
 }
 
 // tokenProvider is a minimal deterministic provider (the real one lives in
@@ -165,3 +194,5 @@ func (tokenProvider) Charge(_ context.Context, c ProviderCharge) (ProviderResult
 	}
 	return ProviderResult{}, ErrUnknownPaymentMethod
 }
+
+func (tokenProvider) Void(context.Context, string) error { return nil }

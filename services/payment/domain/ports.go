@@ -11,8 +11,17 @@ import (
 // Charge returns the provider's verdict. Errors: ErrUnknownPaymentMethod for
 // a token the provider does not know, ErrProviderUnavailable for a temporary
 // failure (nothing was captured), or the context's error.
+//
+// Void undoes whatever the provider captured under an idempotency key, as
+// real providers cancel or refund a payment by the key it was made with:
+// the service calls it for a cancelled key, where money may have been
+// captured with no payment recorded (the store down when the provider
+// answered, or a cancel racing the charge). A key the provider never
+// captured under is a no-op, and so is a repeat. Errors:
+// ErrProviderUnavailable for a temporary failure, or the context's error.
 type Provider interface {
 	Charge(ctx context.Context, c ProviderCharge) (ProviderResult, error)
+	Void(ctx context.Context, idempotencyKey string) error
 }
 
 // ProviderCharge is what the provider is asked to capture.

@@ -42,9 +42,11 @@ func NewService(repo Repository, provider Provider) *Service {
 // A repeat of a key with the same request returns the first outcome without
 // charging again: the payment, or the same *DeclinedError. A repeat with a
 // different request fails with ErrIdempotencyKeyReused. A key cancelled by
-// CancelCharge before any charge fails with ErrChargeCancelled. A declined
-// charge is recorded and returned as *DeclinedError. A temporary provider
-// failure is ErrProviderUnavailable and records nothing.
+// CancelCharge before any charge fails with ErrChargeCancelled, once the
+// provider has voided the key (whatever a charge racing the cancel
+// captured). A declined charge is recorded and returned as *DeclinedError.
+// A temporary provider failure is ErrProviderUnavailable and records
+// nothing.
 func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
@@ -63,7 +65,9 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 	if cancelled, err := s.repo.ChargeCancelled(ctx, req.IdempotencyKey); err != nil {
 		return nil, err
 	} else if cancelled {
-		return nil, ErrChargeCancelled
+		// Voided again: this may be the repeat of a charge whose provider
+		// call captured after the cancel and whose void failed.
+		return nil, s.voidCancelled(ctx, req.IdempotencyKey)
 	}
 
 	res, err := s.provider.Charge(ctx, ProviderCharge{IdempotencyKey: req.IdempotencyKey, Token: req.Token, Amount: req.Amount})
@@ -100,9 +104,11 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	if err := s.record(ctx, p); err != nil {
-		// ErrChargeCancelled: a CancelCharge won the race. The simulated
-		// provider holds nothing; a real one would be told to void the
-		// authorisation here.
+		if errors.Is(err, ErrChargeCancelled) {
+			// A CancelCharge won the race, after the provider took this
+			// charge or before: either way what it captured is undone.
+			return nil, s.voidCancelled(ctx, req.IdempotencyKey)
+		}
 		if !errors.Is(err, ErrDuplicate) {
 			return nil, err
 		}
@@ -115,6 +121,16 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 		return replay(winner, fp)
 	}
 	return outcome(p)
+}
+
+// voidCancelled has the provider void a cancelled key and returns
+// ErrChargeCancelled, or the void's error: that one is temporary, so the
+// caller sends the charge again and it is voided then.
+func (s *Service) voidCancelled(ctx context.Context, key string) error {
+	if err := s.provider.Void(ctx, key); err != nil {
+		return fmt.Errorf("void the cancelled key %s at the provider: %w", key, err)
+	}
+	return ErrChargeCancelled
 }
 
 // record stores p, the outcome of a charge the provider has answered,
@@ -226,8 +242,11 @@ func (s *Service) refundRetrying(ctx context.Context, id, key string, apply func
 //   - captured, partly refunded: the rest is refunded (EventRefunded) and
 //     the payment returned;
 //   - already refunded or declined: nothing to do; the payment is returned;
-//   - never charged: the key is recorded as cancelled, so a later Charge
-//     with it fails with ErrChargeCancelled; the payment returned is nil.
+//   - no payment recorded: the key is recorded as cancelled, so a later
+//     Charge with it fails with ErrChargeCancelled, and the provider voids
+//     it, which undoes a capture whose payment could not be recorded (the
+//     store down when the provider answered); the payment returned is nil.
+//     A void that fails temporarily fails the cancel, to be sent again.
 //
 // Repeats are no-ops with the same result.
 func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error) {
@@ -251,6 +270,9 @@ func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error
 		err = s.repo.CancelUncharged(ctx, key, s.Now())
 		switch {
 		case err == nil:
+			if err := s.provider.Void(ctx, key); err != nil {
+				return nil, fmt.Errorf("cancel charge: void key %s at the provider: %w", key, err)
+			}
 			return nil, nil
 		case errors.Is(err, ErrDuplicate) && attempt < conflictRetries:
 			// A charge with the key committed in between: undo it instead.

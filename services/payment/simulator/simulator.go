@@ -44,3 +44,9 @@ func (Provider) Charge(ctx context.Context, c domain.ProviderCharge) (domain.Pro
 		return domain.ProviderResult{}, domain.ErrUnknownPaymentMethod
 	}
 }
+
+// Void has nothing to undo: the simulator moves no money and keeps no
+// record of what it approved.
+func (Provider) Void(ctx context.Context, _ string) error {
+	return ctx.Err()
+}
