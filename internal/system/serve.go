@@ -48,7 +48,7 @@ type ServeConfig struct {
 	Bus events.BusConfig
 	// Saga tunes the order saga; zero means defaults.
 	Saga order.SagaConfig
-	// MetricsAddr, when set, serves /metrics and /healthz over HTTP for a
+	// MetricsAddr, when set, serves /metrics, /healthz and /readyz over HTTP for a
 	// service (the gateway serves /metrics on its own listener).
 	MetricsAddr string
 	// DrainTimeout bounds graceful shutdown.

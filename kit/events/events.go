@@ -47,7 +47,7 @@ const (
 	HeaderMsgID       = jetstream.MsgIDHeader // "Nats-Msg-Id": the event id, for deduplication
 	HeaderEventType   = "Duet-Event-Type"     // protobuf full name of the payload
 	HeaderAggregateID = "Duet-Aggregate-Id"   // id of the entity the event is about
-	HeaderOccurTime   = "Duet-Occur-Time"     // when the change committed, RFC 3339 with nanoseconds
+	HeaderOccurTime   = "Duet-Occur-Time"     // when the event was appended, in its change's transaction; RFC 3339, to the microsecond
 	HeaderTraceParent = "traceparent"         // W3C trace context
 	HeaderTraceState  = "tracestate"          // W3C trace context
 	HeaderRequestID   = "x-request-id"        // kit/requestid of the request that caused the event
