@@ -226,6 +226,32 @@ func TestSubscribeBacklogThenLive(t *testing.T) {
 	})
 }
 
+// TestSubscribeSeesOtherReplicas: a notification another replica's
+// consumer stores (another service over the same database, which wakes
+// only its own subscriptions) reaches a subscription within
+// PollInterval; it waited for a reconnect before.
+func TestSubscribeSeesOtherReplicas(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		db, err := store.Open(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		other := domain.NewService(store.New(db))
+		user := newID()
+		s := subscribe(t, t.Context(), e.client, user, 0)
+		first := record(t, e.svc, user) // this replica's: the stream is live
+		if n := s.next(t); n.GetId() != first.ID {
+			t.Fatalf("got %s, want %s", n.GetId(), first.ID)
+		}
+		theirs := record(t, other, user)
+		if n := s.next(t); n.GetId() != theirs.ID {
+			t.Fatalf("got %s, want the other replica's %s", n.GetId(), theirs.ID)
+		}
+	})
+}
+
 func TestSubscribeReconnectRedeliversUnacked(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, url string) {
 		e := start(t, url)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,6 +21,13 @@ const (
 	MaxMaxInFlight = 100
 )
 
+// PollInterval is how often a subscription with room in its window reads
+// the user's unacknowledged notifications without being woken. A
+// replica's subscriptions are woken only by what that replica stores:
+// another replica's notifications waited for a reconnect, or for the next
+// one stored here, without this.
+const PollInterval = 2 * time.Second
+
 type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]
 
 // Subscribe runs one subscription session.
@@ -27,7 +35,8 @@ type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest,
 // The client's first message must be a Subscription (INVALID_ARGUMENT
 // otherwise, and for a second one later). The server then sends the user's
 // unacknowledged notifications oldest first, and new ones as the consumer
-// stores them, with at most max_in_flight sent and not yet acked: the rest
+// stores them (within PollInterval when another replica's consumer stored
+// them), with at most max_in_flight sent and not yet acked: the rest
 // stay in the database until acks free the window, so a slow client costs
 // the server a bounded amount of memory, never a growing queue. What was
 // sent and not acked is sent again on the next subscription.
@@ -86,6 +95,8 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		dirty    = true  // the database may hold something to send
 		more     = false // the last query filled the window: more may wait behind it
 	)
+	poll := time.NewTicker(PollInterval)
+	defer poll.Stop()
 	for {
 		if dirty && len(inFlight) < window {
 			dirty = false
@@ -114,6 +125,8 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		case <-ctx.Done():
 			return h.streamError(ctx, ctx.Err())
 		case <-wake:
+			dirty = true
+		case <-poll.C:
 			dirty = true
 		case id := <-acks:
 			if _, ok := inFlight[id]; ok {
