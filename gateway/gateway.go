@@ -117,6 +117,14 @@ type Config struct {
 	// returned by Server.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
+	// TrustTraceContext continues the trace a request's traceparent
+	// names, for a gateway behind a proxy of one's own that starts the
+	// traces. Off, the gateway is a public endpoint: a request starts a
+	// trace of its own, linked to the caller's, so a client can neither
+	// choose the trace ids the services log under nor mark its requests
+	// sampled, which a parent-based sampler obeys, to have every span of
+	// every call exported.
+	TrustTraceContext bool
 }
 
 // withDefaults returns cfg with its zero fields set to the defaults.
@@ -226,8 +234,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.entry = http.HandlerFunc(g.serve)
 	if tracing.Exporting() {
+		public := !cfg.TrustTraceContext
 		g.entry = otelhttp.NewHandler(g.entry, "gateway",
-			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return spanName(r.Method) }))
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return spanName(r.Method) }),
+			otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return public }))
 	}
 
 	g.mux = runtime.NewServeMux(

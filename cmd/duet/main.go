@@ -92,6 +92,7 @@ type common struct {
 	eventPrefix  string
 	sagaStep     time.Duration
 	sagaBacklog  int
+	trustTrace   bool
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -102,6 +103,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.eventPrefix, "event-prefix", events.DefaultPrefix, "subject prefix of the events")
 	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
 	fs.IntVar(&c.sagaBacklog, "saga-max-backlog", saga.DefaultMaxBacklog, "order saga: orders in progress past which CreateOrder answers ORDERS_OVERLOADED (UNAVAILABLE, 503); -1 for no bound")
+	fs.BoolVar(&c.trustTrace, "trust-trace-context", false, "gateway: continue the trace a request's traceparent names (behind a proxy of your own); off, each request starts its own trace, linked to the caller's")
 }
 
 // flushTracing sends the spans still buffered, giving up after two
@@ -182,11 +184,12 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		DataDir:  c.dataDir,
 		HTTPAddr: *httpAddr, UserAddr: *userAddr, OrderAddr: *orderAddr, PaymentAddr: *paymentAddr,
 		InventoryAddr: *inventoryAddr, NotificationAddr: *notificationAddr,
-		NATSURL:      *natsURL,
-		Bus:          c.bus(),
-		Saga:         c.saga(),
-		DrainTimeout: c.drainTimeout,
-		Logger:       log,
+		NATSURL:           *natsURL,
+		Bus:               c.bus(),
+		Saga:              c.saga(),
+		TrustTraceContext: c.trustTrace,
+		DrainTimeout:      c.drainTimeout,
+		Logger:            log,
 	})
 	if err != nil {
 		return err
@@ -256,7 +259,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
-		Bus: c.bus(), Saga: c.saga(),
+		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace,
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, Logger: log,
 	})
 }

@@ -48,6 +48,9 @@ type ServeConfig struct {
 	Bus events.BusConfig
 	// Saga tunes the order saga; zero means defaults.
 	Saga order.SagaConfig
+	// TrustTraceContext makes the gateway continue its callers' traces
+	// (gateway.Config.TrustTraceContext).
+	TrustTraceContext bool
 	// MetricsAddr, when set, serves /metrics, /healthz and /readyz over HTTP for a
 	// service (the gateway serves /metrics on its own listener).
 	MetricsAddr string
@@ -184,7 +187,7 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	if err != nil {
 		return err
 	}
-	gcfg := gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log}
+	gcfg := gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log, TrustTraceContext: cfg.TrustTraceContext}
 	if cfg.InventoryTarget != "" {
 		if gcfg.Inventory, err = s.dial(cfg.InventoryTarget); err != nil {
 			return err

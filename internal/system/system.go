@@ -70,6 +70,9 @@ type Config struct {
 	Bus events.BusConfig
 	// Saga tunes the order saga (retry bound, backoff); zero means defaults.
 	Saga order.SagaConfig
+	// TrustTraceContext makes the gateway continue its callers' traces
+	// (gateway.Config.TrustTraceContext).
+	TrustTraceContext bool
 	// DrainTimeout bounds graceful shutdown of each component.
 	DrainTimeout time.Duration
 	// Logger receives every component's logs; nil means slog.Default().
@@ -233,7 +236,8 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	gw, err := gateway.New(ctx, gateway.Config{
 		Users: userConn, Orders: orderConn, Payments: paymentConn,
 		Inventory: inventoryConn, Notifications: notificationConn,
-		Logger: cfg.Logger.With("service", Gateway),
+		Logger:            cfg.Logger.With("service", Gateway),
+		TrustTraceContext: cfg.TrustTraceContext,
 	})
 	if err != nil {
 		return nil, err

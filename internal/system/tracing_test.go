@@ -130,3 +130,48 @@ func TestSagaKeepsTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestRESTTraceContext: a REST request's traceparent starts the gateway's
+// trace only when the gateway trusts it (TrustTraceContext); by default
+// the gateway starts a trace of its own, linked to the caller's, so a
+// public client neither picks the trace ids the services log under nor
+// forces its calls to be sampled.
+func TestRESTTraceContext(t *testing.T) {
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trust=%v", trust), func(t *testing.T) {
+			rec := tracetest.NewSpanRecorder()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+			restore := tracing.Install(tp)
+			t.Cleanup(func() {
+				restore()
+				_ = tp.Shutdown(context.Background())
+			})
+			sys := start(t, system.Config{TrustTraceContext: trust})
+			r := do(t, "GET", "http://"+sys.HTTPAddr+"/v1/users?pageSize=1", "",
+				"traceparent", "00-"+callerTrace+"-00f067aa0ba902b7-01")
+			if r.status != 200 {
+				t.Fatalf("list users: %d %s", r.status, r.raw)
+			}
+			var gw sdktrace.ReadOnlySpan
+			deadline := time.Now().Add(10 * time.Second)
+			for gw == nil {
+				for _, s := range rec.Ended() {
+					if s.Name() == "GET" && s.SpanKind() == trace.SpanKindServer {
+						gw = s
+					}
+				}
+				if gw == nil && time.Now().After(deadline) {
+					t.Fatal("no gateway span ended")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			continued := gw.SpanContext().TraceID().String() == callerTrace
+			linked := len(gw.Links()) == 1 && gw.Links()[0].SpanContext.TraceID().String() == callerTrace
+			if continued != trust || linked == trust {
+				t.Errorf("gateway span in trace %s, links %v: continued the caller's trace %v, linked to it %v; want continued %v",
+					gw.SpanContext().TraceID(), gw.Links(), continued, linked, trust)
+			}
+		})
+	}
+}
