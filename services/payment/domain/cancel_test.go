@@ -212,10 +212,22 @@ func TestServiceCancelChargeVoidsUnrecordedCapture(t *testing.T) {
 // TestServiceChargeCancelledMidway: a cancel committing while the
 // provider takes the charge wins (the payment is not recorded), and what
 // the provider captured is voided before the charge answers
-// ErrChargeCancelled; when that void fails, the charge's repeat voids.
+// ErrChargeCancelled, the void tried again when it fails: the cancel's
+// own void may have come before the capture, and its caller, a saga
+// compensating, does not send the charge again. Failing voidAttempts
+// times, the charge answers ErrNotVoided, and its repeat voids.
 func TestServiceChargeCancelledMidway(t *testing.T) {
-	for _, voidFails := range []bool{false, true} {
-		t.Run(map[bool]string{false: "void answers", true: "void fails once"}[voidFails], func(t *testing.T) {
+	tests := []struct {
+		name      string
+		voidFails int
+		wantErr   error
+	}{
+		{name: "void answers", wantErr: ErrChargeCancelled},
+		{name: "void fails, then answers", voidFails: voidAttempts - 1, wantErr: ErrChargeCancelled},
+		{name: "void keeps failing", voidFails: voidAttempts, wantErr: ErrNotVoided},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			repo := newMemRepo()
 			prov := &countingProvider{next: tokenProvider{}}
 			prov.onCharge = func() {
@@ -223,20 +235,25 @@ func TestServiceChargeCancelledMidway(t *testing.T) {
 				repo.cancelled["k"] = true
 				repo.mu.Unlock()
 			}
-			if voidFails {
-				prov.voidErrs = []error{ErrProviderUnavailable}
+			for range tt.voidFails {
+				prov.voidErrs = append(prov.voidErrs, ErrProviderUnavailable)
 			}
 			svc := NewService(repo, prov)
 			req := ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: "k"}
 			_, err := svc.Charge(t.Context(), req)
-			if voidFails {
-				if !errors.Is(err, ErrProviderUnavailable) || errors.Is(err, ErrChargeCancelled) {
-					t.Fatalf("charge with the void failing = %v, want ErrProviderUnavailable alone", err)
-				}
-				_, err = svc.Charge(t.Context(), req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("charge = %v, want %v", err, tt.wantErr)
 			}
-			if !errors.Is(err, ErrChargeCancelled) {
-				t.Fatalf("charge = %v, want ErrChargeCancelled", err)
+			if errors.Is(err, ErrNotVoided) {
+				if errors.Is(err, ErrChargeCancelled) || errors.Is(err, ErrProviderUnavailable) {
+					t.Errorf("charge = %v: ErrNotVoided alone, which the service logs, wanted", err)
+				}
+				if v := prov.voids(); len(v) != 0 {
+					t.Fatalf("voided %v, with every void failing", v)
+				}
+				if _, err := svc.Charge(t.Context(), req); !errors.Is(err, ErrChargeCancelled) {
+					t.Fatalf("the charge again = %v, want ErrChargeCancelled", err)
+				}
 			}
 			if v := prov.voids(); len(v) != 1 || v[0] != "k" {
 				t.Errorf("voided %v, want [k]", v)

@@ -48,6 +48,11 @@ var (
 	// same charge again (the same key) is safe and records it: the
 	// provider answers a repeated key with its first outcome.
 	ErrNotRecorded = errors.New("the provider answered the charge but the payment could not be recorded")
+	// ErrNotVoided: the provider captured a charge after its key was
+	// cancelled, and voiding it failed, voidAttempts times. The same
+	// charge again voids it; until then the money is captured with no
+	// payment, which an operator may have to void at the provider.
+	ErrNotVoided = errors.New("the provider captured the charge after its key was cancelled, and voiding it failed")
 )
 
 // FieldError is bad input in one request field.

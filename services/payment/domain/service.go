@@ -106,8 +106,10 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 	if err := s.record(ctx, p); err != nil {
 		if errors.Is(err, ErrChargeCancelled) {
 			// A CancelCharge won the race, after the provider took this
-			// charge or before: either way what it captured is undone.
-			return nil, s.voidCancelled(ctx, req.IdempotencyKey)
+			// charge or before: either way what it captured is undone,
+			// here, since the cancel's own void may have come before the
+			// capture and its caller (a saga compensating) is done.
+			return nil, s.voidCaptured(ctx, req.IdempotencyKey)
 		}
 		if !errors.Is(err, ErrDuplicate) {
 			return nil, err
@@ -131,6 +133,40 @@ func (s *Service) voidCancelled(ctx context.Context, key string) error {
 		return fmt.Errorf("void the cancelled key %s at the provider: %w", key, err)
 	}
 	return ErrChargeCancelled
+}
+
+// voidAttempts bounds the voids voidCaptured tries, voidBackoff apart
+// and then twice that each time, within recordTimeout.
+const (
+	voidAttempts = 5
+	voidBackoff  = 50 * time.Millisecond
+)
+
+// voidCaptured voids what the provider captured under a key cancelled
+// meanwhile and returns ErrChargeCancelled. Its caller may be gone, and
+// nobody else knows of the capture, so a void that fails is tried again;
+// after voidAttempts it returns ErrNotVoided, which the service logs for
+// the operators (the same charge again voids it too).
+func (s *Service) voidCaptured(ctx context.Context, key string) error {
+	var err error
+	wait := voidBackoff
+	for attempt := 1; attempt <= voidAttempts; attempt++ {
+		if err = s.provider.Void(ctx, key); err == nil {
+			return ErrChargeCancelled
+		}
+		if attempt == voidAttempts {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (key %s): %v", ErrNotVoided, key, err)
+		case <-t.C:
+		}
+		wait *= 2
+	}
+	return fmt.Errorf("%w (key %s): %v", ErrNotVoided, key, err)
 }
 
 // record stores p, the outcome of a charge the provider has answered,

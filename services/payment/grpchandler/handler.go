@@ -31,6 +31,10 @@ const (
 	// ReasonChargeNotRecorded (UNAVAILABLE): the provider answered, but
 	// the payment could not be recorded; the same charge again records it.
 	ReasonChargeNotRecorded = "CHARGE_NOT_RECORDED"
+	// ReasonChargeNotVoided (UNAVAILABLE): the provider captured the
+	// charge after its key was cancelled, and voiding it failed; the same
+	// charge again voids it.
+	ReasonChargeNotVoided = "CHARGE_NOT_VOIDED"
 )
 
 // ProviderRetryAfter is the RetryInfo delay sent when the provider is down.
@@ -127,6 +131,12 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 		return apierr.New(codes.FailedPrecondition, ReasonIdempotencyReused,
 			"the idempotency key was already used with a different request",
 			apierr.Precondition("IDEMPOTENCY_KEY", key, "already used with a different request; use a new key"))
+	case errors.Is(err, domain.ErrNotVoided):
+		// Money captured with no payment and no caller left to undo it,
+		// perhaps: the operators must know.
+		h.log.ErrorContext(ctx, "payment captured under a cancelled key and not voided: void it at the provider", "idempotency_key", key, "error", err)
+		return apierr.Unavailable(ReasonChargeNotVoided,
+			"the provider captured the charge after its key was cancelled, and voiding it failed; send it again with the same idempotency key to void it", ProviderRetryAfter)
 	case errors.Is(err, domain.ErrChargeCancelled):
 		return apierr.New(codes.FailedPrecondition, ReasonChargeCancelled,
 			"the charge with this idempotency key was cancelled; nothing will be charged with it",

@@ -41,6 +41,15 @@ func TestStatus(t *testing.T) {
 			wantLog:    "payment charge not recorded",
 		},
 		{
+			// The void's last error a deadline: still the operators'
+			// business, not the caller's deadline.
+			name:       "captured after the cancel, not voided",
+			err:        fmt.Errorf("%w (key k1): %v", domain.ErrNotVoided, context.DeadlineExceeded),
+			wantCode:   codes.Unavailable,
+			wantReason: ReasonChargeNotVoided,
+			wantLog:    "not voided",
+		},
+		{
 			name:       "caller's deadline",
 			err:        fmt.Errorf("charging: %w", context.DeadlineExceeded),
 			wantCode:   codes.DeadlineExceeded,
