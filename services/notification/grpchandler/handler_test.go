@@ -22,6 +22,7 @@ import (
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
+	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/notification/domain"
 	"github.com/duetkit/duet/services/notification/grpchandler"
@@ -41,6 +42,7 @@ func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // env is a notification handler served over loopback gRPC.
 type env struct {
+	db      *sqldb.DB
 	svc     *domain.Service
 	handler *grpchandler.Handler
 	client  notificationv1.NotificationServiceClient
@@ -70,7 +72,7 @@ func start(t *testing.T, url string) env {
 			},
 		},
 	}, func(r grpc.ServiceRegistrar) { notificationv1.RegisterNotificationServiceServer(r, h) })
-	return env{svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(srv.Conn), addr: srv.Addr, srv: srv, sent: sent}
+	return env{db: db, svc: svc, handler: h, client: notificationv1.NewNotificationServiceClient(srv.Conn), addr: srv.Addr, srv: srv, sent: sent}
 }
 
 type countingStream struct {
@@ -248,6 +250,31 @@ func TestSubscribeSeesOtherReplicas(t *testing.T) {
 		theirs := record(t, other, user)
 		if n := s.next(t); n.GetId() != theirs.ID {
 			t.Fatalf("got %s, want the other replica's %s", n.GetId(), theirs.ID)
+		}
+	})
+}
+
+// TestSubscribePollOutlivesOutage: a poll's read failing (the database
+// down) leaves the subscription open for the next poll; it ended every
+// subscription within PollInterval of an outage, and their clients all
+// subscribed again at once.
+func TestSubscribePollOutlivesOutage(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		e := start(t, url)
+		user := newID()
+		s := subscribe(t, t.Context(), e.client, user, 0)
+		first := record(t, e.svc, user)
+		if n := s.next(t); n.GetId() != first.ID {
+			t.Fatalf("got %s, want %s", n.GetId(), first.ID)
+		}
+		e.db.Close() // every read fails from now on
+		// Proving a negative takes waiting: two polls' worth.
+		select {
+		case err := <-s.err:
+			t.Fatalf("the subscription ended when a poll failed: %v", err)
+		case n := <-s.got:
+			t.Fatalf("unexpected notification %s", n.GetId())
+		case <-time.After(2*grpchandler.PollInterval + 500*time.Millisecond):
 		}
 	})
 }

@@ -94,6 +94,9 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		inFlight = make(map[string]struct{}, window)
 		dirty    = true  // the database may hold something to send
 		more     = false // the last query filled the window: more may wait behind it
+		// polled: dirty only because PollInterval passed, not because
+		// something was stored or acked here.
+		polled = false
 	)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
@@ -104,9 +107,16 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 			// among them or older ones are, so whatever is not in flight
 			// is next to send.
 			pending, err := h.svc.Unacked(ctx, userID, window)
-			if err != nil {
+			switch {
+			case err != nil && polled:
+				// The database down a moment: the next poll reads
+				// again. Ending every subscription within a poll of an
+				// outage would have their clients all reconnect at once.
+				pending = nil
+			case err != nil:
 				return h.streamError(ctx, err)
 			}
+			polled = false
 			more = len(pending) == window
 			for _, n := range pending {
 				if len(inFlight) == window {
@@ -125,13 +135,17 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		case <-ctx.Done():
 			return h.streamError(ctx, ctx.Err())
 		case <-wake:
-			dirty = true
+			dirty, polled = true, false
 		case <-poll.C:
-			dirty = true
+			if !dirty {
+				dirty, polled = true, true
+			}
 		case id := <-acks:
 			if _, ok := inFlight[id]; ok {
 				delete(inFlight, id)
-				dirty = dirty || more
+				if more {
+					dirty, polled = true, false
+				}
 			}
 		case err := <-received:
 			if err != nil {
