@@ -118,12 +118,13 @@ type Config struct {
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
 	// TrustTraceContext continues the trace a request's traceparent
-	// names, for a gateway behind a proxy of one's own that starts the
-	// traces. Off, the gateway is a public endpoint: a request starts a
-	// trace of its own, linked to the caller's, so a client can neither
-	// choose the trace ids the services log under nor mark its requests
-	// sampled, which a parent-based sampler obeys, to have every span of
-	// every call exported.
+	// names, with its baggage, for a gateway behind a proxy of one's own
+	// that starts the traces. Off, the gateway is a public endpoint: a
+	// request starts a trace of its own, linked to the caller's, and its
+	// baggage is dropped, so a client can neither choose the trace ids the
+	// services log under, nor mark its requests sampled, which a
+	// parent-based sampler obeys, to have every span of every call
+	// exported, nor send key-value pairs along to every service.
 	TrustTraceContext bool
 }
 
@@ -234,10 +235,18 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.entry = http.HandlerFunc(g.serve)
 	if tracing.Exporting() {
-		public := !cfg.TrustTraceContext
-		g.entry = otelhttp.NewHandler(g.entry, "gateway",
+		opts := []otelhttp.Option{
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return spanName(r.Method) }),
-			otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return public }))
+		}
+		if !cfg.TrustTraceContext {
+			opts = append(opts,
+				otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return true }),
+				// The caller's traceparent read only to link to, its
+				// baggage not at all: a public client's key-value pairs
+				// would travel with every call to every service.
+				otelhttp.WithPropagators(propagation.TraceContext{}))
+		}
+		g.entry = otelhttp.NewHandler(g.entry, "gateway", opts...)
 	}
 
 	g.mux = runtime.NewServeMux(

@@ -218,6 +218,7 @@ func (f *fakePayments) Refund(ctx context.Context, req *paymentv1.RefundRequest)
 
 // backendServer is one fake service on a real gRPC server over loopback.
 type backendServer struct {
+	addr   string
 	conn   *grpc.ClientConn
 	health *health.Server
 	srv    *grpc.Server
@@ -252,7 +253,7 @@ func startBackend(t *testing.T, service string, register func(grpc.ServiceRegist
 		srv.Stop()
 		<-served
 	})
-	return &backendServer{conn: conn, health: hs, srv: srv}
+	return &backendServer{addr: lis.Addr().String(), conn: conn, health: hs, srv: srv}
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
