@@ -72,7 +72,7 @@ const ImportIdleTimeout = 30 * time.Second
 // importIdleTimeout is ImportIdleTimeout, a variable for tests.
 var importIdleTimeout = ImportIdleTimeout
 
-// ImportTimeout bounds a whole import, from its first message to its
+// ImportTimeout bounds a whole import, from when it takes its slot to its
 // client closing the stream. The idle bound alone let a client sending a
 // record every 29 s hold a slot, and the records it sent, for weeks (a
 // hundred thousand records at that pace); the largest import streams in

@@ -67,7 +67,13 @@ type InventoryServiceClient interface {
 	// ImportStock takes a stream of stock records and applies them in one
 	// transaction when the client closes the stream. A record that is invalid
 	// is rejected with a reason and counted in the summary; it does not abort
-	// the stream. A client that cancels before closing applies nothing.
+	// the stream. A client that cancels before closing applies nothing. At
+	// most four run at once: another is RESOURCE_EXHAUSTED, reason
+	// IMPORTS_BUSY, with RetryInfo. An import ends DEADLINE_EXCEEDED,
+	// applying nothing, when its client sends nothing for 30 s (reason
+	// IMPORT_IDLE) or has not closed it 10 minutes after it began (reason
+	// IMPORT_TIMEOUT); more than 100,000 records is RESOURCE_EXHAUSTED,
+	// reason IMPORT_TOO_LARGE.
 	ImportStock(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportStockRequest, ImportStockResponse], error)
 }
 
@@ -197,7 +203,13 @@ type InventoryServiceServer interface {
 	// ImportStock takes a stream of stock records and applies them in one
 	// transaction when the client closes the stream. A record that is invalid
 	// is rejected with a reason and counted in the summary; it does not abort
-	// the stream. A client that cancels before closing applies nothing.
+	// the stream. A client that cancels before closing applies nothing. At
+	// most four run at once: another is RESOURCE_EXHAUSTED, reason
+	// IMPORTS_BUSY, with RetryInfo. An import ends DEADLINE_EXCEEDED,
+	// applying nothing, when its client sends nothing for 30 s (reason
+	// IMPORT_IDLE) or has not closed it 10 minutes after it began (reason
+	// IMPORT_TIMEOUT); more than 100,000 records is RESOURCE_EXHAUSTED,
+	// reason IMPORT_TOO_LARGE.
 	ImportStock(grpc.ClientStreamingServer[ImportStockRequest, ImportStockResponse]) error
 	mustEmbedUnimplementedInventoryServiceServer()
 }

@@ -50,15 +50,25 @@ type PaymentServiceClient interface {
 	// Charge captures an amount. It is idempotent on idempotency_key: a repeat
 	// with the same key and the same request returns the first outcome without
 	// charging again; the same key with a different request is rejected
-	// (FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED).
+	// (FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED). A key cancelled by
+	// CancelCharge is refused (FAILED_PRECONDITION, reason CHARGE_CANCELLED)
+	// once the provider has voided it, which may fail for a while
+	// (UNAVAILABLE: PROVIDER_UNAVAILABLE, or CHARGE_NOT_VOIDED when the
+	// provider captured the charge after the cancel); the same request again
+	// voids it. The provider answered but the payment could not be recorded:
+	// UNAVAILABLE, reason CHARGE_NOT_RECORDED; the same request again records
+	// it.
 	Charge(ctx context.Context, in *ChargeRequest, opts ...grpc.CallOption) (*ChargeResponse, error)
 	// GetPayment returns one payment by id (NOT_FOUND, reason PAYMENT_NOT_FOUND).
 	GetPayment(ctx context.Context, in *GetPaymentRequest, opts ...grpc.CallOption) (*GetPaymentResponse, error)
 	// CancelCharge undoes the charge made with idempotency_key, whatever
-	// happened to it: a captured payment is refunded in full; if no charge
-	// was made, none will be — a later Charge with that key is refused
-	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED). Repeats are no-ops.
-	// It is how a saga compensates a charge whose outcome it may not know.
+	// happened to it: a captured payment is refunded in full; if no payment
+	// was recorded, none will be — a later Charge with that key is refused
+	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED) — and the provider voids
+	// the key, undoing a capture that could not be recorded (UNAVAILABLE,
+	// reason PROVIDER_UNAVAILABLE, while it cannot: send it again). Repeats
+	// change nothing more. It is how a saga compensates a charge whose
+	// outcome it may not know.
 	CancelCharge(ctx context.Context, in *CancelChargeRequest, opts ...grpc.CallOption) (*CancelChargeResponse, error)
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
@@ -136,15 +146,25 @@ type PaymentServiceServer interface {
 	// Charge captures an amount. It is idempotent on idempotency_key: a repeat
 	// with the same key and the same request returns the first outcome without
 	// charging again; the same key with a different request is rejected
-	// (FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED).
+	// (FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED). A key cancelled by
+	// CancelCharge is refused (FAILED_PRECONDITION, reason CHARGE_CANCELLED)
+	// once the provider has voided it, which may fail for a while
+	// (UNAVAILABLE: PROVIDER_UNAVAILABLE, or CHARGE_NOT_VOIDED when the
+	// provider captured the charge after the cancel); the same request again
+	// voids it. The provider answered but the payment could not be recorded:
+	// UNAVAILABLE, reason CHARGE_NOT_RECORDED; the same request again records
+	// it.
 	Charge(context.Context, *ChargeRequest) (*ChargeResponse, error)
 	// GetPayment returns one payment by id (NOT_FOUND, reason PAYMENT_NOT_FOUND).
 	GetPayment(context.Context, *GetPaymentRequest) (*GetPaymentResponse, error)
 	// CancelCharge undoes the charge made with idempotency_key, whatever
-	// happened to it: a captured payment is refunded in full; if no charge
-	// was made, none will be — a later Charge with that key is refused
-	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED). Repeats are no-ops.
-	// It is how a saga compensates a charge whose outcome it may not know.
+	// happened to it: a captured payment is refunded in full; if no payment
+	// was recorded, none will be — a later Charge with that key is refused
+	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED) — and the provider voids
+	// the key, undoing a capture that could not be recorded (UNAVAILABLE,
+	// reason PROVIDER_UNAVAILABLE, while it cannot: send it again). Repeats
+	// change nothing more. It is how a saga compensates a charge whose
+	// outcome it may not know.
 	CancelCharge(context.Context, *CancelChargeRequest) (*CancelChargeResponse, error)
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
