@@ -190,6 +190,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	services []string
+	// serving marks the server SERVING on the first Serve only.
+	serving sync.Once
 }
 
 // New builds a Server from cfg.
@@ -362,10 +364,12 @@ func (s *Server) SetServing(serving bool) {
 }
 
 // Serve marks the server SERVING and accepts connections on lis until
-// Shutdown. It returns nil after a Shutdown.
+// Shutdown. It returns nil after a Shutdown. Only the first Serve marks
+// it: one on another listener later leaves the statuses set with Health
+// or SetServing meanwhile as they are.
 func (s *Server) Serve(lis net.Listener) error {
 	s.deadlines.learn(s.grpc)
-	s.SetServing(true)
+	s.serving.Do(func() { s.SetServing(true) })
 	err := s.grpc.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,6 +211,46 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	<-shutdown
 	if failed.Load() != 0 {
 		t.Fatalf("%d of %d in-flight calls lost during drain", failed.Load(), inFlight)
+	}
+}
+
+// TestServeOnAnotherListenerKeepsHealth: a status set after the first
+// Serve (a service reporting its database lost, say) stays as set when
+// the server serves one more listener; every Serve marked everything
+// SERVING again.
+func TestServeOnAnotherListenerKeepsHealth(t *testing.T) {
+	srv := servertest.NewServer(t, server.Config{}, (&users{}).register)
+	name := userv1.UserService_ServiceDesc.ServiceName
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// Answered: the first Serve has marked everything SERVING.
+	if _, err := healthpb.NewHealthClient(srv.Conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Health().SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Answered over the second listener: its Serve has run.
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: name}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("%s after a second Serve = %v, want NOT_SERVING as set", name, resp.GetStatus())
+	}
+	conn.Close()
+	srv.Close()
+	if err := <-served; err != nil {
+		t.Errorf("second Serve = %v", err)
 	}
 }
 
