@@ -59,13 +59,16 @@ const (
 	DefaultPrefix = "duet"
 	// DuplicateWindow is the default of BusConfig.Duplicates: how long
 	// JetStream remembers event ids to drop re-publishes. It covers a
-	// relay's own retries (a publish whose acknowledgement was lost is sent
-	// again within PublishTimeout plus MaxBackoff, 15 s with the defaults)
-	// and relays sharing an outbox, which race within milliseconds. A
-	// re-publish after longer (a process that crashed between publishing
-	// and marking and took more than half a minute to come back) reaches
-	// the consumers, whose inbox (Once) drops it: the window saves work,
-	// it does not make delivery exactly-once.
+	// relay's own retries while NATS and the database answer (a publish
+	// whose acknowledgement timed out is sent again within PublishTimeout
+	// plus MaxBackoff, 15 s with the defaults) and relays sharing an
+	// outbox, which mostly race within milliseconds. A re-publish after
+	// longer (a process that crashed between publishing and marking and
+	// took more than half a minute to come back; a connection lost with
+	// the acknowledgement, or a database down when the row was to be
+	// marked, for longer than that) reaches the consumers, whose inbox
+	// (Once) drops it: the window saves work, it does not make delivery
+	// exactly-once.
 	//
 	// Why not nats-server's two minutes: the server keeps every id of the
 	// window in memory, in a map the collector scans, and lets go of
