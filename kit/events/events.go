@@ -110,6 +110,9 @@ type Bus struct {
 	JS jetstream.JetStream
 	// Stream is the stream's name; Prefix its subject prefix.
 	Stream, Prefix string
+	// streamConfig is the stream as OpenBus created it, for a relay to
+	// create it again should it be gone; nil on a Bus made otherwise.
+	streamConfig *jetstream.StreamConfig
 }
 
 // OpenBus creates the stream, or updates it to the current configuration,
@@ -174,7 +177,7 @@ func OpenBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("events: create stream %s: %w", cfg.Stream, err)
 	}
-	return &Bus{Conn: nc, JS: js, Stream: cfg.Stream, Prefix: cfg.Prefix}, nil
+	return &Bus{Conn: nc, JS: js, Stream: cfg.Stream, Prefix: cfg.Prefix, streamConfig: &scfg}, nil
 }
 
 // openBusAttempts bounds OpenBus's tries after server-side failures.

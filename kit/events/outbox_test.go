@@ -405,6 +405,35 @@ func TestRelayPurgesPublishedRows(t *testing.T) {
 	})
 }
 
+// TestRelayRestoresAMissingStream: when no stream answers a publish (an
+// external NATS restarted without its store, the stream deleted), the
+// relay creates the stream again and goes on publishing; every publish
+// failed until the process restarted, while the outbox grew.
+func TestRelayRestoresAMissingStream(t *testing.T) {
+	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
+		ctx := t.Context()
+		relay := events.NewRelay(db, bus, events.RelayConfig{
+			Logger: quiet, PollInterval: 20 * time.Millisecond, PublishTimeout: 2 * time.Second,
+		})
+		run(t, relay.Run)
+		appendEvent(t, ctx, db, "restore.before", "before")
+		waitFor(t, "the first event published", 10*time.Second, func() bool { return pendingRows(t, db) == 0 })
+		if err := bus.JS.DeleteStream(ctx, bus.Stream); err != nil {
+			t.Fatal(err)
+		}
+		appendEvent(t, ctx, db, "restore.after", "after")
+		waitFor(t, "the event after the stream's loss published", 20*time.Second, func() bool { return pendingRows(t, db) == 0 })
+		stream, err := bus.JS.Stream(ctx, bus.Stream)
+		if err != nil {
+			t.Fatalf("the stream after the relay published again: %v", err)
+		}
+		info, err := stream.Info(ctx)
+		if err != nil || info.State.Msgs != 1 {
+			t.Fatalf("stream info = %+v, %v; want the one event published since", info, err)
+		}
+	})
+}
+
 // TestRelayStopMarksWhatItPublished: a relay stopped in the middle of a
 // batch still marks the rows JetStream stored before the stop. Left
 // pending, they would be published again at the next start, as duplicates

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/duetkit/duet/kit/sqldb"
 )
@@ -359,7 +360,28 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	_, err := r.bus.JS.PublishMsg(pctx, msg)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		r.restoreStream(ctx)
+	}
 	return err
+}
+
+// restoreStream creates the stream again, as OpenBus did, when no stream
+// answered a publish: an external NATS restarted without its store, or
+// the stream deleted. Every publish failed until the process restarted,
+// while the outbox grew. The failed publish is retried after the
+// relay's backoff, as any other.
+func (r *Relay) restoreStream(ctx context.Context) {
+	if r.bus.streamConfig == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := r.bus.JS.CreateOrUpdateStream(sctx, *r.bus.streamConfig); err != nil {
+		r.log.WarnContext(ctx, "events: no stream answered, and creating it again failed", "stream", r.bus.Stream, "err", err)
+		return
+	}
+	r.log.WarnContext(ctx, "events: no stream answered a publish; created it again", "stream", r.bus.Stream)
 }
 
 // purge deletes up to PurgeChunk rows published longer than Retention
