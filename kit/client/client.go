@@ -8,8 +8,13 @@
 // .proto gets the retry policy; every other method is tried once. Only
 // failures where the call did not run are retried: an UNAVAILABLE that a
 // kit/server application returned on purpose (with an ErrorInfo, usually
-// RetryInfo too) tells the transport not to retry, so retries never
-// multiply across hops; the caller reads RetryInfo and decides.
+// RetryInfo too) tells the transport not to retry, so such answers are
+// not retried again at every hop; the caller reads RetryInfo and decides.
+// A bare UNAVAILABLE a handler returns (a peer's error passed through as
+// it came) is retried as a blip would be: a handler that calls peers
+// should answer with an error of its own (apierr), as Duet's services do,
+// or a failing peer at the end of a chain gets the retries of every hop
+// multiplied.
 package client
 
 import (
@@ -89,7 +94,12 @@ type Config struct {
 	// DisableRetries turns retries off altogether.
 	DisableRetries bool
 	// Keepalive sets client pings; zero means every 30s, 10s timeout,
-	// even without active calls.
+	// even without active calls, which kit/server allows. A server with
+	// grpc-go's default enforcement (pings no more often than every 5
+	// minutes, none without a call open) closes such a connection with
+	// GOAWAY too_many_pings after three pings without data between them,
+	// an idle one or one carrying only a quiet stream: to call one, set
+	// Time to 5 minutes or more and PermitWithoutStream false.
 	Keepalive keepalive.ClientParameters
 	// DisableTracing turns off the OpenTelemetry stats handler.
 	DisableTracing bool
@@ -174,8 +184,12 @@ type retryThrottling struct {
 // (gRFC A6's own example). Without it a peer that fails every call gets
 // every call MaxAttempts times, which at each hop of a call chain
 // multiplies the load on it just when it can least take it; with it, once
-// about five attempts in a row have failed, calls are tried once until
-// successes earn the tokens back.
+// failed attempts have spent half the connection's ten tokens (five of
+// them, over all its methods, whether in a row or among successes: each
+// success earns back a tenth of one, and only an OK counts as one), calls
+// are tried once until successes earn the tokens back, some fifty of
+// them. A restart under concurrent load so gets a few of its calls
+// retried, not all.
 var throttling = &retryThrottling{MaxTokens: 10, TokenRatio: 0.1}
 
 type methodName struct {
