@@ -186,10 +186,10 @@ type retryThrottling struct {
 // multiplies the load on it just when it can least take it; with it, once
 // failed attempts have spent half the connection's ten tokens (five of
 // them, over all its methods, whether in a row or among successes: each
-// success earns back a tenth of one, and only an OK counts as one), calls
-// are tried once until successes earn the tokens back, some fifty of
-// them. A restart under concurrent load so gets a few of its calls
-// retried, not all.
+// OK earns back a tenth of one), calls are tried once until successes
+// earn the tokens back; failures go on spending them, down to none, and
+// then it takes some fifty OKs. A restart under concurrent load so gets
+// a few of its calls retried, not all.
 var throttling = &retryThrottling{MaxTokens: 10, TokenRatio: 0.1}
 
 type methodName struct {
