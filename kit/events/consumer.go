@@ -275,6 +275,8 @@ type consumer struct {
 	// only, when set, lists the filters an event's subject must match to
 	// be handled: the consumer's server filters with a wider one.
 	only []string
+	// cons is the durable the current run pulls from.
+	cons jetstream.Consumer
 }
 
 // unwanted acks and reports true for an event that none of c.only matches.
@@ -296,9 +298,19 @@ func (c *consumer) unwanted(msg jetstream.Msg) bool {
 // pulledFor is how long the iterator ran, zero when run failed before it.
 func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) (pulledFor time.Duration, err error) {
 	cons, err := c.bus.JS.CreateOrUpdateConsumer(ctx, c.bus.Stream, jcfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && c.bus.streamConfig != nil {
+		// The server lost the stream (restarted without its store, say):
+		// create it as OpenBus did, rather than wait for a relay's
+		// publish to, and try again.
+		if _, serr := c.bus.JS.CreateOrUpdateStream(ctx, *c.bus.streamConfig); serr == nil {
+			c.log.WarnContext(ctx, "events: the stream was gone; created it again", "stream", c.bus.Stream)
+			cons, err = c.bus.JS.CreateOrUpdateConsumer(ctx, c.bus.Stream, jcfg)
+		}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("create consumer: %w", err)
 	}
+	c.cons = cons
 	// A small buffer: each buffered event's AckWait is already running, so
 	// a slow handler must not fall behind a large one.
 	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer), jetstream.PullExpiry(pullExpiry),
@@ -377,6 +389,19 @@ func endsIterator(err error) bool {
 func (c *consumer) pullFailed(ctx context.Context, err error) error {
 	if endsIterator(err) {
 		return err
+	}
+	if errors.Is(err, jetstream.ErrNoHeartbeat) && c.cons != nil {
+		// The server may have lost the durable while this client was
+		// away (restarted without its store, the consumer deleted): the
+		// iterator never says so, its pulls going unanswered, and the
+		// consumer stopped for good without a word. Asked, the server
+		// says.
+		ictx, cancel := context.WithTimeout(ctx, pullExpiry)
+		_, ierr := c.cons.Info(ictx)
+		cancel()
+		if errors.Is(ierr, jetstream.ErrConsumerNotFound) || errors.Is(ierr, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("pull: heartbeats missed and the consumer is gone: %w", ierr)
+		}
 	}
 	c.log.DebugContext(ctx, "events: pull", "err", err)
 	return nil

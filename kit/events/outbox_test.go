@@ -150,6 +150,62 @@ func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
 	}
 }
 
+// TestConsumerAndRelayOutliveAnEmptiedServer: NATS restarted without its
+// store (a container without a volume) has neither the stream nor the
+// durable consumer. The relay creates the stream again when no stream
+// answers its publish, and the consumer the stream and its durable when
+// its pulls' heartbeats stop, so the events after the restart reach the
+// consumer without a restart of the process: it stopped for good, without
+// a word, before.
+func TestConsumerAndRelayOutliveAnEmptiedServer(t *testing.T) {
+	ctx := t.Context()
+	db := openDB(t, sqldbtest.URLs(t)["sqlite"])
+	srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	addr := srv.ClientURL()
+	u, err := url.Parse(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := events.Connect(addr, t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	bus, err := events.OpenBus(ctx, nc, events.BusConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector()
+	consume(t, bus, "emptied", []string{">"}, c, nil)
+	relay := startRelay(t, db, bus)
+	appendEvent(t, ctx, db, "order.confirmed", "before")
+	relay.Notify()
+	waitFor(t, "event before the restart", 10*time.Second, func() bool { return c.count("before") == 1 })
+
+	srv.Shutdown()
+	waitFor(t, "disconnect", 10*time.Second, func() bool { return !nc.IsConnected() })
+	srv, err = events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: u.Host}) // an empty store
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reconnect", 10*time.Second, nc.IsConnected)
+	// Nothing to publish yet: the consumer, finding its durable gone,
+	// creates the stream itself.
+	waitFor(t, "the consumer to create the stream again", 30*time.Second, func() bool {
+		_, err := bus.JS.Stream(ctx, bus.Stream)
+		return err == nil
+	})
+	appendEvent(t, ctx, db, "order.confirmed", "after")
+	relay.Notify()
+	if !eventually(45*time.Second, func() bool { return c.count("after") == 1 }) {
+		t.Fatalf("the event after the restart did not reach the consumer; %s", outageState(t, bus, db, "emptied", c))
+	}
+}
+
 // outageState describes, for a failure message, how far the events got:
 // the outbox rows not yet marked published, the stream, the durable
 // consumer's progress and pending pull requests, the connection, and what
