@@ -97,9 +97,9 @@ type Config struct {
 	// even without active calls, which kit/server allows. A server with
 	// grpc-go's default enforcement (pings no more often than every 5
 	// minutes, none without a call open) closes such a connection with
-	// GOAWAY too_many_pings after three pings without data between them,
-	// an idle one or one carrying only a quiet stream: to call one, set
-	// Time to 5 minutes or more and PermitWithoutStream false.
+	// GOAWAY too_many_pings at the fourth ping without data between them,
+	// some two minutes into an idle one or a quiet stream: to call one,
+	// set Time to 5 minutes or more and PermitWithoutStream false.
 	Keepalive keepalive.ClientParameters
 	// DisableTracing turns off the OpenTelemetry stats handler.
 	DisableTracing bool
@@ -184,12 +184,13 @@ type retryThrottling struct {
 // (gRFC A6's own example). Without it a peer that fails every call gets
 // every call MaxAttempts times, which at each hop of a call chain
 // multiplies the load on it just when it can least take it; with it, once
-// failed attempts have spent half the connection's ten tokens (five of
-// them, over all its methods, whether in a row or among successes: each
-// OK earns back a tenth of one), calls are tried once until successes
-// earn the tokens back; failures go on spending them, down to none, and
-// then it takes some fifty OKs. A restart under concurrent load so gets
-// a few of its calls retried, not all.
+// failed attempts have spent half the connection's ten tokens (five
+// UNAVAILABLE answers to calls of retried methods, whether in a row or
+// among successes; each OK, of any method, earns back a tenth of one),
+// calls are tried once until successes earn the tokens back; failures go
+// on spending them, down to none, and then it takes some sixty OKs. A
+// restart under concurrent load so gets a few of its calls retried, not
+// all.
 var throttling = &retryThrottling{MaxTokens: 10, TokenRatio: 0.1}
 
 type methodName struct {

@@ -298,11 +298,14 @@ func (c *consumer) unwanted(msg jetstream.Msg) bool {
 // pulledFor is how long the iterator ran, zero when run failed before it.
 func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) (pulledFor time.Duration, err error) {
 	cons, err := c.bus.JS.CreateOrUpdateConsumer(ctx, c.bus.Stream, jcfg)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && c.bus.streamConfig != nil {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		// The server lost the stream (restarted without its store, say):
 		// create it as OpenBus did, rather than wait for a relay's
 		// publish to, and try again.
-		if _, serr := c.bus.JS.CreateOrUpdateStream(ctx, *c.bus.streamConfig); serr == nil {
+		switch created, serr := c.bus.restoreStream(ctx); {
+		case serr != nil:
+			c.log.WarnContext(ctx, "events: the stream is gone, and creating it again failed", "stream", c.bus.Stream, "err", serr)
+		case created:
 			c.log.WarnContext(ctx, "events: the stream was gone; created it again", "stream", c.bus.Stream)
 			cons, err = c.bus.JS.CreateOrUpdateConsumer(ctx, c.bus.Stream, jcfg)
 		}

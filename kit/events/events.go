@@ -180,6 +180,26 @@ func OpenBus(ctx context.Context, nc *nats.Conn, cfg BusConfig) (*Bus, error) {
 	return &Bus{Conn: nc, JS: js, Stream: cfg.Stream, Prefix: cfg.Prefix, streamConfig: &scfg}, nil
 }
 
+// restoreStream creates the stream as OpenBus did when the server has
+// none, and reports whether it did. A stream the server has is left as
+// it is: no stream answering a publish also happens while a cluster
+// elects the stream's leader, and updating it then to OpenBus's
+// configuration would undo an operator's changes (its replicas, say). A
+// Bus not made by OpenBus restores nothing.
+func (b *Bus) restoreStream(ctx context.Context) (created bool, err error) {
+	if b.streamConfig == nil {
+		return false, nil
+	}
+	if _, err := b.JS.Stream(ctx, b.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, err // there, or the server cannot say
+	}
+	_, err = b.JS.CreateStream(ctx, *b.streamConfig)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return false, nil // another process got there first
+	}
+	return err == nil, err
+}
+
 // openBusAttempts bounds OpenBus's tries after server-side failures.
 const openBusAttempts = 4
 

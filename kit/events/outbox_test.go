@@ -150,21 +150,24 @@ func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
 	}
 }
 
-// TestConsumerAndRelayOutliveAnEmptiedServer: NATS restarted without its
-// store (a container without a volume) has neither the stream nor the
-// durable consumer. The relay creates the stream again when no stream
-// answers its publish, and the consumer the stream and its durable when
-// its pulls' heartbeats stop, so the events after the restart reach the
-// consumer without a restart of the process: it stopped for good, without
-// a word, before.
-func TestConsumerAndRelayOutliveAnEmptiedServer(t *testing.T) {
+// TestConsumerOutlivesAnEmptiedServer: NATS restarted without its store
+// (a container without a volume) has neither the stream nor the durable
+// consumer. The consumer creates both again when its pulls' heartbeats
+// stop, so the events after the restart reach it without a restart of
+// the process: it stopped for good, without a word, before. (The relay's
+// own restoring of the stream is TestRelayRestoresAMissingStream's.)
+func TestConsumerOutlivesAnEmptiedServer(t *testing.T) {
 	ctx := t.Context()
 	db := openDB(t, sqldbtest.URLs(t)["sqlite"])
 	srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Shutdown() })
+	t.Cleanup(func() {
+		if srv != nil { // nil when the restart failed
+			srv.Shutdown()
+		}
+	})
 	addr := srv.ClientURL()
 	u, err := url.Parse(addr)
 	if err != nil {

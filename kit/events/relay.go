@@ -367,21 +367,20 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 }
 
 // restoreStream creates the stream again, as OpenBus did, when no stream
-// answered a publish: an external NATS restarted without its store, or
-// the stream deleted. Every publish failed until the process restarted,
-// while the outbox grew. The failed publish is retried after the
-// relay's backoff, as any other.
+// answered a publish and the server says it has none: an external NATS
+// restarted without its store, or the stream deleted. Every publish
+// failed until the process restarted, while the outbox grew. The failed
+// publish is retried after the relay's backoff, as any other.
 func (r *Relay) restoreStream(ctx context.Context) {
-	if r.bus.streamConfig == nil {
-		return
-	}
 	sctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := r.bus.JS.CreateOrUpdateStream(sctx, *r.bus.streamConfig); err != nil {
-		r.log.WarnContext(ctx, "events: no stream answered, and creating it again failed", "stream", r.bus.Stream, "err", err)
-		return
+	created, err := r.bus.restoreStream(sctx)
+	switch {
+	case err != nil:
+		r.log.WarnContext(ctx, "events: no stream answered a publish, and creating it again failed", "stream", r.bus.Stream, "err", err)
+	case created:
+		r.log.WarnContext(ctx, "events: the stream was gone; created it again", "stream", r.bus.Stream)
 	}
-	r.log.WarnContext(ctx, "events: no stream answered a publish; created it again", "stream", r.bus.Stream)
 }
 
 // purge deletes up to PurgeChunk rows published longer than Retention
