@@ -72,6 +72,9 @@ func Append(ctx context.Context, tx *sql.Tx, dialect sqldb.Dialect, ev Event) (s
 	if err != nil {
 		return "", fmt.Errorf("events: marshal %s: %w", ev.Subject, err)
 	}
+	if len(payload) > MaxPayload {
+		return "", fmt.Errorf("events: %s is %d bytes, over MaxPayload (%d)", ev.Subject, len(payload), MaxPayload)
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return "", fmt.Errorf("events: event id: %w", err)
@@ -95,6 +98,15 @@ func Append(ctx context.Context, tx *sql.Tx, dialect sqldb.Dialect, ev Event) (s
 	}
 	return id.String(), nil
 }
+
+// MaxPayload bounds an event's encoded message, in bytes: nats-server's
+// default max_payload (1 MiB, headers included) less room for the headers.
+// A larger event would be refused by the server at every publish, and the
+// relay, which publishes in order and never skips one, would hold every
+// later event behind it; Append refuses it instead, in the transaction of
+// the change it reports. A server configured with a smaller max_payload
+// needs events smaller than that.
+const MaxPayload = 1<<20 - 8<<10
 
 // Once records in tx, the caller's transaction, that consumer has processed
 // the event eventID, and reports whether this is the first time. When it is

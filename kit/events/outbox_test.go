@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -584,5 +585,44 @@ func awaitStop(t *testing.T, done <-chan error, stuck string) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal(stuck)
+	}
+}
+
+// TestAppendRefusesOversizedEvents: an event over MaxPayload is refused
+// by Append, in the change's transaction. Stored, it would have been
+// refused by NATS at every publish, holding every later event behind it in
+// the outbox, which is published in order.
+func TestAppendRefusesOversizedEvents(t *testing.T) {
+	db := openDB(t, sqldbtest.URLs(t)["sqlite"])
+	ctx := t.Context()
+	tests := []struct {
+		name    string
+		size    int // of the string value; its encoding adds a few bytes
+		wantErr bool
+	}{
+		{"at the bound", events.MaxPayload - 4, false},
+		{"over it", events.MaxPayload, true},
+		{"NATS's whole max_payload", 1 << 20, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := pendingRows(t, db)
+			err := db.InTx(ctx, func(tx *sql.Tx) error {
+				_, err := events.Append(ctx, tx, db.Dialect, events.Event{
+					Subject: "big.event", AggregateID: "agg", Message: wrapperspb.String(strings.Repeat("x", tt.size)),
+				})
+				return err
+			})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Append of %d bytes: %v, want an error %v", tt.size, err, tt.wantErr)
+			}
+			want := before
+			if !tt.wantErr {
+				want++
+			}
+			if got := pendingRows(t, db); got != want {
+				t.Errorf("%d rows pending, want %d", got, want)
+			}
+		})
 	}
 }
