@@ -18,6 +18,7 @@ import (
 	"github.com/duetkit/duet/internal/tcpproxy"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 )
@@ -625,4 +626,61 @@ func TestAppendRefusesOversizedEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRelayMetrics: a relay counts what it publishes and the batches that
+// fail, and reports how long the oldest unpublished event has waited, so
+// an outbox filling while NATS is away shows before anyone looks.
+func TestRelayMetrics(t *testing.T) {
+	ctx := t.Context()
+	db := openDB(t, sqldbtest.URLs(t)["sqlite"])
+	o := embeddedOutage(t)
+	m := metrics.New()
+	relay := events.NewRelay(db, o.bus, events.RelayConfig{
+		Logger: quiet, Metrics: m, Name: "shop", PollInterval: 20 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond, PublishTimeout: 2 * time.Second,
+	})
+	// A second relay on the registry shares the collectors.
+	events.NewRelay(db, o.bus, events.RelayConfig{Logger: quiet, Metrics: m, Name: "other"})
+	run(t, relay.Run)
+	value := func(name string) float64 {
+		t.Helper()
+		families, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+			for _, s := range f.GetMetric() {
+				if s.GetLabel()[0].GetValue() == "shop" {
+					return s.GetCounter().GetValue() + s.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatalf("no %s{outbox=\"shop\"}", name)
+		return 0
+	}
+	appendEvent(t, ctx, db, "order.confirmed", "a")
+	appendEvent(t, ctx, db, "order.confirmed", "b")
+	relay.Notify()
+	waitFor(t, "two published, none waiting", 10*time.Second, func() bool {
+		return value(events.RelayPublishedMetric) == 2 && value(events.OutboxOldestMetric) == 0
+	})
+	if n := value(events.RelayFailuresMetric); n != 0 {
+		t.Errorf("%v failures with NATS up", n)
+	}
+
+	o.down(t)
+	waitFor(t, "disconnect", 10*time.Second, func() bool { return !o.bus.Conn.IsConnected() })
+	appendEvent(t, ctx, db, "order.confirmed", "c")
+	relay.Notify()
+	waitFor(t, "failures counted, the event waiting", 10*time.Second, func() bool {
+		return value(events.RelayFailuresMetric) >= 1 && value(events.OutboxOldestMetric) > 0
+	})
+	o.up(t)
+	waitFor(t, "the waiting event published", 30*time.Second, func() bool {
+		return value(events.RelayPublishedMetric) == 3 && value(events.OutboxOldestMetric) == 0
+	})
 }

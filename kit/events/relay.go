@@ -14,7 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/sqldb"
 )
 
@@ -22,6 +24,13 @@ import (
 type RelayConfig struct {
 	// Logger receives publish failures; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics receives the relay's collectors (RelayPublishedMetric,
+	// RelayFailuresMetric, OutboxOldestMetric); nil means
+	// metrics.Default().
+	Metrics *metrics.Metrics
+	// Name is the outbox's label in the metrics, the service's name say;
+	// default "outbox".
+	Name string
 	// BatchSize is how many pending rows one query reads; default 100.
 	BatchSize int
 	// PollInterval is how often the relay looks for rows when nobody calls
@@ -50,6 +59,66 @@ type RelayConfig struct {
 	Linger time.Duration
 }
 
+// The names of a relay's metrics, each labelled "outbox" (RelayConfig.Name).
+const (
+	// RelayPublishedMetric counts the events relays have published.
+	RelayPublishedMetric = "duet_events_relay_published_total"
+	// RelayFailuresMetric counts the batches whose publishing or marking
+	// failed (NATS or the database down), each retried after a backoff.
+	RelayFailuresMetric = "duet_events_relay_failures_total"
+	// OutboxOldestMetric is how long ago the oldest unpublished event of
+	// the outbox was appended, as of the relay's last read: 0 when none
+	// is waiting. An outbox whose events wait (NATS down, a stream gone)
+	// grows while the service stays healthy; this is what to alert on.
+	OutboxOldestMetric = "duet_events_outbox_oldest_pending_seconds"
+)
+
+// relayCollectors are the relays' metrics on one registry, registered
+// by the first relay and shared by the others.
+type relayCollectors struct {
+	published, failures *prometheus.CounterVec
+	oldest              *prometheus.GaugeVec
+}
+
+// newRelayCollectors registers the relays' metrics on reg, or finds them
+// registered already. A collector that cannot be registered (a name
+// taken by another kind of metric) is returned unregistered, with the
+// error: the relay works, unmeasured.
+func newRelayCollectors(reg prometheus.Registerer) (relayCollectors, error) {
+	labels := []string{"outbox"}
+	var errs []error
+	c := relayCollectors{
+		published: registerOnce(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: RelayPublishedMetric, Help: "Events the outbox relay published to JetStream.",
+		}, labels), &errs),
+		failures: registerOnce(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: RelayFailuresMetric, Help: "Relay batches that failed to publish or be marked published; each is retried.",
+		}, labels), &errs),
+		oldest: registerOnce(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: OutboxOldestMetric, Help: "Age of the oldest unpublished outbox event at the relay's last read; 0 when none waits.",
+		}, labels), &errs),
+	}
+	return c, errors.Join(errs...)
+}
+
+// registerOnce registers c on reg, or returns the collector of the same
+// description registered already (by another relay of the process). On
+// any other failure it returns c and adds the error to errs.
+func registerOnce[C prometheus.Collector](reg prometheus.Registerer, c C, errs *[]error) C {
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	*errs = append(*errs, err)
+	return c
+}
+
 // Relay defaults.
 const (
 	DefaultBatchSize      = 100
@@ -69,11 +138,15 @@ const (
 
 // Relay publishes committed outbox rows to a Bus.
 type Relay struct {
-	db     *sqldb.DB
-	bus    *Bus
-	cfg    RelayConfig
-	log    *slog.Logger
-	notify chan struct{}
+	db  *sqldb.DB
+	bus *Bus
+	cfg RelayConfig
+	log *slog.Logger
+	// published, failures and oldest are this relay's series of the
+	// metrics named by RelayPublishedMetric and the others.
+	published, failures prometheus.Counter
+	oldest              prometheus.Gauge
+	notify              chan struct{}
 	// markSQL is mark's UPDATE, in db's dialect.
 	markSQL string
 	// nextPurge is when Run next deletes old published rows.
@@ -120,7 +193,23 @@ func NewRelay(db *sqldb.DB, bus *Bus, cfg RelayConfig) *Relay {
 		ORDER BY published_time LIMIT ` + strconv.Itoa(PurgeChunk) + `)`)
 	markSQL := db.Rebind(`UPDATE events_outbox SET published_time = ?
 		WHERE published_time IS NULL AND seq IN (?` + strings.Repeat(", ?", markChunk-1) + `)`)
-	return &Relay{db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1), markSQL: markSQL, purgeSQL: purgeSQL}
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.Default()
+	}
+	if cfg.Name == "" {
+		cfg.Name = "outbox"
+	}
+	col, err := newRelayCollectors(m.Registry)
+	if err != nil {
+		cfg.Logger.Warn("events: relay metrics not registered", "err", err)
+	}
+	return &Relay{
+		db: db, bus: bus, cfg: cfg, log: cfg.Logger, notify: make(chan struct{}, 1), markSQL: markSQL, purgeSQL: purgeSQL,
+		published: col.published.WithLabelValues(cfg.Name),
+		failures:  col.failures.WithLabelValues(cfg.Name),
+		oldest:    col.oldest.WithLabelValues(cfg.Name),
+	}
 }
 
 // Notify wakes the relay to publish now. It never blocks; call it after
@@ -234,8 +323,19 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 	r.lastLoad = time.Now()
 	rows, err := r.load(ctx)
 	if err != nil {
+		r.failures.Inc()
 		return false, err
 	}
+	if len(rows) > 0 {
+		r.oldest.Set(max(0, time.Since(time.UnixMicro(rows[0].occur)).Seconds()))
+	} else {
+		r.oldest.Set(0)
+	}
+	defer func() {
+		if err != nil {
+			r.failures.Inc()
+		}
+	}()
 	published := 0
 	for _, row := range rows {
 		if err = ctx.Err(); err != nil {
@@ -254,7 +354,11 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 	// deduplication window has passed.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
 	defer cancel()
-	if merr := r.mark(mctx, rows[:published]); merr != nil {
+	merr := r.mark(mctx, rows[:published])
+	if merr == nil {
+		r.published.Add(float64(published))
+	}
+	if merr != nil {
 		// Published but not marked: the next attempt publishes them
 		// again, and JetStream drops the duplicates.
 		if ctx.Err() != nil {

@@ -233,7 +233,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if cfg.Bus != nil {
-		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger})
+		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger, Name: "order"})
 		st.OnAppend(relay.Notify)
 		s.wg.Go(func() {
 			if err := relay.Run(bg); err != nil {

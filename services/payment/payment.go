@@ -80,7 +80,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s := &Service{store: st, handler: grpchandler.New(domain.NewService(st, provider), log)}
 	if cfg.Bus != nil {
-		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger})
+		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger, Name: "payment"})
 		st.OnAppend(relay.Notify)
 		s.stopRelay = relay.Start(ctx)
 	}

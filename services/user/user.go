@@ -67,7 +67,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	st := store.New(db)
 	s := &Service{db: db, handler: grpchandler.New(domain.NewService(st), logger)}
 	if cfg.Bus != nil {
-		relay := events.NewRelay(db, cfg.Bus, events.RelayConfig{Logger: logger})
+		relay := events.NewRelay(db, cfg.Bus, events.RelayConfig{Logger: logger, Name: "user"})
 		st.OnAppend(relay.Notify)
 		s.stopRelay = relay.Start(ctx)
 	}
