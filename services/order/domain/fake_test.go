@@ -32,7 +32,7 @@ func (r *memRepo) Create(_ context.Context, o *Order) error {
 		r.orders[w.ID] = w.Clone()
 	}
 	for _, q := range r.orders {
-		if q.IdempotencyKey == o.IdempotencyKey {
+		if q.UserID == o.UserID && q.IdempotencyKey == o.IdempotencyKey {
 			return ErrDuplicate
 		}
 	}
@@ -50,11 +50,11 @@ func (r *memRepo) ByID(_ context.Context, id string) (*Order, error) {
 	return o.Clone(), nil
 }
 
-func (r *memRepo) ByIdempotencyKey(_ context.Context, key string) (*Order, error) {
+func (r *memRepo) ByIdempotencyKey(_ context.Context, userID, key string) (*Order, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, o := range r.orders {
-		if o.IdempotencyKey == key {
+		if o.UserID == userID && o.IdempotencyKey == key {
 			return o.Clone(), nil
 		}
 	}

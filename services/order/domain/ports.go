@@ -87,12 +87,14 @@ type Position struct {
 // Repository stores orders durably.
 type Repository interface {
 	// Create stores a new order with its items, atomically. It returns
-	// ErrDuplicate when an order with the same idempotency key exists.
+	// ErrDuplicate when an order of the same user with the same
+	// idempotency key exists.
 	Create(ctx context.Context, o *Order) error
 	// ByID returns the order with the given id, or ErrNotFound.
 	ByID(ctx context.Context, id string) (*Order, error)
-	// ByIdempotencyKey returns the order created with key, or ErrNotFound.
-	ByIdempotencyKey(ctx context.Context, key string) (*Order, error)
+	// ByIdempotencyKey returns the order userID created with key, or
+	// ErrNotFound. Keys are each user's own.
+	ByIdempotencyKey(ctx context.Context, userID, key string) (*Order, error)
 	// Save stores o's status, saga state, payment and total, and its items'
 	// unit prices when pricesChanged, in one transaction, provided the
 	// stored order is still at version from (o.Version is from+1); else

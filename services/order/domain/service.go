@@ -76,10 +76,10 @@ func (s *Service) Policy() SagaPolicy { return s.policy }
 // for the saga; outcomes such as a declined payment are the order's final
 // status, never an error of Create.
 //
-// Create is idempotent on req.IdempotencyKey: a repeat of the same request
-// returns the stored order as it is now (and makes sure its saga is
-// scheduled); a different request under the same key is
-// ErrIdempotencyKeyReused. The saga's steps are keyed by order, so no
+// Create is idempotent on req.IdempotencyKey, each user's own: a repeat of
+// the same request returns the stored order as it is now (and makes sure
+// its saga is scheduled); a different request of the user under the same
+// key is ErrIdempotencyKeyReused. Another user's key is no concern. The saga's steps are keyed by order, so no
 // number of retries, however they race, reserves or charges twice.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error) {
 	if err := req.Validate(); err != nil {
@@ -89,7 +89,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 	if s.Scheduler != nil && s.Scheduler.Full() {
 		// Shed load before storing anything, but still answer a repeat of
 		// an order already placed: its client must learn how it went.
-		o, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
+		o, err := s.repo.ByIdempotencyKey(ctx, req.UserID, req.IdempotencyKey)
 		switch {
 		case err == nil:
 			return s.repeat(o, fp)
@@ -127,7 +127,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Order, error)
 		}
 		// An earlier or concurrent request with the same key stored its
 		// order first: that order is the one this key names.
-		winner, err := s.repo.ByIdempotencyKey(ctx, req.IdempotencyKey)
+		winner, err := s.repo.ByIdempotencyKey(ctx, req.UserID, req.IdempotencyKey)
 		if err != nil {
 			return nil, err
 		}

@@ -64,6 +64,22 @@ func TestServiceCreateIdempotency(t *testing.T) {
 			t.Fatalf("Create() = %v, want ErrIdempotencyKeyReused", err)
 		}
 	})
+	t.Run("another user's key is theirs", func(t *testing.T) {
+		// Keys are each user's: two users who pick the same key (a
+		// counter, say) place an order each. The second was refused as
+		// a reused key, which also told it someone had used the key.
+		f := newFixture()
+		req := request(item("A", 1))
+		o1, err := f.svc.Create(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.UserID = "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a12"
+		o2, err := f.svc.Create(t.Context(), req)
+		if err != nil || o2.ID == o1.ID || o2.UserID != req.UserID || f.repo.count() != 2 {
+			t.Fatalf("another user's Create with the key = %+v, %v; %d orders, want a second order", o2, err, f.repo.count())
+		}
+	})
 	t.Run("losing the insert race returns the winner", func(t *testing.T) {
 		f := newFixture()
 		req := request(item("A", 1))

@@ -123,8 +123,8 @@ func (s *Store) ByID(ctx context.Context, id string) (*domain.Order, error) {
 }
 
 // ByIdempotencyKey implements domain.Repository.
-func (s *Store) ByIdempotencyKey(ctx context.Context, key string) (*domain.Order, error) {
-	return s.one(ctx, `SELECT `+orderColumns+` FROM orders WHERE idempotency_key = ?`, key)
+func (s *Store) ByIdempotencyKey(ctx context.Context, userID, key string) (*domain.Order, error) {
+	return s.one(ctx, `SELECT `+orderColumns+` FROM orders WHERE user_id = ? AND idempotency_key = ?`, userID, key)
 }
 
 // one reads a single order with its items.

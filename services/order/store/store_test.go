@@ -77,9 +77,10 @@ func TestCreateAndRead(t *testing.T) {
 			err  error
 		}{
 			{"by id", func() (*domain.Order, error) { return s.ByID(ctx, "o1") }, nil},
-			{"by key", func() (*domain.Order, error) { return s.ByIdempotencyKey(ctx, "k1") }, nil},
+			{"by key", func() (*domain.Order, error) { return s.ByIdempotencyKey(ctx, "u1", "k1") }, nil},
 			{"missing id", func() (*domain.Order, error) { return s.ByID(ctx, "nope") }, domain.ErrNotFound},
-			{"missing key", func() (*domain.Order, error) { return s.ByIdempotencyKey(ctx, "nope") }, domain.ErrNotFound},
+			{"missing key", func() (*domain.Order, error) { return s.ByIdempotencyKey(ctx, "u1", "nope") }, domain.ErrNotFound},
+			{"another user's key", func() (*domain.Order, error) { return s.ByIdempotencyKey(ctx, "u2", "k1") }, domain.ErrNotFound},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +107,14 @@ func TestCreateDuplicateKeyIsAtomic(t *testing.T) {
 		}
 		if _, err := s.ByID(ctx, "o2"); !errors.Is(err, domain.ErrNotFound) {
 			t.Fatalf("loser of the key race is readable: %v", err)
+		}
+		// Keys are each user's: another user's order with the same key
+		// is an order of its own.
+		if err := s.Create(ctx, order("o4", "u2", "k1", t0)); err != nil {
+			t.Fatalf("Create with another user's key = %v, want a new order", err)
+		}
+		if got, err := s.ByIdempotencyKey(ctx, "u2", "k1"); err != nil || got.ID != "o4" {
+			t.Fatalf("u2's k1 = %+v, %v; want o4", got, err)
 		}
 		// A half-written order (items rejected) leaves nothing behind.
 		bad := order("o3", "u1", "k3", t0)

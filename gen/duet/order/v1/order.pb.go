@@ -395,7 +395,8 @@ type CreateOrderRequest struct {
 	Items []*LineItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
 	// Payment method to charge; see duet.payment.v1.PaymentService for test tokens.
 	PaymentToken string `protobuf:"bytes,3,opt,name=payment_token,json=paymentToken,proto3" json:"payment_token,omitempty"`
-	// Client-chosen key that makes retries safe, 1 to 128 characters.
+	// Client-chosen key that makes retries safe, 1 to 128 characters; each
+	// user's own.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Wait for the order to be terminal before answering (bounded by the
 	// call's deadline). Unset answers at once with the order PENDING.

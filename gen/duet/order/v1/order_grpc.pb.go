@@ -51,9 +51,10 @@ type OrderServiceClient interface {
 	// outcome is a successful call with the order; status and failure_reason
 	// say how and why it ended.
 	//
-	// It is idempotent on idempotency_key, which is unique across all users: a
-	// repeat with the same request returns the same order and never charges
-	// twice; the same key with another request is FAILED_PRECONDITION, reason
+	// It is idempotent on idempotency_key, which is each user's own (two users
+	// who send the same key place an order each): a repeat with the same
+	// request returns the same order and never charges twice; the same key
+	// with another request of the same user is FAILED_PRECONDITION, reason
 	// IDEMPOTENCY_KEY_REUSED. The same sku twice in one order is
 	// INVALID_ARGUMENT. While the service has as many orders in progress as
 	// it takes, a new order is UNAVAILABLE, reason ORDERS_OVERLOADED, with
@@ -149,9 +150,10 @@ type OrderServiceServer interface {
 	// outcome is a successful call with the order; status and failure_reason
 	// say how and why it ended.
 	//
-	// It is idempotent on idempotency_key, which is unique across all users: a
-	// repeat with the same request returns the same order and never charges
-	// twice; the same key with another request is FAILED_PRECONDITION, reason
+	// It is idempotent on idempotency_key, which is each user's own (two users
+	// who send the same key place an order each): a repeat with the same
+	// request returns the same order and never charges twice; the same key
+	// with another request of the same user is FAILED_PRECONDITION, reason
 	// IDEMPOTENCY_KEY_REUSED. The same sku twice in one order is
 	// INVALID_ARGUMENT. While the service has as many orders in progress as
 	// it takes, a new order is UNAVAILABLE, reason ORDERS_OVERLOADED, with
