@@ -89,7 +89,7 @@ func (h *Handler) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReque
 	if req.GetWait() {
 		// Subscribed before the order exists, the wait misses none of its
 		// changes and need not read it back.
-		sub = h.feed.SubscribeKey(req.GetIdempotencyKey())
+		sub = h.feed.SubscribeKey(req.GetUserId(), req.GetIdempotencyKey())
 		defer sub.Close()
 	}
 	o, err := h.svc.Create(ctx, domain.CreateRequest{

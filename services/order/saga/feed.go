@@ -38,7 +38,7 @@ func (f *Feed) Publish(o *domain.Order) {
 		s.push(o)
 	}
 	if o.IdempotencyKey != "" {
-		for s := range f.subs[keyPrefix+o.IdempotencyKey] {
+		for s := range f.subs[userKey(o.UserID, o.IdempotencyKey)] {
 			s.push(o)
 		}
 	}
@@ -48,11 +48,19 @@ func (f *Feed) Publish(o *domain.Order) {
 // Close the subscription when done.
 func (f *Feed) Subscribe(id string) *Subscription { return f.subscribe(id) }
 
-// SubscribeKey starts collecting the changes of the order created with
-// the idempotency key key, which may not exist yet: subscribing before
-// creating the order means that no change of it is missed, so waiting for
-// it needs no read (see WaitFrom). Close the subscription when done.
-func (f *Feed) SubscribeKey(key string) *Subscription { return f.subscribe(keyPrefix + key) }
+// SubscribeKey starts collecting the changes of the order userID created
+// with the idempotency key key, which may not exist yet: subscribing
+// before creating the order means that no change of it is missed, so
+// waiting for it needs no read (see WaitFrom). Close the subscription when
+// done. Keys are each user's own: another user's order under the same key
+// is not this one.
+func (f *Feed) SubscribeKey(userID, key string) *Subscription {
+	return f.subscribe(userKey(userID, key))
+}
+
+// userKey is the subscription key of userID's idempotency key key (NUL
+// appears in neither).
+func userKey(userID, key string) string { return keyPrefix + userID + "\x00" + key }
 
 func (f *Feed) subscribe(key string) *Subscription {
 	s := &Subscription{feed: f, key: key, ready: make(chan struct{}, 1)}
@@ -180,7 +188,10 @@ func follow(ctx context.Context, sub *Subscription, o *domain.Order, read Reader
 			changes = []*domain.Order{o}
 		}
 		for _, o := range changes {
-			if o.Version <= version {
+			if o.ID != id || o.Version <= version {
+				// Another order's: a subscription by key can only
+				// collect the order's own, but a stray one must not
+				// end the wait with another user's order.
 				continue
 			}
 			version = o.Version

@@ -13,8 +13,14 @@ import (
 )
 
 func state(version int64, status domain.Status, step domain.Step) *domain.Order {
-	return &domain.Order{ID: "o", Version: version, Status: status, Step: step}
+	return &domain.Order{ID: "o", UserID: alice, Version: version, Status: status, Step: step}
 }
+
+// Two users.
+const (
+	alice = "11111111-1111-4111-8111-111111111111"
+	bob   = "22222222-2222-4222-8222-222222222222"
+)
 
 // store is the order as a reader sees it.
 type store struct {
@@ -202,7 +208,7 @@ func TestWait(t *testing.T) {
 func TestWaitFromKey(t *testing.T) {
 	f := saga.NewFeed()
 	st := &store{}
-	sub := f.SubscribeKey("k")
+	sub := f.SubscribeKey(alice, "k")
 	defer sub.Close()
 	created := state(1, domain.StatusPending, domain.StepCheckUser)
 	created.IdempotencyKey = "k"
@@ -214,8 +220,10 @@ func TestWaitFromKey(t *testing.T) {
 		o.IdempotencyKey = "k"
 		f.Publish(o)
 	}
+	// Another user's order under the same key, further on and terminal:
+	// not this one (keys are each user's), so the wait goes on.
 	other := state(9, domain.StatusRejected, domain.StepDone)
-	other.ID, other.IdempotencyKey = "other", "other-key"
+	other.ID, other.UserID, other.IdempotencyKey = "other", bob, "k"
 	f.Publish(other)
 	go func() {
 		done := state(4, domain.StatusConfirmed, domain.StepDone)
