@@ -72,9 +72,6 @@ func Append(ctx context.Context, tx *sql.Tx, dialect sqldb.Dialect, ev Event) (s
 	if err != nil {
 		return "", fmt.Errorf("events: marshal %s: %w", ev.Subject, err)
 	}
-	if len(payload) > MaxPayload {
-		return "", fmt.Errorf("events: %s is %d bytes, over MaxPayload (%d)", ev.Subject, len(payload), MaxPayload)
-	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return "", fmt.Errorf("events: event id: %w", err)
@@ -88,6 +85,12 @@ func Append(ctx context.Context, tx *sql.Tx, dialect sqldb.Dialect, ev Event) (s
 	if err != nil {
 		return "", fmt.Errorf("events: headers: %w", err)
 	}
+	// The relay sends the headers too: the trace context (a tracestate
+	// may run to kilobytes), the request id, the aggregate id and type.
+	size := len(payload) + len(hdrJSON) + len(ev.AggregateID) + len(proto.MessageName(ev.Message)) + fixedHeaderBytes
+	if size > MaxPayload {
+		return "", fmt.Errorf("events: %s is %d bytes with its headers, over MaxPayload (%d)", ev.Subject, size, MaxPayload)
+	}
 	_, err = tx.ExecContext(ctx, sqldb.Rebind(dialect,
 		`INSERT INTO events_outbox (id, subject, type, aggregate_id, payload, headers, occur_time)
 		 VALUES (?, ?, ?, ?, ?, ?, ?)`),
@@ -99,14 +102,18 @@ func Append(ctx context.Context, tx *sql.Tx, dialect sqldb.Dialect, ev Event) (s
 	return id.String(), nil
 }
 
-// MaxPayload bounds an event's encoded message, in bytes: nats-server's
-// default max_payload (1 MiB, headers included) less room for the headers.
-// A larger event would be refused by the server at every publish, and the
-// relay, which publishes in order and never skips one, would hold every
-// later event behind it; Append refuses it instead, in the transaction of
-// the change it reports. A server configured with a smaller max_payload
-// needs events smaller than that.
-const MaxPayload = 1<<20 - 8<<10
+// MaxPayload bounds an event as the relay sends it, its encoded message
+// and headers together, in bytes: nats-server's default max_payload (1 MiB,
+// headers included). A larger event would be refused by the server at
+// every publish, and the relay, which publishes in order and never skips
+// one, would hold every later event behind it; Append refuses it instead,
+// in the transaction of the change it reports. A server configured with a
+// smaller max_payload needs events smaller than that.
+const MaxPayload = 1 << 20
+
+// fixedHeaderBytes is room for the headers of every event whose size does
+// not vary (names, the event id, the occur time, NATS's framing).
+const fixedHeaderBytes = 512
 
 // Once records in tx, the caller's transaction, that consumer has processed
 // the event eventID, and reports whether this is the first time. When it is

@@ -597,20 +597,21 @@ func TestAppendRefusesOversizedEvents(t *testing.T) {
 	db := openDB(t, sqldbtest.URLs(t)["sqlite"])
 	ctx := t.Context()
 	tests := []struct {
-		name    string
-		size    int // of the string value; its encoding adds a few bytes
-		wantErr bool
+		name      string
+		size      int // of the string value; its encoding adds a few bytes
+		aggregate int // bytes of the aggregate id, a header
+		wantErr   bool
 	}{
-		{"at the bound", events.MaxPayload - 4, false},
-		{"over it", events.MaxPayload, true},
-		{"NATS's whole max_payload", 1 << 20, true},
+		{"under the bound with its headers", events.MaxPayload - 2048, 3, false},
+		{"the message alone at the bound", events.MaxPayload, 3, true},
+		{"a long aggregate id takes it over", events.MaxPayload - 2048, 4096, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := pendingRows(t, db)
 			err := db.InTx(ctx, func(tx *sql.Tx) error {
 				_, err := events.Append(ctx, tx, db.Dialect, events.Event{
-					Subject: "big.event", AggregateID: "agg", Message: wrapperspb.String(strings.Repeat("x", tt.size)),
+					Subject: "big.event", AggregateID: strings.Repeat("a", tt.aggregate), Message: wrapperspb.String(strings.Repeat("x", tt.size)),
 				})
 				return err
 			})
@@ -643,7 +644,7 @@ func TestRelayMetrics(t *testing.T) {
 	// A second relay on the registry shares the collectors.
 	events.NewRelay(db, o.bus, events.RelayConfig{Logger: quiet, Metrics: m, Name: "other"})
 	run(t, relay.Run)
-	value := func(name string) float64 {
+	valueOf := func(name, outbox string) float64 {
 		t.Helper()
 		families, err := m.Registry.Gather()
 		if err != nil {
@@ -654,13 +655,17 @@ func TestRelayMetrics(t *testing.T) {
 				continue
 			}
 			for _, s := range f.GetMetric() {
-				if s.GetLabel()[0].GetValue() == "shop" {
+				if s.GetLabel()[0].GetValue() == outbox {
 					return s.GetCounter().GetValue() + s.GetGauge().GetValue()
 				}
 			}
 		}
-		t.Fatalf("no %s{outbox=\"shop\"}", name)
+		t.Fatalf("no %s{outbox=%q}", name, outbox)
 		return 0
+	}
+	value := func(name string) float64 { t.Helper(); return valueOf(name, "shop") }
+	for _, name := range []string{events.RelayPublishedMetric, events.RelayFailuresMetric, events.OutboxOldestMetric} {
+		valueOf(name, "other") // registered on m too, or this fails
 	}
 	appendEvent(t, ctx, db, "order.confirmed", "a")
 	appendEvent(t, ctx, db, "order.confirmed", "b")

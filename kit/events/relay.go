@@ -323,7 +323,9 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 	r.lastLoad = time.Now()
 	rows, err := r.load(ctx)
 	if err != nil {
-		r.failures.Inc()
+		if ctx.Err() == nil { // a stop is no failure
+			r.failures.Inc()
+		}
 		return false, err
 	}
 	if len(rows) > 0 {
@@ -332,7 +334,7 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 		r.oldest.Set(0)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			r.failures.Inc()
 		}
 	}()
