@@ -243,6 +243,38 @@ func TestWaitFromKey(t *testing.T) {
 	}
 }
 
+// TestKeysAreEachUsers: each guard against following another user's
+// order under the same idempotency key, alone. A subscription by key
+// collects only its user's order; and following an order skips a change
+// of another order, however it came.
+func TestKeysAreEachUsers(t *testing.T) {
+	f := saga.NewFeed()
+	sub := f.SubscribeKey(alice, "k")
+	defer sub.Close()
+	theirs := state(5, domain.StatusConfirmed, domain.StepDone)
+	theirs.ID, theirs.UserID, theirs.IdempotencyKey = "theirs", bob, "k"
+	f.Publish(theirs)
+	if got := sub.Take(); len(got) != 0 {
+		t.Fatalf("alice's subscription to k collected %+v, bob's order", got[0])
+	}
+	// A stray change of another order, even of the same user and key,
+	// does not end a wait for this one.
+	created := state(1, domain.StatusPending, domain.StepCheckUser)
+	created.IdempotencyKey = "k"
+	stray := state(9, domain.StatusRejected, domain.StepDone)
+	stray.ID, stray.IdempotencyKey = "stray", "k"
+	f.Publish(stray)
+	go func() {
+		done := state(2, domain.StatusConfirmed, domain.StepDone)
+		done.IdempotencyKey = "k"
+		f.Publish(done)
+	}()
+	o, err := f.WaitFrom(t.Context(), sub, created, (&store{}).read, time.Hour)
+	if err != nil || o.ID != "o" || o.Status != domain.StatusConfirmed {
+		t.Fatalf("WaitFrom = %+v, %v; want order o CONFIRMED", o, err)
+	}
+}
+
 func TestSubscriptionNeverBlocksPublish(t *testing.T) {
 	f := saga.NewFeed()
 	sub := f.Subscribe("o")
