@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/duetkit/duet/internal/tcpproxy"
@@ -605,9 +606,14 @@ func TestAppendRefusesOversizedEvents(t *testing.T) {
 		{"under the bound with its headers", events.MaxPayload - 2048, 3, false},
 		{"the message alone at the bound", events.MaxPayload, 3, true},
 		{"a long aggregate id takes it over", events.MaxPayload - 2048, 4096, true},
+		{"a long tracestate takes it over", events.MaxPayload - 2048, 3, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			ctx := ctx
+			if strings.Contains(tt.name, "tracestate") {
+				ctx = withLongTraceState(t, ctx)
+			}
 			before := pendingRows(t, db)
 			err := db.InTx(ctx, func(tx *sql.Tx) error {
 				_, err := events.Append(ctx, tx, db.Dialect, events.Event{
@@ -688,4 +694,22 @@ func TestRelayMetrics(t *testing.T) {
 	waitFor(t, "the waiting event published", 30*time.Second, func() bool {
 		return value(events.RelayPublishedMetric) == 3 && value(events.OutboxOldestMetric) == 0
 	})
+}
+
+// withLongTraceState returns ctx carrying a span context whose tracestate
+// is as long as W3C allows (32 members of 256-character values, ~8 KB),
+// which Append stores as a header of the event.
+func withLongTraceState(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	var ts trace.TraceState
+	for i := range 32 {
+		var err error
+		if ts, err = ts.Insert(fmt.Sprintf("k%d", i), strings.Repeat("v", 256)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled, TraceState: ts,
+	})
+	return trace.ContextWithSpanContext(ctx, sc)
 }
