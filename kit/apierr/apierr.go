@@ -9,6 +9,7 @@
 package apierr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -227,6 +228,28 @@ func Is(err error, reason string) bool { return err != nil && Reason(err) == rea
 
 // Code returns the gRPC code of err: OK for nil, Unknown for an error without status.
 func Code(err error) codes.Code { return status.Code(err) }
+
+// CallCode is the code a call ends with when its handler returns err, as
+// grpc-go sends it: a status error's code (wrapped or not), CANCELED or
+// DEADLINE_EXCEEDED for a context error (bare or wrapped), where Code says
+// Unknown, and Unknown for any other error. It builds no status for
+// context and plain errors, as status.FromContextError would: the access
+// log and the metrics call it on every call.
+func CallCode(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	}
+	return codes.Unknown
+}
 
 // FieldViolation is one invalid field, as read back from an error.
 type FieldViolation struct {

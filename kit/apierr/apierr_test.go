@@ -1,6 +1,7 @@
 package apierr_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -142,5 +143,30 @@ func TestInvalidUTF8KeepsDetails(t *testing.T) {
 	}
 	if msg := status.Convert(got).Message(); msg != "bad name \uFFFD" {
 		t.Errorf("message = %q", msg)
+	}
+}
+
+// TestCallCode: the code a call ends with for a handler's error, context
+// errors included, which Code reads as Unknown.
+func TestCallCode(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want codes.Code
+	}{
+		{"nil", nil, codes.OK},
+		{"status", status.Error(codes.NotFound, "x"), codes.NotFound},
+		{"wrapped status", fmt.Errorf("reading: %w", status.Error(codes.Unavailable, "x")), codes.Unavailable},
+		{"apierr", apierr.New(codes.FailedPrecondition, "R", "x"), codes.FailedPrecondition},
+		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded},
+		{"wrapped cancel", fmt.Errorf("query: %w", context.Canceled), codes.Canceled},
+		{"plain", errors.New("boom"), codes.Unknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := apierr.CallCode(tt.err); got != tt.want {
+				t.Errorf("CallCode(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }

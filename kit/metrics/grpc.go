@@ -23,7 +23,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -34,7 +33,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/duetkit/duet/kit/apierr"
 )
 
 // maxCachedMethods bounds the methods counted under their own names, per
@@ -195,7 +195,7 @@ func (m *method) inc(slot *atomic.Pointer[prometheus.Counter], vec *prometheus.C
 // finish records the end of a call: handled by code, then its duration,
 // in grpcprom's order.
 func (m *method) finish(err error, start time.Time) {
-	code := errorCode(err)
+	code := apierr.CallCode(err)
 	if int(code) >= numCodes {
 		// A peer may send any number as grpc-status, and grpc-go passes
 		// it on: each would be a series of its own ("Code(4711)") per
@@ -218,26 +218,6 @@ func (m *method) finish(err error, start time.Time) {
 	o := m.vecs.handling.WithLabelValues(m.labels[:]...)
 	m.handling.Store(&o)
 	o.Observe(d)
-}
-
-// errorCode is grpcprom's FromError(err).Code(): the code of a gRPC status
-// error (wrapped or not), else Canceled or DeadlineExceeded for context
-// errors, else Unknown. It avoids FromError's allocation of a status for
-// context and plain errors.
-func errorCode(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	}
-	return codes.Unknown
 }
 
 // init makes the metric vectors of one side ("server" or "client"),

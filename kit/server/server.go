@@ -587,7 +587,7 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 // and 43 allocations per call (bench/README.md): the same facts in one
 // record, and nothing at all when the level is off.
 func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error) {
-	code := callCode(err)
+	code := apierr.CallCode(err)
 	level := codeLevel(code)
 	if !log.Enabled(ctx, level) {
 		return
@@ -612,27 +612,6 @@ func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, sta
 		n++
 	}
 	logger.LogAttrs(ctx, log, level, "finished call", attrs[:n]...)
-}
-
-// callCode is the code the client gets for a handler's err: grpc-go
-// sends a bare or wrapped context error as CANCELED or DEADLINE_EXCEEDED,
-// where status.Code says Unknown (and the log would say ERROR for a
-// client that went away).
-func callCode(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	// status.FromContextError's mapping, without building a status.
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	}
-	return codes.Unknown
 }
 
 // codeLevel is the level a call ending with code is logged at: the caller's
