@@ -473,6 +473,18 @@ func (st *stack) captured(t *testing.T, orderID string) int64 {
 	return held
 }
 
+// place creates req's order without waiting for its saga (Wait false),
+// failing the test when the call fails.
+func (st *stack) place(t *testing.T, req *orderv1.CreateOrderRequest) *orderv1.CreateOrderResponse {
+	t.Helper()
+	req.Wait = false
+	resp, err := st.orders.CreateOrder(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // await polls the order until it is terminal and returns it.
 func (st *stack) await(t *testing.T, id string) *orderv1.Order {
 	t.Helper()
@@ -628,12 +640,7 @@ func TestCreateOrderWithoutWaitReturnsPending(t *testing.T) {
 		sku := st.newProduct(t, 500, 5)
 		// Hold the saga at its first step so the answer cannot race it.
 		st.gate.shut()
-		req := createReq(userID, "tok_approve", "no-wait", line(sku, 1))
-		req.Wait = false
-		resp, err := st.orders.CreateOrder(t.Context(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := st.place(t, createReq(userID, "tok_approve", "no-wait", line(sku, 1)))
 		o := resp.GetOrder()
 		if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING || o.GetStep() != orderv1.OrderStep_ORDER_STEP_CHECK_USER ||
 			o.GetTotal() != nil || o.GetItems()[0].GetUnitPrice() != nil || o.GetPaymentId() != "" {
@@ -675,12 +682,7 @@ func TestPaymentKeyCannotBeTaken(t *testing.T) {
 		userID := st.newUser(t)
 		sku := st.newProduct(t, 500, 5)
 		st.gate.shut()
-		req := createReq(userID, "tok_approve", "taken-key", line(sku, 1))
-		req.Wait = false
-		resp, err := st.orders.CreateOrder(t.Context(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := st.place(t, createReq(userID, "tok_approve", "taken-key", line(sku, 1)))
 		id := resp.GetOrder().GetId()
 		within(t, st.gate.entered, "the saga at the gate")
 		other, err := st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: usd(1), PaymentMethodToken: "tok_approve",
@@ -718,12 +720,7 @@ func TestCreateOrderOverloaded(t *testing.T) {
 		st.gate.shut()
 		var placed []*orderv1.Order
 		for i := range 2 {
-			req := createReq(userID, "tok_approve", fmt.Sprint("held-", i), line(sku, 1))
-			req.Wait = false
-			resp, err := st.orders.CreateOrder(t.Context(), req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := st.place(t, createReq(userID, "tok_approve", fmt.Sprint("held-", i), line(sku, 1)))
 			placed = append(placed, resp.GetOrder())
 		}
 		refused := createReq(userID, "tok_approve", "one-too-many", line(sku, 1))

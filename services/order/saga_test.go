@@ -210,12 +210,7 @@ func TestSagaCompensatesPeerDownPastBound(t *testing.T) {
 		userID := st.newUser(t)
 		sku := st.newProduct(t, unitPrice, 10)
 		st.stopPayments()
-		req := createReq(userID, "tok_approve", "payment-down", line(sku, 2))
-		req.Wait = false
-		resp, err := st.orders.CreateOrder(t.Context(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := st.place(t, createReq(userID, "tok_approve", "payment-down", line(sku, 2)))
 		id := resp.GetOrder().GetId()
 
 		// Past the bound the saga compensates: it must cancel the charge,
@@ -239,7 +234,7 @@ func TestSagaCompensatesPeerDownPastBound(t *testing.T) {
 			t.Fatalf("charges %+v, want none", charges)
 		}
 		// A late charge under the order's key is refused for good.
-		_, err = st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: usd(2 * unitPrice), PaymentMethodToken: "tok_approve",
+		_, err := st.payments.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: usd(2 * unitPrice), PaymentMethodToken: "tok_approve",
 			IdempotencyKey: st.paymentKey(t, id), Reference: id, UserId: userID})
 		apierrtest.Check(t, err, codes.FailedPrecondition, "CHARGE_CANCELLED", "")
 	})
@@ -308,12 +303,7 @@ func TestSagaCrashRecovery(t *testing.T) {
 					}
 					st.openOrders(t, cfg)
 					if n == 0 {
-						req := createReq(userID, tt.token, fmt.Sprint("crash-", i), line(sku, 2))
-						req.Wait = false
-						resp, err := st.orders.CreateOrder(t.Context(), req)
-						if err != nil {
-							t.Fatal(err)
-						}
+						resp := st.place(t, createReq(userID, tt.token, fmt.Sprint("crash-", i), line(sku, 2)))
 						id = resp.GetOrder().GetId()
 					}
 					select {
@@ -411,12 +401,7 @@ func TestWatchOrder(t *testing.T) {
 			t.Run(tt.token, func(t *testing.T) {
 				// Catch the saga at its first step, so the watch sees it all.
 				st.gate.shut()
-				req := createReq(userID, tt.token, "watch-"+tt.token, line(sku, 1))
-				req.Wait = false
-				resp, err := st.orders.CreateOrder(t.Context(), req)
-				if err != nil {
-					t.Fatal(err)
-				}
+				resp := st.place(t, createReq(userID, tt.token, "watch-"+tt.token, line(sku, 1)))
 				id := resp.GetOrder().GetId()
 				within(t, st.gate.entered, "the saga at the gate")
 				stream, err := st.orders.WatchOrder(t.Context(), &orderv1.WatchOrderRequest{Id: id})
@@ -478,12 +463,7 @@ func TestWatchOrderCancelFreesGoroutines(t *testing.T) {
 		userID := st.newUser(t)
 		sku := st.newProduct(t, unitPrice, 10)
 		st.gate.shut()
-		req := createReq(userID, "tok_approve", "watch-cancel", line(sku, 1))
-		req.Wait = false
-		resp, err := st.orders.CreateOrder(t.Context(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := st.place(t, createReq(userID, "tok_approve", "watch-cancel", line(sku, 1)))
 		within(t, st.gate.entered, "the saga at the gate")
 		before := goleak.IgnoreCurrent()
 
