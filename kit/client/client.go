@@ -1,5 +1,6 @@
 // Package client opens the one shared gRPC connection a Duet process keeps
-// per peer, with keepalive, round-robin balancing, retries of idempotent
+// per peer, with keepalive, round-robin balancing over the peer's healthy
+// addresses, retries of idempotent
 // methods on UNAVAILABLE, per-method timeouts, and propagation of the
 // request id, trace context and caller's deadline.
 //
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // registers client-side health checking
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -103,6 +105,16 @@ type Config struct {
 	Keepalive keepalive.ClientParameters
 	// DisableTracing turns off the OpenTelemetry stats handler.
 	DisableTracing bool
+	// DisableHealthCheck turns off client-side health checking. With it
+	// on (the default), each connection to one of the target's addresses
+	// keeps a grpc.health.v1 Watch open and round_robin sends no calls to
+	// an address whose server reports NOT_SERVING for the whole server
+	// (service name ""): one that is draining (kit/server's Shutdown says
+	// so before it stops), or one whose owner said it cannot serve
+	// (server.Health().SetServingStatus). A server without the health
+	// service counts as healthy. When no address is healthy, calls fail
+	// with UNAVAILABLE, as they would with none reachable.
+	DisableHealthCheck bool
 	// UnaryInterceptors and StreamInterceptors run after the defaults.
 	UnaryInterceptors  []grpc.UnaryClientInterceptor
 	StreamInterceptors []grpc.StreamClientInterceptor
@@ -168,8 +180,15 @@ func New(target string, cfg Config) (*grpc.ClientConn, error) {
 // The JSON shapes of gRPC service config (gRFC A6 and service_config.proto).
 type serviceConfig struct {
 	LoadBalancingConfig []map[string]struct{} `json:"loadBalancingConfig"`
+	HealthCheckConfig   *healthCheckConfig    `json:"healthCheckConfig,omitempty"`
 	MethodConfig        []methodConfig        `json:"methodConfig,omitempty"`
 	RetryThrottling     *retryThrottling      `json:"retryThrottling,omitempty"`
+}
+
+// healthCheckConfig names the service whose grpc.health.v1 status decides
+// whether an address gets calls (gRFC A17); "" is the whole server.
+type healthCheckConfig struct {
+	ServiceName string `json:"serviceName"`
 }
 
 // retryThrottling is gRFC A6's retry throttling: every failed attempt
@@ -218,8 +237,9 @@ type retryPolicy struct {
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
 // ServiceConfig returns the JSON service config New installs for cfg:
-// round_robin, a timeout on every unary method, and a retry policy on
-// idempotent ones, throttled as gRFC A6 describes. It is exported so it
+// round_robin over the addresses whose server is healthy (gRFC A17), a
+// timeout on every unary method, and a retry policy on idempotent ones,
+// throttled as gRFC A6 describes. It is exported so it
 // can be inspected and tested.
 func ServiceConfig(cfg Config) (string, error) {
 	timeout := cfg.Timeout
@@ -247,6 +267,9 @@ func ServiceConfig(cfg Config) (string, error) {
 		RetryableStatusCodes: []string{"UNAVAILABLE"},
 	}
 	sc := serviceConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
+	if !cfg.DisableHealthCheck {
+		sc.HealthCheckConfig = &healthCheckConfig{}
+	}
 	retries := !cfg.DisableRetries && r.MaxAttempts > 1
 	if retries {
 		sc.RetryThrottling = throttling

@@ -67,7 +67,10 @@ func start(t *testing.T, url string) env {
 		Name:   "notification",
 		Logger: discard,
 		StreamInterceptors: []grpc.StreamServerInterceptor{
-			func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+				if info.FullMethod != notificationv1.NotificationService_Subscribe_FullMethodName {
+					return handler(srv, ss) // the client's health Watch, say
+				}
 				return handler(srv, countingStream{ServerStream: ss, sent: sent})
 			},
 		},

@@ -1,0 +1,134 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
+
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/client"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
+)
+
+// named answers GetUser with its own name, so a test sees which replica
+// took a call.
+type named struct {
+	userv1.UnimplementedUserServiceServer
+	name string
+}
+
+func (n named) GetUser(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId(), Name: n.name}}, nil
+}
+
+// replicas serves two named replicas, "a" and "b", and returns them with
+// a kit/client connection made with cfg to both at once, the way a
+// resolver that returns several addresses (dns:/// of a headless service,
+// say) would give them.
+func replicas(t *testing.T, cfg client.Config) (a, b *servertest.Server, users userv1.UserServiceClient) {
+	t.Helper()
+	a = servertest.NewServer(t, server.Config{}, func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, named{name: "a"}) })
+	b = servertest.NewServer(t, server.Config{}, func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, named{name: "b"}) })
+	r := manual.NewBuilderWithScheme("replicas")
+	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: a.Addr}, {Addr: b.Addr}}})
+	cfg.Options = append(cfg.Options, grpc.WithResolvers(r))
+	conn, err := client.New(r.Scheme()+":///users", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return a, b, userv1.NewUserServiceClient(conn)
+}
+
+// within calls GetUser until seen says the answers so far are enough, and
+// fails the test if they are not within five seconds.
+func within(t *testing.T, users userv1.UserServiceClient, what string, seen func(name string, err error) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		resp, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"})
+		if ctx.Err() != nil {
+			break
+		}
+		if seen(resp.GetUser().GetName(), err) {
+			return
+		}
+	}
+	t.Fatalf("not within 5 s: %s", what)
+}
+
+// both waits until calls have reached both replicas.
+func both(t *testing.T, users userv1.UserServiceClient) {
+	t.Helper()
+	got := map[string]bool{}
+	within(t, users, "calls reach both replicas", func(name string, err error) bool {
+		got[name] = err == nil
+		return got["a"] && got["b"]
+	})
+}
+
+// TestHealthCheckSteersCalls: round_robin sent a replica that reported
+// NOT_SERVING (draining, or told by its owner it cannot serve) its share
+// of the calls as long as the connection to it stood.
+func TestHealthCheckSteersCalls(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     client.Config
+		steered bool // calls stay off a NOT_SERVING replica
+	}{
+		{"health checked (default)", client.Config{}, true},
+		{"DisableHealthCheck", client.Config{DisableHealthCheck: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b, users := replicas(t, tt.cfg)
+			both(t, users)
+
+			a.SetServing(false)
+			if !tt.steered {
+				// Both still get calls however long a has said it
+				// cannot serve: nothing reads what it says.
+				both(t, users)
+				both(t, users)
+				return
+			}
+			// The status reaches the client over the Watch stream; wait
+			// for it, then every call goes to b.
+			run := 0
+			within(t, users, "20 calls in a row to b once a is NOT_SERVING", func(name string, err error) bool {
+				if err == nil && name == "b" {
+					run++
+				} else {
+					run = 0
+				}
+				return run == 20
+			})
+			for i := 0; i < 50; i++ {
+				resp, err := users.GetUser(context.Background(), &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"})
+				if err != nil || resp.GetUser().GetName() != "b" {
+					t.Fatalf("call %d with a NOT_SERVING: %v, %v; want b's answer", i, resp.GetUser().GetName(), err)
+				}
+			}
+
+			// With neither healthy, calls fail at once as UNAVAILABLE,
+			// as with neither reachable, rather than wait.
+			b.SetServing(false)
+			within(t, users, "UNAVAILABLE with neither replica serving", func(_ string, err error) bool {
+				return status.Code(err) == codes.Unavailable
+			})
+
+			// Back in service, a gets calls again.
+			a.SetServing(true)
+			b.SetServing(true)
+			both(t, users)
+		})
+	}
+}
