@@ -179,20 +179,24 @@ func (imp *Import) reject(rec StockRecord, reason, message string) {
 	}
 }
 
-// rejection says why rec was not applied. It echoes at most MaxSKULen bytes
-// of rec's sku, then "…": an invalid sku can be megabytes long, and the
-// summary of a thousand such rejections has to fit in memory and in the
-// reply that follows an import already applied.
+// rejection says why rec was not applied, echoing its sku with EchoSKU.
 func rejection(rec StockRecord, reason, message string) Rejection {
-	sku := rec.SKU
-	if len(sku) > MaxSKULen {
-		n := MaxSKULen
-		for n > 0 && !utf8.RuneStart(sku[n]) {
-			n--
-		}
-		sku = sku[:n] + "…"
+	return Rejection{Line: rec.Line, SKU: EchoSKU(rec.SKU), Reason: reason, Message: message}
+}
+
+// EchoSKU is sku as a rejection echoes it: at most MaxSKULen bytes, cut at
+// a character's start, then "…". An invalid sku can be megabytes long, and
+// the summary of a thousand such rejections has to fit in memory and in the
+// reply that follows an import already applied.
+func EchoSKU(sku string) string {
+	if len(sku) <= MaxSKULen {
+		return sku
 	}
-	return Rejection{Line: rec.Line, SKU: sku, Reason: reason, Message: message}
+	n := MaxSKULen
+	for n > 0 && !utf8.RuneStart(sku[n]) {
+		n--
+	}
+	return sku[:n] + "…"
 }
 
 // Received returns how many records the import has taken so far.

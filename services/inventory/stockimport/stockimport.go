@@ -38,6 +38,14 @@
 // MISSING_NAME, INVALID_PRICE, CURRENCY_MISMATCH and STOCK_BELOW_ZERO. A
 // rejected row does not stop the import; every other row is applied.
 //
+// A quoted field whose closing quote is missing is different: CSV lets a
+// quoted field run over several lines, so the rows after it are read as
+// part of it, and the rows it took can no longer be told apart. Applying
+// the rest of the file would leave them out without a word (and once the
+// file is mended and imported again, add the other rows' stock twice), so
+// Import returns an error naming the line and the service applies nothing.
+// A missing quote on the file's last row rejects only that row.
+//
 // If reading the file fails, or ctx ends, before the whole file is sent,
 // Import cancels the stream and the service applies nothing.
 package stockimport
@@ -55,6 +63,7 @@ import (
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
+	"github.com/duetkit/duet/services/inventory/domain"
 )
 
 // ReasonMalformedRow is the rejection reason of a CSV row that could not be
@@ -102,9 +111,20 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 		return nil, err
 	}
 	var (
-		local []*inventoryv1.ImportRejection
-		sent  int
+		// local keeps the first maxRejections rows rejected here, the
+		// most the summary can list, and nLocal counts them all, so that
+		// a file of millions of bad rows takes no more memory than a
+		// thousand.
+		local  []*inventoryv1.ImportRejection
+		nLocal int64
+		sent   int
 	)
+	reject := func(line int64, sku, problem string) {
+		nLocal++
+		if len(local) < maxRejections {
+			local = append(local, malformed(line, domain.EchoSKU(sku), problem))
+		}
+	}
 	for {
 		row, err := cr.Read()
 		if errors.Is(err, io.EOF) {
@@ -112,7 +132,11 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 		}
 		var parseErr *csv.ParseError
 		if errors.As(err, &parseErr) {
-			local = append(local, malformed(int64(parseErr.StartLine), "", parseErr.Err.Error()))
+			if parseErr.Line > parseErr.StartLine {
+				return nil, fmt.Errorf("stockimport: line %d: %w: the quoted field opened there runs on to line %d, taking the rows between into it; nothing was imported",
+					parseErr.StartLine, parseErr.Err, parseErr.Line)
+			}
+			reject(int64(parseErr.StartLine), "", parseErr.Err.Error())
 			continue
 		}
 		if err != nil {
@@ -121,7 +145,7 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 		line, _ := cr.FieldPos(0)
 		rec, problem := parseRow(row, int64(line))
 		if problem != "" {
-			local = append(local, malformed(int64(line), strings.TrimSpace(row[0]), problem))
+			reject(int64(line), strings.TrimSpace(row[0]), problem)
 			continue
 		}
 		if err := stream.Send(rec); err != nil {
@@ -143,7 +167,7 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 	if err != nil {
 		return nil, err
 	}
-	return merge(resp, local), nil
+	return merge(resp, local, nLocal), nil
 }
 
 // checkHeader checks the header row against Header.
@@ -198,12 +222,12 @@ func malformed(line int64, sku, message string) *inventoryv1.ImportRejection {
 	return &inventoryv1.ImportRejection{Line: line, Sku: sku, Reason: ReasonMalformedRow, Message: message}
 }
 
-// merge adds the rows rejected here to the service's summary.
-func merge(resp *inventoryv1.ImportStockResponse, local []*inventoryv1.ImportRejection) *inventoryv1.ImportStockResponse {
-	if len(local) == 0 {
+// merge adds the n rows rejected here, the first of which are local, to
+// the service's summary.
+func merge(resp *inventoryv1.ImportStockResponse, local []*inventoryv1.ImportRejection, n int64) *inventoryv1.ImportStockResponse {
+	if n == 0 {
 		return resp
 	}
-	n := int64(len(local))
 	resp.Received += n
 	resp.Rejected += n
 	all := append(resp.GetRejections(), local...)

@@ -265,3 +265,121 @@ func TestImportServiceError(t *testing.T) {
 		t.Errorf("Import = %v, want RESOURCE_EXHAUSTED IMPORT_TOO_LARGE", err)
 	}
 }
+
+// TestImportUnclosedQuote: a quote left open ran on into the rows after
+// it, which were neither sent nor counted nor reported, while the rest of
+// the file was applied; mending the row and importing the file again then
+// added the other rows' stock twice.
+func TestImportUnclosedQuote(t *testing.T) {
+	const header = "sku,name,price,currency,stock\n"
+	tests := []struct {
+		name    string
+		file    string
+		wantErr string   // "" for an import that is applied
+		applied []string // skus created
+		absent  []string // skus not created
+		lines   []int64  // rejected lines
+	}{
+		{
+			name: "rows follow: nothing applied",
+			file: header +
+				"A,Apple,100,EUR,5\n" + // 2
+				"B,\"Banana,100,EUR,5\n" + // 3: never closed
+				"C,Cherry,100,EUR,5\n" + // 4
+				"D,\"Date, dried\",100,EUR,5\n" + // 5: its quote closes B's field
+				"E,Elder,100,EUR,5\n", // 6
+			wantErr: "line 3",
+			absent:  []string{"A", "B", "C", "D", "E"},
+		},
+		{
+			name: "to the end of the file: nothing applied",
+			file: header +
+				"A,Apple,100,EUR,5\n" +
+				"B,\"Banana,100,EUR,5\n" +
+				"C,Cherry,100,EUR,5\n",
+			wantErr: "line 3",
+			absent:  []string{"A", "B", "C"},
+		},
+		{
+			name: "on the last row: only that row rejected",
+			file: header +
+				"A,Apple,100,EUR,5\n" +
+				"B,\"Banana,100,EUR,5\n",
+			applied: []string{"A"},
+			absent:  []string{"B"},
+			lines:   []int64{3},
+		},
+		{
+			// The service refuses a name with a line break in it, but
+			// the row reaches it, and the next row is read as a row.
+			name: "a quoted field over two lines is data",
+			file: header +
+				"A,\"Apple,\nred\",100,EUR,5\n" +
+				"B,Banana,100,EUR,5\n",
+			applied: []string{"B"},
+			absent:  []string{"A"},
+			lines:   []int64{2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := start(t)
+			resp, err := stockimport.Import(t.Context(), c, strings.NewReader(tt.file), nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("Import = %v, %v; want an error naming %s", resp, err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatalf("Import: %v", err)
+			} else {
+				var lines []int64
+				for _, r := range resp.GetRejections() {
+					lines = append(lines, r.GetLine())
+					if r.GetLine() == 2 && r.GetReason() == stockimport.ReasonMalformedRow {
+						t.Errorf("line 2 rejected as %s (%s), want the service's rejection", r.GetReason(), r.GetMessage())
+					}
+				}
+				if !slices.Equal(lines, tt.lines) || resp.GetApplied() != int64(len(tt.applied)) {
+					t.Errorf("applied %d, rejected lines %v; want %d, %v", resp.GetApplied(), lines, len(tt.applied), tt.lines)
+				}
+			}
+			for _, sku := range tt.applied {
+				if product(t, c, sku) == nil {
+					t.Errorf("%s was not imported", sku)
+				}
+			}
+			for _, sku := range tt.absent {
+				if p := product(t, c, sku); p != nil {
+					t.Errorf("%s was imported: %v", sku, p)
+				}
+			}
+		})
+	}
+}
+
+// TestImportManyMalformedRows: the rows rejected here were all kept, each
+// with its whole first field, however many and however long.
+func TestImportManyMalformedRows(t *testing.T) {
+	c := start(t)
+	var file strings.Builder
+	file.WriteString("sku,name,price,currency,stock\n")
+	long := strings.Repeat("é", 5000) // 10,000 bytes
+	const bad = 1500
+	for range bad {
+		file.WriteString(long + ",x,no price,EUR,1\n")
+	}
+	file.WriteString("OK,Fine,100,EUR,1\n")
+	resp, err := stockimport.Import(t.Context(), c, strings.NewReader(file.String()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetReceived() != bad+1 || resp.GetRejected() != bad || resp.GetApplied() != 1 || len(resp.GetRejections()) != 1000 {
+		t.Fatalf("received %d, rejected %d, applied %d, %d rejections listed; want %d, %d, 1, 1000",
+			resp.GetReceived(), resp.GetRejected(), resp.GetApplied(), len(resp.GetRejections()), bad+1, bad)
+	}
+	for _, r := range resp.GetRejections() {
+		if len(r.GetSku()) > 64+len("…") || !strings.HasSuffix(r.GetSku(), "…") {
+			t.Fatalf("line %d: sku echoed as %d bytes, want at most 64 and an ellipsis", r.GetLine(), len(r.GetSku()))
+		}
+	}
+}
