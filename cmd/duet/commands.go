@@ -41,7 +41,7 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer f.Close()
-	conn, err := dialTool(*target)
+	conn, err := dialTool("inventory-target", *target)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	conn, err := dialTool(*target)
+	conn, err := dialTool("order-target", *target)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,11 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, error) 
 	return pos[0], nil
 }
 
-func dialTool(target string) (*grpc.ClientConn, error) {
+// dialTool connects a command to the service its flag --name addresses.
+func dialTool(name, target string) (*grpc.ClientConn, error) {
+	if err := system.CheckTarget(name, target); err != nil {
+		return nil, err
+	}
 	return client.New(target, client.Config{})
 }
 

@@ -53,7 +53,8 @@ Usage:
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;
-a flag given on the command line wins.
+a flag given on the command line wins, and an empty variable counts as
+unset.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -297,7 +298,9 @@ func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 }
 
 // parse reads args, then fills every flag not given on the command line
-// from its environment variable.
+// from its environment variable. An empty variable counts as unset: a
+// deployment template that leaves DUET_LISTEN blank means the default, not
+// an address of "" (every interface, on a port chosen at random).
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -312,7 +315,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if given[f.Name] || err != nil {
 			return
 		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+		if v := os.Getenv(envName(f.Name)); v != "" {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, serr)
 			}

@@ -105,6 +105,15 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--saga-step-timeout=-1s"}, "--saga-step-timeout must be positive"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=0"}, "--saga-max-backlog must be positive"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=-2"}, "--saga-max-backlog must be positive"},
+		// "" listened on every interface, on a port chosen at random.
+		{[]string{"serve", "user", "--listen", "", "--data-dir", "DATA"}, "--listen: an address is required"},
+		// Targets grpc.NewClient takes and every call then fails with,
+		// or that dial port 443: refused before anything starts.
+		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--user-target", "usersvc", "--payment-target", "127.0.0.1:1", "--inventory-target", "127.0.0.1:1"}, "--user-target"},
+		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--user-target", "127.0.0.1:1", "--payment-target", "dns:///payments", "--inventory-target", "127.0.0.1:1"}, "--payment-target"},
+		{[]string{"serve", "gateway", "--listen", "127.0.0.1:0", "--user-target", "127.0.0.1:1", "--order-target", "http://orders:9092", "--payment-target", "127.0.0.1:1"}, "--order-target"},
+		{[]string{"serve", "gateway", "--listen", "127.0.0.1:0", "--user-target", "127.0.0.1:1", "--order-target", "127.0.0.1:1", "--payment-target", "127.0.0.1:1", "--notification-target", ":"}, "--notification-target"},
+		{[]string{"order", "watch", "--order-target", "orders", "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}, "--order-target"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -113,6 +122,10 @@ func TestBadArguments(t *testing.T) {
 					tt.args[i] = t.TempDir()
 				}
 			}
+			// In a directory of its own: a refused command creates
+			// nothing (serve created ./.duet before refusing a component).
+			dir := t.TempDir()
+			t.Chdir(dir)
 			// Bounded: a command that wrongly starts returns when it ends.
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
@@ -120,7 +133,27 @@ func TestBadArguments(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run(%v) = %v, want an error containing %q", tt.args, err, tt.want)
 			}
+			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+				t.Errorf("run(%v) left %v behind", tt.args, entries)
+			}
 		})
+	}
+}
+
+// TestEmptyEnvironmentIsUnset: a DUET_* variable set to "" overrode the
+// flag's default with "": DUET_LISTEN= listened on every interface, on a
+// port chosen at random, and DUET_DRAIN_TIMEOUT= failed as a duration.
+func TestEmptyEnvironmentIsUnset(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("DUET_LISTEN", "")
+	t.Setenv("DUET_DRAIN_TIMEOUT", "")
+	t.Setenv("DUET_TRUST_TRACE_CONTEXT", "")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// Past the flags and the listen address, order stops at its peers.
+	err := run(ctx, []string{"serve", "order"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "order needs --user-target") {
+		t.Fatalf("run = %v, want the defaults taken and the missing targets named", err)
 	}
 }
 

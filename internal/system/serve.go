@@ -28,7 +28,8 @@ import (
 
 // ServeConfig describes one component run on its own, as by `duet serve`.
 type ServeConfig struct {
-	// Listen is the component's address: gRPC for a service, HTTP for the gateway.
+	// Listen is the component's address: gRPC for a service, HTTP for the
+	// gateway. Required; ":port" listens on every interface.
 	Listen string
 	// DatabaseURL is the service's database: postgres://… or sqlite:PATH.
 	// Empty means a SQLite file in DataDir.
@@ -37,7 +38,7 @@ type ServeConfig struct {
 	DataDir string
 	// UserTarget, OrderTarget, PaymentTarget, InventoryTarget and
 	// NotificationTarget address the peers: "host:port", "dns:///name:port"
-	// or any grpc.NewClient target.
+	// or another target CheckTarget accepts.
 	UserTarget, OrderTarget, PaymentTarget, InventoryTarget, NotificationTarget string
 	// NATSURL is the NATS server or cluster carrying events. Empty means no
 	// bus: producers keep their events in their outbox (published once the
@@ -72,6 +73,9 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
 	}
+	if err := cfg.check(component); err != nil {
+		return err
+	}
 	if cfg.DatabaseURL == "" && component != Gateway {
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)
@@ -83,12 +87,6 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	log := cfg.Logger
 	s := &System{log: log}
 
-	if !slices.Contains(Components, component) {
-		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
-	}
-	if component == Order && (cfg.UserTarget == "" || cfg.PaymentTarget == "" || cfg.InventoryTarget == "") {
-		return errors.New("order needs --user-target, --payment-target and --inventory-target")
-	}
 	var bus *events.Bus
 	if cfg.NATSURL != "" && component != Gateway && component != Inventory {
 		var err error
@@ -161,6 +159,48 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	return s.Shutdown(stop)
 }
 
+// check refuses what Serve cannot run component with, before anything is
+// created or opened: an unknown component, no address to listen on (""
+// would listen on every interface, on a port chosen at random), and peers
+// missing or given as targets nothing could dial.
+func (cfg ServeConfig) check(component string) error {
+	if !slices.Contains(Components, component) {
+		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
+	}
+	if cfg.Listen == "" {
+		return errors.New("--listen: an address is required (host:port; \":port\" for every interface)")
+	}
+	type peer struct {
+		flag, target string
+		needed       bool
+	}
+	var peers []peer
+	switch component {
+	case Order:
+		if cfg.UserTarget == "" || cfg.PaymentTarget == "" || cfg.InventoryTarget == "" {
+			return errors.New("order needs --user-target, --payment-target and --inventory-target")
+		}
+		peers = []peer{{"user-target", cfg.UserTarget, true}, {"payment-target", cfg.PaymentTarget, true}, {"inventory-target", cfg.InventoryTarget, true}}
+	case Gateway:
+		if cfg.UserTarget == "" || cfg.OrderTarget == "" || cfg.PaymentTarget == "" {
+			return errors.New("gateway needs --user-target, --order-target and --payment-target")
+		}
+		peers = []peer{
+			{"user-target", cfg.UserTarget, true}, {"order-target", cfg.OrderTarget, true}, {"payment-target", cfg.PaymentTarget, true},
+			{"inventory-target", cfg.InventoryTarget, false}, {"notification-target", cfg.NotificationTarget, false},
+		}
+	}
+	for _, p := range peers {
+		if p.target == "" && !p.needed {
+			continue
+		}
+		if err := CheckTarget(p.flag, p.target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // drainBound is how long a whole shutdown may take: the server's own drain
 // bound plus time to close stores and connections.
 func drainBound(d time.Duration) time.Duration {
@@ -171,8 +211,8 @@ func drainBound(d time.Duration) time.Duration {
 }
 
 func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Logger) error {
-	if cfg.UserTarget == "" || cfg.OrderTarget == "" || cfg.PaymentTarget == "" {
-		return errors.New("gateway needs --user-target, --order-target and --payment-target")
+	if cfg.MetricsAddr != "" {
+		log.Warn("--metrics-addr is for services; the gateway serves /metrics, /healthz and /readyz on its own address", "metrics_addr", cfg.MetricsAddr)
 	}
 	defer s.Shutdown(context.WithoutCancel(ctx))
 	userConn, err := s.dial(cfg.UserTarget)

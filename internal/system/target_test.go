@@ -1,0 +1,44 @@
+package system_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/duetkit/duet/internal/system"
+)
+
+func TestCheckTarget(t *testing.T) {
+	tests := []struct {
+		target string
+		ok     bool
+	}{
+		{"127.0.0.1:9091", true},
+		{"localhost:9091", true},
+		{"[::1]:9091", true},
+		{"dns:///user.internal:9091", true},
+		{"dns://10.0.0.2:53/user.internal:9091", true},
+		{"passthrough:///127.0.0.1:9091", true},
+		{"unix:///run/duet/user.sock", true},
+		{"unix:user.sock", true},
+		{"", false},
+		{"usersvc", false},                // port 443, grpc's DNS default
+		{"dns:///usersvc", false},         // the same
+		{":9091", false},                  // no host
+		{"127.0.0.1:", false},             // no port
+		{"http://user:9091", false},       // resolved as a host named "http://user:9091"
+		{"grpc://user:9091", false},       // no such resolver
+		{"passthrough:///no-port", false}, // dials port nothing
+		{"dns:///user:9091/extra", false}, // not a host:port
+		{"user:99999", false},
+		{"user:grpc", false},
+	}
+	for _, tt := range tests {
+		err := system.CheckTarget("user-target", tt.target)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckTarget(%q) = %v, want ok %v", tt.target, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "--user-target") {
+			t.Errorf("CheckTarget(%q) = %v, want the flag named", tt.target, err)
+		}
+	}
+}
