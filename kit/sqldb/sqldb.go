@@ -59,6 +59,8 @@ type DB struct {
 	// group commits concurrent InTx calls together on SQLite; nil on
 	// PostgreSQL, whose pool runs transactions side by side.
 	group *txGroup
+	// logger is Open's WithLogger, for Migrate's migrations too.
+	logger *slog.Logger
 }
 
 // Option configures Open.
@@ -77,8 +79,9 @@ func WithMigrationTable(name string) Option {
 	return func(o *options) { o.table = name }
 }
 
-// WithLogger sends goose's migration log to logger. Without it, migrations
-// run silently: errors are still returned by Open.
+// WithLogger sends goose's migration log to logger, Open's and later
+// Migrate's. Without it, migrations run silently: errors are still
+// returned.
 func WithLogger(logger *slog.Logger) Option {
 	return func(o *options) { o.logger = logger }
 }
@@ -147,7 +150,7 @@ func Open(ctx context.Context, rawURL string, migrations fs.FS, opts ...Option) 
 	} else if sqlDB, err = sql.Open(driver, dsn); err != nil {
 		return nil, fmt.Errorf("sqldb: open %s: %w", dialect, err)
 	}
-	db := &DB{DB: sqlDB, Dialect: dialect}
+	db := &DB{DB: sqlDB, Dialect: dialect, logger: o.logger}
 	if dialect == SQLite {
 		db.group = &txGroup{db: sqlDB}
 	}
@@ -341,7 +344,7 @@ func (db *DB) Migrate(ctx context.Context, fsys fs.FS, table string) error {
 	if table == "" {
 		return errors.New("sqldb: migrate: empty version table name")
 	}
-	return db.migrate(ctx, fsys, options{table: table})
+	return db.migrate(ctx, fsys, options{table: table, logger: db.logger})
 }
 
 // migrate applies every pending goose migration in fsys.
@@ -357,6 +360,8 @@ func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 	popts := []goose.ProviderOption{
 		goose.WithTableName(o.table),
 		goose.WithSlog(logger),
+		// goose logs nothing, whatever its logger, unless verbose.
+		goose.WithVerbose(o.logger != nil),
 		// Only this service's files: Go migrations registered globally by
 		// another package linked into the same binary must not run here.
 		goose.WithDisableGlobalRegistry(true),
@@ -420,12 +425,17 @@ func lostMigrationRace(ctx context.Context, provider *goose.Provider, err error)
 // current schema and the version table, so that only Opens migrating the same
 // tables wait for each other (test schemas, other services do not).
 func (db *DB) postgresLocker(ctx context.Context, table string) (lock.SessionLocker, error) {
-	var schema string
+	var schema sql.NullString
 	if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
 		return nil, fmt.Errorf("sqldb: read current schema: %w", err)
 	}
+	if !schema.Valid {
+		// PostgreSQL would refuse the first CREATE TABLE with "no schema
+		// has been selected to create in"; say why before anything runs.
+		return nil, errors.New("sqldb: no schema to migrate into: none of the schemas in the connection's search_path exists (create it, or set search_path in the database URL)")
+	}
 	h := fnv.New64a()
-	_, _ = io.WriteString(h, schema+"."+table)
+	_, _ = io.WriteString(h, schema.String+"."+table)
 	locker, err := lock.NewPostgresSessionLocker(
 		lock.WithLockID(int64(h.Sum64())),
 		lock.WithLockTimeout(1, 300), // poll every second for up to 5 minutes

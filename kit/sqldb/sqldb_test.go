@@ -1,12 +1,14 @@
 package sqldb_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	neturl "net/url"
 	"path/filepath"
@@ -184,6 +186,22 @@ func TestPostgresPoolSize(t *testing.T) {
 				t.Errorf("insert: %v", err)
 			}
 		})
+	}
+}
+
+// TestPostgresNoSchema: a search_path naming no schema that exists made
+// Open fail with "converting NULL to string is unsupported".
+func TestPostgresNoSchema(t *testing.T) {
+	u := sqldbtest.Postgres(t)
+	q := u.Query()
+	q.Set("search_path", "duet_no_such_schema")
+	u.RawQuery = q.Encode()
+	db, err := sqldb.Open(t.Context(), u.String(), migrations(t))
+	if err == nil {
+		_ = db.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "search_path") {
+		t.Errorf("Open = %v, want an error naming search_path", err)
 	}
 }
 
@@ -483,6 +501,27 @@ func TestMigrateKeepsItsOwnHistory(t *testing.T) {
 		again := open(t, url, sqldb.WithMigrationTable("widget_goose_db_version"))
 		if err := again.Migrate(t.Context(), extra, "extra_goose_db_version"); err != nil {
 			t.Errorf("Migrate after reopen: %v", err)
+		}
+	})
+}
+
+// TestMigrateLogs: Migrate's migrations (kit/events' outbox and inbox in
+// every service) logged nothing, whatever logger Open was given.
+func TestMigrateLogs(t *testing.T) {
+	extra := fstest.MapFS{
+		"00001_extra.sql": {Data: []byte("-- +goose Up\nCREATE TABLE extra (id TEXT PRIMARY KEY);\n-- +goose Down\nDROP TABLE extra;\n")},
+	}
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		var logged bytes.Buffer // goose logs from the goroutine that migrates
+		db := open(t, url, sqldb.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+		if !strings.Contains(logged.String(), "00001_widgets.sql") {
+			t.Fatalf("Open's migrations logged %q, want the file applied", logged.String())
+		}
+		if err := db.Migrate(t.Context(), extra, "extra_goose_db_version"); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(logged.String(), "00001_extra.sql") {
+			t.Errorf("Migrate's migration is not in the log:\n%s", logged.String())
 		}
 	})
 }

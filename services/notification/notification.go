@@ -71,7 +71,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("service", "notification")
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	db, err := store.Open(ctx, cfg.DatabaseURL, sqldb.WithLogger(logger))
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package user_test
 
 import (
-	neturl "net/url"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -18,14 +17,7 @@ import (
 // clients and balancers retry and alerts read as an outage. It answered
 // INTERNAL, which says "a bug" and is not retried.
 func TestDatabaseOutage(t *testing.T) {
-	pg, ok := sqldbtest.URLs(t)["postgres"]
-	if !ok {
-		t.Skipf("%s is not set", sqldbtest.PostgresEnv)
-	}
-	u, err := neturl.Parse(pg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := sqldbtest.Postgres(t)
 	proxy := tcpproxy.Start(t, u.Host)
 	u.Host = proxy.Addr()
 	c := start(t, u.String())

@@ -38,6 +38,22 @@ func URLs(t testing.TB) map[string]string {
 	return urls
 }
 
+// Postgres returns the URL of a new, empty PostgreSQL schema, as URLs
+// does, parsed for a test that changes it (its host, to go through a
+// proxy, or its parameters); it skips t when PostgresEnv is not set.
+func Postgres(t testing.TB) *url.URL {
+	t.Helper()
+	base := os.Getenv(PostgresEnv)
+	if base == "" {
+		t.Skipf("%s is not set", PostgresEnv)
+	}
+	u, err := url.Parse(postgresSchema(t, base))
+	if err != nil {
+		t.Fatalf("sqldbtest: %v", err)
+	}
+	return u
+}
+
 // Run calls fn once per URL from URLs, each in a subtest named for its
 // dialect.
 func Run(t *testing.T, fn func(t *testing.T, url string)) {

@@ -44,10 +44,11 @@ const Inbox = "notification"
 
 // Open opens the database at url and brings its schema up to date: the
 // store's own tables (version table MigrationTable) and kit/events' inbox.
-func Open(ctx context.Context, url string) (*sqldb.DB, error) {
+// opts are sqldb.Open's (sqldb.WithLogger for the migrations' log).
+func Open(ctx context.Context, url string, opts ...sqldb.Option) (*sqldb.DB, error) {
 	// The migrations depend on the dialect, known once the URL is parsed,
 	// so they run after sqldb.Open rather than through it.
-	db, err := sqldb.Open(ctx, url, nil)
+	db, err := sqldb.Open(ctx, url, nil, opts...)
 	if err != nil {
 		return nil, err
 	}
