@@ -139,6 +139,13 @@ type Config struct {
 	// DrainTimeout bounds Shutdown's graceful phase before in-flight calls
 	// are cut off.
 	DrainTimeout time.Duration
+	// NotReadyAtStart keeps the server NOT_SERVING when Serve starts, until
+	// the owner calls SetServing(true): for a server that must warm up (a
+	// cache to fill, a peer to reach) before it takes calls. Clients that
+	// check health (kit/client does) send it none meanwhile; calls that
+	// come anyway are served. Without it the first Serve marks the server
+	// and every service SERVING, whatever was set before.
+	NotReadyAtStart bool
 	// FiniteStreams lists the server-streaming and bidirectional methods,
 	// by full name ("/pkg.Service/Method"), that end by themselves, such
 	// as a download. Shutdown lets those finish like unary calls; every
@@ -190,6 +197,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	services []string
+	// notReady is Config.NotReadyAtStart.
+	notReady bool
 	// serving marks the server SERVING on the first Serve only.
 	serving sync.Once
 }
@@ -315,7 +324,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts = append(opts, cfg.Options...)
 
-	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams, deadlines: dl}
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
@@ -363,13 +372,16 @@ func (s *Server) SetServing(serving bool) {
 	}
 }
 
-// Serve marks the server SERVING and accepts connections on lis until
-// Shutdown. It returns nil after a Shutdown. Only the first Serve marks
-// it: one on another listener later leaves the statuses set with Health
-// or SetServing meanwhile as they are.
+// Serve marks the server SERVING (unless Config.NotReadyAtStart) and
+// accepts connections on lis until Shutdown. It returns nil after a
+// Shutdown. Only the first Serve marks it, overwriting what was set with
+// Health or SetServing before; one on another listener later leaves the
+// statuses set meanwhile as they are.
 func (s *Server) Serve(lis net.Listener) error {
 	s.deadlines.learn(s.grpc)
-	s.serving.Do(func() { s.SetServing(true) })
+	if !s.notReady {
+		s.serving.Do(func() { s.SetServing(true) })
+	}
 	err := s.grpc.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

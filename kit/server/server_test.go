@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
@@ -251,6 +252,50 @@ func TestServeOnAnotherListenerKeepsHealth(t *testing.T) {
 	srv.Close()
 	if err := <-served; err != nil {
 		t.Errorf("second Serve = %v", err)
+	}
+}
+
+// TestNotReadyAtStart: a server that must warm up before taking calls
+// could not say so: whatever it set before Serve, Serve marked SERVING.
+func TestNotReadyAtStart(t *testing.T) {
+	ann := &users{get: func(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+	}}
+	srv := servertest.NewServer(t, server.Config{NotReadyAtStart: true}, ann.register)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	raw, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for _, name := range []string{"", userv1.UserService_ServiceDesc.ServiceName} {
+		resp, err := healthpb.NewHealthClient(raw).Check(ctx, &healthpb.HealthCheckRequest{Service: name}, grpc.WaitForReady(true))
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("health of %q while serving, not ready: %v, %v; want NOT_SERVING", name, resp.GetStatus(), err)
+		}
+	}
+	// A call that comes anyway is served; kit/client sends none.
+	req := &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}
+	if _, err := userv1.NewUserServiceClient(raw).GetUser(ctx, req); err != nil {
+		t.Errorf("a call to a server not ready yet: %v", err)
+	}
+	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, req); status.Code(err) != codes.Unavailable {
+		t.Errorf("kit/client's call to a server not ready yet: %v, want UNAVAILABLE", err)
+	}
+	srv.SetServing(true)
+	if resp, err := healthpb.NewHealthClient(raw).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health once ready: %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+	// kit/client learns it over its health Watch.
+	for {
+		_, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, req)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("kit/client's calls still fail once the server is ready: %v", err)
+		}
 	}
 }
 
