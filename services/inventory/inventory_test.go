@@ -482,10 +482,11 @@ func newRecvGate(want int64) *recvGate {
 }
 
 func (g *recvGate) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	err := handler(srv, &gatedStream{ServerStream: ss, g: g})
-	if info.FullMethod == inventoryv1.InventoryService_ImportStock_FullMethodName {
-		g.returned <- err
+	if info.FullMethod != inventoryv1.InventoryService_ImportStock_FullMethodName {
+		return handler(srv, ss) // the client's health Watch, say: its request is no record
 	}
+	err := handler(srv, &gatedStream{ServerStream: ss, g: g})
+	g.returned <- err
 	return err
 }
 
