@@ -132,9 +132,9 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 		}
 		var parseErr *csv.ParseError
 		if errors.As(err, &parseErr) {
-			if parseErr.Line > parseErr.StartLine {
-				return nil, fmt.Errorf("stockimport: line %d: %w: the quoted field opened there runs on to line %d, taking the rows between into it; nothing was imported",
-					parseErr.StartLine, parseErr.Err, parseErr.Line)
+			if errors.Is(parseErr.Err, csv.ErrQuote) && parseErr.Line > parseErr.StartLine {
+				return nil, fmt.Errorf("stockimport: line %d: a quoted field opened in this row has its closing quote missing or misplaced, and the reader ran on to line %d, perhaps taking the rows between into it; nothing was imported",
+					parseErr.StartLine, parseErr.Line)
 			}
 			reject(int64(parseErr.StartLine), "", parseErr.Err.Error())
 			continue

@@ -165,7 +165,10 @@ type gate struct {
 	reached  chan struct{}
 }
 
-func (g *gate) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (g *gate) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if info.FullMethod != inventoryv1.InventoryService_ImportStock_FullMethodName {
+		return handler(srv, ss) // the client's health Watch, say: its request is no record
+	}
 	return handler(srv, &gatedStream{ServerStream: ss, g: g})
 }
 
@@ -307,6 +310,17 @@ func TestImportUnclosedQuote(t *testing.T) {
 				"B,\"Banana,100,EUR,5\n",
 			applied: []string{"A"},
 			absent:  []string{"B"},
+			lines:   []int64{3},
+		},
+		{
+			// Before the quote error, only the row's own lines were read.
+			name: "a stray quote after a quoted field over two lines: only that row rejected",
+			file: header +
+				"A,Apple,100,EUR,5\n" + // 2
+				"T,\"T-shirt\nsize M\",19\"99,EUR,2\n" + // 3-4
+				"B,Banana,100,EUR,5\n", // 5
+			applied: []string{"A", "B"},
+			absent:  []string{"T"},
 			lines:   []int64{3},
 		},
 		{
