@@ -353,15 +353,12 @@ func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 	if err != nil {
 		return err
 	}
-	logger := o.logger
-	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	popts := []goose.ProviderOption{
 		goose.WithTableName(o.table),
-		goose.WithSlog(logger),
-		// goose logs nothing, whatever its logger, unless verbose.
-		goose.WithVerbose(o.logger != nil),
+		// goose's own log (verbose) has a line per SQL statement, with the
+		// statement, and one per start saying nothing is pending: each
+		// migration applied is logged below instead.
+		goose.WithSlog(slog.New(slog.DiscardHandler)),
 		// Only this service's files: Go migrations registered globally by
 		// another package linked into the same binary must not run here.
 		goose.WithDisableGlobalRegistry(true),
@@ -393,7 +390,13 @@ func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 		attempts += len(provider.ListSources())
 	}
 	for i := 1; ; i++ {
-		_, err := provider.Up(ctx)
+		applied, err := provider.Up(ctx)
+		if o.logger != nil {
+			for _, r := range applied {
+				o.logger.InfoContext(ctx, "migration applied", "file", filepath.Base(r.Source.Path),
+					"version", r.Source.Version, "version_table", o.table, "duration", r.Duration)
+			}
+		}
 		if err == nil {
 			return nil
 		}
