@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
@@ -155,6 +156,47 @@ func TestWrappedStatusErrors(t *testing.T) {
 	for name, err := range map[string]error{"unary": unaryErr, "stream": streamErr} {
 		if got := status.Convert(err).Message(); got != want || apierr.Reason(err) != "USER_NOT_FOUND" {
 			t.Errorf("%s: message %q, reason %q; want %q, USER_NOT_FOUND", name, got, apierr.Reason(err), want)
+		}
+	}
+}
+
+// TestHealthWatchLoggedAtDebug: every kit/client connection keeps a
+// health Watch open, which ends at each connection's max age and at each
+// Shutdown: an INFO or WARN line per client each time, about no call of
+// the service's.
+func TestHealthWatchLoggedAtDebug(t *testing.T) {
+	logged := make(records, 64)
+	srv := servertest.NewServer(t, server.Config{Name: "test", Logger: slog.New(logged)}, (&users{}).register)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	watchCtx, endWatch := context.WithCancel(ctx)
+	watch, err := healthpb.NewHealthClient(srv.Conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	endWatch()
+	for {
+		select {
+		case rec := <-logged:
+			method := ""
+			rec.Attrs(func(a slog.Attr) bool {
+				if a.Key == "grpc.method" {
+					method = a.Value.String()
+				}
+				return true
+			})
+			if rec.Message != "finished call" || method != "Watch" {
+				continue
+			}
+			if rec.Level != slog.LevelDebug {
+				t.Errorf("the health Watch's line is at %v, want DEBUG", rec.Level)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("no access log line for the health Watch")
 		}
 	}
 }

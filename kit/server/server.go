@@ -497,7 +497,7 @@ func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 	if o.log != nil {
 		// The whole error, for the server's own log; the client gets the
 		// status it wraps.
-		logCall(ctx, o.log, info.FullMethod, "unary", start, err)
+		logCall(ctx, o.log, info.FullMethod, "unary", start, err, false)
 	}
 	return resp, statusError(err)
 }
@@ -587,7 +587,12 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 		case info.IsClientStream:
 			kind = "client_stream"
 		}
-		logCall(ss.Context(), log, info.FullMethod, kind, start, err)
+		// A balancer's health Watch (kit/client keeps one open on every
+		// connection) ends at each connection's max age and at each
+		// Shutdown, a line per client each time, and tells nothing of the
+		// calls served: DEBUG.
+		quiet := info.FullMethod == healthpb.Health_Watch_FullMethodName
+		logCall(ss.Context(), log, info.FullMethod, kind, start, err, quiet)
 		return err
 	}
 }
@@ -597,10 +602,14 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 // request and trace ids from the context). It replaces go-grpc-middleware's
 // logging interceptor, which measured at 18% of a small call's server CPU
 // and 43 allocations per call (bench/README.md): the same facts in one
-// record, and nothing at all when the level is off.
-func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error) {
+// record, and nothing at all when the level is off. The level is
+// codeLevel's, or DEBUG for a quiet call.
+func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error, quiet bool) {
 	code := apierr.CallCode(err)
 	level := codeLevel(code)
+	if quiet {
+		level = slog.LevelDebug
+	}
 	if !log.Enabled(ctx, level) {
 		return
 	}
