@@ -110,10 +110,20 @@ type Config struct {
 	// keeps a grpc.health.v1 Watch open and round_robin sends no calls to
 	// an address whose server reports NOT_SERVING for the whole server
 	// (service name ""): one that is draining (kit/server's Shutdown says
-	// so before it stops), or one whose owner said it cannot serve
-	// (server.Health().SetServingStatus). A server without the health
-	// service counts as healthy. When no address is healthy, calls fail
-	// with UNAVAILABLE, as they would with none reachable.
+	// so before it stops), not ready yet (server.Config.NotReadyAtStart),
+	// or whose owner said it cannot serve (SetServing(false), or
+	// Health().SetServingStatus("", …); a single service's status is not
+	// read). When no address is healthy, calls fail with UNAVAILABLE, as
+	// they would with none reachable.
+	//
+	// A server without the health service counts as healthy (grpc-go
+	// logs an error through grpclog each time such a connection opens).
+	// The Watch carries the connection's credentials, per-RPC ones
+	// included, but not what UnaryInterceptors and StreamInterceptors add
+	// to calls: a server that demands such metadata of grpc.health.v1
+	// refuses the Watch, and its addresses never become healthy. Let the
+	// health service through unauthenticated (its answers tell nothing
+	// secret), or turn this off.
 	DisableHealthCheck bool
 	// UnaryInterceptors and StreamInterceptors run after the defaults.
 	UnaryInterceptors  []grpc.UnaryClientInterceptor
