@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/grpc"
@@ -67,7 +68,7 @@ func Check(v protovalidate.Validator, msg proto.Message) error {
 	details := make([]apierr.Detail, 0, len(shown))
 	fields := make([]string, 0, len(shown)+1)
 	for _, viol := range shown {
-		field := protovalidate.FieldPathString(viol.Proto.GetField())
+		field := shorten(protovalidate.FieldPathString(viol.Proto.GetField()))
 		details = append(details, apierr.Field(field, viol.Proto.GetMessage()))
 		fields = append(fields, fmt.Sprintf("%s: %s", field, viol.Proto.GetMessage()))
 	}
@@ -76,6 +77,25 @@ func Check(v protovalidate.Validator, msg proto.Message) error {
 	}
 	return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument,
 		"invalid request: "+strings.Join(fields, "; "), details...)
+}
+
+// MaxFieldPath bounds a field path as a violation reports it, in bytes; a
+// longer one is cut at a character's start and ends in "…". A map key in
+// a path ("labels[\"…\"]") is the caller's own, up to the whole message's
+// size, and echoed in full it made the error megabytes long: in the
+// status message, in the BadRequest and in the access log, and, encoded
+// for the trailer, past what the client would take.
+const MaxFieldPath = 256
+
+func shorten(path string) string {
+	if len(path) <= MaxFieldPath {
+		return path
+	}
+	n := MaxFieldPath
+	for n > 0 && !utf8.RuneStart(path[n]) {
+		n--
+	}
+	return path[:n] + "…"
 }
 
 // UnaryServerInterceptor rejects requests that break their contract's

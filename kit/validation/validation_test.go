@@ -3,10 +3,13 @@ package validation_test
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
@@ -60,5 +63,41 @@ func TestCheckBounded(t *testing.T) {
 				t.Errorf("message %q says more were left out", msg)
 			}
 		})
+	}
+}
+
+// TestCheckShortensFieldPaths: a map key is part of a violation's field
+// path, and one of megabytes made an error of megabytes (of three times
+// that once percent-encoded for the trailer, past what a client takes).
+func TestCheckShortensFieldPaths(t *testing.T) {
+	v, err := protovalidate.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := itemType(t)
+	msg := dynamicpb.NewMessage(item)
+	msg.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"))
+	msg.Set(item.Fields().ByName("tid"), protoreflect.ValueOfString("0b7f5b4e8a1e4f579d7e0d4b8f3e2a11"))
+	refs := msg.Mutable(item.Fields().ByName("refs")).Map()
+	key := strings.Repeat("é", 100_000) // 200,000 bytes
+	refs.Set(protoreflect.ValueOfString(key).MapKey(), protoreflect.ValueOfString("not a uuid"))
+	err = validation.Check(v, msg)
+	if apierr.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Check = %v, want INVALID_ARGUMENT", err)
+	}
+	var refsPath string
+	for _, fv := range apierr.FieldViolations(err) {
+		if strings.HasPrefix(fv.Field, "refs[") {
+			refsPath = fv.Field
+		}
+	}
+	if len(refsPath) > validation.MaxFieldPath+len("…") || !utf8.ValidString(refsPath) {
+		t.Errorf("field path of %d bytes (%.40q…), want at most %d", len(refsPath), refsPath, validation.MaxFieldPath)
+	}
+	if refsPath == "" {
+		t.Errorf("no violation names refs: %v", err)
+	}
+	if n := len(err.Error()); n > 2000 {
+		t.Errorf("error of %d bytes", n)
 	}
 }
