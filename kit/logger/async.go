@@ -67,6 +67,11 @@ type queued struct {
 
 // NewAsyncHandler starts the writer goroutine of a handler in front of
 // next, with DefaultQueue and DefaultLinger. Close stops it.
+//
+// next gets each record without the context it was logged with (that
+// context may be long gone when the record is written): put handlers
+// that read the context, such as NewHandler (the request and trace ids),
+// in front of the Async one, not behind it, as NewAsync does.
 func NewAsyncHandler(next slog.Handler) *Async {
 	return newAsync(next, DefaultQueue, DefaultLinger, nil)
 }
