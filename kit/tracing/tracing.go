@@ -46,13 +46,6 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 		opts = append(opts, sdktrace.WithBatcher(exp))
 		exporter = true
 	}
-	if !exporter {
-		// Nothing to send spans to: an application's tracer.Start under
-		// a sampled caller would record a span (its attributes, events,
-		// timings) only to drop it. Spans stay non-recording and carry
-		// the trace on.
-		opts = append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))
-	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	if !exporter {
 		otel.SetTracerProvider(tp)

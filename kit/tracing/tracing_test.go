@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -50,32 +49,5 @@ func TestTraceContextCrossesHopsWithoutAnExporter(t *testing.T) {
 	}
 	if got := <-u.seen; !got.IsValid() || got.TraceID() == tid {
 		t.Errorf("a call without trace context got %v, want a new valid trace", got.TraceID())
-	}
-}
-
-// TestSetupWithoutExporterRecordsNothing: without an endpoint, Setup's
-// provider recorded the spans an application started under a sampled
-// caller, only to drop them.
-func TestSetupWithoutExporterRecordsNothing(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	prev := otel.GetTracerProvider()
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
-	shutdown, err := tracing.Setup(t.Context(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shutdown(context.WithoutCancel(t.Context()))
-
-	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
-	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
-	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
-	_, span := otel.Tracer("test").Start(trace.ContextWithRemoteSpanContext(t.Context(), parent), "work")
-	defer span.End()
-	if span.IsRecording() {
-		t.Error("a span is recorded with nowhere to send it")
-	}
-	if got := span.SpanContext().TraceID(); got != tid {
-		t.Errorf("span's trace = %v, want the caller's %v", got, tid)
 	}
 }
