@@ -43,8 +43,9 @@
 // part of it, and the rows it took can no longer be told apart. Applying
 // the rest of the file would leave them out without a word (and once the
 // file is mended and imported again, add the other rows' stock twice), so
-// Import returns an error naming the line and the service applies nothing.
-// A missing quote on the file's last row rejects only that row.
+// when a row that cannot be parsed spans lines, Import returns an error
+// naming them and the service applies nothing. A missing quote on the
+// file's last row rejects only that row.
 //
 // If reading the file fails, or ctx ends, before the whole file is sent,
 // Import cancels the stream and the service applies nothing.
@@ -132,9 +133,12 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 		}
 		var parseErr *csv.ParseError
 		if errors.As(err, &parseErr) {
-			if errors.Is(parseErr.Err, csv.ErrQuote) && parseErr.Line > parseErr.StartLine {
-				return nil, fmt.Errorf("stockimport: line %d: a quoted field opened in this row has its closing quote missing or misplaced, and the reader ran on to line %d, perhaps taking the rows between into it; nothing was imported",
-					parseErr.StartLine, parseErr.Line)
+			if parseErr.Line > parseErr.StartLine {
+				// Whether the rows between are part of a quoted field
+				// or rows a missing quote swallowed, a parse error
+				// cannot tell.
+				return nil, fmt.Errorf("stockimport: lines %d–%d: %w: a quoted field opened on line %d runs on to line %d, and may have taken the rows between into it; nothing was imported",
+					parseErr.StartLine, parseErr.Line, parseErr.Err, parseErr.StartLine, parseErr.Line)
 			}
 			reject(int64(parseErr.StartLine), "", parseErr.Err.Error())
 			continue

@@ -291,7 +291,7 @@ func TestImportUnclosedQuote(t *testing.T) {
 				"C,Cherry,100,EUR,5\n" + // 4
 				"D,\"Date, dried\",100,EUR,5\n" + // 5: its quote closes B's field
 				"E,Elder,100,EUR,5\n", // 6
-			wantErr: "line 3",
+			wantErr: "lines 3–5",
 			absent:  []string{"A", "B", "C", "D", "E"},
 		},
 		{
@@ -313,15 +313,17 @@ func TestImportUnclosedQuote(t *testing.T) {
 			lines:   []int64{3},
 		},
 		{
-			// Before the quote error, only the row's own lines were read.
-			name: "a stray quote after a quoted field over two lines: only that row rejected",
+			// The quote is closed by a later row's, whose next field
+			// then has a bare quote: rows 4 and 5 were swallowed.
+			name: "a bare quote after a runaway field: nothing applied",
 			file: header +
 				"A,Apple,100,EUR,5\n" + // 2
-				"T,\"T-shirt\nsize M\",19\"99,EUR,2\n" + // 3-4
-				"B,Banana,100,EUR,5\n", // 5
-			applied: []string{"A", "B"},
-			absent:  []string{"T"},
-			lines:   []int64{3},
+				"T,\"T-shirt,19.99,EUR,2\n" + // 3: never closed
+				"B,Banana,100,EUR,5\n" + // 4
+				"P,Pizza 12\",9\" base,EUR,5\n" + // 5: closes 3's field, then a bare quote
+				"C,Cherry,100,EUR,5\n", // 6
+			wantErr: "lines 3–5",
+			absent:  []string{"A", "B", "C", "P", "T"},
 		},
 		{
 			// The service refuses a name with a line break in it, but
