@@ -79,9 +79,9 @@ func WithMigrationTable(name string) Option {
 	return func(o *options) { o.table = name }
 }
 
-// WithLogger sends goose's migration log to logger, Open's and later
-// Migrate's. Without it, migrations run silently: errors are still
-// returned.
+// WithLogger logs each migration applied to logger, Open's and later
+// Migrate's (a line per file: its name, version and version table). Without
+// it, migrations run silently: errors are still returned.
 func WithLogger(logger *slog.Logger) Option {
 	return func(o *options) { o.logger = logger }
 }
@@ -391,6 +391,10 @@ func (db *DB) migrate(ctx context.Context, fsys fs.FS, o options) error {
 	}
 	for i := 1; ; i++ {
 		applied, err := provider.Up(ctx)
+		var partial *goose.PartialError
+		if errors.As(err, &partial) {
+			applied = partial.Applied // those before the one that failed
+		}
 		if o.logger != nil {
 			for _, r := range applied {
 				o.logger.InfoContext(ctx, "migration applied", "file", filepath.Base(r.Source.Path),

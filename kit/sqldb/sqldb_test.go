@@ -523,6 +523,17 @@ func TestMigrateLogs(t *testing.T) {
 		if !strings.Contains(logged.String(), "00001_extra.sql") {
 			t.Errorf("Migrate's migration is not in the log:\n%s", logged.String())
 		}
+		// The ones applied before a failure are logged too.
+		failing := fstest.MapFS{
+			"00001_fine.sql":   {Data: []byte("-- +goose Up\nCREATE TABLE fine (id TEXT PRIMARY KEY);\n")},
+			"00002_broken.sql": {Data: []byte("-- +goose Up\nCREATE TABLE broken (;\n")},
+		}
+		if err := db.Migrate(t.Context(), failing, "failing_goose_db_version"); err == nil {
+			t.Fatal("a broken migration was applied")
+		}
+		if !strings.Contains(logged.String(), "00001_fine.sql") {
+			t.Errorf("the migration applied before the one that failed is not in the log:\n%s", logged.String())
+		}
 	})
 }
 
