@@ -163,40 +163,65 @@ func TestWrappedStatusErrors(t *testing.T) {
 // TestHealthWatchLoggedAtDebug: every kit/client connection keeps a
 // health Watch open, which ends at each connection's max age and at each
 // Shutdown: an INFO or WARN line per client each time, about no call of
-// the service's.
+// the service's. A Watch refused keeps its code's level: its client never
+// sees the server healthy.
 func TestHealthWatchLoggedAtDebug(t *testing.T) {
-	logged := make(records, 64)
-	srv := servertest.NewServer(t, server.Config{Name: "test", Logger: slog.New(logged)}, (&users{}).register)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	watchCtx, endWatch := context.WithCancel(ctx)
-	watch, err := healthpb.NewHealthClient(srv.Conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		t.Fatal(err)
+	refuse := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return status.Error(codes.PermissionDenied, "no credentials")
 	}
-	if _, err := watch.Recv(); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name      string
+		refuse    bool
+		wantLevel slog.Level
+	}{
+		{"ended by its client", false, slog.LevelDebug},
+		{"refused", true, slog.LevelWarn},
 	}
-	endWatch()
-	for {
-		select {
-		case rec := <-logged:
-			method := ""
-			rec.Attrs(func(a slog.Attr) bool {
-				if a.Key == "grpc.method" {
-					method = a.Value.String()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logged := make(records, 64)
+			cfg := server.Config{Name: "test", Logger: slog.New(logged)}
+			if tt.refuse {
+				cfg.StreamInterceptors = []grpc.StreamServerInterceptor{refuse}
+			}
+			srv := servertest.NewServer(t, cfg, (&users{}).register)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			if tt.refuse {
+				// kit/client's own Watch, opened as the connection is.
+				srv.Conn.Connect()
+			} else {
+				watchCtx, endWatch := context.WithCancel(ctx)
+				watch, err := healthpb.NewHealthClient(srv.Conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+				if err != nil {
+					t.Fatal(err)
 				}
-				return true
-			})
-			if rec.Message != "finished call" || method != "Watch" {
-				continue
+				if _, err := watch.Recv(); err != nil {
+					t.Fatal(err)
+				}
+				endWatch()
 			}
-			if rec.Level != slog.LevelDebug {
-				t.Errorf("the health Watch's line is at %v, want DEBUG", rec.Level)
+			for {
+				select {
+				case rec := <-logged:
+					method := ""
+					rec.Attrs(func(a slog.Attr) bool {
+						if a.Key == "grpc.method" {
+							method = a.Value.String()
+						}
+						return true
+					})
+					if rec.Message != "finished call" || method != "Watch" {
+						continue
+					}
+					if rec.Level != tt.wantLevel {
+						t.Errorf("the health Watch's line is at %v, want %v", rec.Level, tt.wantLevel)
+					}
+					return
+				case <-ctx.Done():
+					t.Fatal("no access log line for the health Watch")
+				}
 			}
-			return
-		case <-ctx.Done():
-			t.Fatal("no access log line for the health Watch")
-		}
+		})
 	}
 }

@@ -588,10 +588,20 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 			kind = "client_stream"
 		}
 		// A balancer's health Watch (kit/client keeps one open on every
-		// connection) ends at each connection's max age and at each
-		// Shutdown, a line per client each time, and tells nothing of the
-		// calls served: DEBUG.
+		// connection) ends at each connection's max age (CANCELLED) and
+		// at each Shutdown (UNAVAILABLE), a line per client each time,
+		// and tells nothing of the calls served: DEBUG. A Watch refused
+		// (an interceptor of the owner's wanting credentials, say)
+		// keeps its code's level: its client never sees the server
+		// healthy.
 		quiet := info.FullMethod == healthpb.Health_Watch_FullMethodName
+		if quiet {
+			switch apierr.CallCode(err) {
+			case codes.OK, codes.Canceled, codes.Unavailable:
+			default:
+				quiet = false
+			}
+		}
 		logCall(ss.Context(), log, info.FullMethod, kind, start, err, quiet)
 		return err
 	}
