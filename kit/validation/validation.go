@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -68,7 +69,7 @@ func Check(v protovalidate.Validator, msg proto.Message) error {
 	details := make([]apierr.Detail, 0, len(shown))
 	fields := make([]string, 0, len(shown)+1)
 	for _, viol := range shown {
-		field := shorten(protovalidate.FieldPathString(viol.Proto.GetField()))
+		field := protovalidate.FieldPathString(shortKeys(viol.Proto.GetField()))
 		details = append(details, apierr.Field(field, viol.Proto.GetMessage()))
 		fields = append(fields, fmt.Sprintf("%s: %s", field, viol.Proto.GetMessage()))
 	}
@@ -79,23 +80,38 @@ func Check(v protovalidate.Validator, msg proto.Message) error {
 		"invalid request: "+strings.Join(fields, "; "), details...)
 }
 
-// MaxFieldPath bounds a field path as a violation reports it, in bytes; a
-// longer one is cut at a character's start and ends in "…". A map key in
-// a path ("labels[\"…\"]") is the caller's own, up to the whole message's
-// size, and echoed in full it made the error megabytes long: in the
-// status message, in the BadRequest and in the access log, and, encoded
-// for the trailer, past what the client would take.
-const MaxFieldPath = 256
+// MaxMapKey bounds each map key in a field path as a violation reports
+// it, in bytes; a longer one is cut at a character's start and ends in
+// "…". A map key in a path ("labels[\"…\"].value") is the caller's own,
+// up to the whole message's size, and echoed in full it made the error
+// megabytes long: in the status message, in the BadRequest and in the
+// access log, and, encoded for the trailer, past what the client would
+// take. The path's other elements, and its end, are kept.
+const MaxMapKey = 64
 
-func shorten(path string) string {
-	if len(path) <= MaxFieldPath {
+// shortKeys returns path with its string map keys cut to MaxMapKey bytes,
+// a copy when any is longer.
+func shortKeys(path *validate.FieldPath) *validate.FieldPath {
+	long := false
+	for _, el := range path.GetElements() {
+		if len(el.GetStringKey()) > MaxMapKey {
+			long = true
+		}
+	}
+	if !long {
 		return path
 	}
-	n := MaxFieldPath
-	for n > 0 && !utf8.RuneStart(path[n]) {
-		n--
+	path = proto.CloneOf(path)
+	for _, el := range path.GetElements() {
+		if key := el.GetStringKey(); len(key) > MaxMapKey {
+			n := MaxMapKey
+			for n > 0 && !utf8.RuneStart(key[n]) {
+				n--
+			}
+			el.Subscript = &validate.FieldPathElement_StringKey{StringKey: key[:n] + "…"}
+		}
 	}
-	return path[:n] + "…"
+	return path
 }
 
 // UnaryServerInterceptor rejects requests that break their contract's
