@@ -13,8 +13,9 @@ import (
 )
 
 // Check fails the test unless err has code and, when code is not OK, the
-// ErrorInfo reason and field violations that go with it: one naming field,
-// or none at all when field is empty. A wrong code stops the test, as
+// ErrorInfo reason and field violations that go with it: one naming field
+// among them (others may name other fields), or none at all when field is
+// empty. A wrong code stops the test, as
 // nothing else about the error can be right; a wrong reason or field is
 // reported and the test goes on.
 func Check(t testing.TB, err error, code codes.Code, reason, field string) {
