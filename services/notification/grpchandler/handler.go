@@ -36,6 +36,8 @@ type Handler struct {
 	notificationv1.UnimplementedNotificationServiceServer
 	svc *domain.Service
 	log *slog.Logger
+	// subs counts the open Subscribe sessions.
+	subs subscriptions
 }
 
 var _ notificationv1.NotificationServiceServer = (*Handler)(nil)

@@ -670,3 +670,69 @@ func TestListAuditEvents(t *testing.T) {
 		}
 	})
 }
+
+// TestSubscriptionsPerUserBounded: subscriptions had no bound, and each
+// holds two goroutines and reads the database every PollInterval.
+func TestSubscriptionsPerUserBounded(t *testing.T) {
+	e := start(t, sqldbtest.URLs(t)["sqlite"])
+	user, other := newID(), newID()
+	// Every subscription is sent n at once: the server has counted it.
+	n := record(t, e.svc, user)
+	var (
+		open    []*subscriber
+		closers []context.CancelFunc
+	)
+	for range grpchandler.MaxSubscriptionsPerUser {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		s := subscribe(t, ctx, e.client, user, 0)
+		if got := s.next(t); got.GetId() != n.ID {
+			t.Fatalf("subscription got %s, want %s", got.GetId(), n.ID)
+		}
+		open, closers = append(open, s), append(closers, cancel)
+	}
+	refused := func(s *subscriber) error {
+		select {
+		case err := <-s.err:
+			return err
+		case got := <-s.got:
+			t.Fatalf("a subscription past the bound was served %s", got.GetId())
+		case <-time.After(10 * time.Second):
+			t.Fatal("a subscription past the bound neither served nor refused within 10 s")
+		}
+		return nil
+	}
+	err := refused(subscribe(t, t.Context(), e.client, user, 0))
+	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != grpchandler.ReasonTooManySubscriptions {
+		t.Fatalf("subscription past the bound ended with %v, want RESOURCE_EXHAUSTED %s", err, grpchandler.ReasonTooManySubscriptions)
+	}
+
+	// Another user's is served.
+	s := subscribe(t, t.Context(), e.client, other, 0)
+	if got := record(t, e.svc, other); s.next(t).GetId() != got.ID {
+		t.Fatal("another user's subscription was not served")
+	}
+
+	// One closed makes room, once its session has ended.
+	closers[0]()
+	if err := <-open[0].err; apierr.Code(err) != codes.Canceled {
+		t.Fatalf("closed subscription ended with %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := subscribe(t, t.Context(), e.client, user, 0)
+		select {
+		case got := <-s.got:
+			if got.GetId() != n.ID {
+				t.Fatalf("subscription got %s, want %s", got.GetId(), n.ID)
+			}
+			return
+		case err := <-s.err:
+			if apierr.Reason(err) != grpchandler.ReasonTooManySubscriptions || time.Now().After(deadline) {
+				t.Fatalf("subscription after one closed ended with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("subscription after one closed neither served nor refused within 10 s")
+		}
+	}
+}

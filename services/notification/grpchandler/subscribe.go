@@ -3,7 +3,10 @@ package grpchandler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,12 +31,71 @@ const (
 // one stored here, without this.
 const PollInterval = 2 * time.Second
 
+// Bounds on the subscriptions one server holds open. Each costs two
+// goroutines, a timer, and a read of its user's unacknowledged
+// notifications every PollInterval: without a bound, a client opening
+// subscriptions in a loop (or a buggy one that never closes them) grows
+// that cost, and the database's load, without end.
+const (
+	// MaxSubscriptionsPerUser bounds one user's (a browser tab or device
+	// each, say).
+	MaxSubscriptionsPerUser = 16
+	// MaxSubscriptions bounds them all.
+	MaxSubscriptions = 5000
+)
+
+// ReasonTooManySubscriptions is the reason of the RESOURCE_EXHAUSTED a
+// Subscribe past MaxSubscriptionsPerUser or MaxSubscriptions ends with.
+const ReasonTooManySubscriptions = "TOO_MANY_SUBSCRIPTIONS"
+
+// subscriptions counts the open subscriptions, in all and per user.
+type subscriptions struct {
+	mu      sync.Mutex
+	total   int
+	perUser map[string]int
+}
+
+// open counts one more subscription of user, or returns why it cannot.
+func (s *subscriptions) open(user string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.perUser[user] >= MaxSubscriptionsPerUser:
+		return apierr.New(codes.ResourceExhausted, ReasonTooManySubscriptions,
+			fmt.Sprintf("this user has %d subscriptions open, the most one may have; close one first", MaxSubscriptionsPerUser),
+			apierr.Metadata("limit", strconv.Itoa(MaxSubscriptionsPerUser)))
+	case s.total >= MaxSubscriptions:
+		return apierr.New(codes.ResourceExhausted, ReasonTooManySubscriptions,
+			"the server has as many subscriptions open as it takes; subscribe again later",
+			apierr.Metadata("limit", strconv.Itoa(MaxSubscriptions)), apierr.RetryAfter(5*time.Second))
+	}
+	if s.perUser == nil {
+		s.perUser = make(map[string]int)
+	}
+	s.perUser[user]++
+	s.total++
+	return nil
+}
+
+// close counts one subscription of user fewer.
+func (s *subscriptions) close(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[user]--; s.perUser[user] <= 0 {
+		delete(s.perUser, user)
+	}
+	s.total--
+}
+
 type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]
 
 // Subscribe runs one subscription session.
 //
 // The client's first message must be a Subscription (INVALID_ARGUMENT
-// otherwise, and for a second one later). The server then sends the user's
+// otherwise, and for a second one later). A user with
+// MaxSubscriptionsPerUser subscriptions open on this server, or a server
+// with MaxSubscriptions, gets RESOURCE_EXHAUSTED, reason
+// ReasonTooManySubscriptions (with a retry delay for the latter). The server then sends the user's
 // unacknowledged notifications oldest first, and new ones as the consumer
 // stores them (within PollInterval when another replica's consumer stored
 // them), with at most max_in_flight sent and not yet acked: the rest
@@ -74,6 +136,11 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		// running without it.
 		return apierr.InvalidField("subscribe.max_in_flight", "must be between 0 and 100")
 	}
+
+	if err := h.subs.open(userID); err != nil {
+		return err
+	}
+	defer h.subs.close(userID)
 
 	// Watch before the first query, so a notification stored in between
 	// wakes the loop instead of being missed.
