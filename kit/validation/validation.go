@@ -69,7 +69,7 @@ func Check(v protovalidate.Validator, msg proto.Message) error {
 	details := make([]apierr.Detail, 0, len(shown))
 	fields := make([]string, 0, len(shown)+1)
 	for _, viol := range shown {
-		field := protovalidate.FieldPathString(shortKeys(viol.Proto.GetField()))
+		field := shortPath(protovalidate.FieldPathString(shortKeys(viol.Proto.GetField())))
 		details = append(details, apierr.Field(field, viol.Proto.GetMessage()))
 		fields = append(fields, fmt.Sprintf("%s: %s", field, viol.Proto.GetMessage()))
 	}
@@ -104,14 +104,37 @@ func shortKeys(path *validate.FieldPath) *validate.FieldPath {
 	path = proto.CloneOf(path)
 	for _, el := range path.GetElements() {
 		if key := el.GetStringKey(); len(key) > MaxMapKey {
-			n := MaxMapKey
-			for n > 0 && !utf8.RuneStart(key[n]) {
-				n--
-			}
-			el.Subscript = &validate.FieldPathElement_StringKey{StringKey: key[:n] + "…"}
+			el.Subscript = &validate.FieldPathElement_StringKey{StringKey: key[:runeStart(key, MaxMapKey)] + "…"}
 		}
 	}
 	return path
+}
+
+// MaxFieldPath bounds a whole field path as a violation reports it, in
+// bytes: a message that nests itself through maps or lists makes a path
+// as deep as the request is large. A longer one keeps its first 128 bytes
+// and its end, the field that broke the rule, with "…" between.
+const MaxFieldPath = 512
+
+func shortPath(path string) string {
+	if len(path) <= MaxFieldPath {
+		return path
+	}
+	head := runeStart(path, 128)
+	tail := len(path) - (MaxFieldPath - 128 - len("…"))
+	for tail < len(path) && !utf8.RuneStart(path[tail]) {
+		tail++
+	}
+	return path[:head] + "…" + path[tail:]
+}
+
+// runeStart returns the largest index of s no greater than n at which a
+// character starts, so that s[:i] cuts no character in two.
+func runeStart(s string, n int) int {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return n
 }
 
 // UnaryServerInterceptor rejects requests that break their contract's

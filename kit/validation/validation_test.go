@@ -104,3 +104,37 @@ func TestCheckShortensMapKeys(t *testing.T) {
 		t.Errorf("error of %d bytes", n)
 	}
 }
+
+// TestCheckShortensDeepPaths: a message that nests itself makes a field
+// path as deep as the request is large; the path keeps its start and the
+// field that broke the rule.
+func TestCheckShortensDeepPaths(t *testing.T) {
+	v, err := protovalidate.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := itemType(t)
+	valid := func() *dynamicpb.Message {
+		m := dynamicpb.NewMessage(item)
+		m.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"))
+		m.Set(item.Fields().ByName("tid"), protoreflect.ValueOfString("0b7f5b4e8a1e4f579d7e0d4b8f3e2a11"))
+		return m
+	}
+	const depth = 300 // "child." 300 times: 1,800 bytes
+	inner := valid()
+	inner.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("not a uuid"))
+	msg := inner
+	for range depth {
+		outer := valid()
+		outer.Set(item.Fields().ByName("child"), protoreflect.ValueOfMessage(msg))
+		msg = outer
+	}
+	fields := apierr.FieldViolations(validation.Check(v, msg))
+	if len(fields) != 1 {
+		t.Fatalf("violations %v, want one", fields)
+	}
+	got := fields[0].Field
+	if len(got) > validation.MaxFieldPath || !strings.HasPrefix(got, "child.child.") || !strings.HasSuffix(got, "child.id") || !strings.Contains(got, "…") {
+		t.Errorf("field path of %d bytes: %q; want at most %d, its start and its end", len(got), got, validation.MaxFieldPath)
+	}
+}
