@@ -731,6 +731,7 @@ func TestSubscriptionsPerUserBounded(t *testing.T) {
 			if apierr.Reason(err) != grpchandler.ReasonTooManySubscriptions || time.Now().After(deadline) {
 				t.Fatalf("subscription after one closed ended with %v", err)
 			}
+			time.Sleep(5 * time.Millisecond) // the closed one's session is still ending
 		case <-time.After(10 * time.Second):
 			t.Fatal("subscription after one closed neither served nor refused within 10 s")
 		}

@@ -95,10 +95,11 @@ type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest,
 // otherwise, and for a second one later). A user with
 // MaxSubscriptionsPerUser subscriptions open on this server, or a server
 // with MaxSubscriptions, gets RESOURCE_EXHAUSTED, reason
-// ReasonTooManySubscriptions (with a retry delay for the latter). The server then sends the user's
-// unacknowledged notifications oldest first, and new ones as the consumer
-// stores them (within PollInterval when another replica's consumer stored
-// them), with at most max_in_flight sent and not yet acked: the rest
+// ReasonTooManySubscriptions (with a retry delay for the latter). The
+// server then sends the user's unacknowledged notifications oldest first,
+// and new ones as the consumer stores them (within PollInterval when
+// another replica's consumer stored them), with at most max_in_flight
+// sent and not yet acked: the rest
 // stay in the database until acks free the window, so a slow client costs
 // the server a bounded amount of memory, never a growing queue. What was
 // sent and not acked is sent again on the next subscription.
