@@ -737,3 +737,49 @@ func TestSubscriptionsPerUserBounded(t *testing.T) {
 		}
 	}
 }
+
+// failingReads is a repository whose Unacked fails while fail is set;
+// everything else works, so notifications are stored and wake
+// subscriptions.
+type failingReads struct {
+	domain.Repository
+	fail atomic.Bool
+}
+
+func (f *failingReads) Unacked(ctx context.Context, userID string, limit int) ([]domain.Notification, error) {
+	if f.fail.Load() {
+		return nil, errors.New("database unreachable")
+	}
+	return f.Repository.Unacked(ctx, userID, limit)
+}
+
+// TestSubscribeReadFailureAfterWake: a read that a stored notification
+// woke, failing (the database down a moment), ended the subscription with
+// INTERNAL; only reads that a poll woke were let fail. The next poll now
+// reads again.
+func TestSubscribeReadFailureAfterWake(t *testing.T) {
+	db, err := store.Open(t.Context(), sqldbtest.URLs(t)["sqlite"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() }) // after the server has drained
+	repo := &failingReads{Repository: store.New(db)}
+	svc := domain.NewService(repo)
+	conn := servertest.Start(t, server.Config{Name: "notification", Logger: discard}, func(r grpc.ServiceRegistrar) {
+		notificationv1.RegisterNotificationServiceServer(r, grpchandler.New(svc, discard))
+	})
+	client := notificationv1.NewNotificationServiceClient(conn)
+	user := newID()
+	s := subscribe(t, t.Context(), client, user, 0)
+	first := record(t, svc, user)
+	if n := s.next(t); n.GetId() != first.ID {
+		t.Fatalf("got %s, want %s", n.GetId(), first.ID)
+	}
+	repo.fail.Store(true)
+	second := record(t, svc, user) // stored; wakes the subscription, whose read fails
+	s.none(t)
+	repo.fail.Store(false)
+	if n := s.next(t); n.GetId() != second.ID { // within a poll
+		t.Fatalf("got %s, want %s", n.GetId(), second.ID)
+	}
+}

@@ -162,9 +162,9 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		inFlight = make(map[string]struct{}, window)
 		dirty    = true  // the database may hold something to send
 		more     = false // the last query filled the window: more may wait behind it
-		// polled: dirty only because PollInterval passed, not because
-		// something was stored or acked here.
-		polled = false
+		// read: a read of the user's notifications has succeeded in
+		// this session.
+		read = false
 	)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
@@ -176,15 +176,19 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 			// is next to send.
 			pending, err := h.svc.Unacked(ctx, userID, window)
 			switch {
-			case err != nil && polled:
+			case err != nil && read:
 				// The database down a moment: the next poll reads
-				// again. Ending every subscription within a poll of an
-				// outage would have their clients all reconnect at once.
+				// again, whether a poll, a store or an ack woke this
+				// read. Ending every subscription within a poll of an
+				// outage would have their clients all reconnect at
+				// once; only a session's first read failing ends it.
 				pending = nil
 			case err != nil:
 				return h.streamError(ctx, err)
 			}
-			polled = false
+			if err == nil {
+				read = true
+			}
 			more = len(pending) == window
 			for _, n := range pending {
 				if len(inFlight) == window {
@@ -203,16 +207,14 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		case <-ctx.Done():
 			return h.streamError(ctx, ctx.Err())
 		case <-wake:
-			dirty, polled = true, false
+			dirty = true
 		case <-poll.C:
-			if !dirty {
-				dirty, polled = true, true
-			}
+			dirty = true
 		case id := <-acks:
 			if _, ok := inFlight[id]; ok {
 				delete(inFlight, id)
 				if more {
-					dirty, polled = true, false
+					dirty = true
 				}
 			}
 		case err := <-received:
