@@ -783,3 +783,21 @@ func TestSubscribeReadFailureAfterWake(t *testing.T) {
 		t.Fatalf("got %s, want %s", n.GetId(), second.ID)
 	}
 }
+
+// TestSubscribeFirstMessageTimeout: a Subscribe stream opened and left
+// silent held its handler for as long as the connection lived, counted by
+// no bound on subscriptions.
+func TestSubscribeFirstMessageTimeout(t *testing.T) {
+	t.Cleanup(grpchandler.SetFirstMessageTimeout(100 * time.Millisecond)) // after the server's cleanup
+	e := start(t, sqldbtest.URLs(t)["sqlite"])
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stream, err := e.client.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	if apierr.Code(err) != codes.DeadlineExceeded || apierr.Reason(err) != grpchandler.ReasonSubscribeTimeout {
+		t.Fatalf("a silent stream ended with %v, want DEADLINE_EXCEEDED %s", err, grpchandler.ReasonSubscribeTimeout)
+	}
+}

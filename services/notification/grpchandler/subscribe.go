@@ -44,6 +44,18 @@ const (
 	MaxSubscriptions = 5000
 )
 
+// FirstMessageTimeout bounds how long Subscribe waits for the client's
+// first message, the subscription: a stream opened and left silent held a
+// goroutine for as long as its connection lived, counted by no bound.
+const FirstMessageTimeout = 30 * time.Second
+
+// ReasonSubscribeTimeout is the reason of the DEADLINE_EXCEEDED a Subscribe
+// ends with when no subscription came within FirstMessageTimeout.
+const ReasonSubscribeTimeout = "SUBSCRIBE_TIMEOUT"
+
+// firstMessageTimeout is FirstMessageTimeout, a variable for tests.
+var firstMessageTimeout = FirstMessageTimeout
+
 // ReasonTooManySubscriptions is the reason of the RESOURCE_EXHAUSTED a
 // Subscribe past MaxSubscriptionsPerUser or MaxSubscriptions ends with.
 const ReasonTooManySubscriptions = "TOO_MANY_SUBSCRIPTIONS"
@@ -92,7 +104,8 @@ type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest,
 // Subscribe runs one subscription session.
 //
 // The client's first message must be a Subscription (INVALID_ARGUMENT
-// otherwise, and for a second one later). A user with
+// otherwise, and for a second one later), sent within FirstMessageTimeout
+// (DEADLINE_EXCEEDED, reason ReasonSubscribeTimeout, otherwise). A user with
 // MaxSubscriptionsPerUser subscriptions open on this server, or a server
 // with MaxSubscriptions, gets RESOURCE_EXHAUSTED, reason
 // ReasonTooManySubscriptions (with a retry delay for the latter). The
@@ -116,7 +129,7 @@ type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest,
 // its unacknowledged notifications there).
 func (h *Handler) Subscribe(stream subscribeStream) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	first, err := firstMessage(ctx, stream)
 	if errors.Is(err, io.EOF) {
 		return errFirstMessage
 	}
@@ -223,6 +236,33 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 			}
 			received = nil // half-closed: keep sending into the window
 		}
+	}
+}
+
+// firstMessage receives the stream's first message, waiting at most
+// firstMessageTimeout. On a timeout the receive goroutine is left blocked
+// until Subscribe returns, which ends the stream and with it the receive.
+func firstMessage(ctx context.Context, stream subscribeStream) (*notificationv1.SubscribeRequest, error) {
+	type result struct {
+		msg *notificationv1.SubscribeRequest
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		msg, err := stream.Recv()
+		got <- result{msg, err}
+	}()
+	timer := time.NewTimer(firstMessageTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-got:
+		return r.msg, r.err
+	case <-timer.C:
+		return nil, apierr.New(codes.DeadlineExceeded, ReasonSubscribeTimeout,
+			fmt.Sprintf("no subscription within %v of opening the stream", firstMessageTimeout))
+	case <-ctx.Done():
+		r := <-got // ends with the stream's context, with its status
+		return r.msg, r.err
 	}
 }
 

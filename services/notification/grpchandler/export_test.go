@@ -1,0 +1,11 @@
+package grpchandler
+
+import "time"
+
+// SetFirstMessageTimeout shortens FirstMessageTimeout for a test; the
+// returned function restores it.
+func SetFirstMessageTimeout(d time.Duration) (restore func()) {
+	old := firstMessageTimeout
+	firstMessageTimeout = d
+	return func() { firstMessageTimeout = old }
+}
