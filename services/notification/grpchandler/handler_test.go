@@ -743,20 +743,35 @@ func TestSubscriptionsPerUserBounded(t *testing.T) {
 // subscriptions.
 type failingReads struct {
 	domain.Repository
-	fail atomic.Bool
+	fail     atomic.Bool
+	failures atomic.Int32
 }
 
 func (f *failingReads) Unacked(ctx context.Context, userID string, limit int) ([]domain.Notification, error) {
 	if f.fail.Load() {
+		f.failures.Add(1)
 		return nil, errors.New("database unreachable")
 	}
 	return f.Repository.Unacked(ctx, userID, limit)
 }
 
+// warnings counts the WARN records a handler logs.
+type warnings struct{ n atomic.Int32 }
+
+func (w *warnings) Enabled(context.Context, slog.Level) bool { return true }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		w.n.Add(1)
+	}
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+
 // TestSubscribeReadFailureAfterWake: a read that a stored notification
 // woke, failing (the database down a moment), ended the subscription with
 // INTERNAL; only reads that a poll woke were let fail. The next poll now
-// reads again.
+// reads again, and a run of failures is logged once.
 func TestSubscribeReadFailureAfterWake(t *testing.T) {
 	db, err := store.Open(t.Context(), sqldbtest.URLs(t)["sqlite"])
 	if err != nil {
@@ -765,8 +780,9 @@ func TestSubscribeReadFailureAfterWake(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() }) // after the server has drained
 	repo := &failingReads{Repository: store.New(db)}
 	svc := domain.NewService(repo)
+	warned := &warnings{}
 	conn := servertest.Start(t, server.Config{Name: "notification", Logger: discard}, func(r grpc.ServiceRegistrar) {
-		notificationv1.RegisterNotificationServiceServer(r, grpchandler.New(svc, discard))
+		notificationv1.RegisterNotificationServiceServer(r, grpchandler.New(svc, slog.New(warned)))
 	})
 	client := notificationv1.NewNotificationServiceClient(conn)
 	user := newID()
@@ -777,7 +793,11 @@ func TestSubscribeReadFailureAfterWake(t *testing.T) {
 	}
 	repo.fail.Store(true)
 	second := record(t, svc, user) // stored; wakes the subscription, whose read fails
+	waitFor(t, "a poll's read to fail too", func() bool { return repo.failures.Load() >= 2 })
 	s.none(t)
+	if n := warned.n.Load(); n != 1 {
+		t.Errorf("%d warnings for one run of failed reads, want 1", n)
+	}
 	repo.fail.Store(false)
 	if n := s.next(t); n.GetId() != second.ID { // within a poll
 		t.Fatalf("got %s, want %s", n.GetId(), second.ID)

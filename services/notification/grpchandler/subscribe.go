@@ -176,8 +176,8 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		dirty    = true  // the database may hold something to send
 		more     = false // the last query filled the window: more may wait behind it
 		// read: a read of the user's notifications has succeeded in
-		// this session.
-		read = false
+		// this session; failing: the last one failed.
+		read, failing = false, false
 	)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
@@ -195,12 +195,17 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 				// read. Ending every subscription within a poll of an
 				// outage would have their clients all reconnect at
 				// once; only a session's first read failing ends it.
-				pending = nil
+				// The first failure of a run is logged: the session
+				// itself goes quiet until reads work again.
+				if !failing {
+					h.log.WarnContext(ctx, "notification subscription: reading unacknowledged notifications failed; reading again at the next poll",
+						"user_id", userID, "error", err)
+				}
+				failing, pending = true, nil
 			case err != nil:
 				return h.streamError(ctx, err)
-			}
-			if err == nil {
-				read = true
+			default:
+				read, failing = true, false
 			}
 			more = len(pending) == window
 			for _, n := range pending {
@@ -252,14 +257,15 @@ func firstMessage(ctx context.Context, stream subscribeStream) (*notificationv1.
 		msg, err := stream.Recv()
 		got <- result{msg, err}
 	}()
-	timer := time.NewTimer(firstMessageTimeout)
+	wait := firstMessageTimeout
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case r := <-got:
 		return r.msg, r.err
 	case <-timer.C:
 		return nil, apierr.New(codes.DeadlineExceeded, ReasonSubscribeTimeout,
-			fmt.Sprintf("no subscription within %v of opening the stream", firstMessageTimeout))
+			fmt.Sprintf("no subscription within %v of opening the stream", wait))
 	case <-ctx.Done():
 		r := <-got // ends with the stream's context, with its status
 		return r.msg, r.err
