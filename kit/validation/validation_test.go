@@ -66,6 +66,15 @@ func TestCheckBounded(t *testing.T) {
 	}
 }
 
+// validItem returns an Item (itemType) that keeps every rule: its id and
+// tid are set; nothing else is.
+func validItem(item protoreflect.MessageDescriptor) *dynamicpb.Message {
+	m := dynamicpb.NewMessage(item)
+	m.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"))
+	m.Set(item.Fields().ByName("tid"), protoreflect.ValueOfString("0b7f5b4e8a1e4f579d7e0d4b8f3e2a11"))
+	return m
+}
+
 // TestCheckShortensMapKeys: a map key is part of a violation's field
 // path, and one of megabytes made an error of megabytes (of three times
 // that once percent-encoded for the trailer, past what a client takes).
@@ -76,14 +85,8 @@ func TestCheckShortensMapKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	item := itemType(t)
-	valid := func(m *dynamicpb.Message) {
-		m.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"))
-		m.Set(item.Fields().ByName("tid"), protoreflect.ValueOfString("0b7f5b4e8a1e4f579d7e0d4b8f3e2a11"))
-	}
-	msg := dynamicpb.NewMessage(item)
-	valid(msg)
-	child := dynamicpb.NewMessage(item)
-	valid(child)
+	msg := validItem(item)
+	child := validItem(item)
 	child.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("not a uuid"))
 	key := strings.Repeat("é", 100_000) // 200,000 bytes
 	msg.Mutable(item.Fields().ByName("by_key")).Map().Set(protoreflect.ValueOfString(key).MapKey(), protoreflect.ValueOfMessage(child))
@@ -114,18 +117,12 @@ func TestCheckShortensDeepPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	item := itemType(t)
-	valid := func() *dynamicpb.Message {
-		m := dynamicpb.NewMessage(item)
-		m.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"))
-		m.Set(item.Fields().ByName("tid"), protoreflect.ValueOfString("0b7f5b4e8a1e4f579d7e0d4b8f3e2a11"))
-		return m
-	}
 	const depth = 300 // "child." 300 times: 1,800 bytes
-	inner := valid()
+	inner := validItem(item)
 	inner.Set(item.Fields().ByName("id"), protoreflect.ValueOfString("not a uuid"))
 	msg := inner
 	for range depth {
-		outer := valid()
+		outer := validItem(item)
 		outer.Set(item.Fields().ByName("child"), protoreflect.ValueOfMessage(msg))
 		msg = outer
 	}
