@@ -170,29 +170,24 @@ func (cfg ServeConfig) check(component string) error {
 	if cfg.Listen == "" {
 		return errors.New("--listen: an address is required (host:port; \":port\" for every interface)")
 	}
-	type peer struct {
-		flag, target string
-		needed       bool
-	}
-	var peers []peer
+	type peer struct{ flag, target string }
+	peers := []peer{{"user-target", cfg.UserTarget}, {"payment-target", cfg.PaymentTarget}, {"inventory-target", cfg.InventoryTarget}}
 	switch component {
 	case Order:
 		if cfg.UserTarget == "" || cfg.PaymentTarget == "" || cfg.InventoryTarget == "" {
 			return errors.New("order needs --user-target, --payment-target and --inventory-target")
 		}
-		peers = []peer{{"user-target", cfg.UserTarget, true}, {"payment-target", cfg.PaymentTarget, true}, {"inventory-target", cfg.InventoryTarget, true}}
 	case Gateway:
 		if cfg.UserTarget == "" || cfg.OrderTarget == "" || cfg.PaymentTarget == "" {
 			return errors.New("gateway needs --user-target, --order-target and --payment-target")
 		}
-		peers = []peer{
-			{"user-target", cfg.UserTarget, true}, {"order-target", cfg.OrderTarget, true}, {"payment-target", cfg.PaymentTarget, true},
-			{"inventory-target", cfg.InventoryTarget, false}, {"notification-target", cfg.NotificationTarget, false},
-		}
+		peers = append(peers, peer{"order-target", cfg.OrderTarget}, peer{"notification-target", cfg.NotificationTarget})
+	default:
+		return nil // dials no peer
 	}
 	for _, p := range peers {
-		if p.target == "" && !p.needed {
-			continue
+		if p.target == "" {
+			continue // an optional peer (the gateway's inventory and notifications)
 		}
 		if err := CheckTarget(p.flag, p.target); err != nil {
 			return err
