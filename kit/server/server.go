@@ -587,22 +587,7 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 		case info.IsClientStream:
 			kind = "client_stream"
 		}
-		// A balancer's health Watch (kit/client keeps one open on every
-		// connection) ends at each connection's max age (CANCELLED) and
-		// at each Shutdown (UNAVAILABLE), a line per client each time,
-		// and tells nothing of the calls served: DEBUG. A Watch refused
-		// (an interceptor of the owner's wanting credentials, say)
-		// keeps its code's level: its client never sees the server
-		// healthy.
-		quiet := info.FullMethod == healthpb.Health_Watch_FullMethodName
-		if quiet {
-			switch apierr.CallCode(err) {
-			case codes.OK, codes.Canceled, codes.Unavailable:
-			default:
-				quiet = false
-			}
-		}
-		logCall(ss.Context(), log, info.FullMethod, kind, start, err, quiet)
+		logCall(ss.Context(), log, info.FullMethod, kind, start, err, info.FullMethod == healthpb.Health_Watch_FullMethodName)
 		return err
 	}
 }
@@ -613,11 +598,18 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 // logging interceptor, which measured at 18% of a small call's server CPU
 // and 43 allocations per call (bench/README.md): the same facts in one
 // record, and nothing at all when the level is off. The level is
-// codeLevel's, or DEBUG for a quiet call.
-func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error, quiet bool) {
+// codeLevel's, but for a health Watch that ended as Watches do.
+//
+// A balancer's health Watch (kit/client keeps one open on every
+// connection) ends at each connection's max age (CANCELLED) and at each
+// Shutdown (UNAVAILABLE), a line per client each time, and tells nothing
+// of the calls served: DEBUG. A Watch refused (an interceptor of the
+// owner's wanting credentials, say) keeps its code's level: its client
+// never sees the server healthy.
+func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error, healthWatch bool) {
 	code := apierr.CallCode(err)
 	level := codeLevel(code)
-	if quiet {
+	if healthWatch && (code == codes.OK || code == codes.Canceled || code == codes.Unavailable) {
 		level = slog.LevelDebug
 	}
 	if !log.Enabled(ctx, level) {
