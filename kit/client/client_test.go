@@ -141,7 +141,10 @@ func TestServiceConfig(t *testing.T) {
 	}
 	var sc struct {
 		LoadBalancingConfig []map[string]any `json:"loadBalancingConfig"`
-		MethodConfig        []struct {
+		HealthCheckConfig   *struct {
+			ServiceName *string `json:"serviceName"`
+		} `json:"healthCheckConfig"`
+		MethodConfig []struct {
 			Name        []struct{ Service, Method string } `json:"name"`
 			Timeout     string                             `json:"timeout"`
 			RetryPolicy *struct {
@@ -154,6 +157,12 @@ func TestServiceConfig(t *testing.T) {
 	}
 	if _, ok := sc.LoadBalancingConfig[0]["round_robin"]; !ok {
 		t.Errorf("load balancing = %v, want round_robin", sc.LoadBalancingConfig)
+	}
+	if hc := sc.HealthCheckConfig; hc == nil || hc.ServiceName == nil || *hc.ServiceName != "" {
+		t.Errorf("healthCheckConfig = %+v, want the whole server's health (serviceName \"\")", hc)
+	}
+	if off, err := client.ServiceConfig(client.Config{DisableHealthCheck: true}); err != nil || strings.Contains(off, "healthCheckConfig") {
+		t.Errorf("with DisableHealthCheck: %s, %v; want no healthCheckConfig", off, err)
 	}
 	retried := map[string]bool{}
 	timed := map[string]string{}
