@@ -320,12 +320,14 @@ type pending struct {
 // stopping at the first failure or when ctx ends, then marks those
 // published in one transaction. more reports a full batch.
 func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) {
+	defer func() {
+		if err != nil && ctx.Err() == nil { // a stop is no failure
+			r.failures.Inc()
+		}
+	}()
 	r.lastLoad = time.Now()
 	rows, err := r.load(ctx)
 	if err != nil {
-		if ctx.Err() == nil { // a stop is no failure
-			r.failures.Inc()
-		}
 		return false, err
 	}
 	if len(rows) > 0 {
@@ -333,11 +335,6 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 	} else {
 		r.oldest.Set(0)
 	}
-	defer func() {
-		if err != nil && ctx.Err() == nil {
-			r.failures.Inc()
-		}
-	}()
 	published := 0
 	for _, row := range rows {
 		if err = ctx.Err(); err != nil {
@@ -356,11 +353,7 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 	// deduplication window has passed.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
 	defer cancel()
-	merr := r.mark(mctx, rows[:published])
-	if merr == nil {
-		r.published.Add(float64(published))
-	}
-	if merr != nil {
+	if merr := r.mark(mctx, rows[:published]); merr != nil {
 		// Published but not marked: the next attempt publishes them
 		// again, and JetStream drops the duplicates.
 		if ctx.Err() != nil {
@@ -369,6 +362,7 @@ func (r *Relay) publishBatch(ctx, sends context.Context) (more bool, err error) 
 		}
 		return false, errors.Join(err, merr)
 	}
+	r.published.Add(float64(published))
 	return err == nil && len(rows) == r.cfg.BatchSize, err
 }
 
@@ -480,13 +474,7 @@ func (r *Relay) publish(ctx context.Context, p pending) error {
 func (r *Relay) restoreStream(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
-	created, err := r.bus.restoreStream(sctx)
-	switch {
-	case err != nil:
-		r.log.WarnContext(ctx, "events: no stream answered a publish, and creating it again failed", "stream", r.bus.Stream, "err", err)
-	case created:
-		r.log.WarnContext(ctx, "events: the stream was gone; created it again", "stream", r.bus.Stream)
-	}
+	r.bus.recreateStream(sctx, r.log)
 }
 
 // purge deletes up to PurgeChunk rows published longer than Retention
