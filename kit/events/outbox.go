@@ -87,14 +87,15 @@ func Append(ctx context.Context, tx *sql.Tx, dialect sqldb.Dialect, ev Event) (s
 	}
 	// The relay sends the headers too: the trace context (a tracestate
 	// may run to kilobytes), the request id, the aggregate id and type.
-	size := len(payload) + len(hdrJSON) + len(ev.AggregateID) + len(proto.MessageName(ev.Message)) + fixedHeaderBytes
+	typ := string(proto.MessageName(ev.Message))
+	size := len(payload) + len(hdrJSON) + len(ev.AggregateID) + len(typ) + fixedHeaderBytes
 	if size > MaxPayload {
 		return "", fmt.Errorf("events: %s is %d bytes with its headers, over MaxPayload (%d)", ev.Subject, size, MaxPayload)
 	}
 	_, err = tx.ExecContext(ctx, sqldb.Rebind(dialect,
 		`INSERT INTO events_outbox (id, subject, type, aggregate_id, payload, headers, occur_time)
 		 VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		id.String(), ev.Subject, string(proto.MessageName(ev.Message)), ev.AggregateID,
+		id.String(), ev.Subject, typ, ev.AggregateID,
 		payload, string(hdrJSON), time.Now().UnixMicro())
 	if err != nil {
 		return "", fmt.Errorf("events: append %s: %w", ev.Subject, err)
