@@ -598,20 +598,21 @@ func TestAppendRefusesOversizedEvents(t *testing.T) {
 	db := openDB(t, sqldbtest.URLs(t)["sqlite"])
 	ctx := t.Context()
 	tests := []struct {
-		name      string
-		size      int // of the string value; its encoding adds a few bytes
-		aggregate int // bytes of the aggregate id, a header
-		wantErr   bool
+		name       string
+		size       int  // of the string value; its encoding adds a few bytes
+		aggregate  int  // bytes of the aggregate id, a header
+		traceState bool // a long tracestate in the caller's context
+		wantErr    bool
 	}{
-		{"under the bound with its headers", events.MaxPayload - 2048, 3, false},
-		{"the message alone at the bound", events.MaxPayload, 3, true},
-		{"a long aggregate id takes it over", events.MaxPayload - 2048, 4096, true},
-		{"a long tracestate takes it over", events.MaxPayload - 2048, 3, true},
+		{"under the bound with its headers", events.MaxPayload - 2048, 3, false, false},
+		{"the message alone at the bound", events.MaxPayload, 3, false, true},
+		{"a long aggregate id takes it over", events.MaxPayload - 2048, 4096, false, true},
+		{"a long tracestate takes it over", events.MaxPayload - 2048, 3, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := ctx
-			if strings.Contains(tt.name, "tracestate") {
+			if tt.traceState {
 				ctx = withLongTraceState(t, ctx)
 			}
 			before := pendingRows(t, db)
