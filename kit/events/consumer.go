@@ -302,11 +302,7 @@ func (c *consumer) run(ctx context.Context, jcfg jetstream.ConsumerConfig) (pull
 		// The server lost the stream (restarted without its store, say):
 		// create it as OpenBus did, rather than wait for a relay's
 		// publish to, and try again.
-		switch created, serr := c.bus.restoreStream(ctx); {
-		case serr != nil:
-			c.log.WarnContext(ctx, "events: the stream is gone, and creating it again failed", "stream", c.bus.Stream, "err", serr)
-		case created:
-			c.log.WarnContext(ctx, "events: the stream was gone; created it again", "stream", c.bus.Stream)
+		if c.bus.recreateStream(ctx, c.log) {
 			cons, err = c.bus.JS.CreateOrUpdateConsumer(ctx, c.bus.Stream, jcfg)
 		}
 	}

@@ -35,6 +35,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -198,6 +199,20 @@ func (b *Bus) restoreStream(ctx context.Context) (created bool, err error) {
 		return false, nil // another process got there first
 	}
 	return err == nil, err
+}
+
+// recreateStream is restoreStream with its outcome logged to log, which a
+// relay and a consumer that found the stream gone both want; it reports
+// whether the stream was created.
+func (b *Bus) recreateStream(ctx context.Context, log *slog.Logger) bool {
+	created, err := b.restoreStream(ctx)
+	switch {
+	case err != nil:
+		log.WarnContext(ctx, "events: the stream is gone, and creating it again failed", "stream", b.Stream, "err", err)
+	case created:
+		log.WarnContext(ctx, "events: the stream was gone; created it again", "stream", b.Stream)
+	}
+	return created
 }
 
 // openBusAttempts bounds OpenBus's tries after server-side failures.
