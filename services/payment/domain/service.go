@@ -150,7 +150,8 @@ const (
 func (s *Service) voidCaptured(ctx context.Context, key string) error {
 	var err error
 	wait := voidBackoff
-	for attempt := 1; attempt <= voidAttempts; attempt++ {
+retry:
+	for attempt := 1; ; attempt++ {
 		if err = s.provider.Void(ctx, key); err == nil {
 			return ErrChargeCancelled
 		}
@@ -161,7 +162,7 @@ func (s *Service) voidCaptured(ctx context.Context, key string) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%w (key %s): %v", ErrNotVoided, key, err)
+			break retry
 		case <-t.C:
 		}
 		wait *= 2
