@@ -192,6 +192,13 @@ func TestServiceCreateOverloaded(t *testing.T) {
 	if o, err := f.svc.Create(t.Context(), req); err != nil || o.ID != placed.ID {
 		t.Errorf("repeat while full = %+v, %v; want the order placed", o, err)
 	}
+	// The lookup while full is the user's own: another user's request
+	// under the key is a new order, refused while full.
+	other := req
+	other.UserID = "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a12"
+	if o, err := f.svc.Create(t.Context(), other); !errors.Is(err, ErrOverloaded) {
+		t.Errorf("another user's request under the key while full = %+v, %v; want ErrOverloaded", o, err)
+	}
 	req.Items = []LineItem{item("C", 1)}
 	if _, err := f.svc.Create(t.Context(), req); !errors.Is(err, ErrIdempotencyKeyReused) {
 		t.Errorf("another request under the key while full = %v, want ErrIdempotencyKeyReused", err)
