@@ -120,7 +120,7 @@ func first(v []string) string {
 }
 
 // Incoming returns ctx carrying the trace context of an incoming gRPC
-// call's metadata, or a new trace (not sampled) when the caller sent
+// call's metadata, or a new trace (see Continue) when the caller sent
 // none, so that every request has a trace id for its logs.
 func Incoming(ctx context.Context) context.Context {
 	parent := first(metadata.ValueFromIncomingContext(ctx, "traceparent"))
@@ -137,6 +137,14 @@ func Incoming(ctx context.Context) context.Context {
 // holds none — as an edge such as the REST gateway needs, so that its own
 // log lines and every hop behind it share one trace id. A span already in
 // ctx is kept.
+//
+// A new trace is marked sampled. Its starter records nothing, so it leaves
+// the decision to the services behind it: a parent-based sampler there
+// (the SDK's default) records the trace as it would had the trace started
+// there, where a trace marked unsampled would have every span of every
+// hop dropped. To export a fraction, give the services a sampler that
+// decides by trace id (OTEL_TRACES_SAMPLER=traceidratio), which every
+// service decides alike.
 func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		return ctx
@@ -151,7 +159,7 @@ func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.C
 	binary.BigEndian.PutUint64(tid[:8], rand.Uint64())
 	binary.BigEndian.PutUint64(tid[8:], rand.Uint64()|1) // never all zero
 	binary.BigEndian.PutUint64(sid[:], rand.Uint64()|1)
-	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
+	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
 }
 
 // Header returns the W3C traceparent and tracestate values that carry

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -47,7 +49,28 @@ func TestTraceContextCrossesHopsWithoutAnExporter(t *testing.T) {
 	if _, err := client.GetUser(t.Context(), req); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-u.seen; !got.IsValid() || got.TraceID() == tid {
-		t.Errorf("a call without trace context got %v, want a new valid trace", got.TraceID())
+	if got := <-u.seen; !got.IsValid() || got.TraceID() == tid || !got.IsSampled() {
+		t.Errorf("a call without trace context got %v (sampled %v), want a new valid trace, sampled", got.TraceID(), got.IsSampled())
+	}
+}
+
+// A trace started by a process that records nothing is recorded by an
+// exporting service behind it under the SDK's default (parent-based)
+// sampler, as it would be had it started there. Marked unsampled, every
+// span of every hop behind was dropped.
+func TestNewTraceIsRecordedBehind(t *testing.T) {
+	ctx := tracing.Continue(t.Context(), propagation.MapCarrier{})
+	parent, _ := tracing.Header(ctx)
+	if parent == "" {
+		t.Fatal("no traceparent for a new trace")
+	}
+	remote := propagation.TraceContext{}.Extract(t.Context(), propagation.MapCarrier{"traceparent": parent})
+	tp := sdktrace.NewTracerProvider()
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	_, span := tp.Tracer("behind").Start(remote, "call")
+	defer span.End()
+	if !span.IsRecording() || span.SpanContext().TraceID() != trace.SpanContextFromContext(ctx).TraceID() {
+		t.Errorf("behind traceparent %s: span recording %v in trace %v, want recorded in the same trace",
+			parent, span.IsRecording(), span.SpanContext().TraceID())
 	}
 }
