@@ -119,9 +119,10 @@ type Config struct {
 	MaxHeaderBytes                                            int
 	// TrustTraceContext continues the trace a request's traceparent
 	// names, with its baggage, for a gateway behind a proxy of one's own
-	// that starts the traces. Off, the gateway is a public endpoint: a
-	// request starts a trace of its own, linked to the caller's, and its
-	// baggage is dropped, so a client can neither choose the trace ids the
+	// that starts the traces. Off, the gateway is a public endpoint, with
+	// or without an exporter: a request starts a trace of its own (linked
+	// to the caller's when spans are recorded), and its baggage is
+	// dropped, so a client can neither choose the trace ids the
 	// services log under, nor mark its requests sampled, which a
 	// parent-based sampler obeys, to have every span of every call
 	// exported, nor send key-value pairs along to every service.
@@ -326,10 +327,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.entry.Se
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	// The trace starts here (or continues the caller's traceparent, or the
-	// span otelhttp started), so the gateway's log line and every hop
-	// behind it share a trace id.
-	ctx := tracing.Continue(r.Context(), propagation.HeaderCarrier(r.Header))
+	// The trace starts here (or continues the span otelhttp started, or a
+	// trusted caller's traceparent), so the gateway's log line and every
+	// hop behind it share a trace id.
+	var carrier propagation.TextMapCarrier = propagation.MapCarrier{}
+	if g.cfg.TrustTraceContext {
+		carrier = propagation.HeaderCarrier(r.Header)
+	}
+	ctx := tracing.Continue(r.Context(), carrier)
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}

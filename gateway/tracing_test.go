@@ -61,3 +61,34 @@ func TestTraceContextAtTheEdge(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceContextAtTheEdgeWithoutExporter: a gateway that records no
+// spans is a public endpoint all the same. It used to continue every
+// caller's traceparent when it did not export, sampled flag and all, so
+// a client chose the trace ids the services log under and had exporting
+// services behind it record every call.
+func TestTraceContextAtTheEdgeWithoutExporter(t *testing.T) {
+	if tracing.Exporting() {
+		t.Skip("an exporter is configured")
+	}
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, trust := range []bool{false, true} {
+		t.Run(map[bool]string{false: "public", true: "trusted"}[trust], func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.TrustTraceContext = trust })
+			resp := e.do(t, "GET", "/v1/users/"+knownUserID, nil,
+				"traceparent", "00-"+callerTrace+"-00f067aa0ba902b7-01")
+			if resp.status != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.status, resp.body)
+			}
+			var traceID any
+			for _, rec := range e.logs.lines(t) {
+				if rec["msg"] == "http request" {
+					traceID = rec["trace_id"]
+				}
+			}
+			if id, _ := traceID.(string); len(id) != 32 || (id == callerTrace) != trust {
+				t.Errorf("access log's trace_id %v: want the caller's %v", traceID, trust)
+			}
+		})
+	}
+}
