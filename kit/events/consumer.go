@@ -13,10 +13,12 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/tracing"
 )
 
 // Message is one delivered event.
@@ -565,9 +567,17 @@ func (c *consumer) processAll(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
-// span starts the span of handling m.
+// span starts the span of handling m. Without an exporter it starts none,
+// as kit/server records none (a span recorded to be dropped costs CPU for
+// nothing): the handler's context carries the event's trace, or a new one
+// so that its log lines name a trace.
 func (c *consumer) span(ctx context.Context, msg jetstream.Msg, m Message) (context.Context, trace.Span) {
-	return tracer.Start(m.Context(ctx), "process "+m.Subject,
+	ctx = m.Context(ctx)
+	if !tracing.Exporting() {
+		ctx = tracing.Continue(ctx, propagation.MapCarrier{})
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	return tracer.Start(ctx, "process "+m.Subject,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
