@@ -188,7 +188,9 @@ func (p *Payments) Charge(ctx context.Context, c domain.PaymentCharge) (domain.P
 			}
 		}
 	}
-	return domain.PaymentResult{}, unknown(err, domain.ErrPaymentUnavailable, "charge "+c.IdempotencyKey)
+	// The key carries the order's ChargeSecret: errors go to the log and
+	// the order's last_error, so they name the order instead.
+	return domain.PaymentResult{}, unknown(err, domain.ErrPaymentUnavailable, "charge for order "+c.Reference)
 }
 
 // CancelCharge implements domain.Payments.
@@ -197,7 +199,7 @@ func (p *Payments) CancelCharge(ctx context.Context, key string) (string, error)
 	if err == nil {
 		return resp.GetPayment().GetId(), nil
 	}
-	return "", unknown(err, domain.ErrPaymentUnavailable, "cancel charge "+key)
+	return "", unknown(err, domain.ErrPaymentUnavailable, "cancel the order's charge") // not the key: see Charge
 }
 
 // unknown classifies an error that is no business outcome: a

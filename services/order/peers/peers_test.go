@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,8 +49,21 @@ func (c *conn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.Call
 // none of the server's Go types.
 func wire(err error) error { return status.Convert(err).Err() }
 
+// secret stands for an order's ChargeSecret in its payment key.
+const secret = "5ec7e7"
+
+// checkNoSecret fails when err's text, which the saga logs and stores as
+// the order's last_error, holds the payment key's secret: with it, anyone
+// who reads either could charge or cancel under the order's key first.
+func checkNoSecret(t *testing.T, err error) {
+	t.Helper()
+	if err != nil && strings.Contains(err.Error(), secret) {
+		t.Errorf("error %q names the payment key's secret", err)
+	}
+}
+
 func TestPaymentsCharge(t *testing.T) {
-	charge := domain.PaymentCharge{IdempotencyKey: "order-1", Token: "tok", Reference: "1", UserID: "u1", Amount: domain.Money{Currency: "USD", Units: 5}}
+	charge := domain.PaymentCharge{IdempotencyKey: "order-1-" + secret, Token: "tok", Reference: "1", UserID: "u1", Amount: domain.Money{Currency: "USD", Units: 5}}
 	tests := []struct {
 		name      string
 		reply     proto.Message
@@ -84,7 +98,8 @@ func TestPaymentsCharge(t *testing.T) {
 			}
 			got, err := peers.NewPayments(c).Charge(t.Context(), charge)
 			checkErr(t, err, tt.wantErr)
-			if req, ok := c.req.(*paymentv1.ChargeRequest); !ok || req.GetIdempotencyKey() != "order-1" || req.GetUserId() != "u1" ||
+			checkNoSecret(t, err)
+			if req, ok := c.req.(*paymentv1.ChargeRequest); !ok || req.GetIdempotencyKey() != charge.IdempotencyKey || req.GetUserId() != "u1" ||
 				req.GetReference() != "1" || req.GetAmount().GetUnits() != 5 || req.GetPaymentMethodToken() != "tok" {
 				t.Fatalf("sent %v", c.req)
 			}
@@ -178,6 +193,7 @@ func TestPaymentsCancelCharge(t *testing.T) {
 		{name: "nothing was charged", reply: &paymentv1.CancelChargeResponse{}},
 		{name: "down", err: status.Error(codes.Unavailable, "down"), wantErr: domain.ErrPaymentUnavailable},
 		{name: "not there yet", err: status.Error(codes.Unimplemented, "unknown method"), wantErr: errAny},
+		{name: "refused", err: status.Error(codes.InvalidArgument, "no"), wantErr: errRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,9 +201,10 @@ func TestPaymentsCancelCharge(t *testing.T) {
 			if tt.err != nil {
 				c.err = wire(tt.err)
 			}
-			got, err := peers.NewPayments(c).CancelCharge(t.Context(), "order-1")
+			got, err := peers.NewPayments(c).CancelCharge(t.Context(), "order-1-"+secret)
 			checkErr(t, err, tt.wantErr)
-			if got != tt.want || c.req.(*paymentv1.CancelChargeRequest).GetIdempotencyKey() != "order-1" {
+			checkNoSecret(t, err)
+			if got != tt.want || c.req.(*paymentv1.CancelChargeRequest).GetIdempotencyKey() != "order-1-"+secret {
 				t.Fatalf("CancelCharge = %q (sent %v), want %q", got, c.req, tt.want)
 			}
 		})
