@@ -441,10 +441,11 @@ func (s *Service) failed(ctx context.Context, o *Order, err error) {
 	o.UpdateTime = now
 }
 
-// truncate cuts s to at most maxErrorLen bytes of valid UTF-8 (PostgreSQL
-// refuses anything else in a TEXT column).
+// truncate cuts s to at most maxErrorLen bytes of valid UTF-8 without NUL
+// (PostgreSQL refuses anything else in a TEXT column, and the order's
+// every save would fail: a peer's error message is any text).
 func truncate(s string) string {
-	s = strings.ToValidUTF8(s, "?")
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "?"), "\x00", "?")
 	if len(s) <= maxErrorLen {
 		return s
 	}

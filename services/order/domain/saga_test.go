@@ -562,3 +562,23 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("defaults %+v", got)
 	}
 }
+
+// TestTruncate: a step's error is stored as text PostgreSQL takes (valid
+// UTF-8 without NUL, at most maxErrorLen bytes); a peer's message with a
+// NUL in it used to make the order's every save fail there.
+func TestTruncate(t *testing.T) {
+	long := strings.Repeat("é", maxErrorLen) // two bytes each
+	tests := []struct{ name, in, want string }{
+		{name: "plain", in: "payment down", want: "payment down"},
+		{name: "NUL", in: "bad\x00peer", want: "bad?peer"},
+		{name: "invalid UTF-8", in: "bad\xffpeer", want: "bad?peer"},
+		{name: "long, cut between runes", in: "x" + long, want: "x" + long[:maxErrorLen-2]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := truncate(tt.in); got != tt.want {
+				t.Errorf("truncate(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
