@@ -19,6 +19,7 @@ import (
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
+	"github.com/duetkit/duet/kit/slots"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/notification/domain"
 )
@@ -36,8 +37,8 @@ type Handler struct {
 	notificationv1.UnimplementedNotificationServiceServer
 	svc *domain.Service
 	log *slog.Logger
-	// subs counts the open Subscribe sessions.
-	subs subscriptions
+	// subs counts the open Subscribe sessions, by user.
+	subs *slots.Counter
 }
 
 var _ notificationv1.NotificationServiceServer = (*Handler)(nil)
@@ -48,7 +49,7 @@ func New(svc *domain.Service, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{svc: svc, log: logger}
+	return &Handler{svc: svc, log: logger, subs: slots.New(slots.Limits{PerKey: MaxSubscriptionsPerUser, Total: MaxSubscriptions})}
 }
 
 // ListNotifications returns one page of a user's notifications, oldest first.

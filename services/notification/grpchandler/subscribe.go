@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,45 +58,6 @@ var firstMessageTimeout = FirstMessageTimeout
 // Subscribe past MaxSubscriptionsPerUser or MaxSubscriptions ends with.
 const ReasonTooManySubscriptions = "TOO_MANY_SUBSCRIPTIONS"
 
-// subscriptions counts the open subscriptions, in all and per user.
-type subscriptions struct {
-	mu      sync.Mutex
-	total   int
-	perUser map[string]int
-}
-
-// open counts one more subscription of user, or returns why it cannot.
-func (s *subscriptions) open(user string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.perUser[user] >= MaxSubscriptionsPerUser:
-		return apierr.New(codes.ResourceExhausted, ReasonTooManySubscriptions,
-			fmt.Sprintf("this user has %d subscriptions open, the most one may have; close one first", MaxSubscriptionsPerUser),
-			apierr.Metadata("limit", strconv.Itoa(MaxSubscriptionsPerUser)))
-	case s.total >= MaxSubscriptions:
-		return apierr.New(codes.ResourceExhausted, ReasonTooManySubscriptions,
-			"the server has as many subscriptions open as it takes; subscribe again later",
-			apierr.Metadata("limit", strconv.Itoa(MaxSubscriptions)), apierr.RetryAfter(5*time.Second))
-	}
-	if s.perUser == nil {
-		s.perUser = make(map[string]int)
-	}
-	s.perUser[user]++
-	s.total++
-	return nil
-}
-
-// close counts one subscription of user fewer.
-func (s *subscriptions) close(user string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perUser[user]--; s.perUser[user] <= 0 {
-		delete(s.perUser, user)
-	}
-	s.total--
-}
-
 type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]
 
 // Subscribe runs one subscription session.
@@ -151,10 +110,10 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		return apierr.InvalidField("subscribe.max_in_flight", "must be between 0 and 100")
 	}
 
-	if err := h.subs.open(userID); err != nil {
-		return err
+	if err := h.subs.Take(userID); err != nil {
+		return h.subs.Status(err, ReasonTooManySubscriptions, "subscriptions", "user")
 	}
-	defer h.subs.close(userID)
+	defer h.subs.Release(userID)
 
 	// Watch before the first query, so a notification stored in between
 	// wakes the loop instead of being missed.
