@@ -36,6 +36,7 @@ import (
 	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/order"
 	"github.com/duetkit/duet/services/order/domain"
+	"github.com/duetkit/duet/services/order/grpchandler"
 	"github.com/duetkit/duet/services/payment"
 	paymentdomain "github.com/duetkit/duet/services/payment/domain"
 	"github.com/duetkit/duet/services/payment/simulator"
@@ -944,4 +945,59 @@ func TestDrainAnswersWaitingCreateOrder(t *testing.T) {
 			t.Fatal("the waiting CreateOrder was not answered after Drain")
 		}
 	})
+}
+
+// TestWatchesPerOrderBounded: each WatchOrder holds a goroutine and reads
+// its order every PollInterval until the order is terminal; a client
+// opening watches in a loop on an order held up by a peer grew that cost
+// without end. Past MaxWatchesPerOrder an order's watch is refused; another
+// order's is served, and closing one makes room.
+func TestWatchesPerOrderBounded(t *testing.T) {
+	st := startStack(t, "sqlite", fastSaga)
+	userID := st.newUser(t)
+	sku := st.newProduct(t, 500, 5)
+	st.gate.shut() // the orders stay PENDING, so their watches stay open
+	defer st.gate.release()
+	held := st.place(t, createReq(userID, "tok_approve", "held", line(sku, 1))).GetOrder().GetId()
+	other := st.place(t, createReq(userID, "tok_approve", "other", line(sku, 1))).GetOrder().GetId()
+
+	watch := func(ctx context.Context, id string) (grpc.ServerStreamingClient[orderv1.WatchOrderResponse], error) {
+		stream, err := st.orders.WatchOrder(ctx, &orderv1.WatchOrderRequest{Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first state is sent once the server has counted the watch.
+		_, err = stream.Recv()
+		return stream, err
+	}
+	closers := make([]context.CancelFunc, 0, grpchandler.MaxWatchesPerOrder)
+	for range grpchandler.MaxWatchesPerOrder {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		if _, err := watch(ctx, held); err != nil {
+			t.Fatalf("watch within the bound: %v", err)
+		}
+		closers = append(closers, cancel)
+	}
+	_, err := watch(t.Context(), held)
+	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != grpchandler.ReasonTooManyWatches {
+		t.Fatalf("watch past the bound: %v, want RESOURCE_EXHAUSTED %s", err, grpchandler.ReasonTooManyWatches)
+	}
+	if _, err := watch(t.Context(), other); err != nil {
+		t.Fatalf("another order's watch: %v", err)
+	}
+
+	// One closed makes room, once its stream has ended on the server.
+	closers[0]()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := watch(t.Context(), held)
+		if err == nil {
+			return
+		}
+		if apierr.Reason(err) != grpchandler.ReasonTooManyWatches || time.Now().After(deadline) {
+			t.Fatalf("watch after one closed: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond) // the closed one's stream is still ending
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/pagetoken"
 	"github.com/duetkit/duet/kit/requestid"
+	"github.com/duetkit/duet/kit/slots"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/tracing"
 	"github.com/duetkit/duet/services/order/domain"
@@ -44,12 +45,30 @@ const OverloadedRetryAfter = time.Second
 // (changes made in this process arrive at once through the feed).
 const PollInterval = 2 * time.Second
 
+// Bounds on the WatchOrder streams one server holds open. Each costs a
+// goroutine, a subscription to the feed and a read of its order every
+// PollInterval until the order is terminal, which a saga held up by a peer
+// can put off for long: without a bound, a client opening watches in a
+// loop grows that cost, and the database's load, without end.
+const (
+	// MaxWatchesPerOrder bounds the watches of one order.
+	MaxWatchesPerOrder = 16
+	// MaxWatches bounds them all.
+	MaxWatches = 5000
+)
+
+// ReasonTooManyWatches is the reason of the RESOURCE_EXHAUSTED a WatchOrder
+// past MaxWatchesPerOrder or MaxWatches ends with.
+const ReasonTooManyWatches = "TOO_MANY_WATCHES"
+
 // Handler implements orderv1.OrderServiceServer.
 type Handler struct {
 	orderv1.UnimplementedOrderServiceServer
 	svc  *domain.Service
 	feed *saga.Feed
 	log  *slog.Logger
+	// watches counts the open WatchOrder streams, by order.
+	watches *slots.Counter
 	// draining is done once Drain is called; endWaits does that.
 	draining context.Context
 	endWaits context.CancelFunc
@@ -62,7 +81,8 @@ func New(svc *domain.Service, feed *saga.Feed, log *slog.Logger) *Handler {
 		log = slog.Default()
 	}
 	draining, endWaits := context.WithCancel(context.Background())
-	return &Handler{svc: svc, feed: feed, log: log, draining: draining, endWaits: endWaits}
+	return &Handler{svc: svc, feed: feed, log: log, draining: draining, endWaits: endWaits,
+		watches: slots.New(slots.Limits{PerKey: MaxWatchesPerOrder, Total: MaxWatches})}
 }
 
 // Drain ends every CreateOrder that waits for its order (wait set), and
@@ -142,9 +162,16 @@ func (h *Handler) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*
 // WatchOrder implements orderv1.OrderServiceServer: the order as it is,
 // then after every change of status or step, until it is terminal. The
 // stream's context ending (the client cancelled, or the server is
-// stopping) ends the watch at once.
+// stopping) ends the watch at once. An order with MaxWatchesPerOrder
+// watches open on this server, or a server with MaxWatches, gets
+// RESOURCE_EXHAUSTED, reason ReasonTooManyWatches (with a retry delay for
+// the latter).
 func (h *Handler) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
 	ctx := stream.Context()
+	if err := h.watches.Take(req.GetId()); err != nil {
+		return h.watches.Status(err, ReasonTooManyWatches, "watches", "order")
+	}
+	defer h.watches.Release(req.GetId())
 	var sendErr error
 	err := h.feed.Watch(ctx, req.GetId(), h.svc.Order, PollInterval, func(o *domain.Order) error {
 		sendErr = stream.Send(&orderv1.WatchOrderResponse{Order: ToProto(o)})
