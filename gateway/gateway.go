@@ -330,11 +330,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	// The trace starts here (or continues the span otelhttp started, or a
 	// trusted caller's traceparent), so the gateway's log line and every
 	// hop behind it share a trace id.
-	var carrier propagation.TextMapCarrier = propagation.MapCarrier{}
+	var ctx context.Context
 	if g.cfg.TrustTraceContext {
-		carrier = propagation.HeaderCarrier(r.Header)
+		ctx = tracing.Continue(r.Context(), propagation.HeaderCarrier(r.Header))
+	} else {
+		ctx = tracing.NewTrace(r.Context())
 	}
-	ctx := tracing.Continue(r.Context(), carrier)
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}

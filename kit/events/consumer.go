@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
@@ -574,7 +573,7 @@ func (c *consumer) processAll(ctx context.Context, msgs []jetstream.Msg) {
 func (c *consumer) span(ctx context.Context, msg jetstream.Msg, m Message) (context.Context, trace.Span) {
 	ctx = m.Context(ctx)
 	if !tracing.Exporting() {
-		ctx = tracing.Continue(ctx, propagation.MapCarrier{})
+		ctx = tracing.NewTrace(ctx) // unless the event carried one
 		return ctx, trace.SpanFromContext(ctx)
 	}
 	return tracer.Start(ctx, "process "+m.Subject,

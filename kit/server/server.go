@@ -24,6 +24,7 @@ import (
 	"buf.build/go/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -171,6 +172,17 @@ type Config struct {
 	// DisableValidation, DisableReflection, DisableAccessLog and
 	// DisableTracing switch those defaults off.
 	DisableValidation, DisableReflection, DisableAccessLog, DisableTracing bool
+	// PublicEndpoint is for a server whose callers are outside the system
+	// (the internet, another company's services): a call's W3C trace
+	// context is not continued — the call starts a trace of its own,
+	// linked to the caller's when spans are recorded — and its baggage is
+	// dropped, so a client can neither pick the trace ids the services
+	// log under, nor mark its calls sampled to have every span of every
+	// hop exported, nor send key-value pairs along to every service. Off,
+	// as between a system's own services, whose traces should join. (The
+	// REST gateway's counterpart is its TrustTraceContext, the other way
+	// round: it is public unless told otherwise.)
+	PublicEndpoint bool
 	// UnaryInterceptors and StreamInterceptors run after the defaults,
 	// closest to the handler.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
@@ -262,7 +274,7 @@ func New(cfg Config) (*Server, error) {
 	// With an exporter the otelgrpc stats handler below records spans;
 	// without one, only the trace context is carried (kit/tracing).
 	carryTrace := !cfg.DisableTracing && !tracing.Exporting()
-	outer := unaryOuter{trace: carryTrace}
+	outer := unaryOuter{trace: carryTrace, public: cfg.PublicEndpoint}
 	if !cfg.DisableAccessLog {
 		outer.log = log
 	}
@@ -279,7 +291,11 @@ func New(cfg Config) (*Server, error) {
 
 	stream := []grpc.StreamServerInterceptor{requestid.StreamServerInterceptor()}
 	if carryTrace {
-		stream = append([]grpc.StreamServerInterceptor{tracing.StreamServerInterceptor()}, stream...)
+		carry := tracing.StreamServerInterceptor()
+		if cfg.PublicEndpoint {
+			carry = tracing.NewTraceStreamServerInterceptor()
+		}
+		stream = append([]grpc.StreamServerInterceptor{carry}, stream...)
 	}
 	if !cfg.DisableAccessLog {
 		stream = append(stream, streamAccessLog(log))
@@ -320,7 +336,13 @@ func New(cfg Config) (*Server, error) {
 		opts = append(opts, grpc.NumStreamWorkers(uint32(workers)))
 	}
 	if !cfg.DisableTracing && tracing.Exporting() {
-		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+		var public []otelgrpc.Option
+		if cfg.PublicEndpoint {
+			// The caller's traceparent read only to link to, its baggage
+			// not at all.
+			public = []otelgrpc.Option{otelgrpc.WithPublicEndpoint(), otelgrpc.WithPropagators(propagation.TraceContext{})}
+		}
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(public...)))
 	}
 	opts = append(opts, cfg.Options...)
 
@@ -478,13 +500,17 @@ func (d *deadlines) tap(ctx context.Context, info *tap.Info) (context.Context, e
 // handler's context and writes the access log line, outside metrics and
 // recovery so that a recovered panic is logged as the INTERNAL it became.
 type unaryOuter struct {
-	trace bool         // carry W3C trace context (kit/tracing)
-	log   *slog.Logger // the access log; nil: none
+	trace  bool         // carry W3C trace context (kit/tracing)
+	public bool         // and start a trace of the server's own (PublicEndpoint)
+	log    *slog.Logger // the access log; nil: none
 }
 
 func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
-	if o.trace {
+	switch {
+	case o.trace && o.public:
+		ctx = tracing.NewTrace(ctx)
+	case o.trace:
 		ctx = tracing.Incoming(ctx)
 	}
 	ctx, made := requestid.Incoming(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -30,6 +31,20 @@ func ExampleContinue() {
 	// Output:
 	// 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 	// true
+}
+
+// A public edge starts a trace of its own whatever its caller sent, so a
+// client can neither pick the trace ids the services log under nor mark
+// its calls sampled; kit/server does this with Config.PublicEndpoint.
+func ExampleNewTrace() {
+	in := http.Header{}
+	in.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	// A trusting edge would Continue(ctx, propagation.HeaderCarrier(in)).
+	ctx := tracing.NewTrace(context.Background())
+	traceparent, _ := tracing.Header(ctx)
+	fmt.Println(strings.Contains(traceparent, "4bf92f3577b34da6a3ce929d0e0e4736"), strings.HasSuffix(traceparent, "-01"))
+	// Output:
+	// false true
 }
 
 // Install records spans with a provider of one's own (an exporter Setup

@@ -127,7 +127,7 @@ func Incoming(ctx context.Context) context.Context {
 	if parent == "" {
 		// No tracestate lookup: without a traceparent it means nothing,
 		// and grpc-go's lookup of an absent key walks the whole metadata.
-		return Continue(ctx, &header{})
+		return NewTrace(ctx)
 	}
 	return Continue(ctx, &header{parent: parent, state: first(metadata.ValueFromIncomingContext(ctx, "tracestate"))})
 }
@@ -162,6 +162,14 @@ func Continue(ctx context.Context, carrier propagation.TextMapCarrier) context.C
 	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
 }
 
+// NewTrace returns ctx carrying a new trace, marked sampled as Continue's
+// are, unless ctx already carries a span: for an edge that does not trust
+// its callers' trace context (a public endpoint).
+func NewTrace(ctx context.Context) context.Context { return Continue(ctx, noCarrier) }
+
+// noCarrier carries no trace context, and costs no allocation a call.
+var noCarrier propagation.MapCarrier
+
 // Header returns the W3C traceparent and tracestate values that carry
 // ctx's trace context to a callee, or two empty strings when ctx has none.
 func Header(ctx context.Context) (traceparent, tracestate string) {
@@ -179,6 +187,15 @@ func Header(ctx context.Context) (traceparent, tracestate string) {
 func StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		return handler(srv, &stream{ServerStream: ss, ctx: Incoming(ss.Context())})
+	}
+}
+
+// NewTraceStreamServerInterceptor starts a new trace for each stream
+// (NewTrace), whatever trace context the caller sent, without recording
+// spans: kit/server's PublicEndpoint.
+func NewTraceStreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &stream{ServerStream: ss, ctx: NewTrace(ss.Context())})
 	}
 }
 
