@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -310,5 +313,47 @@ func TestInterleave(t *testing.T) {
 		if got, want := r.ServerCPU, float64(n*1000)/float64(r.Requests); math.Abs(got-want) > 1e-9*want {
 			t.Errorf("side %d: server CPU %v µs/request, want %v", i, got, want)
 		}
+	}
+}
+
+// TestLoadLoopKeepsEveryLatency: each success of a closed or open loop is
+// one latency in the repetition's histogram, and failures none.
+func TestLoadLoopKeepsEveryLatency(t *testing.T) {
+	var n atomic.Int64
+	do := func(context.Context, int, int64) error {
+		if n.Add(1)%3 == 0 {
+			return errors.New("every third fails")
+		}
+		return nil
+	}
+	server := func() (procStats, error) { return procStats{}, nil }
+	loops := map[string]func() outcome{
+		"closed": func() outcome { return closedLoop(t.Context(), 8, 20*time.Millisecond, do) },
+		"open":   func() outcome { return openLoop(t.Context(), 3000, 20*time.Millisecond, 8, do) },
+	}
+	for name, load := range loops {
+		t.Run(name, func(t *testing.T) {
+			r, err := measure(server, load)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Requests == 0 || r.Errors == 0 || r.hist.TotalCount() != r.Requests {
+				t.Errorf("%d requests, %d errors, %d latencies; want one latency a request, some of each", r.Requests, r.Errors, r.hist.TotalCount())
+			}
+		})
+	}
+}
+
+// TestLoadLoopAllocatesLittle: what the load generator allocates while it
+// is measured counts in its CPU figure, and in collections after. A
+// 221 KB histogram a worker made 14 MB at C=64 in every slice.
+func TestLoadLoopAllocatesLittle(t *testing.T) {
+	fail := errors.New("no server")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	closedLoop(t.Context(), 64, 10*time.Millisecond, func(context.Context, int, int64) error { return fail })
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2<<20 {
+		t.Errorf("a closed loop at C=64 allocated %d KB beside its calls, want under 2 MB", got>>10)
 	}
 }
