@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -104,6 +105,21 @@ type Ratio struct {
 	Note   string    `json:"note,omitempty"`
 }
 
+// shown rounds v to digits decimals for the report, or to as many more
+// (up to six) as it takes for the rounded figure to meet ok exactly when
+// v does: the verdict is v's, and 0.8496 shown as 0.85 beside "no" would
+// read as a mistake (the verdict used to be the rounded figure's, so a
+// 0.8496 met the 0.85 target).
+func shown(v float64, digits int, ok func(float64) bool) float64 {
+	for ; ; digits++ {
+		p := math.Pow(10, float64(digits))
+		r := math.Round(v*p) / p
+		if ok == nil || ok(r) == ok(v) || digits >= 6 {
+			return r
+		}
+	}
+}
+
 // spreadCell is a cell's spread for the tables: "-" when it ran once and
 // its noise is unknown, rather than a 0 % it was never shown to have.
 func spreadCell(c *Cell) string {
@@ -129,8 +145,8 @@ func (r *Results) computeRatios() {
 		if num == nil || den == nil || f(den.Summary) <= 0 || f(num.Summary) <= 0 {
 			return
 		}
-		v := math.Round(f(num.Summary)/f(den.Summary)*1000) / 1000
-		ra := Ratio{Name: name, Value: v, Target: target, Note: note, PerRep: perRep(num, den, f)}
+		v := f(num.Summary) / f(den.Summary)
+		ra := Ratio{Name: name, Value: shown(v, 3, ok), Target: target, Note: note, PerRep: perRep(num, den, f)}
 		if ok != nil {
 			// A side that failed calls may have been fast by failing:
 			// its figure meets no target.
@@ -204,7 +220,7 @@ func (r *Results) computeRatios() {
 		}
 		r.Ratios = append(r.Ratios,
 			Ratio{Name: "max sustained orders/s, " + o.DB, Value: o.MaxRPS, Target: ">= 1500", Met: yesNo(o.MaxRPS >= 1500), Note: maxNote},
-			Ratio{Name: "orders p99 ms at half load (open loop), " + o.DB, Value: math.Round(o.HalfP99us/100) / 10, Target: "<= 25", Met: yesNo(o.HalfP99us > 0 && o.HalfP99us <= 25000 && fewErrors), Note: halfNote})
+			Ratio{Name: "orders p99 ms at half load (open loop), " + o.DB, Value: shown(o.HalfP99us/1000, 1, atMost(25)), Target: "<= 25", Met: yesNo(o.HalfP99us > 0 && o.HalfP99us <= 25000 && fewErrors), Note: halfNote})
 	}
 	if s := r.Startup; s != nil {
 		if s.ColdReadyMs > 0 {
@@ -415,11 +431,13 @@ func sepRow(w io.Writer, n int) {
 	fmt.Fprint(w, "|"+strings.Join(cols, "\t|")+"\t|\n")
 }
 
-// ratioText prints a ratio with three significant digits, and a figure of
-// 1,000 or more (orders/s) whole rather than in exponent notation.
+// ratioText prints a ratio as rounded for the JSON, and a figure of 1,000
+// or more (orders/s) whole.
 func ratioText(v float64) string {
 	if math.Abs(v) >= 1000 {
 		return fmt.Sprintf("%.0f", v)
 	}
-	return fmt.Sprintf("%.3g", v)
+	// Every digit: shown keeps those a verdict turns on, which three
+	// significant ones dropped (0.8496 printed 0.85 beside "no").
+	return strconv.FormatFloat(v, 'f', -1, 64)
 }

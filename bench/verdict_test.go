@@ -113,3 +113,49 @@ func TestHistogramPrecision(t *testing.T) {
 		}
 	}
 }
+
+// TestVerdictOnTheUnroundedFigure: a target is met by the figure measured,
+// not by its rounding, and the figure shown keeps the digits the verdict
+// turns on. A kit/bare ratio of 0.8496 was shown as 0.85 and met.
+func TestVerdictOnTheUnroundedFigure(t *testing.T) {
+	tests := []struct {
+		name      string
+		kitRPS    float64
+		p99us     float64
+		wantKit   string
+		wantValue float64
+		wantP99   string
+		wantP99V  float64
+	}{
+		{name: "just under", kitRPS: 8496, p99us: 25040, wantKit: "no", wantValue: 0.8496, wantP99: "no", wantP99V: 25.04},
+		{name: "just over", kitRPS: 8504, p99us: 24960, wantKit: "yes", wantValue: 0.85, wantP99: "yes", wantP99V: 25},
+		{name: "clear", kitRPS: 9312, p99us: 21230, wantKit: "yes", wantValue: 0.931, wantP99: "yes", wantP99V: 21.2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cell := func(name string, rps float64) *Cell {
+				c := &Cell{Scenario: "transport", Name: name, Payload: sizeLabel(sizeSmall), Conc: 64, Mode: "closed",
+					Reps: []Rep{{Requests: 1000, RPS: rps}, {Requests: 1000, RPS: rps}}}
+				c.summarize()
+				return c
+			}
+			r := &Results{
+				Cells:  []*Cell{cell(kitEcho, tt.kitRPS), cell(grpcEcho, 10000)},
+				Orders: []Orders{{DB: "sqlite", MaxRPS: 1600, MaxConc: 32, HalfRate: 800, HalfP99us: tt.p99us, HalfSends: 1000}},
+			}
+			r.computeRatios()
+			for _, ra := range r.Ratios {
+				switch ra.Name {
+				case "kit/grpc throughput, 100B, C=64":
+					if ra.Met != tt.wantKit || ra.Value != tt.wantValue {
+						t.Errorf("kit throughput %v met %q, want %v met %q", ra.Value, ra.Met, tt.wantValue, tt.wantKit)
+					}
+				case "orders p99 ms at half load (open loop), sqlite":
+					if ra.Met != tt.wantP99 || ra.Value != tt.wantP99V {
+						t.Errorf("p99 %v met %q, want %v met %q", ra.Value, ra.Met, tt.wantP99V, tt.wantP99)
+					}
+				}
+			}
+		})
+	}
+}
