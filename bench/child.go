@@ -323,7 +323,7 @@ func startChild(role string, env ...string) (*child, error) {
 		return nil, err
 	}
 	c := &child{role: role, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), done: make(chan error, 1)}
-	line, err := c.out.ReadBytes('\n')
+	line, err := c.line(helloTimeout)
 	if err == nil {
 		err = json.Unmarshal(line, &c.hello)
 	}
@@ -346,11 +346,44 @@ func (c *child) stats() (procStats, error) {
 	if _, err := io.WriteString(c.stdin, statsCommand+"\n"); err != nil {
 		return s, err
 	}
-	line, err := c.out.ReadBytes('\n')
+	line, err := c.line(statsTimeout)
 	if err != nil {
 		return s, err
 	}
 	return s, json.Unmarshal(line, &s)
+}
+
+// Bounds on a child's answers: a child that hung (a server stuck, a
+// database that does not answer) otherwise held the whole run for ever.
+const (
+	// helloTimeout bounds a start, migrations and seeding included.
+	helloTimeout = 2 * time.Minute
+	// statsTimeout bounds an answer to statsCommand.
+	statsTimeout = 30 * time.Second
+)
+
+// line reads the child's next line, or kills the child when none comes
+// within d.
+func (c *child) line(d time.Duration) ([]byte, error) {
+	type read struct {
+		line []byte
+		err  error
+	}
+	got := make(chan read, 1)
+	go func() {
+		line, err := c.out.ReadBytes('\n')
+		got <- read{line, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		return r.line, r.err
+	case <-t.C:
+		_ = c.cmd.Process.Kill()
+		<-got // the kill closes its stdout
+		return nil, fmt.Errorf("%s server: no answer within %v; killed", c.role, d)
+	}
 }
 
 // stop closes the child's stdin, which makes it shut down, and waits a

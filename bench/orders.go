@@ -89,10 +89,12 @@ func runOrders(ctx context.Context, cfg *Config, p *printer, db string, urls map
 	skus := make([]string, orderProducts)
 	for i := range skus {
 		skus[i] = fmt.Sprintf("BENCH-%s-%d", runID, i)
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := inv.CreateProduct(ctx, &inventoryv1.CreateProductRequest{
 			Sku: skus[i], Name: fmt.Sprintf("Bench product %d", i),
 			Price: &typev1.Money{CurrencyCode: "USD", Units: 100 + int64(i)}, Stock: 1_000_000_000,
 		})
+		cancel()
 		if err != nil {
 			return nil, sum, fmt.Errorf("seed product: %w", err)
 		}
@@ -277,7 +279,10 @@ func postgresSchemas(ctx context.Context, base string) (map[string]string, func(
 	for _, svc := range []string{system.User, system.Order, system.Payment, system.Inventory, system.Notification} {
 		// runID is hex and svc a constant: safe to splice into the statement.
 		schema := "bench_" + runID + "_" + svc
-		if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema)
+		cancel()
+		if err != nil {
 			drop()
 			return nil, nil, fmt.Errorf("postgres: %w", err)
 		}

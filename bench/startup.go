@@ -103,6 +103,7 @@ func startDuet(ctx context.Context, bin, dataDir string) (*duetProc, time.Durati
 		return nil, 0, err
 	}
 	cmd.Env = os.Environ()
+	tieToParent(cmd)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, 0, err
