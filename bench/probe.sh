@@ -7,10 +7,10 @@
 #   DUET_BIN=/path/to/duet bench/probe.sh
 #
 # It starts duet with a fresh data directory on free ports (its log to a
-# file, as in production), creates a user and ten products, then, twice and
-# alternating: wrk -> gateway GET /v1/users/{id} and ghz -> the user
-# service's GetUser directly, 64 connections or callers for PROBE_SECONDS
-# (8) each; then wrk posting orders (bench/orders.lua) twice. duet's CPU per
+# file, as in production), creates a user and ten products, then, twice,
+# the second round in the other order: wrk -> gateway GET /v1/users/{id}
+# and ghz -> the user service's GetUser directly, 64 connections or callers
+# for PROBE_SECONDS (8) each; then wrk posting orders (bench/orders.lua) twice. duet's CPU per
 # request comes from /proc/<pid>/stat. Needs wrk (apt-get install wrk), ghz
 # (go install github.com/bojand/ghz/cmd/ghz@v0.93.0), curl and python3.
 set -euo pipefail
@@ -70,7 +70,9 @@ cpu() { awk '{print $14 + $15}' "/proc/$duet_pid/stat"; }
 per_request() { python3 -c "print(round(($2 - $1) * 1e6 / $ticks / $3, 1) if $3 else 'n/a (no answers)')"; }
 
 echo "probe: $bin (repository at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $(nproc) CPUs, ${secs}s per run, 64 connections"
-for round in 1 2; do
+# gateway measures GetUser through the gateway with wrk, setting gw_rps.
+gateway() {
+  local c0 c1 out non2xx sockerr n ok
   c0=$(cpu)
   out=$(wrk -t2 -c64 -d"${secs}s" "http://$http/v1/users/$user_id")
   c1=$(cpu)
@@ -84,17 +86,28 @@ for round in 1 2; do
   ok=$(( n - ${non2xx:-0} ))
   gw_rps=$(python3 -c "print(round(${gw_rps:-0} * $ok / $n, 2) if $n else 0)")
   echo "  wrk -> gateway GetUser         ${gw_rps} req/s (2xx), duet $(per_request "$c0" "$c1" "$ok") µs CPU/request${non2xx:+, non-2xx $non2xx}${sockerr:+, socket errors: $sockerr}"
+}
 
+# direct measures GetUser on the user service with ghz, setting direct_rps.
+direct() {
+  local c0 c1 out n errs
   c0=$(cpu)
   out=$(ghz --insecure --call duet.user.v1.UserService.GetUser -d "{\"id\":\"$user_id\"}" \
     -c 64 -z "${secs}s" --format json "$grpc_user")
   c1=$(cpu)
-  # When its time is up ghz closes its connection under the calls still in
-  # flight (at most one per caller: "transport is closing"); those are not
-  # the server's failures.
-  read -r direct_rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; print(r["rps"], r.get("statusCodeDistribution",{}).get("OK",0), sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out")
+  # ghz's rps counts every call, errors too: scaled to the OK answers, as
+  # wrk's is to the 2xx. When its time is up ghz closes its connection
+  # under the calls still in flight (at most one per caller: "transport is
+  # closing"); those are not the server's failures.
+  read -r direct_rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; ok=r.get("statusCodeDistribution",{}).get("OK",0); print(r["rps"]*ok/r["count"] if r.get("count") else 0, ok, sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out")
   [ "${n:-0}" -gt 0 ] || { echo "probe: ghz got no OK answer from GetUser: $out" >&2; exit 1; }
-  echo "  ghz -> user service GetUser    $(printf '%.0f' "$direct_rps") req/s, duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
+  echo "  ghz -> user service GetUser    $(printf '%.0f' "$direct_rps") req/s (OK), duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
+}
+
+# The two sides take turns, and the second round starts from the other
+# one, so neither always runs first.
+for round in 1 2; do
+  if [ "$round" = 1 ]; then gateway; direct; else direct; gateway; fi
   echo "  gateway/direct, round $round:     $(python3 -c "print(round($gw_rps / $direct_rps, 3))")"
 done
 
