@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/duetkit/duet/kit/requestid"
@@ -527,8 +528,11 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 	}
 }
 
-// tracer names the spans of event handling.
-var tracer = otel.Tracer("github.com/duetkit/duet/kit/events")
+// tracerName names the spans of event handling. The tracer is looked up
+// at each span, not once: otel's global hands the first provider set to a
+// tracer taken before it for good, so a provider Installed later (a
+// test's, say) would never see the spans.
+const tracerName = "github.com/duetkit/duet/kit/events"
 
 // process runs the handler on one message and acks or naks it.
 func (c *consumer) process(ctx context.Context, msg jetstream.Msg) {
@@ -568,15 +572,15 @@ func (c *consumer) processAll(ctx context.Context, msgs []jetstream.Msg) {
 
 // span starts the span of handling m. Without an exporter it starts none,
 // as kit/server records none (a span recorded to be dropped costs CPU for
-// nothing): the handler's context carries the event's trace, or a new one
-// so that its log lines name a trace.
+// nothing), and returns a span of no one's to end: the handler's context
+// carries the event's trace (or the consumer's context's), or a new one so
+// that its log lines name a trace.
 func (c *consumer) span(ctx context.Context, msg jetstream.Msg, m Message) (context.Context, trace.Span) {
 	ctx = m.Context(ctx)
 	if !tracing.Exporting() {
-		ctx = tracing.NewTrace(ctx) // unless the event carried one
-		return ctx, trace.SpanFromContext(ctx)
+		return tracing.NewTrace(ctx), noop.Span{}
 	}
-	return tracer.Start(ctx, "process "+m.Subject,
+	return otel.Tracer(tracerName).Start(ctx, "process "+m.Subject,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),

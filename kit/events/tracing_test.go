@@ -39,16 +39,38 @@ func TestNoSpanWithoutAnExporter(t *testing.T) {
 	bus := eventstest.Embedded(t)
 	var mu sync.Mutex
 	var handled trace.Span
+	untraced := 0
+	// The consumer's own context carries a span of the caller's, which
+	// handling an event that carries no trace must leave alone.
+	own := sdktrace.NewTracerProvider()
+	t.Cleanup(func() { _ = own.Shutdown(context.Background()) })
+	_, outer := own.Tracer("caller").Start(context.Background(), "consuming")
+	defer outer.End()
 	run(t, func(ctx context.Context) error {
-		return events.Consume(ctx, bus, events.ConsumerConfig{Durable: "untraced", Subjects: []string{"user.updated"}, Logger: quiet},
-			func(ctx context.Context, _ events.Message) error {
+		return events.Consume(trace.ContextWithSpan(ctx, outer), bus, events.ConsumerConfig{Durable: "untraced", Subjects: []string{"user.updated", "user.created"}, Logger: quiet},
+			func(ctx context.Context, m events.Message) error {
 				mu.Lock()
+				defer mu.Unlock()
+				if m.Subject == "user.created" {
+					untraced++
+					return nil
+				}
 				handled = trace.SpanFromContext(ctx)
-				mu.Unlock()
 				return nil
 			})
 	})
 	relay := startRelay(t, db, bus)
+
+	appendEvent(t, t.Context(), db, "user.created", "untraced")
+	relay.Notify()
+	waitFor(t, "the untraced event handled", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return untraced > 0
+	})
+	if !outer.IsRecording() {
+		t.Error("handling an untraced event ended the span of the consumer's context")
+	}
 
 	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	spanID, _ := trace.SpanIDFromHex("00f067aa0ba902b7")

@@ -60,7 +60,7 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 
 // Install makes tp the global tracer provider and turns span recording on
 // in kit/server, kit/client and the REST gateway (otelgrpc's and otelhttp's
-// handlers), as Setup does with its
+// handlers) and kit/events' consumer, as Setup does with its
 // OTLP exporter: for a process that sends spans elsewhere (an exporter or
 // sampler of its own), or a test that records them. Servers and clients
 // decide when they are built, so call it first. restore puts back the
