@@ -953,12 +953,16 @@ func TestDrainAnswersWaitingCreateOrder(t *testing.T) {
 // without end. Past MaxWatchesPerOrder an order's watch is refused; another
 // order's is served, and closing one makes room.
 func TestWatchesPerOrderBounded(t *testing.T) {
-	st := startStack(t, "sqlite", fastSaga)
+	// The orders stay PENDING, so their watches stay open, for as long
+	// as the test takes: no step gives up on the held call.
+	held := fastSaga
+	held.StepTimeout, held.CallTimeout = 10*time.Minute, 10*time.Minute
+	st := startStack(t, "sqlite", held)
 	userID := st.newUser(t)
 	sku := st.newProduct(t, 500, 5)
-	st.gate.shut() // the orders stay PENDING, so their watches stay open
+	st.gate.shut()
 	defer st.gate.release()
-	held := st.place(t, createReq(userID, "tok_approve", "held", line(sku, 1))).GetOrder().GetId()
+	pending := st.place(t, createReq(userID, "tok_approve", "held", line(sku, 1))).GetOrder().GetId()
 	other := st.place(t, createReq(userID, "tok_approve", "other", line(sku, 1))).GetOrder().GetId()
 
 	watch := func(ctx context.Context, id string) (grpc.ServerStreamingClient[orderv1.WatchOrderResponse], error) {
@@ -974,12 +978,12 @@ func TestWatchesPerOrderBounded(t *testing.T) {
 	for range grpchandler.MaxWatchesPerOrder {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		if _, err := watch(ctx, held); err != nil {
+		if _, err := watch(ctx, pending); err != nil {
 			t.Fatalf("watch within the bound: %v", err)
 		}
 		closers = append(closers, cancel)
 	}
-	_, err := watch(t.Context(), held)
+	_, err := watch(t.Context(), pending)
 	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != grpchandler.ReasonTooManyWatches {
 		t.Fatalf("watch past the bound: %v, want RESOURCE_EXHAUSTED %s", err, grpchandler.ReasonTooManyWatches)
 	}
@@ -991,7 +995,7 @@ func TestWatchesPerOrderBounded(t *testing.T) {
 	closers[0]()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err := watch(t.Context(), held)
+		_, err := watch(t.Context(), pending)
 		if err == nil {
 			return
 		}

@@ -187,7 +187,7 @@ func (o *Order) giveUp(now time.Time) {
 	}
 }
 
-// maxErrorLen bounds LastError.
+// maxErrorLen bounds LastError, and what else a peer sends that is stored.
 const maxErrorLen = 500
 
 // Step runs the current saga step of the order with the given id once and
@@ -322,14 +322,14 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		})
 		switch {
 		case err == nil && res.Declined:
-			reason := res.DeclineReason
+			reason := truncate(res.DeclineReason)
 			if reason == "" {
 				reason = FailurePaymentDeclined
 			}
-			o.PaymentID = res.PaymentID
+			o.PaymentID = truncate(res.PaymentID)
 			o.compensate(StepCharge, StepRelease, reason, now())
 		case err == nil:
-			o.PaymentID = res.PaymentID
+			o.PaymentID = truncate(res.PaymentID)
 			o.enter(StepCommit, now())
 		case errors.Is(err, ErrInvalidPaymentMethod):
 			// Nothing was charged by this call, but another run of this
@@ -359,7 +359,7 @@ func (s *Service) run(ctx context.Context, o *Order) (bool, error) {
 		paymentID, err = s.payments.CancelCharge(callCtx, PaymentKey(o))
 		if err == nil {
 			if paymentID != "" {
-				o.PaymentID = paymentID
+				o.PaymentID = truncate(paymentID)
 			}
 			o.afterRefund(now())
 		}
@@ -441,9 +441,10 @@ func (s *Service) failed(ctx context.Context, o *Order, err error) {
 	o.UpdateTime = now
 }
 
-// truncate cuts s to at most maxErrorLen bytes of valid UTF-8 without NUL
+// truncate cuts s, text a peer sent (an error message, a decline reason,
+// a payment id), to at most maxErrorLen bytes of valid UTF-8 without NUL
 // (PostgreSQL refuses anything else in a TEXT column, and the order's
-// every save would fail: a peer's error message is any text).
+// every save would fail).
 func truncate(s string) string {
 	s = strings.ReplaceAll(strings.ToValidUTF8(s, "?"), "\x00", "?")
 	if len(s) <= maxErrorLen {

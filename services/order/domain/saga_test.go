@@ -145,6 +145,9 @@ func TestStep(t *testing.T) {
 			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepCharge, wantReason: "INSUFFICIENT_FUNDS", wantPayment: "pay-2"},
 		{name: "declined without a reason", step: StepCharge, charge: &PaymentResult{PaymentID: "pay-3", Declined: true},
 			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepCharge, wantReason: FailurePaymentDeclined, wantPayment: "pay-3"},
+		// What a peer sends is stored as text PostgreSQL takes.
+		{name: "declined with NUL", step: StepCharge, charge: &PaymentResult{PaymentID: "pay\x004", Declined: true, DeclineReason: "NO\x00FUNDS"},
+			wantStatus: StatusPending, wantStep: StepRelease, wantFailed: StepCharge, wantReason: "NO?FUNDS", wantPayment: "pay?4"},
 		{name: "unknown payment token", step: StepCharge, method: "Charge", err: ErrInvalidPaymentMethod,
 			wantStatus: StatusPending, wantStep: StepRefund, wantFailed: StepCharge, wantReason: FailureInvalidPaymentMethod},
 		{name: "charge refused", step: StepCharge, method: "Charge", err: ErrChargeRefused,

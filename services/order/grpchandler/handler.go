@@ -165,7 +165,10 @@ func (h *Handler) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*
 // stopping) ends the watch at once. An order with MaxWatchesPerOrder
 // watches open on this server, or a server with MaxWatches, gets
 // RESOURCE_EXHAUSTED, reason ReasonTooManyWatches (with a retry delay for
-// the latter).
+// the latter). Watches count by order id, whoever opens them: the API has
+// no authentication yet, so whoever knows an order's id (a UUID its
+// owner was given) counts against its bound, as whoever knows a user's id
+// does against Subscribe's.
 func (h *Handler) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
 	ctx := stream.Context()
 	if err := h.watches.Take(req.GetId()); err != nil {
