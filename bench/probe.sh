@@ -99,7 +99,7 @@ direct() {
   # wrk's is to the 2xx. When its time is up ghz closes its connection
   # under the calls still in flight (at most one per caller: "transport is
   # closing"); those are not the server's failures.
-  read -r direct_rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; ok=r.get("statusCodeDistribution",{}).get("OK",0); print(r["rps"]*ok/r["count"] if r.get("count") else 0, ok, sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out")
+  read -r direct_rps n errs < <(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r.get("errorDistribution") or {}; ok=r.get("statusCodeDistribution",{}).get("OK",0); print(r["rps"]*ok/r["count"] if r.get("count") else 0, ok, sum(v for k,v in d.items() if "transport is closing" not in k and "Canceled" not in k))' <<<"$out") || true
   [ "${n:-0}" -gt 0 ] || { echo "probe: ghz got no OK answer from GetUser: $out" >&2; exit 1; }
   echo "  ghz -> user service GetUser    $(printf '%.0f' "$direct_rps") req/s (OK), duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
 }

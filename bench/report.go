@@ -439,5 +439,5 @@ func ratioText(v float64) string {
 	}
 	// Every digit: shown keeps those a verdict turns on, which three
 	// significant ones dropped (0.8496 printed 0.85 beside "no").
-	return strconv.FormatFloat(v, 'f', -1, 64)
+	return strconv.FormatFloat(math.Round(v*1e6)/1e6, 'f', -1, 64) // no float noise (300.20000000000005)
 }

@@ -159,3 +159,22 @@ func TestVerdictOnTheUnroundedFigure(t *testing.T) {
 		})
 	}
 }
+
+// TestRatioText: a figure is printed as rounded, without float noise.
+func TestRatioText(t *testing.T) {
+	a, b := 300.1, 300.3
+	for _, tc := range []struct {
+		v    float64
+		want string
+	}{
+		{0.8496, "0.8496"},
+		{0.93, "0.93"},
+		{(a + b) / 2, "300.2"}, // 300.20000000000005 in float64
+		{25.04, "25.04"},
+		{1717.8, "1718"},
+	} {
+		if got := ratioText(tc.v); got != tc.want {
+			t.Errorf("ratioText(%v) = %q, want %q", tc.v, got, tc.want)
+		}
+	}
+}
