@@ -9,3 +9,11 @@ func SetFirstMessageTimeout(d time.Duration) (restore func()) {
 	firstMessageTimeout = d
 	return func() { firstMessageTimeout = old }
 }
+
+// SetReadOutageLimit shortens ReadOutageLimit for a test; the returned
+// function restores it.
+func SetReadOutageLimit(d time.Duration) (restore func()) {
+	old := readOutageLimit
+	readOutageLimit = d
+	return func() { readOutageLimit = old }
+}

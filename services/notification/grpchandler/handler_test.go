@@ -804,6 +804,45 @@ func TestSubscribeReadFailureAfterWake(t *testing.T) {
 	}
 }
 
+// TestSubscribeEndsAfterReadOutage: a session whose reads kept failing
+// stayed open and silent for as long as the database was away; past
+// ReadOutageLimit it ends with UNAVAILABLE and a retry delay, so that its
+// client reconnects and can say so.
+func TestSubscribeEndsAfterReadOutage(t *testing.T) {
+	t.Cleanup(grpchandler.SetReadOutageLimit(100 * time.Millisecond)) // after the server's cleanup
+	db, err := store.Open(t.Context(), sqldbtest.URLs(t)["sqlite"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	repo := &failingReads{Repository: store.New(db)}
+	svc := domain.NewService(repo)
+	conn := servertest.Start(t, server.Config{Name: "notification", Logger: discard}, func(r grpc.ServiceRegistrar) {
+		notificationv1.RegisterNotificationServiceServer(r, grpchandler.New(svc, discard))
+	})
+	user := newID()
+	s := subscribe(t, t.Context(), notificationv1.NewNotificationServiceClient(conn), user, 0)
+	first := record(t, svc, user) // the session's reads work at first
+	if n := s.next(t); n.GetId() != first.ID {
+		t.Fatalf("got %s, want %s", n.GetId(), first.ID)
+	}
+	repo.fail.Store(true)
+	record(t, svc, user) // wakes the session, whose read fails; the next poll's fails past the limit
+	select {
+	case err := <-s.err:
+		if apierr.Code(err) != codes.Unavailable {
+			t.Fatalf("session ended with %v, want UNAVAILABLE", err)
+		}
+		if _, ok := apierr.RetryDelay(err); !ok {
+			t.Errorf("session ended with %v, want a retry delay", err)
+		}
+	case n := <-s.got:
+		t.Fatalf("got %s while every read fails", n.GetId())
+	case <-time.After(3 * grpchandler.PollInterval):
+		t.Fatal("the session outlived its reads' outage")
+	}
+}
+
 // TestSubscribeFirstMessageTimeout: a Subscribe stream opened and left
 // silent held its handler for as long as the connection lived, counted by
 // no bound on subscriptions.

@@ -47,6 +47,17 @@ const (
 // goroutine for as long as its connection lived, counted by no bound.
 const FirstMessageTimeout = 30 * time.Second
 
+// ReadOutageLimit bounds how long a subscription stays open while every
+// read of its user's notifications fails: past it the session ends with
+// UNAVAILABLE (apierr.StoreUnavailable, with a retry delay), so that its
+// client reconnects, to a replica that can read perhaps, and can tell its
+// user, where the session used to stay open and silent for as long as the
+// database was away.
+const ReadOutageLimit = time.Minute
+
+// readOutageLimit is ReadOutageLimit, a variable for tests.
+var readOutageLimit = ReadOutageLimit
+
 // ReasonSubscribeTimeout is the reason of the DEADLINE_EXCEEDED a Subscribe
 // ends with when no subscription came within FirstMessageTimeout.
 const ReasonSubscribeTimeout = "SUBSCRIBE_TIMEOUT"
@@ -74,7 +85,10 @@ type subscribeStream = grpc.BidiStreamingServer[notificationv1.SubscribeRequest,
 // sent and not yet acked: the rest
 // stay in the database until acks free the window, so a slow client costs
 // the server a bounded amount of memory, never a growing queue. What was
-// sent and not acked is sent again on the next subscription.
+// sent and not acked is sent again on the next subscription. A session
+// whose reads fail waits for the next poll to read again (its first read
+// failing ends it), and ends with UNAVAILABLE once they have failed for
+// ReadOutageLimit.
 //
 // An ack marks the notification acknowledged in the database before it
 // frees its slot. Acks of unknown ids, of other users' notifications and
@@ -135,8 +149,10 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		dirty    = true  // the database may hold something to send
 		more     = false // the last query filled the window: more may wait behind it
 		// read: a read of the user's notifications has succeeded in
-		// this session; failing: the last one failed.
+		// this session; failing: the last one failed, and every one
+		// since failingSince.
 		read, failing = false, false
+		failingSince  time.Time
 	)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
@@ -155,10 +171,15 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 				// outage would have their clients all reconnect at
 				// once; only a session's first read failing ends it.
 				// The first failure of a run is logged: the session
-				// itself goes quiet until reads work again.
+				// itself goes quiet until reads work again, for
+				// readOutageLimit at most.
 				if !failing {
 					h.log.WarnContext(ctx, "notification subscription: reading unacknowledged notifications failed; reading again at the next poll",
 						"user_id", userID, "error", err)
+					failingSince = time.Now()
+				} else if time.Since(failingSince) >= readOutageLimit {
+					return fmt.Errorf("notification subscription: reads failing for %v, the last: %v: %w",
+						time.Since(failingSince).Round(time.Second), err, apierr.StoreUnavailable())
 				}
 				failing, pending = true, nil
 			case err != nil:
