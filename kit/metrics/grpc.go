@@ -121,6 +121,12 @@ func (r *rpcMetrics) method(typ rpcType, fullMethod string) *method {
 }
 
 func (r *rpcMetrics) addMethod(typ rpcType, fullMethod string) *method {
+	return r.add(typ, fullMethod, false)
+}
+
+// add caches fullMethod's children under typ, past maxCachedMethods too
+// when known (a method the server registered).
+func (r *rpcMetrics) add(typ rpcType, fullMethod string, known bool) *method {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.methods[typ].Load()
@@ -130,7 +136,7 @@ func (r *rpcMetrics) addMethod(typ rpcType, fullMethod string) *method {
 		}
 	}
 	service, name := splitMethod(fullMethod)
-	full := old != nil && len(*old) >= maxCachedMethods
+	full := !known && old != nil && len(*old) >= maxCachedMethods
 	if full || !utf8.ValidString(fullMethod) {
 		service, name = "unknown", "unknown"
 	}
@@ -266,6 +272,25 @@ func (s *ServerMetrics) Describe(ch chan<- *prometheus.Desc) { s.r.describe(ch) 
 
 // Collect implements prometheus.Collector.
 func (s *ServerMetrics) Collect(ch chan<- prometheus.Metric) { s.r.collect(ch) }
+
+// KnownMethods has the methods of services (a grpc.Server's
+// GetServiceInfo, once its services are registered) counted under their
+// own names whatever other names are called: a server with an
+// UnknownServiceHandler sees any method names clients send, and once
+// maxCachedMethods of those had been counted, its own methods not yet
+// called counted as "unknown". Series still appear only once they move,
+// as grpcprom's do. kit/server calls it in Serve.
+func (s *ServerMetrics) KnownMethods(services map[string]grpc.ServiceInfo) {
+	for name, info := range services {
+		for _, m := range info.Methods {
+			typ := unaryType
+			if m.IsClientStream || m.IsServerStream {
+				typ = streamType(m.IsClientStream, m.IsServerStream)
+			}
+			s.r.add(typ, "/"+name+"/"+m.Name, true)
+		}
+	}
+}
 
 // UnaryServerInterceptor counts a unary call as started and its request as
 // received before the handler runs, its response as sent if the handler

@@ -143,3 +143,64 @@ func TestPeerChosenCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestKnownMethodsOutlastJunk: once a server with an UnknownServiceHandler
+// had seen 1,024 method names of its clients' choosing, its own methods
+// not yet called counted as "unknown". Told its methods (KnownMethods,
+// which kit/server calls in Serve), it counts them by name whatever came
+// before; they make no series until called.
+func TestKnownMethodsOutlastJunk(t *testing.T) {
+	m := metrics.NewServerMetrics(nil)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	m.KnownMethods(map[string]grpc.ServiceInfo{
+		"duet.notification.v1.NotificationService": {Methods: []grpc.MethodInfo{{Name: "ListNotifications"}}},
+	})
+	if families, err := reg.Gather(); err != nil || len(families) != 0 {
+		t.Fatalf("known methods made series before any call: %v (%v)", families, err)
+	}
+	stream := m.StreamServerInterceptor()
+	bidi := func(method string) {
+		t.Helper()
+		info := &grpc.StreamServerInfo{FullMethod: method, IsClientStream: true, IsServerStream: true}
+		if err := stream(nil, fakeStream{ctx: t.Context()}, info, func(any, grpc.ServerStream) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2000 { // what an UnknownServiceHandler lets through
+		bidi(fmt.Sprintf("/junk.Service/M%d", i))
+	}
+	// A server that starts later in the process, sharing the metrics.
+	m.KnownMethods(map[string]grpc.ServiceInfo{
+		"duet.notification.v1.NotificationService": {Methods: []grpc.MethodInfo{{Name: "Subscribe", IsClientStream: true, IsServerStream: true}}},
+	})
+	bidi("/duet.notification.v1.NotificationService/Subscribe")
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, f := range families {
+		if f.GetName() != "grpc_server_started_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "grpc_method" && l.GetValue() == "Subscribe" {
+					found = s.GetCounter().GetValue() == 1
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error("Subscribe, called once after 2,000 junk names, is not counted under its own name")
+	}
+}
+
+// fakeStream is a grpc.ServerStream with a context and nothing else.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (f fakeStream) Context() context.Context { return f.ctx }

@@ -206,6 +206,8 @@ type Server struct {
 	endStreams context.CancelFunc
 	// deadlines gives unary calls without a deadline the default one.
 	deadlines *deadlines
+	// metrics counts the calls; Serve tells it the registered methods.
+	metrics *metrics.ServerMetrics
 
 	mu       sync.Mutex
 	services []string
@@ -346,7 +348,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts = append(opts, cfg.Options...)
 
-	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart}
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart, metrics: m.Server}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
@@ -401,6 +403,7 @@ func (s *Server) SetServing(serving bool) {
 // statuses set meanwhile as they are.
 func (s *Server) Serve(lis net.Listener) error {
 	s.deadlines.learn(s.grpc)
+	s.metrics.KnownMethods(s.grpc.GetServiceInfo())
 	if !s.notReady {
 		s.serving.Do(func() { s.SetServing(true) })
 	}
