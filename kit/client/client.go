@@ -96,7 +96,10 @@ type Config struct {
 	// DisableRetries turns retries off altogether.
 	DisableRetries bool
 	// Keepalive sets client pings; zero means every 30s, 10s timeout,
-	// even without active calls, which kit/server allows. A server with
+	// even without active calls, which kit/server allows. A zero Time or
+	// Timeout in a struct that sets other fields takes its default (30s,
+	// 10s) as well; PermitWithoutStream is as given. Time is never under
+	// server.DefaultMinPingInterval. A server with
 	// grpc-go's default enforcement (pings no more often than every 5
 	// minutes, none without a call open) closes such a connection with
 	// GOAWAY too_many_pings at the fourth ping without data between them,
@@ -132,6 +135,33 @@ type Config struct {
 	Options []grpc.DialOption
 }
 
+// keepaliveParams returns the pings New sets for Config.Keepalive ka.
+func keepaliveParams(ka keepalive.ClientParameters) keepalive.ClientParameters {
+	if ka == (keepalive.ClientParameters{}) {
+		ka.PermitWithoutStream = true
+	}
+	// Field by field: a struct setting only Timeout had Time 0 raised to
+	// the 10s floor below, pinging three times as often as the default.
+	if ka.Time == 0 {
+		ka.Time = DefaultKeepaliveTime
+	}
+	if ka.Timeout == 0 {
+		ka.Timeout = DefaultKeepaliveTimeout
+	}
+	if ka.Time < server.DefaultMinPingInterval {
+		// Pinging faster than servers allow gets the connection closed
+		// with ENHANCE_YOUR_CALM.
+		ka.Time = server.DefaultMinPingInterval
+	}
+	return ka
+}
+
+// Client keepalive defaults (Config.Keepalive).
+const (
+	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTimeout = 10 * time.Second
+)
+
 // New returns a connection to target ("host:port", "dns:///name:port", or
 // any target grpc.NewClient accepts). It does not connect until first used;
 // share it for the life of the process.
@@ -144,15 +174,7 @@ func New(target string, cfg Config) (*grpc.ClientConn, error) {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	ka := cfg.Keepalive
-	if ka == (keepalive.ClientParameters{}) {
-		ka = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
-	}
-	if ka.Time < server.DefaultMinPingInterval {
-		// Pinging faster than servers allow gets the connection closed
-		// with ENHANCE_YOUR_CALM.
-		ka.Time = server.DefaultMinPingInterval
-	}
+	ka := keepaliveParams(cfg.Keepalive)
 	sc, err := ServiceConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -244,7 +266,16 @@ type retryPolicy struct {
 
 // seconds writes d as service config's duration: decimal seconds with no
 // exponent, which grpc-go refuses (%g wrote 300h as "1.08e+06s").
-func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+func seconds(d time.Duration) string {
+	// In integers: d.Seconds() is a float sum, and 1.14 s came out as
+	// "1.1400000000000001s", which grpc-go refuses (at most nine
+	// decimals), so that New failed with an invalid service config.
+	s := strconv.FormatInt(int64(d/time.Second), 10)
+	if ns := int64(d % time.Second); ns != 0 {
+		s += "." + strings.TrimRight(fmt.Sprintf("%09d", ns), "0")
+	}
+	return s + "s"
+}
 
 // ServiceConfig returns the JSON service config New installs for cfg:
 // round_robin over the addresses whose server is healthy (gRFC A17), a

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
@@ -210,6 +211,11 @@ func TestNewAcceptsEveryConfig(t *testing.T) {
 		{"a short backoff", client.Config{Services: user, Retry: client.Retry{InitialBackoff: 20 * time.Microsecond}}, "10s", true},
 		{"one attempt", client.Config{Services: user, Retry: client.Retry{MaxAttempts: 1}}, "10s", false},
 		{"a service twice", client.Config{Services: append(user, user...)}, "10s", true},
+		// Durations whose float seconds are not short: "1.1400000000000001s"
+		// made New fail with an invalid service config.
+		{"a timeout of 1.14 s", client.Config{Services: user, Timeout: 1140 * time.Millisecond}, "1.14s", true},
+		{"a backoff of 1.36 s", client.Config{Services: user, Retry: client.Retry{InitialBackoff: 1360 * time.Millisecond, MaxBackoff: 1570 * time.Millisecond}}, "10s", true},
+		{"a nanosecond over", client.Config{Services: user, Timeout: time.Second + time.Nanosecond}, "1.000000001s", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,5 +350,29 @@ func TestReconnectsSoonAfterPeerGoesAway(t *testing.T) {
 		case <-deadline.C:
 			t.Fatalf("%d connection attempts in 10 s, want %d", n, want)
 		}
+	}
+}
+
+// TestKeepaliveDefaults: a Config.Keepalive that sets some fields takes
+// the defaults for the zero ones. Setting only Timeout made Time 0, which
+// was raised to the 10 s floor: pings three times as often as the
+// default, and GOAWAY too_many_pings from servers that enforce grpc-go's.
+func TestKeepaliveDefaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		in, out keepalive.ClientParameters
+	}{
+		{"zero", keepalive.ClientParameters{}, keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}},
+		{"timeout only", keepalive.ClientParameters{Timeout: 20 * time.Second}, keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}},
+		{"without stream only", keepalive.ClientParameters{PermitWithoutStream: true}, keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}},
+		{"too often", keepalive.ClientParameters{Time: time.Second}, keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second}},
+		{"as given", keepalive.ClientParameters{Time: 5 * time.Minute, Timeout: time.Second}, keepalive.ClientParameters{Time: 5 * time.Minute, Timeout: time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := client.KeepaliveParams(tt.in); got != tt.out {
+				t.Errorf("keepalive %+v became %+v, want %+v", tt.in, got, tt.out)
+			}
+		})
 	}
 }

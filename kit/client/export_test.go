@@ -1,0 +1,4 @@
+package client
+
+// KeepaliveParams exposes keepaliveParams to the package's tests.
+var KeepaliveParams = keepaliveParams
