@@ -166,15 +166,33 @@ func Internal() *Error {
 
 // Error implements error.
 func (e *Error) Error() string {
+	if e == nil {
+		return nilError
+	}
 	return fmt.Sprintf("rpc error: code = %s reason = %s desc = %s", e.code, e.reason, e.message)
 }
 
-// Code returns the gRPC code.
-func (e *Error) Code() codes.Code { return e.code }
+// nilError is the text of a nil *Error returned as an error: a handler
+// that declares `var err *apierr.Error` and returns it when nothing went
+// wrong returns a non-nil error. It reads as an INTERNAL error, as the bug
+// it is; reading its status used to panic outside every recovery
+// interceptor, taking the process down.
+const nilError = "apierr: a nil *Error returned as an error"
+
+// Code returns the gRPC code (INTERNAL for a nil *Error).
+func (e *Error) Code() codes.Code {
+	if e == nil {
+		return codes.Internal
+	}
+	return e.code
+}
 
 // GRPCStatus returns the status with all details attached; grpc-go calls it
-// when a handler returns the error.
+// when a handler returns the error. A nil *Error is Internal's status.
 func (e *Error) GRPCStatus() *status.Status {
+	if e == nil {
+		return Internal().GRPCStatus()
+	}
 	s := status.New(e.code, e.message)
 	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: e.reason, Domain: Domain, Metadata: e.metadata}}
 	if len(e.fields) > 0 {

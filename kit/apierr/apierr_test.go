@@ -170,3 +170,25 @@ func TestCallCode(t *testing.T) {
 		})
 	}
 }
+
+// TestNilErrorIsInternal: a handler that returns a nil *Error as its error
+// (`var err *apierr.Error; …; return nil, err`) returns a non-nil error.
+// Reading its status panicked outside every recovery interceptor, in the
+// metrics and the access log, taking the process down; it reads as the
+// INTERNAL bug it is.
+func TestNilErrorIsInternal(t *testing.T) {
+	var e *apierr.Error
+	var err error = e
+	if code := apierr.Code(err); code != codes.Internal {
+		t.Errorf("Code = %v, want Internal", code)
+	}
+	if code := apierr.CallCode(err); code != codes.Internal {
+		t.Errorf("CallCode = %v, want Internal", code)
+	}
+	if reason := apierr.Reason(err); reason != apierr.ReasonInternal {
+		t.Errorf("Reason = %q, want %s", reason, apierr.ReasonInternal)
+	}
+	if err.Error() == "" || e.Code() != codes.Internal {
+		t.Errorf("Error() %q, Code() %v", err.Error(), e.Code())
+	}
+}
