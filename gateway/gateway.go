@@ -25,7 +25,6 @@
 package gateway
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -201,7 +200,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// A watch's lines each get the write timeout as set, or the default:
 	// not the one withDefaults grows for long calls, which would let a
 	// client that stopped reading hold a watch that much longer.
-	lineWindow := cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
+	// Negative as zero, as withDefaults takes it: a negative window put
+	// every line's deadline in the past, failing every watch.
+	lineWindow := cfg.WriteTimeout
+	setDefault(&lineWindow, DefaultWriteTimeout)
 	cfg = cfg.withDefaults()
 	draining, endWatches := context.WithCancel(context.Background())
 	g := &Gateway{

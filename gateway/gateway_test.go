@@ -573,6 +573,7 @@ func TestServerTimeouts(t *testing.T) {
 		{"defaults", 0, 0, DefaultWriteTimeout, DefaultWriteTimeout},
 		{"a minute a call", time.Minute, 0, DefaultReadTimeout + time.Minute + 5*time.Second, DefaultWriteTimeout},
 		{"set", time.Minute, 3 * time.Second, 3 * time.Second, 3 * time.Second},
+		{"negative", 0, -time.Second, DefaultWriteTimeout, DefaultWriteTimeout},
 	} {
 		e := newEnv(t, func(c *Config) { c.RequestTimeout, c.WriteTimeout = tt.request, tt.write })
 		if got := e.gw.Server(":0").WriteTimeout; got != tt.wantWrite {

@@ -112,12 +112,15 @@ func checkForwardedSize(r *http.Request) *apierr.Error {
 // notMetadata reports whether name may not travel as gRPC metadata from a
 // caller: HTTP/2 connection headers, which make the backend reset the
 // stream as malformed (so the call failed as INTERNAL, a 500), gRPC's own
-// grpc-* headers, and the trace context, which the gateway sets itself.
+// grpc-* headers, and the trace context and baggage, which the gateway
+// sets itself (from the traceparent and baggage headers, when it trusts
+// them: Config.TrustTraceContext); Grpc-Metadata-Baggage carried a public
+// caller's key-value pairs to every service past that.
 func notMetadata(name string) bool {
 	name = strings.ToLower(name)
 	switch name {
 	case "connection", "host", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
-		"traceparent", "tracestate":
+		"traceparent", "tracestate", "baggage":
 		return true
 	}
 	return strings.HasPrefix(name, "grpc-") || strings.HasPrefix(name, ":")

@@ -147,6 +147,7 @@ func TestHeadersReachingBackends(t *testing.T) {
 		"Grpc-Metadata-Host", "a", "Grpc-Metadata-Host", "b",
 		// The gateway sends its own.
 		"Grpc-Metadata-Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"Grpc-Metadata-Baggage", "tenant=evil",
 		"Grpc-Metadata-Grpc-Timeout", "1n")
 	if resp.status != 200 {
 		t.Fatalf("status %d: %s", resp.status, resp.body)
@@ -164,6 +165,9 @@ func TestHeadersReachingBackends(t *testing.T) {
 	}
 	if tp := md.Get("traceparent"); len(tp) > 0 && strings.Contains(tp[0], "4bf92f3577b34da6a3ce929d0e0e4736") {
 		t.Errorf("traceparent %q: the caller's Grpc-Metadata-Traceparent reached the backend", tp)
+	}
+	if b := md.Get("baggage"); len(b) > 0 {
+		t.Errorf("baggage %q: the caller's Grpc-Metadata-Baggage reached the backend", b)
 	}
 	if ua := md.Get("user-agent"); len(ua) > 0 && strings.Contains(ua[0], "curl") {
 		t.Errorf("user-agent %q: the caller's User-Agent reached the backend", ua)
