@@ -19,6 +19,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -466,25 +467,30 @@ func (s *Server) Shutdown(ctx context.Context) {
 type deadlines struct {
 	timeout time.Duration
 	once    sync.Once
-	unary   map[string]bool
+	// unary is published whole: calls may already arrive through
+	// GRPC().Serve on one listener while Serve learns for another, and
+	// filling a map the tap read was a concurrent map write.
+	unary atomic.Pointer[map[string]bool]
 }
 
 // learn records the unary methods of every service registered on srv.
 func (d *deadlines) learn(srv *grpc.Server) {
 	d.once.Do(func() {
-		d.unary = make(map[string]bool)
+		unary := make(map[string]bool)
 		for name, info := range srv.GetServiceInfo() {
 			for _, m := range info.Methods {
 				if !m.IsClientStream && !m.IsServerStream {
-					d.unary["/"+name+"/"+m.Name] = true
+					unary["/"+name+"/"+m.Name] = true
 				}
 			}
 		}
+		d.unary.Store(&unary)
 	})
 }
 
 func (d *deadlines) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if _, ok := ctx.Deadline(); ok || !d.unary[info.FullMethodName] {
+	unary := d.unary.Load()
+	if _, ok := ctx.Deadline(); ok || unary == nil || !(*unary)[info.FullMethodName] {
 		return ctx, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
