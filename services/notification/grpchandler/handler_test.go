@@ -2,10 +2,13 @@ package grpchandler_test
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -745,12 +748,17 @@ type failingReads struct {
 	domain.Repository
 	fail     atomic.Bool
 	failures atomic.Int32
+	// err is what a failing read returns; nil: the database unreachable.
+	err error
 }
 
 func (f *failingReads) Unacked(ctx context.Context, userID string, limit int) ([]domain.Notification, error) {
 	if f.fail.Load() {
 		f.failures.Add(1)
-		return nil, errors.New("database unreachable")
+		if f.err != nil {
+			return nil, f.err
+		}
+		return nil, fmt.Errorf("database unreachable: %w", driver.ErrBadConn)
 	}
 	return f.Repository.Unacked(ctx, userID, limit)
 }
@@ -810,36 +818,51 @@ func TestSubscribeReadFailureAfterWake(t *testing.T) {
 // client reconnects and can say so.
 func TestSubscribeEndsAfterReadOutage(t *testing.T) {
 	t.Cleanup(grpchandler.SetReadOutageLimit(100 * time.Millisecond)) // after the server's cleanup
-	db, err := store.Open(t.Context(), sqldbtest.URLs(t)["sqlite"])
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name  string
+		err   error // of the failing reads; nil: the database unreachable
+		code  codes.Code
+		retry bool
+	}{
+		{name: "database away", code: codes.Unavailable, retry: true},
+		// A bug (a bad migration, say) is no outage to retry for ever.
+		{name: "a bug", err: errors.New("sql: Scan error on column index 3: unreachable"), code: codes.Internal},
 	}
-	t.Cleanup(func() { _ = db.Close() })
-	repo := &failingReads{Repository: store.New(db)}
-	svc := domain.NewService(repo)
-	conn := servertest.Start(t, server.Config{Name: "notification", Logger: discard}, func(r grpc.ServiceRegistrar) {
-		notificationv1.RegisterNotificationServiceServer(r, grpchandler.New(svc, discard))
-	})
-	user := newID()
-	s := subscribe(t, t.Context(), notificationv1.NewNotificationServiceClient(conn), user, 0)
-	first := record(t, svc, user) // the session's reads work at first
-	if n := s.next(t); n.GetId() != first.ID {
-		t.Fatalf("got %s, want %s", n.GetId(), first.ID)
-	}
-	repo.fail.Store(true)
-	record(t, svc, user) // wakes the session, whose read fails; the next poll's fails past the limit
-	select {
-	case err := <-s.err:
-		if apierr.Code(err) != codes.Unavailable {
-			t.Fatalf("session ended with %v, want UNAVAILABLE", err)
-		}
-		if _, ok := apierr.RetryDelay(err); !ok {
-			t.Errorf("session ended with %v, want a retry delay", err)
-		}
-	case n := <-s.got:
-		t.Fatalf("got %s while every read fails", n.GetId())
-	case <-time.After(3 * grpchandler.PollInterval):
-		t.Fatal("the session outlived its reads' outage")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := store.Open(t.Context(), sqldbtest.URLs(t)["sqlite"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			repo := &failingReads{Repository: store.New(db), err: tt.err}
+			svc := domain.NewService(repo)
+			conn := servertest.Start(t, server.Config{Name: "notification", Logger: discard}, func(r grpc.ServiceRegistrar) {
+				notificationv1.RegisterNotificationServiceServer(r, grpchandler.New(svc, discard))
+			})
+			user := newID()
+			s := subscribe(t, t.Context(), notificationv1.NewNotificationServiceClient(conn), user, 0)
+			first := record(t, svc, user) // the session's reads work at first
+			if n := s.next(t); n.GetId() != first.ID {
+				t.Fatalf("got %s, want %s", n.GetId(), first.ID)
+			}
+			repo.fail.Store(true)
+			record(t, svc, user) // wakes the session, whose read fails; the next poll's fails past the limit
+			select {
+			case err := <-s.err:
+				_, retry := apierr.RetryDelay(err)
+				if apierr.Code(err) != tt.code || retry != tt.retry {
+					t.Fatalf("session ended with %v (retry delay %v), want %v (%v)", err, retry, tt.code, tt.retry)
+				}
+				if strings.Contains(err.Error(), "unreachable") {
+					t.Errorf("session ended with %v: the read's error text reached the client", err)
+				}
+			case n := <-s.got:
+				t.Fatalf("got %s while every read fails", n.GetId())
+			case <-time.After(3 * grpchandler.PollInterval):
+				t.Fatal("the session outlived its reads' outage")
+			}
+		})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"time"
 
 	"google.golang.org/grpc"
@@ -48,11 +49,12 @@ const (
 const FirstMessageTimeout = 30 * time.Second
 
 // ReadOutageLimit bounds how long a subscription stays open while every
-// read of its user's notifications fails: past it the session ends with
-// UNAVAILABLE (apierr.StoreUnavailable, with a retry delay), so that its
-// client reconnects, to a replica that can read perhaps, and can tell its
-// user, where the session used to stay open and silent for as long as the
-// database was away.
+// read of its user's notifications fails: past it (and up to a quarter
+// more, drawn per session, so that sessions do not all end at once) the
+// session ends with the last read's error, UNAVAILABLE with a retry delay
+// for a database that is away, so that its client reconnects, to a
+// replica that can read perhaps, and can tell its user, where the session
+// used to stay open and silent for as long as the database was away.
 const ReadOutageLimit = time.Minute
 
 // readOutageLimit is ReadOutageLimit, a variable for tests.
@@ -154,6 +156,10 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 		read, failing = false, false
 		failingSince  time.Time
 	)
+	// Each session's own bound, up to a quarter over readOutageLimit:
+	// sessions whose reads began failing together would otherwise end,
+	// and their clients reconnect, together.
+	outageLimit := readOutageLimit + rand.N(readOutageLimit/4+1)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
 	for {
@@ -177,9 +183,11 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 					h.log.WarnContext(ctx, "notification subscription: reading unacknowledged notifications failed; reading again at the next poll",
 						"user_id", userID, "error", err)
 					failingSince = time.Now()
-				} else if time.Since(failingSince) >= readOutageLimit {
-					return fmt.Errorf("notification subscription: reads failing for %v, the last: %v: %w",
-						time.Since(failingSince).Round(time.Second), err, apierr.StoreUnavailable())
+				} else if time.Since(failingSince) >= outageLimit {
+					// Ended as the error it is (logged, and UNAVAILABLE
+					// with a retry delay for a database that is away,
+					// INTERNAL otherwise), never with its text.
+					return h.streamError(ctx, err)
 				}
 				failing, pending = true, nil
 			case err != nil:
