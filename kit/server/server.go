@@ -141,6 +141,15 @@ type Config struct {
 	// DrainTimeout bounds Shutdown's graceful phase before in-flight calls
 	// are cut off.
 	DrainTimeout time.Duration
+	// NotServingDelay is how long Shutdown goes on serving, calls and
+	// streams alike, after it reports NOT_SERVING and before it stops
+	// taking new calls: for balancers that poll health (Kubernetes
+	// readiness probes, a proxy's health checks) and need a probe period
+	// to take the server out of rotation; without it their callers met a
+	// closed listener. Zero (the default) stops at once, which kit/client
+	// callers, who watch the status and get GOAWAY, need no more. A
+	// context given to Shutdown that ends first cuts the delay short.
+	NotServingDelay time.Duration
 	// NotReadyAtStart keeps the server NOT_SERVING when Serve starts, until
 	// the owner calls SetServing(true): for a server that must warm up (a
 	// cache to fill, a peer to reach) before it takes calls. Clients that
@@ -203,6 +212,10 @@ type Server struct {
 	health *health.Server
 	log    *slog.Logger
 	drain  time.Duration
+	// notServingDelay is Config.NotServingDelay; delayed is set by the
+	// first Shutdown, which alone waits it.
+	notServingDelay time.Duration
+	delayed         atomic.Bool
 	// endStreams ends the long-lived streams (streamDrain).
 	endStreams context.CancelFunc
 	// deadlines gives unary calls without a deadline the default one.
@@ -349,7 +362,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts = append(opts, cfg.Options...)
 
-	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart, metrics: m.Server}
+	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, notServingDelay: max(cfg.NotServingDelay, 0),
+		endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart, metrics: m.Server}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
@@ -416,7 +430,9 @@ func (s *Server) Serve(lis net.Listener) error {
 }
 
 // Shutdown drains the server: health turns NOT_SERVING so balancers stop
-// sending new calls, long-lived streams end (Config.FiniteStreams), other
+// sending new calls (and, with Config.NotServingDelay, the server goes on
+// serving that long for balancers that poll), long-lived streams end
+// (Config.FiniteStreams), other
 // in-flight calls may finish until ctx is done or the drain timeout
 // passes, and whatever is left is then cut off. A handler that ignores its
 // context can outlive Shutdown, which waits for such handlers at most 5 s
@@ -427,6 +443,14 @@ func (s *Server) Serve(lis net.Listener) error {
 // timeout.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
+	if s.notServingDelay > 0 && !s.delayed.Swap(true) {
+		delay := time.NewTimer(s.notServingDelay)
+		select {
+		case <-delay.C:
+		case <-ctx.Done():
+			delay.Stop()
+		}
+	}
 	s.endStreams()
 	done := make(chan struct{})
 	go func() {

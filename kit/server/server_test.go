@@ -550,3 +550,43 @@ func TestShutdownEndsLongLivedStreams(t *testing.T) {
 		t.Fatal("Shutdown did not return once the upload and the finite stream ended")
 	}
 }
+
+// TestNotServingDelay: a caller that reaches the server through a
+// balancer polling health (a Kubernetes Service, a proxy), not through
+// kit/client's Watch, kept being sent to it until the next probe; Shutdown
+// closed the listener as it reported NOT_SERVING, so those calls met a
+// refused connection. With NotServingDelay the server reports NOT_SERVING
+// and goes on serving new connections for the delay.
+func TestNotServingDelay(t *testing.T) {
+	ok := func(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+	}
+	srv := servertest.NewServer(t, server.Config{NotServingDelay: time.Minute}, (&users{get: ok}).register)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
+		t.Fatal(err)
+	}
+	// The test ends the delay itself, through Shutdown's context.
+	delay, endDelay := context.WithCancel(ctx)
+	shutdown := make(chan struct{})
+	go func() {
+		srv.Shutdown(delay)
+		close(shutdown)
+	}()
+	waitFor(t, ctx, func() bool {
+		resp, err := healthCheckDirect(ctx, srv.Server)
+		return err == nil && resp == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	// A new caller, as a balancer that has not probed yet sends one.
+	late, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if _, err := userv1.NewUserServiceClient(late).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
+		t.Errorf("a call while NOT_SERVING within the delay: %v", err)
+	}
+	endDelay()
+	<-shutdown
+}
