@@ -147,8 +147,12 @@ type Config struct {
 	// readiness probes, a proxy's health checks) and need a probe period
 	// to take the server out of rotation; without it their callers met a
 	// closed listener. Zero (the default) stops at once, which kit/client
-	// callers, who watch the status and get GOAWAY, need no more. A
-	// context given to Shutdown that ends first cuts the delay short.
+	// callers, who watch the status and get GOAWAY, need no more.
+	// Shutdown's context bounds the delay and the drain together: one
+	// that ends during the delay cuts it short and leaves no time to
+	// drain (in-flight calls are cut off), so give it the delay plus the
+	// drain. A second Shutdown during the delay does not wait it again:
+	// it stops taking calls at once.
 	NotServingDelay time.Duration
 	// NotReadyAtStart keeps the server NOT_SERVING when Serve starts, until
 	// the owner calls SetServing(true): for a server that must warm up (a
@@ -434,7 +438,8 @@ func (s *Server) Serve(lis net.Listener) error {
 // serving that long for balancers that poll), long-lived streams end
 // (Config.FiniteStreams), other
 // in-flight calls may finish until ctx is done or the drain timeout
-// passes, and whatever is left is then cut off. A handler that ignores its
+// passes, and whatever is left is then cut off; ctx bounds the whole of
+// it, NotServingDelay included. A handler that ignores its
 // context can outlive Shutdown, which waits for such handlers at most 5 s
 // after cutting them off. A long-lived stream whose client has stopped
 // reading, with a send waiting on HTTP/2 flow control, is not ended early:

@@ -561,17 +561,18 @@ func TestNotServingDelay(t *testing.T) {
 	ok := func(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
 		return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
 	}
-	srv := servertest.NewServer(t, server.Config{NotServingDelay: time.Minute}, (&users{get: ok}).register)
+	// Long enough for a call made once NOT_SERVING shows to land within
+	// it on a loaded machine; the delay's end is waited for, not timed.
+	const delay = 3 * time.Second
+	srv := servertest.NewServer(t, server.Config{NotServingDelay: delay}, (&users{get: ok}).register)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
 		t.Fatal(err)
 	}
-	// The test ends the delay itself, through Shutdown's context.
-	delay, endDelay := context.WithCancel(ctx)
 	shutdown := make(chan struct{})
 	go func() {
-		srv.Shutdown(delay)
+		srv.Shutdown(ctx)
 		close(shutdown)
 	}()
 	waitFor(t, ctx, func() bool {
@@ -587,6 +588,18 @@ func TestNotServingDelay(t *testing.T) {
 	if _, err := userv1.NewUserServiceClient(late).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
 		t.Errorf("a call while NOT_SERVING within the delay: %v", err)
 	}
-	endDelay()
-	<-shutdown
+	select {
+	case <-shutdown:
+	case <-ctx.Done():
+		t.Fatal("Shutdown did not return after its delay")
+	}
+	// After the delay the server takes no new calls.
+	gone, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gone.Close()
+	if _, err := userv1.NewUserServiceClient(gone).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); apierr.Code(err) != codes.Unavailable {
+		t.Errorf("a call after Shutdown: %v, want UNAVAILABLE", err)
+	}
 }

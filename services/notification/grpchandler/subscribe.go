@@ -159,7 +159,7 @@ func (h *Handler) Subscribe(stream subscribeStream) error {
 	// Each session's own bound, up to a quarter over readOutageLimit:
 	// sessions whose reads began failing together would otherwise end,
 	// and their clients reconnect, together.
-	outageLimit := readOutageLimit + rand.N(readOutageLimit/4+1)
+	outageLimit := readOutageLimit + rand.N(max(readOutageLimit/4, 0)+1)
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
 	for {
