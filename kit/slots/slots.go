@@ -45,12 +45,7 @@ type Counter struct {
 }
 
 // New returns a Counter with the given limits.
-func New(limits Limits) *Counter {
-	return &Counter{limits: limits, perKey: make(map[string]int)}
-}
-
-// Limits returns c's bounds, to name in an error for the caller.
-func (c *Counter) Limits() Limits { return c.limits }
+func New(limits Limits) *Counter { return &Counter{limits: limits} }
 
 // Take takes a slot for key, or returns ErrKeyFull or ErrFull (the key's
 // bound is checked first: it is the one its caller can do something
