@@ -117,10 +117,6 @@ func (r *rpcMetrics) method(typ rpcType, fullMethod string) *method {
 			return mm
 		}
 	}
-	return r.addMethod(typ, fullMethod)
-}
-
-func (r *rpcMetrics) addMethod(typ rpcType, fullMethod string) *method {
 	return r.add(typ, fullMethod, false)
 }
 
