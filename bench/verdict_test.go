@@ -62,15 +62,7 @@ func TestVerdictsNeedCleanRuns(t *testing.T) {
 		c.Summary.P50us = p50
 		return c
 	}
-	met := func(r *Results, name string) string {
-		for _, ra := range r.Ratios {
-			if ra.Name == name {
-				return ra.Met
-			}
-		}
-		t.Fatalf("no ratio %q in %+v", name, r.Ratios)
-		return ""
-	}
+	met := func(r *Results, name string) string { return ratio(t, r, name).Met }
 	tests := []struct {
 		name          string
 		kitErrs       int64
@@ -144,17 +136,11 @@ func TestVerdictOnTheUnroundedFigure(t *testing.T) {
 				Orders: []Orders{{DB: "sqlite", MaxRPS: 1600, MaxConc: 32, HalfRate: 800, HalfP99us: tt.p99us, HalfSends: 1000}},
 			}
 			r.computeRatios()
-			for _, ra := range r.Ratios {
-				switch ra.Name {
-				case "kit/grpc throughput, 100B, C=64":
-					if ra.Met != tt.wantKit || ra.Value != tt.wantValue {
-						t.Errorf("kit throughput %v met %q, want %v met %q", ra.Value, ra.Met, tt.wantValue, tt.wantKit)
-					}
-				case "orders p99 ms at half load (open loop), sqlite":
-					if ra.Met != tt.wantP99 || ra.Value != tt.wantP99V {
-						t.Errorf("p99 %v met %q, want %v met %q", ra.Value, ra.Met, tt.wantP99V, tt.wantP99)
-					}
-				}
+			if ra := ratio(t, r, "kit/grpc throughput, 100B, C=64"); ra.Met != tt.wantKit || ra.Value != tt.wantValue {
+				t.Errorf("kit throughput %v met %q, want %v met %q", ra.Value, ra.Met, tt.wantValue, tt.wantKit)
+			}
+			if ra := ratio(t, r, "orders p99 ms at half load (open loop), sqlite"); ra.Met != tt.wantP99 || ra.Value != tt.wantP99V {
+				t.Errorf("p99 %v met %q, want %v met %q", ra.Value, ra.Met, tt.wantP99V, tt.wantP99)
 			}
 		})
 	}
@@ -177,4 +163,17 @@ func TestRatioText(t *testing.T) {
 			t.Errorf("ratioText(%v) = %q, want %q", tc.v, got, tc.want)
 		}
 	}
+}
+
+// ratio returns r's ratio of the given name, failing the test when r has
+// none: a check of a ratio that is not there would pass unseen.
+func ratio(t *testing.T, r *Results, name string) Ratio {
+	t.Helper()
+	for _, ra := range r.Ratios {
+		if ra.Name == name {
+			return ra
+		}
+	}
+	t.Fatalf("no ratio %q in %+v", name, r.Ratios)
+	return Ratio{}
 }
