@@ -171,27 +171,29 @@ func TestHealthWatchLoggedAtDebug(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		refuse    bool
+		end       string // how the Watch ends: "client", "shutdown" or "refused"
 		wantLevel slog.Level
 	}{
-		{"ended by its client", false, slog.LevelDebug},
-		{"refused", true, slog.LevelWarn},
+		{"ended by its client", "client", slog.LevelDebug},
+		{"ended by Shutdown", "shutdown", slog.LevelDebug},
+		{"refused", "refused", slog.LevelWarn},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logged := make(records, 64)
 			cfg := server.Config{Name: "test", Logger: slog.New(logged)}
-			if tt.refuse {
+			if tt.end == "refused" {
 				cfg.StreamInterceptors = []grpc.StreamServerInterceptor{refuse}
 			}
 			srv := servertest.NewServer(t, cfg, (&users{}).register)
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			if tt.refuse {
+			if tt.end == "refused" {
 				// kit/client's own Watch, opened as the connection is.
 				srv.Conn.Connect()
 			} else {
 				watchCtx, endWatch := context.WithCancel(ctx)
+				defer endWatch()
 				watch, err := healthpb.NewHealthClient(srv.Conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
 				if err != nil {
 					t.Fatal(err)
@@ -199,7 +201,13 @@ func TestHealthWatchLoggedAtDebug(t *testing.T) {
 				if _, err := watch.Recv(); err != nil {
 					t.Fatal(err)
 				}
-				endWatch()
+				if tt.end == "client" {
+					endWatch()
+				} else {
+					// Shutdown ends the Watches with UNAVAILABLE; the
+					// client's connection stays open meanwhile.
+					go srv.Server.Shutdown(ctx)
+				}
 			}
 			for {
 				select {
