@@ -129,7 +129,7 @@ func TestPublicEndpoint(t *testing.T) {
 				if _, err := watch.Recv(); err != nil {
 					t.Fatal(err)
 				}
-				for kind, got := range map[string]trace.SpanContext{"call": <-u.seen, "stream": <-streamSeen} {
+				for kind, got := range map[string]trace.SpanContext{"call": seen(t, u.seen), "stream": seen(t, streamSeen)} {
 					if !got.IsValid() || (got.TraceID() == tid) == public {
 						t.Errorf("%s in trace %v, want the caller's %v", kind, got.TraceID(), !public)
 					}
@@ -155,5 +155,18 @@ func TestPublicEndpoint(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// seen returns the span context a handler or interceptor sent on ch, or
+// fails the test when none comes.
+func seen(t *testing.T, ch <-chan trace.SpanContext) trace.SpanContext {
+	t.Helper()
+	select {
+	case sc := <-ch:
+		return sc
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server saw no call or stream within 10 s")
+		return trace.SpanContext{}
 	}
 }
