@@ -192,16 +192,8 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 			t.Fatalf("%d of %d calls reached the handler", i, inFlight)
 		}
 	}
-	shutdown := make(chan struct{})
-	go func() {
-		srv.Shutdown(ctx)
-		close(shutdown)
-	}()
 	// Health turns NOT_SERVING while calls are still running.
-	waitFor(t, ctx, func() bool {
-		resp, err := healthCheckDirect(ctx, srv.Server)
-		return err == nil && resp == healthpb.HealthCheckResponse_NOT_SERVING
-	})
+	shutdown := startShutdown(t, ctx, srv)
 	select {
 	case <-shutdown:
 		t.Fatal("Shutdown returned while calls were in flight")
@@ -297,6 +289,22 @@ func TestNotReadyAtStart(t *testing.T) {
 			t.Fatalf("kit/client's calls still fail once the server is ready: %v", err)
 		}
 	}
+}
+
+// startShutdown runs srv.Shutdown in the background and returns once
+// health reads NOT_SERVING; the channel closes when Shutdown returns.
+func startShutdown(t *testing.T, ctx context.Context, srv *servertest.Server) <-chan struct{} {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		srv.Shutdown(ctx)
+		close(done)
+	}()
+	waitFor(t, ctx, func() bool {
+		resp, err := healthCheckDirect(ctx, srv.Server)
+		return err == nil && resp == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	return done
 }
 
 // healthCheckDirect asks the health service in process, since the listener
@@ -570,15 +578,7 @@ func TestNotServingDelay(t *testing.T) {
 	if _, err := userv1.NewUserServiceClient(srv.Conn).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
 		t.Fatal(err)
 	}
-	shutdown := make(chan struct{})
-	go func() {
-		srv.Shutdown(ctx)
-		close(shutdown)
-	}()
-	waitFor(t, ctx, func() bool {
-		resp, err := healthCheckDirect(ctx, srv.Server)
-		return err == nil && resp == healthpb.HealthCheckResponse_NOT_SERVING
-	})
+	shutdown := startShutdown(t, ctx, srv)
 	// A new caller, as a balancer that has not probed yet sends one.
 	late, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
