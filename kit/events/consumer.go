@@ -218,7 +218,8 @@ func consume(ctx context.Context, bus *Bus, cfg ConsumerConfig, handle func(ctx 
 	if cfg.Linger == 0 {
 		cfg.Linger = DefaultLinger
 	}
-	c := &consumer{bus: bus, cfg: cfg, log: cfg.Logger.With("consumer", cfg.Durable), handle: handle, handleAll: handleAll}
+	c := &consumer{bus: bus, cfg: cfg, log: cfg.Logger.With("consumer", cfg.Durable), handle: handle, handleAll: handleAll,
+		tracer: otel.Tracer(tracerName)}
 	jcfg := jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -279,6 +280,8 @@ type consumer struct {
 	only []string
 	// cons is the durable the current run pulls from.
 	cons jetstream.Consumer
+	// tracer starts the spans of handling, when spans are recorded.
+	tracer trace.Tracer
 }
 
 // unwanted acks and reports true for an event that none of c.only matches.
@@ -529,9 +532,9 @@ func (c *consumer) runBatches(ctx context.Context, it jetstream.MessagesContext)
 }
 
 // tracerName names the spans of event handling. The tracer is looked up
-// at each span, not once: otel's global hands the first provider set to a
-// tracer taken before it for good, so a provider Installed later (a
-// test's, say) would never see the spans.
+// as a consumer starts, not at package init: otel's global hands the first
+// provider set to a tracer taken before it for good, so a provider
+// Installed later (a test's, say) would never see the spans.
 const tracerName = "github.com/duetkit/duet/kit/events"
 
 // process runs the handler on one message and acks or naks it.
@@ -580,7 +583,7 @@ func (c *consumer) span(ctx context.Context, msg jetstream.Msg, m Message) (cont
 	if !tracing.Exporting() {
 		return tracing.NewTrace(ctx), noop.Span{}
 	}
-	return otel.Tracer(tracerName).Start(ctx, "process "+m.Subject,
+	return c.tracer.Start(ctx, "process "+m.Subject,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
