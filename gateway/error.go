@@ -121,6 +121,13 @@ func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Stat
 		pattern, _ := runtime.HTTPPathPattern(ctx)
 		g.logFailure(ctx, st, "stream", pattern)
 	}
+	if rec, ok := ctx.Value(watchResponseKey{}).(*responseRecorder); ok && !rec.wroteHeader {
+		// No line went out: grpc-gateway answers with the error's HTTP
+		// status next, which may take the retry hint (a watch refused
+		// with RESOURCE_EXHAUSTED, TOO_MANY_WATCHES) as a unary error's
+		// does.
+		setRetryAfter(rec.Header(), e.status.GetDetails())
+	}
 	return status.FromProto(e.status)
 }
 
@@ -410,10 +417,8 @@ func writeError(w http.ResponseWriter, e apiError) {
 			continue
 		}
 		body.Details = append(body.Details, b)
-		if d, ok := retryDelay(a); ok {
-			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d)), 10))
-		}
 	}
+	setRetryAfter(w.Header(), e.status.GetDetails())
 	buf, err := json.Marshal(body)
 	if err != nil {
 		buf = []byte(`{"code":13,"status":"INTERNAL","message":"internal error","details":[]}`)
@@ -431,6 +436,16 @@ func writeError(w http.ResponseWriter, e apiError) {
 }
 
 // retryDelay returns the delay in seconds of a RetryInfo detail.
+// setRetryAfter sets h's Retry-After from the RetryInfo among details, in
+// whole seconds rounded up, when there is one.
+func setRetryAfter(h http.Header, details []*anypb.Any) {
+	for _, a := range details {
+		if d, ok := retryDelay(a); ok {
+			h.Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d)), 10))
+		}
+	}
+}
+
 func retryDelay(a *anypb.Any) (float64, bool) {
 	ri := new(errdetails.RetryInfo)
 	if !a.MessageIs(ri) || a.UnmarshalTo(ri) != nil {

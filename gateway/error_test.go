@@ -344,11 +344,16 @@ func TestBackendDown(t *testing.T) {
 }
 
 // TestRequestTimeout checks that the gateway's deadline reaches the
-// backend and that running out of it is a 504.
+// backend and that running out of it is a 504, on every unary route: one
+// whose id ends in ":watch" too, which is no watch.
 func TestRequestTimeout(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.RequestTimeout = 1 })
-	resp := e.do(t, "GET", "/v1/users/"+knownUserID, nil)
-	checkError(t, resp, errorCase{httpStatus: 504, code: codes.DeadlineExceeded, reason: apierr.ReasonDeadline})
+	for _, path := range []string{"/v1/users/" + knownUserID, "/v1/users/" + knownUserID + ":watch"} {
+		t.Run(path, func(t *testing.T) {
+			resp := e.do(t, "GET", path, nil)
+			checkError(t, resp, errorCase{httpStatus: 504, code: codes.DeadlineExceeded, reason: apierr.ReasonDeadline})
+		})
+	}
 }
 
 func TestToAPIErrorPassesBackendDetails(t *testing.T) {

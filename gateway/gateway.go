@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -176,6 +177,8 @@ type Gateway struct {
 	lineWindow time.Duration
 	draining   context.Context
 	endWatches context.CancelFunc
+	// notReady is set by MarkNotReady.
+	notReady atomic.Bool
 }
 
 // errDraining is the cause with which Drain cancels a watch.
@@ -268,6 +271,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		// no POST route fall back to its GET route: a mistaken update
 		// would answer 200 with the record unchanged instead of 405.
 		runtime.WithDisablePathLengthFallback(),
+		runtime.WithMiddlewares(g.bound),
 	)
 	// grpc-gateway tries a method's routes one by one, the most recently
 	// registered first, and each route tried before the one that matches
@@ -356,36 +360,58 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
 		return
 	}
-	if isWatch(r) {
-		// A watch streams until the order is terminal, which the saga
-		// bounds; the per-call deadline and the server's write timeout
-		// would cut it off, so this response has neither. Each line
-		// instead has WriteTimeout (as set, else its default) to go
-		// out: a client that stops
-		// reading would otherwise hold the watch, and its backend
-		// stream, for as long as its kernel keeps the connection. The
-		// client's disconnect still ends it, and so does Drain.
-		rc := http.NewResponseController(w)
-		_ = rc.SetWriteDeadline(time.Time{})
-		ctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
-		defer stop()
-		g.mux.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}, r.WithContext(ctx))
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
-	defer cancel()
-	routed := r.WithContext(ctx)
+	routed := r
 	if r.Method == http.MethodHead && !isWatchPath(r.URL.Path) {
 		// HEAD is GET without the body (RFC 9110, 9.3.2), which load
 		// balancers and uptime checks send; routed as GET, and net/http
 		// drops the body it writes for a HEAD request. A watch is not
-		// served so: it would hold the call open to write nothing.
+		// served so: it would hold the call open to write nothing. (A
+		// copy: the access log names the method the client sent.)
+		routed = r.WithContext(ctx)
 		routed.Method = http.MethodGet
 	}
 	g.mux.ServeHTTP(rec, routed)
 }
+
+// bound is the mux's middleware: it runs once a request has found its
+// route, and gives the call its time. A unary call gets RequestTimeout. A
+// watch (a route whose verb is watchVerb) streams until the order is
+// terminal, which the saga bounds; the per-call deadline and the server's
+// write timeout would cut it off, so its response has neither. Each line
+// instead has WriteTimeout (as set, else its default) to go out: a client
+// that stops reading would otherwise hold the watch, and its backend
+// stream, for as long as its kernel keeps the connection. The client's
+// disconnect still ends it, and so does Drain. Deciding by the route, not
+// by the path, matters: "GET /v1/users/x:watch" is GetUser with id
+// "x:watch", a unary call that must keep its deadline.
+func (g *Gateway) bound(next runtime.HandlerFunc) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		rec, ok := w.(*responseRecorder)
+		if pat, routed := runtime.HTTPPattern(r.Context()); !ok || !routed || pat.Verb() != watchVerb {
+			ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
+			defer cancel()
+			next(w, r.WithContext(ctx), params)
+			return
+		}
+		rc := http.NewResponseController(rec)
+		_ = rc.SetWriteDeadline(time.Time{})
+		ctx, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
+		defer stop()
+		// handleStreamError sets Retry-After on the response through it.
+		ctx = context.WithValue(ctx, watchResponseKey{}, rec)
+		next(watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}, r.WithContext(ctx), params)
+	}
+}
+
+// watchVerb is the custom verb of the server-streaming routes
+// ("/v1/orders/{id}:watch").
+const watchVerb = "watch"
+
+// watchResponseKey is the context key under which bound hands a watch's
+// response to handleStreamError.
+type watchResponseKey struct{}
 
 // spanName names a request's server span by its method, as OpenTelemetry's
 // HTTP conventions do, and "_OTHER" for a method the API does not use, so
@@ -427,13 +453,9 @@ func checkURLText(u *url.URL) *apierr.Error {
 	return nil
 }
 
-// isWatch reports whether r asks for a server-streaming watch route.
-func isWatch(r *http.Request) bool {
-	return r.Method == http.MethodGet && isWatchPath(r.URL.Path)
-}
-
-// isWatchPath reports whether path is a watch route's.
-func isWatchPath(path string) bool { return strings.HasSuffix(path, ":watch") }
+// isWatchPath reports whether path may be a watch route's: HEAD is not
+// turned into GET for such a path.
+func isWatchPath(path string) bool { return strings.HasSuffix(path, ":"+watchVerb) }
 
 // Server returns an http.Server for g listening on addr, with every timeout
 // and the header size limit set from the Config, and net/http's own errors

@@ -124,15 +124,21 @@ func TestWatchErrors(t *testing.T) {
 		wantCode   codes.Code
 		wantReason string
 		wantMsg    string
+		// wantRetryAfter is the Retry-After header, "" for none.
+		wantRetryAfter string
 	}{
 		{name: "not found", watch: failingWatch{err: apierr.NotFound("ORDER_NOT_FOUND", "order", knownUserID)},
 			wantStatus: 404, wantCode: codes.NotFound, wantReason: "ORDER_NOT_FOUND", wantMsg: `order "` + knownUserID + `" not found`},
+		{name: "refused with a retry hint", watch: failingWatch{err: apierr.New(codes.ResourceExhausted, "TOO_MANY_WATCHES", "too many watches", apierr.RetryAfter(4500*time.Millisecond))},
+			wantStatus: 429, wantCode: codes.ResourceExhausted, wantReason: "TOO_MANY_WATCHES", wantMsg: "too many watches", wantRetryAfter: "5"},
+		{name: "refused with a retry hint after a line", watch: failingWatch{err: apierr.New(codes.ResourceExhausted, "TOO_MANY_WATCHES", "too many watches", apierr.RetryAfter(5*time.Second)), sendFirst: true},
+			wantStatus: 200, wantCode: codes.ResourceExhausted, wantReason: "TOO_MANY_WATCHES", wantMsg: "too many watches"},
 		{name: "internal", watch: failingWatch{err: status.Error(codes.Internal, "open /var/lib/duet/orders.db: disk I/O error")},
 			wantStatus: 500, wantCode: codes.Internal, wantReason: apierr.ReasonInternal, wantMsg: "internal error"},
 		{name: "internal after a line", watch: failingWatch{err: status.Error(codes.Internal, "open /var/lib/duet/orders.db: disk I/O error"), sendFirst: true},
 			wantStatus: 200, wantCode: codes.Internal, wantReason: apierr.ReasonInternal, wantMsg: "internal error"},
 		{name: "backend down", down: true,
-			wantStatus: 503, wantCode: codes.Unavailable, wantReason: apierr.ReasonUnavailable, wantMsg: "service unavailable"},
+			wantStatus: 503, wantCode: codes.Unavailable, wantReason: apierr.ReasonUnavailable, wantMsg: "service unavailable", wantRetryAfter: "1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,6 +167,9 @@ func TestWatchErrors(t *testing.T) {
 			}
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("HTTP status %d, want %d; body %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			if got := resp.Header.Get("Retry-After"); got != tt.wantRetryAfter {
+				t.Errorf("Retry-After %q, want %q", got, tt.wantRetryAfter)
 			}
 			for _, leak := range []string{"/var/lib", "disk I/O", "127.0.0.1", "dial"} {
 				if strings.Contains(string(body), leak) {
