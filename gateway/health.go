@@ -43,7 +43,8 @@ func (b backend) check(ctx context.Context) string {
 
 // readiness is the JSON body of /readyz.
 type readiness struct {
-	// Status is "ready" or "not ready".
+	// Status is "ready", "not ready" or, after MarkNotReady, "shutting
+	// down".
 	Status string `json:"status"`
 	// Backends maps each backend to its health status.
 	Backends map[string]string `json:"backends"`
@@ -57,10 +58,23 @@ func (g *Gateway) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// MarkNotReady makes /readyz answer 503, status "shutting down", from
+// now on, while every other request is served as before. Call it a probe
+// period or so before Shutdown (or Drain), so that balancers that poll
+// /readyz (Kubernetes readiness probes, a proxy's health checks) take the
+// gateway out of rotation while it still serves: their callers would
+// otherwise meet a closed listener. It cannot be undone.
+func (g *Gateway) MarkNotReady() { g.notReady.Store(true) }
+
 // serveReadyz answers 200 when every backend's grpc.health.v1 status is
-// SERVING and 503 otherwise, naming the backends that are not. The checks
-// run in parallel, bounded together by Config.ReadyTimeout.
+// SERVING and 503 otherwise, naming the backends that are not; after
+// MarkNotReady, 503 without asking them. The checks run in parallel,
+// bounded together by Config.ReadyTimeout.
 func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	if g.notReady.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, readiness{Status: "shutting down", Backends: map[string]string{}})
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.ReadyTimeout)
 	defer cancel()
 	results := make([]string, len(g.backends))

@@ -118,6 +118,24 @@ func TestReadyzOverallStatus(t *testing.T) {
 	}
 }
 
+// TestMarkNotReady: after MarkNotReady, /readyz answers 503 "shutting
+// down" (with Retry-After, as every 503) while every backend is SERVING,
+// and the API is served as before.
+func TestMarkNotReady(t *testing.T) {
+	e := newEnv(t)
+	if resp := e.do(t, "GET", "/readyz", nil); resp.status != http.StatusOK {
+		t.Fatalf("before MarkNotReady: status %d: %s", resp.status, resp.body)
+	}
+	e.gw.MarkNotReady()
+	resp := e.do(t, "GET", "/readyz", nil)
+	if resp.status != http.StatusServiceUnavailable || get(resp.json(t), "status") != "shutting down" || resp.header.Get("Retry-After") == "" {
+		t.Errorf("after MarkNotReady: status %d, Retry-After %q: %s; want 503 shutting down with Retry-After", resp.status, resp.header.Get("Retry-After"), resp.body)
+	}
+	if resp := e.do(t, "GET", "/v1/users/"+knownUserID, nil); resp.status != http.StatusOK {
+		t.Errorf("GetUser after MarkNotReady: status %d: %s", resp.status, resp.body)
+	}
+}
+
 // TestReadyzIsBounded checks that a backend that accepts connections but
 // never speaks makes /readyz fail within ReadyTimeout instead of hanging.
 func TestReadyzIsBounded(t *testing.T) {

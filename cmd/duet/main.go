@@ -232,6 +232,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	notificationTarget := fs.String("notification-target", "", "notification service address; gateway")
 	natsURL := fs.String("nats-url", "", "NATS server for events; user, payment, order and notification")
 	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz of a service (off when empty)")
+	notServingDelay := fs.Duration("not-serving-delay", 0, "on shutdown, how long to go on serving with readiness reporting not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
 			return err
@@ -245,6 +246,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := c.check(); err != nil {
 		return err
+	}
+	if *notServingDelay < 0 {
+		return fmt.Errorf("--not-serving-delay must not be negative, got %v", *notServingDelay)
 	}
 	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
@@ -261,7 +265,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace,
-		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, Logger: log,
+		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay, Logger: log,
 	})
 }
 

@@ -59,7 +59,7 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 				"up": {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr",
 					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
-					"inventory-target", "notification-target", "nats-url", "metrics-addr", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
+					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
 				"stock": {"inventory-target"},
 				"order": {"order-target"},
 			}[cmd] {
@@ -103,6 +103,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"up", "--data-dir", "DATA", "--drain-timeout=-10s"}, "--drain-timeout must be positive"},
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--drain-timeout", "0s"}, "--drain-timeout must be positive"},
 		{[]string{"serve", "order", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--saga-step-timeout=-1s"}, "--saga-step-timeout must be positive"},
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--not-serving-delay=-1s"}, "--not-serving-delay must not be negative"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=0"}, "--saga-max-backlog must be positive"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=-2"}, "--saga-max-backlog must be positive"},
 		// "" listened on every interface, on a port chosen at random.

@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -179,6 +182,88 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	for _, p := range []*process{order, user, payment, inventory} {
 		if !strings.Contains(p.stderr.String(), ids[0]) {
 			t.Errorf("%v has no log line with request id %s", p.cmd.Args[1:3], ids[0])
+		}
+	}
+}
+
+// TestServeNotServingDelay: a component run with --not-serving-delay and
+// told to stop reports not ready at once and goes on serving through the
+// delay, for balancers that poll readiness to take it out of rotation
+// first: the gateway's /readyz says "shutting down" while its routes are
+// answered, the inventory service's /readyz answers 503 while a caller
+// that does not watch its health (as a proxy polling /readyz does not)
+// is answered. Then each drains and exits 0. (kit/client callers, which
+// watch health, leave the service as soon as it stops.)
+func TestServeNotServingDelay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const delay = 5 * time.Second
+	inventory := startComponent(t, ctx, "inventory", "--data-dir", t.TempDir(), "--metrics-addr", "127.0.0.1:0",
+		"--not-serving-delay", delay.String())
+	// The gateway needs user, order and payment targets; it dials them
+	// only when called, and is called here for inventory alone.
+	gateway := startComponent(t, ctx, "gateway", "--not-serving-delay", delay.String(),
+		"--user-target", inventory.addr, "--order-target", inventory.addr, "--payment-target", inventory.addr,
+		"--inventory-target", inventory.addr)
+	conn, err := grpc.NewClient(inventory.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	direct := inventoryv1.NewInventoryServiceClient(conn)
+
+	get := func(url string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	waitFor := func(what, url string, want func(code int, body string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(delay / 2); ; time.Sleep(10 * time.Millisecond) {
+			code, body := get(url)
+			if want(code, body) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d %s", what, code, body)
+			}
+		}
+	}
+	stop := func(p *process) {
+		t.Helper()
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	products := "http://" + gateway.addr + "/v1/products"
+	invReady := "http://" + inventory.metrics + "/readyz"
+	if code, body := get(invReady); code != 200 {
+		t.Fatalf("inventory /readyz before the stop: %d %s", code, body)
+	}
+
+	stop(gateway)
+	waitFor("gateway's /readyz never said it was shutting down", "http://"+gateway.addr+"/readyz", func(code int, body string) bool {
+		return code == 503 && strings.Contains(body, `"shutting down"`)
+	})
+	if code, body := get(products); code != 200 {
+		t.Errorf("GET /v1/products through the gateway's delay: %d %s", code, body)
+	}
+
+	stop(inventory)
+	waitFor("inventory's /readyz never answered 503 after the stop", invReady, func(code int, _ string) bool { return code == 503 })
+	if _, err := direct.ListProducts(ctx, &inventoryv1.ListProductsRequest{}); err != nil {
+		t.Errorf("ListProducts through the inventory's delay: %v", err)
+	}
+
+	for _, p := range []*process{gateway, inventory} {
+		if err := p.cmd.Wait(); err != nil {
+			t.Errorf("%v exited with %v:\n%s", p.cmd.Args[1:3], err, p.stderr.String())
 		}
 	}
 }

@@ -57,6 +57,13 @@ type ServeConfig struct {
 	MetricsAddr string
 	// DrainTimeout bounds graceful shutdown.
 	DrainTimeout time.Duration
+	// NotServingDelay is how long the component goes on serving once it
+	// is told to stop, its readiness already reporting otherwise (a
+	// service's grpc.health.v1 status NOT_SERVING and its /readyz 503,
+	// the gateway's /readyz 503), before it drains: time for balancers
+	// that poll readiness to take it out of rotation
+	// (server.Config.NotServingDelay). Zero drains at once.
+	NotServingDelay time.Duration
 	// Logger receives the component's logs.
 	Logger *slog.Logger
 	// Ready, when not nil, is called with the bound address once the
@@ -132,7 +139,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		s.Shutdown(context.WithoutCancel(ctx))
 		return fmt.Errorf("%s: %w", component, err)
 	}
-	addr, err := s.serve(component, Config{Logger: log, DrainTimeout: cfg.DrainTimeout}, cfg.Listen, svc)
+	addr, err := s.serve(component, Config{Logger: log, DrainTimeout: cfg.DrainTimeout, notServingDelay: cfg.NotServingDelay}, cfg.Listen, svc)
 	if err != nil {
 		s.Shutdown(context.WithoutCancel(ctx))
 		return err
@@ -150,13 +157,16 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		cfg.Ready(addr)
 	}
 	<-ctx.Done()
-	log.Info("draining")
-	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainBound(cfg.DrainTimeout))
+	log.Info("draining", "not_serving_delay", cfg.NotServingDelay)
+	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.NotServingDelay+drainBound(cfg.DrainTimeout))
 	defer cancel()
+	// The metrics listener last: its /readyz answers 503 through the
+	// NotServingDelay, which balancers are polling for.
+	err = s.Shutdown(stop)
 	if metricsSrv != nil {
 		metricsSrv.Shutdown(stop)
 	}
-	return s.Shutdown(stop)
+	return err
 }
 
 // check refuses what Serve cannot run component with, before anything is
@@ -250,7 +260,12 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 		cfg.Ready(s.HTTPAddr)
 	}
 	<-ctx.Done()
-	log.Info("draining")
+	log.Info("draining", "not_serving_delay", cfg.NotServingDelay)
+	if cfg.NotServingDelay > 0 {
+		gw.MarkNotReady()
+		t := time.NewTimer(cfg.NotServingDelay)
+		<-t.C
+	}
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainBound(cfg.DrainTimeout))
 	defer cancel()
 	return s.Shutdown(stop)

@@ -77,6 +77,11 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Logger receives every component's logs; nil means slog.Default().
 	Logger *slog.Logger
+
+	// notServingDelay is ServeConfig.NotServingDelay, for Serve's one
+	// service: Start's services stop one after another, and would each
+	// wait it.
+	notServingDelay time.Duration
 }
 
 // Defaults for Config.
@@ -135,6 +140,9 @@ type System struct {
 	conns    []*grpc.ClientConn
 	nc       *nats.Conn
 	nats     *events.Server
+	// notServingDelay is the longest of the services' NotServingDelay
+	// (Serve's one service's), which Shutdown waits before they drain.
+	notServingDelay time.Duration
 }
 
 // running is one gRPC component being served.
@@ -314,7 +322,7 @@ const MaxRequestSize = 2 * gateway.DefaultMaxBodyBytes
 func (s *System) serve(name string, cfg Config, addr string, svc service) (string, error) {
 	srv, err := server.New(server.Config{
 		Name: name, Logger: cfg.Logger.With("service", name), DrainTimeout: cfg.DrainTimeout,
-		MaxRecvMsgSize: MaxRequestSize,
+		NotServingDelay: cfg.notServingDelay, MaxRecvMsgSize: MaxRequestSize,
 	})
 	if err != nil {
 		svc.Close()
@@ -329,6 +337,7 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 	r := &running{name: name, srv: srv, closer: svc}
 	r.serve(lis)
 	s.services = append(s.services, r)
+	s.notServingDelay = max(s.notServingDelay, cfg.notServingDelay)
 	return lis.Addr().String(), nil
 }
 
@@ -422,7 +431,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 	})
 	if deadline, ok := ctx.Deadline(); ok {
-		t := time.AfterFunc(time.Until(deadline)/2, endWaits)
+		// Half the time left after the NotServingDelay, through which
+		// waits are served as ever.
+		left := time.Until(deadline) - s.notServingDelay
+		t := time.AfterFunc(s.notServingDelay+left/2, endWaits)
 		defer t.Stop()
 	}
 	if s.http != nil {
