@@ -4,9 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/duetkit/duet/kit/displaytext"
 	"github.com/duetkit/duet/kit/iso4217"
 )
 
@@ -79,19 +78,14 @@ func CheckSKU(field, sku string) error {
 	return nil
 }
 
-// NormalizeName trims the spaces around name and checks what is left: 1 to
-// 200 characters of valid UTF-8, no control characters.
+// NormalizeName trims the spaces around name and checks what is left as
+// displaytext does: 1 to MaxNameLen characters, something visible among
+// them, nothing that would break or reorder the text a product's name is
+// shown in (a list, a receipt, a log line). field names it in the error.
 func NormalizeName(field, name string) (string, error) {
 	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		return "", invalid(field, "must not be empty")
-	case !utf8.ValidString(name):
-		return "", invalid(field, "must be valid UTF-8")
-	case utf8.RuneCountInString(name) > MaxNameLen:
-		return "", invalid(field, "must be at most %d characters", MaxNameLen)
-	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return "", invalid(field, "must not contain control characters")
+	if err := displaytext.Check(name, MaxNameLen); err != nil {
+		return "", invalid(field, "%v", err)
 	}
 	return name, nil
 }

@@ -63,6 +63,10 @@ func TestNormalizeName(t *testing.T) {
 		{in: "   ", invalid: true},
 		{in: "a\x00b", invalid: true},
 		{in: "bad \xff utf8", invalid: true},
+		{in: "Mug\u202e gpj.exe", invalid: true}, // right-to-left override
+		{in: "Mug\u2028Cup", invalid: true},      // line separator
+		{in: "\u200b", invalid: true},            // zero-width space: looks empty
+		{in: "Kaffeebecher \u2615", want: "Kaffeebecher \u2615"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/duetkit/duet/kit/displaytext"
 )
 
 // Limits on user fields. They match the contract's validation rules, so a
@@ -94,45 +94,16 @@ func NormalizeEmail(email string) (string, error) {
 // can never belong to two users.
 func EmailKey(email string) string { return strings.ToLower(email) }
 
-// NormalizeName trims the spaces around name and checks what is left: 1 to
-// 100 characters, at least one of them a letter, digit, symbol or
-// punctuation mark (not only zero-width or format characters, which show
-// as nothing), no control characters, line or paragraph separators, and
-// no bidirectional embeddings, overrides or isolates: a name is shown
-// inside other text (a greeting, a list, a log line), and those would
-// reorder the text after it ("Trojan Source"). Joiners and the
-// left-to-right and right-to-left marks stay: names in several scripts,
-// and emoji sequences, need them.
+// NormalizeName trims the spaces around name and checks what is left as
+// displaytext does: 1 to MaxNameLen characters, something visible among
+// them, nothing that would break or reorder the text a name is shown in
+// (a greeting, a list, a log line).
 func NormalizeName(name string) (string, error) {
 	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		return "", invalid("name", "must not be empty")
-	case !utf8.ValidString(name):
-		return "", invalid("name", "must be valid UTF-8")
-	case utf8.RuneCountInString(name) > MaxNameLen:
-		return "", invalid("name", "must be at most %d characters", MaxNameLen)
-	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return "", invalid("name", "must not contain control characters")
-	case strings.IndexFunc(name, breaksText) >= 0:
-		return "", invalid("name", "must not contain line separators or bidirectional overrides")
-	case strings.IndexFunc(name, visible) < 0:
-		return "", invalid("name", "must contain a visible character")
+	if err := displaytext.Check(name, MaxNameLen); err != nil {
+		return "", invalid("name", "%v", err)
 	}
 	return name, nil
-}
-
-// breaksText reports whether r is a line or paragraph separator, or a
-// bidirectional embedding, override or isolate (U+202A-U+202E,
-// U+2066-U+2069).
-func breaksText(r rune) bool {
-	return unicode.In(r, unicode.Zl, unicode.Zp) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069)
-}
-
-// visible reports whether r shows as something: a letter, digit, symbol
-// or punctuation mark.
-func visible(r rune) bool {
-	return unicode.In(r, unicode.L, unicode.N, unicode.S, unicode.P)
 }
 
 // CheckID checks that id is a UUID, the only form user ids take. UUIDs are
