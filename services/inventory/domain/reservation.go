@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,6 +125,18 @@ func CheckOrderID(id string) error {
 		return invalid("order_id", "must be a UUID")
 	}
 	return nil
+}
+
+// normalizeOrderID checks id as CheckOrderID does and returns it in lower
+// case: UUIDs are case-insensitive on input (RFC 9562), and reservations
+// are keyed on the id as a string, so "ABCDEF00-…" and "abcdef00-…" would
+// otherwise be two reservations for one order, stock held twice, and a
+// release in one case would miss the reservation made in the other.
+func normalizeOrderID(id string) (string, error) {
+	if err := CheckOrderID(id); err != nil {
+		return "", err
+	}
+	return strings.ToLower(id), nil
 }
 
 // checkLines validates the lines of a reservation: 1 to 100 of them, each a

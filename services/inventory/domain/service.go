@@ -145,7 +145,8 @@ func (s *Service) BatchGetProducts(ctx context.Context, skus []string) ([]Produc
 // order whose reservation was released, or that was released before it
 // reserved, is ErrReservationReleased.
 func (s *Service) ReserveStock(ctx context.Context, orderID string, lines []Line) (Reservation, error) {
-	if err := CheckOrderID(orderID); err != nil {
+	orderID, err := normalizeOrderID(orderID)
+	if err != nil {
 		return Reservation{}, err
 	}
 	if err := checkLines(lines); err != nil {
@@ -155,7 +156,7 @@ func (s *Service) ReserveStock(ctx context.Context, orderID string, lines []Line
 		got     Reservation
 		existed bool
 	)
-	err := retryConflicts(ctx, func() error {
+	err = retryConflicts(ctx, func() error {
 		now := Timestamp(s.now())
 		r := Reservation{OrderID: orderID, Lines: lines, Status: StatusReserved, CreateTime: now, UpdateTime: now}
 		var err error
@@ -181,11 +182,12 @@ func (s *Service) ReserveStock(ctx context.Context, orderID string, lines []Line
 // for good. Repeats are no-ops. An order without a reservation is
 // ErrReservationNotFound, a released one ErrReservationReleased.
 func (s *Service) CommitStock(ctx context.Context, orderID string) (Reservation, error) {
-	if err := CheckOrderID(orderID); err != nil {
+	orderID, err := normalizeOrderID(orderID)
+	if err != nil {
 		return Reservation{}, err
 	}
 	var r Reservation
-	err := retryConflicts(ctx, func() error {
+	err = retryConflicts(ctx, func() error {
 		var err error
 		r, err = s.repo.UpdateReservation(ctx, orderID, nil, func(r *Reservation) (StockMove, error) {
 			return r.Commit(s.now())
@@ -200,11 +202,12 @@ func (s *Service) CommitStock(ctx context.Context, orderID string) (Reservation,
 // (a tombstone), so a reservation arriving later is refused. A committed
 // reservation is ErrReservationCommitted.
 func (s *Service) ReleaseStock(ctx context.Context, orderID string) (Reservation, error) {
-	if err := CheckOrderID(orderID); err != nil {
+	orderID, err := normalizeOrderID(orderID)
+	if err != nil {
 		return Reservation{}, err
 	}
 	var r Reservation
-	err := retryConflicts(ctx, func() error {
+	err = retryConflicts(ctx, func() error {
 		t := tombstone(orderID, s.now())
 		var err error
 		r, err = s.repo.UpdateReservation(ctx, orderID, &t, func(r *Reservation) (StockMove, error) {

@@ -345,6 +345,37 @@ func TestCommitAndRelease(t *testing.T) {
 	}
 }
 
+// TestOrderIDCaseInsensitive: an order id is a UUID, which may come in
+// either case; its reservation is one, whatever case each call uses, and
+// is stored under the id in lower case.
+func TestOrderIDCaseInsensitive(t *testing.T) {
+	ctx := t.Context()
+	s, _ := newService(t)
+	seed(t, s, map[string]int64{"A": 10})
+	line := []domain.Line{{SKU: "A", Quantity: 4}}
+	upper := strings.ToUpper(order1)
+
+	r, err := s.ReserveStock(ctx, upper, line)
+	if err != nil || r.OrderID != order1 {
+		t.Fatalf("ReserveStock(%s) = %+v, %v; want the reservation of %s", upper, r, err, order1)
+	}
+	if _, err := s.ReserveStock(ctx, order1, line); err != nil {
+		t.Fatal(err)
+	}
+	if a, res := stockOf(t, s, "A"); a != 6 || res != 4 {
+		t.Fatalf("reserved in both cases: available %d reserved %d, want 6 and 4 (one reservation)", a, res)
+	}
+	if r, err := s.ReleaseStock(ctx, order1); err != nil || r.Status != domain.StatusReleased || len(r.Lines) != 1 {
+		t.Fatalf("ReleaseStock(lower case) = %+v, %v; want the reservation made in upper case, released", r, err)
+	}
+	if a, res := stockOf(t, s, "A"); a != 10 || res != 0 {
+		t.Errorf("after the release: available %d reserved %d, want 10 and 0", a, res)
+	}
+	if _, err := s.CommitStock(ctx, upper); !errors.Is(err, domain.ErrReservationReleased) {
+		t.Errorf("CommitStock(upper case) after the release = %v, want ErrReservationReleased", err)
+	}
+}
+
 // TestRetriesConflicts: a store that loses a race reports ErrConflict and the
 // service runs the operation again, a bounded number of times.
 func TestRetriesConflicts(t *testing.T) {
