@@ -410,8 +410,10 @@ func (s *System) dialInproc(name string) (*grpc.ClientConn, error) {
 // requests and finishes those in flight, then each service drains in the
 // reverse of start order, so no caller outlives its callee; the event bus
 // closes last, after every relay and consumer has stopped. CreateOrder
-// calls waiting for their orders get half the time to ctx's deadline, then
-// are answered with the order as it is. It returns the errors met.
+// calls waiting for their orders get half the time to ctx's deadline while
+// the gateway drains (Start's system), or wait as ever through the
+// services' NotServingDelay (Serve's), then are answered with the order as
+// it is. It returns the errors met.
 func (s *System) Shutdown(ctx context.Context) error {
 	var errs []error
 	// Long polls (the order service's waiting CreateOrder) never end on
@@ -423,21 +425,19 @@ func (s *System) Shutdown(ctx context.Context) error {
 	// would (an order is usually decided in milliseconds, and its caller
 	// then gets the outcome), and are then answered with the order as it
 	// is. (Services end streams, subscriptions and watches themselves.)
+	services := s.services // endWaits may run as the loop below clears s.services
 	endWaits := sync.OnceFunc(func() {
-		for _, r := range s.services {
+		for _, r := range services {
 			if d, ok := r.closer.(interface{ Drain() }); ok {
 				d.Drain()
 			}
 		}
 	})
-	if deadline, ok := ctx.Deadline(); ok {
-		// Half the time left after the NotServingDelay, through which
-		// waits are served as ever.
-		left := time.Until(deadline) - s.notServingDelay
-		t := time.AfterFunc(s.notServingDelay+left/2, endWaits)
-		defer t.Stop()
-	}
 	if s.http != nil {
+		if deadline, ok := ctx.Deadline(); ok {
+			t := time.AfterFunc(time.Until(deadline)/2, endWaits)
+			defer t.Stop()
+		}
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("gateway: %w", err))
 			s.http.Close()
@@ -447,7 +447,15 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 		s.http = nil
 	}
-	endWaits()
+	// With no gateway in front, or once it has stopped, the waits end as
+	// the services' drain begins: after the NotServingDelay (Serve's),
+	// through which they are served as ever.
+	if s.notServingDelay > 0 {
+		t := time.AfterFunc(s.notServingDelay, endWaits)
+		defer t.Stop()
+	} else {
+		endWaits()
+	}
 	for i := len(s.services) - 1; i >= 0; i-- {
 		r := s.services[i]
 		r.srv.Shutdown(ctx)
