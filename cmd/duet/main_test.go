@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -138,6 +139,30 @@ func TestBadArguments(t *testing.T) {
 				t.Errorf("run(%v) left %v behind", tt.args, entries)
 			}
 		})
+	}
+}
+
+// TestServeFailingToStartSkipsTheDelay: a service that cannot take its
+// metrics address fails at once, not after its --not-serving-delay: it
+// never served, so no balancer needs the time.
+func TestServeFailingToStartSkipsTheDelay(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"serve", "inventory", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+			"--metrics-addr", busy.Addr().String(), "--not-serving-delay", "1h"}, &bytes.Buffer{}, &bytes.Buffer{})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "metrics listen") {
+			t.Fatalf("serve with a busy --metrics-addr = %v, want a metrics listen error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve with a busy --metrics-addr had not failed after 30 s: it waits its --not-serving-delay")
 	}
 }
 

@@ -139,18 +139,29 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		s.Shutdown(context.WithoutCancel(ctx))
 		return fmt.Errorf("%s: %w", component, err)
 	}
+	// The metrics listener first: once the service serves, its Shutdown
+	// waits the NotServingDelay, which a process that failed to start
+	// should not.
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			svc.Close()
+			s.Shutdown(context.WithoutCancel(ctx))
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+	}
 	addr, err := s.serve(component, Config{Logger: log, DrainTimeout: cfg.DrainTimeout, notServingDelay: cfg.NotServingDelay}, cfg.Listen, svc)
 	if err != nil {
+		if metricsLis != nil {
+			metricsLis.Close()
+		}
 		s.Shutdown(context.WithoutCancel(ctx))
 		return err
 	}
 	var metricsSrv *http.Server
 	var metricsAddr string
-	if cfg.MetricsAddr != "" {
-		if metricsSrv, metricsAddr, err = serveMetrics(cfg.MetricsAddr, s.services[0].srv); err != nil {
-			s.Shutdown(context.WithoutCancel(ctx))
-			return err
-		}
+	if metricsLis != nil {
+		metricsSrv, metricsAddr = serveMetrics(metricsLis, s.services[0].srv)
 	}
 	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr)
 	if cfg.Ready != nil {
@@ -274,11 +285,7 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 // serveMetrics exposes a service's Prometheus metrics and its liveness and
 // readiness (from its gRPC health status) over plain HTTP, for scrapers and
 // orchestrators that do not speak gRPC.
-func serveMetrics(addr string, srv *server.Server) (*http.Server, string, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, "", fmt.Errorf("metrics listen: %w", err)
-	}
+func serveMetrics(lis net.Listener, srv *server.Server) (*http.Server, string) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Default().Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
@@ -292,5 +299,5 @@ func serveMetrics(addr string, srv *server.Server) (*http.Server, string, error)
 	})
 	h := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 	go h.Serve(lis)
-	return h, lis.Addr().String(), nil
+	return h, lis.Addr().String()
 }
