@@ -59,11 +59,12 @@ func (g *Gateway) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // MarkNotReady makes /readyz answer 503, status "shutting down", from
-// now on, while every other request is served as before. Call it a probe
-// period or so before Shutdown (or Drain), so that balancers that poll
-// /readyz (Kubernetes readiness probes, a proxy's health checks) take the
-// gateway out of rotation while it still serves: their callers would
-// otherwise meet a closed listener. It cannot be undone.
+// now on, while every other request is served as before. Call it before
+// Shutdown (or Drain), as long before as balancers that poll /readyz take
+// to act (a Kubernetes readiness probe's failureThreshold × periodSeconds,
+// a proxy's health checks), so that they take the gateway out of rotation
+// while it still serves: their callers would otherwise meet a closed
+// listener. It cannot be undone.
 func (g *Gateway) MarkNotReady() { g.notReady.Store(true) }
 
 // serveReadyz answers 200 when every backend's grpc.health.v1 status is

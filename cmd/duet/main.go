@@ -232,7 +232,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	notificationTarget := fs.String("notification-target", "", "notification service address; gateway")
 	natsURL := fs.String("nats-url", "", "NATS server for events; user, payment, order and notification")
 	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz of a service (off when empty)")
-	notServingDelay := fs.Duration("not-serving-delay", 0, "on shutdown, how long to go on serving with readiness reporting not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it; a second signal stops at once")
+	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
 			return err

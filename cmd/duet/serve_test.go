@@ -17,8 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -265,6 +267,54 @@ func TestServeNotServingDelay(t *testing.T) {
 		if err := p.cmd.Wait(); err != nil {
 			t.Errorf("%v exited with %v:\n%s", p.cmd.Args[1:3], err, p.stderr.String())
 		}
+	}
+}
+
+// TestServeNotServingDelayKeepsWaits: through the order service's delay,
+// a CreateOrder that waits for its order waits as ever, here until just
+// before its deadline (its saga is held up by peers that are down),
+// instead of being answered PENDING as soon as the stop begins.
+func TestServeNotServingDelayKeepsWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const delay = 5 * time.Second
+	down := "127.0.0.1:1" // nothing listens there: every saga step waits
+	order := startComponent(t, ctx, "order", "--data-dir", t.TempDir(), "--not-serving-delay", delay.String(),
+		"--user-target", down, "--payment-target", down, "--inventory-target", down, "--saga-step-timeout", "1m")
+	conn, err := grpc.NewClient(order.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	if err := order.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	health := healthpb.NewHealthClient(conn)
+	for deadline := time.Now().Add(delay / 2); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the order service never reported NOT_SERVING after the stop: %v, %v", resp, err)
+		}
+	}
+	const budget = 2 * time.Second
+	callCtx, cancelCall := context.WithTimeout(ctx, budget)
+	defer cancelCall()
+	start := time.Now()
+	resp, err := orderv1.NewOrderServiceClient(conn).CreateOrder(callCtx, &orderv1.CreateOrderRequest{
+		UserId: "0190b7a0-4c7e-7a39-9a39-3f0e7ad7f201", Items: []*orderv1.LineItem{{Sku: "A", Quantity: 1}},
+		PaymentToken: "tok_approve", IdempotencyKey: "wait-through-the-delay", Wait: true,
+	})
+	// The wait ends a tenth of the time left before the deadline, and
+	// answers the order as it is then.
+	if elapsed := time.Since(start); err != nil || elapsed < budget/2 {
+		t.Errorf("CreateOrder with wait during the delay answered after %v: %v, %v; want the order after waiting most of %v", elapsed, resp.GetOrder().GetStatus(), err, budget)
+	}
+	if err := order.cmd.Wait(); err != nil {
+		t.Errorf("order exited with %v:\n%s", err, order.stderr.String())
 	}
 }
 
