@@ -44,6 +44,10 @@ const (
 	// serialisation failure) and had no effect; it may be sent again as
 	// it is. See Conflict.
 	ReasonConflict = "CONFLICT"
+	// ReasonUnknownMethod (code UNIMPLEMENTED): no service on the server
+	// has the method called; the client's contract is newer than the
+	// server's, or it called the wrong server.
+	ReasonUnknownMethod = "UNKNOWN_METHOD"
 )
 
 // ConflictRetryAfter is the RetryInfo delay of Conflict: the race is

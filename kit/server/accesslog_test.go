@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
 )
@@ -109,6 +111,63 @@ func TestAccessLogCode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnknownMethod: a call of a method no service here has, of an
+// unknown service or a known one, fails UNIMPLEMENTED with reason
+// UNKNOWN_METHOD, as grpc-go's would without the reason, and is logged and
+// counted: grpc-go refused it before any interceptor, so it showed
+// nowhere on the server.
+func TestUnknownMethod(t *testing.T) {
+	logged := make(records, 64)
+	m := metrics.New()
+	svc := &users{}
+	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(logged), Metrics: m}, svc.register)
+	for _, method := range []string{"/duet.user.v1.UserService/Missing", "/no.such.v1.Service/Call"} {
+		t.Run(method, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			err := conn.Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{})
+			if apierr.Code(err) != codes.Unimplemented || apierr.Reason(err) != apierr.ReasonUnknownMethod || !strings.Contains(err.Error(), method) {
+				t.Fatalf("call of %s = %v, want UNIMPLEMENTED %s naming the method", method, err, apierr.ReasonUnknownMethod)
+			}
+			// At ERROR, as every UNIMPLEMENTED (go-grpc-middleware's
+			// levels): a client and a server that disagree on the
+			// contract need someone to act.
+			if level, code := logged.accessLine(t); code != codes.Unimplemented.String() || level != slog.LevelError {
+				t.Errorf("access log says %s at %v, want Unimplemented at ERROR", code, level)
+			}
+			service, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+			if n := handled(t, m, service, name, "Unimplemented"); n != 1 {
+				t.Errorf("grpc_server_handled_total for %s, Unimplemented = %v, want 1", method, n)
+			}
+		})
+	}
+}
+
+// handled returns grpc_server_handled_total's count for the method and
+// code in m, 0 when there is no such series.
+func handled(t *testing.T, m *metrics.Metrics, service, method, code string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "grpc_server_handled_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range s.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["grpc_service"] == service && labels["grpc_method"] == method && labels["grpc_code"] == code {
+				return s.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // failingWatch is an OrderService whose WatchOrder fails with err.

@@ -364,6 +364,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(public...)))
 	}
+	// Before cfg.Options, so that an UnknownServiceHandler of the
+	// caller's replaces this one.
+	opts = append(opts, grpc.UnknownServiceHandler(unknownMethod))
 	opts = append(opts, cfg.Options...)
 
 	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, notServingDelay: max(cfg.NotServingDelay, 0),
@@ -636,6 +639,19 @@ func statusError(err error) error {
 // streamStatus is statusError for streams.
 func streamStatus(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	return statusError(handler(srv, ss))
+}
+
+// unknownMethod answers a call of a method that no service registered
+// here with UNIMPLEMENTED, as grpc-go does, but as the server's handler of
+// unknown methods (grpc.UnknownServiceHandler), inside the stream
+// interceptors: the call is logged and counted like any other (as a
+// bidirectional stream, which grpc-go takes every unknown call for), so a
+// client built against a newer contract, or pointed at the wrong server,
+// shows in the access log and the metrics instead of nowhere. kit/metrics
+// counts at most 1,024 such names, the rest under "unknown".
+func unknownMethod(_ any, stream grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(stream)
+	return apierr.New(codes.Unimplemented, apierr.ReasonUnknownMethod, fmt.Sprintf("unknown method %q", method))
 }
 
 // streamAccessLog writes the access log line of a stream, as unaryOuter
