@@ -214,17 +214,7 @@ func TestServeNotServingDelay(t *testing.T) {
 	defer conn.Close()
 	direct := inventoryv1.NewInventoryServiceClient(conn)
 
-	get := func(url string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		resp, err := testClient.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	get := func(url string) (int, string) { t.Helper(); return httpGet(t, ctx, url) }
 	waitFor := func(what, url string, want func(code int, body string) bool) {
 		t.Helper()
 		for deadline := time.Now().Add(delay / 2); ; time.Sleep(10 * time.Millisecond) {
@@ -264,6 +254,47 @@ func TestServeNotServingDelay(t *testing.T) {
 	}
 
 	for _, p := range []*process{gateway, inventory} {
+		if err := p.cmd.Wait(); err != nil {
+			t.Errorf("%v exited with %v:\n%s", p.cmd.Args[1:3], err, p.stderr.String())
+		}
+	}
+}
+
+// TestServeGatewayMetricsAddr: with --metrics-addr the gateway serves
+// /metrics there, with /healthz and /readyz, and no longer on the public
+// API's port, where the path is then the API's 404.
+func TestServeGatewayMetricsAddr(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	inventory := startComponent(t, ctx, "inventory", "--data-dir", t.TempDir())
+	gateway := startComponent(t, ctx, "gateway", "--metrics-addr", "127.0.0.1:0",
+		"--user-target", inventory.addr, "--order-target", inventory.addr, "--payment-target", inventory.addr,
+		"--inventory-target", inventory.addr)
+	if gateway.metrics == "" {
+		t.Fatalf("the gateway named no metrics address:\n%s", gateway.stderr.String())
+	}
+	get := func(url string) (int, string) { t.Helper(); return httpGet(t, ctx, url) }
+	if code, body := get("http://" + gateway.addr + "/v1/products"); code != 200 {
+		t.Fatalf("GET /v1/products: %d %s", code, body)
+	}
+	for _, tt := range []struct {
+		url      string
+		wantCode int
+		want     string
+	}{
+		{"http://" + gateway.metrics + "/metrics", 200, `grpc_client_handled_total{grpc_code="OK",grpc_method="ListProducts"`},
+		{"http://" + gateway.metrics + "/healthz", 200, `"ok"`},
+		{"http://" + gateway.metrics + "/readyz", 200, `"ready"`},
+		{"http://" + gateway.addr + "/metrics", 404, "ROUTE_NOT_FOUND"},
+	} {
+		if code, body := get(tt.url); code != tt.wantCode || !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s: %d, want %d with %s; body:\n%.300s", tt.url, code, tt.wantCode, tt.want, body)
+		}
+	}
+	for _, p := range []*process{gateway, inventory} {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 		if err := p.cmd.Wait(); err != nil {
 			t.Errorf("%v exited with %v:\n%s", p.cmd.Args[1:3], err, p.stderr.String())
 		}
@@ -316,6 +347,20 @@ func TestServeNotServingDelayKeepsWaits(t *testing.T) {
 	if err := order.cmd.Wait(); err != nil {
 		t.Errorf("order exited with %v:\n%s", err, order.stderr.String())
 	}
+}
+
+// httpGet GETs url and returns the status and the body; a request that
+// fails fails the test.
+func httpGet(t *testing.T, ctx context.Context, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // testNATS returns the duet flags that put a test's events on a stream of

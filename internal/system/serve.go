@@ -52,8 +52,10 @@ type ServeConfig struct {
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).
 	TrustTraceContext bool
-	// MetricsAddr, when set, serves /metrics, /healthz and /readyz over HTTP for a
-	// service (the gateway serves /metrics on its own listener).
+	// MetricsAddr, when set, serves /metrics, /healthz and /readyz over
+	// HTTP on an address of its own: a service's from its gRPC health, the
+	// gateway's as on its API port, which then no longer serves /metrics.
+	// Empty: none for a service, /metrics beside the gateway's API.
 	MetricsAddr string
 	// DrainTimeout bounds graceful shutdown.
 	DrainTimeout time.Duration
@@ -161,7 +163,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	var metricsSrv *http.Server
 	var metricsAddr string
 	if metricsLis != nil {
-		metricsSrv, metricsAddr = serveMetrics(metricsLis, s.services[0].srv)
+		metricsSrv, metricsAddr = serveMetrics(metricsLis, healthProbes(s.services[0].srv))
 	}
 	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr)
 	if cfg.Ready != nil {
@@ -227,10 +229,16 @@ func drainBound(d time.Duration) time.Duration {
 }
 
 func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Logger) error {
-	if cfg.MetricsAddr != "" {
-		log.Warn("--metrics-addr is for services; the gateway serves /metrics, /healthz and /readyz on its own address", "metrics_addr", cfg.MetricsAddr)
-	}
 	defer s.Shutdown(context.WithoutCancel(ctx))
+	// With a metrics address, /metrics leaves the public API's port.
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		var err error
+		if metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		defer metricsLis.Close() // until serveMetrics takes it
+	}
 	userConn, err := s.dial(cfg.UserTarget)
 	if err != nil {
 		return err
@@ -263,10 +271,17 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 		return fmt.Errorf("gateway listen: %w", err)
 	}
 	s.HTTPAddr = lis.Addr().String()
-	s.http = HTTPServer(gw, s.HTTPAddr)
+	prom := metrics.Default().Handler()
+	var metricsSrv *http.Server
+	var metricsAddr string
+	if metricsLis != nil {
+		prom = nil
+		metricsSrv, metricsAddr = serveMetrics(metricsLis, gw)
+	}
+	s.http = HTTPServer(gw, s.HTTPAddr, prom)
 	s.httpDone = make(chan error, 1)
 	go func() { s.httpDone <- s.http.Serve(lis) }()
-	log.Info("serving", "component", Gateway, "http", s.HTTPAddr)
+	log.Info("serving", "component", Gateway, "http", s.HTTPAddr, "metrics", metricsAddr)
 	if cfg.Ready != nil {
 		cfg.Ready(s.HTTPAddr)
 	}
@@ -279,15 +294,30 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	}
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainBound(cfg.DrainTimeout))
 	defer cancel()
-	return s.Shutdown(stop)
+	err = s.Shutdown(stop)
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(stop)
+	}
+	return err
 }
 
-// serveMetrics exposes a service's Prometheus metrics and its liveness and
-// readiness (from its gRPC health status) over plain HTTP, for scrapers and
+// serveMetrics exposes the process's Prometheus metrics over plain HTTP on
+// lis, for scrapers, and /healthz and /readyz through probes, for
 // orchestrators that do not speak gRPC.
-func serveMetrics(lis net.Listener, srv *server.Server) (*http.Server, string) {
+func serveMetrics(lis net.Listener, probes http.Handler) (*http.Server, string) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Default().Handler())
+	mux.Handle("GET /healthz", probes)
+	mux.Handle("GET /readyz", probes)
+	h := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	go h.Serve(lis)
+	return h, lis.Addr().String()
+}
+
+// healthProbes answers /healthz while the process serves HTTP and /readyz
+// from srv's gRPC health status.
+func healthProbes(srv *server.Server) http.Handler {
+	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := srv.Health().Check(r.Context(), &healthpb.HealthCheckRequest{})
@@ -297,7 +327,5 @@ func serveMetrics(lis net.Listener, srv *server.Server) (*http.Server, string) {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	h := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-	go h.Serve(lis)
-	return h, lis.Addr().String()
+	return mux
 }

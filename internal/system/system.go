@@ -255,7 +255,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		return nil, fmt.Errorf("gateway listen: %w", err)
 	}
 	s.HTTPAddr = lis.Addr().String()
-	s.http = HTTPServer(gw, s.HTTPAddr)
+	s.http = HTTPServer(gw, s.HTTPAddr, metrics.Default().Handler())
 	s.httpDone = make(chan error, 1)
 	go func() { s.httpDone <- s.http.Serve(lis) }()
 	return s, nil
@@ -285,13 +285,16 @@ func (s *System) openBus(ctx context.Context, url, dir string, cfg events.BusCon
 	return bus, nil
 }
 
-// HTTPServer returns the gateway's server with GET /metrics served beside
-// the API. Every other request goes to the gateway as sent: an
-// http.ServeMux in front would answer a path it cleans (/v1//users,
-// /v1/users/./x) with a redirect, not the gateway's JSON error.
-func HTTPServer(gw *gateway.Gateway, addr string) *http.Server {
-	prom := metrics.Default().Handler()
+// HTTPServer returns the gateway's server with GET /metrics served by prom
+// beside the API (nil: the gateway's 404). Every other request goes to the
+// gateway as sent: an http.ServeMux in front would answer a path it cleans
+// (/v1//users, /v1/users/./x) with a redirect, not the gateway's JSON
+// error.
+func HTTPServer(gw *gateway.Gateway, addr string, prom http.Handler) *http.Server {
 	srv := gw.Server(addr)
+	if prom == nil {
+		return srv
+	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			prom.ServeHTTP(w, r)
