@@ -28,7 +28,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -133,11 +132,14 @@ func (r *rpcMetrics) add(typ rpcType, fullMethod string, known bool) *method {
 	}
 	service, name := splitMethod(fullMethod)
 	full := !known && old != nil && len(*old) >= maxCachedMethods
-	if full || !utf8.ValidString(fullMethod) {
+	odd := !known && !wellFormed(fullMethod)
+	if full || odd {
 		service, name = "unknown", "unknown"
 	}
 	mm := &method{vecs: r, labels: [3]string{typeNames[typ], service, name}}
-	if full {
+	if full || odd {
+		// Not kept: a name a client made up may be as long as its
+		// headers.
 		return mm
 	}
 	next := make(map[string]*method, 1+len(mapOrNil(old)))
@@ -154,6 +156,37 @@ func mapOrNil(m *map[string]*method) map[string]*method {
 		return nil
 	}
 	return *m
+}
+
+// maxMethodName bounds the length of a method name counted under its own
+// labels when the server did not register it: each series repeats it on
+// every scrape.
+const maxMethodName = 256
+
+// wellFormed reports whether fullMethod has the shape of a gRPC method's
+// name, "/package.Service/Method" (letters, digits, '_' and '.'), within
+// maxMethodName. Other names a client sends count as "unknown": grpc-go
+// passes any name with two slashes to an UnknownServiceHandler, and
+// "/pkg.S/a/b" would otherwise count as method "a/b" of service pkg.S.
+func wellFormed(fullMethod string) bool {
+	if len(fullMethod) > maxMethodName || !strings.HasPrefix(fullMethod, "/") {
+		return false
+	}
+	service, method, ok := strings.Cut(fullMethod[1:], "/")
+	return ok && identifier(service, true) && identifier(method, false)
+}
+
+// identifier reports whether s is non-empty and of letters, digits and
+// '_', and '.' when dots.
+func identifier(s string, dots bool) bool {
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', dots && c == '.':
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // splitMethod splits "/service/method" into its parts the way grpcprom

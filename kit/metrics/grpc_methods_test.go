@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,52 @@ func TestClientChosenMethodNames(t *testing.T) {
 		if total != names+1 {
 			t.Errorf("%s counts %v calls, want %d: every call still counts", f.GetName(), total, names+1)
 		}
+	}
+}
+
+// TestOddMethodNames: a name that is not the shape of a gRPC method's, or
+// is longer than any, counts as "unknown": each series repeats its name
+// on every scrape (a 60 KB name, which the headers allow, made a 100 MB
+// scrape of 100 calls), and "/pkg.S/a/b" would count as a method "a/b" of
+// the real service pkg.S. Well-formed names keep their own labels.
+func TestOddMethodNames(t *testing.T) {
+	tests := []struct {
+		name, wantService, wantMethod string
+	}{
+		{"/pkg.v1.Service/Method_2", "pkg.v1.Service", "Method_2"},
+		{"/pkg.v1.Service/Get/User", "unknown", "unknown"},
+		{"/pkg.v1.Service/" + strings.Repeat("M", 300), "unknown", "unknown"},
+		{"/pkg.v1.Service/", "unknown", "unknown"},
+		{"//Method", "unknown", "unknown"},
+		{"/pkg v1/Method", "unknown", "unknown"},
+		{"/pkg.v1.Service/Méthode", "unknown", "unknown"},
+		{"/x.Y/\xff", "unknown", "unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%.40q", tt.name), func(t *testing.T) {
+			m := metrics.NewServerMetrics(nil)
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(m)
+			ok := func(context.Context, any) (any, error) { return nil, nil }
+			if _, err := m.UnaryServerInterceptor()(t.Context(), nil, &grpc.UnaryServerInfo{FullMethod: tt.name}, ok); err != nil {
+				t.Fatal(err)
+			}
+			families, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range families {
+				for _, s := range f.GetMetric() {
+					labels := map[string]string{}
+					for _, l := range s.GetLabel() {
+						labels[l.GetName()] = l.GetValue()
+					}
+					if labels["grpc_service"] != tt.wantService || labels["grpc_method"] != tt.wantMethod {
+						t.Fatalf("%s counted under %s/%s, want %s/%s", f.GetName(), labels["grpc_service"], labels["grpc_method"], tt.wantService, tt.wantMethod)
+					}
+				}
+			}
+		})
 	}
 }
 
