@@ -131,17 +131,45 @@ func TestUnknownMethod(t *testing.T) {
 			if apierr.Code(err) != codes.Unimplemented || apierr.Reason(err) != apierr.ReasonUnknownMethod || !strings.Contains(err.Error(), method) {
 				t.Fatalf("call of %s = %v, want UNIMPLEMENTED %s naming the method", method, err, apierr.ReasonUnknownMethod)
 			}
-			// At ERROR, as every UNIMPLEMENTED (go-grpc-middleware's
-			// levels): a client and a server that disagree on the
-			// contract need someone to act.
-			if level, code := logged.accessLine(t); code != codes.Unimplemented.String() || level != slog.LevelError {
-				t.Errorf("access log says %s at %v, want Unimplemented at ERROR", code, level)
+			// At INFO, the caller's mistake, not at ERROR as an
+			// UNIMPLEMENTED from a handler.
+			if level, code := logged.accessLine(t); code != codes.Unimplemented.String() || level != slog.LevelInfo {
+				t.Errorf("access log says %s at %v, want Unimplemented at INFO", code, level)
 			}
 			service, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
 			if n := handled(t, m, service, name, "Unimplemented"); n != 1 {
 				t.Errorf("grpc_server_handled_total for %s, Unimplemented = %v, want 1", method, n)
 			}
 		})
+	}
+}
+
+// TestUnknownMethodLongName: a method name as long as the headers allow
+// is cut short in the error and the access log.
+func TestUnknownMethodLongName(t *testing.T) {
+	logged := make(records, 64)
+	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(logged), Metrics: metrics.New()}, (&users{}).register)
+	method := "/no.such.v1.Service/" + strings.Repeat("M", 30000)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err := conn.Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{})
+	if apierr.Reason(err) != apierr.ReasonUnknownMethod || len(err.Error()) > 400 {
+		t.Fatalf("call of a 30 KB method name = %d bytes of error (%.80s…), want UNKNOWN_METHOD in under 400", len(err.Error()), err)
+	}
+	if _, _, errText := logged.accessLineError(t); len(errText) > 400 {
+		t.Errorf("access log's error is %d bytes, want under 400", len(errText))
+	}
+}
+
+// TestOwnUnknownServiceHandler: an UnknownServiceHandler in Config.Options
+// replaces the kit's.
+func TestOwnUnknownServiceHandler(t *testing.T) {
+	own := grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { return status.Error(codes.NotFound, "proxied nowhere") })
+	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(slog.DiscardHandler), Metrics: metrics.New(), Options: []grpc.ServerOption{own}}, (&users{}).register)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := conn.Invoke(ctx, "/no.such.v1.Service/Call", &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.NotFound {
+		t.Errorf("call of an unknown method = %v, want the own handler's NOT_FOUND", err)
 	}
 }
 

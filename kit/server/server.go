@@ -651,7 +651,20 @@ func streamStatus(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handl
 // counts at most 1,024 such names, the rest under "unknown".
 func unknownMethod(_ any, stream grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(stream)
-	return apierr.New(codes.Unimplemented, apierr.ReasonUnknownMethod, fmt.Sprintf("unknown method %q", method))
+	return apierr.New(codes.Unimplemented, apierr.ReasonUnknownMethod, fmt.Sprintf("unknown method %q", shortMethod(method)))
+}
+
+// maxLoggedMethod bounds a method name in the access log and in
+// unknownMethod's message: a client's headers may carry one of 60 KB.
+const maxLoggedMethod = 256
+
+// shortMethod returns fullMethod cut to maxLoggedMethod bytes, marked "…"
+// when cut.
+func shortMethod(fullMethod string) string {
+	if len(fullMethod) <= maxLoggedMethod {
+		return fullMethod
+	}
+	return fullMethod[:maxLoggedMethod] + "…"
 }
 
 // streamAccessLog writes the access log line of a stream, as unaryOuter
@@ -689,13 +702,19 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error, healthWatch bool) {
 	code := apierr.CallCode(err)
 	level := codeLevel(code)
-	if healthWatch && (code == codes.OK || code == codes.Canceled || code == codes.Unavailable) {
+	switch {
+	case healthWatch && (code == codes.OK || code == codes.Canceled || code == codes.Unavailable):
 		level = slog.LevelDebug
+	case code == codes.Unimplemented && apierr.Reason(err) == apierr.ReasonUnknownMethod:
+		// The caller's mistake, and some callers make it on purpose:
+		// AWS load balancers' gRPC health checks call a method nobody
+		// serves and expect UNIMPLEMENTED, every few seconds.
+		level = slog.LevelInfo
 	}
 	if !log.Enabled(ctx, level) {
 		return
 	}
-	service, method := splitMethod(fullMethod)
+	service, method := splitMethod(shortMethod(fullMethod))
 	attrs := [7]slog.Attr{
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", method),
