@@ -231,7 +231,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	inventoryTarget := fs.String("inventory-target", "", "inventory service address; order and gateway")
 	notificationTarget := fs.String("notification-target", "", "notification service address; gateway")
 	natsURL := fs.String("nats-url", "", "NATS server for events; user, payment, order and notification")
-	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz (off when empty; the gateway then serves /metrics there, not on its API port)")
+	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz (off when empty); when set, the gateway serves /metrics there instead of on its API port")
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {

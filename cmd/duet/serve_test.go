@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -291,9 +292,46 @@ func TestServeGatewayMetricsAddr(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d with %s; body:\n%.300s", tt.url, code, tt.wantCode, tt.want, body)
 		}
 	}
+
+	// Stopping, with no --not-serving-delay: while a request whose body
+	// has not all come holds the drain, /readyz on the metrics address,
+	// which outlives the API's listener, says the gateway is shutting
+	// down.
+	held, err := net.Dial("tcp", gateway.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	// Expect: 100-continue tells when the handler has begun reading the
+	// body: a request not yet begun would not hold the drain.
+	if _, err := fmt.Fprint(held, "POST /v1/products HTTP/1.1\r\nHost: duet\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	held.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := bufio.NewReader(held).ReadString('\n'); err != nil || !strings.Contains(line, "100 Continue") {
+		t.Fatalf("waiting for 100 Continue: %q, %v", line, err)
+	}
+	if _, err := fmt.Fprint(held, "{"); err != nil {
+		t.Fatal(err)
+	}
+	if err := gateway.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		code, body := get("http://" + gateway.metrics + "/readyz")
+		if code == 503 && strings.Contains(body, `"shutting down"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz on the metrics address while the gateway drains: %d %s", code, body)
+		}
+	}
+	held.Close()
 	for _, p := range []*process{gateway, inventory} {
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
+		if p == inventory {
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := p.cmd.Wait(); err != nil {
 			t.Errorf("%v exited with %v:\n%s", p.cmd.Args[1:3], err, p.stderr.String())

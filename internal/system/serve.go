@@ -287,8 +287,10 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	}
 	<-ctx.Done()
 	log.Info("draining", "not_serving_delay", cfg.NotServingDelay)
+	// Not ready from now on, delay or not: with --metrics-addr, /readyz
+	// there outlives the API's listener.
+	gw.MarkNotReady()
 	if cfg.NotServingDelay > 0 {
-		gw.MarkNotReady()
 		t := time.NewTimer(cfg.NotServingDelay)
 		<-t.C
 	}
