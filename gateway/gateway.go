@@ -179,6 +179,8 @@ type Gateway struct {
 	endWatches context.CancelFunc
 	// notReady is set by MarkNotReady.
 	notReady atomic.Bool
+	// query says which query parameters each route takes.
+	query queryFields
 }
 
 // errDraining is the cause with which Drain cancels a watch.
@@ -239,6 +241,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if g.routes, err = newRouteTable(openAPIDocument, own); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	g.query = newQueryFields(
+		userv1.File_duet_user_v1_user_proto.Services().Get(0),
+		orderv1.File_duet_order_v1_order_proto.Services().Get(0),
+		paymentv1.File_duet_payment_v1_payment_proto.Services().Get(0),
+		inventoryv1.File_duet_inventory_v1_inventory_proto.Services().Get(0),
+		notificationv1.File_duet_notification_v1_notification_proto.Services().Get(0),
+	)
 	g.entry = http.HandlerFunc(g.serve)
 	if tracing.Exporting() {
 		opts := []otelhttp.Option{
@@ -374,7 +383,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // bound is the mux's middleware: it runs once a request has found its
-// route, and gives the call its time. A unary call gets RequestTimeout. A
+// route: it refuses a query parameter the route does not take
+// (queryFields), and gives the call its time. A unary call gets RequestTimeout. A
 // watch (a route whose verb is watchVerb) streams until the order is
 // terminal, which the saga bounds; the per-call deadline and the server's
 // write timeout would cut it off, so its response has neither. Each line
@@ -386,6 +396,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 // "x:watch", a unary call that must keep its deadline.
 func (g *Gateway) bound(next runtime.HandlerFunc) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		if e := g.query.check(r); e != nil {
+			writeError(w, newAPIError(e, 0))
+			return
+		}
 		rec, ok := w.(*responseRecorder)
 		if pat, routed := runtime.HTTPPattern(r.Context()); !ok || !routed || pat.Verb() != watchVerb {
 			ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)

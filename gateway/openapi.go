@@ -143,7 +143,7 @@ code { font-size: 14px; }
 <p>JSON in and out, proto3 JSON names (lowerCamelCase); 64-bit integers such as money units are strings.
 The machine-readable description is <a href="openapi.json">openapi.json</a> (OpenAPI 2.0).</p>
 <p>Errors are <code>{"code", "status", "message", "details"}</code>, with a <code>google.rpc.ErrorInfo</code>
-detail whose <code>reason</code> is stable. HTTP statuses: 400 invalid input (a <code>BadRequest</code> detail names the field),
+detail whose <code>reason</code> is stable. HTTP statuses: 400 invalid input (a <code>BadRequest</code> detail names the field, or the query parameter a route does not take),
 402 payment declined, 404 not found, 409 duplicate (<code>ALREADY_EXISTS</code>) or a race lost to a concurrent call that changed nothing (<code>ABORTED</code>, reason <code>CONFLICT</code>: send it again), 413 body too large, 503 temporarily unavailable (see <code>Retry-After</code>).
 Send <code>X-Request-ID</code> to trace a call; every response returns it.</p>
 {{range .}}
