@@ -9,23 +9,30 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/duetkit/duet/kit/apierr"
 )
 
-// queryFields holds, per route, the request message whose fields the
-// route's query parameters may set (nil for a route whose body is the
-// whole message, "*", which takes none), so that a request naming anything
-// else is refused (400, the parameter as the field) rather than served as
-// if it had not been sent: grpc-gateway skips a parameter that names no
-// field, and "?limit=5" for page_size, or a typo, quietly returned the
-// default page. Google's own REST front ends refuse them too. A route is
-// keyed by its method and its template with every variable written "{}"
-// (routeKey), from the contract's google.api.http rules and, per request,
-// from the pattern grpc-gateway matched ("{user_id=*}").
-type queryFields map[string]protoreflect.MessageDescriptor
+// queryFields holds, per route, what its query parameters may set, so
+// that a request naming anything else is refused (400, the parameter as
+// the field) rather than served as if it had not been sent: grpc-gateway
+// skips a parameter that names no field, or one its path or body sets,
+// and "?limit=5" for page_size, or a typo, quietly returned the default
+// page. Google's own REST front ends refuse them too. A route is keyed by
+// its method and its template as grpc-gateway's runtime.Pattern prints it
+// ("GET /v1/users/{user_id=*}/orders").
+type queryFields map[string]*queryRoute
+
+// queryRoute is what one route's query may set: the request message's
+// top-level fields, by proto and JSON name, but those its path and its
+// body set. No names: a route whose body is the whole message ("*").
+type queryRoute struct {
+	msg   protoreflect.MessageDescriptor
+	names map[string]bool
+}
 
 // newQueryFields reads the HTTP rules of every method of services.
 func newQueryFields(services ...protoreflect.ServiceDescriptor) queryFields {
@@ -39,18 +46,35 @@ func newQueryFields(services ...protoreflect.ServiceDescriptor) queryFields {
 				continue
 			}
 			for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
-				method, template := httpRule(r)
-				switch {
-				case template == "":
-				case r.GetBody() == "*":
-					q[routeKey(method, template)] = nil
-				default:
-					q[routeKey(method, template)] = m.Input()
+				if method, template := httpRule(r); template != "" {
+					q[method+" "+patternForm(template)] = newQueryRoute(m.Input(), template, r.GetBody())
 				}
 			}
 		}
 	}
 	return q
+}
+
+// newQueryRoute lists the fields of msg that a query may set when template
+// and body set the others.
+func newQueryRoute(msg protoreflect.MessageDescriptor, template, body string) *queryRoute {
+	route := &queryRoute{msg: msg, names: map[string]bool{}}
+	if body == "*" {
+		return route
+	}
+	taken := map[string]bool{body: true}
+	for _, v := range variable.FindAllStringSubmatch(template, -1) {
+		// "{user.id}" sets a field of user: user is the path's.
+		taken[strings.SplitN(v[1], ".", 2)[0]] = true
+	}
+	fields := msg.Fields()
+	for i := range fields.Len() {
+		f := fields.Get(i)
+		if !taken[string(f.Name())] {
+			route.names[string(f.Name())], route.names[f.JSONName()] = true, true
+		}
+	}
+	return route
 }
 
 // httpRule returns the HTTP method and path template of r.
@@ -72,20 +96,28 @@ func httpRule(r *annotations.HttpRule) (method, template string) {
 	return "", ""
 }
 
-// variable matches a path template's variable: "{id}", "{user.id}",
-// "{user_id=*}".
-var variable = regexp.MustCompile(`\{[^}]*\}`)
+// variable matches a path template's variable, "{id}" or "{user.id}",
+// its field path as the submatch.
+var variable = regexp.MustCompile(`\{([^}=]*)\}`)
 
-// routeKey is method and template, each variable of the template "{}".
-func routeKey(method, template string) string {
-	return method + " " + variable.ReplaceAllString(template, "{}")
+// patternForm writes template's variables as runtime.Pattern's String
+// does: "{id}" is "{id=*}".
+func patternForm(template string) string {
+	return variable.ReplaceAllString(template, "{$1=*}")
 }
 
+// mapKeyParam matches a parameter that sets one key of a map field,
+// "labels[k]", as grpc-gateway reads it.
+var mapKeyParam = regexp.MustCompile(`^(.*)\[(.*)\]$`)
+
+// maxEchoedName bounds the parameter name an error repeats: the name is
+// the client's, and may be as long as its headers.
+const maxEchoedName = 64
+
 // check returns an error naming the first query parameter of r (in
-// sorted order) whose name, up to its first '.' or '[', is no field of
-// the request message of the route r was matched to, or nil. Names are a
-// field's proto name or its JSON name, as grpc-gateway takes them. Paths
-// that are not the contract's (the gateway's own) are not checked.
+// sorted order) that the route r was matched to does not take, or one
+// saying the query cannot be read; nil when all are taken. Paths that
+// are not the contract's (the gateway's own) are not checked.
 func (q queryFields) check(r *http.Request) *apierr.Error {
 	if r.URL.RawQuery == "" {
 		return nil
@@ -94,21 +126,19 @@ func (q queryFields) check(r *http.Request) *apierr.Error {
 	if !ok {
 		return nil
 	}
-	msg, ok := q[routeKey(r.Method, pat.String())]
+	route, ok := q[r.Method+" "+pat.String()]
 	if !ok {
 		return nil
 	}
 	values, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return nil // grpc-gateway's own parsing answers it
+		// Most routes never parse their query; a pair that cannot be
+		// read would otherwise pass unchecked.
+		return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "the query string is malformed: "+err.Error())
 	}
 	var unknown []string
 	for key := range values {
-		name := key
-		if i := strings.IndexAny(name, ".["); i >= 0 {
-			name = name[:i]
-		}
-		if msg == nil || msg.Fields().ByTextName(name) == nil && msg.Fields().ByJSONName(name) == nil {
+		if !route.takes(key) {
 			unknown = append(unknown, key)
 		}
 	}
@@ -116,5 +146,40 @@ func (q queryFields) check(r *http.Request) *apierr.Error {
 		return nil
 	}
 	slices.Sort(unknown)
-	return apierr.InvalidField(unknown[0], "is not a query parameter of this method")
+	name := unknown[0]
+	if len(name) > maxEchoedName {
+		name = name[:maxEchoedName] + "…"
+	}
+	return apierr.InvalidField(name, "is not a query parameter of this method")
+}
+
+// takes reports whether the query parameter key sets a field the route's
+// query may set: a top-level field, "a.b" through singular message
+// fields, or "m[k]" for a map field.
+func (route *queryRoute) takes(key string) bool {
+	isMap := false
+	if m := mapKeyParam.FindStringSubmatch(key); m != nil {
+		key, isMap = m[1], true
+	}
+	path := strings.Split(key, ".")
+	if !route.names[path[0]] {
+		return false
+	}
+	msg := route.msg
+	for i, name := range path {
+		f := msg.Fields().ByTextName(name)
+		if f == nil {
+			f = msg.Fields().ByJSONName(name)
+		}
+		switch {
+		case f == nil:
+			return false
+		case i == len(path)-1:
+			return !isMap || f.IsMap()
+		case f.Message() == nil || f.Cardinality() == protoreflect.Repeated:
+			return false
+		}
+		msg = f.Message()
+	}
+	return false
 }

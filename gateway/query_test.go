@@ -32,6 +32,14 @@ func TestUnknownQueryParameters(t *testing.T) {
 		{"POST", "/v1/users?email=ada@example.com", `{"email":"ada@example.com","name":"Ada"}`, "email"},
 		// update_mask may come in the query, as grpc-gateway reads it.
 		{"PATCH", "/v1/users/" + knownUserID + "?updateMask=name", `{"name":"Ann"}`, ""},
+		{"PATCH", "/v1/users/" + knownUserID + "?update_mask=name", `{"name":"Ann"}`, ""},
+		{"PATCH", "/v1/users/" + knownUserID + "?updateMask.pathz=name", `{"name":"Ann"}`, "updateMask.pathz"},
+		// What the path or the body sets, the query may not: grpc-gateway
+		// threw such a value away.
+		{"PATCH", "/v1/users/" + knownUserID + "?user.name=Bob", `{"name":"Ann"}`, "user.name"},
+		{"GET", "/v1/users/" + knownUserID + "?id=" + knownUserID, nil, "id"},
+		{"GET", "/v1/users/" + knownUserID + "/orders?userId=" + knownUserID, nil, "userId"},
+		{"GET", "/v1/users/" + knownUserID + "/orders?pageSize=1", nil, ""},
 		{"GET", "/readyz?verbose=1", nil, ""},
 	}
 	for _, tt := range tests {
@@ -83,5 +91,19 @@ func TestEveryRouteChecksItsQuery(t *testing.T) {
 	}
 	if len(table) < 10 {
 		t.Errorf("%d routes in the contract, want the shop's 10 or more", len(table))
+	}
+}
+
+// TestMalformedOrLongQuery: a query that cannot be read is refused, not
+// passed unchecked (most routes never parse theirs), and a parameter name
+// as long as the headers allow is cut short in the error.
+func TestMalformedOrLongQuery(t *testing.T) {
+	e := newEnv(t)
+	resp := e.do(t, "GET", "/v1/users/"+knownUserID+"?bogus=1&x=%zz", nil)
+	checkError(t, resp, errorCase{httpStatus: 400, code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, message: "malformed"})
+	resp = e.do(t, "GET", "/v1/users?"+strings.Repeat("q", 20000)+"=1", nil)
+	checkError(t, resp, errorCase{httpStatus: 400, code: codes.InvalidArgument, reason: apierr.ReasonInvalidArgument, field: strings.Repeat("q", maxEchoedName) + "…"})
+	if len(resp.body) > 1000 {
+		t.Errorf("error of %d bytes for a long parameter name, want it cut short", len(resp.body))
 	}
 }
