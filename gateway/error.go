@@ -435,7 +435,6 @@ func writeError(w http.ResponseWriter, e apiError) {
 	_, _ = w.Write(buf)
 }
 
-// retryDelay returns the delay in seconds of a RetryInfo detail.
 // setRetryAfter sets h's Retry-After from the RetryInfo among details, in
 // whole seconds rounded up, when there is one.
 func setRetryAfter(h http.Header, details []*anypb.Any) {
@@ -446,6 +445,7 @@ func setRetryAfter(h http.Header, details []*anypb.Any) {
 	}
 }
 
+// retryDelay returns the delay in seconds of a RetryInfo detail.
 func retryDelay(a *anypb.Any) (float64, bool) {
 	ri := new(errdetails.RetryInfo)
 	if !a.MessageIs(ri) || a.UnmarshalTo(ri) != nil {

@@ -242,11 +242,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.query = newQueryFields(
-		userv1.File_duet_user_v1_user_proto.Services().Get(0),
-		orderv1.File_duet_order_v1_order_proto.Services().Get(0),
-		paymentv1.File_duet_payment_v1_payment_proto.Services().Get(0),
-		inventoryv1.File_duet_inventory_v1_inventory_proto.Services().Get(0),
-		notificationv1.File_duet_notification_v1_notification_proto.Services().Get(0),
+		userv1.File_duet_user_v1_user_proto,
+		orderv1.File_duet_order_v1_order_proto,
+		paymentv1.File_duet_payment_v1_payment_proto,
+		inventoryv1.File_duet_inventory_v1_inventory_proto,
+		notificationv1.File_duet_notification_v1_notification_proto,
 	)
 	g.entry = http.HandlerFunc(g.serve)
 	if tracing.Exporting() {
@@ -337,7 +337,8 @@ func (g *Gateway) ownPaths() []ownPath {
 
 // ServeHTTP implements http.Handler: it assigns the request id, logs the
 // request once it is answered, turns panics into a JSON 500, bounds the
-// body and the time of the call, then routes.
+// body, then routes; once routed (bound), the query is checked and the
+// call gets its time.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.entry.ServeHTTP(w, r) }
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
@@ -452,7 +453,7 @@ func checkURLText(u *url.URL) *apierr.Error {
 	}
 	query, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return nil // grpc-gateway answers a malformed query itself
+		return nil // queryFields.check answers a malformed query
 	}
 	for key, values := range query {
 		if !utf8.ValidString(key) {

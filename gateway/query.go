@@ -21,7 +21,11 @@ import (
 // the field) rather than served as if it had not been sent: grpc-gateway
 // skips a parameter that names no field, or one its path or body sets,
 // and "?limit=5" for page_size, or a typo, quietly returned the default
-// page. Google's own REST front ends refuse them too. A route is keyed by
+// page. Google's own REST front ends refuse them too. In the mux's
+// middleware rather than a runtime.SetQueryParameterParser wrapping
+// grpc-gateway's: that parser is the whole process's, routes whose body is
+// the whole message never call it, and its error reaches the client as
+// text, without the field. A route is keyed by
 // its method and its template as grpc-gateway's runtime.Pattern prints it
 // ("GET /v1/users/{user_id=*}/orders").
 type queryFields map[string]*queryRoute
@@ -34,25 +38,33 @@ type queryRoute struct {
 	names map[string]bool
 }
 
-// newQueryFields reads the HTTP rules of every method of services.
-func newQueryFields(services ...protoreflect.ServiceDescriptor) queryFields {
+// newQueryFields reads the HTTP rules of every method of the services in
+// files.
+func newQueryFields(files ...protoreflect.FileDescriptor) queryFields {
 	q := queryFields{}
-	for _, s := range services {
-		methods := s.Methods()
-		for i := range methods.Len() {
-			m := methods.Get(i)
-			rule, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
-			if rule == nil {
-				continue
-			}
-			for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
-				if method, template := httpRule(r); template != "" {
-					q[method+" "+patternForm(template)] = newQueryRoute(m.Input(), template, r.GetBody())
-				}
-			}
+	for _, f := range files {
+		for j := range f.Services().Len() {
+			q.add(f.Services().Get(j))
 		}
 	}
 	return q
+}
+
+// add reads the HTTP rules of every method of s.
+func (q queryFields) add(s protoreflect.ServiceDescriptor) {
+	methods := s.Methods()
+	for i := range methods.Len() {
+		m := methods.Get(i)
+		rule, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
+		if rule == nil {
+			continue
+		}
+		for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
+			if method, template := httpRule(r); template != "" {
+				q[method+" "+patternForm(template)] = newQueryRoute(m.Input(), template, r.GetBody())
+			}
+		}
+	}
 }
 
 // newQueryRoute lists the fields of msg that a query may set when template
@@ -96,14 +108,17 @@ func httpRule(r *annotations.HttpRule) (method, template string) {
 	return "", ""
 }
 
-// variable matches a path template's variable, "{id}" or "{user.id}",
-// its field path as the submatch.
-var variable = regexp.MustCompile(`\{([^}=]*)\}`)
+// variable matches a path template's variable, "{id}", "{user.id}" or
+// "{name=shelves/*}", its field path as the first submatch.
+var variable = regexp.MustCompile(`\{([^}=]*)(=[^}]*)?\}`)
+
+// bareVariable matches a variable without a pattern, "{id}".
+var bareVariable = regexp.MustCompile(`\{([^}=]*)\}`)
 
 // patternForm writes template's variables as runtime.Pattern's String
 // does: "{id}" is "{id=*}".
 func patternForm(template string) string {
-	return variable.ReplaceAllString(template, "{$1=*}")
+	return bareVariable.ReplaceAllString(template, "{$1=*}")
 }
 
 // mapKeyParam matches a parameter that sets one key of a map field,

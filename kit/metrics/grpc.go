@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/duetkit/duet/kit/apierr"
 )
@@ -164,29 +165,16 @@ func mapOrNil(m *map[string]*method) map[string]*method {
 const maxMethodName = 256
 
 // wellFormed reports whether fullMethod has the shape of a gRPC method's
-// name, "/package.Service/Method" (letters, digits, '_' and '.'), within
-// maxMethodName. Other names a client sends count as "unknown": grpc-go
-// passes any name with two slashes to an UnknownServiceHandler, and
-// "/pkg.S/a/b" would otherwise count as method "a/b" of service pkg.S.
+// name, "/package.Service/Method" (a protobuf full name and a name),
+// within maxMethodName. Other names a client sends count as "unknown":
+// grpc-go passes any name with two slashes to an UnknownServiceHandler,
+// and "/pkg.S/a/b" would otherwise count as method "a/b" of service pkg.S.
 func wellFormed(fullMethod string) bool {
 	if len(fullMethod) > maxMethodName || !strings.HasPrefix(fullMethod, "/") {
 		return false
 	}
 	service, method, ok := strings.Cut(fullMethod[1:], "/")
-	return ok && identifier(service, true) && identifier(method, false)
-}
-
-// identifier reports whether s is non-empty and of letters, digits and
-// '_', and '.' when dots.
-func identifier(s string, dots bool) bool {
-	for _, c := range []byte(s) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', dots && c == '.':
-		default:
-			return false
-		}
-	}
-	return s != ""
+	return ok && protoreflect.FullName(service).IsValid() && protoreflect.Name(method).IsValid()
 }
 
 // splitMethod splits "/service/method" into its parts the way grpcprom

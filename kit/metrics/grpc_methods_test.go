@@ -80,6 +80,8 @@ func TestOddMethodNames(t *testing.T) {
 		{"/pkg.v1.Service/", "unknown", "unknown"},
 		{"//Method", "unknown", "unknown"},
 		{"/pkg v1/Method", "unknown", "unknown"},
+		{"/.a../M", "unknown", "unknown"},
+		{"/pkg.v1.Service/2Method", "unknown", "unknown"},
 		{"/pkg.v1.Service/Méthode", "unknown", "unknown"},
 		{"/x.Y/\xff", "unknown", "unknown"},
 	}
@@ -96,6 +98,7 @@ func TestOddMethodNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			handled := 0.0
 			for _, f := range families {
 				for _, s := range f.GetMetric() {
 					labels := map[string]string{}
@@ -105,7 +108,13 @@ func TestOddMethodNames(t *testing.T) {
 					if labels["grpc_service"] != tt.wantService || labels["grpc_method"] != tt.wantMethod {
 						t.Fatalf("%s counted under %s/%s, want %s/%s", f.GetName(), labels["grpc_service"], labels["grpc_method"], tt.wantService, tt.wantMethod)
 					}
+					if f.GetName() == "grpc_server_handled_total" {
+						handled += s.GetCounter().GetValue()
+					}
 				}
+			}
+			if handled != 1 {
+				t.Errorf("grpc_server_handled_total counts %v calls, want the 1 made", handled)
 			}
 		})
 	}
