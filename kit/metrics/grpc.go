@@ -133,7 +133,7 @@ func (r *rpcMetrics) add(typ rpcType, fullMethod string, known bool) *method {
 	}
 	service, name := splitMethod(fullMethod)
 	full := !known && old != nil && len(*old) >= maxCachedMethods
-	odd := !known && !wellFormed(fullMethod)
+	odd := !known && !WellFormedMethod(fullMethod)
 	if full || odd {
 		service, name = "unknown", "unknown"
 	}
@@ -164,12 +164,13 @@ func mapOrNil(m *map[string]*method) map[string]*method {
 // every scrape.
 const maxMethodName = 256
 
-// wellFormed reports whether fullMethod has the shape of a gRPC method's
-// name, "/package.Service/Method" (a protobuf full name and a name),
-// within maxMethodName. Other names a client sends count as "unknown":
+// WellFormedMethod reports whether fullMethod has the shape of a gRPC
+// method's name, "/package.Service/Method" (a protobuf full name and a
+// name), within 256 bytes. Other names a client sends count as "unknown":
 // grpc-go passes any name with two slashes to an UnknownServiceHandler,
 // and "/pkg.S/a/b" would otherwise count as method "a/b" of service pkg.S.
-func wellFormed(fullMethod string) bool {
+// kit/server traces only calls of such names, for the same reasons.
+func WellFormedMethod(fullMethod string) bool {
 	if len(fullMethod) > maxMethodName || !strings.HasPrefix(fullMethod, "/") {
 		return false
 	}

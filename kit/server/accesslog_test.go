@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -21,6 +24,7 @@ import (
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
+	"github.com/duetkit/duet/kit/tracing"
 )
 
 // records is a slog.Handler that hands each record to the test.
@@ -158,6 +162,51 @@ func TestUnknownMethodLongName(t *testing.T) {
 	}
 	if _, _, errText := logged.accessLineError(t); len(errText) > 400 {
 		t.Errorf("access log's error is %d bytes, want under 400", len(errText))
+	}
+}
+
+// TestOddMethodNamesNotTraced: with an exporter, a server span was named
+// after whatever method name the client sent, before any interceptor, 60
+// KB of it if the headers allowed; calls of names not shaped like a gRPC
+// method's are no longer traced (they are logged and counted), others
+// still are.
+func TestOddMethodNamesNotTraced(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	restore := tracing.Install(tp)
+	t.Cleanup(func() {
+		restore()
+		_ = tp.Shutdown(context.Background())
+	})
+	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(slog.DiscardHandler), Metrics: metrics.New()}, (&users{}).register)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, method := range []string{"/no.such.v1.Service/" + strings.Repeat("M", 30000), "/no.such.v1.Service/a/b", "/no.such.v1.Service/Call"} {
+		if err := conn.Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("call of %.60s: %v, want UNIMPLEMENTED", method, err)
+		}
+	}
+	// The server span of the last call ends after the client has its
+	// answer; the calls before it ended before it began.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var names []string
+		found := false
+		for _, s := range rec.Ended() {
+			if s.SpanKind() != trace.SpanKindServer {
+				continue
+			}
+			names = append(names, s.Name())
+			if len(s.Name()) > 256 || strings.Contains(s.Name(), "a/b") {
+				t.Fatalf("a server span named %.80q…", s.Name())
+			}
+			found = found || s.Name() == "no.such.v1.Service/Call"
+		}
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no server span for the well-formed unknown method; server spans: %q", names)
+		}
 	}
 }
 

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
@@ -362,7 +363,12 @@ func New(cfg Config) (*Server, error) {
 			// not at all.
 			public = []otelgrpc.Option{otelgrpc.WithPublicEndpoint(), otelgrpc.WithPropagators(propagation.TraceContext{})}
 		}
-		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(public...)))
+		// A span is named after the method the client sent, before any
+		// interceptor: one as long as its headers (60 KB) or of any shape
+		// would go to the exporter as it is. Such calls are logged and
+		// counted (unknownMethod), not traced.
+		traced := otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return metrics.WellFormedMethod(info.FullMethodName) })
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(append(public, traced)...)))
 	}
 	// Before cfg.Options, so that an UnknownServiceHandler of the
 	// caller's replaces this one.
