@@ -1,7 +1,6 @@
 package system_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -13,27 +12,12 @@ import (
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/duetkit/duet/internal/system"
 	"github.com/duetkit/duet/kit/logger"
-	"github.com/duetkit/duet/kit/tracing"
+	"github.com/duetkit/duet/kit/tracing/tracingtest"
 )
-
-// recordSpans installs a tracer provider that exports to the returned
-// recorder until the test ends.
-func recordSpans(t *testing.T) *tracetest.SpanRecorder {
-	t.Helper()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	restore := tracing.Install(tp)
-	t.Cleanup(func() {
-		restore()
-		_ = tp.Shutdown(context.Background())
-	})
-	return rec
-}
 
 // TestRESTSpans: with an exporter, a REST call is one sampled trace from
 // the gateway's server span through its gRPC client span to the user
@@ -41,7 +25,7 @@ func recordSpans(t *testing.T) *tracetest.SpanRecorder {
 // sampled, and the default sampler (parent-based) dropped every span
 // behind it: nothing was exported for any REST call.
 func TestRESTSpans(t *testing.T) {
-	rec := recordSpans(t)
+	rec := tracingtest.Record(t)
 
 	sys := start(t, system.Config{})
 	if r := do(t, "POST", "http://"+sys.HTTPAddr+"/v1/users", `{"email":"ada@example.com","name":"Ada"}`); r.status != 200 {
@@ -148,7 +132,7 @@ func TestRESTTraceContext(t *testing.T) {
 	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
 	for _, trust := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trust=%v", trust), func(t *testing.T) {
-			rec := recordSpans(t)
+			rec := tracingtest.Record(t)
 			sys := start(t, system.Config{TrustTraceContext: trust})
 			r := do(t, "GET", "http://"+sys.HTTPAddr+"/v1/users?pageSize=1", "",
 				"traceparent", "00-"+callerTrace+"-00f067aa0ba902b7-01")

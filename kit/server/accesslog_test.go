@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,7 +22,7 @@ import (
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
-	"github.com/duetkit/duet/kit/tracing"
+	"github.com/duetkit/duet/kit/tracing/tracingtest"
 )
 
 // records is a slog.Handler that hands each record to the test.
@@ -171,13 +169,7 @@ func TestUnknownMethodLongName(t *testing.T) {
 // method's are no longer traced (they are logged and counted), others
 // still are.
 func TestOddMethodNamesNotTraced(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	restore := tracing.Install(tp)
-	t.Cleanup(func() {
-		restore()
-		_ = tp.Shutdown(context.Background())
-	})
+	rec := tracingtest.Record(t)
 	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(slog.DiscardHandler), Metrics: metrics.New()}, (&users{}).register)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
