@@ -49,6 +49,14 @@ func (r records) accessLine(t *testing.T) (slog.Level, string) {
 // accessLineError is accessLine with the line's error.
 func (r records) accessLineError(t *testing.T) (level slog.Level, code, errText string) {
 	t.Helper()
+	level, attrs := r.accessAttrs(t)
+	return level, attrs["grpc.code"], attrs["grpc.error"]
+}
+
+// accessAttrs returns the level and the attributes of the next access log
+// line.
+func (r records) accessAttrs(t *testing.T) (slog.Level, map[string]string) {
+	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
@@ -56,16 +64,12 @@ func (r records) accessLineError(t *testing.T) (level slog.Level, code, errText 
 			if rec.Message != "finished call" {
 				continue
 			}
+			attrs := map[string]string{}
 			rec.Attrs(func(a slog.Attr) bool {
-				switch a.Key {
-				case "grpc.code":
-					code = a.Value.String()
-				case "grpc.error":
-					errText = a.Value.String()
-				}
+				attrs[a.Key] = a.Value.String()
 				return true
 			})
-			return rec.Level, code, errText
+			return rec.Level, attrs
 		case <-timeout:
 			t.Fatal("no access log line")
 		}
@@ -160,6 +164,24 @@ func TestUnknownMethodLongName(t *testing.T) {
 	}
 	if _, _, errText := logged.accessLineError(t); len(errText) > 400 {
 		t.Errorf("access log's error is %d bytes, want under 400", len(errText))
+	}
+}
+
+// TestOddMethodNameLogged: a method name not shaped like a gRPC method's
+// is logged under service and method "unknown", as the metrics count it
+// ("/pkg.S/a/b" was logged as method b of a service "pkg.S/a"), the name
+// itself in the error.
+func TestOddMethodNameLogged(t *testing.T) {
+	logged := make(records, 64)
+	conn := servertest.Start(t, server.Config{Name: "test", Logger: slog.New(logged), Metrics: metrics.New()}, (&users{}).register)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := conn.Invoke(ctx, "/no.such.v1.Service/a/b", &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("call: %v, want UNIMPLEMENTED", err)
+	}
+	_, attrs := logged.accessAttrs(t)
+	if attrs["grpc.service"] != "unknown" || attrs["grpc.method"] != "unknown" || !strings.Contains(attrs["grpc.error"], "/no.such.v1.Service/a/b") {
+		t.Errorf("logged service %q, method %q, error %q; want unknown, unknown and the name in the error", attrs["grpc.service"], attrs["grpc.method"], attrs["grpc.error"])
 	}
 }
 

@@ -721,6 +721,11 @@ func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, sta
 		return
 	}
 	service, method := splitMethod(shortMethod(fullMethod))
+	if code == codes.Unimplemented && !metrics.WellFormedMethod(fullMethod) {
+		// A name a client made up ("/pkg.S/a/b") under the labels the
+		// metrics count it by; the error still quotes it (cut).
+		service, method = "unknown", "unknown"
+	}
 	attrs := [7]slog.Attr{
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", method),
