@@ -396,13 +396,26 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 // by the path, matters: "GET /v1/users/x:watch" is GetUser with id
 // "x:watch", a unary call that must keep its deadline.
 func (g *Gateway) bound(next runtime.HandlerFunc) runtime.HandlerFunc {
+	// grpc-gateway wraps each route's handler on its own, so what the
+	// route is (its query, whether it watches) is worked out once, on its
+	// first request, which carries its pattern (HEAD comes as GET).
+	var (
+		once  sync.Once
+		query *queryRoute
+		watch bool
+	)
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
-		if e := g.query.check(r); e != nil {
+		once.Do(func() {
+			if pat, ok := runtime.HTTPPattern(r.Context()); ok {
+				query, watch = g.query.route(r.Method, pat), pat.Verb() == watchVerb
+			}
+		})
+		if e := query.check(r); e != nil {
 			writeError(w, newAPIError(e, 0))
 			return
 		}
 		rec, ok := w.(*responseRecorder)
-		if pat, routed := runtime.HTTPPattern(r.Context()); !ok || !routed || pat.Verb() != watchVerb {
+		if !ok || !watch {
 			ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 			defer cancel()
 			next(w, r.WithContext(ctx), params)

@@ -129,20 +129,18 @@ var mapKeyParam = regexp.MustCompile(`^(.*)\[(.*)\]$`)
 // the client's, and may be as long as its headers.
 const maxEchoedName = 64
 
+// route returns what the query of method on the route grpc-gateway
+// matched with pat may set; nil for a path that is not the contract's
+// (the gateway's own), whose query is not checked.
+func (q queryFields) route(method string, pat runtime.Pattern) *queryRoute {
+	return q[method+" "+pat.String()]
+}
+
 // check returns an error naming the first query parameter of r (in
-// sorted order) that the route r was matched to does not take, or one
-// saying the query cannot be read; nil when all are taken. Paths that
-// are not the contract's (the gateway's own) are not checked.
-func (q queryFields) check(r *http.Request) *apierr.Error {
-	if r.URL.RawQuery == "" {
-		return nil
-	}
-	pat, ok := runtime.HTTPPattern(r.Context())
-	if !ok {
-		return nil
-	}
-	route, ok := q[r.Method+" "+pat.String()]
-	if !ok {
+// sorted order) that the route does not take, or one saying the query
+// cannot be read; nil when all are taken, or route is nil.
+func (route *queryRoute) check(r *http.Request) *apierr.Error {
+	if route == nil || r.URL.RawQuery == "" {
 		return nil
 	}
 	values, err := url.ParseQuery(r.URL.RawQuery)
@@ -173,8 +171,10 @@ func (q queryFields) check(r *http.Request) *apierr.Error {
 // fields, or "m[k]" for a map field.
 func (route *queryRoute) takes(key string) bool {
 	isMap := false
-	if m := mapKeyParam.FindStringSubmatch(key); m != nil {
-		key, isMap = m[1], true
+	if strings.HasSuffix(key, "]") {
+		if m := mapKeyParam.FindStringSubmatch(key); m != nil {
+			key, isMap = m[1], true
+		}
 	}
 	path := strings.Split(key, ".")
 	if !route.names[path[0]] {

@@ -290,10 +290,7 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	// Not ready from now on, delay or not: with --metrics-addr, /readyz
 	// there outlives the API's listener.
 	gw.MarkNotReady()
-	if cfg.NotServingDelay > 0 {
-		t := time.NewTimer(cfg.NotServingDelay)
-		<-t.C
-	}
+	time.Sleep(cfg.NotServingDelay) // serving all the while
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainBound(cfg.DrainTimeout))
 	defer cancel()
 	err = s.Shutdown(stop)

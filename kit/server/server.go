@@ -720,11 +720,11 @@ func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, sta
 	if !log.Enabled(ctx, level) {
 		return
 	}
-	service, method := splitMethod(shortMethod(fullMethod))
-	if code == codes.Unimplemented && !metrics.WellFormedMethod(fullMethod) {
-		// A name a client made up ("/pkg.S/a/b") under the labels the
-		// metrics count it by; the error still quotes it (cut).
-		service, method = "unknown", "unknown"
+	// A name a client made up ("/pkg.S/a/b") goes under the labels the
+	// metrics count it by; the error still quotes it (cut).
+	service, method := "unknown", "unknown"
+	if code != codes.Unimplemented || metrics.WellFormedMethod(fullMethod) {
+		service, method = splitMethod(shortMethod(fullMethod))
 	}
 	attrs := [7]slog.Attr{
 		slog.String("grpc.service", service),
