@@ -115,6 +115,10 @@ func (p *provider) Void(ctx context.Context, key string) error {
 	return simulator.Provider{}.Void(ctx, key)
 }
 
+func (p *provider) Refund(ctx context.Context, r paymentdomain.ProviderRefund) error {
+	return simulator.Provider{}.Refund(ctx, r)
+}
+
 // failNext makes the next n charges fail temporarily.
 func (p *provider) failNext(n int) {
 	p.mu.Lock()

@@ -50,7 +50,19 @@ type Config struct {
 	// go to the outbox, and a relay started later (with a Bus) publishes
 	// them, so none is lost.
 	Bus *events.Bus
+	// RefundRetryInterval is how often the service asks the provider again
+	// for refunds it has not confirmed (pending at least that long): at
+	// Open, for those an earlier process left, and then on every tick.
+	// Zero means DefaultRefundRetryInterval.
+	RefundRetryInterval time.Duration
 }
+
+// DefaultRefundRetryInterval is Config.RefundRetryInterval's default.
+const DefaultRefundRetryInterval = 30 * time.Second
+
+// refundRetryBatch bounds the refunds one retry asks for; the rest wait
+// for the next tick.
+const refundRetryBatch = 100
 
 // Service is an opened payment service.
 type Service struct {
@@ -58,6 +70,8 @@ type Service struct {
 	handler *grpchandler.Handler
 	// stopRelay stops and awaits the outbox relay; nil without a bus.
 	stopRelay func() error
+	// stopRetries stops and awaits the refund retries.
+	stopRetries func()
 }
 
 // Open opens the database, applies migrations and builds the service.
@@ -78,7 +92,17 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{store: st, handler: grpchandler.New(domain.NewService(st, provider), log)}
+	svc := domain.NewService(st, provider)
+	svc.RefundFailed = func(ctx context.Context, r domain.Refund, err error) {
+		log.WarnContext(ctx, "refund not confirmed by the provider; it stays pending and is asked again",
+			"payment_id", r.PaymentID, "refund_id", r.ID, "error", err)
+	}
+	s := &Service{store: st, handler: grpchandler.New(svc, log)}
+	interval := cfg.RefundRetryInterval
+	if interval <= 0 {
+		interval = DefaultRefundRetryInterval
+	}
+	s.stopRetries = retryRefunds(ctx, svc, interval, log)
 	if cfg.Bus != nil {
 		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger, Name: "payment"})
 		st.OnAppend(relay.Notify)
@@ -95,9 +119,43 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 // Close stops the relay and closes the database. Stop serving first.
 // Events not yet published stay in the outbox for the next Open.
 func (s *Service) Close() error {
+	s.stopRetries()
 	var relayErr error
 	if s.stopRelay != nil {
 		relayErr = s.stopRelay()
 	}
 	return errors.Join(relayErr, s.store.Close())
+}
+
+// retryRefunds asks the provider again, at once and then every interval,
+// for the refunds pending at least interval, until ctx ends or the returned
+// stop is called (which waits for it to return).
+func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Duration, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			n, err := svc.ResumeRefunds(ctx, interval, refundRetryBatch)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				log.WarnContext(ctx, "retrying pending refunds failed", "error", err)
+			case n > 0:
+				log.InfoContext(ctx, "pending refunds confirmed by the provider", "refunds", n)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -2,6 +2,8 @@ package payment_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,6 +244,8 @@ func (p lateProvider) Charge(ctx context.Context, _ domain.ProviderCharge) (doma
 
 func (lateProvider) Void(context.Context, string) error { return nil }
 
+func (lateProvider) Refund(context.Context, domain.ProviderRefund) error { return nil }
+
 // TestChargeCapturedAfterDeadline: money the provider captured after the
 // caller had gone (its deadline passed, or it cancelled) is recorded, so the order saga's compensation,
 // CancelCharge of the key, refunds it. The payment was written with the
@@ -285,6 +289,108 @@ func TestChargeCapturedAfterDeadline(t *testing.T) {
 		}
 		if p := resp.GetPayment(); p.GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
 			t.Errorf("CancelCharge found %v, want the captured payment, refunded", p)
+		}
+	})
+}
+
+// flakyProvider approves every charge and refuses refunds while down,
+// recording the refunds it confirmed.
+type flakyProvider struct {
+	mu       sync.Mutex
+	down     bool
+	refunded []domain.ProviderRefund
+}
+
+func (*flakyProvider) Charge(context.Context, domain.ProviderCharge) (domain.ProviderResult, error) {
+	return domain.ProviderResult{Approved: true}, nil
+}
+
+func (*flakyProvider) Void(context.Context, string) error { return nil }
+
+func (p *flakyProvider) Refund(_ context.Context, r domain.ProviderRefund) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return domain.ErrProviderUnavailable
+	}
+	p.refunded = append(p.refunded, r)
+	return nil
+}
+
+func (p *flakyProvider) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+}
+
+func (p *flakyProvider) refunds() []domain.ProviderRefund {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]domain.ProviderRefund(nil), p.refunded...)
+}
+
+// TestRefundsRetried: a refund the provider refuses is answered with the
+// payment, its amount in refund_pending, and the service asks the provider
+// again on its own until it confirms: in the process that made the
+// refund, and in a later one when that one stopped first.
+func TestRefundsRetried(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		for _, restart := range []bool{false, true} {
+			provider := &flakyProvider{down: true}
+			cfg := payment.Config{DatabaseURL: url, Provider: provider, RefundRetryInterval: 10 * time.Millisecond}
+			if restart {
+				// The first process never retries within the test.
+				cfg.RefundRetryInterval = time.Hour
+			}
+			svc, err := payment.Open(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := paymentv1.NewPaymentServiceClient(servertest.Start(t, server.Config{Name: "payment", DisableAccessLog: true}, svc.Register))
+			key := fmt.Sprint("retried-", restart)
+			charged, err := client.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: money("EUR", 700), PaymentMethodToken: "tok_approve", IdempotencyKey: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := charged.GetPayment().GetId()
+			resp, err := client.Refund(t.Context(), &paymentv1.RefundRequest{Id: id, Amount: money("EUR", 300)})
+			if err != nil {
+				t.Fatalf("Refund with the provider down = %v, want the payment", err)
+			}
+			if p := resp.GetPayment(); p.GetRefunded().GetUnits() != 300 || p.GetRefundPending().GetUnits() != 300 || p.GetRefundPending().GetCurrencyCode() != "EUR" {
+				t.Fatalf("Refund with the provider down answered %v, want 300 refunded, all of it pending", p)
+			}
+			if restart {
+				if err := svc.Close(); err != nil {
+					t.Fatal(err)
+				}
+				cfg.RefundRetryInterval = 10 * time.Millisecond
+				if svc, err = payment.Open(t.Context(), cfg); err != nil {
+					t.Fatal(err)
+				}
+				client = paymentv1.NewPaymentServiceClient(servertest.Start(t, server.Config{Name: "payment", DisableAccessLog: true}, svc.Register))
+			}
+			provider.setDown(false)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				got, err := client.GetPayment(t.Context(), &paymentv1.GetPaymentRequest{Id: id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.GetPayment().GetRefundPending().GetUnits() == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("restart %v: refund still pending after 10 s: %v", restart, got.GetPayment())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if r := provider.refunds(); len(r) != 1 || r[0].ChargeKey != key || r[0].Amount != (domain.Money{Currency: "EUR", Units: 300}) || r[0].IdempotencyKey == "" {
+				t.Fatalf("restart %v: provider refunded %+v, want the one refund of 300 under the charge's key", restart, r)
+			}
+			if err := svc.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }

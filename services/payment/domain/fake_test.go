@@ -128,6 +128,43 @@ func (r *memRepo) Refund(_ context.Context, id, key string, apply func(*Payment,
 	return &p, nil
 }
 
+func (r *memRepo) PendingRefunds(_ context.Context, paymentID string, before time.Time, limit int) ([]Refund, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Refund
+	for _, rf := range r.refunds {
+		if rf.Status == RefundPending && (paymentID == "" || rf.PaymentID == paymentID) &&
+			(before.IsZero() || !rf.CreateTime.After(before)) && len(out) < limit {
+			out = append(out, rf)
+		}
+	}
+	return out, nil
+}
+
+func (r *memRepo) CompleteRefund(_ context.Context, rf Refund, at time.Time, report func(*Payment) []Event) (*Payment, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.payments[rf.PaymentID]
+	for i := range r.refunds {
+		if r.refunds[i].ID == rf.ID && r.refunds[i].Status == RefundPending {
+			r.refunds[i].Status = RefundDone
+			p.PendingRefundUnits -= rf.Units
+			p.UpdateTime = at
+			r.payments[p.ID] = p
+			r.events = append(r.events, report(&p)...)
+			return &p, true, nil
+		}
+	}
+	return &p, false, nil
+}
+
+// refundList returns the refunds recorded so far.
+func (r *memRepo) refundList() []Refund {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Refund(nil), r.refunds...)
+}
+
 func (r *memRepo) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -145,6 +182,10 @@ type countingProvider struct {
 	voidErrs []error
 	// onCharge, when set, runs once the next has answered a charge.
 	onCharge func()
+	// refundErrs fail the next Refunds, one each; refunded records the
+	// refunds confirmed.
+	refundErrs []error
+	refunded   []ProviderRefund
 }
 
 func (c *countingProvider) Charge(ctx context.Context, ch ProviderCharge) (ProviderResult, error) {
@@ -168,6 +209,25 @@ func (c *countingProvider) Void(ctx context.Context, key string) error {
 	}
 	c.voided = append(c.voided, key)
 	return c.next.Void(ctx, key)
+}
+
+func (c *countingProvider) Refund(ctx context.Context, r ProviderRefund) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.refundErrs) > 0 {
+		err := c.refundErrs[0]
+		c.refundErrs = c.refundErrs[1:]
+		return err
+	}
+	c.refunded = append(c.refunded, r)
+	return c.next.Refund(ctx, r)
+}
+
+// refunds returns the refunds confirmed so far.
+func (c *countingProvider) refunds() []ProviderRefund {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]ProviderRefund(nil), c.refunded...)
 }
 
 // voids returns the keys voided so far.
@@ -196,3 +256,5 @@ func (tokenProvider) Charge(_ context.Context, c ProviderCharge) (ProviderResult
 }
 
 func (tokenProvider) Void(context.Context, string) error { return nil }
+
+func (tokenProvider) Refund(context.Context, ProviderRefund) error { return nil }

@@ -26,8 +26,12 @@ type Payment struct {
 	ID string
 	// Amount is what was charged (or attempted, when declined).
 	Amount Money
-	// RefundedUnits is how much has been refunded, in Amount's currency.
+	// RefundedUnits is how much has been refunded, in Amount's currency,
+	// counting refunds the provider has yet to confirm.
 	RefundedUnits int64
+	// PendingRefundUnits is the part of RefundedUnits the provider has not
+	// yet confirmed returning; the service asks it again until it does.
+	PendingRefundUnits int64
 	// Status is where the payment stands.
 	Status Status
 	// DeclineReason is set when Status is StatusDeclined.
@@ -51,6 +55,12 @@ type Payment struct {
 // Refunded is the refunded amount as Money.
 func (p *Payment) Refunded() Money { return Money{Currency: p.Amount.Currency, Units: p.RefundedUnits} }
 
+// RefundPending is the refunded amount the provider has yet to confirm, as
+// Money.
+func (p *Payment) RefundPending() Money {
+	return Money{Currency: p.Amount.Currency, Units: p.PendingRefundUnits}
+}
+
 // Remaining is how much of the charge may still be refunded.
 func (p *Payment) Remaining() int64 {
 	if p.Status == StatusDeclined {
@@ -59,8 +69,8 @@ func (p *Payment) Remaining() int64 {
 	return p.Amount.Units - p.RefundedUnits
 }
 
-// applyRefund refunds amount (all that remains when nil) and returns the
-// units refunded. It enforces that a declined payment is not refundable, the
+// applyRefund refunds amount (all that remains when nil), pending until the
+// provider confirms it, and returns the units refunded. It enforces that a declined payment is not refundable, the
 // currency matches, and the refunds never exceed the charge.
 func (p *Payment) applyRefund(amount *Money, now time.Time) (int64, error) {
 	if p.Status == StatusDeclined {
@@ -81,6 +91,7 @@ func (p *Payment) applyRefund(amount *Money, now time.Time) (int64, error) {
 		return 0, ErrRefundExceedsCharge
 	}
 	p.RefundedUnits += units
+	p.PendingRefundUnits += units
 	p.Status = StatusPartiallyRefunded
 	if p.RefundedUnits == p.Amount.Units {
 		p.Status = StatusRefunded
@@ -88,6 +99,16 @@ func (p *Payment) applyRefund(amount *Money, now time.Time) (int64, error) {
 	p.UpdateTime = now
 	return units, nil
 }
+
+// RefundStatus is where a refund stands.
+type RefundStatus string
+
+// A refund is recorded pending, and done once the provider has returned the
+// money.
+const (
+	RefundPending RefundStatus = "PENDING"
+	RefundDone    RefundStatus = "DONE"
+)
 
 // Refund is money returned from a payment.
 type Refund struct {
@@ -102,6 +123,8 @@ type Refund struct {
 	RequestedUnits int64
 	// IdempotencyKey is the caller's key, possibly empty.
 	IdempotencyKey string
+	// Status is RefundPending until the provider confirms the refund.
+	Status RefundStatus
 	// CreateTime is when the refund was made.
 	CreateTime time.Time
 }

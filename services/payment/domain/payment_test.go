@@ -124,7 +124,8 @@ func TestPaymentApplyRefund(t *testing.T) {
 				}
 				return
 			}
-			if units != tt.wantUnits || p.RefundedUnits != tt.wantRefunded || p.Status != tt.wantStatus || !p.UpdateTime.Equal(now) {
+			if units != tt.wantUnits || p.RefundedUnits != tt.wantRefunded || p.Status != tt.wantStatus || !p.UpdateTime.Equal(now) ||
+				p.PendingRefundUnits != tt.payment.PendingRefundUnits+units {
 				t.Fatalf("got units %d, payment %+v; want units %d, refunded %d, status %s",
 					units, p, tt.wantUnits, tt.wantRefunded, tt.wantStatus)
 			}

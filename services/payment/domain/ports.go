@@ -19,9 +19,26 @@ import (
 // answered, or a cancel racing the charge). A key the provider never
 // captured under is a no-op, and so is a repeat. Errors:
 // ErrProviderUnavailable for a temporary failure, or the context's error.
+//
+// Refund returns part or all of a captured charge. Its IdempotencyKey is the
+// refund's own id, so a repeat (the service asks again until the provider
+// confirms, and after a restart) returns the money once. Any error leaves
+// the refund pending, to be asked again.
 type Provider interface {
 	Charge(ctx context.Context, c ProviderCharge) (ProviderResult, error)
 	Void(ctx context.Context, idempotencyKey string) error
+	Refund(ctx context.Context, r ProviderRefund) error
+}
+
+// ProviderRefund is what the provider is asked to return.
+type ProviderRefund struct {
+	// IdempotencyKey identifies the refund (it is the refund's id): the
+	// provider returns the money once however often it is asked.
+	IdempotencyKey string
+	// ChargeKey is the idempotency key the charge was captured with.
+	ChargeKey string
+	// Amount is how much of the charge to return.
+	Amount Money
 }
 
 // ProviderCharge is what the provider is asked to capture.
@@ -69,4 +86,15 @@ type Repository interface {
 	// refunded instead), and nil when key is already cancelled. It and
 	// Create exclude each other, so a key is either charged or cancelled.
 	CancelUncharged(ctx context.Context, key string, at time.Time) error
+	// PendingRefunds returns refunds still pending, oldest first, at most
+	// limit: those of payment paymentID, or of every payment when
+	// paymentID is empty, created at or before before (at any time when
+	// before is zero).
+	PendingRefunds(ctx context.Context, paymentID string, before time.Time, limit int) ([]Refund, error)
+	// CompleteRefund records that the provider returned pending refund r:
+	// r becomes RefundDone and leaves the payment's PendingRefundUnits, in
+	// one transaction with the events report returns for the payment as it
+	// then stands. It returns that payment, and done false (and records
+	// nothing) when r was not pending, completed already by another caller.
+	CompleteRefund(ctx context.Context, r Refund, at time.Time, report func(p *Payment) []Event) (p *Payment, done bool, err error)
 }

@@ -23,6 +23,11 @@ type Service struct {
 	Now func() time.Time
 	// NewID returns a fresh identifier; tests may replace it.
 	NewID func() string
+	// RefundFailed, when set, hears of each refund the provider did not
+	// confirm when asked (r.ID is empty when the payment's pending refunds
+	// could not even be read). The refund stays pending and is asked again
+	// (ResumeRefunds); operators may want to know meanwhile.
+	RefundFailed func(ctx context.Context, r Refund, err error)
 }
 
 // NewService returns a Service storing payments in repo and charging them
@@ -212,10 +217,15 @@ func (s *Service) Payment(ctx context.Context, id string) (*Payment, error) {
 }
 
 // Refund returns money of a captured payment: req.Amount, or all that is
-// left when nil, and reports it (EventRefunded). Refunds never add up to more than the charge, even when
-// they race. With an idempotency key, a repeat refunds nothing more and
-// returns the payment as it stands; the same key with another amount fails
-// with ErrIdempotencyKeyReused.
+// left when nil. Refunds never add up to more than the charge, even when
+// they race. The refund is recorded pending, then the provider is asked to
+// return the money, and once it has the refund is done and reported
+// (EventRefunded). A provider that fails leaves it pending, in the payment's
+// RefundPending, and it is asked again (ResumeRefunds, or a repeat): the
+// refund is decided, so Refund still returns the payment. With an
+// idempotency key, a repeat refunds nothing more and returns the payment as
+// it stands; the same key with another amount fails with
+// ErrIdempotencyKeyReused.
 func (s *Service) Refund(ctx context.Context, req RefundRequest) (*Payment, error) {
 	if req.Amount != nil {
 		if err := req.Amount.validatePositive("amount"); err != nil {
@@ -233,11 +243,16 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (*Payment, erro
 		}
 		return s.refund(p, req.Amount, req.requestedUnits(), req.IdempotencyKey)
 	}
-	return s.refundRetrying(ctx, req.PaymentID, req.IdempotencyKey, apply)
+	p, err := s.refundRetrying(ctx, req.PaymentID, req.IdempotencyKey, apply)
+	if err != nil {
+		return nil, err
+	}
+	return s.settle(ctx, p), nil
 }
 
 // refund applies a refund of amount (all that remains when nil) to p and
-// returns the refund to record with its event.
+// returns the refund to record, pending. Its event waits for the provider
+// (completeRefund).
 func (s *Service) refund(p *Payment, amount *Money, requested int64, key string) (*Refund, []Event, error) {
 	now := s.Now()
 	units, err := p.applyRefund(amount, now)
@@ -250,9 +265,112 @@ func (s *Service) refund(p *Payment, amount *Money, requested int64, key string)
 		Units:          units,
 		RequestedUnits: requested,
 		IdempotencyKey: key,
+		Status:         RefundPending,
 		CreateTime:     now,
 	}
-	return r, []Event{refundedEvent(p, r)}, nil
+	return r, nil, nil
+}
+
+// settleBatch bounds the pending refunds of one payment settle asks for
+// in one call; more than a few means the provider is failing, and the
+// rest wait for ResumeRefunds.
+const settleBatch = 20
+
+// settle asks the provider to return p's pending refunds and records those
+// it confirms. A refund the provider does not confirm stays pending, to be
+// asked again (ResumeRefunds): settle reports it to RefundFailed and returns
+// the payment as it stands, its RefundPending saying what is unconfirmed.
+// A refund is decided once recorded, so no error goes back to the caller,
+// who might take it for "nothing happened" and refund again.
+func (s *Service) settle(ctx context.Context, p *Payment) *Payment {
+	if p.PendingRefundUnits == 0 {
+		return p
+	}
+	pending, err := s.repo.PendingRefunds(ctx, p.ID, time.Time{}, settleBatch)
+	if err != nil {
+		s.refundFailed(ctx, Refund{PaymentID: p.ID, Status: RefundPending}, err)
+		return p
+	}
+	for _, r := range pending {
+		q, err := s.completeRefund(ctx, p, r)
+		if err != nil {
+			s.refundFailed(ctx, r, err)
+			continue
+		}
+		p = q
+	}
+	return p
+}
+
+// completeRefund asks the provider to return pending refund r of p and,
+// once it has, records r done with its event. It returns the payment as
+// it then stands.
+func (s *Service) completeRefund(ctx context.Context, p *Payment, r Refund) (*Payment, error) {
+	err := s.provider.Refund(ctx, ProviderRefund{
+		IdempotencyKey: r.ID,
+		ChargeKey:      p.IdempotencyKey,
+		Amount:         Money{Currency: p.Amount.Currency, Units: r.Units},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refund %s at the provider: %w", r.ID, err)
+	}
+	// The money went back: record it even if the caller went away
+	// meanwhile (else the provider is asked again, harmlessly, later).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	q, _, err := s.repo.CompleteRefund(ctx, r, s.Now(), func(p *Payment) []Event {
+		return []Event{refundedEvent(p, &r)}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record refund %s done: %w", r.ID, err)
+	}
+	return q, nil
+}
+
+// refundFailed passes a refund the provider did not confirm to RefundFailed.
+func (s *Service) refundFailed(ctx context.Context, r Refund, err error) {
+	if s.RefundFailed != nil {
+		s.RefundFailed(ctx, r, err)
+	}
+}
+
+// ResumeRefunds asks the provider again for up to limit refunds pending
+// for at least olderThan, oldest first: those it failed to confirm, and
+// those left by a process that stopped between recording a refund and the
+// provider's answer. It returns how many it completed. Each provider call
+// is bounded by recordTimeout, so one that hangs does not stall the rest;
+// a refund the provider fails again is reported to RefundFailed and left
+// for the next call. The provider returns a refund once however often it
+// is asked, so replicas resuming at once do no harm.
+func (s *Service) ResumeRefunds(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	pending, err := s.repo.PendingRefunds(ctx, "", s.Now().Add(-olderThan), limit)
+	if err != nil {
+		return 0, fmt.Errorf("resume refunds: %w", err)
+	}
+	completed := 0
+	for _, r := range pending {
+		if err := s.resume(ctx, r); err != nil {
+			if ctx.Err() != nil {
+				return completed, ctx.Err()
+			}
+			s.refundFailed(ctx, r, err)
+			continue
+		}
+		completed++
+	}
+	return completed, nil
+}
+
+// resume completes one pending refund, its provider call bounded.
+func (s *Service) resume(ctx context.Context, r Refund) error {
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	p, err := s.repo.ByID(ctx, r.PaymentID)
+	if err != nil {
+		return fmt.Errorf("read payment %s: %w", r.PaymentID, err)
+	}
+	_, err = s.completeRefund(ctx, p, r)
+	return err
 }
 
 // refundRetrying runs repo.Refund, deciding again when it lost a race.
@@ -276,9 +394,11 @@ func (s *Service) refundRetrying(ctx context.Context, id, key string, apply func
 // CancelCharge undoes the charge made with idempotency key, whatever
 // happened to it, for a caller (a saga compensating) that may not know:
 //
-//   - captured, partly refunded: the rest is refunded (EventRefunded) and
-//     the payment returned;
-//   - already refunded or declined: nothing to do; the payment is returned;
+//   - captured, partly refunded: the rest is refunded as Refund does (and
+//     reported, EventRefunded, once the provider returned it) and the
+//     payment returned;
+//   - already refunded or declined: nothing to do but ask the provider
+//     again for refunds still pending; the payment is returned;
 //   - no payment recorded: the key is recorded as cancelled, so a later
 //     Charge with it fails with ErrChargeCancelled, and the provider voids
 //     it, which undoes a capture whose payment could not be recorded (the
@@ -300,7 +420,11 @@ func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error
 		p, err := s.repo.ByIdempotencyKey(ctx, key)
 		switch {
 		case err == nil:
-			return s.refundRetrying(ctx, p.ID, "", apply)
+			p, err := s.refundRetrying(ctx, p.ID, "", apply)
+			if err != nil {
+				return nil, err
+			}
+			return s.settle(ctx, p), nil
 		case !errors.Is(err, ErrNotFound):
 			return nil, err
 		}

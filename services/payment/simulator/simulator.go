@@ -50,3 +50,9 @@ func (Provider) Charge(ctx context.Context, c domain.ProviderCharge) (domain.Pro
 func (Provider) Void(ctx context.Context, _ string) error {
 	return ctx.Err()
 }
+
+// Refund has nothing to return: the simulator moves no money, so every
+// refund is confirmed at once.
+func (Provider) Refund(ctx context.Context, _ domain.ProviderRefund) error {
+	return ctx.Err()
+}

@@ -41,4 +41,10 @@ func TestProviderHonoursContext(t *testing.T) {
 	if _, err := (simulator.Provider{}).Charge(ctx, domain.ProviderCharge{Token: simulator.TokenApprove}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Charge on a canceled context = %v, want context.Canceled", err)
 	}
+	if err := (simulator.Provider{}).Refund(ctx, domain.ProviderRefund{IdempotencyKey: "r"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Refund on a canceled context = %v, want context.Canceled", err)
+	}
+	if err := (simulator.Provider{}).Refund(t.Context(), domain.ProviderRefund{IdempotencyKey: "r"}); err != nil {
+		t.Fatalf("Refund = %v, want it confirmed", err)
+	}
 }

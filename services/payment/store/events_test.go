@@ -65,7 +65,7 @@ func TestEventsCommitWithTheirChange(t *testing.T) {
 			{name: "refund", do: func() error {
 				_, err := s.Refund(ctx, "p1", "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, []domain.Event, error) {
 					p.RefundedUnits, p.Status = 400, domain.StatusPartiallyRefunded
-					r := &domain.Refund{ID: "r1", PaymentID: "p1", Units: 400, CreateTime: t0}
+					r := &domain.Refund{ID: "r1", PaymentID: "p1", Units: 400, Status: domain.RefundDone, CreateTime: t0}
 					return r, []domain.Event{{Kind: domain.EventRefunded, Payment: *p, Amount: domain.Money{Currency: "EUR", Units: 400}}}, nil
 				})
 				return err
@@ -73,7 +73,7 @@ func TestEventsCommitWithTheirChange(t *testing.T) {
 			{name: "refund over the charge", do: func() error {
 				_, err := s.Refund(ctx, "p1", "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, []domain.Event, error) {
 					p.RefundedUnits = 2000
-					r := &domain.Refund{ID: "r2", PaymentID: "p1", Units: 1600, CreateTime: t0}
+					r := &domain.Refund{ID: "r2", PaymentID: "p1", Units: 1600, Status: domain.RefundDone, CreateTime: t0}
 					return r, []domain.Event{{Kind: domain.EventRefunded, Payment: *p}}, nil
 				})
 				return err

@@ -115,11 +115,12 @@ func (s *Store) lockKey(ctx context.Context, tx *sql.Tx, key string) error {
 }
 
 const paymentColumns = `id, idempotency_key, fingerprint, currency, amount_units, refunded_units,
-	status, decline_reason, reference, create_time, update_time, user_id`
+	status, decline_reason, reference, create_time, update_time, user_id, refund_pending_units`
 
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // Create implements domain.Repository.
@@ -134,9 +135,10 @@ func (s *Store) Create(ctx context.Context, p *domain.Payment, evs ...domain.Eve
 			return false, domain.ErrChargeCancelled
 		}
 		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			p.ID, p.IdempotencyKey, p.Fingerprint, p.Amount.Currency, p.Amount.Units, p.RefundedUnits,
-			string(p.Status), p.DeclineReason, p.Reference, micros(p.CreateTime), micros(p.UpdateTime), p.UserID)
+			string(p.Status), p.DeclineReason, p.Reference, micros(p.CreateTime), micros(p.UpdateTime), p.UserID,
+			p.PendingRefundUnits)
 		if sqldb.IsUniqueViolation(err) {
 			return false, domain.ErrDuplicate
 		}
@@ -205,7 +207,7 @@ func (s *Store) one(ctx context.Context, q querier, query string, args ...any) (
 	)
 	err := q.QueryRowContext(ctx, s.db.Rebind(query), args...).Scan(
 		&p.ID, &p.IdempotencyKey, &p.Fingerprint, &p.Amount.Currency, &p.Amount.Units, &p.RefundedUnits,
-		&status, &p.DeclineReason, &p.Reference, &createTime, &updateTime, &p.UserID)
+		&status, &p.DeclineReason, &p.Reference, &createTime, &updateTime, &p.UserID, &p.PendingRefundUnits)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, domain.ErrNotFound
 	}
@@ -218,19 +220,14 @@ func (s *Store) one(ctx context.Context, q querier, query string, args ...any) (
 }
 
 // Refund implements domain.Repository, appending apply's events with the
-// refund. The payment row is locked for the transaction (SELECT … FOR
-// UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE and so already
-// exclude other writers), and the update is a compare-and-set on
+// refund. The payment row is locked for the transaction (lockPayment),
+// and the update is a compare-and-set on
 // refunded_units besides: even without the lock, two racing refunds could
 // not both apply to the same prior state.
 func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*domain.Payment, *domain.Refund) (*domain.Refund, []domain.Event, error)) (*domain.Payment, error) {
 	var out *domain.Payment
 	err := s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
-		query := `SELECT ` + paymentColumns + ` FROM payments WHERE id = ?`
-		if s.db.Dialect == sqldb.Postgres {
-			query += ` FOR UPDATE`
-		}
-		p, err := s.one(ctx, tx, query, id)
+		p, err := s.lockPayment(ctx, tx, id)
 		if err != nil {
 			return false, err
 		}
@@ -250,8 +247,8 @@ func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*do
 			return false, nil
 		}
 		_, err = tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO refunds
-			(id, payment_id, units, requested_units, idempotency_key, create_time) VALUES (?, ?, ?, ?, ?, ?)`),
-			r.ID, r.PaymentID, r.Units, r.RequestedUnits, r.IdempotencyKey, micros(r.CreateTime))
+			(`+refundColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, r.PaymentID, r.Units, r.RequestedUnits, r.IdempotencyKey, micros(r.CreateTime), string(r.Status))
 		if sqldb.IsUniqueViolation(err) {
 			return false, domain.ErrDuplicate
 		}
@@ -259,9 +256,9 @@ func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*do
 			return false, fmt.Errorf("insert refund: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments
-			SET refunded_units = ?, status = ?, update_time = ?
+			SET refunded_units = ?, refund_pending_units = ?, status = ?, update_time = ?
 			WHERE id = ? AND refunded_units = ? AND ? <= amount_units`),
-			p.RefundedUnits, string(p.Status), micros(p.UpdateTime), p.ID, before, p.RefundedUnits)
+			p.RefundedUnits, p.PendingRefundUnits, string(p.Status), micros(p.UpdateTime), p.ID, before, p.RefundedUnits)
 		if err != nil {
 			return false, fmt.Errorf("update payment: %w", err)
 		}
@@ -282,32 +279,100 @@ func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*do
 	return out, nil
 }
 
+// lockPayment reads payment id for a transaction that changes it, locking
+// its row (SELECT … FOR UPDATE on PostgreSQL; SQLite transactions begin
+// IMMEDIATE and so already exclude other writers).
+func (s *Store) lockPayment(ctx context.Context, tx *sql.Tx, id string) (*domain.Payment, error) {
+	query := `SELECT ` + paymentColumns + ` FROM payments WHERE id = ?`
+	if s.db.Dialect == sqldb.Postgres {
+		query += ` FOR UPDATE`
+	}
+	return s.one(ctx, tx, query, id)
+}
+
+const refundColumns = `id, payment_id, units, requested_units, idempotency_key, create_time, status`
+
 // refundByKey returns the refund of payment id recorded under key, or nil.
 func (s *Store) refundByKey(ctx context.Context, tx *sql.Tx, id, key string) (*domain.Refund, error) {
-	var (
-		r          domain.Refund
-		createTime int64
-	)
-	err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT id, payment_id, units, requested_units, idempotency_key, create_time
-		FROM refunds WHERE payment_id = ? AND idempotency_key = ?`), id, key).Scan(
-		&r.ID, &r.PaymentID, &r.Units, &r.RequestedUnits, &r.IdempotencyKey, &createTime)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+	rs, err := s.refunds(ctx, tx, `SELECT `+refundColumns+` FROM refunds WHERE payment_id = ? AND idempotency_key = ?`, id, key)
+	if err != nil || len(rs) == 0 {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read refund: %w", err)
-	}
-	r.CreateTime = fromMicros(createTime)
-	return &r, nil
+	return &rs[0], nil
 }
 
 // Refunds returns the refunds of payment id, oldest first. The domain does
 // not need it; it lets tests and operators audit refunds against the total.
 func (s *Store) Refunds(ctx context.Context, id string) ([]domain.Refund, error) {
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT id, payment_id, units, requested_units, idempotency_key, create_time
-		FROM refunds WHERE payment_id = ? ORDER BY create_time, id`), id)
+	return s.refunds(ctx, s.db, `SELECT `+refundColumns+` FROM refunds WHERE payment_id = ? ORDER BY create_time, id`, id)
+}
+
+// PendingRefunds implements domain.Repository.
+func (s *Store) PendingRefunds(ctx context.Context, paymentID string, before time.Time, limit int) ([]domain.Refund, error) {
+	query := `SELECT ` + refundColumns + ` FROM refunds WHERE status = ?`
+	args := []any{string(domain.RefundPending)}
+	if paymentID != "" {
+		query += ` AND payment_id = ?`
+		args = append(args, paymentID)
+	}
+	if !before.IsZero() {
+		query += ` AND create_time <= ?`
+		args = append(args, micros(before))
+	}
+	query += ` ORDER BY create_time, id LIMIT ?`
+	return s.refunds(ctx, s.db, query, append(args, limit)...)
+}
+
+// CompleteRefund implements domain.Repository. The refund's status moves
+// from PENDING only once: a second completion (another replica, or a
+// repeat, asked the provider too) changes nothing and reports no event.
+func (s *Store) CompleteRefund(ctx context.Context, r domain.Refund, at time.Time, report func(*domain.Payment) []domain.Event) (*domain.Payment, bool, error) {
+	var (
+		out  *domain.Payment
+		done bool
+	)
+	err := s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
+		p, err := s.lockPayment(ctx, tx, r.PaymentID)
+		if err != nil {
+			return false, err
+		}
+		out = p
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE refunds SET status = ? WHERE id = ? AND status = ?`),
+			string(domain.RefundDone), r.ID, string(domain.RefundPending))
+		if err != nil {
+			return false, fmt.Errorf("complete refund: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return false, fmt.Errorf("complete refund: %w", err)
+		} else if n == 0 {
+			return false, nil
+		}
+		p.PendingRefundUnits -= r.Units
+		if at.After(p.UpdateTime) {
+			p.UpdateTime = at
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET refund_pending_units = ?, update_time = ? WHERE id = ?`),
+			p.PendingRefundUnits, micros(p.UpdateTime), p.ID); err != nil {
+			return false, fmt.Errorf("complete refund: update payment: %w", err)
+		}
+		evs := report(p)
+		if err := s.appendEvents(ctx, tx, evs); err != nil {
+			return false, err
+		}
+		done = true
+		return len(evs) > 0, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("list refunds: %w", err)
+		return nil, false, err
+	}
+	return out, done, nil
+}
+
+// refunds runs query, which selects refundColumns, over q.
+func (s *Store) refunds(ctx context.Context, q querier, query string, args ...any) ([]domain.Refund, error) {
+	rows, err := q.QueryContext(ctx, s.db.Rebind(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read refunds: %w", err)
 	}
 	defer rows.Close()
 	var out []domain.Refund
@@ -315,15 +380,16 @@ func (s *Store) Refunds(ctx context.Context, id string) ([]domain.Refund, error)
 		var (
 			r          domain.Refund
 			createTime int64
+			status     string
 		)
-		if err := rows.Scan(&r.ID, &r.PaymentID, &r.Units, &r.RequestedUnits, &r.IdempotencyKey, &createTime); err != nil {
-			return nil, fmt.Errorf("list refunds: %w", err)
+		if err := rows.Scan(&r.ID, &r.PaymentID, &r.Units, &r.RequestedUnits, &r.IdempotencyKey, &createTime, &status); err != nil {
+			return nil, fmt.Errorf("read refunds: %w", err)
 		}
-		r.CreateTime = fromMicros(createTime)
+		r.CreateTime, r.Status = fromMicros(createTime), domain.RefundStatus(status)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list refunds: %w", err)
+		return nil, fmt.Errorf("read refunds: %w", err)
 	}
 	return out, nil
 }

@@ -219,7 +219,7 @@ func TestRefundCheckConstraint(t *testing.T) {
 		}
 		_, err := s.Refund(ctx, "p1", "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, []domain.Event, error) {
 			p.RefundedUnits = 150
-			return &domain.Refund{ID: "r1", PaymentID: "p1", Units: 150, CreateTime: t0}, nil, nil
+			return &domain.Refund{ID: "r1", PaymentID: "p1", Units: 150, Status: domain.RefundPending, CreateTime: t0}, nil, nil
 		})
 		if err == nil {
 			t.Fatal("over-refund was stored")
@@ -227,6 +227,94 @@ func TestRefundCheckConstraint(t *testing.T) {
 		p, _ := s.ByID(ctx, "p1")
 		if refunds, _ := s.Refunds(ctx, "p1"); p.RefundedUnits != 0 || len(refunds) != 0 {
 			t.Fatalf("a failed refund left traces: refunded %d, %d refunds", p.RefundedUnits, len(refunds))
+		}
+	})
+}
+
+// TestPendingRefunds: refunds are recorded pending, listed oldest first by
+// payment or by age, and completed once: the completion moves them out of
+// the payment's pending amount with their event, a second one changes
+// nothing.
+func TestPendingRefunds(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		for _, p := range []*domain.Payment{payment("p1", "k1", 1000, domain.StatusCaptured), payment("p2", "k2", 1000, domain.StatusCaptured)} {
+			if err := s.Create(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		refund := func(id, paymentID string, units int64, at time.Time) domain.Refund {
+			t.Helper()
+			r := domain.Refund{ID: id, PaymentID: paymentID, Units: units, Status: domain.RefundPending, CreateTime: at}
+			if _, err := s.Refund(ctx, paymentID, "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, []domain.Event, error) {
+				p.RefundedUnits += units
+				p.PendingRefundUnits += units
+				p.Status = domain.StatusPartiallyRefunded
+				return &r, nil, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		r1 := refund("r1", "p1", 400, t0)
+		r2 := refund("r2", "p1", 100, t0.Add(2*time.Second))
+		refund("r3", "p2", 50, t0.Add(time.Second))
+		ids := func(rs []domain.Refund, err error) string {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := ""
+			for _, r := range rs {
+				out += r.ID + " "
+			}
+			return out
+		}
+		tests := []struct {
+			name      string
+			paymentID string
+			before    time.Time
+			limit     int
+			want      string
+		}{
+			{"of a payment", "p1", time.Time{}, 10, "r1 r2 "},
+			{"of every payment", "", time.Time{}, 10, "r1 r3 r2 "},
+			{"old enough", "", t0.Add(time.Second), 10, "r1 r3 "},
+			{"limited", "", time.Time{}, 1, "r1 "},
+			{"of a payment, old enough", "p1", t0.Add(time.Second), 10, "r1 "},
+		}
+		for _, tt := range tests {
+			if got := ids(s.PendingRefunds(ctx, tt.paymentID, tt.before, tt.limit)); got != tt.want {
+				t.Errorf("%s: pending %q, want %q", tt.name, got, tt.want)
+			}
+		}
+		if p, _ := s.ByID(ctx, "p1"); p.PendingRefundUnits != 500 || p.RefundedUnits != 500 {
+			t.Fatalf("payment %+v, want 500 refunded, all pending", p)
+		}
+
+		report := func(p *domain.Payment) []domain.Event {
+			return []domain.Event{{Kind: domain.EventRefunded, Payment: *p, Amount: domain.Money{Currency: "EUR", Units: r1.Units}}}
+		}
+		later := t0.Add(time.Minute)
+		p, done, err := s.CompleteRefund(ctx, r1, later, report)
+		if err != nil || !done || p.PendingRefundUnits != 100 || !p.UpdateTime.Equal(later) {
+			t.Fatalf("CompleteRefund = %+v, %v, %v; want done, 100 pending, updated", p, done, err)
+		}
+		if p, done, err := s.CompleteRefund(ctx, r1, later, report); err != nil || done || p.PendingRefundUnits != 100 {
+			t.Fatalf("CompleteRefund again = %+v, %v, %v; want not done, 100 pending", p, done, err)
+		}
+		if rows := outbox(t, s); len(rows) != 1 || rows[0].subject != "payment.refunded" {
+			t.Fatalf("outbox %+v, want the one refunded event", rows)
+		}
+		if stored, _ := s.ByID(ctx, "p1"); stored.PendingRefundUnits != 100 || stored.RefundedUnits != 500 {
+			t.Fatalf("stored payment %+v, want 500 refunded, 100 pending", stored)
+		}
+		if got := ids(s.PendingRefunds(ctx, "", time.Time{}, 10)); got != "r3 r2 " {
+			t.Fatalf("pending after completing r1 %q, want r3 r2", got)
+		}
+		refunds, err := s.Refunds(ctx, "p1")
+		if err != nil || len(refunds) != 2 || refunds[0].Status != domain.RefundDone || refunds[1] != r2 {
+			t.Fatalf("refunds of p1 %+v, %v; want r1 done, r2 pending as recorded", refunds, err)
 		}
 	})
 }

@@ -35,6 +35,7 @@ func Payment(p *domain.Payment) *paymentv1.Payment {
 		CreateTime:     timestamppb.New(p.CreateTime),
 		UpdateTime:     timestamppb.New(p.UpdateTime),
 		UserId:         p.UserID,
+		RefundPending:  Money(p.RefundPending()),
 	}
 }
 

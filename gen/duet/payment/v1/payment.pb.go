@@ -97,7 +97,8 @@ type Payment struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The amount charged.
 	Amount *v1.Money `protobuf:"bytes,2,opt,name=amount,proto3" json:"amount,omitempty"`
-	// The amount refunded so far, in the same currency.
+	// The amount refunded so far, in the same currency, counting refunds the
+	// provider has yet to confirm (refund_pending).
 	Refunded *v1.Money `protobuf:"bytes,3,opt,name=refunded,proto3" json:"refunded,omitempty"`
 	// Where the payment stands.
 	Status PaymentStatus `protobuf:"varint,4,opt,name=status,proto3,enum=duet.payment.v1.PaymentStatus" json:"status,omitempty"`
@@ -112,7 +113,11 @@ type Payment struct {
 	// When the payment last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// The customer charged, as the caller said; empty when not given.
-	UserId        string `protobuf:"bytes,10,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,10,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Of refunded, what the provider has not yet confirmed returning: the
+	// service asks it again until it does, and the payment.refunded event of
+	// each refund comes once it has. Zero when every refund is done.
+	RefundPending *v1.Money `protobuf:"bytes,11,opt,name=refund_pending,json=refundPending,proto3" json:"refund_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -215,6 +220,13 @@ func (x *Payment) GetUserId() string {
 		return x.UserId
 	}
 	return ""
+}
+
+func (x *Payment) GetRefundPending() *v1.Money {
+	if x != nil {
+		return x.RefundPending
+	}
+	return nil
 }
 
 // ChargeRequest asks the provider to capture an amount.
@@ -646,7 +658,7 @@ var File_duet_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
-	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x18duet/type/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xba\x03\n" +
+	"\x1dduet/payment/v1/payment.proto\x12\x0fduet.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18duet/type/v1/money.proto\x1a\x18duet/type/v1/rules.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xfb\x03\n" +
 	"\aPayment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x06amount\x18\x02 \x01(\v2\x13.duet.type.v1.MoneyR\x06amount\x12/\n" +
@@ -660,7 +672,8 @@ const file_duet_payment_v1_payment_proto_rawDesc = "" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x12\x17\n" +
 	"\auser_id\x18\n" +
-	" \x01(\tR\x06userId\"\x8d\x02\n" +
+	" \x01(\tR\x06userId\x12?\n" +
+	"\x0erefund_pending\x18\v \x01(\v2\x13.duet.type.v1.MoneyB\x03\xe0A\x03R\rrefundPending\"\x8d\x02\n" +
 	"\rChargeRequest\x123\n" +
 	"\x06amount\x18\x01 \x01(\v2\x13.duet.type.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x06amount\x12>\n" +
 	"\x14payment_method_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8H\x01\x10\x01\x18@R\x12paymentMethodToken\x126\n" +
@@ -733,25 +746,26 @@ var file_duet_payment_v1_payment_proto_depIdxs = []int32{
 	0,  // 2: duet.payment.v1.Payment.status:type_name -> duet.payment.v1.PaymentStatus
 	11, // 3: duet.payment.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
 	11, // 4: duet.payment.v1.Payment.update_time:type_name -> google.protobuf.Timestamp
-	10, // 5: duet.payment.v1.ChargeRequest.amount:type_name -> duet.type.v1.Money
-	1,  // 6: duet.payment.v1.ChargeResponse.payment:type_name -> duet.payment.v1.Payment
-	1,  // 7: duet.payment.v1.GetPaymentResponse.payment:type_name -> duet.payment.v1.Payment
-	1,  // 8: duet.payment.v1.CancelChargeResponse.payment:type_name -> duet.payment.v1.Payment
-	10, // 9: duet.payment.v1.RefundRequest.amount:type_name -> duet.type.v1.Money
-	1,  // 10: duet.payment.v1.RefundResponse.payment:type_name -> duet.payment.v1.Payment
-	2,  // 11: duet.payment.v1.PaymentService.Charge:input_type -> duet.payment.v1.ChargeRequest
-	4,  // 12: duet.payment.v1.PaymentService.GetPayment:input_type -> duet.payment.v1.GetPaymentRequest
-	6,  // 13: duet.payment.v1.PaymentService.CancelCharge:input_type -> duet.payment.v1.CancelChargeRequest
-	8,  // 14: duet.payment.v1.PaymentService.Refund:input_type -> duet.payment.v1.RefundRequest
-	3,  // 15: duet.payment.v1.PaymentService.Charge:output_type -> duet.payment.v1.ChargeResponse
-	5,  // 16: duet.payment.v1.PaymentService.GetPayment:output_type -> duet.payment.v1.GetPaymentResponse
-	7,  // 17: duet.payment.v1.PaymentService.CancelCharge:output_type -> duet.payment.v1.CancelChargeResponse
-	9,  // 18: duet.payment.v1.PaymentService.Refund:output_type -> duet.payment.v1.RefundResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 5: duet.payment.v1.Payment.refund_pending:type_name -> duet.type.v1.Money
+	10, // 6: duet.payment.v1.ChargeRequest.amount:type_name -> duet.type.v1.Money
+	1,  // 7: duet.payment.v1.ChargeResponse.payment:type_name -> duet.payment.v1.Payment
+	1,  // 8: duet.payment.v1.GetPaymentResponse.payment:type_name -> duet.payment.v1.Payment
+	1,  // 9: duet.payment.v1.CancelChargeResponse.payment:type_name -> duet.payment.v1.Payment
+	10, // 10: duet.payment.v1.RefundRequest.amount:type_name -> duet.type.v1.Money
+	1,  // 11: duet.payment.v1.RefundResponse.payment:type_name -> duet.payment.v1.Payment
+	2,  // 12: duet.payment.v1.PaymentService.Charge:input_type -> duet.payment.v1.ChargeRequest
+	4,  // 13: duet.payment.v1.PaymentService.GetPayment:input_type -> duet.payment.v1.GetPaymentRequest
+	6,  // 14: duet.payment.v1.PaymentService.CancelCharge:input_type -> duet.payment.v1.CancelChargeRequest
+	8,  // 15: duet.payment.v1.PaymentService.Refund:input_type -> duet.payment.v1.RefundRequest
+	3,  // 16: duet.payment.v1.PaymentService.Charge:output_type -> duet.payment.v1.ChargeResponse
+	5,  // 17: duet.payment.v1.PaymentService.GetPayment:output_type -> duet.payment.v1.GetPaymentResponse
+	7,  // 18: duet.payment.v1.PaymentService.CancelCharge:output_type -> duet.payment.v1.CancelChargeResponse
+	9,  // 19: duet.payment.v1.PaymentService.Refund:output_type -> duet.payment.v1.RefundResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_duet_payment_v1_payment_proto_init() }

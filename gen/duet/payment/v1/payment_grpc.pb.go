@@ -72,7 +72,10 @@ type PaymentServiceClient interface {
 	CancelCharge(ctx context.Context, in *CancelChargeRequest, opts ...grpc.CallOption) (*CancelChargeResponse, error)
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
-	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE).
+	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE). A refund is
+	// decided once recorded: when the provider does not confirm it at once,
+	// the payment comes back with it in refund_pending, and the service asks
+	// the provider again until it does.
 	Refund(ctx context.Context, in *RefundRequest, opts ...grpc.CallOption) (*RefundResponse, error)
 }
 
@@ -168,7 +171,10 @@ type PaymentServiceServer interface {
 	CancelCharge(context.Context, *CancelChargeRequest) (*CancelChargeResponse, error)
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
-	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE).
+	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE). A refund is
+	// decided once recorded: when the provider does not confirm it at once,
+	// the payment comes back with it in refund_pending, and the service asks
+	// the provider again until it does.
 	Refund(context.Context, *RefundRequest) (*RefundResponse, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
