@@ -752,7 +752,11 @@ type failingReads struct {
 	err error
 }
 
+// Unacked fails when fail is set as the read ends: a read that began
+// before the test set it could otherwise return what the test stored
+// after, as if the database had answered once it was away.
 func (f *failingReads) Unacked(ctx context.Context, userID string, limit int) ([]domain.Notification, error) {
+	ns, err := f.Repository.Unacked(ctx, userID, limit)
 	if f.fail.Load() {
 		f.failures.Add(1)
 		if f.err != nil {
@@ -760,7 +764,7 @@ func (f *failingReads) Unacked(ctx context.Context, userID string, limit int) ([
 		}
 		return nil, fmt.Errorf("database unreachable: %w", driver.ErrBadConn)
 	}
-	return f.Repository.Unacked(ctx, userID, limit)
+	return ns, err
 }
 
 // warnings counts the WARN records a handler logs.
