@@ -416,6 +416,7 @@ type charge struct {
 	id, status  string
 	amount      int64
 	refunded    int64
+	pending     int64 // of refunded, what the provider has not confirmed
 	reference   string
 	userID      string
 	idempotency string
@@ -436,7 +437,7 @@ func (st *stack) paymentKey(t *testing.T, orderID string) string {
 func (st *stack) charges(t *testing.T, orderID string) []charge {
 	t.Helper()
 	rows, err := st.paymentsDB.QueryContext(t.Context(), st.paymentsDB.Rebind(`SELECT id, status, amount_units,
-		refunded_units, reference, user_id, idempotency_key FROM payments WHERE idempotency_key = ?`), st.paymentKey(t, orderID))
+		refunded_units, refund_pending_units, reference, user_id, idempotency_key FROM payments WHERE idempotency_key = ?`), st.paymentKey(t, orderID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +445,7 @@ func (st *stack) charges(t *testing.T, orderID string) []charge {
 	var out []charge
 	for rows.Next() {
 		var c charge
-		if err := rows.Scan(&c.id, &c.status, &c.amount, &c.refunded, &c.reference, &c.userID, &c.idempotency); err != nil {
+		if err := rows.Scan(&c.id, &c.status, &c.amount, &c.refunded, &c.pending, &c.reference, &c.userID, &c.idempotency); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, c)
@@ -466,13 +467,14 @@ func (st *stack) paymentCount(t *testing.T) int {
 }
 
 // captured counts the money held under an order's payment key: the
-// captured amount not refunded.
+// captured amount not refunded, or refunded and not yet returned by the
+// provider.
 func (st *stack) captured(t *testing.T, orderID string) int64 {
 	t.Helper()
 	var held int64
 	for _, c := range st.charges(t, orderID) {
 		if c.status != "DECLINED" {
-			held += c.amount - c.refunded
+			held += c.amount - c.refunded + c.pending
 		}
 	}
 	return held

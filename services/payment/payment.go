@@ -5,9 +5,12 @@
 // grpchandler, the proto conversions in wire, the default provider in
 // simulator.
 //
-// Every change to a payment is reported as an event (payment.captured,
-// payment.declined, payment.refunded), appended to the outbox in the
-// change's own transaction and published by a relay to Config.Bus.
+// Every charge is reported as an event (payment.captured,
+// payment.declined), and every refund once the provider confirmed it
+// (payment.refunded), appended to the outbox in the transaction that
+// records it and published by a relay to Config.Bus. A refund is recorded
+// pending before the provider is asked; the service asks again for those
+// it has not confirmed (Config.RefundRetryInterval) until it does.
 package payment
 
 import (
@@ -50,15 +53,19 @@ type Config struct {
 	// go to the outbox, and a relay started later (with a Bus) publishes
 	// them, so none is lost.
 	Bus *events.Bus
-	// RefundRetryInterval is how often the service asks the provider again
-	// for refunds it has not confirmed (pending at least that long): at
-	// Open, for those an earlier process left, and then on every tick.
-	// Zero means DefaultRefundRetryInterval.
+	// RefundRetryInterval is how often the service looks for refunds the
+	// provider has not confirmed that are due to be asked again (at Open,
+	// for those an earlier process left, and then on every tick), and how
+	// long a new refund waits before it is first due: the wait then
+	// doubles with each attempt, up to domain.MaxRefundRetry. Zero means
+	// domain.DefaultRefundRetry.
 	RefundRetryInterval time.Duration
 }
 
-// DefaultRefundRetryInterval is Config.RefundRetryInterval's default.
-const DefaultRefundRetryInterval = 30 * time.Second
+// refundAlarm is how long a refund may stay pending before its failures
+// are logged as errors: real providers keep a refund's idempotency key for
+// about a day, and an operator should look well before then.
+const refundAlarm = time.Hour
 
 // refundRetryBatch bounds the refunds one retry asks for; the rest wait
 // for the next tick.
@@ -93,21 +100,28 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	svc := domain.NewService(st, provider)
+	svc.RefundRetry = cfg.RefundRetryInterval
 	svc.RefundFailed = func(ctx context.Context, r domain.Refund, err error) {
-		log.WarnContext(ctx, "refund not confirmed by the provider; it stays pending and is asked again",
-			"payment_id", r.PaymentID, "refund_id", r.ID, "error", err)
+		level := slog.LevelWarn
+		if !r.CreateTime.IsZero() && svc.Now().Sub(r.CreateTime) > refundAlarm {
+			level = slog.LevelError
+		}
+		log.Log(ctx, level, "refund not confirmed by the provider; it stays pending and is asked again",
+			"payment_id", r.PaymentID, "refund_id", r.ID, "attempts", r.Attempts, "pending_since", r.CreateTime, "error", err)
 	}
 	s := &Service{store: st, handler: grpchandler.New(svc, log)}
-	interval := cfg.RefundRetryInterval
-	if interval <= 0 {
-		interval = DefaultRefundRetryInterval
-	}
-	s.stopRetries = retryRefunds(ctx, svc, interval, log)
 	if cfg.Bus != nil {
 		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger, Name: "payment"})
 		st.OnAppend(relay.Notify)
 		s.stopRelay = relay.Start(ctx)
 	}
+	// Last: completing a refund appends its event, so the store's
+	// OnAppend hook must be in place first.
+	interval := cfg.RefundRetryInterval
+	if interval <= 0 {
+		interval = domain.DefaultRefundRetry
+	}
+	s.stopRetries = retryRefunds(ctx, svc, interval, log)
 	return s, nil
 }
 
@@ -127,18 +141,19 @@ func (s *Service) Close() error {
 	return errors.Join(relayErr, s.store.Close())
 }
 
-// retryRefunds asks the provider again, at once and then every interval,
-// for the refunds pending at least interval, until ctx ends or the returned
-// stop is called (which waits for it to return).
+// retryRefunds resumes the refunds that are due (domain.ResumeRefunds), at
+// once and then every interval, at once again while batches come full,
+// until the returned stop is called (which waits for it to return). It
+// outlives ctx's cancellation, as the relay does: only Close stops it.
 func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Duration, log *slog.Logger) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			n, err := svc.ResumeRefunds(ctx, interval, refundRetryBatch)
+			n, more, err := svc.ResumeRefunds(ctx, refundRetryBatch)
 			switch {
 			case ctx.Err() != nil:
 				return
@@ -146,6 +161,9 @@ func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Durati
 				log.WarnContext(ctx, "retrying pending refunds failed", "error", err)
 			case n > 0:
 				log.InfoContext(ctx, "pending refunds confirmed by the provider", "refunds", n)
+			}
+			if more && err == nil {
+				continue
 			}
 			select {
 			case <-ctx.Done():

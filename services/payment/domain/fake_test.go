@@ -2,6 +2,8 @@ package domain
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -128,17 +130,50 @@ func (r *memRepo) Refund(_ context.Context, id, key string, apply func(*Payment,
 	return &p, nil
 }
 
-func (r *memRepo) PendingRefunds(_ context.Context, paymentID string, before time.Time, limit int) ([]Refund, error) {
+func (r *memRepo) PendingRefunds(_ context.Context, paymentID string, limit int) ([]Refund, error) {
+	return r.pending(limit, func(rf Refund) bool { return rf.PaymentID == paymentID }, func(a, b Refund) int {
+		return a.CreateTime.Compare(b.CreateTime)
+	}), nil
+}
+
+func (r *memRepo) DueRefunds(_ context.Context, at time.Time, limit int) ([]Refund, error) {
+	return r.pending(limit, func(rf Refund) bool { return !rf.NextAttemptTime.After(at) }, func(a, b Refund) int {
+		return a.NextAttemptTime.Compare(b.NextAttemptTime)
+	}), nil
+}
+
+// pending returns up to limit pending refunds that keep says to, sorted by
+// order (then id), as the store does.
+func (r *memRepo) pending(limit int, keep func(Refund) bool, order func(a, b Refund) int) []Refund {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Refund
 	for _, rf := range r.refunds {
-		if rf.Status == RefundPending && (paymentID == "" || rf.PaymentID == paymentID) &&
-			(before.IsZero() || !rf.CreateTime.After(before)) && len(out) < limit {
+		if rf.Status == RefundPending && keep(rf) {
 			out = append(out, rf)
 		}
 	}
-	return out, nil
+	slices.SortStableFunc(out, func(a, b Refund) int {
+		if c := order(a, b); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out[:min(limit, len(out))]
+}
+
+func (r *memRepo) ClaimRefund(_ context.Context, rf Refund, next time.Time) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.refunds {
+		q := &r.refunds[i]
+		if q.ID == rf.ID && q.Status == RefundPending && q.NextAttemptTime.Equal(rf.NextAttemptTime) {
+			q.Attempts++
+			q.NextAttemptTime = next
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (r *memRepo) CompleteRefund(_ context.Context, rf Refund, at time.Time, report func(*Payment) []Event) (*Payment, bool, error) {

@@ -125,6 +125,11 @@ type Refund struct {
 	IdempotencyKey string
 	// Status is RefundPending until the provider confirms the refund.
 	Status RefundStatus
+	// Attempts counts the times ResumeRefunds asked the provider for it.
+	Attempts int
+	// NextAttemptTime is when ResumeRefunds may ask for it again, while
+	// pending.
+	NextAttemptTime time.Time
 	// CreateTime is when the refund was made.
 	CreateTime time.Time
 }

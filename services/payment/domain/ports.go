@@ -86,11 +86,18 @@ type Repository interface {
 	// refunded instead), and nil when key is already cancelled. It and
 	// Create exclude each other, so a key is either charged or cancelled.
 	CancelUncharged(ctx context.Context, key string, at time.Time) error
-	// PendingRefunds returns refunds still pending, oldest first, at most
-	// limit: those of payment paymentID, or of every payment when
-	// paymentID is empty, created at or before before (at any time when
-	// before is zero).
-	PendingRefunds(ctx context.Context, paymentID string, before time.Time, limit int) ([]Refund, error)
+	// PendingRefunds returns the refunds of payment paymentID still
+	// pending, oldest first, at most limit.
+	PendingRefunds(ctx context.Context, paymentID string, limit int) ([]Refund, error)
+	// DueRefunds returns pending refunds whose NextAttemptTime is at or
+	// before at, of every payment, in the order they fell due, at most
+	// limit.
+	DueRefunds(ctx context.Context, at time.Time, limit int) ([]Refund, error)
+	// ClaimRefund takes pending refund r for one attempt, as read: it
+	// counts the attempt and moves NextAttemptTime to next, provided r is
+	// still pending and its NextAttemptTime unchanged. It reports whether
+	// it did, so of several replicas resuming at once one asks the provider.
+	ClaimRefund(ctx context.Context, r Refund, next time.Time) (bool, error)
 	// CompleteRefund records that the provider returned pending refund r:
 	// r becomes RefundDone and leaves the payment's PendingRefundUnits, in
 	// one transaction with the events report returns for the payment as it

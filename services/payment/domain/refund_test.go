@@ -68,27 +68,51 @@ func TestRefundReachesProvider(t *testing.T) {
 	}
 }
 
+// clock is a settable Service.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Unix(1700000000, 0).UTC()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // TestRefundPendingWhileProviderFails: a refund the provider does not
 // confirm is still decided (no error, the amount counted), stays pending
-// with no event, and is completed by whatever asks again: ResumeRefunds, a
-// keyed repeat, or a CancelCharge of the payment.
+// with no event, and is completed by whatever asks again: ResumeRefunds
+// once it is due, a keyed repeat, or a CancelCharge of the payment.
 func TestRefundPendingWhileProviderFails(t *testing.T) {
 	tests := []struct {
 		name string
 		// again asks for the pending refund a second time.
-		again func(t *testing.T, svc *Service, p *Payment)
+		again func(t *testing.T, svc *Service, c *clock, p *Payment)
 	}{
-		{"resumed", func(t *testing.T, svc *Service, _ *Payment) {
-			if n, err := svc.ResumeRefunds(t.Context(), 0, 10); n != 1 || err != nil {
-				t.Fatalf("ResumeRefunds = %d, %v; want 1", n, err)
+		{"resumed", func(t *testing.T, svc *Service, c *clock, _ *Payment) {
+			if n, _, err := svc.ResumeRefunds(t.Context(), 10); n != 0 || err != nil {
+				t.Fatalf("ResumeRefunds before the refund is due = %d, %v; want 0", n, err)
+			}
+			c.advance(DefaultRefundRetry)
+			if n, more, err := svc.ResumeRefunds(t.Context(), 10); n != 1 || more || err != nil {
+				t.Fatalf("ResumeRefunds once due = %d, %v, %v; want 1, no more", n, more, err)
 			}
 		}},
-		{"keyed repeat", func(t *testing.T, svc *Service, p *Payment) {
+		{"keyed repeat", func(t *testing.T, svc *Service, _ *clock, p *Payment) {
 			if _, err := svc.Refund(t.Context(), RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 1000}, IdempotencyKey: "r"}); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"cancel charge", func(t *testing.T, svc *Service, _ *Payment) {
+		{"cancel charge", func(t *testing.T, svc *Service, _ *clock, _ *Payment) {
 			if _, err := svc.CancelCharge(t.Context(), "c"); err != nil {
 				t.Fatal(err)
 			}
@@ -100,6 +124,8 @@ func TestRefundPendingWhileProviderFails(t *testing.T) {
 			repo := newMemRepo()
 			prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable}}
 			svc := NewService(repo, prov)
+			c := newClock()
+			svc.Now = c.Now
 			var heard failures
 			svc.RefundFailed = heard.hear
 			p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
@@ -122,7 +148,7 @@ func TestRefundPendingWhileProviderFails(t *testing.T) {
 				t.Fatalf("refund beyond a pending one = %v, want ErrRefundExceedsCharge", err)
 			}
 
-			tt.again(t, svc, p)
+			tt.again(t, svc, c, p)
 			after, err := svc.Payment(ctx, p.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -136,46 +162,90 @@ func TestRefundPendingWhileProviderFails(t *testing.T) {
 			if asked := prov.refunds(); len(asked) != 1 || asked[0].ChargeKey != "c" {
 				t.Fatalf("provider refunded %+v, want the one refund", asked)
 			}
-			// Nothing is left to resume.
-			if n, err := svc.ResumeRefunds(ctx, 0, 10); n != 0 || err != nil {
+			// Nothing is left to resume, however late.
+			c.advance(24 * time.Hour)
+			if n, _, err := svc.ResumeRefunds(ctx, 10); n != 0 || err != nil {
 				t.Fatalf("ResumeRefunds after = %d, %v; want 0", n, err)
 			}
 		})
 	}
 }
 
-// TestResumeRefundsWaitsOlderThan: ResumeRefunds leaves refunds younger
-// than it is told, which the request that made them may still be settling.
-func TestResumeRefundsWaitsOlderThan(t *testing.T) {
-	ctx := t.Context()
-	repo := newMemRepo()
-	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable}}
-	svc := NewService(repo, prov)
-	now := time.Unix(1700000000, 0).UTC()
-	svc.Now = func() time.Time { return now }
-	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID}); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := svc.ResumeRefunds(ctx, time.Minute, 10); n != 0 || err != nil {
-		t.Fatalf("ResumeRefunds of a refund a second old = %d, %v; want 0", n, err)
-	}
-	now = now.Add(time.Minute)
-	if n, err := svc.ResumeRefunds(ctx, time.Minute, 10); n != 1 || err != nil {
-		t.Fatalf("ResumeRefunds a minute later = %d, %v; want 1", n, err)
-	}
-}
-
-// TestResumeRefundsKeepsGoing: a refund the provider fails again is
-// reported and left pending while the others complete.
-func TestResumeRefundsKeepsGoing(t *testing.T) {
+// TestResumeRefundsBacksOff: a refund the provider keeps refusing is
+// asked again later each time (RefundRetry, doubling, at most
+// MaxRefundRetry), and while it waits the refunds after it are asked.
+func TestResumeRefundsBacksOff(t *testing.T) {
 	ctx := t.Context()
 	repo := newMemRepo()
 	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable}}
 	svc := NewService(repo, prov)
+	c := newClock()
+	svc.Now = c.Now
+	svc.RefundRetry = time.Minute
+	var heard failures
+	svc.RefundFailed = heard.hear
+	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first refund's own settle fails; the second is recorded a
+	// second later and its settle asks for both: the first is refused
+	// again, the second confirmed.
+	if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 100}}); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(time.Second)
+	if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 200}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := svc.Payment(ctx, p.ID); got.PendingRefundUnits != 100 || got.RefundedUnits != 300 {
+		t.Fatalf("payment %+v, want 300 refunded, 100 pending", got)
+	}
+	first := repo.refundList()[0]
+	// Each step: how long to wait, whether the provider then refuses,
+	// and how many ResumeRefunds should complete.
+	steps := []struct {
+		wait     time.Duration
+		refuse   bool
+		complete int
+	}{
+		{58 * time.Second, false, 0},   // not due: due a minute after it was made
+		{time.Second, true, 0},         // due, refused: next after a minute
+		{59 * time.Second, false, 0},   // not due yet
+		{time.Second, true, 0},         // refused again: next after two minutes
+		{119 * time.Second, false, 0},  // not due yet
+		{time.Second, false, 1},        // confirmed
+		{MaxRefundRetry * 2, false, 0}, // nothing left
+	}
+	for i, st := range steps {
+		c.advance(st.wait)
+		if st.refuse {
+			prov.mu.Lock()
+			prov.refundErrs = []error{ErrProviderUnavailable}
+			prov.mu.Unlock()
+		}
+		if n, _, err := svc.ResumeRefunds(ctx, 10); n != st.complete || err != nil {
+			t.Fatalf("step %d: ResumeRefunds = %d, %v; want %d", i, n, err, st.complete)
+		}
+	}
+	if heard.count() != 4 || len(refundedEvents(repo)) != 2 {
+		t.Fatalf("heard %d failures, %d refunded events; want 4 and 2", heard.count(), len(refundedEvents(repo)))
+	}
+	if got := repo.refundList()[0]; got.ID != first.ID || got.Status != RefundDone || got.Attempts != 3 {
+		t.Fatalf("first refund %+v, want done after 3 attempts", got)
+	}
+}
+
+// TestResumeRefundsKeepsGoing: among due refunds, one the provider
+// refuses is reported and left while the next is completed.
+func TestResumeRefundsKeepsGoing(t *testing.T) {
+	ctx := t.Context()
+	repo := newMemRepo()
+	// The two refunds' own settles fail, then the first resumed one.
+	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable, ErrProviderUnavailable, ErrProviderUnavailable}}
+	svc := NewService(repo, prov)
+	c := newClock()
+	svc.Now = c.Now
 	var heard failures
 	svc.RefundFailed = heard.hear
 	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
@@ -186,23 +256,56 @@ func TestResumeRefundsKeepsGoing(t *testing.T) {
 		if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 100}}); err != nil {
 			t.Fatal(err)
 		}
+		c.advance(time.Second)
 	}
-	// The second refund's settle asked for both: the first was refused
-	// again, the second confirmed.
-	prov.mu.Lock()
-	prov.refundErrs = []error{ErrProviderUnavailable}
-	prov.mu.Unlock()
-	if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 100}}); err != nil {
+	if heard.count() != 3 { // the first settle asked for one, the second for both
+		t.Fatalf("heard %d failures before resuming, want 3", heard.count())
+	}
+	c.advance(DefaultRefundRetry)
+	if n, more, err := svc.ResumeRefunds(ctx, 10); n != 1 || more || err != nil {
+		t.Fatalf("ResumeRefunds = %d, %v, %v; want 1", n, more, err)
+	}
+	if got, _ := svc.Payment(ctx, p.ID); got.PendingRefundUnits != 100 || heard.count() != 4 || len(refundedEvents(repo)) != 1 {
+		t.Fatalf("payment %+v, heard %d, %d events; want 100 pending, 4 failures, 1 event", got, heard.count(), len(refundedEvents(repo)))
+	}
+	// A batch as large as its limit says there may be more.
+	c.advance(DefaultRefundRetry)
+	if n, more, err := svc.ResumeRefunds(ctx, 1); n != 1 || !more || err != nil {
+		t.Fatalf("ResumeRefunds(limit 1) = %d, %v, %v; want 1, more", n, more, err)
+	}
+}
+
+// hangingProvider answers refunds only when the call's context ends.
+type hangingProvider struct{ tokenProvider }
+
+func (hangingProvider) Refund(ctx context.Context, _ ProviderRefund) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestRefundAnswersWithinTheDeadline: a provider that hangs does not hold
+// the refund's answer past half the caller's deadline: the refund is
+// decided, so the caller gets the payment, its amount pending, rather than
+// a DEADLINE_EXCEEDED it would take for "nothing happened".
+func TestRefundAnswersWithinTheDeadline(t *testing.T) {
+	repo := newMemRepo()
+	svc := NewService(repo, hangingProvider{})
+	p, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ := svc.Payment(ctx, p.ID)
-	if got.PendingRefundUnits != 100 || got.RefundedUnits != 300 {
-		t.Fatalf("payment %+v, want 300 refunded, 100 pending", got)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	got, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID})
+	if err != nil || ctx.Err() != nil {
+		t.Fatalf("Refund = %v with the caller's context %v; want an answer before its deadline", err, ctx.Err())
 	}
-	if n, err := svc.ResumeRefunds(ctx, 0, 10); n != 1 || err != nil {
-		t.Fatalf("ResumeRefunds = %d, %v; want 1", n, err)
+	if got.PendingRefundUnits != 1000 {
+		t.Fatalf("payment %+v, want all of it pending", got)
 	}
-	if heard.count() != 3 || len(refundedEvents(repo)) != 3 {
-		t.Fatalf("heard %d failures, %d refunded events; want 3 and 3", heard.count(), len(refundedEvents(repo)))
+	ctx, cancel = context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if got, err := svc.CancelCharge(ctx, "c"); err != nil || ctx.Err() != nil || got.PendingRefundUnits != 1000 {
+		t.Fatalf("CancelCharge = %+v, %v with the caller's context %v; want the payment, pending, before the deadline", got, err, ctx.Err())
 	}
 }

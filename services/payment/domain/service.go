@@ -28,6 +28,11 @@ type Service struct {
 	// could not even be read). The refund stays pending and is asked again
 	// (ResumeRefunds); operators may want to know meanwhile.
 	RefundFailed func(ctx context.Context, r Refund, err error)
+	// RefundRetry is how long a new refund's provider call is left to the
+	// request that made it before ResumeRefunds may ask again, and the
+	// first wait between ResumeRefunds' attempts (doubling, at most
+	// MaxRefundRetry). Zero means DefaultRefundRetry.
+	RefundRetry time.Duration
 }
 
 // NewService returns a Service storing payments in repo and charging them
@@ -267,6 +272,8 @@ func (s *Service) refund(p *Payment, amount *Money, requested int64, key string)
 		IdempotencyKey: key,
 		Status:         RefundPending,
 		CreateTime:     now,
+		// Left to the request that records it (settle) until then.
+		NextAttemptTime: now.Add(s.retryDelay(1)),
 	}
 	return r, nil, nil
 }
@@ -276,23 +283,40 @@ func (s *Service) refund(p *Payment, amount *Money, requested int64, key string)
 // rest wait for ResumeRefunds.
 const settleBatch = 20
 
+// settleBudget bounds the time a Refund or CancelCharge spends asking the
+// provider before it answers, and half the caller's remaining deadline
+// does when that is shorter: the refund is decided already, and a caller
+// that timed out waiting for a slow provider would take its
+// DEADLINE_EXCEEDED for "nothing happened" and, without a key, refund
+// again (a saga compensating would retry the cancel for ever).
+const settleBudget = 2 * time.Second
+
 // settle asks the provider to return p's pending refunds and records those
-// it confirms. A refund the provider does not confirm stays pending, to be
-// asked again (ResumeRefunds): settle reports it to RefundFailed and returns
-// the payment as it stands, its RefundPending saying what is unconfirmed.
-// A refund is decided once recorded, so no error goes back to the caller,
-// who might take it for "nothing happened" and refund again.
+// it confirms, within settleBudget, even if the caller goes away meanwhile.
+// A refund the provider does not confirm in time stays pending, for
+// ResumeRefunds: settle reports it to RefundFailed and returns the payment
+// as it stands, its RefundPending saying what is unconfirmed. No error goes
+// back to the caller, who might take it for "nothing happened".
 func (s *Service) settle(ctx context.Context, p *Payment) *Payment {
 	if p.PendingRefundUnits == 0 {
 		return p
 	}
-	pending, err := s.repo.PendingRefunds(ctx, p.ID, time.Time{}, settleBatch)
+	budget := settleBudget
+	if deadline, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(deadline)/2)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer cancel()
+	pending, err := s.repo.PendingRefunds(ctx, p.ID, settleBatch)
 	if err != nil {
 		s.refundFailed(ctx, Refund{PaymentID: p.ID, Status: RefundPending}, err)
 		return p
 	}
 	for _, r := range pending {
-		q, err := s.completeRefund(ctx, p, r)
+		if ctx.Err() != nil {
+			break // out of time: the rest wait for ResumeRefunds
+		}
+		q, _, err := s.completeRefund(ctx, p, r)
 		if err != nil {
 			s.refundFailed(ctx, r, err)
 			continue
@@ -304,27 +328,28 @@ func (s *Service) settle(ctx context.Context, p *Payment) *Payment {
 
 // completeRefund asks the provider to return pending refund r of p and,
 // once it has, records r done with its event. It returns the payment as
-// it then stands.
-func (s *Service) completeRefund(ctx context.Context, p *Payment, r Refund) (*Payment, error) {
+// it then stands, and whether this call recorded it (false when another
+// caller had).
+func (s *Service) completeRefund(ctx context.Context, p *Payment, r Refund) (*Payment, bool, error) {
 	err := s.provider.Refund(ctx, ProviderRefund{
 		IdempotencyKey: r.ID,
 		ChargeKey:      p.IdempotencyKey,
 		Amount:         Money{Currency: p.Amount.Currency, Units: r.Units},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("refund %s at the provider: %w", r.ID, err)
+		return nil, false, fmt.Errorf("refund %s at the provider: %w", r.ID, err)
 	}
 	// The money went back: record it even if the caller went away
 	// meanwhile (else the provider is asked again, harmlessly, later).
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	q, _, err := s.repo.CompleteRefund(ctx, r, s.Now(), func(p *Payment) []Event {
+	q, done, err := s.repo.CompleteRefund(ctx, r, s.Now(), func(p *Payment) []Event {
 		return []Event{refundedEvent(p, &r)}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("record refund %s done: %w", r.ID, err)
+		return nil, false, fmt.Errorf("record refund %s done: %w", r.ID, err)
 	}
-	return q, nil
+	return q, done, nil
 }
 
 // refundFailed passes a refund the provider did not confirm to RefundFailed.
@@ -334,43 +359,74 @@ func (s *Service) refundFailed(ctx context.Context, r Refund, err error) {
 	}
 }
 
-// ResumeRefunds asks the provider again for up to limit refunds pending
-// for at least olderThan, oldest first: those it failed to confirm, and
-// those left by a process that stopped between recording a refund and the
-// provider's answer. It returns how many it completed. Each provider call
-// is bounded by recordTimeout, so one that hangs does not stall the rest;
-// a refund the provider fails again is reported to RefundFailed and left
-// for the next call. The provider returns a refund once however often it
-// is asked, so replicas resuming at once do no harm.
-func (s *Service) ResumeRefunds(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
-	pending, err := s.repo.PendingRefunds(ctx, "", s.Now().Add(-olderThan), limit)
-	if err != nil {
-		return 0, fmt.Errorf("resume refunds: %w", err)
+// DefaultRefundRetry is Service.RefundRetry's default, and MaxRefundRetry
+// bounds the wait between attempts as it doubles.
+const (
+	DefaultRefundRetry = 30 * time.Second
+	MaxRefundRetry     = time.Hour
+)
+
+// retryDelay is the wait after a pending refund's attempt-th attempt:
+// RefundRetry, doubling with each attempt, at most MaxRefundRetry.
+func (s *Service) retryDelay(attempt int) time.Duration {
+	d := s.RefundRetry
+	if d <= 0 {
+		d = DefaultRefundRetry
 	}
-	completed := 0
-	for _, r := range pending {
-		if err := s.resume(ctx, r); err != nil {
+	for i := 1; i < attempt && d < MaxRefundRetry; i++ {
+		d *= 2
+	}
+	return min(d, MaxRefundRetry)
+}
+
+// ResumeRefunds asks the provider again for up to limit pending refunds
+// that are due (NextAttemptTime passed), in the order they fell due: those
+// it failed to confirm, and those left by a process that stopped between
+// recording a refund and the provider's answer. Each is claimed first
+// (ClaimRefund), which counts the attempt and sets the next one after
+// retryDelay, so replicas resuming at once ask the provider once, and a
+// refund the provider keeps refusing waits longer each time instead of
+// holding up the others. Each provider call is bounded by recordTimeout. It
+// returns how many refunds it completed, and more when limit were due (so
+// more may be).
+func (s *Service) ResumeRefunds(ctx context.Context, limit int) (completed int, more bool, err error) {
+	now := s.Now()
+	due, err := s.repo.DueRefunds(ctx, now, limit)
+	if err != nil {
+		return 0, false, fmt.Errorf("resume refunds: %w", err)
+	}
+	for _, r := range due {
+		done, err := s.resume(ctx, r, now)
+		if err != nil {
 			if ctx.Err() != nil {
-				return completed, ctx.Err()
+				return completed, false, ctx.Err()
 			}
+			r.Attempts++
 			s.refundFailed(ctx, r, err)
 			continue
 		}
-		completed++
+		if done {
+			completed++
+		}
 	}
-	return completed, nil
+	return completed, len(due) == limit, nil
 }
 
-// resume completes one pending refund, its provider call bounded.
-func (s *Service) resume(ctx context.Context, r Refund) error {
+// resume claims one due refund and completes it, its provider call
+// bounded. It reports whether it recorded the refund done.
+func (s *Service) resume(ctx context.Context, r Refund, now time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
+	claimed, err := s.repo.ClaimRefund(ctx, r, now.Add(s.retryDelay(r.Attempts+1)))
+	if err != nil || !claimed {
+		return false, err
+	}
 	p, err := s.repo.ByID(ctx, r.PaymentID)
 	if err != nil {
-		return fmt.Errorf("read payment %s: %w", r.PaymentID, err)
+		return false, fmt.Errorf("read payment %s: %w", r.PaymentID, err)
 	}
-	_, err = s.completeRefund(ctx, p, r)
-	return err
+	_, done, err := s.completeRefund(ctx, p, r)
+	return done, err
 }
 
 // refundRetrying runs repo.Refund, deciding again when it lost a race.
@@ -458,8 +514,9 @@ func lowerUUID(id string) string {
 	return id
 }
 
-// recordTimeout bounds recording a charge the provider has answered, once
-// the caller's own deadline no longer applies.
+// recordTimeout bounds recording a charge or a refund the provider has
+// answered, once the caller's own deadline no longer applies, and each
+// provider call ResumeRefunds makes.
 const recordTimeout = 10 * time.Second
 
 // newID returns a version 7 UUID: time-ordered, so new rows land at the end

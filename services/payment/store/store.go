@@ -237,7 +237,7 @@ func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*do
 				return false, err
 			}
 		}
-		before := p.RefundedUnits
+		before, pendingBefore := p.RefundedUnits, p.PendingRefundUnits
 		r, evs, err := apply(p, prior)
 		if err != nil {
 			return false, err
@@ -247,18 +247,21 @@ func (s *Store) Refund(ctx context.Context, id, refundKey string, apply func(*do
 			return false, nil
 		}
 		_, err = tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO refunds
-			(`+refundColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, r.PaymentID, r.Units, r.RequestedUnits, r.IdempotencyKey, micros(r.CreateTime), string(r.Status))
+			(`+refundColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, r.PaymentID, r.Units, r.RequestedUnits, r.IdempotencyKey, micros(r.CreateTime), string(r.Status),
+			r.Attempts, micros(r.NextAttemptTime))
 		if sqldb.IsUniqueViolation(err) {
 			return false, domain.ErrDuplicate
 		}
 		if err != nil {
 			return false, fmt.Errorf("insert refund: %w", err)
 		}
+		// refund_pending_units moves by its change, as CompleteRefund's
+		// does: the two never overwrite each other's.
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments
-			SET refunded_units = ?, refund_pending_units = ?, status = ?, update_time = ?
+			SET refunded_units = ?, refund_pending_units = refund_pending_units + ?, status = ?, update_time = ?
 			WHERE id = ? AND refunded_units = ? AND ? <= amount_units`),
-			p.RefundedUnits, p.PendingRefundUnits, string(p.Status), micros(p.UpdateTime), p.ID, before, p.RefundedUnits)
+			p.RefundedUnits, p.PendingRefundUnits-pendingBefore, string(p.Status), micros(p.UpdateTime), p.ID, before, p.RefundedUnits)
 		if err != nil {
 			return false, fmt.Errorf("update payment: %w", err)
 		}
@@ -290,7 +293,8 @@ func (s *Store) lockPayment(ctx context.Context, tx *sql.Tx, id string) (*domain
 	return s.one(ctx, tx, query, id)
 }
 
-const refundColumns = `id, payment_id, units, requested_units, idempotency_key, create_time, status`
+const refundColumns = `id, payment_id, units, requested_units, idempotency_key, create_time, status,
+	attempts, next_attempt_time`
 
 // refundByKey returns the refund of payment id recorded under key, or nil.
 func (s *Store) refundByKey(ctx context.Context, tx *sql.Tx, id, key string) (*domain.Refund, error) {
@@ -308,19 +312,32 @@ func (s *Store) Refunds(ctx context.Context, id string) ([]domain.Refund, error)
 }
 
 // PendingRefunds implements domain.Repository.
-func (s *Store) PendingRefunds(ctx context.Context, paymentID string, before time.Time, limit int) ([]domain.Refund, error) {
-	query := `SELECT ` + refundColumns + ` FROM refunds WHERE status = ?`
-	args := []any{string(domain.RefundPending)}
-	if paymentID != "" {
-		query += ` AND payment_id = ?`
-		args = append(args, paymentID)
+func (s *Store) PendingRefunds(ctx context.Context, paymentID string, limit int) ([]domain.Refund, error) {
+	// The status is a literal so PostgreSQL can match the partial index
+	// refunds_pending whatever plan it caches.
+	return s.refunds(ctx, s.db, `SELECT `+refundColumns+` FROM refunds
+		WHERE payment_id = ? AND status = 'PENDING' ORDER BY create_time, id LIMIT ?`, paymentID, limit)
+}
+
+// DueRefunds implements domain.Repository.
+func (s *Store) DueRefunds(ctx context.Context, at time.Time, limit int) ([]domain.Refund, error) {
+	return s.refunds(ctx, s.db, `SELECT `+refundColumns+` FROM refunds
+		WHERE status = 'PENDING' AND next_attempt_time <= ? ORDER BY next_attempt_time, id LIMIT ?`, micros(at), limit)
+}
+
+// ClaimRefund implements domain.Repository: a compare-and-set on the
+// refund's next_attempt_time.
+func (s *Store) ClaimRefund(ctx context.Context, r domain.Refund, next time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE refunds SET attempts = attempts + 1, next_attempt_time = ?
+		WHERE id = ? AND status = 'PENDING' AND next_attempt_time = ?`), micros(next), r.ID, micros(r.NextAttemptTime))
+	if err != nil {
+		return false, fmt.Errorf("claim refund: %w", err)
 	}
-	if !before.IsZero() {
-		query += ` AND create_time <= ?`
-		args = append(args, micros(before))
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("claim refund: %w", err)
 	}
-	query += ` ORDER BY create_time, id LIMIT ?`
-	return s.refunds(ctx, s.db, query, append(args, limit)...)
+	return n == 1, nil
 }
 
 // CompleteRefund implements domain.Repository. The refund's status moves
@@ -337,22 +354,23 @@ func (s *Store) CompleteRefund(ctx context.Context, r domain.Refund, at time.Tim
 			return false, err
 		}
 		out = p
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE refunds SET status = ? WHERE id = ? AND status = ?`),
-			string(domain.RefundDone), r.ID, string(domain.RefundPending))
-		if err != nil {
-			return false, fmt.Errorf("complete refund: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return false, fmt.Errorf("complete refund: %w", err)
-		} else if n == 0 {
+		// The units as recorded, not as the caller read them (RETURNING:
+		// SQLite ≥ 3.35, PostgreSQL).
+		var units int64
+		err = tx.QueryRowContext(ctx, s.db.Rebind(`UPDATE refunds SET status = 'DONE'
+			WHERE id = ? AND status = 'PENDING' RETURNING units`), r.ID).Scan(&units)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("complete refund: %w", err)
 		}
-		p.PendingRefundUnits -= r.Units
+		p.PendingRefundUnits -= units
 		if at.After(p.UpdateTime) {
 			p.UpdateTime = at
 		}
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET refund_pending_units = ?, update_time = ? WHERE id = ?`),
-			p.PendingRefundUnits, micros(p.UpdateTime), p.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET refund_pending_units = refund_pending_units - ?, update_time = ? WHERE id = ?`),
+			units, micros(p.UpdateTime), p.ID); err != nil {
 			return false, fmt.Errorf("complete refund: update payment: %w", err)
 		}
 		evs := report(p)
@@ -378,14 +396,15 @@ func (s *Store) refunds(ctx context.Context, q querier, query string, args ...an
 	var out []domain.Refund
 	for rows.Next() {
 		var (
-			r          domain.Refund
-			createTime int64
-			status     string
+			r                    domain.Refund
+			createTime, nextTime int64
+			status               string
 		)
-		if err := rows.Scan(&r.ID, &r.PaymentID, &r.Units, &r.RequestedUnits, &r.IdempotencyKey, &createTime, &status); err != nil {
+		if err := rows.Scan(&r.ID, &r.PaymentID, &r.Units, &r.RequestedUnits, &r.IdempotencyKey, &createTime, &status,
+			&r.Attempts, &nextTime); err != nil {
 			return nil, fmt.Errorf("read refunds: %w", err)
 		}
-		r.CreateTime, r.Status = fromMicros(createTime), domain.RefundStatus(status)
+		r.CreateTime, r.Status, r.NextAttemptTime = fromMicros(createTime), domain.RefundStatus(status), fromMicros(nextTime)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {

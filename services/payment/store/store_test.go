@@ -231,8 +231,9 @@ func TestRefundCheckConstraint(t *testing.T) {
 	})
 }
 
-// TestPendingRefunds: refunds are recorded pending, listed oldest first by
-// payment or by age, and completed once: the completion moves them out of
+// TestPendingRefunds: refunds are recorded pending, listed by payment
+// (oldest first) or when due (in the order they fell due), claimed by one
+// caller at a time, and completed once: the completion moves them out of
 // the payment's pending amount with their event, a second one changes
 // nothing.
 func TestPendingRefunds(t *testing.T) {
@@ -243,9 +244,9 @@ func TestPendingRefunds(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		refund := func(id, paymentID string, units int64, at time.Time) domain.Refund {
+		refund := func(id, paymentID string, units int64, at, due time.Time) domain.Refund {
 			t.Helper()
-			r := domain.Refund{ID: id, PaymentID: paymentID, Units: units, Status: domain.RefundPending, CreateTime: at}
+			r := domain.Refund{ID: id, PaymentID: paymentID, Units: units, Status: domain.RefundPending, CreateTime: at, NextAttemptTime: due}
 			if _, err := s.Refund(ctx, paymentID, "", func(p *domain.Payment, _ *domain.Refund) (*domain.Refund, []domain.Event, error) {
 				p.RefundedUnits += units
 				p.PendingRefundUnits += units
@@ -256,9 +257,9 @@ func TestPendingRefunds(t *testing.T) {
 			}
 			return r
 		}
-		r1 := refund("r1", "p1", 400, t0)
-		r2 := refund("r2", "p1", 100, t0.Add(2*time.Second))
-		refund("r3", "p2", 50, t0.Add(time.Second))
+		r1 := refund("r1", "p1", 400, t0, t0.Add(time.Minute))
+		r2 := refund("r2", "p1", 100, t0.Add(2*time.Second), t0.Add(2*time.Second))
+		refund("r3", "p2", 50, t0.Add(time.Second), t0.Add(3*time.Second))
 		ids := func(rs []domain.Refund, err error) string {
 			t.Helper()
 			if err != nil {
@@ -271,25 +272,41 @@ func TestPendingRefunds(t *testing.T) {
 			return out
 		}
 		tests := []struct {
-			name      string
-			paymentID string
-			before    time.Time
-			limit     int
-			want      string
+			name string
+			list func() ([]domain.Refund, error)
+			want string
 		}{
-			{"of a payment", "p1", time.Time{}, 10, "r1 r2 "},
-			{"of every payment", "", time.Time{}, 10, "r1 r3 r2 "},
-			{"old enough", "", t0.Add(time.Second), 10, "r1 r3 "},
-			{"limited", "", time.Time{}, 1, "r1 "},
-			{"of a payment, old enough", "p1", t0.Add(time.Second), 10, "r1 "},
+			{"of a payment", func() ([]domain.Refund, error) { return s.PendingRefunds(ctx, "p1", 10) }, "r1 r2 "},
+			{"of a payment, limited", func() ([]domain.Refund, error) { return s.PendingRefunds(ctx, "p1", 1) }, "r1 "},
+			{"of a payment without any", func() ([]domain.Refund, error) { return s.PendingRefunds(ctx, "p3", 10) }, ""},
+			{"due", func() ([]domain.Refund, error) { return s.DueRefunds(ctx, t0.Add(time.Hour), 10) }, "r2 r3 r1 "},
+			{"due by then", func() ([]domain.Refund, error) { return s.DueRefunds(ctx, t0.Add(3*time.Second), 10) }, "r2 r3 "},
+			{"due, limited", func() ([]domain.Refund, error) { return s.DueRefunds(ctx, t0.Add(time.Hour), 1) }, "r2 "},
+			{"none due yet", func() ([]domain.Refund, error) { return s.DueRefunds(ctx, t0, 10) }, ""},
 		}
 		for _, tt := range tests {
-			if got := ids(s.PendingRefunds(ctx, tt.paymentID, tt.before, tt.limit)); got != tt.want {
-				t.Errorf("%s: pending %q, want %q", tt.name, got, tt.want)
+			if got := ids(tt.list()); got != tt.want {
+				t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 			}
 		}
 		if p, _ := s.ByID(ctx, "p1"); p.PendingRefundUnits != 500 || p.RefundedUnits != 500 {
 			t.Fatalf("payment %+v, want 500 refunded, all pending", p)
+		}
+
+		// One claim of a refund as read wins; it counts the attempt and
+		// moves the refund's turn.
+		next := t0.Add(2 * time.Hour)
+		if ok, err := s.ClaimRefund(ctx, r2, next); !ok || err != nil {
+			t.Fatalf("ClaimRefund = %v, %v; want claimed", ok, err)
+		}
+		if ok, err := s.ClaimRefund(ctx, r2, next); ok || err != nil {
+			t.Fatalf("ClaimRefund of the same read again = %v, %v; want not claimed", ok, err)
+		}
+		if got := ids(s.DueRefunds(ctx, t0.Add(time.Hour), 10)); got != "r3 r1 " {
+			t.Fatalf("due after claiming r2 %q, want r3 r1", got)
+		}
+		if rs, _ := s.PendingRefunds(ctx, "p1", 10); len(rs) != 2 || rs[1].Attempts != 1 || !rs[1].NextAttemptTime.Equal(next) {
+			t.Fatalf("pending of p1 %+v, want r2 claimed once, next at %v", rs, next)
 		}
 
 		report := func(p *domain.Payment) []domain.Event {
@@ -303,18 +320,18 @@ func TestPendingRefunds(t *testing.T) {
 		if p, done, err := s.CompleteRefund(ctx, r1, later, report); err != nil || done || p.PendingRefundUnits != 100 {
 			t.Fatalf("CompleteRefund again = %+v, %v, %v; want not done, 100 pending", p, done, err)
 		}
+		if ok, err := s.ClaimRefund(ctx, r1, next); ok || err != nil {
+			t.Fatalf("ClaimRefund of a done refund = %v, %v; want not claimed", ok, err)
+		}
 		if rows := outbox(t, s); len(rows) != 1 || rows[0].subject != "payment.refunded" {
 			t.Fatalf("outbox %+v, want the one refunded event", rows)
 		}
 		if stored, _ := s.ByID(ctx, "p1"); stored.PendingRefundUnits != 100 || stored.RefundedUnits != 500 {
 			t.Fatalf("stored payment %+v, want 500 refunded, 100 pending", stored)
 		}
-		if got := ids(s.PendingRefunds(ctx, "", time.Time{}, 10)); got != "r3 r2 " {
-			t.Fatalf("pending after completing r1 %q, want r3 r2", got)
-		}
 		refunds, err := s.Refunds(ctx, "p1")
-		if err != nil || len(refunds) != 2 || refunds[0].Status != domain.RefundDone || refunds[1] != r2 {
-			t.Fatalf("refunds of p1 %+v, %v; want r1 done, r2 pending as recorded", refunds, err)
+		if err != nil || len(refunds) != 2 || refunds[0].Status != domain.RefundDone || refunds[1].Status != domain.RefundPending {
+			t.Fatalf("refunds of p1 %+v, %v; want r1 done, r2 pending", refunds, err)
 		}
 	})
 }

@@ -115,10 +115,11 @@ func (x *PaymentDeclined) GetPayment() *Payment {
 }
 
 // PaymentRefunded is published on subject duet.payment.refunded for each
-// refund, including a cancelled charge's.
+// refund, including a cancelled charge's, once the provider has confirmed
+// it (Payment.refund_pending).
 type PaymentRefunded struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The payment after the refund.
+	// The payment as it stood when the refund was confirmed.
 	Payment *Payment `protobuf:"bytes,1,opt,name=payment,proto3" json:"payment,omitempty"`
 	// How much this refund returned.
 	Amount        *v1.Money `protobuf:"bytes,2,opt,name=amount,proto3" json:"amount,omitempty"`

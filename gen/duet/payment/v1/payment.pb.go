@@ -39,9 +39,11 @@ const (
 	PaymentStatus_PAYMENT_STATUS_CAPTURED PaymentStatus = 1
 	// The provider declined the charge; nothing was taken.
 	PaymentStatus_PAYMENT_STATUS_DECLINED PaymentStatus = 2
-	// Part of the captured amount was refunded.
+	// Part of the captured amount was refunded (refund_pending says how much
+	// of it the provider has yet to confirm).
 	PaymentStatus_PAYMENT_STATUS_PARTIALLY_REFUNDED PaymentStatus = 3
-	// All of the captured amount was refunded.
+	// All of the captured amount was refunded (refund_pending says how much
+	// of it the provider has yet to confirm).
 	PaymentStatus_PAYMENT_STATUS_REFUNDED PaymentStatus = 4
 )
 

@@ -62,7 +62,9 @@ type PaymentServiceClient interface {
 	// GetPayment returns one payment by id (NOT_FOUND, reason PAYMENT_NOT_FOUND).
 	GetPayment(ctx context.Context, in *GetPaymentRequest, opts ...grpc.CallOption) (*GetPaymentResponse, error)
 	// CancelCharge undoes the charge made with idempotency_key, whatever
-	// happened to it: a captured payment is refunded in full; if no payment
+	// happened to it: a captured payment is refunded in full, as Refund does
+	// (what the provider does not confirm at once is in refund_pending, and
+	// asked again); if no payment
 	// was recorded, none will be — a later Charge with that key is refused
 	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED) — and the provider voids
 	// the key, undoing a capture that could not be recorded (UNAVAILABLE,
@@ -73,9 +75,10 @@ type PaymentServiceClient interface {
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
 	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE). A refund is
-	// decided once recorded: when the provider does not confirm it at once,
-	// the payment comes back with it in refund_pending, and the service asks
-	// the provider again until it does.
+	// decided once recorded: when the provider does not confirm it within
+	// two seconds (or half the call's deadline), the payment comes back with
+	// it in refund_pending, and the service asks the provider again, after
+	// 30 s and then twice as long each time up to an hour, until it does.
 	Refund(ctx context.Context, in *RefundRequest, opts ...grpc.CallOption) (*RefundResponse, error)
 }
 
@@ -161,7 +164,9 @@ type PaymentServiceServer interface {
 	// GetPayment returns one payment by id (NOT_FOUND, reason PAYMENT_NOT_FOUND).
 	GetPayment(context.Context, *GetPaymentRequest) (*GetPaymentResponse, error)
 	// CancelCharge undoes the charge made with idempotency_key, whatever
-	// happened to it: a captured payment is refunded in full; if no payment
+	// happened to it: a captured payment is refunded in full, as Refund does
+	// (what the provider does not confirm at once is in refund_pending, and
+	// asked again); if no payment
 	// was recorded, none will be — a later Charge with that key is refused
 	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED) — and the provider voids
 	// the key, undoing a capture that could not be recorded (UNAVAILABLE,
@@ -172,9 +177,10 @@ type PaymentServiceServer interface {
 	// Refund returns money of a captured payment, all that is left of it when
 	// amount is unset. The refunds of a payment never add up to more than its
 	// charge (FAILED_PRECONDITION, reason REFUND_EXCEEDS_CHARGE). A refund is
-	// decided once recorded: when the provider does not confirm it at once,
-	// the payment comes back with it in refund_pending, and the service asks
-	// the provider again until it does.
+	// decided once recorded: when the provider does not confirm it within
+	// two seconds (or half the call's deadline), the payment comes back with
+	// it in refund_pending, and the service asks the provider again, after
+	// 30 s and then twice as long each time up to an hour, until it does.
 	Refund(context.Context, *RefundRequest) (*RefundResponse, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
