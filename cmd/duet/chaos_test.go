@@ -376,6 +376,22 @@ func TestChaosKillServicesUnderLoad(t *testing.T) {
 		}
 	}
 
+	// A refund the provider has not confirmed (a payment process killed
+	// between recording it and the provider's answer) is asked again, by
+	// the saga's next CancelCharge or the service's retries: wait for it,
+	// as its money is not back yet, before the books are checked.
+	for deadline := time.Now().Add(chaosSettleFor); ; {
+		pending := readPaymentLedger(t, ctx, dbURL["payment"]).pending
+		if pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d payments still have refunds the provider has not confirmed", pending)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// Charges equal confirmed orders, seen from the orders: a confirmed
 	// order's payment is captured for its total, nothing else keeps money.
 	confirmed := 0
@@ -415,17 +431,7 @@ func TestChaosKillServicesUnderLoad(t *testing.T) {
 	// And seen from the payment service's books, which also hold charges
 	// no order names: every payment that keeps money pays for exactly one
 	// confirmed order, its whole total.
-	// A refund the provider has not confirmed (a payment process killed
-	// between recording it and the provider's answer) is asked again by
-	// the service: wait for it, as its money is not back yet.
 	ledger := readPaymentLedger(t, ctx, dbURL["payment"])
-	for deadline := time.Now().Add(chaosSettleFor); ledger.pending > 0; ledger = readPaymentLedger(t, ctx, dbURL["payment"]) {
-		if time.Now().After(deadline) {
-			t.Errorf("%d payments still have refunds the provider has not confirmed", ledger.pending)
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	netCaptured := 0
 	for _, row := range ledger.payments {
 		if row.net() == 0 {

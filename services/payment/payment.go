@@ -106,7 +106,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		if !r.CreateTime.IsZero() && svc.Now().Sub(r.CreateTime) > refundAlarm {
 			level = slog.LevelError
 		}
-		log.Log(ctx, level, "refund not confirmed by the provider; it stays pending and is asked again",
+		log.Log(ctx, level, "refund not completed; it stays pending and the provider is asked again",
 			"payment_id", r.PaymentID, "refund_id", r.ID, "attempts", r.Attempts, "pending_since", r.CreateTime, "error", err)
 	}
 	s := &Service{store: st, handler: grpchandler.New(svc, log)}
@@ -142,9 +142,10 @@ func (s *Service) Close() error {
 }
 
 // retryRefunds resumes the refunds that are due (domain.ResumeRefunds), at
-// once and then every interval, at once again while batches come full,
-// until the returned stop is called (which waits for it to return). It
-// outlives ctx's cancellation, as the relay does: only Close stops it.
+// once and then every interval, at once again while batches come full and
+// without error, until the returned stop is called (which waits for it to
+// return). It outlives ctx's cancellation, as the relay does: only Close
+// stops it.
 func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Duration, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})

@@ -24,6 +24,8 @@ type memRepo struct {
 	missOnce bool
 	// createErrs fail the next Creates, one each, before they store.
 	createErrs []error
+	// claimErr, when set, fails every ClaimRefund.
+	claimErr error
 }
 
 func newMemRepo() *memRepo {
@@ -165,6 +167,9 @@ func (r *memRepo) pending(limit int, keep func(Refund) bool, order func(a, b Ref
 func (r *memRepo) ClaimRefund(_ context.Context, rf Refund, next time.Time) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.claimErr != nil {
+		return false, r.claimErr
+	}
 	for i := range r.refunds {
 		q := &r.refunds[i]
 		if q.ID == rf.ID && q.Status == RefundPending && q.NextAttemptTime.Equal(rf.NextAttemptTime) {
@@ -179,12 +184,17 @@ func (r *memRepo) ClaimRefund(_ context.Context, rf Refund, next time.Time) (boo
 func (r *memRepo) CompleteRefund(_ context.Context, rf Refund, at time.Time, report func(*Payment) []Event) (*Payment, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := r.payments[rf.PaymentID]
+	p, ok := r.payments[rf.PaymentID]
+	if !ok {
+		return nil, false, ErrNotFound
+	}
 	for i := range r.refunds {
 		if r.refunds[i].ID == rf.ID && r.refunds[i].Status == RefundPending {
 			r.refunds[i].Status = RefundDone
-			p.PendingRefundUnits -= rf.Units
-			p.UpdateTime = at
+			p.PendingRefundUnits -= r.refunds[i].Units
+			if at.After(p.UpdateTime) {
+				p.UpdateTime = at
+			}
 			r.payments[p.ID] = p
 			r.events = append(r.events, report(&p)...)
 			return &p, true, nil

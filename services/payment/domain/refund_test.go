@@ -172,8 +172,8 @@ func TestRefundPendingWhileProviderFails(t *testing.T) {
 }
 
 // TestResumeRefundsBacksOff: a refund the provider keeps refusing is
-// asked again later each time (RefundRetry, doubling, at most
-// MaxRefundRetry), and while it waits the refunds after it are asked.
+// asked again later each time (RefundRetry after it was made, then twice
+// as long after each attempt), and a refund made after it is not held up.
 func TestResumeRefundsBacksOff(t *testing.T) {
 	ctx := t.Context()
 	repo := newMemRepo()
@@ -210,10 +210,10 @@ func TestResumeRefundsBacksOff(t *testing.T) {
 		complete int
 	}{
 		{58 * time.Second, false, 0},   // not due: due a minute after it was made
-		{time.Second, true, 0},         // due, refused: next after a minute
-		{59 * time.Second, false, 0},   // not due yet
-		{time.Second, true, 0},         // refused again: next after two minutes
+		{time.Second, true, 0},         // due, refused: next after two minutes
 		{119 * time.Second, false, 0},  // not due yet
+		{time.Second, true, 0},         // refused again: next after four minutes
+		{239 * time.Second, false, 0},  // not due yet
 		{time.Second, false, 1},        // confirmed
 		{MaxRefundRetry * 2, false, 0}, // nothing left
 	}
@@ -268,8 +268,9 @@ func TestResumeRefundsKeepsGoing(t *testing.T) {
 	if got, _ := svc.Payment(ctx, p.ID); got.PendingRefundUnits != 100 || heard.count() != 4 || len(refundedEvents(repo)) != 1 {
 		t.Fatalf("payment %+v, heard %d, %d events; want 100 pending, 4 failures, 1 event", got, heard.count(), len(refundedEvents(repo)))
 	}
-	// A batch as large as its limit says there may be more.
-	c.advance(DefaultRefundRetry)
+	// A batch as large as its limit says there may be more. The refused
+	// refund is due again twice RefundRetry after its attempt.
+	c.advance(2 * DefaultRefundRetry)
 	if n, more, err := svc.ResumeRefunds(ctx, 1); n != 1 || !more || err != nil {
 		t.Fatalf("ResumeRefunds(limit 1) = %d, %v, %v; want 1, more", n, more, err)
 	}
@@ -307,5 +308,81 @@ func TestRefundAnswersWithinTheDeadline(t *testing.T) {
 	defer cancel()
 	if got, err := svc.CancelCharge(ctx, "c"); err != nil || ctx.Err() != nil || got.PendingRefundUnits != 1000 {
 		t.Fatalf("CancelCharge = %+v, %v with the caller's context %v; want the payment, pending, before the deadline", got, err, ctx.Err())
+	}
+}
+
+// TestResumeRefundsStopsWhenClaimsFail: a database that reads but refuses
+// writes fails every claim; ResumeRefunds returns the error, and no more,
+// instead of reading the same due refunds again at once.
+func TestResumeRefundsStopsWhenClaimsFail(t *testing.T) {
+	ctx := t.Context()
+	repo := newMemRepo()
+	// The two refunds' own settles fail: the first's, then the second's
+	// for both.
+	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable, ErrProviderUnavailable}}
+	svc := NewService(repo, prov)
+	c := newClock()
+	svc.Now = c.Now
+	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 100}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.advance(time.Hour)
+	repo.claimErr = errors.New("read-only transaction")
+	if n, more, err := svc.ResumeRefunds(ctx, 2); n != 0 || more || err == nil {
+		t.Fatalf("ResumeRefunds with claims failing = %d, %v, %v; want 0, no more, the error", n, more, err)
+	}
+	if got := prov.refunds(); len(got) != 0 {
+		t.Fatalf("provider refunded %+v, want nothing asked of it unclaimed", got)
+	}
+}
+
+// gatedProvider holds each refund until released, or until the call's
+// context ends.
+type gatedProvider struct {
+	tokenProvider
+	asked, release chan struct{}
+}
+
+func (g gatedProvider) Refund(ctx context.Context, _ ProviderRefund) error {
+	g.asked <- struct{}{}
+	select {
+	case <-g.release:
+		// Released after the test's caller went: the call's context
+		// must not have gone with it.
+		return ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestRefundOutlivesItsCaller: a caller that goes away while the provider
+// is being asked does not leave the refund pending: the provider's answer
+// is still taken and recorded.
+func TestRefundOutlivesItsCaller(t *testing.T) {
+	repo := newMemRepo()
+	prov := gatedProvider{asked: make(chan struct{}), release: make(chan struct{})}
+	svc := NewService(repo, prov)
+	p, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan *Payment)
+	go func() {
+		got, _ := svc.Refund(ctx, RefundRequest{PaymentID: p.ID})
+		done <- got
+	}()
+	<-prov.asked
+	cancel() // the caller goes; the provider has not answered yet
+	close(prov.release)
+	got := <-done
+	if got.PendingRefundUnits != 0 || len(refundedEvents(repo)) != 1 {
+		t.Fatalf("payment %+v with %d refunded events, want the refund done", got, len(refundedEvents(repo)))
 	}
 }

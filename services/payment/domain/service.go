@@ -23,15 +23,15 @@ type Service struct {
 	Now func() time.Time
 	// NewID returns a fresh identifier; tests may replace it.
 	NewID func() string
-	// RefundFailed, when set, hears of each refund the provider did not
-	// confirm when asked (r.ID is empty when the payment's pending refunds
-	// could not even be read). The refund stays pending and is asked again
+	// RefundFailed, when set, hears of each refund asked of the provider
+	// and not completed: the provider refused or failed, or recording its
+	// confirmation did. The refund stays pending and is asked again
 	// (ResumeRefunds); operators may want to know meanwhile.
 	RefundFailed func(ctx context.Context, r Refund, err error)
-	// RefundRetry is how long a new refund's provider call is left to the
-	// request that made it before ResumeRefunds may ask again, and the
-	// first wait between ResumeRefunds' attempts (doubling, at most
-	// MaxRefundRetry). Zero means DefaultRefundRetry.
+	// RefundRetry is how long a new refund is left to the request that
+	// made it before ResumeRefunds may ask the provider again; the wait
+	// doubles after each of ResumeRefunds' attempts, up to MaxRefundRetry.
+	// Zero means DefaultRefundRetry.
 	RefundRetry time.Duration
 }
 
@@ -284,19 +284,23 @@ func (s *Service) refund(p *Payment, amount *Money, requested int64, key string)
 const settleBatch = 20
 
 // settleBudget bounds the time a Refund or CancelCharge spends asking the
-// provider before it answers, and half the caller's remaining deadline
-// does when that is shorter: the refund is decided already, and a caller
-// that timed out waiting for a slow provider would take its
-// DEADLINE_EXCEEDED for "nothing happened" and, without a key, refund
-// again (a saga compensating would retry the cancel for ever).
-const settleBudget = 2 * time.Second
+// provider (and recording its answer) before it answers, and half the
+// caller's remaining deadline does when that is shorter: the refund is
+// decided already, and a caller that timed out waiting for a slow provider
+// would take its DEADLINE_EXCEEDED for "nothing happened" and, without a
+// key, refund again (a saga compensating would retry the cancel for ever).
+// Below minSettle it does not try: the refund waits for ResumeRefunds.
+const (
+	settleBudget = 2 * time.Second
+	minSettle    = 50 * time.Millisecond
+)
 
 // settle asks the provider to return p's pending refunds and records those
 // it confirms, within settleBudget, even if the caller goes away meanwhile.
-// A refund the provider does not confirm in time stays pending, for
-// ResumeRefunds: settle reports it to RefundFailed and returns the payment
-// as it stands, its RefundPending saying what is unconfirmed. No error goes
-// back to the caller, who might take it for "nothing happened".
+// A refund not completed in time stays pending, for ResumeRefunds: settle
+// reports it to RefundFailed and returns the payment as it stands, its
+// RefundPending saying what is unconfirmed. No error goes back to the
+// caller, who might take it for "nothing happened".
 func (s *Service) settle(ctx context.Context, p *Payment) *Payment {
 	if p.PendingRefundUnits == 0 {
 		return p
@@ -305,13 +309,14 @@ func (s *Service) settle(ctx context.Context, p *Payment) *Payment {
 	if deadline, ok := ctx.Deadline(); ok {
 		budget = min(budget, time.Until(deadline)/2)
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
-	defer cancel()
-	pending, err := s.repo.PendingRefunds(ctx, p.ID, settleBatch)
-	if err != nil {
-		s.refundFailed(ctx, Refund{PaymentID: p.ID, Status: RefundPending}, err)
+	if budget < minSettle {
 		return p
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer cancel()
+	// An error here (the database away) leaves the refunds to
+	// ResumeRefunds, as a slow provider does.
+	pending, _ := s.repo.PendingRefunds(ctx, p.ID, settleBatch)
 	for _, r := range pending {
 		if ctx.Err() != nil {
 			break // out of time: the rest wait for ResumeRefunds
@@ -327,9 +332,11 @@ func (s *Service) settle(ctx context.Context, p *Payment) *Payment {
 }
 
 // completeRefund asks the provider to return pending refund r of p and,
-// once it has, records r done with its event. It returns the payment as
-// it then stands, and whether this call recorded it (false when another
-// caller had).
+// once it has, records r done with its event, both within ctx: a
+// confirmation not recorded leaves r pending, and the provider, asked
+// again, returns the money once. It returns the payment as it then
+// stands, and whether this call recorded it (false when another caller
+// had).
 func (s *Service) completeRefund(ctx context.Context, p *Payment, r Refund) (*Payment, bool, error) {
 	err := s.provider.Refund(ctx, ProviderRefund{
 		IdempotencyKey: r.ID,
@@ -339,20 +346,16 @@ func (s *Service) completeRefund(ctx context.Context, p *Payment, r Refund) (*Pa
 	if err != nil {
 		return nil, false, fmt.Errorf("refund %s at the provider: %w", r.ID, err)
 	}
-	// The money went back: record it even if the caller went away
-	// meanwhile (else the provider is asked again, harmlessly, later).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer cancel()
 	q, done, err := s.repo.CompleteRefund(ctx, r, s.Now(), func(p *Payment) []Event {
 		return []Event{refundedEvent(p, &r)}
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("record refund %s done: %w", r.ID, err)
+		return nil, false, fmt.Errorf("refund %s: the provider confirmed it, recording that failed: %w", r.ID, err)
 	}
 	return q, done, nil
 }
 
-// refundFailed passes a refund the provider did not confirm to RefundFailed.
+// refundFailed passes a refund not completed to RefundFailed.
 func (s *Service) refundFailed(ctx context.Context, r Refund, err error) {
 	if s.RefundFailed != nil {
 		s.RefundFailed(ctx, r, err)
@@ -366,14 +369,15 @@ const (
 	MaxRefundRetry     = time.Hour
 )
 
-// retryDelay is the wait after a pending refund's attempt-th attempt:
-// RefundRetry, doubling with each attempt, at most MaxRefundRetry.
-func (s *Service) retryDelay(attempt int) time.Duration {
+// retryDelay is the n-th wait of a pending refund: RefundRetry after it
+// was made (n = 1), doubling after each attempt ResumeRefunds makes, at
+// most MaxRefundRetry.
+func (s *Service) retryDelay(n int) time.Duration {
 	d := s.RefundRetry
 	if d <= 0 {
 		d = DefaultRefundRetry
 	}
-	for i := 1; i < attempt && d < MaxRefundRetry; i++ {
+	for i := 1; i < n && d < MaxRefundRetry; i++ {
 		d *= 2
 	}
 	return min(d, MaxRefundRetry)
@@ -384,24 +388,32 @@ func (s *Service) retryDelay(attempt int) time.Duration {
 // it failed to confirm, and those left by a process that stopped between
 // recording a refund and the provider's answer. Each is claimed first
 // (ClaimRefund), which counts the attempt and sets the next one after
-// retryDelay, so replicas resuming at once ask the provider once, and a
-// refund the provider keeps refusing waits longer each time instead of
-// holding up the others. Each provider call is bounded by recordTimeout. It
-// returns how many refunds it completed, and more when limit were due (so
-// more may be).
+// retryDelay from the claim, so that of replicas resuming at once one
+// asks, and a refund the provider keeps refusing waits longer each time
+// instead of holding up the others. Each refund's provider call and record
+// are bounded by recordTimeout. It returns how many refunds it completed,
+// and more when limit were due (so more may be). A claim that fails (the
+// database refusing writes) ends the call with its error: the same refunds
+// would be due again at once.
 func (s *Service) ResumeRefunds(ctx context.Context, limit int) (completed int, more bool, err error) {
-	now := s.Now()
-	due, err := s.repo.DueRefunds(ctx, now, limit)
+	due, err := s.repo.DueRefunds(ctx, s.Now(), limit)
 	if err != nil {
 		return 0, false, fmt.Errorf("resume refunds: %w", err)
 	}
 	for _, r := range due {
-		done, err := s.resume(ctx, r, now)
+		claimed, err := s.repo.ClaimRefund(ctx, r, s.Now().Add(s.retryDelay(r.Attempts+2)))
+		if err != nil {
+			return completed, false, fmt.Errorf("resume refunds: claim refund %s: %w", r.ID, err)
+		}
+		if !claimed {
+			continue // another replica's, or completed meanwhile
+		}
+		r.Attempts++
+		done, err := s.resume(ctx, r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return completed, false, ctx.Err()
 			}
-			r.Attempts++
 			s.refundFailed(ctx, r, err)
 			continue
 		}
@@ -412,15 +424,11 @@ func (s *Service) ResumeRefunds(ctx context.Context, limit int) (completed int, 
 	return completed, len(due) == limit, nil
 }
 
-// resume claims one due refund and completes it, its provider call
-// bounded. It reports whether it recorded the refund done.
-func (s *Service) resume(ctx context.Context, r Refund, now time.Time) (bool, error) {
+// resume completes one claimed refund within recordTimeout. It reports
+// whether it recorded the refund done.
+func (s *Service) resume(ctx context.Context, r Refund) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
-	claimed, err := s.repo.ClaimRefund(ctx, r, now.Add(s.retryDelay(r.Attempts+1)))
-	if err != nil || !claimed {
-		return false, err
-	}
 	p, err := s.repo.ByID(ctx, r.PaymentID)
 	if err != nil {
 		return false, fmt.Errorf("read payment %s: %w", r.PaymentID, err)

@@ -313,14 +313,14 @@ func (s *Store) Refunds(ctx context.Context, id string) ([]domain.Refund, error)
 
 // PendingRefunds implements domain.Repository.
 func (s *Store) PendingRefunds(ctx context.Context, paymentID string, limit int) ([]domain.Refund, error) {
-	// The status is a literal so PostgreSQL can match the partial index
-	// refunds_pending whatever plan it caches.
 	return s.refunds(ctx, s.db, `SELECT `+refundColumns+` FROM refunds
 		WHERE payment_id = ? AND status = 'PENDING' ORDER BY create_time, id LIMIT ?`, paymentID, limit)
 }
 
 // DueRefunds implements domain.Repository.
 func (s *Store) DueRefunds(ctx context.Context, at time.Time, limit int) ([]domain.Refund, error) {
+	// The status is a literal so that PostgreSQL can match the partial
+	// index refunds_pending whatever plan it caches.
 	return s.refunds(ctx, s.db, `SELECT `+refundColumns+` FROM refunds
 		WHERE status = 'PENDING' AND next_attempt_time <= ? ORDER BY next_attempt_time, id LIMIT ?`, micros(at), limit)
 }
