@@ -24,6 +24,7 @@ import (
 func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("stock", "duet stock import [flags] FILE.csv   (CSV columns: "+strings.Join(stockimport.Header, ",")+")", stderr)
 	target := fs.String("inventory-target", system.DefaultInventoryAddr, "inventory service address")
+	importID := fs.String("import-id", "", "make the import idempotent: sent again with the same id (its answer lost, say), it applies nothing and prints the first one's summary; 1 to 128 characters, a new one per import meant to apply")
 	if len(args) > 0 && isHelp(args[0]) {
 		fs.Usage()
 		return flag.ErrHelp
@@ -54,10 +55,13 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			last = time.Now()
 		}
 	}
-	sum, err := stockimport.Import(ctx, inventoryv1.NewInventoryServiceClient(conn), f, progress)
+	sum, err := stockimport.Import(ctx, inventoryv1.NewInventoryServiceClient(conn), f, stockimport.Options{ImportID: *importID, Progress: progress})
 	fmt.Fprint(stderr, "\r")
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
+	}
+	if sum.GetReplayed() {
+		fmt.Fprintf(stdout, "import %s was applied before; nothing was applied now. Its summary:\n", *importID)
 	}
 	fmt.Fprintf(stdout, "received %d, applied %d, rejected %d\n", sum.GetReceived(), sum.GetApplied(), sum.GetRejected())
 	for _, r := range sum.GetRejections() {

@@ -61,7 +61,7 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
 					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
-				"stock": {"inventory-target"},
+				"stock": {"inventory-target", "import-id"},
 				"order": {"order-target"},
 			}[cmd] {
 				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))

@@ -65,3 +65,28 @@ func loopbackSystem(t *testing.T) system.Config {
 		InventoryAddr: "127.0.0.1:0", NotificationAddr: "127.0.0.1:0",
 	}
 }
+
+// TestStockImportID: `duet stock import --import-id` sends the id, so the
+// same file imported again under it applies nothing and says so.
+func TestStockImportID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sys, err := system.Start(ctx, loopbackSystem(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Shutdown(context.WithoutCancel(ctx))
+	file := filepath.Join(t.TempDir(), "stock.csv")
+	if err := os.WriteFile(file, []byte("sku,name,price,currency,stock\nID-1,Fine,100,USD,5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"received 1, applied 1", "import restock-7 was applied before; nothing was applied now"} {
+		var stdout, stderr strings.Builder
+		if err := run(ctx, []string{"stock", "import", "--inventory-target", sys.InventoryAddr, "--import-id", "restock-7", file}, &stdout, &stderr); err != nil {
+			t.Fatalf("import %d = %v; stdout:\n%s", i+1, err, stdout.String())
+		}
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("import %d printed:\n%s\nwant %q", i+1, stdout.String(), want)
+		}
+	}
+}

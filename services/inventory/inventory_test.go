@@ -375,20 +375,26 @@ func TestConcurrentOrdersForTheLastUnits(t *testing.T) {
 // importRecords streams records and returns the summary.
 func importRecords(t *testing.T, c inventoryv1.InventoryServiceClient, records ...*inventoryv1.ImportStockRequest) *inventoryv1.ImportStockResponse {
 	t.Helper()
+	resp, err := sendImport(t, c, records...)
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	return resp
+}
+
+// sendImport runs one import of records and returns its outcome.
+func sendImport(t *testing.T, c inventoryv1.InventoryServiceClient, records ...*inventoryv1.ImportStockRequest) (*inventoryv1.ImportStockResponse, error) {
+	t.Helper()
 	stream, err := c.ImportStock(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range records {
 		if err := stream.Send(r); err != nil {
-			t.Fatalf("Send: %v", err)
+			break // the service ended the stream; CloseAndRecv says why
 		}
 	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		t.Fatalf("CloseAndRecv: %v", err)
-	}
-	return resp
+	return stream.CloseAndRecv()
 }
 
 func TestImportStock(t *testing.T) {
@@ -434,6 +440,58 @@ func TestImportStock(t *testing.T) {
 		// An empty import is fine and changes nothing.
 		if resp := importRecords(t, c); resp.GetReceived() != 0 {
 			t.Errorf("empty import = %v", resp)
+		}
+	})
+}
+
+// TestImportStockID: an import sent again under its import_id applies
+// nothing and answers the first summary, replayed; the id with other
+// records, or a later record naming another id, is refused and applies
+// nothing.
+func TestImportStockID(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		c := start(t, url)
+		createProduct(t, c, "MUG", 5)
+		records := []*inventoryv1.ImportStockRequest{
+			{Line: 2, Sku: "MUG", StockDelta: 3, ImportId: "restock-1"},
+			{Line: 3, Sku: "GHOST", StockDelta: 1},
+			{Line: 4, Sku: "MUG", StockDelta: 2, ImportId: "restock-1"},
+		}
+		first := importRecords(t, c, records...)
+		if first.GetApplied() != 2 || first.GetRejected() != 1 || first.GetReplayed() {
+			t.Fatalf("first import = %v", first)
+		}
+		again := importRecords(t, c, records...)
+		if !again.GetReplayed() || again.GetApplied() != 2 || again.GetRejected() != 1 ||
+			len(again.GetRejections()) != 1 || again.GetRejections()[0].GetReason() != "UNKNOWN_PRODUCT" {
+			t.Fatalf("the same import again = %v, want the first summary, replayed", again)
+		}
+		if p := getProduct(t, c, "MUG"); p.GetAvailable() != 10 {
+			t.Fatalf("MUG available %d, want 10: the import applied once", p.GetAvailable())
+		}
+		tests := []struct {
+			name    string
+			records []*inventoryv1.ImportStockRequest
+			code    codes.Code
+			reason  string
+			field   string
+		}{
+			{"the id with other records", []*inventoryv1.ImportStockRequest{{Line: 2, Sku: "MUG", StockDelta: 7, ImportId: "restock-1"}},
+				codes.FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", ""},
+			{"a later record naming another id", []*inventoryv1.ImportStockRequest{
+				{Line: 2, Sku: "MUG", StockDelta: 7, ImportId: "restock-2"}, {Line: 3, Sku: "MUG", StockDelta: 1, ImportId: "restock-3"}},
+				codes.InvalidArgument, "INVALID_ARGUMENT", "import_id"},
+			{"an id too long", []*inventoryv1.ImportStockRequest{{Line: 2, Sku: "MUG", StockDelta: 7, ImportId: strings.Repeat("x", 129)}},
+				codes.InvalidArgument, "INVALID_ARGUMENT", "import_id"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := sendImport(t, c, tt.records...)
+				apierrtest.Check(t, err, tt.code, tt.reason, tt.field)
+				if p := getProduct(t, c, "MUG"); p.GetAvailable() != 10 {
+					t.Fatalf("MUG available %d, want 10: nothing applied", p.GetAvailable())
+				}
+			})
 		}
 	})
 }

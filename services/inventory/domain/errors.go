@@ -29,6 +29,15 @@ var (
 	// ErrImportTooLarge means a stock import sent more records than the
 	// service buffers for one stream; nothing was applied.
 	ErrImportTooLarge = errors.New("stock import has too many records")
+	// ErrImportIDReused means an import with the same id but other records
+	// was applied before; nothing was applied now.
+	ErrImportIDReused = errors.New("import id already used with other records")
+	// ErrImportNotFound is returned by a Repository when no import was
+	// applied under the id asked for.
+	ErrImportNotFound = errors.New("no import applied under this id")
+	// ErrImportIDTaken is returned by a Repository when an import with the
+	// same id was stored first (a concurrent one); nothing was written.
+	ErrImportIDTaken = errors.New("import id taken")
 	// ErrConflict is returned by a Repository when a transaction lost a race
 	// it cannot resolve itself (a deadlock, a serialisation failure, a
 	// product created concurrently by another import). Nothing was written;

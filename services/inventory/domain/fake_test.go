@@ -22,6 +22,10 @@ type memRepo struct {
 	// ErrConflict that many times, as a store losing a race would.
 	conflicts int
 	calls     int
+	// imports holds the imports stored under an id; missImportOnce makes
+	// the next ImportByID miss.
+	imports        map[string]domain.StoredImport
+	missImportOnce bool
 }
 
 func newMemRepo() *memRepo {
@@ -162,7 +166,7 @@ func (r *memRepo) Reservation(_ context.Context, orderID string) (domain.Reserva
 	return res, nil
 }
 
-func (r *memRepo) ApplyStock(_ context.Context, skus []string, fn func(string, *domain.Product) (*domain.Product, error)) error {
+func (r *memRepo) ApplyStock(_ context.Context, skus []string, fn func(string, *domain.Product) (*domain.Product, error), record func() domain.StoredImport) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !slices.IsSorted(skus) {
@@ -186,8 +190,29 @@ func (r *memRepo) ApplyStock(_ context.Context, skus []string, fn func(string, *
 			next[sku] = *p
 		}
 	}
+	if record != nil {
+		imp := record()
+		if _, ok := r.imports[imp.ID]; ok {
+			return domain.ErrImportIDTaken
+		}
+		if r.imports == nil {
+			r.imports = map[string]domain.StoredImport{}
+		}
+		r.imports[imp.ID] = imp
+	}
 	r.products = next
 	return nil
+}
+
+func (r *memRepo) ImportByID(_ context.Context, id string) (domain.StoredImport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	imp, ok := r.imports[id]
+	if !ok || r.missImportOnce {
+		r.missImportOnce = false
+		return domain.StoredImport{}, domain.ErrImportNotFound
+	}
+	return imp, nil
 }
 
 // fakeClock ticks one millisecond per reading.

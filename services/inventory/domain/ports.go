@@ -1,6 +1,9 @@
 package domain
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Repository stores products and reservations. Every method that writes does
 // so in one transaction: it either completes or changes nothing.
@@ -50,5 +53,25 @@ type Repository interface {
 	// when every fn returned without error; the products stay locked
 	// against concurrent changes until then. A product created concurrently
 	// by someone else is ErrConflict.
-	ApplyStock(ctx context.Context, skus []string, fn func(sku string, current *Product) (*Product, error)) error
+	//
+	// When record is not nil, ApplyStock calls it once fn has run for
+	// every sku and stores the import it returns in the same transaction:
+	// ErrImportIDTaken when one with its id is stored already.
+	ApplyStock(ctx context.Context, skus []string, fn func(sku string, current *Product) (*Product, error), record func() StoredImport) error
+	// ImportByID returns the import stored under id, or ErrImportNotFound.
+	ImportByID(ctx context.Context, id string) (StoredImport, error)
+}
+
+// StoredImport is what is kept of an import applied under an id, so that
+// the same import sent again is answered without applying it twice.
+type StoredImport struct {
+	// ID is the client's import id.
+	ID string
+	// Fingerprint identifies the import's records, so the id sent again
+	// with other records is told apart.
+	Fingerprint string
+	// Summary is the import's outcome.
+	Summary ImportSummary
+	// CreateTime is when it was applied.
+	CreateTime time.Time
 }

@@ -616,6 +616,6 @@ func TestImportApplyFailure(t *testing.T) {
 
 type failingRepo struct{ *memRepo }
 
-func (failingRepo) ApplyStock(context.Context, []string, func(string, *domain.Product) (*domain.Product, error)) error {
+func (failingRepo) ApplyStock(context.Context, []string, func(string, *domain.Product) (*domain.Product, error), func() domain.StoredImport) error {
 	return errors.New("disk on fire")
 }

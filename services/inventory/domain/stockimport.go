@@ -3,9 +3,14 @@ package domain
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -88,7 +93,13 @@ type ImportSummary struct {
 	// Rejections lists the first MaxRejections rejections in the order the
 	// records were received.
 	Rejections []Rejection
+	// Replayed reports that an earlier import with the same id applied
+	// the records and this is its summary: nothing was applied now.
+	Replayed bool
 }
+
+// MaxImportIDLen bounds an import id, in characters.
+const MaxImportIDLen = 128
 
 // Import collects the records of one stock import and applies them at once.
 //
@@ -116,6 +127,10 @@ type Import struct {
 	// pending holds the records Add accepted, by sku, in order.
 	pending map[string][]sequenced
 	done    bool
+	// id is the import's id ("" when it has none); digest hashes every
+	// record taken, in order, for the fingerprint stored with it.
+	id     string
+	digest hash.Hash
 }
 
 // sequenced is a record or a rejection with the order its record arrived in.
@@ -130,7 +145,7 @@ type sequenced struct {
 // ErrImportTooLarge, when the import already holds its limit of records;
 // the import must then be abandoned.
 func (imp *Import) Add(rec StockRecord) error {
-	if err := imp.count(); err != nil {
+	if err := imp.count(rec); err != nil {
 		return err
 	}
 	if reason, msg := checkRecord(&rec); reason != "" {
@@ -149,7 +164,7 @@ func (imp *Import) Add(rec StockRecord) error {
 // contract's own rules, say). Add's checks still run first, so the record
 // gets their more specific reason when one applies. It fails like Add.
 func (imp *Import) Reject(rec StockRecord, reason, message string) error {
-	if err := imp.count(); err != nil {
+	if err := imp.count(rec); err != nil {
 		return err
 	}
 	if r, msg := checkRecord(&rec); r != "" {
@@ -159,8 +174,9 @@ func (imp *Import) Reject(rec StockRecord, reason, message string) error {
 	return nil
 }
 
-// count counts one more record received, or fails when that is one too many.
-func (imp *Import) count() error {
+// count counts one more record received, rec, or fails when that is one
+// too many.
+func (imp *Import) count(rec StockRecord) error {
 	if imp.done {
 		return errors.New("stock import already applied")
 	}
@@ -169,7 +185,42 @@ func (imp *Import) count() error {
 	}
 	imp.received++
 	imp.seq++
+	if imp.digest != nil {
+		writeRecord(imp.digest, rec)
+	}
 	return nil
+}
+
+// SetID makes the import idempotent under id: Apply then applies it only
+// if no import was applied under id before, and otherwise answers that
+// one's summary (or ErrImportIDReused, when its records were others). Call
+// it before the first record; an empty id leaves the import without one.
+func (imp *Import) SetID(id string) error {
+	switch {
+	case imp.received > 0 || imp.done:
+		return errors.New("stock import: the id is set before the first record")
+	case id == "":
+		return nil
+	case utf8.RuneCountInString(id) > MaxImportIDLen || !utf8.ValidString(id) || strings.ContainsRune(id, 0):
+		return &ValidationError{Field: "import_id", Description: fmt.Sprintf("must be 1 to %d characters of UTF-8, without NUL", MaxImportIDLen)}
+	}
+	imp.id, imp.digest = id, sha256.New()
+	return nil
+}
+
+// ID returns the import's id, "" when it has none.
+func (imp *Import) ID() string { return imp.id }
+
+// writeRecord writes rec to h, each field length-prefixed so that no two
+// different records write the same bytes.
+func writeRecord(h hash.Hash, rec StockRecord) {
+	price := "-"
+	if rec.Price != nil {
+		price = rec.Price.Currency + " " + strconv.FormatInt(rec.Price.Units, 10)
+	}
+	for _, f := range []string{strconv.FormatInt(rec.Line, 10), rec.SKU, rec.Name, price, strconv.FormatInt(rec.StockDelta, 10)} {
+		fmt.Fprintf(h, "%d:%s;", len(f), f)
+	}
 }
 
 func (imp *Import) reject(rec StockRecord, reason, message string) {
@@ -229,12 +280,48 @@ func checkRecord(rec *StockRecord) (reason, message string) {
 
 // Apply applies every record Add accepted, in one transaction, and returns
 // the summary of the whole import. When it fails nothing was applied. An
-// Import is applied at most once.
+// Import is applied at most once, and an import with an id (SetID) at most
+// once per id: when one was applied under the id before, Apply applies
+// nothing and returns that one's summary, Replayed, or ErrImportIDReused
+// when its records were others.
 func (imp *Import) Apply(ctx context.Context) (ImportSummary, error) {
 	if imp.done {
 		return ImportSummary{}, errors.New("stock import already applied")
 	}
 	imp.done = true
+	var fingerprint string
+	if imp.id != "" {
+		fingerprint = hex.EncodeToString(imp.digest.Sum(nil))
+		if sum, err := imp.replay(ctx, fingerprint); !errors.Is(err, ErrImportNotFound) {
+			return sum, err
+		}
+	}
+	sum, err := imp.apply(ctx, fingerprint)
+	if errors.Is(err, ErrImportIDTaken) {
+		// A concurrent import with the id committed first.
+		return imp.replay(ctx, fingerprint)
+	}
+	return sum, err
+}
+
+// replay returns the summary of the import stored under imp's id,
+// Replayed, or ErrImportIDReused when its records were others, or
+// ErrImportNotFound.
+func (imp *Import) replay(ctx context.Context, fingerprint string) (ImportSummary, error) {
+	prior, err := imp.repo.ImportByID(ctx, imp.id)
+	switch {
+	case err != nil:
+		return ImportSummary{}, err
+	case prior.Fingerprint != fingerprint:
+		return ImportSummary{}, ErrImportIDReused
+	}
+	prior.Summary.Replayed = true
+	return prior.Summary, nil
+}
+
+// apply applies the import, storing it under its id, if any, with
+// fingerprint.
+func (imp *Import) apply(ctx context.Context, fingerprint string) (ImportSummary, error) {
 	skus := make([]string, 0, len(imp.pending))
 	for sku := range imp.pending {
 		skus = append(skus, sku)
@@ -245,23 +332,37 @@ func (imp *Import) Apply(ctx context.Context) (ImportSummary, error) {
 		applied int64
 		late    []sequenced
 	)
-	if len(skus) > 0 {
-		err := retryConflicts(ctx, func() error {
-			// A retry starts over: the stored products may have changed.
-			applied, late = 0, late[:0]
-			now := Timestamp(imp.now())
-			return imp.repo.ApplyStock(ctx, skus, func(sku string, current *Product) (*Product, error) {
-				next, n, rejected := applyRecords(current, imp.pending[sku], now)
-				applied += n
-				late = append(late, rejected...)
-				return next, nil
-			})
-		})
-		if err != nil {
-			return ImportSummary{}, err
-		}
+	// With an id the import is stored even when no record is left to
+	// apply, so that sending it again is answered the same.
+	if len(skus) == 0 && imp.id == "" {
+		return imp.summary(0, nil), nil
 	}
+	err := retryConflicts(ctx, func() error {
+		// A retry starts over: the stored products may have changed.
+		applied, late = 0, late[:0]
+		now := Timestamp(imp.now())
+		var record func() StoredImport
+		if imp.id != "" {
+			record = func() StoredImport {
+				return StoredImport{ID: imp.id, Fingerprint: fingerprint, Summary: imp.summary(applied, late), CreateTime: now}
+			}
+		}
+		return imp.repo.ApplyStock(ctx, skus, func(sku string, current *Product) (*Product, error) {
+			next, n, rejected := applyRecords(current, imp.pending[sku], now)
+			applied += n
+			late = append(late, rejected...)
+			return next, nil
+		}, record)
+	})
+	if err != nil {
+		return ImportSummary{}, err
+	}
+	return imp.summary(applied, late), nil
+}
 
+// summary sums the import up, given how many records applied and the
+// records rejected while applying.
+func (imp *Import) summary(applied int64, late []sequenced) ImportSummary {
 	all := append(slices.Clone(imp.early), late...)
 	slices.SortFunc(all, func(a, b sequenced) int { return cmp.Compare(a.seq, b.seq) })
 	sum := ImportSummary{
@@ -273,7 +374,7 @@ func (imp *Import) Apply(ctx context.Context) (ImportSummary, error) {
 	for _, r := range all[:min(len(all), MaxRejections)] {
 		sum.Rejections = append(sum.Rejections, r.rejection)
 	}
-	return sum, nil
+	return sum
 }
 
 // applyRecords runs records, all for one sku, against current (nil when the

@@ -63,6 +63,10 @@ const (
 	// client's stream was still open ImportTimeout after it began; nothing
 	// was applied.
 	ReasonImportTimeout = "IMPORT_TIMEOUT"
+	// ReasonImportIDReused: FAILED_PRECONDITION from ImportStock when an
+	// import with the same import_id but other records was applied
+	// before; nothing was applied now.
+	ReasonImportIDReused = "IDEMPOTENCY_KEY_REUSED"
 )
 
 // ImportIdleTimeout is how long an import waits for its client's next
@@ -235,6 +239,7 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 			apierr.RetryAfter(importsBusyRetry))
 	}
 	imp := h.inv.NewImport()
+	first := true
 	msgs, stop := receiveImports(stream)
 	defer stop()
 	idle := time.NewTimer(h.importIdle)
@@ -262,6 +267,10 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if err := importID(imp, req, first); err != nil {
+			return h.error(ctx, err, call{})
+		}
+		first = false
 		rec := recordFromProto(req)
 		if err != nil {
 			invalid, ok := apierr.As(err)
@@ -286,6 +295,20 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 		return h.error(ctx, err, call{})
 	}
 	return stream.SendAndClose(summaryToProto(sum))
+}
+
+// importID reads the import's id from its first record, and checks that
+// the others carry the same or none. Read from a record the contract
+// refused too: its id still names the import.
+func importID(imp *domain.Import, req *inventoryv1.ImportStockRequest, first bool) error {
+	id := req.GetImportId()
+	switch {
+	case first:
+		return imp.SetID(id)
+	case id != "" && id != imp.ID():
+		return &domain.ValidationError{Field: "import_id", Description: "must be empty or the first record's import_id"}
+	}
+	return nil
 }
 
 // received is one RecvMsg's result, or the panic it raised.
@@ -386,6 +409,10 @@ func (h *Handler) error(ctx context.Context, err error, c call) error {
 				fmt.Sprintf("requested %d, %d available", s.Requested, s.Available)))
 		}
 		return apierr.New(codes.FailedPrecondition, ReasonOutOfStock, shortage.Error(), details...)
+	case errors.Is(err, domain.ErrImportIDReused):
+		return apierr.New(codes.FailedPrecondition, ReasonImportIDReused,
+			"an import with this import_id but other records was applied before; nothing was applied: use a new import_id",
+			apierr.Precondition("IMPORT_ID", "import_id", "already used with other records"))
 	case errors.Is(err, domain.ErrSKUTaken):
 		return apierr.New(codes.AlreadyExists, ReasonSKUTaken, fmt.Sprintf("a product with sku %q already exists", c.sku),
 			apierr.Metadata("sku", c.sku), apierr.Field("sku", "already in use by another product"))
@@ -474,7 +501,7 @@ func statusToProto(s domain.ReservationStatus) inventoryv1.ReservationStatus {
 
 func summaryToProto(s domain.ImportSummary) *inventoryv1.ImportStockResponse {
 	out := &inventoryv1.ImportStockResponse{Received: s.Received, Applied: s.Applied, Rejected: s.Rejected,
-		Rejections: make([]*inventoryv1.ImportRejection, len(s.Rejections))}
+		Rejections: make([]*inventoryv1.ImportRejection, len(s.Rejections)), Replayed: s.Replayed}
 	for i, r := range s.Rejections {
 		out.Rejections[i] = &inventoryv1.ImportRejection{Line: r.Line, Sku: r.SKU, Reason: r.Reason, Message: r.Message}
 	}

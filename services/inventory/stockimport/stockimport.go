@@ -77,6 +77,19 @@ var Header = []string{"sku", "name", "price", "currency", "stock"}
 // maxRejections is how many rejections a summary lists, as the service does.
 const maxRejections = 1000
 
+// Options tune an Import.
+type Options struct {
+	// ImportID, when set, makes the import idempotent: the service applies
+	// an import under an id once, and answers the same file sent again
+	// (its answer lost, say) with the first one's summary, Replayed set;
+	// another file under the same id is refused (FAILED_PRECONDITION,
+	// reason IDEMPOTENCY_KEY_REUSED). 1 to 128 characters.
+	ImportID string
+	// Progress, when set, is called after each record sent with how many
+	// have been.
+	Progress func(sent int)
+}
+
 // Import streams the stock records of the CSV file read from r through
 // client and returns the summary of the import once the service has applied
 // it. progress, when not nil, is called after each record is sent with the
@@ -89,7 +102,7 @@ const maxRejections = 1000
 // A file without the expected header is an error before anything is sent.
 // Errors from the service (RESOURCE_EXHAUSTED, reason IMPORT_TOO_LARGE, for
 // a file of more than 100000 rows, say) are returned as they come.
-func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io.Reader, progress func(sent int)) (*inventoryv1.ImportStockResponse, error) {
+func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io.Reader, opts Options) (*inventoryv1.ImportStockResponse, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1 // column counts are checked per row, to reject just that row
 	header, err := cr.Read()
@@ -152,6 +165,9 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 			reject(int64(line), strings.TrimSpace(row[0]), problem)
 			continue
 		}
+		if sent == 0 {
+			rec.ImportId = opts.ImportID
+		}
 		if err := stream.Send(rec); err != nil {
 			if errors.Is(err, io.EOF) {
 				// The service ended the stream; its status says why.
@@ -160,8 +176,8 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 			return nil, err
 		}
 		sent++
-		if progress != nil {
-			progress(sent)
+		if opts.Progress != nil {
+			opts.Progress(sent)
 		}
 	}
 	if err := ctx.Err(); err != nil {

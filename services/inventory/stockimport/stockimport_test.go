@@ -88,7 +88,7 @@ func TestImport(t *testing.T) {
 		"QUOTE,\"broken\"quote,1,EUR,1\n" + // 17: bad quoting
 		"LAST,Last,100,EUR,0\n" // 18
 	var progress []int
-	resp, err := stockimport.Import(t.Context(), c, strings.NewReader(file), func(sent int) { progress = append(progress, sent) })
+	resp, err := stockimport.Import(t.Context(), c, strings.NewReader(file), stockimport.Options{Progress: func(sent int) { progress = append(progress, sent) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestImportBadHeader(t *testing.T) {
 		"sku;name;price;currency;stock\n",
 	} {
 		t.Run(fmt.Sprintf("%q", file), func(t *testing.T) {
-			if _, err := stockimport.Import(t.Context(), c, strings.NewReader(file), nil); err == nil {
+			if _, err := stockimport.Import(t.Context(), c, strings.NewReader(file), stockimport.Options{}); err == nil {
 				t.Error("Import succeeded, want a header error")
 			}
 		})
@@ -210,7 +210,7 @@ func TestImportReadErrorAppliesNothing(t *testing.T) {
 	g := &gate{want: 3, reached: make(chan struct{})}
 	c := start(t, g.intercept)
 	file := "sku,name,price,currency,stock\nA,A,100,EUR,1\nB,B,100,EUR,1\nC,C,100,EUR,1\n"
-	_, err := stockimport.Import(t.Context(), c, &failingReader{data: strings.NewReader(file), reached: g.reached}, nil)
+	_, err := stockimport.Import(t.Context(), c, &failingReader{data: strings.NewReader(file), reached: g.reached}, stockimport.Options{})
 	if !errors.Is(err, errDisk) {
 		t.Fatalf("Import = %v, want the read error", err)
 	}
@@ -230,7 +230,7 @@ func TestImportCanceledContext(t *testing.T) {
 	c := start(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := stockimport.Import(ctx, c, strings.NewReader("sku,name,price,currency,stock\nA,A,100,EUR,1\n"), nil)
+	_, err := stockimport.Import(ctx, c, strings.NewReader("sku,name,price,currency,stock\nA,A,100,EUR,1\n"), stockimport.Options{})
 	if apierr.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) {
 		t.Errorf("Import = %v, want canceled", err)
 	}
@@ -263,7 +263,7 @@ func TestImportServiceError(t *testing.T) {
 	for i := range 5000 {
 		fmt.Fprintf(&b, "SKU-%d,Name %d,100,EUR,1\n", i, i)
 	}
-	_, err := stockimport.Import(t.Context(), c, strings.NewReader(b.String()), nil)
+	_, err := stockimport.Import(t.Context(), c, strings.NewReader(b.String()), stockimport.Options{})
 	if apierr.Code(err) != codes.ResourceExhausted || apierr.Reason(err) != "IMPORT_TOO_LARGE" {
 		t.Errorf("Import = %v, want RESOURCE_EXHAUSTED IMPORT_TOO_LARGE", err)
 	}
@@ -340,7 +340,7 @@ func TestImportUnclosedQuote(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := start(t)
-			resp, err := stockimport.Import(t.Context(), c, strings.NewReader(tt.file), nil)
+			resp, err := stockimport.Import(t.Context(), c, strings.NewReader(tt.file), stockimport.Options{})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("Import = %v, %v; want an error naming %s", resp, err, tt.wantErr)
@@ -385,7 +385,7 @@ func TestImportManyMalformedRows(t *testing.T) {
 		file.WriteString(long + ",x,no price,EUR,1\n")
 	}
 	file.WriteString("OK,Fine,100,EUR,1\n")
-	resp, err := stockimport.Import(t.Context(), c, strings.NewReader(file.String()), nil)
+	resp, err := stockimport.Import(t.Context(), c, strings.NewReader(file.String()), stockimport.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -459,7 +460,7 @@ func (s *Store) reservation(ctx context.Context, tx *sql.Tx, orderID, suffix str
 // ApplyStock runs fn over skus and stores what it returns, in one
 // transaction; see domain.Repository.
 func (s *Store) ApplyStock(ctx context.Context, skus []string,
-	fn func(sku string, current *domain.Product) (*domain.Product, error)) error {
+	fn func(sku string, current *domain.Product) (*domain.Product, error), record func() domain.StoredImport) error {
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
 		for chunk := range slices.Chunk(skus, lookupChunk) {
 			// Lock the chunk's products (in sku order) before deciding on
@@ -494,9 +495,71 @@ func (s *Store) ApplyStock(ctx context.Context, skus []string,
 				return err
 			}
 		}
+		if record != nil {
+			return s.insertImport(ctx, tx, record())
+		}
 		return nil
 	})
 	return storeError(err)
+}
+
+// storedRejection is a domain.Rejection as stock_imports.rejections keeps
+// it: the stored names do not follow the Go ones.
+type storedRejection struct {
+	Line    int64  `json:"line"`
+	SKU     string `json:"sku"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// insertImport stores imp, or returns domain.ErrImportIDTaken.
+func (s *Store) insertImport(ctx context.Context, tx *sql.Tx, imp domain.StoredImport) error {
+	stored := make([]storedRejection, len(imp.Summary.Rejections))
+	for i, r := range imp.Summary.Rejections {
+		stored[i] = storedRejection(r)
+	}
+	rejections, err := json.Marshal(stored)
+	if err != nil {
+		return fmt.Errorf("store: encode the import's rejections: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO stock_imports
+		(import_id, fingerprint, received, applied, rejected, rejections, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		imp.ID, imp.Fingerprint, imp.Summary.Received, imp.Summary.Applied, imp.Summary.Rejected, string(rejections), imp.CreateTime.UnixMicro())
+	if sqldb.IsUniqueViolation(err) {
+		return domain.ErrImportIDTaken
+	}
+	if err != nil {
+		return fmt.Errorf("store: insert import: %w", err)
+	}
+	return nil
+}
+
+// ImportByID implements domain.Repository.
+func (s *Store) ImportByID(ctx context.Context, id string) (domain.StoredImport, error) {
+	var (
+		imp        = domain.StoredImport{ID: id}
+		rejections string
+		createTime int64
+	)
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT fingerprint, received, applied, rejected, rejections, create_time
+		FROM stock_imports WHERE import_id = ?`), id).Scan(
+		&imp.Fingerprint, &imp.Summary.Received, &imp.Summary.Applied, &imp.Summary.Rejected, &rejections, &createTime)
+	if errors.Is(err, sql.ErrNoRows) {
+		return domain.StoredImport{}, domain.ErrImportNotFound
+	}
+	if err != nil {
+		return domain.StoredImport{}, fmt.Errorf("store: read import: %w", err)
+	}
+	var stored []storedRejection
+	if err := json.Unmarshal([]byte(rejections), &stored); err != nil {
+		return domain.StoredImport{}, fmt.Errorf("store: decode the import's rejections: %w", err)
+	}
+	imp.Summary.Rejections = make([]domain.Rejection, len(stored))
+	for i, r := range stored {
+		imp.Summary.Rejections[i] = domain.Rejection(r)
+	}
+	imp.CreateTime = time.UnixMicro(createTime).UTC()
+	return imp, nil
 }
 
 // insertProducts inserts products with one multi-row INSERT.

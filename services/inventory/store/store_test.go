@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -506,7 +507,7 @@ func TestApplyStock(t *testing.T) {
 			}
 			p := product(sku, 1)
 			return &p, nil
-		})
+		}, nil)
 		if !errors.Is(err, boom) {
 			t.Fatalf("ApplyStock = %v, want boom", err)
 		}
@@ -537,7 +538,7 @@ func TestApplyStock(t *testing.T) {
 			}
 			p := product(sku, 3)
 			return &p, nil
-		})
+		}, nil)
 		if err != nil || seen != len(skus) {
 			t.Fatalf("ApplyStock = %v after %d of %d skus", err, seen, len(skus))
 		}
@@ -685,7 +686,7 @@ func TestLockOrderUnderICUCollation(t *testing.T) {
 			next := *p
 			next.Available++
 			return &next, nil
-		})
+		}, nil)
 	}()
 	// The import waits for a lock (on B, holding nothing, as it should;
 	// on B holding a, as it did with the collation's order).
@@ -718,4 +719,51 @@ func TestLockOrderUnderICUCollation(t *testing.T) {
 			t.Errorf("%s: %d available, want 11", sku, available)
 		}
 	}
+}
+
+// TestStoredImports: an import stored under its id with ApplyStock reads
+// back whole; a second one under the same id is ErrImportIDTaken and
+// rolls its products' changes back.
+func TestStoredImports(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		s, _ := openStore(t, url)
+		ctx := t.Context()
+		create(t, s, product("OLD", 5))
+		bump := func(_ string, cur *domain.Product) (*domain.Product, error) {
+			next := *cur
+			next.Available++
+			return &next, nil
+		}
+		want := domain.StoredImport{ID: "imp-1", Fingerprint: "fp", CreateTime: base, Summary: domain.ImportSummary{
+			Received: 3, Applied: 1, Rejected: 2,
+			Rejections: []domain.Rejection{
+				{Line: 2, SKU: "bad sku", Reason: domain.RejectInvalidSKU, Message: "invalid sku: \"quoted\", ünïcode"},
+				{Line: 3, SKU: "GHOST", Reason: domain.RejectUnknownProduct, Message: "no such product"},
+			},
+		}}
+		if err := s.ApplyStock(ctx, []string{"OLD"}, bump, func() domain.StoredImport { return want }); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ImportByID(ctx, "imp-1")
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("ImportByID = %+v, %v\nwant %+v", got, err, want)
+		}
+		err = s.ApplyStock(ctx, []string{"OLD"}, bump, func() domain.StoredImport { return domain.StoredImport{ID: "imp-1", CreateTime: base} })
+		if !errors.Is(err, domain.ErrImportIDTaken) {
+			t.Fatalf("a second import under the id = %v, want ErrImportIDTaken", err)
+		}
+		if p, _ := s.Product(ctx, "OLD"); p.Available != 6 {
+			t.Fatalf("OLD available %d, want 6: the second import rolled back", p.Available)
+		}
+		if _, err := s.ImportByID(ctx, "imp-2"); !errors.Is(err, domain.ErrImportNotFound) {
+			t.Fatalf("ImportByID of an unknown id = %v, want ErrImportNotFound", err)
+		}
+		// Without a record nothing is stored.
+		if err := s.ApplyStock(ctx, []string{"OLD"}, bump, nil); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := s.Product(ctx, "OLD"); p.Available != 7 {
+			t.Fatalf("OLD available %d, want 7", p.Available)
+		}
+	})
 }

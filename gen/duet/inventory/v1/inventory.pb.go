@@ -1016,7 +1016,12 @@ type ImportStockRequest struct {
 	// Units to add to stock (negative to remove, never below zero).
 	StockDelta int64 `protobuf:"varint,4,opt,name=stock_delta,json=stockDelta,proto3" json:"stock_delta,omitempty"`
 	// The record's line number in the client's file, echoed in rejections.
-	Line          int64 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
+	Line int64 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
+	// Makes the import idempotent: 1 to 128 characters, no NUL, read from
+	// the first record; on the others it must be empty or the same
+	// (INVALID_ARGUMENT otherwise, and nothing is applied). Ids are kept:
+	// use a new one for every import that is meant to apply.
+	ImportId      string `protobuf:"bytes,6,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1084,6 +1089,13 @@ func (x *ImportStockRequest) GetLine() int64 {
 		return x.Line
 	}
 	return 0
+}
+
+func (x *ImportStockRequest) GetImportId() string {
+	if x != nil {
+		return x.ImportId
+	}
+	return ""
 }
 
 // ImportRejection says why one record was not applied.
@@ -1170,7 +1182,10 @@ type ImportStockResponse struct {
 	// Records rejected; see rejections.
 	Rejected int64 `protobuf:"varint,3,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	// Why each rejected record was rejected (at most the first 1000).
-	Rejections    []*ImportRejection `protobuf:"bytes,4,rep,name=rejections,proto3" json:"rejections,omitempty"`
+	Rejections []*ImportRejection `protobuf:"bytes,4,rep,name=rejections,proto3" json:"rejections,omitempty"`
+	// True when an earlier import with the same import_id applied the
+	// records, and this is its summary: nothing was applied now.
+	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1233,6 +1248,13 @@ func (x *ImportStockResponse) GetRejections() []*ImportRejection {
 	return nil
 }
 
+func (x *ImportStockResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 var File_duet_inventory_v1_inventory_proto protoreflect.FileDescriptor
 
 const file_duet_inventory_v1_inventory_proto_rawDesc = "" +
@@ -1293,26 +1315,28 @@ const file_duet_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x13ReleaseStockRequest\x12#\n" +
 	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\"X\n" +
 	"\x14ReleaseStockResponse\x12@\n" +
-	"\vreservation\x18\x01 \x01(\v2\x1e.duet.inventory.v1.ReservationR\vreservation\"\x9a\x01\n" +
+	"\vreservation\x18\x01 \x01(\v2\x1e.duet.inventory.v1.ReservationR\vreservation\"\xb7\x01\n" +
 	"\x12ImportStockRequest\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
 	"\x05price\x18\x03 \x01(\v2\x13.duet.type.v1.MoneyR\x05price\x12\x1f\n" +
 	"\vstock_delta\x18\x04 \x01(\x03R\n" +
 	"stockDelta\x12\x12\n" +
-	"\x04line\x18\x05 \x01(\x03R\x04line\"i\n" +
+	"\x04line\x18\x05 \x01(\x03R\x04line\x12\x1b\n" +
+	"\timport_id\x18\x06 \x01(\tR\bimportId\"i\n" +
 	"\x0fImportRejection\x12\x12\n" +
 	"\x04line\x18\x01 \x01(\x03R\x04line\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xab\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xc7\x01\n" +
 	"\x13ImportStockResponse\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x03R\breceived\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\x03R\aapplied\x12\x1a\n" +
 	"\brejected\x18\x03 \x01(\x03R\brejected\x12B\n" +
 	"\n" +
 	"rejections\x18\x04 \x03(\v2\".duet.inventory.v1.ImportRejectionR\n" +
-	"rejections*\x9b\x01\n" +
+	"rejections\x12\x1a\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed*\x9b\x01\n" +
 	"\x11ReservationStatus\x12\"\n" +
 	"\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12 \n" +

@@ -73,7 +73,10 @@ type InventoryServiceClient interface {
 	// applying nothing, when its client sends nothing for 30 s (reason
 	// IMPORT_IDLE) or has not closed it 10 minutes after it began (reason
 	// IMPORT_TIMEOUT); more than 100,000 records is RESOURCE_EXHAUSTED,
-	// reason IMPORT_TOO_LARGE.
+	// reason IMPORT_TOO_LARGE. An import sent with an import_id is applied
+	// once: sent again (its answer lost, say), it applies nothing and answers
+	// the first one's summary with replayed set; the same id with other
+	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
 	ImportStock(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportStockRequest, ImportStockResponse], error)
 }
 
@@ -209,7 +212,10 @@ type InventoryServiceServer interface {
 	// applying nothing, when its client sends nothing for 30 s (reason
 	// IMPORT_IDLE) or has not closed it 10 minutes after it began (reason
 	// IMPORT_TIMEOUT); more than 100,000 records is RESOURCE_EXHAUSTED,
-	// reason IMPORT_TOO_LARGE.
+	// reason IMPORT_TOO_LARGE. An import sent with an import_id is applied
+	// once: sent again (its answer lost, say), it applies nothing and answers
+	// the first one's summary with replayed set; the same id with other
+	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
 	ImportStock(grpc.ClientStreamingServer[ImportStockRequest, ImportStockResponse]) error
 	mustEmbedUnimplementedInventoryServiceServer()
 }
