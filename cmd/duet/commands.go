@@ -61,7 +61,7 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("import: %w", err)
 	}
 	if sum.GetReplayed() {
-		fmt.Fprintf(stdout, "import %s was applied before; nothing was applied now. Its summary:\n", *importID)
+		fmt.Fprintf(stdout, "import %q was applied before; nothing was applied now. Its summary:\n", *importID)
 	}
 	fmt.Fprintf(stdout, "received %d, applied %d, rejected %d\n", sum.GetReceived(), sum.GetApplied(), sum.GetRejected())
 	for _, r := range sum.GetRejections() {

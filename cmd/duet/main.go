@@ -282,6 +282,11 @@ func envName(name string) string {
 	return "DUET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
+// commandLineOnly are the flags no environment variable sets: each names
+// one run (an import id), and a variable left in a job's environment would
+// hand next week's import this week's id, and have it skipped.
+var commandLineOnly = map[string]bool{"import-id": true}
+
 func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(w)
@@ -293,7 +298,11 @@ func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 			if f.DefValue != "" {
 				def = fmt.Sprintf(" (default %q)", f.DefValue)
 			}
-			lines = append(lines, fmt.Sprintf("  --%s  [%s]\n        %s%s\n", f.Name, envName(f.Name), f.Usage, def))
+			env := envName(f.Name)
+			if commandLineOnly[f.Name] {
+				env = "command line only"
+			}
+			lines = append(lines, fmt.Sprintf("  --%s  [%s]\n        %s%s\n", f.Name, env, f.Usage, def))
 		})
 		sort.Strings(lines)
 		fmt.Fprint(w, strings.Join(lines, ""))
@@ -316,7 +325,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if given[f.Name] || commandLineOnly[f.Name] || err != nil {
 			return
 		}
 		if v := os.Getenv(envName(f.Name)); v != "" {

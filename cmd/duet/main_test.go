@@ -61,7 +61,7 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
 					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
-				"stock": {"inventory-target", "import-id"},
+				"stock": {"inventory-target"},
 				"order": {"order-target"},
 			}[cmd] {
 				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))
@@ -70,6 +70,25 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestImportIDNotFromEnvironment: --import-id names one import, so no
+// environment variable sets it (a DUET_IMPORT_ID left in a job's
+// environment would have every later import skipped), and the help says so.
+func TestImportIDNotFromEnvironment(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"stock", "--help"}, &out, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help returned %v", err)
+	}
+	if !strings.Contains(out.String(), "--import-id  [command line only]") {
+		t.Errorf("help does not say --import-id is command line only:\n%s", out.String())
+	}
+	t.Setenv("DUET_IMPORT_ID", "from-the-environment")
+	fs := newFlagSet("stock", "test", &out)
+	id := fs.String("import-id", "", "")
+	if err := parse(fs, nil); err != nil || *id != "" {
+		t.Fatalf("parse with DUET_IMPORT_ID set = %q, %v; want it ignored", *id, err)
 	}
 }
 

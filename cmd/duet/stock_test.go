@@ -80,7 +80,7 @@ func TestStockImportID(t *testing.T) {
 	if err := os.WriteFile(file, []byte("sku,name,price,currency,stock\nID-1,Fine,100,USD,5\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for i, want := range []string{"received 1, applied 1", "import restock-7 was applied before; nothing was applied now"} {
+	for i, want := range []string{"received 1, applied 1", `import "restock-7" was applied before; nothing was applied now`} {
 		var stdout, stderr strings.Builder
 		if err := run(ctx, []string{"stock", "import", "--inventory-target", sys.InventoryAddr, "--import-id", "restock-7", file}, &stdout, &stderr); err != nil {
 			t.Fatalf("import %d = %v; stdout:\n%s", i+1, err, stdout.String())

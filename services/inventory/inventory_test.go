@@ -469,6 +469,20 @@ func TestImportStockID(t *testing.T) {
 		if p := getProduct(t, c, "MUG"); p.GetAvailable() != 10 {
 			t.Fatalf("MUG available %d, want 10: the import applied once", p.GetAvailable())
 		}
+		// A first record the contract refuses still names the import.
+		refused := []*inventoryv1.ImportStockRequest{
+			{Line: 2, Sku: "MUG", Price: &typev1.Money{CurrencyCode: "eur", Units: 5}, ImportId: "restock-9"},
+			{Line: 3, Sku: "MUG", StockDelta: 1},
+		}
+		if got := importRecords(t, c, refused...); got.GetApplied() != 1 || got.GetRejected() != 1 || got.GetImportId() != "restock-9" {
+			t.Fatalf("import with its first record refused = %v", got)
+		}
+		if got := importRecords(t, c, refused...); !got.GetReplayed() {
+			t.Fatalf("the same import again = %v, want it replayed", got)
+		}
+		if p := getProduct(t, c, "MUG"); p.GetAvailable() != 11 {
+			t.Fatalf("MUG available %d, want 11", p.GetAvailable())
+		}
 		tests := []struct {
 			name    string
 			records []*inventoryv1.ImportStockRequest
@@ -488,8 +502,8 @@ func TestImportStockID(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				_, err := sendImport(t, c, tt.records...)
 				apierrtest.Check(t, err, tt.code, tt.reason, tt.field)
-				if p := getProduct(t, c, "MUG"); p.GetAvailable() != 10 {
-					t.Fatalf("MUG available %d, want 10: nothing applied", p.GetAvailable())
+				if p := getProduct(t, c, "MUG"); p.GetAvailable() != 11 {
+					t.Fatalf("MUG available %d, want 11: nothing applied", p.GetAvailable())
 				}
 			})
 		}

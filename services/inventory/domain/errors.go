@@ -36,7 +36,8 @@ var (
 	// applied under the id asked for.
 	ErrImportNotFound = errors.New("no import applied under this id")
 	// ErrImportIDTaken is returned by a Repository when an import with the
-	// same id was stored first (a concurrent one); nothing was written.
+	// same id is stored already (one before, or a concurrent one that
+	// committed first); nothing was written.
 	ErrImportIDTaken = errors.New("import id taken")
 	// ErrConflict is returned by a Repository when a transaction lost a race
 	// it cannot resolve itself (a deadlock, a serialisation failure, a

@@ -96,6 +96,8 @@ type ImportSummary struct {
 	// Replayed reports that an earlier import with the same id applied
 	// the records and this is its summary: nothing was applied now.
 	Replayed bool
+	// ImportID is the import's id, "" when it had none.
+	ImportID string
 }
 
 // MaxImportIDLen bounds an import id, in characters.
@@ -193,8 +195,9 @@ func (imp *Import) count(rec StockRecord) error {
 
 // SetID makes the import idempotent under id: Apply then applies it only
 // if no import was applied under id before, and otherwise answers that
-// one's summary (or ErrImportIDReused, when its records were others). Call
-// it before the first record; an empty id leaves the import without one.
+// one's summary (or ErrImportIDReused, when its records were others: the
+// same records are the same fields, line numbers and order). Call it once,
+// before the first record; an empty id leaves the import without one.
 func (imp *Import) SetID(id string) error {
 	switch {
 	case imp.received > 0 || imp.done:
@@ -291,7 +294,9 @@ func (imp *Import) Apply(ctx context.Context) (ImportSummary, error) {
 	imp.done = true
 	var fingerprint string
 	if imp.id != "" {
-		fingerprint = hex.EncodeToString(imp.digest.Sum(nil))
+		// Versioned, so that a change to what is hashed can tell the
+		// fingerprints stored before it.
+		fingerprint = "v1:" + hex.EncodeToString(imp.digest.Sum(nil))
 		if sum, err := imp.replay(ctx, fingerprint); !errors.Is(err, ErrImportNotFound) {
 			return sum, err
 		}
@@ -366,6 +371,7 @@ func (imp *Import) summary(applied int64, late []sequenced) ImportSummary {
 	all := append(slices.Clone(imp.early), late...)
 	slices.SortFunc(all, func(a, b sequenced) int { return cmp.Compare(a.seq, b.seq) })
 	sum := ImportSummary{
+		ImportID:   imp.id,
 		Received:   imp.received,
 		Applied:    applied,
 		Rejected:   imp.earlyCount + int64(len(late)),

@@ -267,16 +267,20 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		var invalid *apierr.Error
+		if err != nil {
+			var ok bool
+			if invalid, ok = apierr.As(err); !ok || invalid.Code() != codes.InvalidArgument {
+				return h.recvError(ctx, err)
+			}
+		}
+		// A record the contract refused still names the import.
 		if err := importID(imp, req, first); err != nil {
 			return h.error(ctx, err, call{})
 		}
 		first = false
 		rec := recordFromProto(req)
-		if err != nil {
-			invalid, ok := apierr.As(err)
-			if !ok || invalid.Code() != codes.InvalidArgument {
-				return h.recvError(ctx, err)
-			}
+		if invalid != nil {
 			err = imp.Reject(rec, domain.RejectInvalidRecord, invalid.GRPCStatus().Message())
 		} else {
 			err = imp.Add(rec)
@@ -292,7 +296,7 @@ func (h *Handler) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.Impo
 	}
 	sum, err := imp.Apply(ctx)
 	if err != nil {
-		return h.error(ctx, err, call{})
+		return h.error(ctx, err, call{importID: imp.ID()})
 	}
 	return stream.SendAndClose(summaryToProto(sum))
 }
@@ -375,6 +379,8 @@ type call struct {
 	// reserve marks ReserveStock, where an unknown sku is a failed
 	// precondition of the order rather than a missing resource.
 	reserve bool
+	// importID is the stock import's id.
+	importID string
 }
 
 // error maps a domain error to a status error.
@@ -412,7 +418,7 @@ func (h *Handler) error(ctx context.Context, err error, c call) error {
 	case errors.Is(err, domain.ErrImportIDReused):
 		return apierr.New(codes.FailedPrecondition, ReasonImportIDReused,
 			"an import with this import_id but other records was applied before; nothing was applied: use a new import_id",
-			apierr.Precondition("IMPORT_ID", "import_id", "already used with other records"))
+			apierr.Precondition("IMPORT_ID", c.importID, "already used with other records"))
 	case errors.Is(err, domain.ErrSKUTaken):
 		return apierr.New(codes.AlreadyExists, ReasonSKUTaken, fmt.Sprintf("a product with sku %q already exists", c.sku),
 			apierr.Metadata("sku", c.sku), apierr.Field("sku", "already in use by another product"))
@@ -501,7 +507,7 @@ func statusToProto(s domain.ReservationStatus) inventoryv1.ReservationStatus {
 
 func summaryToProto(s domain.ImportSummary) *inventoryv1.ImportStockResponse {
 	out := &inventoryv1.ImportStockResponse{Received: s.Received, Applied: s.Applied, Rejected: s.Rejected,
-		Rejections: make([]*inventoryv1.ImportRejection, len(s.Rejections)), Replayed: s.Replayed}
+		Rejections: make([]*inventoryv1.ImportRejection, len(s.Rejections)), Replayed: s.Replayed, ImportId: s.ImportID}
 	for i, r := range s.Rejections {
 		out.Rejections[i] = &inventoryv1.ImportRejection{Line: r.Line, Sku: r.SKU, Reason: r.Reason, Message: r.Message}
 	}

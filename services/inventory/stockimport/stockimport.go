@@ -92,8 +92,11 @@ type Options struct {
 
 // Import streams the stock records of the CSV file read from r through
 // client and returns the summary of the import once the service has applied
-// it. progress, when not nil, is called after each record is sent with the
-// number sent so far.
+// it, under opts.ImportID when set (see Options).
+//
+// A service that does not know import ids ignores one and applies the
+// import as a new one; Import then returns an error saying so (the import
+// was applied: sending it again would apply it again).
 //
 // The summary covers the whole file: Received counts every data row,
 // Rejected and Rejections include the rows rejected here as malformed, and
@@ -186,6 +189,10 @@ func Import(ctx context.Context, client inventoryv1.InventoryServiceClient, r io
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
 		return nil, err
+	}
+	if sent > 0 && resp.GetImportId() != opts.ImportID {
+		return nil, fmt.Errorf("stockimport: the service answered for import id %q, not %q: it does not know import ids, and applied the import as a new one (received %d, applied %d, rejected %d); do not send it again",
+			resp.GetImportId(), opts.ImportID, resp.GetReceived(), resp.GetApplied(), resp.GetRejected())
 	}
 	return merge(resp, local, nLocal), nil
 }

@@ -399,3 +399,59 @@ func TestImportManyMalformedRows(t *testing.T) {
 		}
 	}
 }
+
+// TestImportID: the import id goes with the first record sent, a
+// malformed first row notwithstanding, so the same file imported again
+// applies nothing and gets the first summary, replayed.
+func TestImportID(t *testing.T) {
+	c := start(t)
+	const file = "sku,name,price,currency,stock\n" +
+		"BAD,Bad,19.99,EUR,1\n" + // malformed: not sent
+		"CUP,Cup,500,EUR,3\n"
+	opts := stockimport.Options{ImportID: "restock-1"}
+	first, err := stockimport.Import(t.Context(), c, strings.NewReader(file), opts)
+	if err != nil || first.GetApplied() != 1 || first.GetRejected() != 1 || first.GetReplayed() {
+		t.Fatalf("first import = %v, %v", first, err)
+	}
+	again, err := stockimport.Import(t.Context(), c, strings.NewReader(file), opts)
+	if err != nil || !again.GetReplayed() || again.GetApplied() != 1 || again.GetRejected() != 1 || again.GetImportId() != "restock-1" {
+		t.Fatalf("the same file again = %v, %v; want the first summary, replayed", again, err)
+	}
+	if p := product(t, c, "CUP"); p.GetAvailable() != 3 {
+		t.Fatalf("CUP = %v, want 3 available: imported once", p)
+	}
+}
+
+// idBlindService answers imports as a service from before import ids did:
+// applied, with no id echoed.
+type idBlindService struct {
+	inventoryv1.UnimplementedInventoryServiceServer
+}
+
+func (idBlindService) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
+	var n int64
+	for {
+		if _, err := stream.Recv(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
+		n++
+	}
+	return stream.SendAndClose(&inventoryv1.ImportStockResponse{Received: n, Applied: n})
+}
+
+// TestImportIDIgnored: a service that does not echo the import id applied
+// the import as a new one; Import says so rather than report a success a
+// retry would repeat.
+func TestImportIDIgnored(t *testing.T) {
+	c := serve(t, func(r grpc.ServiceRegistrar) { inventoryv1.RegisterInventoryServiceServer(r, idBlindService{}) })
+	const file = "sku,name,price,currency,stock\nCUP,Cup,500,EUR,3\n"
+	if _, err := stockimport.Import(t.Context(), c, strings.NewReader(file), stockimport.Options{ImportID: "restock-1"}); err == nil ||
+		!strings.Contains(err.Error(), "does not know import ids") {
+		t.Fatalf("Import with an id the service ignores = %v, want an error saying so", err)
+	}
+	if _, err := stockimport.Import(t.Context(), c, strings.NewReader(file), stockimport.Options{}); err != nil {
+		t.Fatalf("Import without an id = %v", err)
+	}
+}

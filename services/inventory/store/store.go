@@ -537,7 +537,7 @@ func (s *Store) insertImport(ctx context.Context, tx *sql.Tx, imp domain.StoredI
 // ImportByID implements domain.Repository.
 func (s *Store) ImportByID(ctx context.Context, id string) (domain.StoredImport, error) {
 	var (
-		imp        = domain.StoredImport{ID: id}
+		imp        = domain.StoredImport{ID: id, Summary: domain.ImportSummary{ImportID: id}}
 		rejections string
 		createTime int64
 	)

@@ -726,7 +726,7 @@ func TestLockOrderUnderICUCollation(t *testing.T) {
 // rolls its products' changes back.
 func TestStoredImports(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, url string) {
-		s, _ := openStore(t, url)
+		s, db := openStore(t, url)
 		ctx := t.Context()
 		create(t, s, product("OLD", 5))
 		bump := func(_ string, cur *domain.Product) (*domain.Product, error) {
@@ -735,7 +735,7 @@ func TestStoredImports(t *testing.T) {
 			return &next, nil
 		}
 		want := domain.StoredImport{ID: "imp-1", Fingerprint: "fp", CreateTime: base, Summary: domain.ImportSummary{
-			Received: 3, Applied: 1, Rejected: 2,
+			ImportID: "imp-1", Received: 3, Applied: 1, Rejected: 2,
 			Rejections: []domain.Rejection{
 				{Line: 2, SKU: "bad sku", Reason: domain.RejectInvalidSKU, Message: "invalid sku: \"quoted\", ünïcode"},
 				{Line: 3, SKU: "GHOST", Reason: domain.RejectUnknownProduct, Message: "no such product"},
@@ -764,6 +764,10 @@ func TestStoredImports(t *testing.T) {
 		}
 		if p, _ := s.Product(ctx, "OLD"); p.Available != 7 {
 			t.Fatalf("OLD available %d, want 7", p.Available)
+		}
+		var stored int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM stock_imports").Scan(&stored); err != nil || stored != 1 {
+			t.Fatalf("%d imports stored (%v), want the one", stored, err)
 		}
 	})
 }

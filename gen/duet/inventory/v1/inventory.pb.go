@@ -1019,8 +1019,9 @@ type ImportStockRequest struct {
 	Line int64 `protobuf:"varint,5,opt,name=line,proto3" json:"line,omitempty"`
 	// Makes the import idempotent: 1 to 128 characters, no NUL, read from
 	// the first record; on the others it must be empty or the same
-	// (INVALID_ARGUMENT otherwise, and nothing is applied). Ids are kept:
-	// use a new one for every import that is meant to apply.
+	// (INVALID_ARGUMENT otherwise, and nothing is applied). The same import
+	// is the same records, fields, line numbers and order alike. Ids are
+	// kept: use a new one, a UUID say, for every import meant to apply.
 	ImportId      string `protobuf:"bytes,6,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1185,7 +1186,11 @@ type ImportStockResponse struct {
 	Rejections []*ImportRejection `protobuf:"bytes,4,rep,name=rejections,proto3" json:"rejections,omitempty"`
 	// True when an earlier import with the same import_id applied the
 	// records, and this is its summary: nothing was applied now.
-	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// The import's import_id, echoed: a client that sent one and finds none
+	// here was answered by a service that does not know import ids, and
+	// applied the import as a new one.
+	ImportId      string `protobuf:"bytes,6,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1253,6 +1258,13 @@ func (x *ImportStockResponse) GetReplayed() bool {
 		return x.Replayed
 	}
 	return false
+}
+
+func (x *ImportStockResponse) GetImportId() string {
+	if x != nil {
+		return x.ImportId
+	}
+	return ""
 }
 
 var File_duet_inventory_v1_inventory_proto protoreflect.FileDescriptor
@@ -1328,7 +1340,7 @@ const file_duet_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x04line\x18\x01 \x01(\x03R\x04line\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xc7\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xe4\x01\n" +
 	"\x13ImportStockResponse\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x03R\breceived\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\x03R\aapplied\x12\x1a\n" +
@@ -1336,7 +1348,8 @@ const file_duet_inventory_v1_inventory_proto_rawDesc = "" +
 	"\n" +
 	"rejections\x18\x04 \x03(\v2\".duet.inventory.v1.ImportRejectionR\n" +
 	"rejections\x12\x1a\n" +
-	"\breplayed\x18\x05 \x01(\bR\breplayed*\x9b\x01\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\x12\x1b\n" +
+	"\timport_id\x18\x06 \x01(\tR\bimportId*\x9b\x01\n" +
 	"\x11ReservationStatus\x12\"\n" +
 	"\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12 \n" +
