@@ -382,12 +382,13 @@ func importRecords(t *testing.T, c inventoryv1.InventoryServiceClient, records .
 	return resp
 }
 
-// sendImport runs one import of records and returns its outcome.
+// sendImport runs one import of records and returns its outcome; it may
+// run on any goroutine.
 func sendImport(t *testing.T, c inventoryv1.InventoryServiceClient, records ...*inventoryv1.ImportStockRequest) (*inventoryv1.ImportStockResponse, error) {
 	t.Helper()
 	stream, err := c.ImportStock(t.Context())
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	for _, r := range records {
 		if err := stream.Send(r); err != nil {
@@ -506,6 +507,49 @@ func TestImportStockID(t *testing.T) {
 					t.Fatalf("MUG available %d, want 11: nothing applied", p.GetAvailable())
 				}
 			})
+		}
+	})
+}
+
+// TestImportStockIDRace: imports with the same id sent at once apply
+// once; the others answer its summary, replayed (on PostgreSQL the losers'
+// inserts of the id wait for the winner's transaction).
+func TestImportStockIDRace(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		c := start(t, url)
+		createProduct(t, c, "MUG", 5)
+		records := []*inventoryv1.ImportStockRequest{
+			{Line: 2, Sku: "MUG", StockDelta: 3, ImportId: "race-1"},
+			{Line: 3, Sku: "NEWCUP", Name: "New cup", Price: eur(300), StockDelta: 4},
+		}
+		const n = 4
+		resps := make([]*inventoryv1.ImportStockResponse, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { resps[i], errs[i] = sendImport(t, c, records...) })
+		}
+		wg.Wait()
+		applied := 0
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("import %d: %v", i, errs[i])
+			}
+			if resps[i].GetApplied() != 2 || resps[i].GetImportId() != "race-1" {
+				t.Errorf("import %d answered %v, want both records applied", i, resps[i])
+			}
+			if !resps[i].GetReplayed() {
+				applied++
+			}
+		}
+		if applied != 1 {
+			t.Errorf("%d of %d imports applied, want one (the others replayed)", applied, n)
+		}
+		if p := getProduct(t, c, "MUG"); p.GetAvailable() != 8 {
+			t.Errorf("MUG available %d, want 8: the import applied once", p.GetAvailable())
+		}
+		if p := getProduct(t, c, "NEWCUP"); p.GetAvailable() != 4 {
+			t.Errorf("NEWCUP available %d, want 4", p.GetAvailable())
 		}
 	})
 }
