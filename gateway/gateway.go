@@ -40,6 +40,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/rs/cors"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
@@ -127,6 +128,48 @@ type Config struct {
 	// parent-based sampler obeys, to have every span of every call
 	// exported, nor send key-value pairs along to every service.
 	TrustTraceContext bool
+	// CORSOrigins are the origins whose browser pages may call the API
+	// from another origin: "https://shop.example", one "*" standing for
+	// any part of it ("https://*.shop.example"), or "*" alone for any
+	// origin. The gateway answers their preflight requests and marks its
+	// answers readable by them (with X-Request-Id and Retry-After), without
+	// credentials: no cookies, which the API does not use. Empty, none: a
+	// browser then lets only the gateway's own origin read its answers.
+	CORSOrigins []string
+}
+
+// corsMaxAge is how long, in seconds, a browser may keep a preflight's
+// answer: fewer preflights, and a change of CORSOrigins reaches browsers
+// within ten minutes.
+const corsMaxAge = 600
+
+// newCORS returns the CORS handling for origins, nil for none, or an
+// error naming an origin no browser sends (it would never match).
+func newCORS(origins []string, trustTrace bool) (*cors.Cors, error) {
+	if len(origins) == 0 {
+		return nil, nil
+	}
+	for _, o := range origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(strings.Replace(o, "*", "x", 1))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" ||
+			u.User != nil || u.Fragment != "" || strings.Count(o, "*") > 1 {
+			return nil, fmt.Errorf("gateway: CORS origin %q: want scheme://host[:port], one * at most, or * alone", o)
+		}
+	}
+	headers := []string{"Content-Type", "Authorization", requestIDHeader}
+	if trustTrace {
+		headers = append(headers, "Traceparent", "Tracestate", "Baggage")
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		AllowedHeaders: headers,
+		ExposedHeaders: []string{requestIDHeader, "Retry-After"},
+		MaxAge:         corsMaxAge,
+	}), nil
 }
 
 // withDefaults returns cfg with its zero fields set to the defaults.
@@ -181,6 +224,8 @@ type Gateway struct {
 	notReady atomic.Bool
 	// query says which query parameters each route takes.
 	query queryFields
+	// cors answers cross-origin requests; nil without CORSOrigins.
+	cors *cors.Cors
 }
 
 // errDraining is the cause with which Drain cancels a watch.
@@ -228,6 +273,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	if cfg.Notifications != nil {
 		g.backends = append(g.backends, backend{name: "notification", service: notificationv1.NotificationService_ServiceDesc.ServiceName, conn: cfg.Notifications})
+	}
+	var err error
+	if g.cors, err = newCORS(cfg.CORSOrigins, cfg.TrustTraceContext); err != nil {
+		return nil, err
 	}
 	docs, err := renderDocs(openAPIDocument)
 	if err != nil {
@@ -379,6 +428,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		// copy: the access log names the method the client sent.)
 		routed = r.WithContext(ctx)
 		routed.Method = http.MethodGet
+	}
+	if g.cors != nil {
+		// A preflight is answered here (204, with the CORS headers when
+		// its origin, method and headers are allowed); any other request
+		// gets its CORS headers and goes on.
+		g.cors.ServeHTTP(rec, routed, g.mux.ServeHTTP)
+		return
 	}
 	g.mux.ServeHTTP(rec, routed)
 }

@@ -94,6 +94,18 @@ type common struct {
 	sagaStep     time.Duration
 	sagaBacklog  int
 	trustTrace   bool
+	corsOrigins  string
+}
+
+// origins splits the --cors-origins list.
+func (c *common) origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.corsOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -105,6 +117,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
 	fs.IntVar(&c.sagaBacklog, "saga-max-backlog", saga.DefaultMaxBacklog, "order saga: orders in progress past which CreateOrder answers ORDERS_OVERLOADED (UNAVAILABLE, 503); -1 for no bound")
 	fs.BoolVar(&c.trustTrace, "trust-trace-context", false, "gateway: continue the trace a request's traceparent names (behind a proxy of your own); off, each request starts its own trace, linked to the caller's")
+	fs.StringVar(&c.corsOrigins, "cors-origins", "", "gateway: comma-separated origins whose browser pages may call the API (https://shop.example, https://*.shop.example, or * for any); empty, none")
 }
 
 // flushTracing sends the spans still buffered, giving up after two
@@ -189,6 +202,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Bus:               c.bus(),
 		Saga:              c.saga(),
 		TrustTraceContext: c.trustTrace,
+		CORSOrigins:       c.origins(),
 		DrainTimeout:      c.drainTimeout,
 		Logger:            log,
 	})
@@ -264,7 +278,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
-		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace,
+		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay, Logger: log,
 	})
 }

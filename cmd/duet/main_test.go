@@ -58,9 +58,9 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 			}
 			for _, flagName := range map[string][]string{
 				"up": {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr",
-					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
+					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
-					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context"},
+					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins"},
 				"stock": {"inventory-target"},
 				"order": {"order-target"},
 			}[cmd] {

@@ -52,6 +52,9 @@ type ServeConfig struct {
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).
 	TrustTraceContext bool
+	// CORSOrigins are the origins whose browser pages may call the
+	// gateway (gateway.Config.CORSOrigins).
+	CORSOrigins []string
 	// MetricsAddr, when set, serves /metrics, /healthz and /readyz over
 	// HTTP on an address of its own: a service's from its gRPC health, the
 	// gateway's as on its API port, which then no longer serves /metrics.
@@ -251,7 +254,8 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	if err != nil {
 		return err
 	}
-	gcfg := gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log, TrustTraceContext: cfg.TrustTraceContext}
+	gcfg := gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log,
+		TrustTraceContext: cfg.TrustTraceContext, CORSOrigins: cfg.CORSOrigins}
 	if cfg.InventoryTarget != "" {
 		if gcfg.Inventory, err = s.dial(cfg.InventoryTarget); err != nil {
 			return err

@@ -73,6 +73,9 @@ type Config struct {
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).
 	TrustTraceContext bool
+	// CORSOrigins are the origins whose browser pages may call the
+	// gateway (gateway.Config.CORSOrigins).
+	CORSOrigins []string
 	// DrainTimeout bounds graceful shutdown of each component.
 	DrainTimeout time.Duration
 	// Logger receives every component's logs; nil means slog.Default().
@@ -246,6 +249,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		Inventory: inventoryConn, Notifications: notificationConn,
 		Logger:            cfg.Logger.With("service", Gateway),
 		TrustTraceContext: cfg.TrustTraceContext,
+		CORSOrigins:       cfg.CORSOrigins,
 	})
 	if err != nil {
 		return nil, err
