@@ -13,6 +13,7 @@ import (
 // the page.
 func TestCORS(t *testing.T) {
 	allowed := newEnv(t, func(c *Config) { c.CORSOrigins = []string{"https://shop.example", "https://*.staging.example"} })
+	anyOrigin := newEnv(t, func(c *Config) { c.CORSOrigins = []string{"*"} })
 	none := newEnv(t)
 	preflight := func(origin, method, headers string) []string {
 		h := []string{"Origin", origin, "Access-Control-Request-Method", method}
@@ -43,6 +44,14 @@ func TestCORS(t *testing.T) {
 			header: preflight("https://evil.example", "POST", "content-type"), wantStatus: http.StatusNoContent},
 		{name: "preflight of a header not allowed", env: allowed, method: http.MethodOptions, path: "/v1/users",
 			header: preflight("https://shop.example", "POST", "x-secret"), wantStatus: http.StatusNoContent},
+		{name: "preflight of a method no route has", env: allowed, method: http.MethodOptions, path: "/v1/users",
+			header: preflight("https://shop.example", "DELETE", ""), wantStatus: http.StatusNoContent},
+		{name: "preflight with trace headers", env: allowed, method: http.MethodOptions, path: "/v1/users",
+			header: preflight("https://shop.example", "POST", "authorization,content-type,traceparent,tracestate"), wantStatus: http.StatusNoContent,
+			wantOrigin: "https://shop.example", wantMethods: "POST"},
+		{name: "preflight of any origin", env: anyOrigin, method: http.MethodOptions, path: "/v1/users",
+			header: preflight("https://anyone.example", "POST", "content-type"), wantStatus: http.StatusNoContent,
+			wantOrigin: "*", wantMethods: "POST"},
 		{name: "preflight without CORSOrigins", env: none, method: http.MethodOptions, path: "/v1/users",
 			header: preflight("https://shop.example", "POST", "content-type"), wantStatus: http.StatusMethodNotAllowed},
 		{name: "a call of an allowed origin", env: allowed, method: http.MethodGet, path: "/v1/users/" + knownUserID,
@@ -51,6 +60,19 @@ func TestCORS(t *testing.T) {
 		{name: "an error of an allowed origin", env: allowed, method: http.MethodGet, path: "/v1/users/missing",
 			header: []string{"Origin", "https://shop.example"}, wantStatus: http.StatusNotFound,
 			wantOrigin: "https://shop.example", wantExpose: true},
+		{name: "HEAD of an allowed origin", env: allowed, method: http.MethodHead, path: "/v1/users/" + knownUserID,
+			header: []string{"Origin", "https://shop.example"}, wantStatus: http.StatusOK,
+			wantOrigin: "https://shop.example", wantExpose: true},
+		{name: "the gateway's own refusal of an allowed origin", env: allowed, method: http.MethodPost, path: "/v1/users",
+			body: `{"email": "` + strings.Repeat("x", testMaxBody) + `"}`,
+			header: []string{"Origin", "https://shop.example"}, wantStatus: http.StatusRequestEntityTooLarge,
+			wantOrigin: "https://shop.example", wantExpose: true},
+		{name: "a path no route has, of an allowed origin", env: allowed, method: http.MethodGet, path: "/v1/nothing",
+			header: []string{"Origin", "https://shop.example"}, wantStatus: http.StatusNotFound,
+			wantOrigin: "https://shop.example", wantExpose: true},
+		{name: "a call of any origin", env: anyOrigin, method: http.MethodGet, path: "/v1/users/" + knownUserID,
+			header: []string{"Origin", "https://anyone.example"}, wantStatus: http.StatusOK,
+			wantOrigin: "*", wantExpose: true},
 		{name: "a call of another origin", env: allowed, method: http.MethodGet, path: "/v1/users/" + knownUserID,
 			header: []string{"Origin", "https://evil.example"}, wantStatus: http.StatusOK},
 		{name: "a call without CORSOrigins", env: none, method: http.MethodGet, path: "/v1/users/" + knownUserID,
@@ -79,6 +101,10 @@ func TestCORS(t *testing.T) {
 			if h.Get("Access-Control-Allow-Credentials") != "" {
 				t.Error("credentials allowed")
 			}
+			// A cache must keep answers to different origins apart.
+			if tt.env != none && !strings.Contains(strings.Join(h.Values("Vary"), ","), "Origin") {
+				t.Errorf("Vary %q, want Origin in it", h.Values("Vary"))
+			}
 		})
 	}
 }
@@ -90,13 +116,25 @@ func TestCORSOriginsChecked(t *testing.T) {
 	}{
 		{"*", true},
 		{"https://shop.example", true},
+		{"HTTPS://Shop.Example", true},
 		{"http://localhost:5173", true},
+		{"http://[::1]:8080", true},
 		{"https://*.shop.example", true},
+		{"https://xn--bcher-kva.example", true},
 		{"shop.example", false},
+		{"null", false},
 		{"https://shop.example/", false},
 		{"https://shop.example/app", false},
+		{"https://shop.example?", false},
+		{"https://shop.example#", false},
+		{"https://shop.example:", false},
+		{"https://shop.example:443", false},
+		{"http://shop.example:80", false},
+		{"https://bücher.example", false},
 		{"ftp://shop.example", false},
 		{"https://*.*.example", false},
+		{"https://shop.example*", false},
+		{"https://*", false},
 		{"https://user@shop.example", false},
 	}
 	for _, tt := range tests {
@@ -106,5 +144,8 @@ func TestCORSOriginsChecked(t *testing.T) {
 				t.Fatalf("newCORS(%q) = %v, want ok %v", tt.origin, err, tt.ok)
 			}
 		})
+	}
+	if _, err := newCORS([]string{"https://shop.example", "*"}, false); err == nil {
+		t.Error(`newCORS took "*" among other origins`)
 	}
 }

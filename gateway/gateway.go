@@ -129,10 +129,11 @@ type Config struct {
 	// exported, nor send key-value pairs along to every service.
 	TrustTraceContext bool
 	// CORSOrigins are the origins whose browser pages may call the API
-	// from another origin: "https://shop.example", one "*" standing for
-	// any part of it ("https://*.shop.example"), or "*" alone for any
-	// origin. The gateway answers their preflight requests and marks its
-	// answers readable by them (with X-Request-Id and Retry-After), without
+	// from another origin: "https://shop.example", a "*" as the host's
+	// first label ("https://*.shop.example"), or "*" alone for any
+	// origin. The gateway answers preflight requests (204, with the CORS
+	// headers for these origins) and marks its answers, errors included,
+	// readable by them (with X-Request-Id, Retry-After and Allow), without
 	// credentials: no cookies, which the API does not use. Empty, none: a
 	// browser then lets only the gateway's own origin read its answers.
 	CORSOrigins []string
@@ -144,32 +145,68 @@ type Config struct {
 const corsMaxAge = 600
 
 // newCORS returns the CORS handling for origins, nil for none, or an
-// error naming an origin no browser sends (it would never match).
+// error naming an origin no browser sends (it would never match): an
+// origin is a scheme, http or https, and a host in ASCII, lower case or
+// not, with a port only when not the scheme's default, nothing after;
+// a wildcard only as the host's first label ("https://*.shop.example"),
+// or "*" alone, for any origin, not mixed with others.
 func newCORS(origins []string, trustTrace bool) (*cors.Cors, error) {
 	if len(origins) == 0 {
 		return nil, nil
 	}
 	for _, o := range origins {
-		if o == "*" {
-			continue
-		}
-		u, err := url.Parse(strings.Replace(o, "*", "x", 1))
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" ||
-			u.User != nil || u.Fragment != "" || strings.Count(o, "*") > 1 {
-			return nil, fmt.Errorf("gateway: CORS origin %q: want scheme://host[:port], one * at most, or * alone", o)
+		if err := checkOrigin(o, len(origins)); err != nil {
+			return nil, fmt.Errorf("gateway: CORS origin %q: %w", o, err)
 		}
 	}
-	headers := []string{"Content-Type", "Authorization", requestIDHeader}
+	// The trace headers a browser's OpenTelemetry instrumentation sends:
+	// without TrustTraceContext the gateway only links to traceparent, so
+	// allowing them costs nothing; baggage it reads only when trusting.
+	headers := []string{"Content-Type", "Authorization", requestIDHeader, "Traceparent", "Tracestate"}
 	if trustTrace {
-		headers = append(headers, "Traceparent", "Tracestate", "Baggage")
+		headers = append(headers, "Baggage")
 	}
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		// The methods of the contract's routes (HEAD is GET's).
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch},
 		AllowedHeaders: headers,
-		ExposedHeaders: []string{requestIDHeader, "Retry-After"},
+		ExposedHeaders: []string{requestIDHeader, "Retry-After", "Allow"},
 		MaxAge:         corsMaxAge,
 	}), nil
+}
+
+// checkOrigin says what is wrong with origin o, one of n, as newCORS
+// takes them.
+func checkOrigin(o string, n int) error {
+	if o == "*" {
+		if n > 1 {
+			return errors.New(`"*" allows any origin: give it alone`)
+		}
+		return nil
+	}
+	const shape = "want scheme://host[:port], http or https, an ASCII host, no default port, no path, a * only as the host's first label"
+	plain := o
+	if scheme, rest, ok := strings.Cut(o, "://*."); ok {
+		plain = scheme + "://x." + rest
+	}
+	u, err := url.Parse(plain)
+	if err != nil || strings.Contains(plain, "*") || (u.Scheme != "http" && u.Scheme != "https") ||
+		!strings.EqualFold(plain, u.Scheme+"://"+u.Host) || u.Hostname() == "" {
+		return errors.New(shape)
+	}
+	for _, r := range u.Host {
+		if r > 127 {
+			return errors.New(shape + " (a browser sends an international name in its xn-- form)")
+		}
+	}
+	switch port := u.Port(); {
+	case strings.HasSuffix(u.Host, ":"),
+		u.Scheme == "https" && port == "443",
+		u.Scheme == "http" && port == "80":
+		return errors.New(shape + " (a browser leaves the default port out)")
+	}
+	return nil
 }
 
 // withDefaults returns cfg with its zero fields set to the defaults.
@@ -408,6 +445,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	defer func() { g.logAccess(ctx, r, rec, time.Since(start)) }()
 	defer g.recoverPanic(ctx, rec, r)
 
+	if g.cors != nil {
+		// First, so that the gateway's own refusals below (413, 400,
+		// 431) are readable by the page too: a preflight is answered here
+		// (204, with the CORS headers when its origin, method and headers
+		// are allowed); any other request gets its CORS headers and goes on.
+		g.cors.HandlerFunc(rec, r)
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			return
+		}
+	}
 	if !g.limitBody(rec, r) {
 		return
 	}
@@ -428,13 +475,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		// copy: the access log names the method the client sent.)
 		routed = r.WithContext(ctx)
 		routed.Method = http.MethodGet
-	}
-	if g.cors != nil {
-		// A preflight is answered here (204, with the CORS headers when
-		// its origin, method and headers are allowed); any other request
-		// gets its CORS headers and goes on.
-		g.cors.ServeHTTP(rec, routed, g.mux.ServeHTTP)
-		return
 	}
 	g.mux.ServeHTTP(rec, routed)
 }
