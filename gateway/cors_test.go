@@ -64,7 +64,7 @@ func TestCORS(t *testing.T) {
 			header: []string{"Origin", "https://shop.example"}, wantStatus: http.StatusOK,
 			wantOrigin: "https://shop.example", wantExpose: true},
 		{name: "the gateway's own refusal of an allowed origin", env: allowed, method: http.MethodPost, path: "/v1/users",
-			body: `{"email": "` + strings.Repeat("x", testMaxBody) + `"}`,
+			body:   `{"email": "` + strings.Repeat("x", testMaxBody) + `"}`,
 			header: []string{"Origin", "https://shop.example"}, wantStatus: http.StatusRequestEntityTooLarge,
 			wantOrigin: "https://shop.example", wantExpose: true},
 		{name: "a path no route has, of an allowed origin", env: allowed, method: http.MethodGet, path: "/v1/nothing",
