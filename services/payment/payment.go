@@ -10,7 +10,8 @@
 // (payment.refunded), appended to the outbox in the transaction that
 // records it and published by a relay to Config.Bus. A refund is recorded
 // pending before the provider is asked; the service asks again for those
-// it has not confirmed (Config.RefundRetryInterval) until it does.
+// it has not confirmed (Config.RefundRetryInterval) until it does, and
+// likewise voids again a cancelled key whose void failed.
 package payment
 
 import (
@@ -109,6 +110,10 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		log.Log(ctx, level, "refund not completed; it stays pending and the provider is asked again",
 			"payment_id", r.PaymentID, "refund_id", r.ID, "attempts", r.Attempts, "pending_since", r.CreateTime, "error", err)
 	}
+	svc.VoidFailed = func(ctx context.Context, v domain.PendingVoid, err error) {
+		log.WarnContext(ctx, "void of a cancelled key not completed; it stays due and the provider is asked again",
+			"idempotency_key", v.Key, "attempts", v.Attempts, "error", err)
+	}
 	s := &Service{store: st, handler: grpchandler.New(svc, log)}
 	if cfg.Bus != nil {
 		relay := events.NewRelay(st.DB(), cfg.Bus, events.RelayConfig{Logger: log, Linger: RelayLinger, Name: "payment"})
@@ -154,16 +159,12 @@ func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Durati
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			n, more, err := svc.ResumeRefunds(ctx, refundRetryBatch)
-			switch {
-			case ctx.Err() != nil:
+			again := report(ctx, log, "refunds confirmed by the provider")(svc.ResumeRefunds(ctx, refundRetryBatch))
+			again = report(ctx, log, "cancelled keys voided by the provider")(svc.ResumeVoids(ctx, refundRetryBatch)) || again
+			if ctx.Err() != nil {
 				return
-			case err != nil:
-				log.WarnContext(ctx, "retrying pending refunds failed", "error", err)
-			case n > 0:
-				log.InfoContext(ctx, "pending refunds confirmed by the provider", "refunds", n)
 			}
-			if more && err == nil {
+			if again {
 				continue
 			}
 			select {
@@ -176,5 +177,21 @@ func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Durati
 	return func() {
 		cancel()
 		<-done
+	}
+}
+
+// report returns what logs one retry's outcome, n of what done, and says
+// whether to go again at once: when a batch came full without error.
+func report(ctx context.Context, log *slog.Logger, what string) func(n int, more bool, err error) bool {
+	return func(n int, more bool, err error) bool {
+		switch {
+		case ctx.Err() != nil:
+			return false
+		case err != nil:
+			log.WarnContext(ctx, "retrying provider calls failed", "error", err)
+		case n > 0:
+			log.InfoContext(ctx, what, "count", n)
+		}
+		return more && err == nil
 	}
 }

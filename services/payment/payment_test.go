@@ -293,19 +293,34 @@ func TestChargeCapturedAfterDeadline(t *testing.T) {
 	})
 }
 
-// flakyProvider approves every charge and refuses refunds while down,
-// recording the refunds it confirmed.
+// flakyProvider approves every charge and refuses refunds and voids while
+// down, recording the refunds and voids it made.
 type flakyProvider struct {
 	mu       sync.Mutex
 	down     bool
 	refunded []domain.ProviderRefund
+	voided   []string
 }
 
 func (*flakyProvider) Charge(context.Context, domain.ProviderCharge) (domain.ProviderResult, error) {
 	return domain.ProviderResult{Approved: true}, nil
 }
 
-func (*flakyProvider) Void(context.Context, string) error { return nil }
+func (p *flakyProvider) Void(_ context.Context, key string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return domain.ErrProviderUnavailable
+	}
+	p.voided = append(p.voided, key)
+	return nil
+}
+
+func (p *flakyProvider) voids() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.voided...)
+}
 
 func (p *flakyProvider) Refund(_ context.Context, r domain.ProviderRefund) error {
 	p.mu.Lock()
@@ -396,6 +411,46 @@ func TestRefundsRetried(t *testing.T) {
 			// Else its retries, with this provider, would take the next
 			// case's refund: the two share the database.
 			closeService()
+		}
+	})
+}
+
+// TestVoidsRetried: a cancel whose void the provider refused answers
+// UNAVAILABLE, and the service voids the key on its own once the provider
+// is back, without the cancel sent again: in the next process too, when
+// the one that cancelled stopped first.
+func TestVoidsRetried(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		provider := &flakyProvider{down: true}
+		cfg := payment.Config{DatabaseURL: url, Provider: provider, RefundRetryInterval: 10 * time.Millisecond}
+		svc, err := payment.Open(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := paymentv1.NewPaymentServiceClient(servertest.Start(t, server.Config{Name: "payment", DisableAccessLog: true}, svc.Register))
+		_, err = client.CancelCharge(t.Context(), &paymentv1.CancelChargeRequest{IdempotencyKey: "never-charged"})
+		apierrtest.Check(t, err, codes.Unavailable, "PROVIDER_UNAVAILABLE", "")
+		if err := svc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		provider.setDown(false)
+		svc, err = payment.Open(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := svc.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+		for deadline := time.Now().Add(10 * time.Second); len(provider.voids()) == 0; {
+			if time.Now().After(deadline) {
+				t.Fatal("the cancelled key was not voided within 10 s")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if v := provider.voids(); len(v) != 1 || v[0] != "never-charged" {
+			t.Fatalf("voided %v, want the cancelled key once", v)
 		}
 	})
 }

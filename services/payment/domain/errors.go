@@ -49,9 +49,10 @@ var (
 	// provider answers a repeated key with its first outcome.
 	ErrNotRecorded = errors.New("the provider answered the charge but the payment could not be recorded")
 	// ErrNotVoided: the provider captured a charge after its key was
-	// cancelled, and voiding it failed, voidAttempts times. The same
-	// charge again voids it; until then the money is captured with no
-	// payment, which an operator may have to void at the provider.
+	// cancelled, and voiding it failed, voidAttempts times. The key is
+	// recorded due for a void, which ResumeVoids makes later (the same
+	// charge again makes it at once); until then the money is captured
+	// with no payment.
 	ErrNotVoided = errors.New("the provider captured the charge after its key was cancelled, and voiding it failed")
 )
 

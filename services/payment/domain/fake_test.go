@@ -26,6 +26,82 @@ type memRepo struct {
 	createErrs []error
 	// claimErr, when set, fails every ClaimRefund.
 	claimErr error
+	// voids holds the cancelled keys' voids.
+	voids map[string]*memVoid
+}
+
+// memVoid is a cancelled key's void, as the store keeps it.
+type memVoid struct {
+	pending  bool
+	marks    int64
+	attempts int
+	next     time.Time
+}
+
+func (r *memRepo) MarkVoidDue(_ context.Context, key string, next time.Time) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.cancelled[key] {
+		return 0, ErrNotFound
+	}
+	if r.voids == nil {
+		r.voids = map[string]*memVoid{}
+	}
+	v := r.voids[key]
+	if v == nil {
+		v = &memVoid{}
+		r.voids[key] = v
+	}
+	v.pending, v.next = true, next
+	v.marks++
+	return v.marks, nil
+}
+
+func (r *memRepo) VoidDone(_ context.Context, key string, mark int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v := r.voids[key]; v != nil && v.pending && v.marks == mark {
+		v.pending = false
+	}
+	return nil
+}
+
+func (r *memRepo) DueVoids(_ context.Context, at time.Time, limit int) ([]PendingVoid, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []PendingVoid
+	for key, v := range r.voids {
+		if v.pending && !v.next.After(at) {
+			out = append(out, PendingVoid{Key: key, Mark: v.marks, Attempts: v.attempts, NextAttemptTime: v.next})
+		}
+	}
+	slices.SortFunc(out, func(a, b PendingVoid) int {
+		if c := a.NextAttemptTime.Compare(b.NextAttemptTime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	return out[:min(limit, len(out))], nil
+}
+
+func (r *memRepo) ClaimVoid(_ context.Context, pv PendingVoid, next time.Time) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := r.voids[pv.Key]
+	if v == nil || !v.pending || !v.next.Equal(pv.NextAttemptTime) {
+		return false, nil
+	}
+	v.attempts++
+	v.next = next
+	return true, nil
+}
+
+// voidPending reports whether key's void is still due.
+func (r *memRepo) voidPending(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := r.voids[key]
+	return v != nil && v.pending
 }
 
 func newMemRepo() *memRepo {

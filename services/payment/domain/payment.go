@@ -100,6 +100,18 @@ func (p *Payment) applyRefund(amount *Money, now time.Time) (int64, error) {
 	return units, nil
 }
 
+// PendingVoid is a cancelled key the provider is still to void.
+type PendingVoid struct {
+	// Key is the cancelled idempotency key.
+	Key string
+	// Mark identifies the latest MarkVoidDue, for VoidDone.
+	Mark int64
+	// Attempts counts the times ResumeVoids asked the provider.
+	Attempts int
+	// NextAttemptTime is when ResumeVoids may ask again.
+	NextAttemptTime time.Time
+}
+
 // RefundStatus is where a refund stands.
 type RefundStatus string
 

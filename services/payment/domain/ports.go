@@ -98,6 +98,21 @@ type Repository interface {
 	// still pending and its NextAttemptTime unchanged. It reports whether
 	// it did, so of several replicas resuming at once one asks the provider.
 	ClaimRefund(ctx context.Context, r Refund, next time.Time) (bool, error)
+	// MarkVoidDue records that cancelled key must be voided at the
+	// provider, due for ResumeVoids at next unless VoidDone comes first,
+	// and returns the mark to give VoidDone. ErrNotFound when key is not
+	// cancelled.
+	MarkVoidDue(ctx context.Context, key string, next time.Time) (mark int64, err error)
+	// VoidDone records that the provider voided key, unless key was
+	// marked again since mark (a capture after the void may need one).
+	VoidDone(ctx context.Context, key string, mark int64) error
+	// DueVoids returns the voids pending whose NextAttemptTime is at or
+	// before at, in the order they fell due, at most limit.
+	DueVoids(ctx context.Context, at time.Time, limit int) ([]PendingVoid, error)
+	// ClaimVoid takes pending void v for one attempt, as read: it counts
+	// the attempt and moves NextAttemptTime to next, provided v is still
+	// pending and its NextAttemptTime unchanged.
+	ClaimVoid(ctx context.Context, v PendingVoid, next time.Time) (bool, error)
 	// CompleteRefund records that the provider returned pending refund r:
 	// r becomes RefundDone and leaves the payment's PendingRefundUnits, in
 	// one transaction with the events report returns for the payment as it

@@ -28,10 +28,14 @@ type Service struct {
 	// confirmation did. The refund stays pending and is asked again
 	// (ResumeRefunds); operators may want to know meanwhile.
 	RefundFailed func(ctx context.Context, r Refund, err error)
-	// RefundRetry is how long a new refund is left to the request that
-	// made it before ResumeRefunds may ask the provider again; the wait
-	// doubles after each of ResumeRefunds' attempts, up to MaxRefundRetry.
-	// Zero means DefaultRefundRetry.
+	// VoidFailed, when set, hears of each void ResumeVoids asked of the
+	// provider and did not complete; the key stays due and is voided
+	// again later.
+	VoidFailed func(ctx context.Context, v PendingVoid, err error)
+	// RefundRetry is how long a new refund (or a void of a cancelled key)
+	// is left to the request that made it before ResumeRefunds (or
+	// ResumeVoids) may ask the provider again; the wait doubles after each
+	// attempt, up to MaxRefundRetry. Zero means DefaultRefundRetry.
 	RefundRetry time.Duration
 }
 
@@ -137,12 +141,32 @@ func (s *Service) Charge(ctx context.Context, req ChargeRequest) (*Payment, erro
 
 // voidCancelled has the provider void a cancelled key and returns
 // ErrChargeCancelled, or the void's error: that one is temporary, so the
-// caller sends the charge again and it is voided then.
+// caller sends the charge again and it is voided then (and ResumeVoids
+// voids it meanwhile).
 func (s *Service) voidCancelled(ctx context.Context, key string) error {
-	if err := s.provider.Void(ctx, key); err != nil {
+	if err := s.voidKey(ctx, key, s.provider.Void); err != nil {
 		return fmt.Errorf("void the cancelled key %s at the provider: %w", key, err)
 	}
 	return ErrChargeCancelled
+}
+
+// voidKey has void void cancelled key at the provider, the void recorded
+// due first (MarkVoidDue): one that fails, or a process that stops before
+// it is done, leaves the key to ResumeVoids, which voids it later,
+// durably. Once voided the key is recorded done, unless marked again
+// meanwhile. A mark that cannot be recorded (the database away) does not
+// stop the void: money moved back matters more than the record.
+func (s *Service) voidKey(ctx context.Context, key string, void func(context.Context, string) error) error {
+	mark, markErr := s.repo.MarkVoidDue(ctx, key, s.Now().Add(s.retryDelay(1)))
+	if err := void(ctx, key); err != nil {
+		return err
+	}
+	if markErr == nil {
+		// Not recorded, the key stays due and ResumeVoids voids it
+		// again, which the provider takes as a no-op.
+		_ = s.repo.VoidDone(ctx, key, mark)
+	}
+	return nil
 }
 
 // voidAttempts bounds the voids voidCaptured tries, voidBackoff apart
@@ -156,28 +180,33 @@ const (
 // meanwhile and returns ErrChargeCancelled. Its caller may be gone, and
 // nobody else knows of the capture, so a void that fails is tried again;
 // after voidAttempts it returns ErrNotVoided, which the service logs for
-// the operators (the same charge again voids it too).
+// the operators, the key left due for ResumeVoids (the same charge again
+// voids it too).
 func (s *Service) voidCaptured(ctx context.Context, key string) error {
+	if err := s.voidKey(ctx, key, s.voidRetrying); err != nil {
+		return fmt.Errorf("%w (key %s): %v", ErrNotVoided, key, err)
+	}
+	return ErrChargeCancelled
+}
+
+// voidRetrying voids key, trying voidAttempts times, voidBackoff apart and
+// then twice that each time, and returns the last error.
+func (s *Service) voidRetrying(ctx context.Context, key string) error {
 	var err error
 	wait := voidBackoff
-retry:
 	for attempt := 1; ; attempt++ {
-		if err = s.provider.Void(ctx, key); err == nil {
-			return ErrChargeCancelled
-		}
-		if attempt == voidAttempts {
-			break
+		if err = s.provider.Void(ctx, key); err == nil || attempt == voidAttempts {
+			return err
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			break retry
+			return err
 		case <-t.C:
 		}
 		wait *= 2
 	}
-	return fmt.Errorf("%w (key %s): %v", ErrNotVoided, key, err)
 }
 
 // record stores p, the outcome of a charge the provider has answered,
@@ -424,6 +453,54 @@ func (s *Service) ResumeRefunds(ctx context.Context, limit int) (completed int, 
 	return completed, len(due) == limit, nil
 }
 
+// ResumeVoids asks the provider again, as ResumeRefunds does for refunds,
+// to void up to limit cancelled keys whose void is due: those a void
+// failed for, and those left by a process that stopped before the
+// provider answered. Each is claimed first (ClaimVoid), the next attempt
+// set after retryDelay, and voided within recordTimeout; a void that fails
+// is reported to VoidFailed. It returns how many keys it voided, and more
+// when limit were due. A claim that fails ends the call with its error.
+func (s *Service) ResumeVoids(ctx context.Context, limit int) (voided int, more bool, err error) {
+	due, err := s.repo.DueVoids(ctx, s.Now(), limit)
+	if err != nil {
+		return 0, false, fmt.Errorf("resume voids: %w", err)
+	}
+	for _, v := range due {
+		claimed, err := s.repo.ClaimVoid(ctx, v, s.Now().Add(s.retryDelay(v.Attempts+2)))
+		if err != nil {
+			return voided, false, fmt.Errorf("resume voids: claim key %s: %w", v.Key, err)
+		}
+		if !claimed {
+			continue
+		}
+		v.Attempts++
+		if err := s.resumeVoid(ctx, v); err != nil {
+			if ctx.Err() != nil {
+				return voided, false, ctx.Err()
+			}
+			if s.VoidFailed != nil {
+				s.VoidFailed(ctx, v, err)
+			}
+			continue
+		}
+		voided++
+	}
+	return voided, len(due) == limit, nil
+}
+
+// resumeVoid voids one claimed key within recordTimeout and records it.
+func (s *Service) resumeVoid(ctx context.Context, v PendingVoid) error {
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	if err := s.provider.Void(ctx, v.Key); err != nil {
+		return fmt.Errorf("void key %s at the provider: %w", v.Key, err)
+	}
+	if err := s.repo.VoidDone(ctx, v.Key, v.Mark); err != nil {
+		return fmt.Errorf("key %s: the provider voided it, recording that failed: %w", v.Key, err)
+	}
+	return nil
+}
+
 // resume completes one claimed refund within recordTimeout. It reports
 // whether it recorded the refund done.
 func (s *Service) resume(ctx context.Context, r Refund) (bool, error) {
@@ -495,7 +572,7 @@ func (s *Service) CancelCharge(ctx context.Context, key string) (*Payment, error
 		err = s.repo.CancelUncharged(ctx, key, s.Now())
 		switch {
 		case err == nil:
-			if err := s.provider.Void(ctx, key); err != nil {
+			if err := s.voidKey(ctx, key, s.provider.Void); err != nil {
 				return nil, fmt.Errorf("cancel charge: void key %s at the provider: %w", key, err)
 			}
 			return nil, nil

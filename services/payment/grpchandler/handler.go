@@ -32,8 +32,9 @@ const (
 	// the payment could not be recorded; the same charge again records it.
 	ReasonChargeNotRecorded = "CHARGE_NOT_RECORDED"
 	// ReasonChargeNotVoided (UNAVAILABLE): the provider captured the
-	// charge after its key was cancelled, and voiding it failed; the same
-	// charge again voids it.
+	// charge after its key was cancelled, and voiding it failed; the
+	// service voids it later on its own, and the same charge again voids
+	// it at once.
 	ReasonChargeNotVoided = "CHARGE_NOT_VOIDED"
 )
 
@@ -136,7 +137,7 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 		// perhaps: the operators must know.
 		h.log.ErrorContext(ctx, "payment captured under a cancelled key and not voided: void it at the provider", "idempotency_key", key, "error", err)
 		return apierr.Unavailable(ReasonChargeNotVoided,
-			"the provider captured the charge after its key was cancelled, and voiding it failed; send it again with the same idempotency key to void it", ProviderRetryAfter)
+			"the provider captured the charge after its key was cancelled, and voiding it failed; the service voids it later, or at once if you send it again with the same idempotency key", ProviderRetryAfter)
 	case errors.Is(err, domain.ErrChargeCancelled):
 		return apierr.New(codes.FailedPrecondition, ReasonChargeCancelled,
 			"the charge with this idempotency key was cancelled; nothing will be charged with it",

@@ -340,6 +340,75 @@ func (s *Store) ClaimRefund(ctx context.Context, r domain.Refund, next time.Time
 	return n == 1, nil
 }
 
+// MarkVoidDue implements domain.Repository.
+func (s *Store) MarkVoidDue(ctx context.Context, key string, next time.Time) (int64, error) {
+	var mark int64
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`UPDATE cancelled_charges
+		SET void_status = 'PENDING', void_next_attempt_time = ?, void_marks = void_marks + 1
+		WHERE idempotency_key = ? RETURNING void_marks`), micros(next), key).Scan(&mark)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, domain.ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("mark void due: %w", err)
+	}
+	return mark, nil
+}
+
+// VoidDone implements domain.Repository.
+func (s *Store) VoidDone(ctx context.Context, key string, mark int64) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE cancelled_charges SET void_status = 'DONE'
+		WHERE idempotency_key = ? AND void_status = 'PENDING' AND void_marks = ?`), key, mark); err != nil {
+		return fmt.Errorf("record void done: %w", err)
+	}
+	return nil
+}
+
+// DueVoids implements domain.Repository.
+func (s *Store) DueVoids(ctx context.Context, at time.Time, limit int) ([]domain.PendingVoid, error) {
+	// The status is a literal, as in DueRefunds, for the partial index.
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT idempotency_key, void_marks, void_attempts, void_next_attempt_time
+		FROM cancelled_charges WHERE void_status = 'PENDING' AND void_next_attempt_time <= ?
+		ORDER BY void_next_attempt_time, idempotency_key LIMIT ?`), micros(at), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read due voids: %w", err)
+	}
+	defer rows.Close()
+	var out []domain.PendingVoid
+	for rows.Next() {
+		var (
+			v    domain.PendingVoid
+			next int64
+		)
+		if err := rows.Scan(&v.Key, &v.Mark, &v.Attempts, &next); err != nil {
+			return nil, fmt.Errorf("read due voids: %w", err)
+		}
+		v.NextAttemptTime = fromMicros(next)
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read due voids: %w", err)
+	}
+	return out, nil
+}
+
+// ClaimVoid implements domain.Repository: a compare-and-set on the key's
+// void_next_attempt_time.
+func (s *Store) ClaimVoid(ctx context.Context, v domain.PendingVoid, next time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE cancelled_charges
+		SET void_attempts = void_attempts + 1, void_next_attempt_time = ?
+		WHERE idempotency_key = ? AND void_status = 'PENDING' AND void_next_attempt_time = ?`),
+		micros(next), v.Key, micros(v.NextAttemptTime))
+	if err != nil {
+		return false, fmt.Errorf("claim void: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("claim void: %w", err)
+	}
+	return n == 1, nil
+}
+
 // CompleteRefund implements domain.Repository. The refund's status moves
 // from PENDING only once: a second completion (another replica, or a
 // repeat, asked the provider too) changes nothing and reports no event.

@@ -335,3 +335,65 @@ func TestPendingRefunds(t *testing.T) {
 		}
 	})
 }
+
+// TestPendingVoids: a cancelled key's void is marked due, listed when due,
+// claimed by one caller at a time, and recorded done only under its
+// latest mark.
+func TestPendingVoids(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s *store.Store) {
+		ctx := t.Context()
+		for _, k := range []string{"k1", "k2"} {
+			if err := s.CancelUncharged(ctx, k, t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if due, err := s.DueVoids(ctx, t0.Add(time.Hour), 10); err != nil || len(due) != 0 {
+			t.Fatalf("due voids of keys never marked = %+v, %v; want none", due, err)
+		}
+		if _, err := s.MarkVoidDue(ctx, "nope", t0); !errors.Is(err, domain.ErrNotFound) {
+			t.Fatalf("MarkVoidDue of a key not cancelled = %v, want ErrNotFound", err)
+		}
+		m1, err := s.MarkVoidDue(ctx, "k1", t0.Add(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.MarkVoidDue(ctx, "k2", t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		due, err := s.DueVoids(ctx, t0.Add(time.Hour), 10)
+		if err != nil || len(due) != 2 || due[0].Key != "k2" || due[1].Key != "k1" || due[1].Mark != m1 {
+			t.Fatalf("due voids = %+v, %v; want k2 then k1 (mark %d)", due, err, m1)
+		}
+		if due, _ := s.DueVoids(ctx, t0.Add(time.Second), 10); len(due) != 1 || due[0].Key != "k2" {
+			t.Fatalf("due by t0+1s = %+v, want k2", due)
+		}
+		next := t0.Add(time.Hour)
+		if ok, err := s.ClaimVoid(ctx, due[1], next); !ok || err != nil {
+			t.Fatalf("ClaimVoid = %v, %v; want claimed", ok, err)
+		}
+		if ok, err := s.ClaimVoid(ctx, due[1], next); ok || err != nil {
+			t.Fatalf("ClaimVoid of the same read again = %v, %v; want not claimed", ok, err)
+		}
+		// Marked again after the claim: the void under the old mark
+		// leaves it due.
+		m2, err := s.MarkVoidDue(ctx, "k1", t0.Add(3*time.Second))
+		if err != nil || m2 == m1 {
+			t.Fatalf("second mark = %d, %v; want a new one", m2, err)
+		}
+		if err := s.VoidDone(ctx, "k1", m1); err != nil {
+			t.Fatal(err)
+		}
+		if due, _ := s.DueVoids(ctx, t0.Add(time.Hour), 10); len(due) != 2 {
+			t.Fatalf("due after the old mark's void = %+v, want k1 still due", due)
+		}
+		if err := s.VoidDone(ctx, "k1", m2); err != nil {
+			t.Fatal(err)
+		}
+		if due, _ := s.DueVoids(ctx, t0.Add(time.Hour), 10); len(due) != 1 || due[0].Key != "k2" || due[0].Attempts != 0 {
+			t.Fatalf("due after k1's void = %+v, want k2 alone", due)
+		}
+		if cancelled, err := s.ChargeCancelled(ctx, "k1"); !cancelled || err != nil {
+			t.Fatalf("k1 cancelled = %v, %v; the void must not undo the cancel", cancelled, err)
+		}
+	})
+}

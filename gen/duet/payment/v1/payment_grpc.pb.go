@@ -68,7 +68,9 @@ type PaymentServiceClient interface {
 	// was recorded, none will be — a later Charge with that key is refused
 	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED) — and the provider voids
 	// the key, undoing a capture that could not be recorded (UNAVAILABLE,
-	// reason PROVIDER_UNAVAILABLE, while it cannot: send it again). Repeats
+	// reason PROVIDER_UNAVAILABLE, while it cannot: send it again; the
+	// service also voids it again on its own, after 30 s and then twice as
+	// long each time, up to an hour). Repeats
 	// change nothing more. It is how a saga compensates a charge whose
 	// outcome it may not know.
 	CancelCharge(ctx context.Context, in *CancelChargeRequest, opts ...grpc.CallOption) (*CancelChargeResponse, error)
@@ -170,7 +172,9 @@ type PaymentServiceServer interface {
 	// was recorded, none will be — a later Charge with that key is refused
 	// (FAILED_PRECONDITION, reason CHARGE_CANCELLED) — and the provider voids
 	// the key, undoing a capture that could not be recorded (UNAVAILABLE,
-	// reason PROVIDER_UNAVAILABLE, while it cannot: send it again). Repeats
+	// reason PROVIDER_UNAVAILABLE, while it cannot: send it again; the
+	// service also voids it again on its own, after 30 s and then twice as
+	// long each time, up to an hour). Repeats
 	// change nothing more. It is how a saga compensates a charge whose
 	// outcome it may not know.
 	CancelCharge(context.Context, *CancelChargeRequest) (*CancelChargeResponse, error)

@@ -1,0 +1,121 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestVoidsResumed: a void that fails, whether CancelCharge's or the one
+// after a capture that lost to a cancel, leaves the key due, and
+// ResumeVoids voids it once it is due, durably: before, only the caller
+// sending the same request again did, and nobody did when the charger was
+// gone.
+func TestVoidsResumed(t *testing.T) {
+	tests := []struct {
+		name string
+		// fail makes the key's void fail.
+		fail func(t *testing.T, svc *Service, repo *memRepo, prov *countingProvider)
+	}{
+		{"cancel charge", func(t *testing.T, svc *Service, _ *memRepo, prov *countingProvider) {
+			prov.voidErrs = []error{ErrProviderUnavailable}
+			if _, err := svc.CancelCharge(t.Context(), "k"); !errors.Is(err, ErrProviderUnavailable) {
+				t.Fatalf("CancelCharge with the void failing = %v", err)
+			}
+		}},
+		{"capture after the cancel", func(t *testing.T, svc *Service, repo *memRepo, prov *countingProvider) {
+			prov.onCharge = func() {
+				repo.mu.Lock()
+				repo.cancelled["k"] = true
+				repo.mu.Unlock()
+			}
+			for range voidAttempts {
+				prov.voidErrs = append(prov.voidErrs, ErrProviderUnavailable)
+			}
+			if _, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: "k"}); !errors.Is(err, ErrNotVoided) {
+				t.Fatalf("charge = %v, want ErrNotVoided", err)
+			}
+		}},
+		{"charge of a cancelled key", func(t *testing.T, svc *Service, repo *memRepo, prov *countingProvider) {
+			repo.mu.Lock()
+			repo.cancelled["k"] = true
+			repo.mu.Unlock()
+			prov.voidErrs = []error{ErrProviderUnavailable}
+			if _, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(500), Token: "tok_approve", IdempotencyKey: "k"}); !errors.Is(err, ErrProviderUnavailable) {
+				t.Fatalf("charge = %v, want the void's error", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			repo := newMemRepo()
+			prov := &countingProvider{next: tokenProvider{}}
+			svc := NewService(repo, prov)
+			c := newClock()
+			svc.Now = c.Now
+			tt.fail(t, svc, repo, prov)
+			if !repo.voidPending("k") || len(prov.voids()) != 0 {
+				t.Fatalf("after the failed void: pending %v, voided %v; want pending, none", repo.voidPending("k"), prov.voids())
+			}
+			if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil {
+				t.Fatalf("ResumeVoids before due = %d, %v; want 0", n, err)
+			}
+			c.advance(DefaultRefundRetry)
+			if n, more, err := svc.ResumeVoids(ctx, 10); n != 1 || more || err != nil {
+				t.Fatalf("ResumeVoids once due = %d, %v, %v; want 1", n, more, err)
+			}
+			if v := prov.voids(); len(v) != 1 || v[0] != "k" || repo.voidPending("k") {
+				t.Fatalf("voided %v, pending %v; want k voided once, done", v, repo.voidPending("k"))
+			}
+			c.advance(24 * time.Hour)
+			if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil {
+				t.Fatalf("ResumeVoids after = %d, %v; want 0", n, err)
+			}
+		})
+	}
+}
+
+// TestVoidDoneKeepsALaterMark: a void recorded done does not clear a mark
+// made after it began (a capture voided later needs its own), and a
+// refused void backs off.
+func TestVoidDoneKeepsALaterMark(t *testing.T) {
+	ctx := t.Context()
+	repo := newMemRepo()
+	repo.cancelled["k"] = true
+	first, err := repo.MarkVoidDue(ctx, "k", time.Unix(100, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.MarkVoidDue(ctx, "k", time.Unix(200, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.VoidDone(ctx, "k", first); err != nil || !repo.voidPending("k") {
+		t.Fatalf("VoidDone of the first mark = %v, pending %v; want the second mark still due", err, repo.voidPending("k"))
+	}
+	if _, err := repo.MarkVoidDue(ctx, "other", time.Unix(100, 0)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("MarkVoidDue of a key not cancelled = %v, want ErrNotFound", err)
+	}
+
+	prov := &countingProvider{next: tokenProvider{}, voidErrs: []error{ErrProviderUnavailable}}
+	svc := NewService(repo, prov)
+	svc.Now = func() time.Time { return time.Unix(200, 0) }
+	var heard int
+	svc.VoidFailed = func(_ context.Context, v PendingVoid, _ error) {
+		heard++
+		if v.Attempts != 1 {
+			t.Errorf("VoidFailed heard attempt %d, want 1", v.Attempts)
+		}
+	}
+	if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil || heard != 1 {
+		t.Fatalf("ResumeVoids with the provider refusing = %d, %v, heard %d", n, err, heard)
+	}
+	due, _ := repo.DueVoids(ctx, time.Unix(200, 0).Add(2*DefaultRefundRetry-time.Second), 10)
+	if len(due) != 0 {
+		t.Fatalf("due again within twice RefundRetry: %+v", due)
+	}
+	if due, _ := repo.DueVoids(ctx, time.Unix(200, 0).Add(2*DefaultRefundRetry), 10); len(due) != 1 || due[0].Attempts != 1 {
+		t.Fatalf("due after twice RefundRetry: %+v, want k after one attempt", due)
+	}
+}
