@@ -55,11 +55,11 @@ type Config struct {
 	// them, so none is lost.
 	Bus *events.Bus
 	// RefundRetryInterval is how often the service looks for refunds the
-	// provider has not confirmed that are due to be asked again (at Open,
-	// for those an earlier process left, and then on every tick), and how
-	// long a new refund waits before it is first due: the wait then
-	// doubles with each attempt, up to domain.MaxRefundRetry. Zero means
-	// domain.DefaultRefundRetry.
+	// provider has not confirmed, and voids of cancelled keys it has not
+	// made, that are due to be asked again (at Open, for those an earlier
+	// process left, and then on every tick), and how long a new one waits
+	// before it is first due: the wait then doubles with each attempt, up
+	// to domain.MaxRefundRetry. Zero means domain.DefaultRefundRetry.
 	RefundRetryInterval time.Duration
 }
 
@@ -111,8 +111,12 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			"payment_id", r.PaymentID, "refund_id", r.ID, "attempts", r.Attempts, "pending_since", r.CreateTime, "error", err)
 	}
 	svc.VoidFailed = func(ctx context.Context, v domain.PendingVoid, err error) {
-		log.WarnContext(ctx, "void of a cancelled key not completed; it stays due and the provider is asked again",
-			"idempotency_key", v.Key, "attempts", v.Attempts, "error", err)
+		level := slog.LevelWarn
+		if !v.Since.IsZero() && svc.Now().Sub(v.Since) > refundAlarm {
+			level = slog.LevelError
+		}
+		log.Log(ctx, level, "void of a cancelled key not completed; it stays due and the provider is asked again",
+			"idempotency_key", v.Key, "attempts", v.Attempts, "pending_since", v.Since, "error", err)
 	}
 	s := &Service{store: st, handler: grpchandler.New(svc, log)}
 	if cfg.Bus != nil {
@@ -146,8 +150,8 @@ func (s *Service) Close() error {
 	return errors.Join(relayErr, s.store.Close())
 }
 
-// retryRefunds resumes the refunds that are due (domain.ResumeRefunds), at
-// once and then every interval, at once again while batches come full and
+// retryRefunds resumes the refunds and the voids that are due
+// (domain.ResumeRefunds, ResumeVoids), at once and then every interval, at once again while batches come full and
 // without error, until the returned stop is called (which waits for it to
 // return). It outlives ctx's cancellation, as the relay does: only Close
 // stops it.

@@ -26,21 +26,31 @@ type memRepo struct {
 	createErrs []error
 	// claimErr, when set, fails every ClaimRefund.
 	claimErr error
-	// voids holds the cancelled keys' voids.
-	voids map[string]*memVoid
+	// voids holds the cancelled keys' voids; markErr, when set, fails
+	// every MarkVoidDue.
+	voids   map[string]*memVoid
+	markErr error
 }
 
 // memVoid is a cancelled key's void, as the store keeps it.
 type memVoid struct {
-	pending  bool
-	marks    int64
-	attempts int
-	next     time.Time
+	pending     bool
+	marks       int64
+	attempts    int
+	since, next time.Time
 }
 
-func (r *memRepo) MarkVoidDue(_ context.Context, key string, next time.Time) (int64, error) {
+func (r *memRepo) MarkVoidDue(_ context.Context, key string, at, next time.Time) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.markVoid(key, at, next)
+}
+
+// markVoid is MarkVoidDue with r.mu held.
+func (r *memRepo) markVoid(key string, at, next time.Time) (int64, error) {
+	if r.markErr != nil {
+		return 0, r.markErr
+	}
 	if !r.cancelled[key] {
 		return 0, ErrNotFound
 	}
@@ -51,6 +61,9 @@ func (r *memRepo) MarkVoidDue(_ context.Context, key string, next time.Time) (in
 	if v == nil {
 		v = &memVoid{}
 		r.voids[key] = v
+	}
+	if !v.pending {
+		v.since, v.attempts = at, 0
 	}
 	v.pending, v.next = true, next
 	v.marks++
@@ -72,7 +85,7 @@ func (r *memRepo) DueVoids(_ context.Context, at time.Time, limit int) ([]Pendin
 	var out []PendingVoid
 	for key, v := range r.voids {
 		if v.pending && !v.next.After(at) {
-			out = append(out, PendingVoid{Key: key, Mark: v.marks, Attempts: v.attempts, NextAttemptTime: v.next})
+			out = append(out, PendingVoid{Key: key, Mark: v.marks, Attempts: v.attempts, Since: v.since, NextAttemptTime: v.next})
 		}
 	}
 	slices.SortFunc(out, func(a, b PendingVoid) int {
@@ -121,6 +134,10 @@ func (r *memRepo) Create(_ context.Context, p *Payment, evs ...Event) error {
 		r.payments[w.ID] = *w
 	}
 	if r.cancelled[p.IdempotencyKey] {
+		// As the store does, in the refusal's own transaction.
+		if _, err := r.markVoid(p.IdempotencyKey, p.CreateTime, p.CreateTime); err != nil {
+			return err
+		}
 		return ErrChargeCancelled
 	}
 	for _, q := range r.payments {
@@ -301,8 +318,10 @@ type countingProvider struct {
 	next   Provider
 	// voidErrs fail the next Voids, one each.
 	voidErrs []error
-	// onCharge, when set, runs once the next has answered a charge.
+	// onCharge, when set, runs once the next has answered a charge;
+	// onVoid before each void.
 	onCharge func()
+	onVoid   func(key string)
 	// refundErrs fail the next Refunds, one each; refunded records the
 	// refunds confirmed.
 	refundErrs []error
@@ -321,6 +340,9 @@ func (c *countingProvider) Charge(ctx context.Context, ch ProviderCharge) (Provi
 }
 
 func (c *countingProvider) Void(ctx context.Context, key string) error {
+	if c.onVoid != nil {
+		c.onVoid(key)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.voidErrs) > 0 {

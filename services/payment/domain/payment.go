@@ -108,6 +108,8 @@ type PendingVoid struct {
 	Mark int64
 	// Attempts counts the times ResumeVoids asked the provider.
 	Attempts int
+	// Since is when the void became due.
+	Since time.Time
 	// NextAttemptTime is when ResumeVoids may ask again.
 	NextAttemptTime time.Time
 }

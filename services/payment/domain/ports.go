@@ -66,7 +66,8 @@ type ProviderResult struct {
 type Repository interface {
 	// Create stores a new payment and events. It returns ErrDuplicate when
 	// a payment with the same idempotency key exists, and
-	// ErrChargeCancelled when the key was cancelled by CancelUncharged.
+	// ErrChargeCancelled when the key was cancelled by CancelUncharged,
+	// having marked the key's void due (MarkVoidDue) in its transaction.
 	Create(ctx context.Context, p *Payment, events ...Event) error
 	// ByID returns the payment with the given id, or ErrNotFound.
 	ByID(ctx context.Context, id string) (*Payment, error)
@@ -98,11 +99,13 @@ type Repository interface {
 	// still pending and its NextAttemptTime unchanged. It reports whether
 	// it did, so of several replicas resuming at once one asks the provider.
 	ClaimRefund(ctx context.Context, r Refund, next time.Time) (bool, error)
-	// MarkVoidDue records that cancelled key must be voided at the
+	// MarkVoidDue records, at at, that cancelled key must be voided at the
 	// provider, due for ResumeVoids at next unless VoidDone comes first,
 	// and returns the mark to give VoidDone. ErrNotFound when key is not
-	// cancelled.
-	MarkVoidDue(ctx context.Context, key string, next time.Time) (mark int64, err error)
+	// cancelled. (Create, refusing a charge of a cancelled key, marks its
+	// void due at once in the same transaction: the provider may have
+	// captured it.)
+	MarkVoidDue(ctx context.Context, key string, at, next time.Time) (mark int64, err error)
 	// VoidDone records that the provider voided key, unless key was
 	// marked again since mark (a capture after the void may need one).
 	VoidDone(ctx context.Context, key string, mark int64) error

@@ -157,13 +157,20 @@ func (s *Service) voidCancelled(ctx context.Context, key string) error {
 // meanwhile. A mark that cannot be recorded (the database away) does not
 // stop the void: money moved back matters more than the record.
 func (s *Service) voidKey(ctx context.Context, key string, void func(context.Context, string) error) error {
-	mark, markErr := s.repo.MarkVoidDue(ctx, key, s.Now().Add(s.retryDelay(1)))
+	now := s.Now()
+	mark, markErr := s.repo.MarkVoidDue(ctx, key, now, now.Add(s.retryDelay(1)))
 	if err := void(ctx, key); err != nil {
+		if markErr != nil {
+			return errors.Join(err, fmt.Errorf("and recording the void due failed: %w", markErr))
+		}
 		return err
 	}
 	if markErr == nil {
-		// Not recorded, the key stays due and ResumeVoids voids it
-		// again, which the provider takes as a no-op.
+		// On a context of its own: the void's retries may have used up
+		// the caller's. Not recorded, the key stays due and ResumeVoids
+		// voids it again, which the provider takes as a no-op.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		defer cancel()
 		_ = s.repo.VoidDone(ctx, key, mark)
 	}
 	return nil

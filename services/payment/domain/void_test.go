@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -84,17 +85,17 @@ func TestVoidDoneKeepsALaterMark(t *testing.T) {
 	ctx := t.Context()
 	repo := newMemRepo()
 	repo.cancelled["k"] = true
-	first, err := repo.MarkVoidDue(ctx, "k", time.Unix(100, 0))
+	first, err := repo.MarkVoidDue(ctx, "k", time.Unix(100, 0), time.Unix(100, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.MarkVoidDue(ctx, "k", time.Unix(200, 0)); err != nil {
+	if _, err := repo.MarkVoidDue(ctx, "k", time.Unix(200, 0), time.Unix(200, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := repo.VoidDone(ctx, "k", first); err != nil || !repo.voidPending("k") {
 		t.Fatalf("VoidDone of the first mark = %v, pending %v; want the second mark still due", err, repo.voidPending("k"))
 	}
-	if _, err := repo.MarkVoidDue(ctx, "other", time.Unix(100, 0)); !errors.Is(err, ErrNotFound) {
+	if _, err := repo.MarkVoidDue(ctx, "other", time.Unix(100, 0), time.Unix(100, 0)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("MarkVoidDue of a key not cancelled = %v, want ErrNotFound", err)
 	}
 
@@ -117,5 +118,58 @@ func TestVoidDoneKeepsALaterMark(t *testing.T) {
 	}
 	if due, _ := repo.DueVoids(ctx, time.Unix(200, 0).Add(2*DefaultRefundRetry), 10); len(due) != 1 || due[0].Attempts != 1 {
 		t.Fatalf("due after twice RefundRetry: %+v, want k after one attempt", due)
+	}
+}
+
+// TestVoidRecordedAroundTheProvider: the void is recorded due before the
+// provider is asked (a process stopping meanwhile leaves it to
+// ResumeVoids) and done after; a mark that cannot be recorded does not
+// stop the void, and when the void fails too the error says both.
+func TestVoidRecordedAroundTheProvider(t *testing.T) {
+	repo := newMemRepo()
+	prov := &countingProvider{next: tokenProvider{}}
+	prov.onVoid = func(key string) {
+		if !repo.voidPending(key) {
+			t.Errorf("the provider was asked to void %s before the void was recorded due", key)
+		}
+	}
+	svc := NewService(repo, prov)
+	if _, err := svc.CancelCharge(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	if v := prov.voids(); len(v) != 1 || repo.voidPending("k") {
+		t.Fatalf("voided %v, pending %v; want k voided and done", v, repo.voidPending("k"))
+	}
+
+	prov.onVoid = nil
+	repo.markErr = errors.New("database away")
+	if _, err := svc.CancelCharge(t.Context(), "k2"); err != nil {
+		t.Fatalf("CancelCharge with the mark failing = %v, want the void made all the same", err)
+	}
+	prov.voidErrs = []error{ErrProviderUnavailable}
+	_, err := svc.CancelCharge(t.Context(), "k3")
+	if !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), "database away") {
+		t.Fatalf("CancelCharge with the mark and the void failing = %v, want both said", err)
+	}
+}
+
+// TestResumeVoidsSaysMore: a batch as large as its limit says there may
+// be more, and the refusal of one key does not hold up the next.
+func TestResumeVoidsSaysMore(t *testing.T) {
+	ctx := t.Context()
+	repo := newMemRepo()
+	prov := &countingProvider{next: tokenProvider{}, voidErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable}}
+	svc := NewService(repo, prov)
+	c := newClock()
+	svc.Now = c.Now
+	for _, k := range []string{"a", "b"} {
+		if _, err := svc.CancelCharge(ctx, k); !errors.Is(err, ErrProviderUnavailable) {
+			t.Fatalf("CancelCharge(%s) = %v", k, err)
+		}
+	}
+	c.advance(DefaultRefundRetry)
+	prov.voidErrs = []error{ErrProviderUnavailable}
+	if n, more, err := svc.ResumeVoids(ctx, 2); n != 1 || !more || err != nil {
+		t.Fatalf("ResumeVoids(limit 2) with the first refused = %d, %v, %v; want 1, more", n, more, err)
 	}
 }

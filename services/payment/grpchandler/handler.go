@@ -133,9 +133,10 @@ func (h *Handler) status(ctx context.Context, err error, id, key string) error {
 			"the idempotency key was already used with a different request",
 			apierr.Precondition("IDEMPOTENCY_KEY", key, "already used with a different request; use a new key"))
 	case errors.Is(err, domain.ErrNotVoided):
-		// Money captured with no payment and no caller left to undo it,
-		// perhaps: the operators must know.
-		h.log.ErrorContext(ctx, "payment captured under a cancelled key and not voided: void it at the provider", "idempotency_key", key, "error", err)
+		// Money captured with no payment: the void is recorded due and
+		// made again later, but the operators should know (and void it
+		// at the provider themselves if the error says the record failed too).
+		h.log.ErrorContext(ctx, "payment captured under a cancelled key and not voided yet; the service voids it again later", "idempotency_key", key, "error", err)
 		return apierr.Unavailable(ReasonChargeNotVoided,
 			"the provider captured the charge after its key was cancelled, and voiding it failed; the service voids it later, or at once if you send it again with the same idempotency key", ProviderRetryAfter)
 	case errors.Is(err, domain.ErrChargeCancelled):

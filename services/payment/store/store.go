@@ -124,17 +124,24 @@ type querier interface {
 }
 
 // Create implements domain.Repository.
+// A charge refused because its key was cancelled may have been captured by
+// the provider: the refusal records the key's void due, due at once, in
+// its own transaction, so that the capture is voided (ResumeVoids) even if
+// the process stops before the charge's own void.
 func (s *Store) Create(ctx context.Context, p *domain.Payment, evs ...domain.Event) error {
-	return s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
+	var cancelled bool
+	err := s.inTx(ctx, func(tx *sql.Tx) (bool, error) {
 		if err := s.lockKey(ctx, tx, p.IdempotencyKey); err != nil {
 			return false, err
 		}
-		if cancelled, err := s.chargeCancelled(ctx, tx, p.IdempotencyKey); err != nil {
+		var err error
+		if cancelled, err = s.chargeCancelled(ctx, tx, p.IdempotencyKey); err != nil {
 			return false, err
 		} else if cancelled {
-			return false, domain.ErrChargeCancelled
+			_, err := s.markVoid(ctx, tx, p.IdempotencyKey, p.CreateTime, p.CreateTime)
+			return false, err
 		}
-		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
+		_, err = tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			p.ID, p.IdempotencyKey, p.Fingerprint, p.Amount.Currency, p.Amount.Units, p.RefundedUnits,
 			string(p.Status), p.DeclineReason, p.Reference, micros(p.CreateTime), micros(p.UpdateTime), p.UserID,
@@ -147,6 +154,10 @@ func (s *Store) Create(ctx context.Context, p *domain.Payment, evs ...domain.Eve
 		}
 		return len(evs) > 0, s.appendEvents(ctx, tx, evs)
 	})
+	if err == nil && cancelled {
+		return domain.ErrChargeCancelled
+	}
+	return err
 }
 
 // ChargeCancelled implements domain.Repository.
@@ -341,11 +352,20 @@ func (s *Store) ClaimRefund(ctx context.Context, r domain.Refund, next time.Time
 }
 
 // MarkVoidDue implements domain.Repository.
-func (s *Store) MarkVoidDue(ctx context.Context, key string, next time.Time) (int64, error) {
+func (s *Store) MarkVoidDue(ctx context.Context, key string, at, next time.Time) (int64, error) {
+	return s.markVoid(ctx, s.db, key, at, next)
+}
+
+// markVoid marks key's void due at next, over q; a void that was done
+// starts over, pending since at with no attempt made.
+func (s *Store) markVoid(ctx context.Context, q querier, key string, at, next time.Time) (int64, error) {
 	var mark int64
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`UPDATE cancelled_charges
-		SET void_status = 'PENDING', void_next_attempt_time = ?, void_marks = void_marks + 1
-		WHERE idempotency_key = ? RETURNING void_marks`), micros(next), key).Scan(&mark)
+	err := q.QueryRowContext(ctx, s.db.Rebind(`UPDATE cancelled_charges
+		SET void_next_attempt_time = ?, void_marks = void_marks + 1,
+			void_since = CASE WHEN void_status = 'DONE' THEN ? ELSE void_since END,
+			void_attempts = CASE WHEN void_status = 'DONE' THEN 0 ELSE void_attempts END,
+			void_status = 'PENDING'
+		WHERE idempotency_key = ? RETURNING void_marks`), micros(next), micros(at), key).Scan(&mark)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, domain.ErrNotFound
 	}
@@ -367,7 +387,7 @@ func (s *Store) VoidDone(ctx context.Context, key string, mark int64) error {
 // DueVoids implements domain.Repository.
 func (s *Store) DueVoids(ctx context.Context, at time.Time, limit int) ([]domain.PendingVoid, error) {
 	// The status is a literal, as in DueRefunds, for the partial index.
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT idempotency_key, void_marks, void_attempts, void_next_attempt_time
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT idempotency_key, void_marks, void_attempts, void_since, void_next_attempt_time
 		FROM cancelled_charges WHERE void_status = 'PENDING' AND void_next_attempt_time <= ?
 		ORDER BY void_next_attempt_time, idempotency_key LIMIT ?`), micros(at), limit)
 	if err != nil {
@@ -377,13 +397,13 @@ func (s *Store) DueVoids(ctx context.Context, at time.Time, limit int) ([]domain
 	var out []domain.PendingVoid
 	for rows.Next() {
 		var (
-			v    domain.PendingVoid
-			next int64
+			v           domain.PendingVoid
+			since, next int64
 		)
-		if err := rows.Scan(&v.Key, &v.Mark, &v.Attempts, &next); err != nil {
+		if err := rows.Scan(&v.Key, &v.Mark, &v.Attempts, &since, &next); err != nil {
 			return nil, fmt.Errorf("read due voids: %w", err)
 		}
-		v.NextAttemptTime = fromMicros(next)
+		v.Since, v.NextAttemptTime = fromMicros(since), fromMicros(next)
 		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {

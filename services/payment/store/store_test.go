@@ -350,14 +350,14 @@ func TestPendingVoids(t *testing.T) {
 		if due, err := s.DueVoids(ctx, t0.Add(time.Hour), 10); err != nil || len(due) != 0 {
 			t.Fatalf("due voids of keys never marked = %+v, %v; want none", due, err)
 		}
-		if _, err := s.MarkVoidDue(ctx, "nope", t0); !errors.Is(err, domain.ErrNotFound) {
+		if _, err := s.MarkVoidDue(ctx, "nope", t0, t0); !errors.Is(err, domain.ErrNotFound) {
 			t.Fatalf("MarkVoidDue of a key not cancelled = %v, want ErrNotFound", err)
 		}
-		m1, err := s.MarkVoidDue(ctx, "k1", t0.Add(2*time.Second))
+		m1, err := s.MarkVoidDue(ctx, "k1", t0, t0.Add(2*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.MarkVoidDue(ctx, "k2", t0.Add(time.Second)); err != nil {
+		if _, err := s.MarkVoidDue(ctx, "k2", t0, t0.Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		due, err := s.DueVoids(ctx, t0.Add(time.Hour), 10)
@@ -374,9 +374,13 @@ func TestPendingVoids(t *testing.T) {
 		if ok, err := s.ClaimVoid(ctx, due[1], next); ok || err != nil {
 			t.Fatalf("ClaimVoid of the same read again = %v, %v; want not claimed", ok, err)
 		}
+		if due, _ := s.DueVoids(ctx, next, 10); len(due) != 2 || due[1].Key != "k1" || due[1].Attempts != 1 ||
+			!due[1].NextAttemptTime.Equal(next) || !due[1].Since.Equal(t0) {
+			t.Fatalf("due after the claim = %+v, want k1 after one attempt, next at %v, since %v", due, next, t0)
+		}
 		// Marked again after the claim: the void under the old mark
 		// leaves it due.
-		m2, err := s.MarkVoidDue(ctx, "k1", t0.Add(3*time.Second))
+		m2, err := s.MarkVoidDue(ctx, "k1", t0, t0.Add(3*time.Second))
 		if err != nil || m2 == m1 {
 			t.Fatalf("second mark = %d, %v; want a new one", m2, err)
 		}
@@ -394,6 +398,20 @@ func TestPendingVoids(t *testing.T) {
 		}
 		if cancelled, err := s.ChargeCancelled(ctx, "k1"); !cancelled || err != nil {
 			t.Fatalf("k1 cancelled = %v, %v; the void must not undo the cancel", cancelled, err)
+		}
+		// A charge of a cancelled key, refused, leaves its void due at
+		// once: the provider may have captured it.
+		late := t0.Add(time.Minute)
+		p := payment("p9", "k1", 100, domain.StatusCaptured)
+		p.CreateTime, p.UpdateTime = late, late
+		if err := s.Create(ctx, p); !errors.Is(err, domain.ErrChargeCancelled) {
+			t.Fatalf("Create of a cancelled key = %v, want ErrChargeCancelled", err)
+		}
+		if due, _ := s.DueVoids(ctx, late, 10); len(due) != 2 || due[1].Key != "k1" || !due[1].Since.Equal(late) || due[1].Attempts != 0 {
+			t.Fatalf("due after the refused charge = %+v, want k1 due since %v", due, late)
+		}
+		if _, err := s.ByID(ctx, "p9"); !errors.Is(err, domain.ErrNotFound) {
+			t.Fatalf("the refused charge was stored: %v", err)
 		}
 	})
 }

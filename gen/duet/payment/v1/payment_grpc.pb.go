@@ -54,8 +54,9 @@ type PaymentServiceClient interface {
 	// CancelCharge is refused (FAILED_PRECONDITION, reason CHARGE_CANCELLED)
 	// once the provider has voided it, which may fail for a while
 	// (UNAVAILABLE: PROVIDER_UNAVAILABLE, or CHARGE_NOT_VOIDED when the
-	// provider captured the charge after the cancel); the same request again
-	// voids it. The provider answered but the payment could not be recorded:
+	// provider captured the charge after the cancel); the service voids it
+	// again on its own, and the same request again voids it at once. The
+	// provider answered but the payment could not be recorded:
 	// UNAVAILABLE, reason CHARGE_NOT_RECORDED; the same request again records
 	// it.
 	Charge(ctx context.Context, in *ChargeRequest, opts ...grpc.CallOption) (*ChargeResponse, error)
@@ -158,8 +159,9 @@ type PaymentServiceServer interface {
 	// CancelCharge is refused (FAILED_PRECONDITION, reason CHARGE_CANCELLED)
 	// once the provider has voided it, which may fail for a while
 	// (UNAVAILABLE: PROVIDER_UNAVAILABLE, or CHARGE_NOT_VOIDED when the
-	// provider captured the charge after the cancel); the same request again
-	// voids it. The provider answered but the payment could not be recorded:
+	// provider captured the charge after the cancel); the service voids it
+	// again on its own, and the same request again voids it at once. The
+	// provider answered but the payment could not be recorded:
 	// UNAVAILABLE, reason CHARGE_NOT_RECORDED; the same request again records
 	// it.
 	Charge(context.Context, *ChargeRequest) (*ChargeResponse, error)

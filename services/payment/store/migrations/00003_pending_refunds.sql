@@ -17,23 +17,7 @@ ALTER TABLE payments ADD COLUMN refund_pending_units BIGINT NOT NULL DEFAULT 0 C
 -- The pending refunds in the order they are due, for the service's retries.
 CREATE INDEX refunds_pending ON refunds (next_attempt_time, id) WHERE status = 'PENDING';
 
--- A cancelled key whose void at the provider is PENDING: recorded before
--- the provider is asked, DONE once it voided the key, unless the key was
--- marked again since (void_marks counts the marks); a void that failed, or
--- a process that stopped first, leaves it to the service's retries, which
--- ask again void_attempts times so far, next at void_next_attempt_time.
-ALTER TABLE cancelled_charges ADD COLUMN void_status TEXT NOT NULL DEFAULT 'DONE' CHECK (void_status IN ('PENDING', 'DONE'));
-ALTER TABLE cancelled_charges ADD COLUMN void_marks BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE cancelled_charges ADD COLUMN void_attempts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE cancelled_charges ADD COLUMN void_next_attempt_time BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX cancelled_charges_void_pending ON cancelled_charges (void_next_attempt_time, idempotency_key) WHERE void_status = 'PENDING';
-
 -- +goose Down
-DROP INDEX cancelled_charges_void_pending;
-ALTER TABLE cancelled_charges DROP COLUMN void_next_attempt_time;
-ALTER TABLE cancelled_charges DROP COLUMN void_attempts;
-ALTER TABLE cancelled_charges DROP COLUMN void_marks;
-ALTER TABLE cancelled_charges DROP COLUMN void_status;
 DROP INDEX refunds_pending;
 ALTER TABLE payments DROP COLUMN refund_pending_units;
 ALTER TABLE refunds DROP COLUMN next_attempt_time;
