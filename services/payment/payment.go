@@ -63,14 +63,14 @@ type Config struct {
 	RefundRetryInterval time.Duration
 }
 
-// refundAlarm is how long a refund may stay pending before its failures
-// are logged as errors: real providers keep a refund's idempotency key for
-// about a day, and an operator should look well before then.
-const refundAlarm = time.Hour
+// pendingAlarm is how long a refund or a void may stay pending before its
+// failures are logged as errors: real providers keep an idempotency key
+// for about a day, and an operator should look well before then.
+const pendingAlarm = time.Hour
 
-// refundRetryBatch bounds the refunds one retry asks for; the rest wait
-// for the next tick.
-const refundRetryBatch = 100
+// retryBatch bounds the refunds, and the voids, one retry asks for; the
+// rest wait for the next round.
+const retryBatch = 100
 
 // Service is an opened payment service.
 type Service struct {
@@ -78,7 +78,7 @@ type Service struct {
 	handler *grpchandler.Handler
 	// stopRelay stops and awaits the outbox relay; nil without a bus.
 	stopRelay func() error
-	// stopRetries stops and awaits the refund retries.
+	// stopRetries stops and awaits the retries of provider calls.
 	stopRetries func()
 }
 
@@ -104,7 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	svc.RefundRetry = cfg.RefundRetryInterval
 	svc.RefundFailed = func(ctx context.Context, r domain.Refund, err error) {
 		level := slog.LevelWarn
-		if !r.CreateTime.IsZero() && svc.Now().Sub(r.CreateTime) > refundAlarm {
+		if !r.CreateTime.IsZero() && svc.Now().Sub(r.CreateTime) > pendingAlarm {
 			level = slog.LevelError
 		}
 		log.Log(ctx, level, "refund not completed; it stays pending and the provider is asked again",
@@ -112,7 +112,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	svc.VoidFailed = func(ctx context.Context, v domain.PendingVoid, err error) {
 		level := slog.LevelWarn
-		if !v.Since.IsZero() && svc.Now().Sub(v.Since) > refundAlarm {
+		if !v.Since.IsZero() && svc.Now().Sub(v.Since) > pendingAlarm {
 			level = slog.LevelError
 		}
 		log.Log(ctx, level, "void of a cancelled key not completed; it stays due and the provider is asked again",
@@ -130,7 +130,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if interval <= 0 {
 		interval = domain.DefaultRefundRetry
 	}
-	s.stopRetries = retryRefunds(ctx, svc, interval, log)
+	s.stopRetries = retryProvider(ctx, svc, interval, log)
 	return s, nil
 }
 
@@ -150,12 +150,12 @@ func (s *Service) Close() error {
 	return errors.Join(relayErr, s.store.Close())
 }
 
-// retryRefunds resumes the refunds and the voids that are due
-// (domain.ResumeRefunds, ResumeVoids), at once and then every interval, at once again while batches come full and
-// without error, until the returned stop is called (which waits for it to
-// return). It outlives ctx's cancellation, as the relay does: only Close
-// stops it.
-func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Duration, log *slog.Logger) (stop func()) {
+// retryProvider resumes the refunds and the voids that are due
+// (domain.ResumeRefunds, ResumeVoids), at once and then every interval,
+// at once again while batches come full and without error, until the
+// returned stop is called (which waits for it to return). It outlives
+// ctx's cancellation, as the relay does: only Close stops it.
+func retryProvider(ctx context.Context, svc *domain.Service, interval time.Duration, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -163,8 +163,8 @@ func retryRefunds(ctx context.Context, svc *domain.Service, interval time.Durati
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			again := report(ctx, log, "refunds confirmed by the provider")(svc.ResumeRefunds(ctx, refundRetryBatch))
-			again = report(ctx, log, "cancelled keys voided by the provider")(svc.ResumeVoids(ctx, refundRetryBatch)) || again
+			again := report(ctx, log, "refunds confirmed by the provider")(svc.ResumeRefunds(ctx, retryBatch))
+			again = report(ctx, log, "cancelled keys voided by the provider")(svc.ResumeVoids(ctx, retryBatch)) || again
 			if ctx.Err() != nil {
 				return
 			}
