@@ -20,10 +20,12 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	"github.com/duetkit/duet/kit/events"
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/services/payment/domain"
 	"github.com/duetkit/duet/services/payment/grpchandler"
 	"github.com/duetkit/duet/services/payment/simulator"
@@ -61,6 +63,33 @@ type Config struct {
 	// before it is first due: the wait then doubles with each attempt, up
 	// to domain.MaxRefundRetry. Zero means domain.DefaultRefundRetry.
 	RefundRetryInterval time.Duration
+	// Metrics receives PendingOldestMetric; nil means metrics.Default().
+	Metrics *metrics.Metrics
+}
+
+// PendingOldestMetric is how long the oldest refund the provider has not
+// confirmed (kind "refund"), and the oldest void of a cancelled key it has
+// not made (kind "void"), have waited, as of the service's last round of
+// retries: 0 when none waits. Money owed back while the service looks
+// healthy: this is what to alert on, well before a day (real providers
+// keep an idempotency key about that long).
+const PendingOldestMetric = "duet_payment_oldest_pending_seconds"
+
+// pendingGauge registers PendingOldestMetric on m, or finds it registered
+// by another payment service of the process.
+func pendingGauge(m *metrics.Metrics) (*prometheus.GaugeVec, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: PendingOldestMetric,
+		Help: "Age of the oldest refund the provider has not confirmed, and of the oldest void it has not made, at the last retry round; 0 when none waits.",
+	}, []string{"kind"})
+	err := m.Registry.Register(g)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(*prometheus.GaugeVec); ok {
+			return existing, nil
+		}
+	}
+	return g, err
 }
 
 // pendingAlarm is how long a refund or a void may stay pending before its
@@ -130,7 +159,30 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if interval <= 0 {
 		interval = domain.DefaultRefundRetry
 	}
-	s.stopRetries = retryProvider(ctx, svc, interval, log)
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.Default()
+	}
+	gauge, err := pendingGauge(m)
+	if err != nil {
+		log.Warn("payment: pending metric not registered", "error", err)
+	}
+	observe := func(ctx context.Context) {
+		refund, void, err := st.OldestPending(ctx)
+		if err != nil {
+			log.WarnContext(ctx, "reading the oldest pending refund and void failed", "error", err)
+			return
+		}
+		now := svc.Now()
+		for kind, since := range map[string]time.Time{"refund": refund, "void": void} {
+			age := 0.0
+			if !since.IsZero() {
+				age = max(0, now.Sub(since).Seconds())
+			}
+			gauge.WithLabelValues(kind).Set(age)
+		}
+	}
+	s.stopRetries = retryProvider(ctx, svc, interval, observe, log)
 	return s, nil
 }
 
@@ -155,7 +207,10 @@ func (s *Service) Close() error {
 // at once again while batches come full and without error, until the
 // returned stop is called (which waits for it to return). It outlives
 // ctx's cancellation, as the relay does: only Close stops it.
-func retryProvider(ctx context.Context, svc *domain.Service, interval time.Duration, log *slog.Logger) (stop func()) {
+//
+// After each round it calls observe, which sets the metric of what still
+// waits.
+func retryProvider(ctx context.Context, svc *domain.Service, interval time.Duration, observe func(context.Context), log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -171,6 +226,7 @@ func retryProvider(ctx context.Context, svc *domain.Service, interval time.Durat
 			if again {
 				continue
 			}
+			observe(ctx)
 			select {
 			case <-ctx.Done():
 				return

@@ -16,6 +16,7 @@ import (
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/apierr/apierrtest"
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -452,5 +453,75 @@ func TestVoidsRetried(t *testing.T) {
 		if v := provider.voids(); len(v) != 1 || v[0] != "never-charged" {
 			t.Fatalf("voided %v, want the cancelled key once", v)
 		}
+	})
+}
+
+// pendingAge reads PendingOldestMetric of kind from m.
+func pendingAge(t *testing.T, m *metrics.Metrics, kind string) (float64, bool) {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != payment.PendingOldestMetric {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return metric.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// TestPendingMetric: PendingOldestMetric shows a refund the provider has
+// not confirmed while it waits, and 0 once it is done.
+func TestPendingMetric(t *testing.T) {
+	provider := &flakyProvider{down: true}
+	m := metrics.New()
+	now := time.Now()
+	svc, err := payment.Open(t.Context(), payment.Config{
+		DatabaseURL: sqldbtest.URLs(t)["sqlite"], Provider: provider, RefundRetryInterval: 10 * time.Millisecond, Metrics: m,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := svc.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	client := paymentv1.NewPaymentServiceClient(servertest.Start(t, server.Config{Name: "payment", DisableAccessLog: true}, svc.Register))
+	charged, err := client.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: money("EUR", 700), PaymentMethodToken: "tok_approve", IdempotencyKey: "metric-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Refund(t.Context(), &paymentv1.RefundRequest{Id: charged.GetPayment().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("the metric shows the pending refund", func() bool {
+		age, ok := pendingAge(t, m, "refund")
+		return ok && age > 0 && age < time.Since(now).Seconds()+1
+	})
+	if age, ok := pendingAge(t, m, "void"); !ok || age != 0 {
+		t.Errorf("void age %v (%v), want 0: nothing to void", age, ok)
+	}
+	provider.setDown(false)
+	waitFor("the metric shows nothing pending", func() bool {
+		age, ok := pendingAge(t, m, "refund")
+		return ok && age == 0
 	})
 }

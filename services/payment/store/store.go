@@ -351,6 +351,25 @@ func (s *Store) ClaimRefund(ctx context.Context, r domain.Refund, next time.Time
 	return n == 1, nil
 }
 
+// OldestPending returns since when the oldest refund still pending, and
+// the oldest void still due, have waited: the zero time when none does.
+// For the operators' metrics; the domain does not need it.
+func (s *Store) OldestPending(ctx context.Context) (refund, void time.Time, err error) {
+	var r, v sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT
+		(SELECT MIN(create_time) FROM refunds WHERE status = 'PENDING'),
+		(SELECT MIN(void_since) FROM cancelled_charges WHERE void_status = 'PENDING')`).Scan(&r, &v); err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("read the oldest pending: %w", err)
+	}
+	if r.Valid {
+		refund = fromMicros(r.Int64)
+	}
+	if v.Valid {
+		void = fromMicros(v.Int64)
+	}
+	return refund, void, nil
+}
+
 // MarkVoidDue implements domain.Repository.
 func (s *Store) MarkVoidDue(ctx context.Context, key string, at, next time.Time) (int64, error) {
 	return s.markVoid(ctx, s.db, key, at, next)
