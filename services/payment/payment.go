@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,10 +70,12 @@ type Config struct {
 
 // PendingOldestMetric is how long the oldest refund the provider has not
 // confirmed (kind "refund"), and the oldest void of a cancelled key it has
-// not made (kind "void"), have waited, as of the service's last round of
-// retries: 0 when none waits. Money owed back while the service looks
-// healthy: this is what to alert on, well before a day (real providers
-// keep an idempotency key about that long).
+// not made (kind "void"), have waited, read from the database every
+// RefundRetryInterval: 0 when none waits. Money owed back while the
+// service looks healthy: this is what to alert on, well before a day (real
+// providers keep an idempotency key about that long). Every replica reads
+// the same database: alert on the max. One payment service per process
+// (as duet runs them) owns the series.
 const PendingOldestMetric = "duet_payment_oldest_pending_seconds"
 
 // pendingGauge registers PendingOldestMetric on m, or finds it registered
@@ -170,7 +173,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	observe := func(ctx context.Context) {
 		refund, void, err := st.OldestPending(ctx)
 		if err != nil {
-			log.WarnContext(ctx, "reading the oldest pending refund and void failed", "error", err)
+			if ctx.Err() == nil {
+				log.WarnContext(ctx, "reading the oldest pending refund and void failed", "error", err)
+			}
 			return
 		}
 		now := svc.Now()
@@ -205,16 +210,30 @@ func (s *Service) Close() error {
 // retryProvider resumes the refunds and the voids that are due
 // (domain.ResumeRefunds, ResumeVoids), at once and then every interval,
 // at once again while batches come full and without error, until the
-// returned stop is called (which waits for it to return). It outlives
-// ctx's cancellation, as the relay does: only Close stops it.
+// returned stop is called (which waits for both its goroutines to
+// return). It outlives ctx's cancellation, as the relay does: only Close
+// stops it.
 //
-// After each round it calls observe, which sets the metric of what still
-// waits.
+// On a goroutine of its own, at once and then every interval, it calls
+// observe, which sets the metric of what still waits: a round of retries
+// against a provider that hangs can take many minutes, which must not
+// hold the metric back.
 func retryProvider(ctx context.Context, svc *domain.Service, interval time.Duration, observe func(context.Context), log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			observe(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -226,17 +245,16 @@ func retryProvider(ctx context.Context, svc *domain.Service, interval time.Durat
 			if again {
 				continue
 			}
-			observe(ctx)
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
 		}
-	}()
+	})
 	return func() {
 		cancel()
-		<-done
+		wg.Wait()
 	}
 }
 

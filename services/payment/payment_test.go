@@ -479,49 +479,55 @@ func pendingAge(t *testing.T, m *metrics.Metrics, kind string) (float64, bool) {
 }
 
 // TestPendingMetric: PendingOldestMetric shows a refund the provider has
-// not confirmed while it waits, and 0 once it is done.
+// not confirmed, and a void it has not made, while they wait, and 0 once
+// they are done.
 func TestPendingMetric(t *testing.T) {
-	provider := &flakyProvider{down: true}
-	m := metrics.New()
-	now := time.Now()
-	svc, err := payment.Open(t.Context(), payment.Config{
-		DatabaseURL: sqldbtest.URLs(t)["sqlite"], Provider: provider, RefundRetryInterval: 10 * time.Millisecond, Metrics: m,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := svc.Close(); err != nil {
-			t.Error(err)
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		provider := &flakyProvider{down: true}
+		m := metrics.New()
+		start := time.Now()
+		svc, err := payment.Open(t.Context(), payment.Config{
+			DatabaseURL: url, Provider: provider, RefundRetryInterval: 10 * time.Millisecond, Metrics: m,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	client := paymentv1.NewPaymentServiceClient(servertest.Start(t, server.Config{Name: "payment", DisableAccessLog: true}, svc.Register))
-	charged, err := client.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: money("EUR", 700), PaymentMethodToken: "tok_approve", IdempotencyKey: "metric-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Refund(t.Context(), &paymentv1.RefundRequest{Id: charged.GetPayment().GetId()}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 10 s", what)
+		defer func() {
+			if err := svc.Close(); err != nil {
+				t.Error(err)
 			}
-			time.Sleep(5 * time.Millisecond)
+		}()
+		client := paymentv1.NewPaymentServiceClient(servertest.Start(t, server.Config{Name: "payment", DisableAccessLog: true}, svc.Register))
+		charged, err := client.Charge(t.Context(), &paymentv1.ChargeRequest{Amount: money("EUR", 700), PaymentMethodToken: "tok_approve", IdempotencyKey: "metric-1"})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	waitFor("the metric shows the pending refund", func() bool {
-		age, ok := pendingAge(t, m, "refund")
-		return ok && age > 0 && age < time.Since(now).Seconds()+1
-	})
-	if age, ok := pendingAge(t, m, "void"); !ok || age != 0 {
-		t.Errorf("void age %v (%v), want 0: nothing to void", age, ok)
-	}
-	provider.setDown(false)
-	waitFor("the metric shows nothing pending", func() bool {
-		age, ok := pendingAge(t, m, "refund")
-		return ok && age == 0
+		if _, err := client.Refund(t.Context(), &paymentv1.RefundRequest{Id: charged.GetPayment().GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = client.CancelCharge(t.Context(), &paymentv1.CancelChargeRequest{IdempotencyKey: "metric-never-charged"})
+		apierrtest.Check(t, err, codes.Unavailable, "PROVIDER_UNAVAILABLE", "")
+		waitFor := func(what string, cond func() bool) {
+			t.Helper()
+			for deadline := time.Now().Add(10 * time.Second); !cond(); {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: not within 10 s", what)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		for _, kind := range []string{"refund", "void"} {
+			waitFor("the metric shows the pending "+kind, func() bool {
+				age, ok := pendingAge(t, m, kind)
+				return ok && age > 0 && age < time.Since(start).Seconds()+1
+			})
+		}
+		provider.setDown(false)
+		for _, kind := range []string{"refund", "void"} {
+			waitFor("the metric shows no "+kind+" pending", func() bool {
+				age, ok := pendingAge(t, m, kind)
+				return ok && age == 0
+			})
+		}
 	})
 }
