@@ -99,17 +99,32 @@ func (t routeTable) allow(path string) string {
 			refused = append(refused, r.methods...)
 		}
 	}
+	// For one method, a route with a verb the path ends in is the one
+	// grpc-gateway takes over one whose last variable would hold the verb
+	// too: GET "/v1/orders/x:watch" is WatchOrder, not GetOrder (while
+	// GET "/v1/payments/x:refund" is GetPayment, the verb being POST's).
+	verbed := map[string]bool{}
+	for _, r := range t {
+		if r.verb != "" && r.matches(path) {
+			for _, m := range r.methods {
+				verbed[m] = true
+			}
+		}
+	}
 	var methods []string
 	for _, r := range t {
 		if !r.matches(path) {
 			continue
 		}
 		for _, m := range r.methods {
+			if r.verb == "" && verbed[m] {
+				continue
+			}
 			if slices.Contains(refused, m) {
 				continue
 			}
 			methods = append(methods, m)
-			if m == http.MethodGet && !isWatchPath(path) {
+			if m == http.MethodGet && r.verb != watchVerb {
 				methods = append(methods, http.MethodHead)
 			}
 		}

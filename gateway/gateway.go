@@ -467,13 +467,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	routed := r
-	if r.Method == http.MethodHead && !isWatchPath(r.URL.Path) {
+	if r.Method == http.MethodHead {
 		// HEAD is GET without the body (RFC 9110, 9.3.2), which load
 		// balancers and uptime checks send; routed as GET, and net/http
 		// drops the body it writes for a HEAD request. A watch is not
-		// served so: it would hold the call open to write nothing. (A
-		// copy: the access log names the method the client sent.)
-		routed = r.WithContext(ctx)
+		// served so (bound refuses it, by its route: it would hold the
+		// call open to write nothing). (A copy: the access log names the
+		// method the client sent.)
+		routed = r.WithContext(context.WithValue(ctx, headKey{}, true))
 		routed.Method = http.MethodGet
 	}
 	g.mux.ServeHTTP(rec, routed)
@@ -506,6 +507,12 @@ func (g *Gateway) bound(next runtime.HandlerFunc) runtime.HandlerFunc {
 				query, watch = g.query.route(r.Method, pat), pat.Verb() == watchVerb
 			}
 		})
+		if watch && r.Context().Value(headKey{}) != nil {
+			w.Header().Set("Allow", http.MethodGet)
+			writeError(w, newAPIError(apierr.New(codes.Unimplemented, ReasonMethodNotAllowed,
+				fmt.Sprintf("method HEAD is not allowed on %s: a watch streams its order's changes", r.URL.Path)), http.StatusMethodNotAllowed))
+			return
+		}
 		if e := query.check(r); e != nil {
 			writeError(w, newAPIError(e, 0))
 			return
@@ -577,9 +584,9 @@ func checkURLText(u *url.URL) *apierr.Error {
 	return nil
 }
 
-// isWatchPath reports whether path may be a watch route's: HEAD is not
-// turned into GET for such a path.
-func isWatchPath(path string) bool { return strings.HasSuffix(path, ":"+watchVerb) }
+// headKey marks in a request's context that the client sent HEAD, which
+// serve routes as GET.
+type headKey struct{}
 
 // Server returns an http.Server for g listening on addr, with every timeout
 // and the header size limit set from the Config, and net/http's own errors

@@ -767,6 +767,9 @@ func TestHead(t *testing.T) {
 		{"/v1/users/" + knownUserID, http.StatusOK},
 		{"/v1/users/" + unknownID, http.StatusNotFound},
 		{"/v1/orders/" + unknownID + ":watch", http.StatusMethodNotAllowed},
+		// GetUser of the id "x:watch": a GET route, not a watch, whatever
+		// its path ends with (answered 405 when the suffix decided).
+		{"/v1/users/x:watch", http.StatusNotFound},
 	} {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodHead, e.srv.URL+tt.path, nil)
 		resp, err := e.srv.Client().Do(req)
@@ -780,6 +783,9 @@ func TestHead(t *testing.T) {
 		}
 		if got := resp.Header.Get("Content-Type"); got == "" {
 			t.Errorf("HEAD %s: no Content-Type", tt.path)
+		}
+		if tt.wantStatus == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != http.MethodGet {
+			t.Errorf("HEAD %s: Allow %q, want GET", tt.path, resp.Header.Get("Allow"))
 		}
 	}
 }
