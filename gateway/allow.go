@@ -103,6 +103,9 @@ func (t routeTable) allow(path string) string {
 	// grpc-gateway takes over one whose last variable would hold the verb
 	// too: GET "/v1/orders/x:watch" is WatchOrder, not GetOrder (while
 	// GET "/v1/payments/x:refund" is GetPayment, the verb being POST's).
+	// grpc-gateway takes the matching route registered last, and the
+	// contract declares each verb route after the plain one it shadows;
+	// TestHead and TestRouteTableAllow would see a reorder.
 	verbed := map[string]bool{}
 	for _, r := range t {
 		if r.verb != "" && r.matches(path) {
