@@ -101,21 +101,12 @@ func newRelayCollectors(reg prometheus.Registerer) (relayCollectors, error) {
 	return c, errors.Join(errs...)
 }
 
-// registerOnce registers c on reg, or returns the collector of the same
-// description registered already (by another relay of the process). On
-// any other failure it returns c and adds the error to errs.
+// registerOnce is metrics.Register, its error added to errs.
 func registerOnce[C prometheus.Collector](reg prometheus.Registerer, c C, errs *[]error) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
+	c, err := metrics.Register(reg, c)
+	if err != nil {
+		*errs = append(*errs, err)
 	}
-	var already prometheus.AlreadyRegisteredError
-	if errors.As(err, &already) {
-		if existing, ok := already.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	*errs = append(*errs, err)
 	return c
 }
 

@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"errors"
 	"net/http"
 	"sync"
 
@@ -49,6 +50,25 @@ var defaultMetrics = sync.OnceValue(New)
 
 // Default returns the process-wide Metrics, made on first use.
 func Default() *Metrics { return defaultMetrics() }
+
+// Register registers c on reg and returns it, or returns the collector of
+// the same description registered already (by another component of the
+// process: several relays, a service opened twice), so that components
+// may each register what they need. On any other failure it returns c,
+// unregistered but usable, with the error.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
 
 // Handler serves the registry in the Prometheus text format, for /metrics.
 func (m *Metrics) Handler() http.Handler {

@@ -81,18 +81,10 @@ const PendingOldestMetric = "duet_payment_oldest_pending_seconds"
 // pendingGauge registers PendingOldestMetric on m, or finds it registered
 // by another payment service of the process.
 func pendingGauge(m *metrics.Metrics) (*prometheus.GaugeVec, error) {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	return metrics.Register(m.Registry, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: PendingOldestMetric,
-		Help: "Age of the oldest refund the provider has not confirmed, and of the oldest void it has not made, at the last retry round; 0 when none waits.",
-	}, []string{"kind"})
-	err := m.Registry.Register(g)
-	var already prometheus.AlreadyRegisteredError
-	if errors.As(err, &already) {
-		if existing, ok := already.ExistingCollector.(*prometheus.GaugeVec); ok {
-			return existing, nil
-		}
-	}
-	return g, err
+		Help: "Age of the oldest refund the provider has not confirmed, and of the oldest void it has not made, at the last read; 0 when none waits.",
+	}, []string{"kind"}))
 }
 
 // pendingAlarm is how long a refund or a void may stay pending before its
