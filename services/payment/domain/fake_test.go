@@ -70,13 +70,14 @@ func (r *memRepo) markVoid(key string, at, next time.Time) (int64, error) {
 	return v.marks, nil
 }
 
-func (r *memRepo) VoidDone(_ context.Context, key string, mark int64) error {
+func (r *memRepo) VoidDone(_ context.Context, key string, mark int64) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if v := r.voids[key]; v != nil && v.pending && v.marks == mark {
 		v.pending = false
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
 
 func (r *memRepo) DueVoids(_ context.Context, at time.Time, limit int) ([]PendingVoid, error) {

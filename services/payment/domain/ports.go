@@ -107,8 +107,9 @@ type Repository interface {
 	// captured it.)
 	MarkVoidDue(ctx context.Context, key string, at, next time.Time) (mark int64, err error)
 	// VoidDone records that the provider voided key, unless key was
-	// marked again since mark (a capture after the void may need one).
-	VoidDone(ctx context.Context, key string, mark int64) error
+	// marked again since mark (a capture after the void may need one),
+	// and reports whether it did.
+	VoidDone(ctx context.Context, key string, mark int64) (bool, error)
 	// DueVoids returns the voids pending whose NextAttemptTime is at or
 	// before at, in the order they fell due, at most limit.
 	DueVoids(ctx context.Context, at time.Time, limit int) ([]PendingVoid, error)

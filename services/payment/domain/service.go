@@ -171,7 +171,7 @@ func (s *Service) voidKey(ctx context.Context, key string, void func(context.Con
 		// voids it again, which the provider takes as a no-op.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 		defer cancel()
-		_ = s.repo.VoidDone(ctx, key, mark)
+		_, _ = s.repo.VoidDone(ctx, key, mark)
 	}
 	return nil
 }
@@ -465,8 +465,9 @@ func (s *Service) ResumeRefunds(ctx context.Context, limit int) (completed int, 
 // failed for, and those left by a process that stopped before the
 // provider answered. Each is claimed first (ClaimVoid), the next attempt
 // set after retryDelay, and voided within recordTimeout; a void that fails
-// is reported to VoidFailed. It returns how many keys it voided, and more
-// when limit were due. A claim that fails ends the call with its error.
+// is reported to VoidFailed. It returns how many keys it voided and
+// recorded done (one marked again meanwhile stays due), and more when
+// limit were due. A claim that fails ends the call with its error.
 func (s *Service) ResumeVoids(ctx context.Context, limit int) (voided int, more bool, err error) {
 	due, err := s.repo.DueVoids(ctx, s.Now(), limit)
 	if err != nil {
@@ -481,7 +482,8 @@ func (s *Service) ResumeVoids(ctx context.Context, limit int) (voided int, more 
 			continue
 		}
 		v.Attempts++
-		if err := s.resumeVoid(ctx, v); err != nil {
+		done, err := s.resumeVoid(ctx, v)
+		if err != nil {
 			if ctx.Err() != nil {
 				return voided, false, ctx.Err()
 			}
@@ -490,22 +492,26 @@ func (s *Service) ResumeVoids(ctx context.Context, limit int) (voided int, more 
 			}
 			continue
 		}
-		voided++
+		if done {
+			voided++
+		}
 	}
 	return voided, len(due) == limit, nil
 }
 
-// resumeVoid voids one claimed key within recordTimeout and records it.
-func (s *Service) resumeVoid(ctx context.Context, v PendingVoid) error {
+// resumeVoid voids one claimed key within recordTimeout and records it,
+// reporting whether the record took (not when the key was marked again).
+func (s *Service) resumeVoid(ctx context.Context, v PendingVoid) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
 	if err := s.provider.Void(ctx, v.Key); err != nil {
-		return fmt.Errorf("void key %s at the provider: %w", v.Key, err)
+		return false, fmt.Errorf("void key %s at the provider: %w", v.Key, err)
 	}
-	if err := s.repo.VoidDone(ctx, v.Key, v.Mark); err != nil {
-		return fmt.Errorf("key %s: the provider voided it, recording that failed: %w", v.Key, err)
+	done, err := s.repo.VoidDone(ctx, v.Key, v.Mark)
+	if err != nil {
+		return false, fmt.Errorf("key %s: the provider voided it, recording that failed: %w", v.Key, err)
 	}
-	return nil
+	return done, nil
 }
 
 // resume completes one claimed refund within recordTimeout. It reports

@@ -78,46 +78,43 @@ func TestVoidsResumed(t *testing.T) {
 	}
 }
 
-// TestVoidDoneKeepsALaterMark: a void recorded done does not clear a mark
-// made after it began (a capture voided later needs its own), and a
-// refused void backs off.
-func TestVoidDoneKeepsALaterMark(t *testing.T) {
+// TestResumeVoidsBacksOff: a void the provider refuses again is due twice
+// as long after, and one whose key was marked again while the provider
+// voided it (a capture made meanwhile) stays due, not counted, until a
+// void after that mark.
+func TestResumeVoidsBacksOff(t *testing.T) {
 	ctx := t.Context()
 	repo := newMemRepo()
-	repo.cancelled["k"] = true
-	first, err := repo.MarkVoidDue(ctx, "k", time.Unix(100, 0), time.Unix(100, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.MarkVoidDue(ctx, "k", time.Unix(200, 0), time.Unix(200, 0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.VoidDone(ctx, "k", first); err != nil || !repo.voidPending("k") {
-		t.Fatalf("VoidDone of the first mark = %v, pending %v; want the second mark still due", err, repo.voidPending("k"))
-	}
-	if _, err := repo.MarkVoidDue(ctx, "other", time.Unix(100, 0), time.Unix(100, 0)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("MarkVoidDue of a key not cancelled = %v, want ErrNotFound", err)
-	}
-
-	prov := &countingProvider{next: tokenProvider{}, voidErrs: []error{ErrProviderUnavailable}}
+	prov := &countingProvider{next: tokenProvider{}, voidErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable}}
 	svc := NewService(repo, prov)
-	svc.Now = func() time.Time { return time.Unix(200, 0) }
-	var heard int
-	svc.VoidFailed = func(_ context.Context, v PendingVoid, _ error) {
-		heard++
-		if v.Attempts != 1 {
-			t.Errorf("VoidFailed heard attempt %d, want 1", v.Attempts)
+	c := newClock()
+	svc.Now = c.Now
+	var attempts []int
+	svc.VoidFailed = func(_ context.Context, v PendingVoid, _ error) { attempts = append(attempts, v.Attempts) }
+	if _, err := svc.CancelCharge(ctx, "k"); !errors.Is(err, ErrProviderUnavailable) {
+		t.Fatalf("CancelCharge with the void failing = %v", err)
+	}
+	c.advance(DefaultRefundRetry)
+	if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil || len(attempts) != 1 || attempts[0] != 1 {
+		t.Fatalf("ResumeVoids with the provider refusing = %d, %v, attempts heard %v; want 0, attempt 1", n, err, attempts)
+	}
+	c.advance(2*DefaultRefundRetry - time.Second)
+	if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil || len(prov.voids()) != 0 {
+		t.Fatalf("ResumeVoids before twice RefundRetry = %d, %v, voided %v; want nothing asked", n, err, prov.voids())
+	}
+	c.advance(time.Second)
+	prov.onVoid = func(key string) {
+		if _, err := repo.MarkVoidDue(ctx, key, c.Now(), c.Now().Add(time.Hour)); err != nil {
+			t.Error(err)
 		}
 	}
-	if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil || heard != 1 {
-		t.Fatalf("ResumeVoids with the provider refusing = %d, %v, heard %d", n, err, heard)
+	if n, _, err := svc.ResumeVoids(ctx, 10); n != 0 || err != nil || !repo.voidPending("k") {
+		t.Fatalf("ResumeVoids with the key marked again meanwhile = %d, %v, pending %v; want 0, still due", n, err, repo.voidPending("k"))
 	}
-	due, _ := repo.DueVoids(ctx, time.Unix(200, 0).Add(2*DefaultRefundRetry-time.Second), 10)
-	if len(due) != 0 {
-		t.Fatalf("due again within twice RefundRetry: %+v", due)
-	}
-	if due, _ := repo.DueVoids(ctx, time.Unix(200, 0).Add(2*DefaultRefundRetry), 10); len(due) != 1 || due[0].Attempts != 1 {
-		t.Fatalf("due after twice RefundRetry: %+v, want k after one attempt", due)
+	prov.onVoid = nil
+	c.advance(time.Hour)
+	if n, _, err := svc.ResumeVoids(ctx, 10); n != 1 || err != nil || repo.voidPending("k") {
+		t.Fatalf("ResumeVoids after the new mark = %d, %v, pending %v; want the key voided, done", n, err, repo.voidPending("k"))
 	}
 }
 

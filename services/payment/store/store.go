@@ -395,12 +395,17 @@ func (s *Store) markVoid(ctx context.Context, q querier, key string, at, next ti
 }
 
 // VoidDone implements domain.Repository.
-func (s *Store) VoidDone(ctx context.Context, key string, mark int64) error {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE cancelled_charges SET void_status = 'DONE'
-		WHERE idempotency_key = ? AND void_status = 'PENDING' AND void_marks = ?`), key, mark); err != nil {
-		return fmt.Errorf("record void done: %w", err)
+func (s *Store) VoidDone(ctx context.Context, key string, mark int64) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE cancelled_charges SET void_status = 'DONE'
+		WHERE idempotency_key = ? AND void_status = 'PENDING' AND void_marks = ?`), key, mark)
+	if err != nil {
+		return false, fmt.Errorf("record void done: %w", err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record void done: %w", err)
+	}
+	return n == 1, nil
 }
 
 // DueVoids implements domain.Repository.

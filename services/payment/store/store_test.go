@@ -384,14 +384,14 @@ func TestPendingVoids(t *testing.T) {
 		if err != nil || m2 == m1 {
 			t.Fatalf("second mark = %d, %v; want a new one", m2, err)
 		}
-		if err := s.VoidDone(ctx, "k1", m1); err != nil {
-			t.Fatal(err)
+		if done, err := s.VoidDone(ctx, "k1", m1); done || err != nil {
+			t.Fatalf("VoidDone under the old mark = %v, %v; want not done", done, err)
 		}
 		if due, _ := s.DueVoids(ctx, t0.Add(time.Hour), 10); len(due) != 2 {
 			t.Fatalf("due after the old mark's void = %+v, want k1 still due", due)
 		}
-		if err := s.VoidDone(ctx, "k1", m2); err != nil {
-			t.Fatal(err)
+		if done, err := s.VoidDone(ctx, "k1", m2); !done || err != nil {
+			t.Fatalf("VoidDone under the latest mark = %v, %v; want done", done, err)
 		}
 		if due, _ := s.DueVoids(ctx, t0.Add(time.Hour), 10); len(due) != 1 || due[0].Key != "k2" || due[0].Attempts != 0 {
 			t.Fatalf("due after k1's void = %+v, want k2 alone", due)
