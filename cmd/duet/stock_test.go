@@ -17,13 +17,7 @@ import (
 // exited 0 even when every record was rejected, so a script took a failed
 // import for a done one.
 func TestStockImportRejectionsFail(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sys, err := system.Start(ctx, loopbackSystem(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Shutdown(context.WithoutCancel(ctx))
+	ctx, sys := startLoopbackSystem(t)
 
 	tests := []struct {
 		name    string
@@ -56,6 +50,20 @@ func TestStockImportRejectionsFail(t *testing.T) {
 	}
 }
 
+// startLoopbackSystem starts a loopbackSystem, shut down when the test
+// ends, and returns it with a context of a minute for the test's calls.
+func startLoopbackSystem(t *testing.T) (context.Context, *system.System) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	sys, err := system.Start(ctx, loopbackSystem(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Shutdown(context.WithoutCancel(ctx)) })
+	return ctx, sys
+}
+
 // loopbackSystem is a system on a data directory of the test's own, every
 // listener on a free loopback port, logging nothing.
 func loopbackSystem(t *testing.T) system.Config {
@@ -69,13 +77,7 @@ func loopbackSystem(t *testing.T) system.Config {
 // TestStockImportID: `duet stock import --import-id` sends the id, so the
 // same file imported again under it applies nothing and says so.
 func TestStockImportID(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sys, err := system.Start(ctx, loopbackSystem(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Shutdown(context.WithoutCancel(ctx))
+	ctx, sys := startLoopbackSystem(t)
 	file := filepath.Join(t.TempDir(), "stock.csv")
 	if err := os.WriteFile(file, []byte("sku,name,price,currency,stock\nID-1,Fine,100,USD,5\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -37,17 +37,30 @@ func refundedEvents(repo *memRepo) []Event {
 	return out
 }
 
+// charged returns a service over a fresh memRepo and prov, on a clock the
+// test moves, what its RefundFailed hears, and a payment of 1000 it
+// captured under the key "c".
+func charged(t *testing.T, prov Provider) (*Service, *memRepo, *clock, *failures, *Payment) {
+	t.Helper()
+	repo := newMemRepo()
+	svc := NewService(repo, prov)
+	c := newClock()
+	svc.Now = c.Now
+	heard := &failures{}
+	svc.RefundFailed = heard.hear
+	p, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, repo, c, heard, p
+}
+
 // TestRefundReachesProvider: a refund is asked of the provider, under the
 // refund's own id and the charge's key, and reported only once it confirmed.
 func TestRefundReachesProvider(t *testing.T) {
 	ctx := t.Context()
-	repo := newMemRepo()
 	prov := &countingProvider{next: tokenProvider{}}
-	svc := NewService(repo, prov)
-	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, repo, _, _, p := charged(t, prov)
 	got, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 300}})
 	if err != nil {
 		t.Fatal(err)
@@ -121,17 +134,8 @@ func TestRefundPendingWhileProviderFails(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
-			repo := newMemRepo()
 			prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable}}
-			svc := NewService(repo, prov)
-			c := newClock()
-			svc.Now = c.Now
-			var heard failures
-			svc.RefundFailed = heard.hear
-			p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			svc, repo, c, heard, p := charged(t, prov)
 			got, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 1000}, IdempotencyKey: "r"})
 			if err != nil {
 				t.Fatalf("Refund with the provider failing = %v, want the payment", err)
@@ -176,18 +180,9 @@ func TestRefundPendingWhileProviderFails(t *testing.T) {
 // as long after each attempt), and a refund made after it is not held up.
 func TestResumeRefundsBacksOff(t *testing.T) {
 	ctx := t.Context()
-	repo := newMemRepo()
 	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable}}
-	svc := NewService(repo, prov)
-	c := newClock()
-	svc.Now = c.Now
+	svc, repo, c, heard, p := charged(t, prov)
 	svc.RefundRetry = time.Minute
-	var heard failures
-	svc.RefundFailed = heard.hear
-	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The first refund's own settle fails; the second is recorded a
 	// second later and its settle asks for both: the first is refused
 	// again, the second confirmed.
@@ -240,18 +235,9 @@ func TestResumeRefundsBacksOff(t *testing.T) {
 // refuses is reported and left while the next is completed.
 func TestResumeRefundsKeepsGoing(t *testing.T) {
 	ctx := t.Context()
-	repo := newMemRepo()
 	// The two refunds' own settles fail, then the first resumed one.
 	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable, ErrProviderUnavailable, ErrProviderUnavailable}}
-	svc := NewService(repo, prov)
-	c := newClock()
-	svc.Now = c.Now
-	var heard failures
-	svc.RefundFailed = heard.hear
-	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, repo, c, heard, p := charged(t, prov)
 	for range 2 {
 		if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 100}}); err != nil {
 			t.Fatal(err)
@@ -289,12 +275,7 @@ func (hangingProvider) Refund(ctx context.Context, _ ProviderRefund) error {
 // decided, so the caller gets the payment, its amount pending, rather than
 // a DEADLINE_EXCEEDED it would take for "nothing happened".
 func TestRefundAnswersWithinTheDeadline(t *testing.T) {
-	repo := newMemRepo()
-	svc := NewService(repo, hangingProvider{})
-	p, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, _, _, _, p := charged(t, hangingProvider{})
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	got, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID})
@@ -316,17 +297,10 @@ func TestRefundAnswersWithinTheDeadline(t *testing.T) {
 // instead of reading the same due refunds again at once.
 func TestResumeRefundsStopsWhenClaimsFail(t *testing.T) {
 	ctx := t.Context()
-	repo := newMemRepo()
 	// The two refunds' own settles fail: the first's, then the second's
 	// for both.
 	prov := &countingProvider{next: tokenProvider{}, refundErrs: []error{ErrProviderUnavailable, ErrProviderUnavailable, ErrProviderUnavailable}}
-	svc := NewService(repo, prov)
-	c := newClock()
-	svc.Now = c.Now
-	p, err := svc.Charge(ctx, ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, repo, c, _, p := charged(t, prov)
 	for range 2 {
 		if _, err := svc.Refund(ctx, RefundRequest{PaymentID: p.ID, Amount: &Money{"USD", 100}}); err != nil {
 			t.Fatal(err)
@@ -365,13 +339,8 @@ func (g gatedProvider) Refund(ctx context.Context, _ ProviderRefund) error {
 // is being asked does not leave the refund pending: the provider's answer
 // is still taken and recorded.
 func TestRefundOutlivesItsCaller(t *testing.T) {
-	repo := newMemRepo()
 	prov := gatedProvider{asked: make(chan struct{}), release: make(chan struct{})}
-	svc := NewService(repo, prov)
-	p, err := svc.Charge(t.Context(), ChargeRequest{Amount: usd(1000), Token: "tok_approve", IdempotencyKey: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, repo, _, _, p := charged(t, prov)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan *Payment)
 	go func() {
