@@ -24,6 +24,8 @@ import (
 func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("stock", "duet stock import [flags] FILE.csv   (CSV columns: "+strings.Join(stockimport.Header, ",")+")", stderr)
 	target := fs.String("inventory-target", system.DefaultInventoryAddr, "inventory service address")
+	var tls tlsFlags
+	tls.register(fs)
 	importID := fs.String("import-id", "", "make the import idempotent: sent again with the same id (its answer lost, say), it applies nothing and prints the first one's summary; 1 to 128 characters, a new one per import meant to apply")
 	if len(args) > 0 && isHelp(args[0]) {
 		fs.Usage()
@@ -42,10 +44,11 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer f.Close()
-	conn, err := dialTool("inventory-target", *target)
+	conn, closeTLS, err := dialTool(ctx, "inventory-target", *target, &tls)
 	if err != nil {
 		return err
 	}
+	defer closeTLS()
 	defer conn.Close()
 
 	last := time.Now()
@@ -79,6 +82,8 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("order", "duet order watch [flags] ORDER_ID", stderr)
 	target := fs.String("order-target", system.DefaultOrderAddr, "order service address")
+	var tls tlsFlags
+	tls.register(fs)
 	if len(args) > 0 && isHelp(args[0]) {
 		fs.Usage()
 		return flag.ErrHelp
@@ -91,10 +96,11 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	conn, err := dialTool("order-target", *target)
+	conn, closeTLS, err := dialTool(ctx, "order-target", *target, &tls)
 	if err != nil {
 		return err
 	}
+	defer closeTLS()
 	defer conn.Close()
 	client := orderv1.NewOrderServiceClient(conn)
 	var last string
@@ -178,12 +184,23 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, error) 
 	return pos[0], nil
 }
 
-// dialTool connects a command to the service its flag --name addresses.
-func dialTool(name, target string) (*grpc.ClientConn, error) {
+// dialTool connects a command to the service its flag --name addresses,
+// over mutual TLS when tls names files. The caller closes the connection,
+// then calls the function returned.
+func dialTool(ctx context.Context, name, target string, tls *tlsFlags) (*grpc.ClientConn, func(), error) {
 	if err := system.CheckTarget(name, target); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return client.New(target, client.Config{})
+	creds, closeTLS, err := tls.clientCreds(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := client.New(target, client.Config{Creds: creds})
+	if err != nil {
+		closeTLS()
+		return nil, nil, err
+	}
+	return conn, closeTLS, nil
 }
 
 // isHelp reports whether arg asks for a command's flags (`duet help CMD`

@@ -246,6 +246,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	notificationTarget := fs.String("notification-target", "", "notification service address; gateway")
 	natsURL := fs.String("nats-url", "", "NATS server for events; user, payment, order and notification")
 	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz (off when empty); when set, the gateway serves /metrics there instead of on its API port")
+	var tls tlsFlags
+	tls.register(fs)
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
@@ -279,7 +281,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
-		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay, Logger: log,
+		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
+		TLS: tls.files(), Logger: log,
 	})
 }
 

@@ -60,9 +60,10 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 				"up": {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr",
 					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
-					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins"},
-				"stock": {"inventory-target"},
-				"order": {"order-target"},
+					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins",
+					"tls-cert", "tls-key", "tls-ca", "tls-refresh"},
+				"stock": {"inventory-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh"},
+				"order": {"order-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh"},
 			}[cmd] {
 				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))
 				if !strings.Contains(out.String(), want) {

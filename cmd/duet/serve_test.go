@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,13 +18,16 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
+	"github.com/duetkit/duet/kit/mtls/mtlstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 )
 
@@ -81,11 +85,13 @@ func startComponent(t *testing.T, ctx context.Context, component string, args ..
 }
 
 // TestServeEachComponentInItsOwnProcess runs the five services and the
-// gateway as six processes talking gRPC over loopback and events over NATS,
+// gateway as six processes talking gRPC over loopback, with mutual TLS,
+// each process its own certificate, and events over NATS,
 // on PostgreSQL when DUET_TEST_POSTGRES_URL is set (SQLite files otherwise)
 // and on the machine's NATS when DUET_TEST_NATS_URL is set (a NATS server in
 // the test otherwise); places orders through REST, sees the events arrive,
-// then stops every process with SIGTERM.
+// refuses callers without a certificate, runs the commands that call
+// services with one, then stops every process with SIGTERM.
 func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -96,17 +102,25 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		return []string{"--data-dir", t.TempDir()}
 	}
 	natsFlags := testNATS(t)
+	ca := mtlstest.NewCA(t, "duet test")
+	// tlsFlags gives a process a certificate of its own, for the address
+	// every peer dials.
+	tlsFlags := func() []string {
+		f := ca.Write(t, t.TempDir(), 0, []string{"127.0.0.1"})
+		return []string{"--tls-cert", f.CertFile, "--tls-key", f.KeyFile, "--tls-ca", f.CAFile}
+	}
+	withTLS := func(flags ...string) []string { return append(tlsFlags(), flags...) }
 
-	user := startComponent(t, ctx, "user", append(dbFlags(), natsFlags...)...)
-	payment := startComponent(t, ctx, "payment", append(dbFlags(), natsFlags...)...)
-	inventory := startComponent(t, ctx, "inventory", dbFlags()...)
-	notification := startComponent(t, ctx, "notification", append(dbFlags(), natsFlags...)...)
-	order := startComponent(t, ctx, "order", append(append(dbFlags(), natsFlags...),
+	user := startComponent(t, ctx, "user", withTLS(append(dbFlags(), natsFlags...)...)...)
+	payment := startComponent(t, ctx, "payment", withTLS(append(dbFlags(), natsFlags...)...)...)
+	inventory := startComponent(t, ctx, "inventory", withTLS(dbFlags()...)...)
+	notification := startComponent(t, ctx, "notification", withTLS(append(dbFlags(), natsFlags...)...)...)
+	order := startComponent(t, ctx, "order", withTLS(append(append(dbFlags(), natsFlags...),
 		"--user-target", "dns:///"+user.addr, "--payment-target", payment.addr, "--inventory-target", inventory.addr,
-		"--metrics-addr", "127.0.0.1:0")...)
-	gateway := startComponent(t, ctx, "gateway",
+		"--metrics-addr", "127.0.0.1:0")...)...)
+	gateway := startComponent(t, ctx, "gateway", withTLS(
 		"--user-target", user.addr, "--order-target", order.addr, "--payment-target", payment.addr,
-		"--inventory-target", inventory.addr, "--notification-target", notification.addr)
+		"--inventory-target", inventory.addr, "--notification-target", notification.addr)...)
 	base := "http://" + gateway.addr
 
 	send := func(method, path, body string) (int, map[string]any) {
@@ -160,6 +174,52 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("notifications = %d, want %d", got, want)
+	}
+
+	// The services refuse callers without a certificate the CA signed.
+	for _, p := range []*process{user, order, payment, inventory, notification} {
+		conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		conn.Close()
+		if grpcstatus.Code(err) != codes.Unavailable {
+			t.Errorf("%v answered a plaintext caller: %v", p.cmd.Args[1:3], err)
+		}
+	}
+	// The commands that call a service do so with the same flags.
+	confirmed := ""
+	if _, b := send("GET", "/v1/users/"+userID+"/orders", ""); b != nil {
+		for _, o := range b["orders"].([]any) {
+			if o := o.(map[string]any); o["status"] == "ORDER_STATUS_CONFIRMED" {
+				confirmed = o["id"].(string)
+			}
+		}
+	}
+	csv := filepath.Join(t.TempDir(), "stock.csv")
+	if err := os.WriteFile(csv, []byte("sku,name,price,currency,stock\nB,B,100,EUR,3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	commands := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"order", "watch", "--order-target", order.addr, confirmed}, "CONFIRMED"},
+		{[]string{"stock", "import", "--inventory-target", inventory.addr, csv}, "applied 1"},
+	}
+	for _, c := range commands {
+		var stdout, stderr strings.Builder
+		withCert := append(append(c.args[:2:2], tlsFlags()...), c.args[2:]...)
+		if err := run(ctx, withCert, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), c.want) {
+			t.Errorf("duet %v: %v; stdout:\n%s", c.args[:2], err, stdout.String())
+		}
+		short, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := run(short, c.args, &stdout, &stderr)
+		cancel()
+		if err == nil {
+			t.Errorf("duet %v without a certificate succeeded", c.args[:2])
+		}
 	}
 
 	// Edge first, then inwards; each drains and exits 0.

@@ -18,6 +18,7 @@ import (
 	"github.com/duetkit/duet/gateway"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
+	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/notification"
@@ -69,6 +70,14 @@ type ServeConfig struct {
 	// that poll readiness to take it out of rotation
 	// (server.Config.NotServingDelay). Zero drains at once.
 	NotServingDelay time.Duration
+	// TLS names the certificate, key and CA files of mutual TLS between
+	// components: the service asks every caller for a certificate the CA
+	// signed, and connections to peers present the component's own and
+	// check the peer's against the CA and the address dialed. The files
+	// are read again every TLS.Refresh, so certificates rotate without a
+	// restart. Zero: plaintext gRPC. The gateway's HTTP API stays HTTP
+	// (TLS for it ends at the load balancer or ingress in front).
+	TLS mtls.Files
 	// Logger receives the component's logs.
 	Logger *slog.Logger
 	// Ready, when not nil, is called with the bound address once the
@@ -98,11 +107,18 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	// lines get the component name here.
 	log := cfg.Logger
 	s := &System{log: log}
+	if !cfg.TLS.IsZero() {
+		var err error
+		if s.tls, err = mtls.Load(ctx, cfg.TLS); err != nil {
+			return err
+		}
+	}
 
 	var bus *events.Bus
 	if cfg.NATSURL != "" && component != Gateway && component != Inventory {
 		var err error
 		if s.nc, err = events.Connect(cfg.NATSURL, "duet-"+component); err != nil {
+			s.Shutdown(context.WithoutCancel(ctx))
 			return fmt.Errorf("nats: %w", err)
 		}
 		if bus, err = events.OpenBus(ctx, s.nc, cfg.Bus); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
+	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/notification"
@@ -143,6 +144,9 @@ type System struct {
 	conns    []*grpc.ClientConn
 	nc       *nats.Conn
 	nats     *events.Server
+	// tls, when not nil, is Serve's mutual TLS: its server asks callers
+	// for certificates and its connections to peers present one.
+	tls *mtls.Credentials
 	// notServingDelay is the longest of the services' NotServingDelay
 	// (Serve's one service's), which Shutdown waits before they drain.
 	notServingDelay time.Duration
@@ -327,10 +331,14 @@ type service interface {
 const MaxRequestSize = 2 * gateway.DefaultMaxBodyBytes
 
 func (s *System) serve(name string, cfg Config, addr string, svc service) (string, error) {
-	srv, err := server.New(server.Config{
+	scfg := server.Config{
 		Name: name, Logger: cfg.Logger.With("service", name), DrainTimeout: cfg.DrainTimeout,
 		NotServingDelay: cfg.notServingDelay, MaxRecvMsgSize: MaxRequestSize,
-	})
+	}
+	if s.tls != nil {
+		scfg.Creds = s.tls.Server()
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		svc.Close()
 		return "", err
@@ -369,7 +377,11 @@ var peerConfig = client.Config{Timeout: -1}
 // dial connects to target over the network (`duet serve`'s components
 // reach each other this way).
 func (s *System) dial(target string) (*grpc.ClientConn, error) {
-	conn, err := client.New(target, peerConfig)
+	cfg := peerConfig
+	if s.tls != nil {
+		cfg.Creds = s.tls.Client()
+	}
+	conn, err := client.New(target, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -487,6 +499,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 	if s.nats != nil {
 		s.nats.Shutdown()
 		s.nats = nil
+	}
+	if s.tls != nil {
+		s.tls.Close()
+		s.tls = nil
 	}
 	return errors.Join(errs...)
 }

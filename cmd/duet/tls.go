@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/duetkit/duet/kit/mtls"
+)
+
+// tlsFlags are the files of mutual TLS between components, for `duet
+// serve` and for the commands that call a service.
+type tlsFlags struct {
+	cert, key, ca string
+	refresh       time.Duration
+}
+
+func (t *tlsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.cert, "tls-cert", "", "mutual TLS: PEM certificate (and intermediates) this process presents, to callers and to the services it calls; its DNS or IP names must match the addresses peers dial; with --tls-key and --tls-ca; none, plaintext gRPC")
+	fs.StringVar(&t.key, "tls-key", "", "mutual TLS: PEM private key of --tls-cert, in the same directory")
+	fs.StringVar(&t.ca, "tls-ca", "", "mutual TLS: PEM CA certificates that sign the peers' certificates (callers must present one)")
+	fs.DurationVar(&t.refresh, "tls-refresh", mtls.DefaultRefresh, "mutual TLS: how often the three files are read again, so rotated certificates take effect without a restart")
+}
+
+// files returns the flags as kit/mtls takes them; zero when no file is
+// named.
+func (t *tlsFlags) files() mtls.Files {
+	return mtls.Files{CertFile: t.cert, KeyFile: t.key, CAFile: t.ca, Refresh: t.refresh}
+}
+
+// clientCreds loads the files for a command's one connection: nil (the
+// default, plaintext) when none is named. The caller closes the
+// credentials after the connection.
+func (t *tlsFlags) clientCreds(ctx context.Context) (credentials.TransportCredentials, func(), error) {
+	f := t.files()
+	if f.IsZero() {
+		return nil, func() {}, nil
+	}
+	c, err := mtls.Load(ctx, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.Client(), c.Close, nil
+}
