@@ -33,6 +33,8 @@ import (
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -256,34 +258,6 @@ func startBackend(t *testing.T, service string, register func(grpc.ServiceRegist
 	return &backendServer{addr: lis.Addr().String(), conn: conn, health: hs, srv: srv}
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log records written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
-
 // env is a gateway in front of three fake backends.
 type env struct {
 	gw                      *Gateway
@@ -291,14 +265,14 @@ type env struct {
 	users, orders, payments *backendServer
 	userCalls, orderCalls   *calls
 	paymentCalls            *calls
-	logs                    *syncBuffer
+	logs                    *logbuffer.Buffer
 }
 
 const testMaxBody = 4 << 10
 
 func newEnv(t *testing.T, configure ...func(*Config)) *env {
 	t.Helper()
-	e := &env{userCalls: &calls{}, orderCalls: &calls{}, paymentCalls: &calls{}, logs: &syncBuffer{}}
+	e := &env{userCalls: &calls{}, orderCalls: &calls{}, paymentCalls: &calls{}, logs: &logbuffer.Buffer{}}
 	e.users = startBackend(t, userv1.UserService_ServiceDesc.ServiceName, func(r grpc.ServiceRegistrar) {
 		userv1.RegisterUserServiceServer(r, &fakeUsers{calls: e.userCalls})
 	})
@@ -708,7 +682,7 @@ func TestPanicAfterHeadersAborts(t *testing.T) {
 		t.Errorf("the body read to its end (%q): a cut-off response looked complete", body)
 	}
 	var logged, accessLogged bool
-	for _, rec := range e.logs.lines(t) {
+	for _, rec := range e.logs.Lines(t) {
 		if rec["panic"] == "midway" {
 			logged = true
 		}
@@ -743,7 +717,7 @@ func TestPanicIsAJSON500(t *testing.T) {
 		t.Errorf("panic value leaked: %s", resp.body)
 	}
 	var logged bool
-	for _, rec := range e.logs.lines(t) {
+	for _, rec := range e.logs.Lines(t) {
 		if rec["request_id"] == "boom-1" && rec["panic"] != nil {
 			logged = true
 		}

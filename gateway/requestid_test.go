@@ -71,7 +71,7 @@ func TestAccessLog(t *testing.T) {
 	e.do(t, "POST", "/v1/users", `{"email":"internal@example.com","name":"A"}`, "X-Request-ID", "log-2")
 
 	byID := map[string][]map[string]any{}
-	for _, rec := range e.logs.lines(t) {
+	for _, rec := range e.logs.Lines(t) {
 		id, _ := rec["request_id"].(string)
 		if id == "" {
 			t.Errorf("log line without request_id: %v", rec)

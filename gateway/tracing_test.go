@@ -81,7 +81,7 @@ func TestTraceContextAtTheEdgeWithoutExporter(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.status, resp.body)
 			}
 			var traceID any
-			for _, rec := range e.logs.lines(t) {
+			for _, rec := range e.logs.Lines(t) {
 				if rec["msg"] == "http request" {
 					traceID = rec["trace_id"]
 				}

@@ -28,6 +28,8 @@ import (
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 // The chaos test's workload. The approved orders ask for about half as
@@ -115,7 +117,7 @@ func TestChaosKillServicesUnderLoad(t *testing.T) {
 	common := []string{"--drain-timeout", "5s"}
 	service := func(name string, extra ...string) *chaosProc {
 		args := append(slices.Clone(common), "--database-url", dbURL[name])
-		return &chaosProc{name: name, addr: addr[name], args: append(args, extra...), logs: &syncBuffer{}}
+		return &chaosProc{name: name, addr: addr[name], args: append(args, extra...), logs: &logbuffer.Buffer{}}
 	}
 	procs := map[string]*chaosProc{
 		"user":         service("user", natsFlags...),
@@ -125,7 +127,7 @@ func TestChaosKillServicesUnderLoad(t *testing.T) {
 		"order": service("order", append(slices.Clone(natsFlags),
 			"--user-target", addr["user"], "--payment-target", addr["payment"], "--inventory-target", addr["inventory"],
 			"--saga-step-timeout", "3s")...),
-		"gateway": {name: "gateway", addr: addr["gateway"], logs: &syncBuffer{}, args: append(slices.Clone(common),
+		"gateway": {name: "gateway", addr: addr["gateway"], logs: &logbuffer.Buffer{}, args: append(slices.Clone(common),
 			"--user-target", addr["user"], "--order-target", addr["order"], "--payment-target", addr["payment"],
 			"--inventory-target", addr["inventory"], "--notification-target", addr["notification"])},
 	}
@@ -618,7 +620,7 @@ func freePorts(n int) ([]int, error) {
 type chaosProc struct {
 	name, addr string
 	args       []string
-	logs       *syncBuffer
+	logs       *logbuffer.Buffer
 
 	mu         sync.Mutex
 	cmd        *exec.Cmd
@@ -664,7 +666,7 @@ func (p *chaosProc) runOnce(ctx context.Context) error {
 	p.mu.Unlock()
 	fmt.Fprintf(p.logs, "=== run %d of %s (pid %d)\n", run, p.name, cmd.Process.Pid)
 
-	var this syncBuffer // this run's stderr
+	var this logbuffer.Buffer // this run's stderr
 	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pipe)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer f.Close()
-	conn, closeTLS, err := dialTool(ctx, "inventory-target", *target, &tls)
+	conn, closeTLS, err := dialTool(ctx, "inventory-target", *target, &tls, stderr)
 	if err != nil {
 		return err
 	}
@@ -96,7 +97,7 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	conn, closeTLS, err := dialTool(ctx, "order-target", *target, &tls)
+	conn, closeTLS, err := dialTool(ctx, "order-target", *target, &tls, stderr)
 	if err != nil {
 		return err
 	}
@@ -185,13 +186,15 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, error) 
 }
 
 // dialTool connects a command to the service its flag --name addresses,
-// over mutual TLS when tls names files. The caller closes the connection,
-// then calls the function returned.
-func dialTool(ctx context.Context, name, target string, tls *tlsFlags) (*grpc.ClientConn, func(), error) {
+// over mutual TLS when tls names files (a rotation refused is said on
+// stderr). The caller closes the connection, then calls the function
+// returned.
+func dialTool(ctx context.Context, name, target string, tls *tlsFlags, stderr io.Writer) (*grpc.ClientConn, func(), error) {
 	if err := system.CheckTarget(name, target); err != nil {
 		return nil, nil, err
 	}
-	creds, closeTLS, err := tls.clientCreds(ctx)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	creds, closeTLS, err := tls.clientCreds(ctx, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -266,6 +266,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if *notServingDelay < 0 {
 		return fmt.Errorf("--not-serving-delay must not be negative, got %v", *notServingDelay)
 	}
+	tlsCfg, err := tls.config()
+	if err != nil {
+		return err
+	}
 	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
 		return err
@@ -282,7 +286,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
-		TLS: tls.files(), Logger: log,
+		TLS: tlsCfg, Logger: log,
 	})
 }
 

@@ -14,12 +14,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 // testClient is the tests' HTTP client: a request that hangs fails the
@@ -136,6 +137,12 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve", "gateway", "--listen", "127.0.0.1:0", "--user-target", "127.0.0.1:1", "--order-target", "http://orders:9092", "--payment-target", "127.0.0.1:1"}, "--order-target"},
 		{[]string{"serve", "gateway", "--listen", "127.0.0.1:0", "--user-target", "127.0.0.1:1", "--order-target", "127.0.0.1:1", "--payment-target", "127.0.0.1:1", "--notification-target", ":"}, "--notification-target"},
 		{[]string{"order", "watch", "--order-target", "orders", "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}, "--order-target"},
+		// Mutual TLS: files checked before anything starts; a refresh
+		// that would read them in a loop refused.
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "cert.pem"}, "all needed"},
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"}, "open ca.pem: no such file"},
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-refresh", "1ms"}, "--tls-refresh must be at least 1s"},
+		{[]string{"order", "watch", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem", "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}, "open ca.pem: no such file"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -242,7 +249,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr logbuffer.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -292,23 +299,6 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
 		t.Errorf("no clean stop logged:\n%s", stderr.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // readmeBanner returns the banner README.md shows `duet` printing.

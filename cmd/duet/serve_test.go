@@ -29,12 +29,14 @@ import (
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 // process is one `duet serve` child.
 type process struct {
 	cmd     *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *logbuffer.Buffer
 	addr    string
 	metrics string
 }
@@ -53,7 +55,7 @@ func startComponent(t *testing.T, ctx context.Context, component string, args ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, stderr: &syncBuffer{}}
+	p := &process{cmd: cmd, stderr: &logbuffer.Buffer{}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -19,26 +21,34 @@ type tlsFlags struct {
 
 func (t *tlsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.cert, "tls-cert", "", "mutual TLS: PEM certificate (and intermediates) this process presents, to callers and to the services it calls; its DNS or IP names must match the addresses peers dial; with --tls-key and --tls-ca; none, plaintext gRPC")
-	fs.StringVar(&t.key, "tls-key", "", "mutual TLS: PEM private key of --tls-cert, in the same directory")
+	fs.StringVar(&t.key, "tls-key", "", "mutual TLS: PEM private key of --tls-cert")
 	fs.StringVar(&t.ca, "tls-ca", "", "mutual TLS: PEM CA certificates that sign the peers' certificates (callers must present one)")
-	fs.DurationVar(&t.refresh, "tls-refresh", mtls.DefaultRefresh, "mutual TLS: how often the three files are read again, so rotated certificates take effect without a restart")
+	fs.DurationVar(&t.refresh, "tls-refresh", mtls.DefaultRefresh, "mutual TLS: how often the three files are read again, so rotated certificates take effect without a restart (at least 1s)")
 }
 
-// files returns the flags as kit/mtls takes them; zero when no file is
-// named.
-func (t *tlsFlags) files() mtls.Files {
-	return mtls.Files{CertFile: t.cert, KeyFile: t.key, CAFile: t.ca, Refresh: t.refresh}
+// config returns the flags as kit/mtls takes them; zero when no file is
+// named. A refresh under a second is refused: the files would be read in
+// a loop.
+func (t *tlsFlags) config() (mtls.Config, error) {
+	if t.refresh < time.Second {
+		return mtls.Config{}, fmt.Errorf("--tls-refresh must be at least 1s, got %v", t.refresh)
+	}
+	return mtls.Config{CertFile: t.cert, KeyFile: t.key, CAFile: t.ca, Refresh: t.refresh}, nil
 }
 
 // clientCreds loads the files for a command's one connection: nil (the
 // default, plaintext) when none is named. The caller closes the
 // credentials after the connection.
-func (t *tlsFlags) clientCreds(ctx context.Context) (credentials.TransportCredentials, func(), error) {
-	f := t.files()
-	if f.IsZero() {
+func (t *tlsFlags) clientCreds(ctx context.Context, log *slog.Logger) (credentials.TransportCredentials, func(), error) {
+	cfg, err := t.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.IsZero() {
 		return nil, func() {}, nil
 	}
-	c, err := mtls.Load(ctx, f)
+	cfg.Use, cfg.Logger = mtls.Call, log
+	c, err := mtls.Load(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/duetkit/duet/internal/system"
 	"github.com/duetkit/duet/services/order"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 // TestOrderWatchOutlivesARestart: `duet order watch` follows an order
@@ -46,12 +48,12 @@ func TestOrderWatchOutlivesARestart(t *testing.T) {
 	created, _ := post("/v1/orders", `{"userId":"`+user["id"].(string)+`","items":[{"sku":"R","quantity":1}],"paymentToken":"tok_unavailable","idempotencyKey":"restart-1"}`)["order"].(map[string]any)
 	id, _ := created["id"].(string)
 
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuffer.Buffer
 	watched := make(chan error, 1)
 	go func() {
 		watched <- run(ctx, []string{"order", "watch", "--order-target", first.OrderAddr, id}, &stdout, &stderr)
 	}()
-	waitForText := func(what string, b *syncBuffer, text string) {
+	waitForText := func(what string, b *logbuffer.Buffer, text string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(b.String(), text) {

@@ -77,7 +77,8 @@ type ServeConfig struct {
 	// are read again every TLS.Refresh, so certificates rotate without a
 	// restart. Zero: plaintext gRPC. The gateway's HTTP API stays HTTP
 	// (TLS for it ends at the load balancer or ingress in front).
-	TLS mtls.Files
+	// (Its Use and Logger are set by Serve from the component.)
+	TLS mtls.Config
 	// Logger receives the component's logs.
 	Logger *slog.Logger
 	// Ready, when not nil, is called with the bound address once the
@@ -108,8 +109,18 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	log := cfg.Logger
 	s := &System{log: log}
 	if !cfg.TLS.IsZero() {
+		tlsCfg := cfg.TLS
+		tlsCfg.Logger = log.With("component", component)
+		switch component {
+		case Order:
+			tlsCfg.Use = mtls.Serve | mtls.Call
+		case Gateway:
+			tlsCfg.Use = mtls.Call
+		default:
+			tlsCfg.Use = mtls.Serve
+		}
 		var err error
-		if s.tls, err = mtls.Load(ctx, cfg.TLS); err != nil {
+		if s.tls, err = mtls.Load(ctx, tlsCfg); err != nil {
 			return err
 		}
 	}
@@ -184,7 +195,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if metricsLis != nil {
 		metricsSrv, metricsAddr = serveMetrics(metricsLis, healthProbes(s.services[0].srv))
 	}
-	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr)
+	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr, "mutual_tls", s.tls != nil)
 	if cfg.Ready != nil {
 		cfg.Ready(addr)
 	}
@@ -301,7 +312,7 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	s.http = HTTPServer(gw, s.HTTPAddr, prom)
 	s.httpDone = make(chan error, 1)
 	go func() { s.httpDone <- s.http.Serve(lis) }()
-	log.Info("serving", "component", Gateway, "http", s.HTTPAddr, "metrics", metricsAddr)
+	log.Info("serving", "component", Gateway, "http", s.HTTPAddr, "metrics", metricsAddr, "mutual_tls", s.tls != nil)
 	if cfg.Ready != nil {
 		cfg.Ready(s.HTTPAddr)
 	}

@@ -15,42 +15,16 @@ import (
 
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/requestid"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
-
-// lockedBuffer is a bytes.Buffer safe to read while the writer goroutine writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b.buf.Bytes()))
-	for dec.More() {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			t.Fatalf("%v in %s", err, b.buf.Bytes())
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // TestAsyncKeepsEveryLineInOrder logs from many goroutines at once, through
 // derived handlers too, and checks that Close leaves every line written,
 // each goroutine's in the order it logged them, with its request id.
 func TestAsyncKeepsEveryLineInOrder(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	var buf lockedBuffer
+	var buf logbuffer.Buffer
 	log, async := logger.NewAsync(&buf, slog.LevelInfo, "order")
 
 	const workers, perWorker = 8, 500
@@ -73,7 +47,7 @@ func TestAsyncKeepsEveryLineInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	lines := buf.lines(t)
+	lines := buf.Lines(t)
 	if len(lines) != workers*perWorker {
 		t.Fatalf("got %d lines, want %d", len(lines), workers*perWorker)
 	}
@@ -96,7 +70,7 @@ func TestAsyncKeepsEveryLineInOrder(t *testing.T) {
 
 func TestAsyncAfterClose(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	var buf lockedBuffer
+	var buf logbuffer.Buffer
 	log, async := logger.NewAsync(&buf, slog.LevelInfo, "")
 	log.Info("queued")
 	for range 2 { // a second Close is harmless
@@ -105,7 +79,7 @@ func TestAsyncAfterClose(t *testing.T) {
 		}
 	}
 	log.Info("after close")
-	lines := buf.lines(t)
+	lines := buf.Lines(t)
 	if len(lines) != 2 || lines[0]["msg"] != "queued" || lines[1]["msg"] != "after close" {
 		t.Fatalf("lines = %v, want queued then after close", lines)
 	}
@@ -115,7 +89,7 @@ func TestAsyncAfterClose(t *testing.T) {
 type gate struct {
 	entered chan struct{} // receives once per Write
 	open    chan struct{}
-	buf     lockedBuffer
+	buf     logbuffer.Buffer
 }
 
 func (g *gate) Write(p []byte) (int, error) {
@@ -140,7 +114,7 @@ func TestAsyncCloseGivesUp(t *testing.T) {
 	if err := async.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if lines := g.buf.lines(t); len(lines) != 1 || lines[0]["msg"] != "stuck" {
+	if lines := g.buf.Lines(t); len(lines) != 1 || lines[0]["msg"] != "stuck" {
 		t.Fatalf("lines = %v, want the stuck line", lines)
 	}
 }

@@ -18,7 +18,7 @@ import (
 // 127.0.0.1 and localhost; mtlstest makes throwaway ones in tests.)
 func Example() {
 	ctx := context.Background()
-	creds, err := mtls.Load(ctx, mtls.Files{
+	creds, err := mtls.Load(ctx, mtls.Config{
 		CertFile: "testdata/cert.pem", KeyFile: "testdata/key.pem", CAFile: "testdata/ca.pem",
 	})
 	if err != nil {

@@ -6,47 +6,66 @@
 // the CA bundle it trusts for peers, and uses them both ways: its server
 // asks every caller for a certificate signed by that CA, and its client
 // connections present its certificate and check the peer's chain and name.
-// The files are read again every Files.Refresh; a rotation shows on the
-// connections opened after it (open ones keep their handshake). A set of
-// files that does not parse (a certificate written before its key, say) is
-// skipped and read again at the next refresh, the last good one kept.
 //
-// The reading and the handshakes are grpc-go's: the pemfile certificate
-// provider and the advancedtls credentials.
+// The files are read again every Config.Refresh, the three as one set: a
+// set that changed is checked as Load checks it (every PEM block parses,
+// the key matches the certificate, the certificate is valid now and allows
+// the uses asked for) and then serves the handshakes that follow; open
+// connections keep theirs. A set that fails the check (a rotation half
+// done, a key from another certificate) is not used, the last good one
+// stays, and the process logs why, once per set of contents. Replace the
+// files by rename (a Kubernetes Secret volume does), and rotate a CA in
+// three steps: add the new CA to every CA file, then give every process
+// a certificate it signed, then remove the old CA.
+//
+// The handshakes are grpc-go's advancedtls credentials, fed by a
+// certificate provider of this package's (grpc-go's pemfile provider
+// neither checks what it reads nor says when it skips a set, and logs
+// the key file's contents when a pair does not parse).
 package mtls
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/tls/certprovider"
-	"google.golang.org/grpc/credentials/tls/certprovider/pemfile"
 	"google.golang.org/grpc/security/advancedtls"
 )
 
-// DefaultRefresh is how often the files are read again when Files.Refresh
-// is zero: a minute keeps a rotation's delay short against certificates
-// that live for days, for a stat-sized read of three small files.
+// DefaultRefresh is how often the files are read again when
+// Config.Refresh is zero: a minute keeps a rotation's delay short against
+// certificates that live for days, for a read of three small files.
 const DefaultRefresh = time.Minute
 
-// Files names the PEM files of one process.
-type Files struct {
+// Use is what a process does with its certificate.
+type Use int
+
+const (
+	// Serve: it answers calls; the certificate must allow serverAuth.
+	Serve Use = 1 << iota
+	// Call: it calls servers; the certificate must allow clientAuth.
+	Call
+)
+
+// Config names a process's PEM files and how they are used.
+type Config struct {
 	// CertFile holds the process's certificate, followed by any
 	// intermediates. Its names (DNS or IP subject alternative names) are
 	// what callers check against the address they dialed: 127.0.0.1 for
 	// "127.0.0.1:9091", "user" for "dns:///user:9091".
 	CertFile string
-	// KeyFile holds the certificate's private key. It must sit in the same
-	// directory as CertFile, so that a rotation replacing the directory
-	// (a Kubernetes Secret volume does) swaps both at once.
+	// KeyFile holds the certificate's private key.
 	KeyFile string
 	// CAFile holds the certificates of the authorities whose peers are
 	// trusted, servers and callers alike.
@@ -54,78 +73,96 @@ type Files struct {
 	// Refresh is how often the files are read again; zero means
 	// DefaultRefresh.
 	Refresh time.Duration
+	// Use is what the certificate must allow: Serve, Call, or both
+	// (zero means both).
+	Use Use
+	// Logger receives a line for each set of files taken or refused after
+	// Load; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // IsZero reports whether no file is named: mutual TLS is off.
-func (f Files) IsZero() bool {
-	return f.CertFile == "" && f.KeyFile == "" && f.CAFile == ""
+func (c Config) IsZero() bool {
+	return c.CertFile == "" && c.KeyFile == "" && c.CAFile == ""
 }
 
 // Credentials are a process's mutual-TLS credentials, both ways, kept up
 // to date with its files until Close.
 type Credentials struct {
-	identity, roots certprovider.Provider
-	server, client  credentials.TransportCredentials
+	cfg            Config
+	source         *source
+	server, client credentials.TransportCredentials
+	stop           context.CancelFunc
+	done           chan struct{}
+
+	// Kept by the reading goroutine alone: the files' contents in use and
+	// last refused, the last failure to read them, and whether the expiry
+	// of the certificate in use was logged.
+	used         [3][]byte
+	refused      *[3][]byte
+	readErr      string
+	expiryLogged bool
 }
 
-// Load reads f once, so that a file missing, unreadable, expired or not
-// PEM is an error now rather than a handshake that never completes, and
-// starts reading them again every f.Refresh. Close stops it. ctx bounds
-// the wait for the first read.
-func Load(ctx context.Context, f Files) (*Credentials, error) {
-	if err := f.check(); err != nil {
+// Load reads and checks the files, so that one missing, unreadable,
+// expired or not PEM is an error now rather than a handshake that fails,
+// and starts reading them again every Refresh. Close stops that. ctx is
+// not kept: the reading ends with Close.
+func Load(ctx context.Context, cfg Config) (*Credentials, error) {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	refresh := f.Refresh
-	if refresh == 0 {
-		refresh = DefaultRefresh
+	switch {
+	case cfg.CertFile == "" || cfg.KeyFile == "" || cfg.CAFile == "":
+		return nil, errors.New("mtls: a certificate, its key and a CA file are all needed")
+	case cfg.Refresh < 0:
+		return nil, fmt.Errorf("mtls: refresh must not be negative, got %v", cfg.Refresh)
 	}
-	identity, err := pemfile.NewProvider(pemfile.Options{CertFile: f.CertFile, KeyFile: f.KeyFile, RefreshDuration: refresh})
+	if cfg.Refresh == 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.Use == 0 {
+		cfg.Use = Serve | Call
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	contents, err := cfg.read()
 	if err != nil {
-		return nil, fmt.Errorf("mtls: %w", err)
+		return nil, err
 	}
-	roots, err := pemfile.NewProvider(pemfile.Options{RootFile: f.CAFile, RefreshDuration: refresh})
+	km, _, err := cfg.check(contents, time.Now())
 	if err != nil {
-		identity.Close()
-		return nil, fmt.Errorf("mtls: %w", err)
+		return nil, err
 	}
-	c := &Credentials{identity: identity, roots: roots}
-	// The handshakes ask the providers with no deadline, and a provider
-	// answers only once it has read its files: wait for that here, so a
-	// file replaced by a bad one since the check is an error now, not a
-	// handshake that hangs.
-	for _, p := range []certprovider.Provider{identity, roots} {
-		if err := firstRead(ctx, p); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
+	c := &Credentials{cfg: cfg, source: &source{}, used: contents, done: make(chan struct{})}
+	c.source.km.Store(km)
 	// Both sides verify the peer's chain against the CA bundle; a client
 	// also checks the server's name against the address it dialed. TLS
-	// 1.3 only: every peer is a Duet process, and a grpc-go of any
-	// supported version speaks it.
-	server := &advancedtls.Options{
-		IdentityOptions:   advancedtls.IdentityCertificateOptions{IdentityProvider: identity},
-		RootOptions:       advancedtls.RootCertificateOptions{RootProvider: roots},
+	// 1.3 only: every peer is a Duet process or a tool of its operators,
+	// and grpc-go, grpcurl and Envoy speak it.
+	if c.server, err = advancedtls.NewServerCreds(&advancedtls.Options{
+		IdentityOptions:   advancedtls.IdentityCertificateOptions{IdentityProvider: c.source},
+		RootOptions:       advancedtls.RootCertificateOptions{RootProvider: c.source},
 		RequireClientCert: true,
 		VerificationType:  advancedtls.CertVerification,
 		MinTLSVersion:     tls.VersionTLS13,
 		MaxTLSVersion:     tls.VersionTLS13,
+	}); err != nil {
+		return nil, fmt.Errorf("mtls: %w", err)
 	}
-	client := &advancedtls.Options{
-		IdentityOptions:  advancedtls.IdentityCertificateOptions{IdentityProvider: identity},
-		RootOptions:      advancedtls.RootCertificateOptions{RootProvider: roots},
+	if c.client, err = advancedtls.NewClientCreds(&advancedtls.Options{
+		IdentityOptions:  advancedtls.IdentityCertificateOptions{IdentityProvider: c.source},
+		RootOptions:      advancedtls.RootCertificateOptions{RootProvider: c.source},
 		VerificationType: advancedtls.CertAndHostVerification,
 		MinTLSVersion:    tls.VersionTLS13,
 		MaxTLSVersion:    tls.VersionTLS13,
-	}
-	if c.server, err = advancedtls.NewServerCreds(server); err == nil {
-		c.client, err = advancedtls.NewClientCreds(client)
-	}
-	if err != nil {
-		c.Close()
+	}); err != nil {
 		return nil, fmt.Errorf("mtls: %w", err)
 	}
+	var watch context.Context
+	watch, c.stop = context.WithCancel(context.WithoutCancel(ctx))
+	go c.watch(watch)
 	return c, nil
 }
 
@@ -138,68 +175,173 @@ func (c *Credentials) Server() credentials.TransportCredentials { return c.serve
 // server's.
 func (c *Credentials) Client() credentials.TransportCredentials { return c.client }
 
-// Close stops reading the files. Connections open keep working; new
-// handshakes use the last material read.
+// Close stops reading the files and waits for the reader to end. The
+// credentials go on serving handshakes with the last set read: close the
+// servers and connections that use them first or after, as is handy.
 func (c *Credentials) Close() {
-	c.identity.Close()
-	c.roots.Close()
+	c.stop()
+	<-c.done
 }
 
-// firstReadWait bounds the wait for a provider's first read of files that
-// the check has just read.
-const firstReadWait = 5 * time.Second
-
-func firstRead(ctx context.Context, p certprovider.Provider) error {
-	ctx, cancel := context.WithTimeout(ctx, firstReadWait)
-	defer cancel()
-	if _, err := p.KeyMaterial(ctx); err != nil {
-		return fmt.Errorf("mtls: the files changed while they were loaded and do not parse now: %w", err)
+// watch reads the files every Refresh until ctx ends.
+func (c *Credentials) watch(ctx context.Context) {
+	defer close(c.done)
+	t := time.NewTicker(c.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.reload(ctx, time.Now())
+		}
 	}
-	return nil
 }
 
-// check reads the files as Load will have them read, and says which one
-// is wrong and how.
-func (f Files) check() error {
-	switch {
-	case f.CertFile == "" || f.KeyFile == "" || f.CAFile == "":
-		return errors.New("mtls: a certificate, its key and a CA file are all needed")
-	case filepath.Dir(f.CertFile) != filepath.Dir(f.KeyFile):
-		return fmt.Errorf("mtls: certificate %s and key %s must be in the same directory (they are swapped together)", f.CertFile, f.KeyFile)
-	case f.Refresh < 0:
-		return fmt.Errorf("mtls: refresh must not be negative, got %v", f.Refresh)
-	}
-	pair, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+// reload takes the files' contents if they changed and pass the check,
+// and says what it did: once for each failure to read them, once for
+// each set of contents refused.
+func (c *Credentials) reload(ctx context.Context, now time.Time) {
+	log := c.cfg.Logger.With("cert_file", c.cfg.CertFile, "key_file", c.cfg.KeyFile, "ca_file", c.cfg.CAFile)
+	contents, err := c.cfg.read()
 	if err != nil {
-		return fmt.Errorf("mtls: certificate %s with key %s: %w", f.CertFile, f.KeyFile, err)
+		if err.Error() != c.readErr {
+			c.readErr = err.Error()
+			log.ErrorContext(ctx, "mtls: certificate files not read; the last good ones are still used", "error", err)
+		}
+		return
 	}
-	now := time.Now()
-	leaf := pair.Leaf
+	c.readErr = ""
+	switch {
+	case same(contents, c.used):
+		// A certificate that expires in use (its rotation never came)
+		// fails every handshake from then on: say so once.
+		if leaf := c.source.leaf(); !c.expiryLogged && now.After(leaf.NotAfter) {
+			c.expiryLogged = true
+			log.ErrorContext(ctx, "mtls: the certificate in use has expired and no valid replacement was found",
+				"not_after", leaf.NotAfter.UTC())
+		}
+		return
+	case c.refused != nil && same(contents, *c.refused):
+		return // said already
+	}
+	km, leaf, err := c.cfg.check(contents, now)
+	if err != nil {
+		c.refused = &contents
+		log.ErrorContext(ctx, "mtls: new certificate files not used; the last good ones still are", "error", err)
+		return
+	}
+	c.source.km.Store(km)
+	c.used, c.refused, c.expiryLogged = contents, nil, false
+	log.InfoContext(ctx, "mtls: certificate files reloaded", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC())
+}
+
+func same(a, b [3][]byte) bool {
+	return bytes.Equal(a[0], b[0]) && bytes.Equal(a[1], b[1]) && bytes.Equal(a[2], b[2])
+}
+
+// read reads the CA file, then the certificate and the key. (A read that
+// saw a CA file written after the certificate sees that certificate.)
+func (c Config) read() ([3][]byte, error) {
+	var out [3][]byte
+	for i, name := range []string{c.CAFile, c.CertFile, c.KeyFile} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return [3][]byte{}, fmt.Errorf("mtls: %w", err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// check parses a set of contents (CA, certificate, key) and says which
+// file is wrong and how.
+func (c Config) check(contents [3][]byte, now time.Time) (*certprovider.KeyMaterial, *x509.Certificate, error) {
+	caPEM, certPEM, keyPEM := contents[0], contents[1], contents[2]
+	cas, err := certificates(caPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mtls: CA file %s: %w", c.CAFile, err)
+	}
+	chain, err := certificates(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mtls: certificate %s: %w", c.CertFile, err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mtls: certificate %s with key %s: %w", c.CertFile, c.KeyFile, err)
+	}
+	leaf := chain[0]
+	pair.Leaf = leaf
 	switch {
 	case now.Before(leaf.NotBefore):
-		return fmt.Errorf("mtls: certificate %s is not valid before %s", f.CertFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+		return nil, nil, fmt.Errorf("mtls: certificate %s is not valid before %s", c.CertFile, leaf.NotBefore.UTC().Format(time.RFC3339))
 	case now.After(leaf.NotAfter):
-		return fmt.Errorf("mtls: certificate %s expired at %s", f.CertFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, nil, fmt.Errorf("mtls: certificate %s expired at %s", c.CertFile, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	// A Duet process both serves and calls with the one certificate; one
-	// restricted to either use fails half of its handshakes, with an error
-	// that names neither the file nor the cause.
+	// A certificate restricted from a use the process makes of it fails
+	// those handshakes, with an error that names neither the file nor the
+	// cause.
 	if eku := leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageAny) {
 		for _, want := range []struct {
+			use   Use
 			usage x509.ExtKeyUsage
 			name  string
-		}{{x509.ExtKeyUsageServerAuth, "serverAuth"}, {x509.ExtKeyUsageClientAuth, "clientAuth"}} {
-			if !slices.Contains(eku, want.usage) {
-				return fmt.Errorf("mtls: certificate %s lacks the %s extended key usage (it is used to serve and to call)", f.CertFile, want.name)
+		}{{Serve, x509.ExtKeyUsageServerAuth, "serverAuth (it serves)"}, {Call, x509.ExtKeyUsageClientAuth, "clientAuth (it calls)"}} {
+			if c.Use&want.use != 0 && !slices.Contains(eku, want.usage) {
+				return nil, nil, fmt.Errorf("mtls: certificate %s lacks the extended key usage %s", c.CertFile, want.name)
 			}
 		}
 	}
-	pem, err := os.ReadFile(f.CAFile)
-	if err != nil {
-		return fmt.Errorf("mtls: CA file: %w", err)
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		roots.AddCert(ca)
 	}
-	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-		return fmt.Errorf("mtls: CA file %s holds no PEM certificate", f.CAFile)
-	}
-	return nil
+	return &certprovider.KeyMaterial{Certs: []tls.Certificate{pair}, Roots: roots}, leaf, nil
 }
+
+// certificates parses every PEM block of data, which must all be
+// certificates, with nothing else but space around them: a file cut
+// short in a block, or holding something else, is refused rather than
+// read as the certificates before it.
+func certificates(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("a %q PEM block where certificates were expected", block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cert)
+	}
+	switch {
+	case len(bytes.TrimSpace(rest)) > 0:
+		return nil, errors.New("holds something other than PEM certificates (or a block cut short)")
+	case len(out) == 0:
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return out, nil
+}
+
+// source hands advancedtls the key material in use.
+type source struct {
+	km atomic.Pointer[certprovider.KeyMaterial]
+}
+
+var _ certprovider.Provider = (*source)(nil)
+
+func (s *source) KeyMaterial(context.Context) (*certprovider.KeyMaterial, error) {
+	return s.km.Load(), nil
+}
+
+// Close does nothing: Credentials.Close stops the reading.
+func (s *source) Close() {}
+
+func (s *source) leaf() *x509.Certificate { return s.km.Load().Certs[0].Leaf }

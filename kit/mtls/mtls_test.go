@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,10 +20,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 func TestMain(m *testing.M) {
@@ -34,8 +39,9 @@ const refresh = 20 * time.Millisecond
 
 // serve runs a gRPC health server over files' mutual TLS and returns its
 // address.
-func serve(t *testing.T, f mtls.Files) string {
+func serve(t *testing.T, f mtls.Config) string {
 	t.Helper()
+	quiet(&f)
 	creds, err := mtls.Load(t.Context(), f)
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +63,15 @@ func serve(t *testing.T, f mtls.Files) string {
 // creds, and returns its error.
 func check(t *testing.T, addr string, creds credentials.TransportCredentials) error {
 	t.Helper()
+	_, err := call(t, addr, creds)
+	return err
+}
+
+// call makes one health call to addr over a connection of its own with
+// creds, and returns the name of the CA that signed the server's
+// certificate.
+func call(t *testing.T, addr string, creds credentials.TransportCredentials) (issuer string, err error) {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
@@ -64,32 +79,51 @@ func check(t *testing.T, addr string, creds credentials.TransportCredentials) er
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	return err
+	var p peer.Peer
+	if _, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+		return "", err
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		t.Fatalf("the call's peer has no TLS certificate: %#v", p.AuthInfo)
+	}
+	return info.State.PeerCertificates[0].Issuer.CommonName, nil
 }
 
-// served calls addr with creds until a call succeeds, for files to be read
-// again, and returns the last call's error after 10 s of failures.
-func served(t *testing.T, addr string, creds credentials.TransportCredentials) error {
+// servedBy calls addr with creds until a call succeeds with a server
+// certificate the CA named issuer signed (files being read again), and
+// returns the last outcome after 10 s of others.
+func servedBy(t *testing.T, addr string, creds credentials.TransportCredentials, issuer string) error {
 	t.Helper()
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(refresh) {
-		if err = check(t, addr, creds); err == nil {
+		var got string
+		if got, err = call(t, addr, creds); err == nil && got == issuer {
 			return nil
+		} else if err == nil {
+			err = fmt.Errorf("served with a certificate %s signed", got)
 		}
 	}
 	return err
 }
 
 // clientOf loads f as a client's credentials.
-func clientOf(t *testing.T, f mtls.Files) credentials.TransportCredentials {
+func clientOf(t *testing.T, f mtls.Config) credentials.TransportCredentials {
 	t.Helper()
+	quiet(&f)
 	c, err := mtls.Load(t.Context(), f)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	return c.Client()
+}
+
+// quiet sends f's reloads' log lines nowhere, unless a test watches them.
+func quiet(f *mtls.Config) {
+	if f.Logger == nil {
+		f.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 // refused says whether err is a call the TLS handshake stopped.
@@ -127,59 +161,99 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-// TestServerNameChecked: a client refuses a server whose certificate does
-// not name the address it dialed, though its CA signed it.
-func TestServerNameChecked(t *testing.T) {
-	ca := mtlstest.NewCA(t, "duet")
-	addr := serve(t, ca.Write(t, t.TempDir(), refresh, []string{"user.internal"}))
-	err := check(t, addr, clientOf(t, ca.Write(t, t.TempDir(), refresh, []string{"client"})))
-	if !refused(err) || !strings.Contains(err.Error(), "127.0.0.1") {
-		t.Fatalf("call to a server named user.internal at 127.0.0.1 answered %v, want refused naming 127.0.0.1", err)
+// TestServerChecked: a client checks the server's certificate: its CA,
+// and its names against the address dialed (an IP address, or the host
+// of a dns:/// target).
+func TestServerChecked(t *testing.T) {
+	ca, other := mtlstest.NewCA(t, "duet"), mtlstest.NewCA(t, "other")
+	client := clientOf(t, ca.Write(t, t.TempDir(), refresh, []string{"client"}))
+	named := serve(t, ca.Write(t, t.TempDir(), refresh, []string{"localhost"}))
+	_, port, _ := net.SplitHostPort(named)
+	tests := []struct {
+		name, target string
+		ok           bool
+	}{
+		{"the name dialed", "dns:///localhost:" + port, true},
+		{"an address the certificate does not name", named, false},
+		{"a server another CA signed", serve(t, other.Write(t, t.TempDir(), refresh, []string{"127.0.0.1"}, ca)), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := check(t, tt.target, client)
+			switch {
+			case tt.ok && err != nil:
+				t.Fatalf("call failed: %v", err)
+			case !tt.ok && !refused(err):
+				t.Fatalf("call answered %v, want refused (UNAVAILABLE)", err)
+			}
+		})
 	}
 }
 
 // TestRotation: new files take effect without a restart, on both sides:
 // once the server's and a client's files are replaced by ones a new CA
-// signed, the new client is served and a client of the old CA refused.
+// signed, the new client is served with the server's new certificate and
+// a client of the old CA refused. The server reads its three files as
+// one set, so serving its new certificate shows it trusts the new CA only.
 func TestRotation(t *testing.T) {
 	old, next := mtlstest.NewCA(t, "old"), mtlstest.NewCA(t, "next")
 	serverDir, clientDir := t.TempDir(), t.TempDir()
 	addr := serve(t, old.Write(t, serverDir, refresh, []string{"127.0.0.1"}))
 	rotating := clientOf(t, old.Write(t, clientDir, refresh, []string{"client"}))
-	stale := clientOf(t, old.Write(t, t.TempDir(), refresh, []string{"client"}))
-	if err := check(t, addr, rotating); err != nil {
+	stale := clientOf(t, old.Write(t, t.TempDir(), refresh, []string{"client"}, old, next))
+	if err := servedBy(t, addr, rotating, "old"); err != nil {
 		t.Fatalf("before the rotation: %v", err)
 	}
 
 	next.Write(t, serverDir, refresh, []string{"127.0.0.1"})
 	next.Write(t, clientDir, refresh, []string{"client"})
-	if err := served(t, addr, rotating); err != nil {
-		t.Fatalf("after the rotation, the rotated client is still refused: %v", err)
+	if err := servedBy(t, addr, rotating, "next"); err != nil {
+		t.Fatalf("after the rotation, the rotated client: %v", err)
 	}
 	if err := check(t, addr, stale); !refused(err) {
 		t.Fatalf("after the rotation, a client of the old CA: %v, want refused", err)
 	}
 }
 
-// TestBadFilesKeepTheLastGood: a certificate that does not parse (a
-// rotation half written) leaves the server's identity as it was. The CA
-// file, read after the certificate at each refresh, shows when the bad
-// certificate has been read: it adds a second CA, whose clients are
-// served from then on.
+// TestBadFilesKeepTheLastGood: a set of files that fails the check (a
+// rotation half done) leaves the credentials as they were, and is said
+// once in the log; a good set after it is taken.
 func TestBadFilesKeepTheLastGood(t *testing.T) {
-	ca, added := mtlstest.NewCA(t, "duet"), mtlstest.NewCA(t, "added")
-	f := ca.Write(t, t.TempDir(), refresh, []string{"127.0.0.1"})
-	addr := serve(t, f)
-	client := clientOf(t, ca.Write(t, t.TempDir(), refresh, []string{"client"}))
-	addedClient := clientOf(t, added.Write(t, t.TempDir(), refresh, []string{"client"}, ca))
+	ca, next := mtlstest.NewCA(t, "duet"), mtlstest.NewCA(t, "next")
+	dir := t.TempDir()
+	cfg := ca.Write(t, dir, refresh, []string{"127.0.0.1"})
+	var logs logbuffer.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	addr := serve(t, cfg)
+	client := clientOf(t, ca.Write(t, t.TempDir(), refresh, []string{"client"}, ca, next))
 
-	mtlstest.WriteFile(t, f.CertFile, []byte("not a certificate"))
-	mtlstest.WriteFile(t, f.CAFile, append(ca.PEM(), added.PEM()...))
-	if err := served(t, addr, addedClient); err != nil {
-		t.Fatalf("the CA file was never read again: %v", err)
+	// A key of another certificate, the CA file cut short.
+	_, otherKey := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}})
+	mtlstest.WriteFile(t, cfg.KeyFile, otherKey)
+	waitForLog(t, &logs, "private key does not match")
+	if err := servedBy(t, addr, client, "duet"); err != nil {
+		t.Fatalf("with a key that does not match, the server: %v", err)
 	}
-	if err := check(t, addr, client); err != nil {
-		t.Fatalf("after reading a certificate that does not parse, the server refused: %v", err)
+	full := append(ca.PEM(), next.PEM()...)
+	mtlstest.WriteFile(t, cfg.CAFile, full[:len(full)-40])
+	waitForLog(t, &logs, "cut short")
+	if err := servedBy(t, addr, client, "duet"); err != nil {
+		t.Fatalf("with a CA file cut short, the server: %v", err)
+	}
+
+	next.Write(t, dir, refresh, []string{"127.0.0.1"}, ca, next)
+	if err := servedBy(t, addr, client, "next"); err != nil {
+		t.Fatalf("a good set after the bad ones: %v", err)
+	}
+}
+
+// waitForLog waits up to 10 s for logs to hold text.
+func waitForLog(t *testing.T, logs *logbuffer.Buffer, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), text); time.Sleep(refresh) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log saying %q:\n%s", text, logs.String())
+		}
 	}
 }
 
@@ -194,7 +268,7 @@ func TestLoadRefuses(t *testing.T) {
 		}
 		return p
 	}
-	issued := func(name string, leaf mtlstest.Leaf) mtls.Files {
+	issued := func(name string, leaf mtlstest.Leaf) mtls.Config {
 		cert, key := ca.Issue(t, leaf)
 		f := good
 		f.CertFile, f.KeyFile = write(name+".pem", cert), write(name+".key", key)
@@ -203,8 +277,15 @@ func TestLoadRefuses(t *testing.T) {
 	otherKey := good
 	_, key := ca.Issue(t, mtlstest.Leaf{Names: []string{"x"}})
 	otherKey.KeyFile = write("other.key", key)
-	elsewhere := good
-	elsewhere.KeyFile = filepath.Join(t.TempDir(), "key.pem")
+	caPEM := ca.PEM()
+	cutCA := good
+	cutCA.CAFile = write("cut-ca.pem", caPEM[:len(caPEM)-40])
+	keyAsCert := good
+	keyAsCert.CAFile = write("key-as-ca.pem", key)
+	serverOnly := issued("server", mtlstest.Leaf{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	clientOnly := issued("client", mtlstest.Leaf{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	emptyCA := good
+	emptyCA.CAFile = write("empty-ca.pem", nil)
 	badCA := good
 	badCA.CAFile = write("bad-ca.pem", []byte("no PEM here"))
 	missingCA := good
@@ -216,19 +297,23 @@ func TestLoadRefuses(t *testing.T) {
 
 	tests := []struct {
 		name string
-		f    mtls.Files
+		f    mtls.Config
 		want string
 	}{
 		{"no CA file", noCA, "all needed"},
-		{"key elsewhere", elsewhere, "same directory"},
 		{"negative refresh", negative, "negative"},
 		{"key of another certificate", otherKey, "private key does not match"},
-		{"CA file not PEM", badCA, "no PEM certificate"},
+		{"CA file not PEM", badCA, "something other than PEM certificates"},
+		{"CA file empty", emptyCA, "holds no PEM certificate"},
+		{"CA file cut short", cutCA, "cut short"},
+		{"CA file holding a key", keyAsCert, `"PRIVATE KEY" PEM block`},
 		{"CA file missing", missingCA, "missing.pem"},
 		{"expired", issued("expired", mtlstest.Leaf{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}), "expired"},
 		{"not yet valid", issued("future", mtlstest.Leaf{NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)}), "not valid before"},
-		{"server only", issued("server", mtlstest.Leaf{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}), "clientAuth"},
-		{"client only", issued("client", mtlstest.Leaf{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), "serverAuth"},
+		{"server only, to serve and call", serverOnly, "clientAuth"},
+		{"client only, to serve and call", clientOnly, "serverAuth"},
+		{"server only, to call", withUse(serverOnly, mtls.Call), "clientAuth"},
+		{"client only, to serve", withUse(clientOnly, mtls.Serve), "serverAuth"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -242,9 +327,16 @@ func TestLoadRefuses(t *testing.T) {
 			}
 		})
 	}
-	c, err := mtls.Load(t.Context(), good)
-	if err != nil {
-		t.Fatalf("the good files: %v", err)
+	for name, f := range map[string]mtls.Config{"the good files": good, "server only, to serve": withUse(serverOnly, mtls.Serve), "client only, to call": withUse(clientOnly, mtls.Call)} {
+		c, err := mtls.Load(t.Context(), f)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		c.Close()
 	}
-	c.Close()
+}
+
+func withUse(c mtls.Config, use mtls.Use) mtls.Config {
+	c.Use = use
+	return c
 }

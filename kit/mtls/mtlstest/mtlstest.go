@@ -111,7 +111,7 @@ func (ca *CA) Issue(t testing.TB, leaf Leaf) (certPEM, keyPEM []byte) {
 // key.pem and ca.pem, each replaced by a rename so that a reader sees a
 // whole file. It returns them as kit/mtls takes them, refreshed every
 // refresh.
-func (ca *CA) Write(t testing.TB, dir string, refresh time.Duration, names []string, trusted ...*CA) mtls.Files {
+func (ca *CA) Write(t testing.TB, dir string, refresh time.Duration, names []string, trusted ...*CA) mtls.Config {
 	t.Helper()
 	certPEM, keyPEM := ca.Issue(t, Leaf{Names: names})
 	if len(trusted) == 0 {
@@ -121,13 +121,10 @@ func (ca *CA) Write(t testing.TB, dir string, refresh time.Duration, names []str
 	for _, c := range trusted {
 		bundle = append(bundle, c.PEM()...)
 	}
-	f := mtls.Files{
+	f := mtls.Config{
 		CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem"),
 		CAFile: filepath.Join(dir, "ca.pem"), Refresh: refresh,
 	}
-	// The key first: a reader between the two renames sees a new key
-	// with the old certificate, which does not parse and is skipped, not
-	// an old key it would pair with the new certificate.
 	WriteFile(t, f.KeyFile, keyPEM)
 	WriteFile(t, f.CertFile, certPEM)
 	WriteFile(t, f.CAFile, bundle)
