@@ -141,7 +141,7 @@ func TestBadArguments(t *testing.T) {
 		// that would read them in a loop refused.
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "cert.pem"}, "all needed"},
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"}, "open ca.pem: no such file"},
-		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-refresh", "1ms"}, "--tls-refresh must be at least 1s"},
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem", "--tls-refresh", "1ms"}, "--tls-refresh must be at least 1s"},
 		{[]string{"order", "watch", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem", "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}, "open ca.pem: no such file"},
 	}
 	for _, tt := range tests {

@@ -27,13 +27,14 @@ func (t *tlsFlags) register(fs *flag.FlagSet) {
 }
 
 // config returns the flags as kit/mtls takes them; zero when no file is
-// named. A refresh under a second is refused: the files would be read in
-// a loop.
+// named. With files, a refresh under a second is refused: they would be
+// read in a loop.
 func (t *tlsFlags) config() (mtls.Config, error) {
-	if t.refresh < time.Second {
+	cfg := mtls.Config{CertFile: t.cert, KeyFile: t.key, CAFile: t.ca, Refresh: t.refresh}
+	if !cfg.IsZero() && t.refresh < time.Second {
 		return mtls.Config{}, fmt.Errorf("--tls-refresh must be at least 1s, got %v", t.refresh)
 	}
-	return mtls.Config{CertFile: t.cert, KeyFile: t.key, CAFile: t.ca, Refresh: t.refresh}, nil
+	return cfg, nil
 }
 
 // clientCreds loads the files for a command's one connection: nil (the

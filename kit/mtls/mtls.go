@@ -11,12 +11,14 @@
 // set that changed is checked as Load checks it (every PEM block parses,
 // the key matches the certificate, the certificate is valid now and allows
 // the uses asked for) and then serves the handshakes that follow; open
-// connections keep theirs. A set that fails the check (a rotation half
-// done, a key from another certificate) is not used, the last good one
-// stays, and the process logs why, once per set of contents. Replace the
-// files by rename (a Kubernetes Secret volume does), and rotate a CA in
-// three steps: add the new CA to every CA file, then give every process
-// a certificate it signed, then remove the old CA.
+// connections keep theirs. Files that change while they are read are
+// read again at the next refresh. A set that fails the check (a key from
+// another certificate, a certificate not valid yet) is not used, the
+// last good one stays, and the process logs why, once while the set
+// stays; it is checked again at each refresh. Replace the files by
+// rename (a Kubernetes Secret volume does), and rotate a CA in three
+// steps: add the new CA to every CA file, then give every process a
+// certificate it signed, then remove the old CA.
 //
 // The handshakes are grpc-go's advancedtls credentials, fed by a
 // certificate provider of this package's (grpc-go's pemfile provider
@@ -35,6 +37,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -77,7 +80,8 @@ type Config struct {
 	// (zero means both).
 	Use Use
 	// Logger receives a line for each set of files taken or refused after
-	// Load; nil means slog.Default().
+	// Load, for each failure to read them, and when the certificate in
+	// use expires; nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -106,8 +110,8 @@ type Credentials struct {
 
 // Load reads and checks the files, so that one missing, unreadable,
 // expired or not PEM is an error now rather than a handshake that fails,
-// and starts reading them again every Refresh. Close stops that. ctx is
-// not kept: the reading ends with Close.
+// and starts reading them again every Refresh. Close stops that: ctx's
+// cancellation does not (its values reach the reading's log lines).
 func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -140,7 +144,10 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	// Both sides verify the peer's chain against the CA bundle; a client
 	// also checks the server's name against the address it dialed. TLS
 	// 1.3 only: every peer is a Duet process or a tool of its operators,
-	// and grpc-go, grpcurl and Envoy speak it.
+	// and grpc-go, grpcurl and Envoy speak it. (advancedtls copies the
+	// configuration for each handshake, so session tickets never outlive
+	// one and a resumed session never skips the current CA's check: add
+	// no fixed ticket keys or client session cache.)
 	if c.server, err = advancedtls.NewServerCreds(&advancedtls.Options{
 		IdentityOptions:   advancedtls.IdentityCertificateOptions{IdentityProvider: c.source},
 		RootOptions:       advancedtls.RootCertificateOptions{RootProvider: c.source},
@@ -200,10 +207,22 @@ func (c *Credentials) watch(ctx context.Context) {
 
 // reload takes the files' contents if they changed and pass the check,
 // and says what it did: once for each failure to read them, once for
-// each set of contents refused.
+// each set of contents refused in a row (a set refused for a time, not
+// valid yet, is checked again at every refresh, and taken once it is),
+// once when the certificate in use expires.
 func (c *Credentials) reload(ctx context.Context, now time.Time) {
 	log := c.cfg.Logger.With("cert_file", c.cfg.CertFile, "key_file", c.cfg.KeyFile, "ca_file", c.cfg.CAFile)
-	contents, err := c.cfg.read()
+	// A certificate that expires in use (its rotation never came, or was
+	// refused) fails every handshake from then on: say so once.
+	if leaf := c.source.leaf(); !c.expiryLogged && now.After(leaf.NotAfter) {
+		c.expiryLogged = true
+		log.ErrorContext(ctx, "mtls: the certificate in use has expired; handshakes fail until valid files are read",
+			"not_after", leaf.NotAfter.UTC())
+	}
+	contents, err := c.cfg.readSettled()
+	if errors.Is(err, errChanging) {
+		return // being written: read again at the next refresh
+	}
 	if err != nil {
 		if err.Error() != c.readErr {
 			c.readErr = err.Error()
@@ -212,23 +231,16 @@ func (c *Credentials) reload(ctx context.Context, now time.Time) {
 		return
 	}
 	c.readErr = ""
-	switch {
-	case same(contents, c.used):
-		// A certificate that expires in use (its rotation never came)
-		// fails every handshake from then on: say so once.
-		if leaf := c.source.leaf(); !c.expiryLogged && now.After(leaf.NotAfter) {
-			c.expiryLogged = true
-			log.ErrorContext(ctx, "mtls: the certificate in use has expired and no valid replacement was found",
-				"not_after", leaf.NotAfter.UTC())
-		}
+	if same(contents, c.used) {
+		c.refused = nil // a set refused before and read again is said again
 		return
-	case c.refused != nil && same(contents, *c.refused):
-		return // said already
 	}
 	km, leaf, err := c.cfg.check(contents, now)
 	if err != nil {
+		if c.refused == nil || !same(contents, *c.refused) {
+			log.ErrorContext(ctx, "mtls: new certificate files not used; the last good ones still are", "error", err)
+		}
 		c.refused = &contents
-		log.ErrorContext(ctx, "mtls: new certificate files not used; the last good ones still are", "error", err)
 		return
 	}
 	c.source.km.Store(km)
@@ -236,12 +248,37 @@ func (c *Credentials) reload(ctx context.Context, now time.Time) {
 	log.InfoContext(ctx, "mtls: certificate files reloaded", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC())
 }
 
+// errChanging is readSettled's answer for files that changed between two
+// reads.
+var errChanging = errors.New("mtls: the files are changing")
+
+// readSettled reads the files until two reads in a row agree (three at
+// most), so a set read while a rotation replaced one file and not yet
+// the next (a certificate with the old key, a new certificate with the
+// old CA) is neither taken nor refused.
+func (c Config) readSettled() ([3][]byte, error) {
+	prev, err := c.read()
+	for range 2 {
+		if err != nil {
+			return [3][]byte{}, err
+		}
+		var next [3][]byte
+		if next, err = c.read(); err == nil && same(prev, next) {
+			return next, nil
+		}
+		prev = next
+	}
+	if err != nil {
+		return [3][]byte{}, err
+	}
+	return [3][]byte{}, errChanging
+}
+
 func same(a, b [3][]byte) bool {
 	return bytes.Equal(a[0], b[0]) && bytes.Equal(a[1], b[1]) && bytes.Equal(a[2], b[2])
 }
 
-// read reads the CA file, then the certificate and the key. (A read that
-// saw a CA file written after the certificate sees that certificate.)
+// read reads the CA file, then the certificate and the key.
 func (c Config) read() ([3][]byte, error) {
 	var out [3][]byte
 	for i, name := range []string{c.CAFile, c.CertFile, c.KeyFile} {
@@ -265,6 +302,13 @@ func (c Config) check(contents [3][]byte, now time.Time) (*certprovider.KeyMater
 	chain, err := certificates(certPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mtls: certificate %s: %w", c.CertFile, err)
+	}
+	keys, err := pemBlocks(keyPEM)
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("mtls: key %s: %w", c.KeyFile, err)
+	case len(keys) != 1 || !strings.HasSuffix(keys[0].Type, "PRIVATE KEY"):
+		return nil, nil, fmt.Errorf("mtls: key %s: want one PEM private key, got %d blocks", c.KeyFile, len(keys))
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -299,19 +343,15 @@ func (c Config) check(contents [3][]byte, now time.Time) (*certprovider.KeyMater
 	return &certprovider.KeyMaterial{Certs: []tls.Certificate{pair}, Roots: roots}, leaf, nil
 }
 
-// certificates parses every PEM block of data, which must all be
-// certificates, with nothing else but space around them: a file cut
-// short in a block, or holding something else, is refused rather than
-// read as the certificates before it.
+// certificates parses data's PEM blocks, which must all be
+// certificates.
 func certificates(data []byte) ([]*x509.Certificate, error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
 	var out []*x509.Certificate
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range blocks {
 		if block.Type != "CERTIFICATE" {
 			return nil, fmt.Errorf("a %q PEM block where certificates were expected", block.Type)
 		}
@@ -321,11 +361,30 @@ func certificates(data []byte) ([]*x509.Certificate, error) {
 		}
 		out = append(out, cert)
 	}
-	switch {
-	case len(bytes.TrimSpace(rest)) > 0:
-		return nil, errors.New("holds something other than PEM certificates (or a block cut short)")
-	case len(out) == 0:
+	if len(out) == 0 {
 		return nil, errors.New("holds no PEM certificate")
+	}
+	return out, nil
+}
+
+// pemBlocks decodes data as PEM blocks with nothing but space around
+// them: a file cut short in a block, a block whose base64 does not
+// decode, or text between blocks (which encoding/pem skips) is refused,
+// rather than read as the blocks around it.
+func pemBlocks(data []byte) ([]*pem.Block, error) {
+	var out []*pem.Block
+	rest := bytes.TrimSpace(data)
+	for len(rest) > 0 {
+		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
+			return nil, errors.New("holds something other than whole PEM blocks (or a block cut short)")
+		}
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New("holds something other than whole PEM blocks (or a block cut short)")
+		}
+		out = append(out, block)
+		rest = bytes.TrimSpace(rest)
 	}
 	return out, nil
 }

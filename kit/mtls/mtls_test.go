@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,9 +193,9 @@ func TestServerChecked(t *testing.T) {
 
 // TestRotation: new files take effect without a restart, on both sides:
 // once the server's and a client's files are replaced by ones a new CA
-// signed, the new client is served with the server's new certificate and
-// a client of the old CA refused. The server reads its three files as
-// one set, so serving its new certificate shows it trusts the new CA only.
+// signed, the rotated client (which presents and trusts the new CA's
+// only) is served with the server's new certificate, and a client of the
+// old CA, served before, is refused.
 func TestRotation(t *testing.T) {
 	old, next := mtlstest.NewCA(t, "old"), mtlstest.NewCA(t, "next")
 	serverDir, clientDir := t.TempDir(), t.TempDir()
@@ -203,6 +204,9 @@ func TestRotation(t *testing.T) {
 	stale := clientOf(t, old.Write(t, t.TempDir(), refresh, []string{"client"}, old, next))
 	if err := servedBy(t, addr, rotating, "old"); err != nil {
 		t.Fatalf("before the rotation: %v", err)
+	}
+	if err := check(t, addr, stale); err != nil {
+		t.Fatalf("before the rotation, the client of the old CA: %v", err)
 	}
 
 	next.Write(t, serverDir, refresh, []string{"127.0.0.1"})
@@ -284,6 +288,10 @@ func TestLoadRefuses(t *testing.T) {
 	keyAsCert.CAFile = write("key-as-ca.pem", key)
 	serverOnly := issued("server", mtlstest.Leaf{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	clientOnly := issued("client", mtlstest.Leaf{Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	textCA := good
+	textCA.CAFile = write("text-ca.pem", append(append(slices.Clone(caPEM), "a note\n"...), caPEM...))
+	twoKeys := good
+	twoKeys.KeyFile = write("two.key", append(append([]byte{}, key...), key...))
 	emptyCA := good
 	emptyCA.CAFile = write("empty-ca.pem", nil)
 	badCA := good
@@ -303,7 +311,9 @@ func TestLoadRefuses(t *testing.T) {
 		{"no CA file", noCA, "all needed"},
 		{"negative refresh", negative, "negative"},
 		{"key of another certificate", otherKey, "private key does not match"},
-		{"CA file not PEM", badCA, "something other than PEM certificates"},
+		{"CA file not PEM", badCA, "something other than whole PEM blocks"},
+		{"text between CA blocks", textCA, "something other than whole PEM blocks"},
+		{"two keys", twoKeys, "want one PEM private key, got 2"},
 		{"CA file empty", emptyCA, "holds no PEM certificate"},
 		{"CA file cut short", cutCA, "cut short"},
 		{"CA file holding a key", keyAsCert, `"PRIVATE KEY" PEM block`},

@@ -1,63 +1,86 @@
 package mtls_test
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/duetkit/duet/internal/logbuffer"
 	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 )
 
-// TestReloadSaysEachSetOnce: reading the same refused files again, or the
-// same missing file, or the expired certificate in use, logs nothing
-// more; a new set is said again.
-func TestReloadSaysEachSetOnce(t *testing.T) {
+// TestReloadSays: what each reading of the files logs, step by step: a
+// set refused is said once while it stays, again when it comes back; a
+// set refused for a time (not valid yet) is taken when it is; a failure
+// to read is said once; the expiry of the certificate in use is said
+// once, whatever the files hold.
+func TestReloadSays(t *testing.T) {
 	ca := mtlstest.NewCA(t, "duet")
 	dir := t.TempDir()
+	// Refresh an hour: the test's readings are the only ones.
 	cfg := ca.Write(t, dir, time.Hour, []string{"127.0.0.1"})
-	var logs bytes.Buffer
+	var logs logbuffer.Buffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	c, err := mtls.Load(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	count := func(text string) int { return strings.Count(logs.String(), text) }
 	now := time.Now()
-	tests := []struct {
+	read := func(path string) []byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	goodCert, goodKey := read(cfg.CertFile), read(cfg.KeyFile)
+	_, otherKey := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}})
+	_, anotherKey := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}})
+	laterCert, laterKey := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}, NotBefore: now.Add(time.Hour), NotAfter: now.Add(72 * time.Hour)})
+	put := func(cert, key []byte) func() {
+		return func() {
+			mtlstest.WriteFile(t, cfg.KeyFile, key)
+			mtlstest.WriteFile(t, cfg.CertFile, cert)
+		}
+	}
+
+	steps := []struct {
 		name   string
 		change func()
 		at     time.Time
-		text   string
-		want   int
+		counts map[string]int // lines saying each text, so far
 	}{
-		{"a key of another certificate", func() {
-			_, key := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}})
-			mtlstest.WriteFile(t, cfg.KeyFile, key)
-		}, now, "private key does not match", 1},
-		{"another such key", func() {
-			_, key := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}})
-			mtlstest.WriteFile(t, cfg.KeyFile, key)
-		}, now, "private key does not match", 2},
+		{"a key of another certificate", put(goodCert, otherKey), now, map[string]int{"private key does not match": 1}},
+		{"another such key", put(goodCert, anotherKey), now, map[string]int{"private key does not match": 2}},
+		{"the good set back", put(goodCert, goodKey), now, map[string]int{"private key does not match": 2, "reloaded": 0}},
+		{"the other key again", put(goodCert, anotherKey), now, map[string]int{"private key does not match": 3}},
+		{"the certificate in use expires", func() {}, now.Add(48 * time.Hour), map[string]int{"has expired": 1, "private key does not match": 3}},
 		{"a CA file gone", func() {
 			if err := os.Rename(cfg.CAFile, cfg.CAFile+".moved"); err != nil {
 				t.Fatal(err)
 			}
-		}, now, "not read", 1},
-		{"a good set again", func() { ca.Write(t, dir, time.Hour, []string{"127.0.0.1"}) }, now, "reloaded", 1},
-		{"expired in use", func() {}, now.Add(48 * time.Hour), "has expired", 1},
+		}, now.Add(48 * time.Hour), map[string]int{"not read": 1, "has expired": 1}},
+		{"the CA file back, a certificate not valid yet", func() {
+			if err := os.Rename(cfg.CAFile+".moved", cfg.CAFile); err != nil {
+				t.Fatal(err)
+			}
+			put(laterCert, laterKey)()
+		}, now, map[string]int{"not valid before": 1, "reloaded": 0}},
+		{"the same, valid now", func() {}, now.Add(2 * time.Hour), map[string]int{"not valid before": 1, "reloaded": 1}},
 	}
-	for _, tt := range tests {
-		tt.change()
+	for _, step := range steps {
+		step.change()
 		for range 3 {
-			c.ReloadAt(t.Context(), tt.at)
+			c.ReloadAt(t.Context(), step.at)
 		}
-		if got := count(tt.text); got != tt.want {
-			t.Fatalf("%s: %d lines saying %q, want %d:\n%s", tt.name, got, tt.text, tt.want, logs.String())
+		for text, want := range step.counts {
+			if got := strings.Count(logs.String(), text); got != want {
+				t.Fatalf("after %s: %d lines saying %q, want %d:\n%s", step.name, got, text, want, logs.String())
+			}
 		}
 	}
 }
