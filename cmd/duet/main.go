@@ -248,6 +248,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	metricsAddr := fs.String("metrics-addr", "", "HTTP address for /metrics, /healthz and /readyz (off when empty); when set, the gateway serves /metrics there instead of on its API port")
 	var tls tlsFlags
 	tls.register(fs)
+	accessPolicy := fs.String("access-policy", "", "services: gRPC authorization policy file (JSON) naming which callers' certificates may call which methods, read again every --tls-refresh; needs the --tls-* flags; none, any caller the CA signed may call any method")
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
@@ -286,7 +287,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
-		TLS: tlsCfg, Logger: log,
+		TLS: tlsCfg, AccessPolicy: *accessPolicy, Logger: log,
 	})
 }
 

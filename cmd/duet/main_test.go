@@ -62,7 +62,7 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
 					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins",
-					"tls-cert", "tls-key", "tls-ca", "tls-refresh"},
+					"tls-cert", "tls-key", "tls-ca", "tls-refresh", "access-policy"},
 				"stock": {"inventory-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh"},
 				"order": {"order-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh"},
 			}[cmd] {
@@ -142,6 +142,8 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "cert.pem"}, "all needed"},
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"}, "open ca.pem: no such file"},
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem", "--tls-refresh", "1ms"}, "--tls-refresh must be at least 1s"},
+		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--access-policy", "policy.json"}, "--access-policy needs mutual TLS"},
+		{[]string{"serve", "gateway", "--listen", "127.0.0.1:0", "--user-target", "127.0.0.1:1", "--order-target", "127.0.0.1:1", "--payment-target", "127.0.0.1:1", "--access-policy", "policy.json"}, "--access-policy is for services"},
 		{[]string{"order", "watch", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem", "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"}, "open ca.pem: no such file"},
 	}
 	for _, tt := range tests {
@@ -304,16 +306,23 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 // readmeBanner returns the banner README.md shows `duet` printing.
 func readmeBanner(t *testing.T) string {
 	t.Helper()
+	return readmeBlock(t, "`duet` prints what to open:\n\n```\n")
+}
+
+// readmeBlock returns what README.md holds after start, up to the end of
+// the code block that start is in or opens.
+func readmeBlock(t *testing.T, start string) string {
+	t.Helper()
 	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "`duet` prints what to open:\n\n```\n")
-	banner, _, closed := strings.Cut(rest, "```")
+	_, rest, ok := strings.Cut(string(readme), start)
+	block, _, closed := strings.Cut(rest, "```")
 	if !ok || !closed {
-		t.Fatal("README shows no banner")
+		t.Fatalf("README shows no block after %q", start)
 	}
-	return banner
+	return block
 }
 
 var (

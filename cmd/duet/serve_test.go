@@ -25,8 +25,13 @@ import (
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/access"
+	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
+	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 
@@ -105,22 +110,30 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	}
 	natsFlags := testNATS(t)
 	ca := mtlstest.NewCA(t, "duet test")
-	// tlsFlags gives a process a certificate of its own, for the address
-	// every peer dials.
-	tlsFlags := func() []string {
-		f := ca.Write(t, t.TempDir(), 0, []string{"127.0.0.1"})
+	// tlsFlags gives a process a certificate of its own, named for what
+	// it is (the README's policy knows the callers by these names) and
+	// for the address every peer dials.
+	tlsFlags := func(name string) []string {
+		f := ca.Write(t, t.TempDir(), 0, []string{name, "127.0.0.1"})
 		return []string{"--tls-cert", f.CertFile, "--tls-key", f.KeyFile, "--tls-ca", f.CAFile}
 	}
-	withTLS := func(flags ...string) []string { return append(tlsFlags(), flags...) }
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policy, []byte(readmeAccessPolicy(t)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// withTLS gives a service its certificate and the README's policy.
+	withTLS := func(name string, flags ...string) []string {
+		return append(append(tlsFlags(name), "--access-policy", policy), flags...)
+	}
 
-	user := startComponent(t, ctx, "user", withTLS(append(dbFlags(), natsFlags...)...)...)
-	payment := startComponent(t, ctx, "payment", withTLS(append(dbFlags(), natsFlags...)...)...)
-	inventory := startComponent(t, ctx, "inventory", withTLS(dbFlags()...)...)
-	notification := startComponent(t, ctx, "notification", withTLS(append(dbFlags(), natsFlags...)...)...)
-	order := startComponent(t, ctx, "order", withTLS(append(append(dbFlags(), natsFlags...),
+	user := startComponent(t, ctx, "user", withTLS("user", append(dbFlags(), natsFlags...)...)...)
+	payment := startComponent(t, ctx, "payment", withTLS("payment", append(dbFlags(), natsFlags...)...)...)
+	inventory := startComponent(t, ctx, "inventory", withTLS("inventory", dbFlags()...)...)
+	notification := startComponent(t, ctx, "notification", withTLS("notification", append(dbFlags(), natsFlags...)...)...)
+	order := startComponent(t, ctx, "order", withTLS("order", append(append(dbFlags(), natsFlags...),
 		"--user-target", "dns:///"+user.addr, "--payment-target", payment.addr, "--inventory-target", inventory.addr,
 		"--metrics-addr", "127.0.0.1:0")...)...)
-	gateway := startComponent(t, ctx, "gateway", withTLS(
+	gateway := startComponent(t, ctx, "gateway", append(tlsFlags("gateway"),
 		"--user-target", user.addr, "--order-target", order.addr, "--payment-target", payment.addr,
 		"--inventory-target", inventory.addr, "--notification-target", notification.addr)...)
 	base := "http://" + gateway.addr
@@ -190,6 +203,34 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			t.Errorf("%v answered a plaintext caller: %v", p.cmd.Args[1:3], err)
 		}
 	}
+	// The policy: a certificate it does not name is refused (health
+	// answered), and the order service's may make the saga's calls only.
+	for _, c := range []struct {
+		caller, service string
+		call            func(context.Context, *grpc.ClientConn) error
+	}{
+		{"intruder", "user", func(ctx context.Context, conn *grpc.ClientConn) error {
+			_, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: userID})
+			return err
+		}},
+		{"order", "user", func(ctx context.Context, conn *grpc.ClientConn) error {
+			_, err := userv1.NewUserServiceClient(conn).ListUsers(ctx, &userv1.ListUsersRequest{})
+			return err
+		}},
+		{"order", "payment", func(ctx context.Context, conn *grpc.ClientConn) error {
+			_, err := paymentv1.NewPaymentServiceClient(conn).Refund(ctx, &paymentv1.RefundRequest{Id: userID})
+			return err
+		}},
+	} {
+		addr := map[string]string{"user": user.addr, "payment": payment.addr}[c.service]
+		conn := dialAs(t, ca, c.caller, addr)
+		if err := c.call(ctx, conn); grpcstatus.Code(err) != codes.PermissionDenied || !apierr.Is(err, access.ReasonCallerNotAllowed) {
+			t.Errorf("%s calling %s: %v, want PERMISSION_DENIED %s", c.caller, c.service, err, access.ReasonCallerNotAllowed)
+		}
+		if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Errorf("%s checking %s's health: %v", c.caller, c.service, err)
+		}
+	}
 	// The commands that call a service do so with the same flags.
 	confirmed := ""
 	if _, b := send("GET", "/v1/users/"+userID+"/orders", ""); b != nil {
@@ -212,7 +253,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	}
 	for _, c := range commands {
 		var stdout, stderr strings.Builder
-		withCert := append(append(c.args[:2:2], tlsFlags()...), c.args[2:]...)
+		withCert := append(append(c.args[:2:2], tlsFlags("operator")...), c.args[2:]...)
 		if err := run(ctx, withCert, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), c.want) {
 			t.Errorf("duet %v: %v; stdout:\n%s", c.args[:2], err, stdout.String())
 		}
@@ -497,4 +538,29 @@ func deleteStream(url, stream string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = js.DeleteStream(ctx, stream)
+}
+
+// readmeAccessPolicy returns the access policy README.md gives for the
+// shop.
+func readmeAccessPolicy(t *testing.T) string {
+	t.Helper()
+	const start = "{\n  \"name\": \"duet-shop\""
+	return start + readmeBlock(t, "```json\n"+start)
+}
+
+// dialAs connects to addr with a certificate ca issues to name.
+func dialAs(t *testing.T, ca *mtlstest.CA, name, addr string) *grpc.ClientConn {
+	t.Helper()
+	cfg := ca.Write(t, t.TempDir(), 0, []string{name})
+	creds, err := mtls.Load(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(creds.Close)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/duetkit/duet/gateway"
+	"github.com/duetkit/duet/kit/access"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
@@ -79,6 +80,11 @@ type ServeConfig struct {
 	// (TLS for it ends at the load balancer or ingress in front).
 	// (Its Use and Logger are set by Serve from the component.)
 	TLS mtls.Config
+	// AccessPolicy, for a service, names a gRPC authorization policy file
+	// (kit/access): which callers' certificates may call which of its
+	// methods, read again every TLS.Refresh. It needs TLS. Empty: any
+	// caller the CA signed may call any method.
+	AccessPolicy string
 	// Logger receives the component's logs.
 	Logger *slog.Logger
 	// Ready, when not nil, is called with the bound address once the
@@ -121,6 +127,13 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		}
 		var err error
 		if s.tls, err = mtls.Load(ctx, tlsCfg); err != nil {
+			return err
+		}
+	}
+	if cfg.AccessPolicy != "" {
+		var err error
+		if s.access, err = access.Load(ctx, access.Config{PolicyFile: cfg.AccessPolicy, Refresh: cfg.TLS.Refresh, Logger: log.With("component", component)}); err != nil {
+			s.Shutdown(context.WithoutCancel(ctx))
 			return err
 		}
 	}
@@ -222,6 +235,12 @@ func (cfg ServeConfig) check(component string) error {
 	}
 	if cfg.Listen == "" {
 		return errors.New("--listen: an address is required (host:port; \":port\" for every interface)")
+	}
+	switch {
+	case cfg.AccessPolicy != "" && component == Gateway:
+		return errors.New("--access-policy is for services: the gateway serves HTTP")
+	case cfg.AccessPolicy != "" && cfg.TLS.IsZero():
+		return errors.New("--access-policy needs mutual TLS (--tls-cert, --tls-key, --tls-ca): callers are known by their certificates")
 	}
 	type peer struct{ flag, target string }
 	peers := []peer{{"user-target", cfg.UserTarget}, {"payment-target", cfg.PaymentTarget}, {"inventory-target", cfg.InventoryTarget}}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/duetkit/duet/gateway"
+	"github.com/duetkit/duet/kit/access"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
@@ -147,6 +148,8 @@ type System struct {
 	// tls, when not nil, is Serve's mutual TLS: its server asks callers
 	// for certificates and its connections to peers present one.
 	tls *mtls.Credentials
+	// access, when not nil, is Serve's policy of who may call what.
+	access *access.Policy
 	// notServingDelay is the longest of the services' NotServingDelay
 	// (Serve's one service's), which Shutdown waits before they drain.
 	notServingDelay time.Duration
@@ -338,6 +341,9 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 	if s.tls != nil {
 		scfg.Creds = s.tls.Server()
 	}
+	if s.access != nil {
+		scfg.Authorizer = s.access
+	}
 	srv, err := server.New(scfg)
 	if err != nil {
 		svc.Close()
@@ -503,6 +509,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 	if s.tls != nil {
 		s.tls.Close()
 		s.tls = nil
+	}
+	if s.access != nil {
+		s.access.Close()
+		s.access = nil
 	}
 	return errors.Join(errs...)
 }

@@ -198,6 +198,14 @@ type Config struct {
 	// REST gateway's counterpart is its TrustTraceContext, the other way
 	// round: it is public unless told otherwise.)
 	PublicEndpoint bool
+	// Authorizer, when not nil, decides which callers may call which
+	// methods (kit/access's Policy is one). It runs after the access log,
+	// metrics and panic recovery, so refusals are logged and counted, and
+	// before validation: a caller it refuses costs no validation and
+	// learns nothing of a request's rules. Health checks (grpc.health.v1)
+	// skip it: balancers and kit/client watch them, and a refused watch
+	// takes the server out of every client's rotation.
+	Authorizer Authorizer
 	// UnaryInterceptors and StreamInterceptors run after the defaults,
 	// closest to the handler.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
@@ -207,6 +215,13 @@ type Config struct {
 	// (DefaultTimeout), unless DefaultTimeout is negative, and grpc-go
 	// panics at a second.
 	Options []grpc.ServerOption
+}
+
+// Authorizer gives the interceptors that refuse calls a caller may not
+// make.
+type Authorizer interface {
+	UnaryInterceptor() grpc.UnaryServerInterceptor
+	StreamInterceptor() grpc.StreamServerInterceptor
 }
 
 // Server is a gRPC server with health, reflection and the default
@@ -307,8 +322,11 @@ func New(cfg Config) (*Server, error) {
 		outer.intercept,
 		m.Server.UnaryServerInterceptor(),
 		recovery.UnaryServerInterceptor(recover),
-		inner.intercept,
 	}
+	if cfg.Authorizer != nil {
+		unary = append(unary, skipHealthUnary(cfg.Authorizer.UnaryInterceptor()))
+	}
+	unary = append(unary, inner.intercept)
 
 	stream := []grpc.StreamServerInterceptor{requestid.StreamServerInterceptor()}
 	if carryTrace {
@@ -329,6 +347,9 @@ func New(cfg Config) (*Server, error) {
 		sd.finite[name] = true
 	}
 	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), sd.intercept)
+	if cfg.Authorizer != nil {
+		stream = append(stream, skipHealthStream(cfg.Authorizer.StreamInterceptor()))
+	}
 	if !cfg.DisableValidation {
 		stream = append(stream, validation.StreamServerInterceptor(validator))
 	}
@@ -384,6 +405,29 @@ func New(cfg Config) (*Server, error) {
 	// Until Serve runs, nothing is ready.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return s, nil
+}
+
+// healthPrefix starts the methods of grpc.health.v1.Health.
+const healthPrefix = "/grpc.health.v1.Health/"
+
+// skipHealthUnary runs auth for every call but health checks.
+func skipHealthUnary(auth grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if strings.HasPrefix(info.FullMethod, healthPrefix) {
+			return handler(ctx, req)
+		}
+		return auth(ctx, req, info, handler)
+	}
+}
+
+// skipHealthStream runs auth for every stream but health watches.
+func skipHealthStream(auth grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if strings.HasPrefix(info.FullMethod, healthPrefix) {
+			return handler(srv, ss)
+		}
+		return auth(srv, ss, info, handler)
+	}
 }
 
 func orDefault(v, d int) int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/logbuffer"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/requestid"
 	"github.com/duetkit/duet/kit/server"
@@ -601,5 +603,52 @@ func TestNotServingDelay(t *testing.T) {
 	defer gone.Close()
 	if _, err := userv1.NewUserServiceClient(gone).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); apierr.Code(err) != codes.Unavailable {
 		t.Errorf("a call after Shutdown: %v, want UNAVAILABLE", err)
+	}
+}
+
+// refuseAll is an Authorizer that refuses every call and counts them.
+type refuseAll struct{ calls atomic.Int32 }
+
+func (r *refuseAll) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, _ any, _ *grpc.UnaryServerInfo, _ grpc.UnaryHandler) (any, error) {
+		r.calls.Add(1)
+		return nil, apierr.New(codes.PermissionDenied, "NOT_YOU", "refused")
+	}
+}
+
+func (r *refuseAll) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+		r.calls.Add(1)
+		return apierr.New(codes.PermissionDenied, "NOT_YOU", "refused")
+	}
+}
+
+// TestAuthorizerBeforeValidation: the Authorizer decides before the
+// request is validated (a refused caller learns nothing of its rules) and
+// after the access log, which records the refusal.
+func TestAuthorizerBeforeValidation(t *testing.T) {
+	var logs logbuffer.Buffer
+	auth := &refuseAll{}
+	conn := servertest.Start(t, server.Config{Name: "test", Authorizer: auth, Logger: slog.New(slog.NewJSONHandler(&logs, nil))},
+		(&users{}).register)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	_, err := userv1.NewUserServiceClient(conn).GetUser(ctx, &userv1.GetUserRequest{Id: "not-a-uuid"})
+	if apierr.Code(err) != codes.PermissionDenied || apierr.Reason(err) != "NOT_YOU" {
+		t.Fatalf("an invalid request from a refused caller: %v, want the Authorizer's PERMISSION_DENIED", err)
+	}
+	if auth.calls.Load() != 1 {
+		t.Fatalf("the Authorizer ran %d times, want 1", auth.calls.Load())
+	}
+	found := false
+	for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, rec := range logs.Lines(t) {
+			if rec["grpc.method"] == "GetUser" && rec["grpc.code"] == "PermissionDenied" {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no access log line for the refused call:\n%s", logs.String())
 	}
 }
