@@ -97,8 +97,9 @@ func startComponent(t *testing.T, ctx context.Context, component string, args ..
 // on PostgreSQL when DUET_TEST_POSTGRES_URL is set (SQLite files otherwise)
 // and on the machine's NATS when DUET_TEST_NATS_URL is set (a NATS server in
 // the test otherwise); places orders through REST, sees the events arrive,
-// refuses callers without a certificate, runs the commands that call
-// services with one, then stops every process with SIGTERM.
+// refuses callers without a certificate, and callers README's access
+// policy does not name, runs the commands that call services with one,
+// then stops every process with SIGTERM.
 func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -157,7 +158,9 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		t.Fatalf("create user: %d %v", status, b)
 	}
 	userID := b["user"].(map[string]any)["id"].(string)
-	for token, want := range map[string]string{"tok_approve": "ORDER_STATUS_CONFIRMED", "tok_decline": "ORDER_STATUS_CANCELLED"} {
+	// tok_nope, a token the payment service does not know, takes the
+	// saga through CancelCharge: every method the policy lets it call.
+	for token, want := range map[string]string{"tok_approve": "ORDER_STATUS_CONFIRMED", "tok_decline": "ORDER_STATUS_CANCELLED", "tok_nope": "ORDER_STATUS_CANCELLED"} {
 		status, b := send("POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, token, token))
 		if status != 200 || b["order"].(map[string]any)["status"] != want {
 			t.Errorf("order with %s: %d %v, want %s", token, status, b, want)
@@ -178,7 +181,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		}
 	}
 	// Events cross processes: user -> NATS -> notification, order -> NATS -> notification.
-	want := 3 // welcome, confirmed, cancelled
+	want := 4 // welcome, confirmed, cancelled twice
 	var got int
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		_, b := send("GET", "/v1/users/"+userID+"/notifications", "")
@@ -282,8 +285,8 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			ids = append(ids, m["request_id"].(string))
 		}
 	}
-	if len(ids) != 2 {
-		t.Fatalf("gateway logged %d order requests, want 2", len(ids))
+	if len(ids) != 3 {
+		t.Fatalf("gateway logged %d order requests, want 3", len(ids))
 	}
 	for _, p := range []*process{order, user, payment, inventory} {
 		if !strings.Contains(p.stderr.String(), ids[0]) {

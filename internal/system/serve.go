@@ -208,7 +208,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if metricsLis != nil {
 		metricsSrv, metricsAddr = serveMetrics(metricsLis, healthProbes(s.services[0].srv))
 	}
-	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr, "mutual_tls", s.tls != nil)
+	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr, "mutual_tls", s.tls != nil, "access_policy", cfg.AccessPolicy)
 	if cfg.Ready != nil {
 		cfg.Ready(addr)
 	}

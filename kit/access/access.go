@@ -4,12 +4,14 @@
 //
 // The policy is gRPC's authorization policy (grpc-go's authz package,
 // the format gRPC's other languages read too): deny rules, then allow
-// rules, each matching callers ("source": {"principals": [...]}, a
-// certificate's first URI SAN kind present, else its DNS names, else its
-// subject; "*" at either end matches any prefix or suffix) and requests
-// ("request": {"paths": ["/pkg.Service/Method", "/pkg.Service/*"]}). A
-// call no allow rule matches is refused with PERMISSION_DENIED, reason
-// CALLER_NOT_ALLOWED. Health checks (grpc.health.v1) are answered
+// rules, each matching callers ("source": {"principals": [...]}: a
+// certificate's URI names if it has any, else its DNS names, else its
+// whole subject as "CN=operator,O=Shop"; "*" at either end matches any
+// prefix or suffix; a rule without a source matches every caller) and
+// requests ("request": {"paths": ["/pkg.Service/Method",
+// "/pkg.Service/*"]}). A call no allow rule matches is refused with
+// PERMISSION_DENIED, reason CALLER_NOT_ALLOWED, and logged with the name
+// the caller was known by. Health checks (grpc.health.v1) are answered
 // whatever the policy: balancers and clients watch them.
 //
 //	{
@@ -22,8 +24,8 @@
 //	}
 //
 // The file is read again every Config.Refresh; a new policy that parses
-// applies to the calls after it, one that does not is logged and the
-// last good one kept.
+// applies to the calls after it (streams already open go on), one that
+// does not is logged and the last good one kept.
 package access
 
 import (
@@ -40,6 +42,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/duetkit/duet/kit/apierr"
@@ -53,8 +58,17 @@ const ReasonCallerNotAllowed = "CALLER_NOT_ALLOWED"
 // Config.Refresh is zero.
 const DefaultRefresh = time.Minute
 
-// healthPrefix starts the methods every caller may call.
-const healthPrefix = "/grpc.health.v1.Health/"
+// healthMethods are the methods every caller may call, by name (a
+// made-up name under their prefix is decided by the policy).
+var healthMethods = map[string]bool{
+	healthpb.Health_Check_FullMethodName: true,
+	healthpb.Health_Watch_FullMethodName: true,
+	healthpb.Health_List_FullMethodName:  true,
+}
+
+// maxMethod bounds the method name a refusal repeats: a caller may send
+// one as long as its headers.
+const maxMethod = 256
 
 // Config names the policy file.
 type Config struct {
@@ -63,8 +77,8 @@ type Config struct {
 	// Refresh is how often the file is read again; zero means
 	// DefaultRefresh.
 	Refresh time.Duration
-	// Logger receives a line for each policy taken or refused after Load;
-	// nil means slog.Default().
+	// Logger receives a line for each policy taken or refused after Load
+	// and for each call refused; nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -136,7 +150,7 @@ func (p *Policy) Close() {
 // UnaryInterceptor refuses unary calls the policy does not allow.
 func (p *Policy) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if strings.HasPrefix(info.FullMethod, healthPrefix) {
+		if healthMethods[info.FullMethod] {
 			return handler(ctx, req)
 		}
 		reached := false
@@ -145,7 +159,7 @@ func (p *Policy) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		})
 		if !reached {
-			return nil, refusal(info.FullMethod, err)
+			return nil, p.refusal(ctx, info.FullMethod, err)
 		}
 		return resp, err
 	}
@@ -154,7 +168,7 @@ func (p *Policy) UnaryInterceptor() grpc.UnaryServerInterceptor {
 // StreamInterceptor refuses streams the policy does not allow.
 func (p *Policy) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if strings.HasPrefix(info.FullMethod, healthPrefix) {
+		if healthMethods[info.FullMethod] {
 			return handler(srv, ss)
 		}
 		reached := false
@@ -163,21 +177,52 @@ func (p *Policy) StreamInterceptor() grpc.StreamServerInterceptor {
 			return handler(srv, ss)
 		})
 		if !reached {
-			return refusal(info.FullMethod, err)
+			return p.refusal(ss.Context(), info.FullMethod, err)
 		}
 		return err
 	}
 }
 
 // refusal turns authz's bare status into the kit's error with a stable
-// reason; anything but a denial (authz's INTERNAL for a peer it cannot
-// read) stays an internal error without its text.
-func refusal(method string, err error) error {
+// reason, and logs who was refused; anything but a denial (authz's
+// INTERNAL for a call whose peer it cannot read) is logged and answered
+// as an internal error without its text.
+func (p *Policy) refusal(ctx context.Context, method string, err error) error {
+	if len(method) > maxMethod {
+		method = strings.ToValidUTF8(method[:maxMethod], "") + "…"
+	}
 	if status.Code(err) != codes.PermissionDenied {
+		p.cfg.Logger.ErrorContext(ctx, "access: the policy could not decide", "method", method, "error", err)
 		return apierr.Internal()
 	}
+	p.cfg.Logger.InfoContext(ctx, "access: call refused", "method", method, "principal", principal(ctx))
 	return apierr.New(codes.PermissionDenied, ReasonCallerNotAllowed,
 		"the caller's certificate is not allowed to call "+method, apierr.Metadata("method", method))
+}
+
+// principal is the name the policy knew the caller by: its certificate's
+// URI names, else its DNS names, else its subject, as authz matches them.
+func principal(ctx context.Context) string {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return ""
+	}
+	cert := info.State.PeerCertificates[0]
+	switch {
+	case len(cert.URIs) > 0:
+		names := make([]string, len(cert.URIs))
+		for i, u := range cert.URIs {
+			names[i] = u.String()
+		}
+		return strings.Join(names, ",")
+	case len(cert.DNSNames) > 0:
+		return strings.Join(cert.DNSNames, ",")
+	}
+	return cert.Subject.String()
 }
 
 // watch reads the file every Refresh until ctx ends.

@@ -43,7 +43,9 @@ const policy = `{
   "deny_rules": [{"name": "intruders", "source": {"principals": ["intruder*"]}, "request": {"paths": ["*"]}}],
   "allow_rules": [
     {"name": "order", "source": {"principals": ["order"]}, "request": {"paths": ["/grpc.testing.TestService/EmptyCall"]}},
-    {"name": "watcher", "source": {"principals": ["watcher", "intruder-watcher"]}, "request": {"paths": ["/grpc.testing.TestService/StreamingOutputCall"]}}
+    {"name": "watcher", "source": {"principals": ["watcher", "intruder-watcher"]}, "request": {"paths": ["/grpc.testing.TestService/StreamingOutputCall"]}},
+    {"name": "spiffe", "source": {"principals": ["spiffe://duet/order"]}, "request": {"paths": ["/grpc.testing.TestService/EmptyCall"]}},
+    {"name": "refused by the handler", "source": {"principals": ["order"]}, "request": {"paths": ["/grpc.testing.TestService/UnaryCall"]}}
   ]
 }`
 
@@ -53,6 +55,11 @@ type testService struct {
 
 func (testService) EmptyCall(context.Context, *testpb.Empty) (*testpb.Empty, error) {
 	return &testpb.Empty{}, nil
+}
+
+// UnaryCall refuses on its own account, with a reason of its own.
+func (testService) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return nil, apierr.New(codes.PermissionDenied, "NOT_YOUR_ORDER", "the handler's own refusal")
 }
 
 func (testService) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, stream grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
@@ -84,7 +91,9 @@ func newFixture(t *testing.T, policyJSON string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(creds.Close)
-	srv := grpc.NewServer(grpc.Creds(creds.Server()),
+	// Unknown methods go through the interceptors, as kit/server's do.
+	unknown := func(any, grpc.ServerStream) error { return status.Error(codes.Unimplemented, "unknown method") }
+	srv := grpc.NewServer(grpc.Creds(creds.Server()), grpc.UnknownServiceHandler(unknown),
 		grpc.ChainUnaryInterceptor(p.UnaryInterceptor()), grpc.ChainStreamInterceptor(p.StreamInterceptor()))
 	testpb.RegisterTestServiceServer(srv, testService{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
@@ -99,10 +108,10 @@ func newFixture(t *testing.T, policyJSON string) *fixture {
 	return f
 }
 
-// caller connects as a certificate named name.
-func (f *fixture) caller(t *testing.T, name string) *grpc.ClientConn {
+// caller connects as a certificate with names (comma-separated).
+func (f *fixture) caller(t *testing.T, names string) *grpc.ClientConn {
 	t.Helper()
-	cfg := f.ca.Write(t, t.TempDir(), time.Hour, []string{name})
+	cfg := f.ca.Write(t, t.TempDir(), time.Hour, strings.Split(names, ","))
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	creds, err := mtls.Load(t.Context(), cfg)
 	if err != nil {
@@ -138,6 +147,16 @@ func call(t *testing.T, conn *grpc.ClientConn, kind string) error {
 				return err
 			}
 		}
+	case "handler refuses":
+		_, err := testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{})
+		return err
+	case "health watch":
+		stream, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		_, err = stream.Recv()
+		return err
 	default:
 		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
@@ -148,27 +167,50 @@ func TestPolicy(t *testing.T) {
 	f := newFixture(t, policy)
 	tests := []struct {
 		caller, kind string
-		allowed      bool
+		want         string // the refusal's reason; "" for none
 	}{
-		{"order", "unary", true},
-		{"order", "stream", false},
-		{"watcher", "stream", true},
-		{"watcher", "unary", false},
-		{"gateway", "unary", false},
-		{"intruder-watcher", "stream", false}, // a deny rule wins
-		{"gateway", "health", true},           // health answers any caller
-		{"intruder-1", "health", true},
+		{"order", "unary", ""},
+		{"order", "stream", access.ReasonCallerNotAllowed},
+		{"watcher", "stream", ""},
+		{"watcher", "unary", access.ReasonCallerNotAllowed},
+		{"gateway", "unary", access.ReasonCallerNotAllowed},
+		{"intruder-watcher", "stream", access.ReasonCallerNotAllowed}, // a deny rule wins
+		{"gateway", "health", ""},                                     // health answers any caller
+		{"intruder-1", "health watch", ""},
+		// A handler's own refusal is passed on as it is.
+		{"order", "handler refuses", "NOT_YOUR_ORDER"},
+		// A certificate's URI names hide its DNS names from the policy.
+		{"spiffe://duet/order", "unary", ""},
+		{"spiffe://duet/gateway,order", "unary", access.ReasonCallerNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.caller+" "+tt.kind, func(t *testing.T) {
 			err := call(t, f.caller(t, tt.caller), tt.kind)
 			switch {
-			case tt.allowed && err != nil:
+			case tt.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
-			case !tt.allowed && (status.Code(err) != codes.PermissionDenied || !apierr.Is(err, access.ReasonCallerNotAllowed)):
-				t.Fatalf("answered %v, want PERMISSION_DENIED %s", err, access.ReasonCallerNotAllowed)
+			case tt.want != "" && (status.Code(err) != codes.PermissionDenied || !apierr.Is(err, tt.want)):
+				t.Fatalf("answered %v, want PERMISSION_DENIED %s", err, tt.want)
 			}
 		})
+	}
+	for _, want := range []string{`principal=intruder-watcher`, `principal=spiffe://duet/gateway`} {
+		if !strings.Contains(f.logs.String(), want) {
+			t.Errorf("the refusals' log lines do not say %s:\n%s", want, f.logs.String())
+		}
+	}
+}
+
+// TestLongMethodCut: a refusal repeats at most 256 bytes of a made-up
+// method name, which a caller may send as long as its headers.
+func TestLongMethodCut(t *testing.T) {
+	f := newFixture(t, policy)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	long := "/grpc.testing.TestService/" + strings.Repeat("x", 10000)
+	err := f.caller(t, "gateway").Invoke(ctx, long, &testpb.Empty{}, &testpb.Empty{})
+	if status.Code(err) != codes.PermissionDenied || len(status.Convert(err).Message()) > 400 {
+		t.Fatalf("answered %d bytes: %.300v", len(status.Convert(err).Message()), err)
 	}
 }
 
@@ -191,14 +233,69 @@ func TestPolicyReloaded(t *testing.T) {
 		t.Fatalf("after the change the gateway is still refused: %v", err)
 	}
 
+	// Two broken files in turn, then none: each said once, the last good
+	// policy kept throughout.
 	mtlstest.WriteFile(t, f.policy, []byte(`{"name": "broken", `))
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(f.logs.String(), "new policy not used"); time.Sleep(refresh) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log of the broken policy:\n%s", f.logs.String())
-		}
+	waitForLog(t, f.logs, "failed to unmarshal policy")
+	mtlstest.WriteFile(t, f.policy, []byte(`{"name": "no rules"}`))
+	waitForLog(t, f.logs, "allow_rules")
+	if err := os.Remove(f.policy); err != nil {
+		t.Fatal(err)
 	}
+	waitForLog(t, f.logs, "policy file not read")
 	if err := call(t, gateway, "unary"); err != nil {
 		t.Fatalf("with a broken policy file the last good policy was dropped: %v", err)
+	}
+}
+
+// TestReloadSaysEachOnce: a policy refused, or a file that cannot be
+// read, is logged once however often it is read again; a new one is
+// logged again.
+func TestReloadSaysEachOnce(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.json")
+	mtlstest.WriteFile(t, file, []byte(policy))
+	var logs logbuffer.Buffer
+	// Refresh an hour: the test's readings are the only ones.
+	p, err := access.Load(t.Context(), access.Config{PolicyFile: file, Refresh: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	steps := []struct {
+		name   string
+		change func()
+		counts map[string]int
+	}{
+		{"broken", func() { mtlstest.WriteFile(t, file, []byte(`{"name": "broken", `)) }, map[string]int{"new policy not used": 1}},
+		{"broken otherwise", func() { mtlstest.WriteFile(t, file, []byte(`{"name": "broken" `)) }, map[string]int{"new policy not used": 2}},
+		{"gone", func() {
+			if err := os.Remove(file); err != nil {
+				t.Fatal(err)
+			}
+		}, map[string]int{"not read": 1, "new policy not used": 2}},
+		{"the first again", func() { mtlstest.WriteFile(t, file, []byte(policy)) }, map[string]int{"not read": 1, "reloaded": 0}},
+		{"a new one", func() { mtlstest.WriteFile(t, file, []byte(strings.Replace(policy, `"test"`, `"new"`, 1))) }, map[string]int{"reloaded": 1}},
+	}
+	for _, step := range steps {
+		step.change()
+		for range 3 {
+			p.Reload(t.Context())
+		}
+		for text, want := range step.counts {
+			if got := strings.Count(logs.String(), text); got != want {
+				t.Fatalf("after %s: %d lines saying %q, want %d:\n%s", step.name, got, text, want, logs.String())
+			}
+		}
+	}
+}
+
+// waitForLog waits up to 10 s for logs to hold text.
+func waitForLog(t *testing.T, logs *logbuffer.Buffer, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), text); time.Sleep(refresh) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log saying %q:\n%s", text, logs.String())
+		}
 	}
 }
 

@@ -407,13 +407,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// healthPrefix starts the methods of grpc.health.v1.Health.
-const healthPrefix = "/grpc.health.v1.Health/"
+// healthMethods are grpc.health.v1.Health's methods, by name: a made-up
+// name under its prefix must not skip the Authorizer on its way to an
+// UnknownServiceHandler of the owner's.
+var healthMethods = map[string]bool{
+	healthpb.Health_Check_FullMethodName: true,
+	healthpb.Health_Watch_FullMethodName: true,
+	healthpb.Health_List_FullMethodName:  true,
+}
 
 // skipHealthUnary runs auth for every call but health checks.
 func skipHealthUnary(auth grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if strings.HasPrefix(info.FullMethod, healthPrefix) {
+		if healthMethods[info.FullMethod] {
 			return handler(ctx, req)
 		}
 		return auth(ctx, req, info, handler)
@@ -423,7 +429,7 @@ func skipHealthUnary(auth grpc.UnaryServerInterceptor) grpc.UnaryServerIntercept
 // skipHealthStream runs auth for every stream but health watches.
 func skipHealthStream(auth grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if strings.HasPrefix(info.FullMethod, healthPrefix) {
+		if healthMethods[info.FullMethod] {
 			return handler(srv, ss)
 		}
 		return auth(srv, ss, info, handler)

@@ -11,8 +11,10 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,7 +57,8 @@ func (ca *CA) PEM() []byte { return ca.pem }
 
 // Leaf describes a certificate to issue.
 type Leaf struct {
-	// Names are its DNS names and IP addresses: what callers dial.
+	// Names are its DNS names, IP addresses (what callers dial) and URI
+	// names (with "://", a SPIFFE id say).
 	Names []string
 	// Usages are its extended key usages; nil means both serverAuth and
 	// clientAuth, as a Duet process needs.
@@ -88,9 +91,16 @@ func (ca *CA) Issue(t testing.TB, leaf Leaf) (certPEM, keyPEM []byte) {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
 	for _, n := range leaf.Names {
-		if ip := net.ParseIP(n); ip != nil {
+		switch ip := net.ParseIP(n); {
+		case ip != nil:
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
+		case strings.Contains(n, "://"):
+			u, err := url.Parse(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = append(tmpl.URIs, u)
+		default:
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
