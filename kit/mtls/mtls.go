@@ -41,9 +41,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/tls/certprovider"
 	"google.golang.org/grpc/security/advancedtls"
+
+	"github.com/duetkit/duet/kit/metrics"
 )
 
 // DefaultRefresh is how often the files are read again when
@@ -83,6 +86,24 @@ type Config struct {
 	// Load, for each failure to read them, and when the certificate in
 	// use expires; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics gets ExpiryMetric; nil means metrics.Default().
+	Metrics *metrics.Metrics
+}
+
+// ExpiryMetric is when the certificate in use expires, in Unix seconds,
+// labelled with its file (cert_file): a rotation that never comes, or is
+// refused, shows as a value that stops moving forward. Alert on
+// `duet_tls_certificate_expiry_timestamp_seconds - time() < 7 * 86400`.
+// Close removes the file's series.
+const ExpiryMetric = "duet_tls_certificate_expiry_timestamp_seconds"
+
+// expiryGauge registers ExpiryMetric on m, or finds it registered by
+// other credentials of the process.
+func expiryGauge(m *metrics.Metrics) (*prometheus.GaugeVec, error) {
+	return metrics.Register(m.Registry, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: ExpiryMetric,
+		Help: "When the certificate in use expires, in Unix seconds, by certificate file.",
+	}, []string{"cert_file"}))
 }
 
 // IsZero reports whether no file is named: mutual TLS is off.
@@ -95,6 +116,7 @@ func (c Config) IsZero() bool {
 type Credentials struct {
 	cfg            Config
 	source         *source
+	expiry         prometheus.Gauge
 	server, client credentials.TransportCredentials
 	stop           context.CancelFunc
 	done           chan struct{}
@@ -131,16 +153,25 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Default()
+	}
+	gauge, err := expiryGauge(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("mtls: %w", err)
+	}
 	contents, err := cfg.read()
 	if err != nil {
 		return nil, err
 	}
-	km, _, err := cfg.check(contents, time.Now())
+	km, leaf, err := cfg.check(contents, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	c := &Credentials{cfg: cfg, source: &source{}, used: contents, done: make(chan struct{})}
+	c := &Credentials{cfg: cfg, source: &source{}, used: contents, done: make(chan struct{}),
+		expiry: gauge.WithLabelValues(cfg.CertFile)}
 	c.source.km.Store(km)
+	c.expiry.Set(float64(leaf.NotAfter.Unix()))
 	// Both sides verify the peer's chain against the CA bundle; a client
 	// also checks the server's name against the address it dialed. TLS
 	// 1.3 only: every peer is a Duet process or a tool of its operators,
@@ -188,6 +219,9 @@ func (c *Credentials) Client() credentials.TransportCredentials { return c.clien
 func (c *Credentials) Close() {
 	c.stop()
 	<-c.done
+	if gauge, err := expiryGauge(c.cfg.Metrics); err == nil {
+		gauge.DeleteLabelValues(c.cfg.CertFile)
+	}
 }
 
 // watch reads the files every Refresh until ctx ends.
@@ -244,6 +278,7 @@ func (c *Credentials) reload(ctx context.Context, now time.Time) {
 		return
 	}
 	c.source.km.Store(km)
+	c.expiry.Set(float64(leaf.NotAfter.Unix()))
 	c.used, c.refused, c.expiryLogged = contents, nil, false
 	log.InfoContext(ctx, "mtls: certificate files reloaded", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter.UTC())
 }

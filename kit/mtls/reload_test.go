@@ -1,6 +1,7 @@
 package mtls_test
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/duetkit/duet/internal/logbuffer"
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 )
@@ -82,5 +84,52 @@ func TestReloadSays(t *testing.T) {
 				t.Fatalf("after %s: %d lines saying %q, want %d:\n%s", step.name, got, text, want, logs.String())
 			}
 		}
+	}
+}
+
+// TestExpiryMetric: ExpiryMetric shows when the certificate in use
+// expires, follows a rotation, and is gone after Close.
+func TestExpiryMetric(t *testing.T) {
+	ca := mtlstest.NewCA(t, "duet")
+	cfg := ca.Write(t, t.TempDir(), time.Hour, []string{"127.0.0.1"})
+	cfg.Logger, cfg.Metrics = slog.New(slog.DiscardHandler), metrics.New()
+	expiry := func() (float64, bool) {
+		families, err := cfg.Metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				if f.GetName() == mtls.ExpiryMetric && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == cfg.CertFile {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+		return 0, false
+	}
+	notAfter := func() int64 {
+		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pair.Leaf.NotAfter.Unix()
+	}
+	c, err := mtls.Load(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := expiry(); !ok || int64(got) != notAfter() {
+		t.Fatalf("after Load: %v (%v), want %d", got, ok, notAfter())
+	}
+	cert, key := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}, NotAfter: time.Now().Add(72 * time.Hour)})
+	mtlstest.WriteFile(t, cfg.KeyFile, key)
+	mtlstest.WriteFile(t, cfg.CertFile, cert)
+	c.ReloadAt(t.Context(), time.Now())
+	if got, ok := expiry(); !ok || int64(got) != notAfter() {
+		t.Fatalf("after a rotation: %v (%v), want %d", got, ok, notAfter())
+	}
+	c.Close()
+	if got, ok := expiry(); ok {
+		t.Fatalf("after Close the series is still there: %v", got)
 	}
 }
