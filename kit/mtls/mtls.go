@@ -171,7 +171,6 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	c := &Credentials{cfg: cfg, source: &source{}, used: contents, done: make(chan struct{}),
 		expiry: gauge.WithLabelValues(cfg.CertFile)}
 	c.source.km.Store(km)
-	c.expiry.Set(float64(leaf.NotAfter.Unix()))
 	// Both sides verify the peer's chain against the CA bundle; a client
 	// also checks the server's name against the address it dialed. TLS
 	// 1.3 only: every peer is a Duet process or a tool of its operators,
@@ -198,6 +197,7 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("mtls: %w", err)
 	}
+	c.expiry.Set(float64(leaf.NotAfter.Unix()))
 	var watch context.Context
 	watch, c.stop = context.WithCancel(context.WithoutCancel(ctx))
 	go c.watch(watch)
