@@ -245,7 +245,9 @@ type Gateway struct {
 	log      *slog.Logger
 	mux      *runtime.ServeMux
 	backends []backend
-	docs     []byte
+	// openAPI is the OpenAPI document of the services configured; docs
+	// the page rendered from it.
+	openAPI, docs []byte
 	// routes says which methods a path takes, for a 405's Allow.
 	routes routeTable
 	// entry is serve, inside otelhttp's middleware when spans are
@@ -315,16 +317,21 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if g.cors, err = newCORS(cfg.CORSOrigins, cfg.TrustTraceContext); err != nil {
 		return nil, err
 	}
-	docs, err := renderDocs(openAPIDocument)
-	if err != nil {
+	services := make([]string, len(g.backends))
+	for i, b := range g.backends {
+		services[i] = b.service
+	}
+	if g.openAPI, err = openAPIOf(openAPIDocument, services); err != nil {
+		return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
+	}
+	if g.docs, err = renderDocs(g.openAPI); err != nil {
 		return nil, fmt.Errorf("gateway: docs page: %w", err)
 	}
-	g.docs = docs
 	var own []string
 	for _, p := range g.ownPaths() {
 		own = append(own, p.path)
 	}
-	if g.routes, err = newRouteTable(openAPIDocument, own); err != nil {
+	if g.routes, err = newRouteTable(g.openAPI, own); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.query = newQueryFields(
@@ -415,7 +422,7 @@ type ownPath struct {
 func (g *Gateway) ownPaths() []ownPath {
 	return []ownPath{
 		{"/docs", g.serveDocs},
-		{"/openapi.json", serveOpenAPI},
+		{"/openapi.json", g.serveOpenAPI},
 		{"/healthz", g.serveHealthz},
 		{"/readyz", g.serveReadyz},
 	}

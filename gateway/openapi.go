@@ -18,12 +18,57 @@ import (
 //go:embed openapi/duet.swagger.json
 var openAPIDocument []byte
 
-// serveOpenAPI serves the OpenAPI document.
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+// serveOpenAPI serves the OpenAPI document of the services configured.
+func (g *Gateway) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(openAPIDocument)))
-	_, _ = w.Write(openAPIDocument)
+	h.Set("Content-Length", strconv.Itoa(len(g.openAPI)))
+	_, _ = w.Write(g.openAPI)
+}
+
+// openAPIOf returns doc cut down to the operations and tags of services
+// (full names, "duet.user.v1.UserService"), which protoc-gen-openapiv2
+// tags with the service's short name: a gateway run without the
+// inventory or notification service neither documents their routes nor
+// lists their methods in a 405's Allow (they answer 404). doc itself when
+// every tagged service is configured.
+func openAPIOf(doc []byte, services []string) ([]byte, error) {
+	var spec map[string]any
+	if err := json.Unmarshal(doc, &spec); err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{}
+	for _, s := range services {
+		keep[s[strings.LastIndexByte(s, '.')+1:]] = true
+	}
+	tags, _ := spec["tags"].([]any)
+	kept := tags[:0:0]
+	for _, t := range tags {
+		if name, _ := t.(map[string]any)["name"].(string); keep[name] {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == len(tags) {
+		return doc, nil
+	}
+	spec["tags"] = kept
+	paths, _ := spec["paths"].(map[string]any)
+	for path, item := range paths {
+		ops, _ := item.(map[string]any)
+		for method, op := range ops {
+			o, _ := op.(map[string]any) // not an operation: path-level "parameters"
+			opTags, _ := o["tags"].([]any)
+			if len(opTags) > 0 {
+				if name, _ := opTags[0].(string); !keep[name] {
+					delete(ops, method)
+				}
+			}
+		}
+		if len(ops) == 0 {
+			delete(paths, path)
+		}
+	}
+	return json.MarshalIndent(spec, "", "  ")
 }
 
 // serveDocs serves the page rendered by renderDocs. It loads nothing from

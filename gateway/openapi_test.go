@@ -150,3 +150,51 @@ func TestRoutesOfDifferentServicesDoNotOverlap(t *testing.T) {
 		t.Errorf("only %d routes", len(routes))
 	}
 }
+
+// TestOpenAPIOfTheServicesConfigured: a gateway without the inventory
+// and notification services neither documents their routes (document,
+// docs page) nor lists their methods in a 405's Allow: they answer 404,
+// as any path no route has. With every service, the document is the
+// generated one, byte for byte.
+func TestOpenAPIOfTheServicesConfigured(t *testing.T) {
+	full := newEnv(t)
+	if resp := full.do(t, "GET", "/openapi.json", nil); string(resp.body) != string(openAPIDocument) {
+		t.Error("with every service configured, the document served is not the generated one")
+	}
+
+	e := newEnv(t, func(c *Config) { c.Inventory, c.Notifications = nil, nil })
+	resp := e.do(t, "GET", "/openapi.json", nil)
+	var doc struct {
+		Tags []struct {
+			Name string `json:"name"`
+		} `json:"tags"`
+		Paths map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(resp.body, &doc); err != nil {
+		t.Fatalf("%v: %.200s", err, resp.body)
+	}
+	for path := range doc.Paths {
+		if strings.HasPrefix(path, "/v1/products") || strings.HasPrefix(path, "/v1/audit") || strings.HasSuffix(path, "/notifications") {
+			t.Errorf("the document lists %s, of a service not configured", path)
+		}
+	}
+	var tags []string
+	for _, tag := range doc.Tags {
+		tags = append(tags, tag.Name)
+	}
+	if want := []string{"OrderService", "PaymentService", "UserService"}; !slices.Equal(tags, want) {
+		t.Errorf("tags %v, want %v", tags, want)
+	}
+	for _, p := range []string{"/v1/users", "/v1/users/{id}", "/v1/orders", "/v1/payments/{id}:refund"} {
+		if _, ok := doc.Paths[p]; !ok {
+			t.Errorf("path %s missing from the document", p)
+		}
+	}
+	if page := string(e.do(t, "GET", "/docs", nil).body); strings.Contains(page, "InventoryService") || !strings.Contains(page, "UserService") {
+		t.Error("the docs page lists the inventory service, or not the user service")
+	}
+	resp = e.do(t, "DELETE", "/v1/products", nil)
+	if resp.status != http.StatusNotFound || resp.header.Get("Allow") != "" {
+		t.Errorf("DELETE /v1/products without inventory: %d, Allow %q; want 404 without Allow", resp.status, resp.header.Get("Allow"))
+	}
+}
