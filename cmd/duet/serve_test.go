@@ -234,6 +234,10 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			t.Errorf("%s checking %s's health: %v", c.caller, c.service, err)
 		}
 	}
+	// Through the gateway, the policy's deny rule: no charge but an order's.
+	if status, b := send("POST", "/v1/payments", `{"amount":{"currencyCode":"EUR","units":"5"},"paymentMethodToken":"tok_approve","idempotencyKey":"rest-charge"}`); status != http.StatusForbidden || !strings.Contains(fmt.Sprint(b), access.ReasonCallerNotAllowed) {
+		t.Errorf("REST charge: %d %v, want 403 %s", status, b, access.ReasonCallerNotAllowed)
+	}
 	// The commands that call a service do so with the same flags.
 	confirmed := ""
 	if _, b := send("GET", "/v1/users/"+userID+"/orders", ""); b != nil {
