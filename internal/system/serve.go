@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 
 	"github.com/duetkit/duet/gateway"
@@ -73,8 +75,9 @@ type ServeConfig struct {
 	NotServingDelay time.Duration
 	// TLS names the certificate, key and CA files of mutual TLS between
 	// components: the service asks every caller for a certificate the CA
-	// signed, and connections to peers present the component's own and
-	// check the peer's against the CA and the address dialed. The files
+	// signed, and connections to peers (and to NATS, for a NATSURL of
+	// tls:// servers) present the component's own and check the peer's
+	// against the CA and the address dialed. The files
 	// are read again every TLS.Refresh, so certificates rotate without a
 	// restart. Zero: plaintext gRPC. The gateway's HTTP API stays HTTP
 	// (TLS for it ends at the load balancer or ingress in front).
@@ -125,6 +128,9 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		default:
 			tlsCfg.Use = mtls.Serve
 		}
+		if natsOverTLS(cfg.NATSURL) {
+			tlsCfg.Use |= mtls.Call // it is NATS's client
+		}
 		var err error
 		if s.tls, err = mtls.Load(ctx, tlsCfg); err != nil {
 			return err
@@ -141,7 +147,11 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	var bus *events.Bus
 	if cfg.NATSURL != "" && component != Gateway && component != Inventory {
 		var err error
-		if s.nc, err = events.Connect(cfg.NATSURL, "duet-"+component); err != nil {
+		var opts []nats.Option
+		if s.tls != nil && natsOverTLS(cfg.NATSURL) {
+			opts = append(opts, nats.ClientTLSConfig(s.tls.Certificate, s.tls.Roots))
+		}
+		if s.nc, err = events.Connect(cfg.NATSURL, "duet-"+component, opts...); err != nil {
 			s.Shutdown(context.WithoutCancel(ctx))
 			return fmt.Errorf("nats: %w", err)
 		}
@@ -223,6 +233,18 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		metricsSrv.Shutdown(stop)
 	}
 	return err
+}
+
+// natsOverTLS reports whether url names NATS servers over TLS
+// ("tls://", every one of a comma-separated list), which Serve connects
+// to with the component's certificate and CA when it has them.
+func natsOverTLS(url string) bool {
+	for _, u := range strings.Split(url, ",") {
+		if !strings.HasPrefix(strings.TrimSpace(u), "tls://") {
+			return false
+		}
+	}
+	return url != ""
 }
 
 // check refuses what Serve cannot run component with, before anything is

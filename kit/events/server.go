@@ -177,9 +177,9 @@ const (
 // for several), naming the connection name. Once connected it reconnects
 // forever, with exponential backoff up to five seconds, so a NATS restart
 // never leaves a service disconnected; the first connection attempt fails
-// fast.
-func Connect(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, append(reconnectPolicy(), nats.Name(name))...)
+// fast. opts come after Connect's own (TLS, credentials).
+func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append(append(reconnectPolicy(), nats.Name(name)), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("events: connect to NATS at %s: %w", RedactURL(url), err)
 	}

@@ -213,6 +213,20 @@ func (c *Credentials) Server() credentials.TransportCredentials { return c.serve
 // server's.
 func (c *Credentials) Client() credentials.TransportCredentials { return c.client }
 
+// Certificate returns the certificate in use and its key, for clients
+// other than gRPC's that take a callback per connection (nats.go's
+// ClientTLSConfig), so they present a rotated certificate from their
+// next connection on.
+func (c *Credentials) Certificate() (tls.Certificate, error) {
+	return c.source.km.Load().Certs[0], nil
+}
+
+// Roots returns the CA bundle in use, for such clients to check their
+// servers with.
+func (c *Credentials) Roots() (*x509.CertPool, error) {
+	return c.source.km.Load().Roots, nil
+}
+
 // Close stops reading the files and waits for the reader to end. The
 // credentials go on serving handshakes with the last set read: close the
 // servers and connections that use them first or after, as is handy.
