@@ -4,8 +4,10 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,12 +30,15 @@ func (g *Gateway) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 
 // openAPIOf returns doc cut down to the operations and tags of services
 // (full names, "duet.user.v1.UserService"), which protoc-gen-openapiv2
-// tags with the service's short name: a gateway run without the
-// inventory or notification service neither documents their routes nor
-// lists their methods in a 405's Allow (they answer 404). doc itself when
-// every tagged service is configured.
+// tags with the service's short name, and to the definitions those
+// operations refer to: a gateway run without the inventory or
+// notification service documents neither their routes (which answer 404)
+// nor their messages. doc itself when every tagged service is configured.
+// Operations and definitions are kept as they are written (a message's
+// fields in the contract's order); objects around them get their keys
+// sorted.
 func openAPIOf(doc []byte, services []string) ([]byte, error) {
-	var spec map[string]any
+	var spec map[string]json.RawMessage
 	if err := json.Unmarshal(doc, &spec); err != nil {
 		return nil, err
 	}
@@ -41,35 +46,82 @@ func openAPIOf(doc []byte, services []string) ([]byte, error) {
 	for _, s := range services {
 		keep[s[strings.LastIndexByte(s, '.')+1:]] = true
 	}
-	tags, _ := spec["tags"].([]any)
-	kept := tags[:0:0]
-	for _, t := range tags {
-		if name, _ := t.(map[string]any)["name"].(string); keep[name] {
-			kept = append(kept, t)
+	var tags []struct {
+		Name string `json:"name"`
+	}
+	var rawTags []json.RawMessage
+	if err := json.Unmarshal(spec["tags"], &tags); err != nil {
+		return nil, fmt.Errorf("tags: %w", err)
+	}
+	if err := json.Unmarshal(spec["tags"], &rawTags); err != nil {
+		return nil, fmt.Errorf("tags: %w", err)
+	}
+	var kept []json.RawMessage
+	for i, t := range tags {
+		if keep[t.Name] {
+			kept = append(kept, rawTags[i])
 		}
 	}
 	if len(kept) == len(tags) {
 		return doc, nil
 	}
-	spec["tags"] = kept
-	paths, _ := spec["paths"].(map[string]any)
+	var paths map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(spec["paths"], &paths); err != nil {
+		return nil, fmt.Errorf("paths: %w", err)
+	}
+	var used [][]byte // what the operations kept refer to
 	for path, item := range paths {
-		ops, _ := item.(map[string]any)
-		for method, op := range ops {
-			o, _ := op.(map[string]any) // not an operation: path-level "parameters"
-			opTags, _ := o["tags"].([]any)
-			if len(opTags) > 0 {
-				if name, _ := opTags[0].(string); !keep[name] {
-					delete(ops, method)
+		operations := 0
+		for key, op := range item {
+			if !slices.Contains(httpMethods, key) {
+				continue // path-level parameters, extensions
+			}
+			var tagged struct {
+				Tags []string `json:"tags"`
+			}
+			if err := json.Unmarshal(op, &tagged); err != nil {
+				return nil, fmt.Errorf("paths %s %s: %w", path, key, err)
+			}
+			if len(tagged.Tags) > 0 && !keep[tagged.Tags[0]] {
+				delete(item, key)
+				continue
+			}
+			operations++
+			used = append(used, op)
+		}
+		if operations == 0 {
+			delete(paths, path)
+		}
+	}
+	var definitions map[string]json.RawMessage
+	if err := json.Unmarshal(spec["definitions"], &definitions); err != nil {
+		return nil, fmt.Errorf("definitions: %w", err)
+	}
+	reached := map[string]json.RawMessage{}
+	for len(used) > 0 {
+		var next [][]byte
+		for _, raw := range used {
+			for _, m := range definitionRef.FindAllSubmatch(raw, -1) {
+				name := string(m[1])
+				if d, ok := definitions[name]; ok && reached[name] == nil {
+					reached[name] = d
+					next = append(next, d)
 				}
 			}
 		}
-		if len(ops) == 0 {
-			delete(paths, path)
+		used = next
+	}
+	var err error
+	for key, v := range map[string]any{"tags": kept, "paths": paths, "definitions": reached} {
+		if spec[key], err = json.Marshal(v); err != nil {
+			return nil, err
 		}
 	}
 	return json.MarshalIndent(spec, "", "  ")
 }
+
+// definitionRef finds the definitions a piece of the document refers to.
+var definitionRef = regexp.MustCompile(`"\$ref":\s*"#/definitions/([^"]+)"`)
 
 // serveDocs serves the page rendered by renderDocs. It loads nothing from
 // elsewhere (the machine may be offline), and its Content-Security-Policy

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +68,23 @@ func TestServeNATSOverMutualTLS(t *testing.T) {
 	if _, err := userv1.NewUserServiceClient(conn).CreateUser(ctx, &userv1.CreateUserRequest{Email: "tls@example.com", Name: "TLS"}); err != nil {
 		t.Fatal(err)
 	}
+
+	// A service's certificate must allow clientAuth to reach NATS over
+	// TLS; the inventory service, which does not use NATS, needs none.
+	serverOnly := func(name string) []string {
+		dir := t.TempDir()
+		cert, key := ca.Issue(t, mtlstest.Leaf{Names: []string{name, "127.0.0.1"}, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		files := []string{filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")}
+		for i, data := range [][]byte{cert, key, ca.PEM()} {
+			mtlstest.WriteFile(t, files[i], data)
+		}
+		return []string{"--tls-cert", files[0], "--tls-key", files[1], "--tls-ca", files[2]}
+	}
+	err = run(ctx, append([]string{"serve", "payment", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--nats-url", url}, serverOnly("payment")...), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "clientAuth") {
+		t.Errorf("payment with a serverAuth-only certificate and NATS over TLS: %v, want an error naming clientAuth", err)
+	}
+	startComponent(t, ctx, "inventory", append([]string{"--data-dir", t.TempDir(), "--nats-url", url}, serverOnly("inventory")...)...)
 
 	// The user's event reaches the stream, read here over TLS too.
 	nc, err := nats.Connect(url, nats.ClientCert(f.CertFile, f.KeyFile), nats.RootCAs(f.CAFile))

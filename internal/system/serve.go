@@ -2,6 +2,7 @@ package system
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -128,7 +129,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		default:
 			tlsCfg.Use = mtls.Serve
 		}
-		if natsOverTLS(cfg.NATSURL) {
+		if usesNATS(component) && natsOverTLS(cfg.NATSURL) {
 			tlsCfg.Use |= mtls.Call // it is NATS's client
 		}
 		var err error
@@ -145,11 +146,14 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	}
 
 	var bus *events.Bus
-	if cfg.NATSURL != "" && component != Gateway && component != Inventory {
+	if cfg.NATSURL != "" && usesNATS(component) {
 		var err error
 		var opts []nats.Option
 		if s.tls != nil && natsOverTLS(cfg.NATSURL) {
-			opts = append(opts, nats.ClientTLSConfig(s.tls.Certificate, s.tls.Roots))
+			// TLS 1.3 as between the components; Secure first, as
+			// ClientTLSConfig keeps a configuration set before it.
+			opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS13}),
+				nats.ClientTLSConfig(s.tls.Certificate, s.tls.Roots))
 		}
 		if s.nc, err = events.Connect(cfg.NATSURL, "duet-"+component, opts...); err != nil {
 			s.Shutdown(context.WithoutCancel(ctx))
@@ -159,7 +163,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 			s.Shutdown(context.WithoutCancel(ctx))
 			return fmt.Errorf("event stream: %w", err)
 		}
-	} else if component != Gateway && component != Inventory {
+	} else if usesNATS(component) {
 		log.Warn("no --nats-url: events stay in the outbox until the service runs with one", "component", component)
 	}
 
@@ -235,16 +239,24 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	return err
 }
 
-// natsOverTLS reports whether url names NATS servers over TLS
-// ("tls://", every one of a comma-separated list), which Serve connects
-// to with the component's certificate and CA when it has them.
+// usesNATS reports whether component publishes or consumes events.
+func usesNATS(component string) bool {
+	return component != Gateway && component != Inventory
+}
+
+// natsOverTLS reports whether nats.go connects to url over TLS: when any
+// server of the comma-separated list is tls:// or wss://, it takes TLS
+// for all of them, and Serve connects with the component's certificate
+// and CA when it has them. (A nats:// server that demands TLS gets it
+// too, without them: give such servers as tls://.)
 func natsOverTLS(url string) bool {
 	for _, u := range strings.Split(url, ",") {
-		if !strings.HasPrefix(strings.TrimSpace(u), "tls://") {
-			return false
+		u = strings.ToLower(strings.TrimSpace(u))
+		if strings.HasPrefix(u, "tls://") || strings.HasPrefix(u, "wss://") {
+			return true
 		}
 	}
-	return url != ""
+	return false
 }
 
 // check refuses what Serve cannot run component with, before anything is

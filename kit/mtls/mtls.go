@@ -379,7 +379,7 @@ func (c Config) check(contents [3][]byte, now time.Time) (*certprovider.KeyMater
 			use   Use
 			usage x509.ExtKeyUsage
 			name  string
-		}{{Serve, x509.ExtKeyUsageServerAuth, "serverAuth (it serves)"}, {Call, x509.ExtKeyUsageClientAuth, "clientAuth (it calls)"}} {
+		}{{Serve, x509.ExtKeyUsageServerAuth, "serverAuth (it serves)"}, {Call, x509.ExtKeyUsageClientAuth, "clientAuth (it calls services or NATS)"}} {
 			if c.Use&want.use != 0 && !slices.Contains(eku, want.usage) {
 				return nil, nil, fmt.Errorf("mtls: certificate %s lacks the extended key usage %s", c.CertFile, want.name)
 			}
