@@ -50,6 +50,8 @@ Usage:
                                     notification or gateway
   duet stock import FILE.csv        stream a CSV of stock records to the inventory service
   duet order watch ORDER_ID         follow an order's saga until it ends
+  duet certs NAME...                a development CA and certificates for
+                                    mutual TLS between duet serve's components
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;
@@ -71,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return stockCmd(ctx, args, stdout, stderr)
 	case "order":
 		return orderCmd(ctx, args, stdout, stderr)
+	case "certs":
+		return certsCmd(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		if len(args) > 0 {
@@ -307,7 +311,9 @@ func envName(name string) string {
 // commandLineOnly are the flags no environment variable sets: each names
 // one run (an import id), and a variable left in a job's environment would
 // hand next week's import this week's id, and have it skipped.
-var commandLineOnly = map[string]bool{"import-id": true}
+// So are `duet certs`' flags: a one-off command for a developer, whose
+// generic names (DUET_DIR) a deployment's environment could hold.
+var commandLineOnly = map[string]bool{"import-id": true, "dir": true, "days": true}
 
 func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
