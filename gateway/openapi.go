@@ -46,17 +46,26 @@ func openAPIOf(doc []byte, services []string) ([]byte, error) {
 	for _, s := range services {
 		keep[s[strings.LastIndexByte(s, '.')+1:]] = true
 	}
+	// A key the document lacks reads as empty.
+	field := func(key string, into any) error {
+		if raw, ok := spec[key]; ok {
+			if err := json.Unmarshal(raw, into); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+		}
+		return nil
+	}
 	var tags []struct {
 		Name string `json:"name"`
 	}
 	var rawTags []json.RawMessage
-	if err := json.Unmarshal(spec["tags"], &tags); err != nil {
-		return nil, fmt.Errorf("tags: %w", err)
+	if err := field("tags", &tags); err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(spec["tags"], &rawTags); err != nil {
-		return nil, fmt.Errorf("tags: %w", err)
+	if err := field("tags", &rawTags); err != nil {
+		return nil, err
 	}
-	var kept []json.RawMessage
+	kept := []json.RawMessage{}
 	for i, t := range tags {
 		if keep[t.Name] {
 			kept = append(kept, rawTags[i])
@@ -66,8 +75,8 @@ func openAPIOf(doc []byte, services []string) ([]byte, error) {
 		return doc, nil
 	}
 	var paths map[string]map[string]json.RawMessage
-	if err := json.Unmarshal(spec["paths"], &paths); err != nil {
-		return nil, fmt.Errorf("paths: %w", err)
+	if err := field("paths", &paths); err != nil {
+		return nil, err
 	}
 	var used [][]byte // what the operations kept refer to
 	for path, item := range paths {
@@ -94,8 +103,8 @@ func openAPIOf(doc []byte, services []string) ([]byte, error) {
 		}
 	}
 	var definitions map[string]json.RawMessage
-	if err := json.Unmarshal(spec["definitions"], &definitions); err != nil {
-		return nil, fmt.Errorf("definitions: %w", err)
+	if err := field("definitions", &definitions); err != nil {
+		return nil, err
 	}
 	reached := map[string]json.RawMessage{}
 	for len(used) > 0 {

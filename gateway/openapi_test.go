@@ -194,6 +194,9 @@ func TestOpenAPIOfTheServicesConfigured(t *testing.T) {
 	if page := string(e.do(t, "GET", "/docs", nil).body); strings.Contains(page, "InventoryService") || !strings.Contains(page, "UserService") {
 		t.Error("the docs page lists the inventory service, or not the user service")
 	}
+	if r := e.do(t, "DELETE", "/v1/products", nil); r.status != http.StatusNotFound || r.header.Get("Allow") != "" {
+		t.Errorf("DELETE /v1/products without inventory: %d, Allow %q; want 404 without Allow", r.status, r.header.Get("Allow"))
+	}
 	if allow := e.gw.routes.allow("/v1/products"); allow != "" {
 		t.Errorf("the route table gives /v1/products Allow %q without inventory", allow)
 	}

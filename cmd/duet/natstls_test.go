@@ -80,7 +80,10 @@ func TestServeNATSOverMutualTLS(t *testing.T) {
 		}
 		return []string{"--tls-cert", files[0], "--tls-key", files[1], "--tls-ca", files[2]}
 	}
-	err = run(ctx, append([]string{"serve", "payment", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--nats-url", url}, serverOnly("payment")...), io.Discard, io.Discard)
+	// Bounded: were the certificate taken, the service would serve on.
+	short, cancelShort := context.WithTimeout(ctx, 10*time.Second)
+	err = run(short, append([]string{"serve", "payment", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--nats-url", url}, serverOnly("payment")...), io.Discard, io.Discard)
+	cancelShort()
 	if err == nil || !strings.Contains(err.Error(), "clientAuth") {
 		t.Errorf("payment with a serverAuth-only certificate and NATS over TLS: %v, want an error naming clientAuth", err)
 	}

@@ -60,7 +60,9 @@ func New(name string, lifetime time.Duration) (*CA, error) {
 	return &CA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
-// Load reads a CA that Save wrote.
+// Load reads a CA that Save wrote. A missing file is an error that
+// errors.Is(err, os.ErrNotExist) says; the CA's dates are not checked
+// (NotAfter says them).
 func Load(certFile, keyFile string) (*CA, error) {
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -88,6 +90,9 @@ func (ca *CA) Save(certFile, keyFile string) error {
 // PEM is the CA's certificate, as a CA file holds it.
 func (ca *CA) PEM() []byte { return ca.pem }
 
+// NotAfter is when the CA, and every certificate it issued, expires.
+func (ca *CA) NotAfter() time.Time { return ca.cert.NotAfter }
+
 // Leaf describes a certificate to issue.
 type Leaf struct {
 	// Names are its DNS names, IP addresses (what callers dial) and URI
@@ -97,12 +102,14 @@ type Leaf struct {
 	// clientAuth, as a process that serves and calls needs.
 	Usages []x509.ExtKeyUsage
 	// NotBefore and NotAfter bound its validity; zero means an hour ago
-	// and the CA's own end.
+	// and the CA's own end, which also caps a later NotAfter (a peer
+	// checking the chain refuses a certificate its CA outlived).
 	NotBefore, NotAfter time.Time
 }
 
 // Issue signs a certificate for leaf and returns it and its key, PEM
-// encoded.
+// encoded. Its subject's common name is leaf's first name ("duet" with
+// none).
 func (ca *CA) Issue(leaf Leaf) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -126,7 +133,7 @@ func (ca *CA) Issue(leaf Leaf) (certPEM, keyPEM []byte, err error) {
 	if tmpl.NotBefore.IsZero() {
 		tmpl.NotBefore = time.Now().Add(-time.Hour)
 	}
-	if tmpl.NotAfter.IsZero() {
+	if tmpl.NotAfter.IsZero() || tmpl.NotAfter.After(ca.cert.NotAfter) {
 		tmpl.NotAfter = ca.cert.NotAfter
 	}
 	if tmpl.ExtKeyUsage == nil {
@@ -162,6 +169,10 @@ func (ca *CA) Issue(leaf Leaf) (certPEM, keyPEM []byte, err error) {
 // only, so a reader (kit/mtls re-reading its files) sees a whole file.
 func WriteFile(name string, data []byte) error {
 	tmp := name + ".tmp"
+	// A leftover of a crash keeps its mode through os.WriteFile.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}

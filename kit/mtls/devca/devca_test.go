@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,6 +48,22 @@ func TestSaveLoad(t *testing.T) {
 	}
 	if len(pair.Leaf.IPAddresses) != 1 || len(pair.Leaf.URIs) != 1 {
 		t.Errorf("names: IPs %v, URIs %v", pair.Leaf.IPAddresses, pair.Leaf.URIs)
+	}
+	// No certificate outlives its CA.
+	longPEM, _, err := ca.Issue(devca.Leaf{Names: []string{"x"}, NotAfter: time.Now().Add(48 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(longPEM)
+	if block == nil {
+		t.Fatal("no PEM")
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NotAfter.After(ca.NotAfter()) {
+		t.Errorf("a certificate outlives its CA: %v after %v", c.NotAfter, ca.NotAfter())
 	}
 	// A leaf is no CA to load.
 	leafCert, leafKey := filepath.Join(dir, "leaf.pem"), filepath.Join(dir, "leaf.key")
