@@ -34,7 +34,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -42,6 +44,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/tls/certprovider"
 	"google.golang.org/grpc/security/advancedtls"
@@ -96,6 +99,23 @@ type Config struct {
 // `duet_tls_certificate_expiry_timestamp_seconds - time() < 7 * 86400`.
 // Close removes the file's series.
 const ExpiryMetric = "duet_tls_certificate_expiry_timestamp_seconds"
+
+// HandshakeFailuresMetric counts the TLS handshakes that failed, by side
+// ("server": a caller without a certificate the CA signed, or not
+// speaking TLS; "client": a server whose certificate the process
+// refused): a peer left on an old CA, or a component started without
+// its flags, shows here before anyone reads a log. A connection closed
+// before it sent anything (a TCP probe) is not counted.
+const HandshakeFailuresMetric = "duet_tls_handshake_failures_total"
+
+// handshakeFailures registers HandshakeFailuresMetric on m, or finds it
+// registered by other credentials of the process.
+func handshakeFailures(m *metrics.Metrics) (*prometheus.CounterVec, error) {
+	return metrics.Register(m.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: HandshakeFailuresMetric,
+		Help: "TLS handshakes that failed, by side (server: a caller refused; client: a server refused).",
+	}, []string{"side"}))
+}
 
 // expiryGauge registers ExpiryMetric on m, or finds it registered by
 // other credentials of the process.
@@ -160,6 +180,10 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mtls: %w", err)
 	}
+	failures, err := handshakeFailures(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("mtls: %w", err)
+	}
 	contents, err := cfg.read()
 	if err != nil {
 		return nil, err
@@ -178,7 +202,8 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	// configuration for each handshake, so session tickets never outlive
 	// one and a resumed session never skips the current CA's check: add
 	// no fixed ticket keys or client session cache.)
-	if c.server, err = advancedtls.NewServerCreds(&advancedtls.Options{
+	var server, client credentials.TransportCredentials
+	if server, err = advancedtls.NewServerCreds(&advancedtls.Options{
 		IdentityOptions:   advancedtls.IdentityCertificateOptions{IdentityProvider: c.source},
 		RootOptions:       advancedtls.RootCertificateOptions{RootProvider: c.source},
 		RequireClientCert: true,
@@ -188,7 +213,7 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("mtls: %w", err)
 	}
-	if c.client, err = advancedtls.NewClientCreds(&advancedtls.Options{
+	if client, err = advancedtls.NewClientCreds(&advancedtls.Options{
 		IdentityOptions:  advancedtls.IdentityCertificateOptions{IdentityProvider: c.source},
 		RootOptions:      advancedtls.RootCertificateOptions{RootProvider: c.source},
 		VerificationType: advancedtls.CertAndHostVerification,
@@ -197,6 +222,10 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("mtls: %w", err)
 	}
+	c.server = &observed{TransportCredentials: server, side: "server", failures: failures.WithLabelValues("server"), log: cfg.Logger,
+		sometimes: &rate.Sometimes{First: 3, Interval: 10 * time.Second}}
+	c.client = &observed{TransportCredentials: client, side: "client", failures: failures.WithLabelValues("client"), log: cfg.Logger,
+		sometimes: &rate.Sometimes{First: 3, Interval: 10 * time.Second}}
 	c.expiry.Set(float64(leaf.NotAfter.Unix()))
 	var watch context.Context
 	watch, c.stop = context.WithCancel(context.WithoutCancel(ctx))
@@ -212,6 +241,54 @@ func (c *Credentials) Server() credentials.TransportCredentials { return c.serve
 // Config.Creds): it presents the process's certificate and checks the
 // server's.
 func (c *Credentials) Client() credentials.TransportCredentials { return c.client }
+
+// observed counts and logs the handshakes its credentials fail: grpc-go
+// logs them only at its warning level, off by default, so a refused
+// peer left no trace.
+type observed struct {
+	credentials.TransportCredentials
+	side     string
+	failures prometheus.Counter
+	log      *slog.Logger
+	// sometimes bounds the log lines (a port scanner is not a log flood);
+	// the counter counts every failure.
+	sometimes *rate.Sometimes
+}
+
+func (o *observed) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := o.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		o.failed(conn, "", err)
+	}
+	return out, info, err
+}
+
+func (o *observed) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := o.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	if err != nil && ctx.Err() == nil { // not a connection given up
+		o.failed(conn, authority, err)
+	}
+	return out, info, err
+}
+
+func (o *observed) Clone() credentials.TransportCredentials {
+	clone := *o
+	clone.TransportCredentials = o.TransportCredentials.Clone()
+	return &clone
+}
+
+// failed counts a failed handshake and logs it, some of the time; a peer
+// that closed before sending a byte (a TCP probe) is neither.
+func (o *observed) failed(conn net.Conn, authority string, err error) {
+	if errors.Is(err, io.EOF) {
+		return
+	}
+	o.failures.Inc()
+	o.sometimes.Do(func() {
+		o.log.Warn("mtls: TLS handshake failed (later failures counted in "+HandshakeFailuresMetric+", logged at most every 10 s)",
+			"side", o.side, "peer.address", conn.RemoteAddr().String(), "authority", authority, "error", err)
+	})
+}
 
 // Certificate returns the certificate in use and its key, for clients
 // other than gRPC's that take a callback per connection (nats.go's

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 
@@ -135,7 +136,10 @@ func refused(err error) bool {
 func TestMutualTLS(t *testing.T) {
 	ca := mtlstest.NewCA(t, "duet")
 	other := mtlstest.NewCA(t, "other")
-	addr := serve(t, ca.Write(t, t.TempDir(), refresh, []string{"127.0.0.1"}))
+	cfg := ca.Write(t, t.TempDir(), refresh, []string{"127.0.0.1"})
+	var logs logbuffer.Buffer
+	cfg.Logger, cfg.Metrics = slog.New(slog.NewTextHandler(&logs, nil)), metrics.New()
+	addr := serve(t, cfg)
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM())
@@ -160,6 +164,31 @@ func TestMutualTLS(t *testing.T) {
 			}
 		})
 	}
+	// The server saw the three refused handshakes: counted, and logged.
+	// (A refused client retries; the counter counts every attempt.)
+	if n := handshakeFailures(t, cfg.Metrics, "server"); n < 3 {
+		t.Errorf("%s{side=server} = %v, want at least 3", mtls.HandshakeFailuresMetric, n)
+	}
+	if n := strings.Count(logs.String(), "TLS handshake failed"); n < 1 || n > 3 {
+		t.Errorf("%d log lines of failed handshakes, want 1 to 3:\n%s", n, logs.String())
+	}
+}
+
+// handshakeFailures reads HandshakeFailuresMetric of side from m.
+func handshakeFailures(t *testing.T, m *metrics.Metrics, side string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, metric := range f.GetMetric() {
+			if f.GetName() == mtls.HandshakeFailuresMetric && metric.GetLabel()[0].GetValue() == side {
+				return metric.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // TestServerChecked: a client checks the server's certificate: its CA,
@@ -169,6 +198,9 @@ func TestServerChecked(t *testing.T) {
 	ca, other := mtlstest.NewCA(t, "duet"), mtlstest.NewCA(t, "other")
 	client := clientOf(t, ca.Write(t, t.TempDir(), refresh, []string{"client"}))
 	named := serve(t, ca.Write(t, t.TempDir(), refresh, []string{"localhost"}))
+	clientCfg := ca.Write(t, t.TempDir(), refresh, []string{"client"})
+	clientCfg.Metrics = metrics.New()
+	counted := clientOf(t, clientCfg)
 	_, port, _ := net.SplitHostPort(named)
 	tests := []struct {
 		name, target string
@@ -177,6 +209,12 @@ func TestServerChecked(t *testing.T) {
 		{"the name dialed", "dns:///localhost:" + port, true},
 		{"an address the certificate does not name", named, false},
 		{"a server another CA signed", serve(t, other.Write(t, t.TempDir(), refresh, []string{"127.0.0.1"}, ca)), false},
+	}
+	if err := check(t, named, counted); !refused(err) {
+		t.Fatalf("a server named localhost at 127.0.0.1: %v, want refused", err)
+	}
+	if n := handshakeFailures(t, clientCfg.Metrics, "client"); n < 1 {
+		t.Errorf("%s{side=client} = %v, want at least 1", mtls.HandshakeFailuresMetric, n)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
