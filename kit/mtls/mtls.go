@@ -86,10 +86,12 @@ type Config struct {
 	// (zero means both).
 	Use Use
 	// Logger receives a line for each set of files taken or refused after
-	// Load, for each failure to read them, and when the certificate in
-	// use expires; nil means slog.Default().
+	// Load, for each failure to read them, when the certificate in use
+	// expires, and for failed handshakes (the first three, then one every
+	// 10 s); nil means slog.Default().
 	Logger *slog.Logger
-	// Metrics gets ExpiryMetric; nil means metrics.Default().
+	// Metrics gets ExpiryMetric and HandshakeFailuresMetric; nil means
+	// metrics.Default().
 	Metrics *metrics.Metrics
 }
 
@@ -100,12 +102,15 @@ type Config struct {
 // Close removes the file's series.
 const ExpiryMetric = "duet_tls_certificate_expiry_timestamp_seconds"
 
-// HandshakeFailuresMetric counts the TLS handshakes that failed, by side
-// ("server": a caller without a certificate the CA signed, or not
-// speaking TLS; "client": a server whose certificate the process
-// refused): a peer left on an old CA, or a component started without
-// its flags, shows here before anyone reads a log. A connection closed
-// before it sent anything (a TCP probe) is not counted.
+// HandshakeFailuresMetric counts the TLS handshakes that failed on this
+// side, by side: "server", a caller without a certificate the CA signed,
+// not speaking TLS, refusing this process's certificate, or abandoning
+// the handshake (a reset, a stall); "client", a server whose certificate
+// this process refused, or that hung up. It counts attempts, not peers:
+// a refused client retries with backoff. A peer left on an old CA, or a
+// component started without its flags, shows here before anyone reads a
+// log. A caller that closes at once, without a word (a TCP probe), is
+// not counted; one that resets the connection is.
 const HandshakeFailuresMetric = "duet_tls_handshake_failures_total"
 
 // handshakeFailures registers HandshakeFailuresMetric on m, or finds it
@@ -113,7 +118,7 @@ const HandshakeFailuresMetric = "duet_tls_handshake_failures_total"
 func handshakeFailures(m *metrics.Metrics) (*prometheus.CounterVec, error) {
 	return metrics.Register(m.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: HandshakeFailuresMetric,
-		Help: "TLS handshakes that failed, by side (server: a caller refused; client: a server refused).",
+		Help: "TLS handshakes that failed on this side (attempts): server, a caller refused or gone; client, a server refused or gone.",
 	}, []string{"side"}))
 }
 
@@ -243,8 +248,8 @@ func (c *Credentials) Server() credentials.TransportCredentials { return c.serve
 func (c *Credentials) Client() credentials.TransportCredentials { return c.client }
 
 // observed counts and logs the handshakes its credentials fail: grpc-go
-// logs them only at its warning level, off by default, so a refused
-// peer left no trace.
+// logs them only at levels below its default (info on a server, warning
+// on a client), so a refused peer left no trace.
 type observed struct {
 	credentials.TransportCredentials
 	side     string
@@ -257,8 +262,9 @@ type observed struct {
 
 func (o *observed) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	out, info, err := o.TransportCredentials.ServerHandshake(conn)
-	if err != nil {
-		o.failed(conn, "", err)
+	// A caller that closes at once, without a word, is a TCP probe.
+	if err != nil && !errors.Is(err, io.EOF) {
+		o.failed(conn, err)
 	}
 	return out, info, err
 }
@@ -266,7 +272,7 @@ func (o *observed) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInf
 func (o *observed) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	out, info, err := o.TransportCredentials.ClientHandshake(ctx, authority, conn)
 	if err != nil && ctx.Err() == nil { // not a connection given up
-		o.failed(conn, authority, err)
+		o.failed(conn, err, "authority", authority)
 	}
 	return out, info, err
 }
@@ -277,16 +283,13 @@ func (o *observed) Clone() credentials.TransportCredentials {
 	return &clone
 }
 
-// failed counts a failed handshake and logs it, some of the time; a peer
-// that closed before sending a byte (a TCP probe) is neither.
-func (o *observed) failed(conn net.Conn, authority string, err error) {
-	if errors.Is(err, io.EOF) {
-		return
-	}
+// failed counts a failed handshake and logs it, some of the time, with
+// attrs.
+func (o *observed) failed(conn net.Conn, err error, attrs ...any) {
 	o.failures.Inc()
 	o.sometimes.Do(func() {
-		o.log.Warn("mtls: TLS handshake failed (later failures counted in "+HandshakeFailuresMetric+", logged at most every 10 s)",
-			"side", o.side, "peer.address", conn.RemoteAddr().String(), "authority", authority, "error", err)
+		o.log.Warn("mtls: TLS handshake failed (all counted in "+HandshakeFailuresMetric+", logged at most every 10 s)",
+			append([]any{"side", o.side, "peer.address", conn.RemoteAddr().String(), "error", err}, attrs...)...)
 	})
 }
 

@@ -166,7 +166,14 @@ func TestMutualTLS(t *testing.T) {
 	}
 	// The server saw the three refused handshakes: counted, and logged.
 	// (A refused client retries; the counter counts every attempt.)
-	if n := handshakeFailures(t, cfg.Metrics, "server"); n < 3 {
+	// (The server counts after its alert went out: wait for it.)
+	var n float64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(refresh) {
+		if n = handshakeFailures(t, cfg.Metrics, "server"); n >= 3 {
+			break
+		}
+	}
+	if n < 3 {
 		t.Errorf("%s{side=server} = %v, want at least 3", mtls.HandshakeFailuresMetric, n)
 	}
 	if n := strings.Count(logs.String(), "TLS handshake failed"); n < 1 || n > 3 {
