@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 // value reads a counter.
@@ -43,31 +44,18 @@ func (f failing) ClientHandshake(context.Context, string, net.Conn) (net.Conn, c
 
 func (f failing) Clone() credentials.TransportCredentials { return f }
 
-// lockedLog is a log destination safe for concurrent use.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) lines() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), "handshake failed")
+// handshakeLines counts the failed-handshake lines of log.
+func handshakeLines(log *logbuffer.Buffer) int {
+	return strings.Count(log.String(), "handshake failed")
 }
 
 // TestObserved: every failed handshake is counted and the first three
 // logged; a caller's silent close (a server's io.EOF) and a client's
 // attempt given up are neither; a clone counts with its original.
 func TestObserved(t *testing.T) {
-	newObserved := func(side string, err error) (*observed, prometheus.Counter, *lockedLog) {
+	newObserved := func(side string, err error) (*observed, prometheus.Counter, *logbuffer.Buffer) {
 		counter := prometheus.NewCounter(prometheus.CounterOpts{Name: "test"})
-		log := &lockedLog{}
+		log := &logbuffer.Buffer{}
 		return &observed{TransportCredentials: failing{err: err}, side: side, failures: counter,
 			log: slog.New(slog.NewTextHandler(log, nil)), sometimes: &rate.Sometimes{First: 3, Interval: time.Hour}}, counter, log
 	}
@@ -81,14 +69,14 @@ func TestObserved(t *testing.T) {
 		server.ServerHandshake(conn)
 	}
 	server.Clone().ServerHandshake(conn)
-	if n := value(t, counter); n != 6 || log.lines() != 3 {
-		t.Errorf("six refusals: counted %v, logged %d; want 6 and 3", n, log.lines())
+	if n := value(t, counter); n != 6 || handshakeLines(log) != 3 {
+		t.Errorf("six refusals: counted %v, logged %d; want 6 and 3", n, handshakeLines(log))
 	}
 
 	silent, counter, log := newObserved("server", io.EOF)
 	silent.ServerHandshake(conn)
-	if n := value(t, counter); n != 0 || log.lines() != 0 {
-		t.Errorf("a silent close: counted %v, logged %d; want neither", n, log.lines())
+	if n := value(t, counter); n != 0 || handshakeLines(log) != 0 {
+		t.Errorf("a silent close: counted %v, logged %d; want neither", n, handshakeLines(log))
 	}
 
 	client, counter, _ := newObserved("client", refused)
