@@ -5,8 +5,10 @@ package logbuffer
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Buffer is a bytes.Buffer safe for concurrent writes and reads. The zero
@@ -46,4 +48,15 @@ func (b *Buffer) Lines(t testing.TB) []map[string]any {
 		out = append(out, rec)
 	}
 	return out
+}
+
+// WaitFor waits up to within for what was written to hold text, looking
+// again every 10 ms, and fails t with what was written if it never does.
+func (b *Buffer) WaitFor(t testing.TB, text string, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !strings.Contains(b.String(), text); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing written says %q:\n%s", text, b.String())
+		}
+	}
 }

@@ -236,13 +236,13 @@ func TestPolicyReloaded(t *testing.T) {
 	// Two broken files in turn, then none: each said once, the last good
 	// policy kept throughout.
 	mtlstest.WriteFile(t, f.policy, []byte(`{"name": "broken", `))
-	waitForLog(t, f.logs, "failed to unmarshal policy")
+	f.logs.WaitFor(t, "failed to unmarshal policy", 10*time.Second)
 	mtlstest.WriteFile(t, f.policy, []byte(`{"name": "no rules"}`))
-	waitForLog(t, f.logs, "allow_rules")
+	f.logs.WaitFor(t, "allow_rules", 10*time.Second)
 	if err := os.Remove(f.policy); err != nil {
 		t.Fatal(err)
 	}
-	waitForLog(t, f.logs, "policy file not read")
+	f.logs.WaitFor(t, "policy file not read", 10*time.Second)
 	if err := call(t, gateway, "unary"); err != nil {
 		t.Fatalf("with a broken policy file the last good policy was dropped: %v", err)
 	}
@@ -285,16 +285,6 @@ func TestReloadSaysEachOnce(t *testing.T) {
 			if got := strings.Count(logs.String(), text); got != want {
 				t.Fatalf("after %s: %d lines saying %q, want %d:\n%s", step.name, got, text, want, logs.String())
 			}
-		}
-	}
-}
-
-// waitForLog waits up to 10 s for logs to hold text.
-func waitForLog(t *testing.T, logs *logbuffer.Buffer, text string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), text); time.Sleep(refresh) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log saying %q:\n%s", text, logs.String())
 		}
 	}
 }

@@ -141,7 +141,8 @@ func (c Config) IsZero() bool {
 type Credentials struct {
 	cfg            Config
 	source         *source
-	expiry         prometheus.Gauge
+	expiries       *prometheus.GaugeVec // ExpiryMetric, whose cert_file series Close removes
+	expiry         prometheus.Gauge     // this one's series
 	server, client credentials.TransportCredentials
 	stop           context.CancelFunc
 	done           chan struct{}
@@ -198,7 +199,7 @@ func Load(ctx context.Context, cfg Config) (*Credentials, error) {
 		return nil, err
 	}
 	c := &Credentials{cfg: cfg, source: &source{}, used: contents, done: make(chan struct{}),
-		expiry: gauge.WithLabelValues(cfg.CertFile)}
+		expiries: gauge, expiry: gauge.WithLabelValues(cfg.CertFile)}
 	c.source.km.Store(km)
 	// Both sides verify the peer's chain against the CA bundle; a client
 	// also checks the server's name against the address it dialed. TLS
@@ -313,9 +314,7 @@ func (c *Credentials) Roots() (*x509.CertPool, error) {
 func (c *Credentials) Close() {
 	c.stop()
 	<-c.done
-	if gauge, err := expiryGauge(c.cfg.Metrics); err == nil {
-		gauge.DeleteLabelValues(c.cfg.CertFile)
-	}
+	c.expiries.DeleteLabelValues(c.cfg.CertFile)
 }
 
 // watch reads the files every Refresh until ctx ends.

@@ -279,13 +279,13 @@ func TestBadFilesKeepTheLastGood(t *testing.T) {
 	// A key of another certificate, the CA file cut short.
 	_, otherKey := ca.Issue(t, mtlstest.Leaf{Names: []string{"127.0.0.1"}})
 	mtlstest.WriteFile(t, cfg.KeyFile, otherKey)
-	waitForLog(t, &logs, "private key does not match")
+	logs.WaitFor(t, "private key does not match", 10*time.Second)
 	if err := servedBy(t, addr, client, "duet"); err != nil {
 		t.Fatalf("with a key that does not match, the server: %v", err)
 	}
 	full := append(ca.PEM(), next.PEM()...)
 	mtlstest.WriteFile(t, cfg.CAFile, full[:len(full)-40])
-	waitForLog(t, &logs, "cut short")
+	logs.WaitFor(t, "cut short", 10*time.Second)
 	if err := servedBy(t, addr, client, "duet"); err != nil {
 		t.Fatalf("with a CA file cut short, the server: %v", err)
 	}
@@ -293,16 +293,6 @@ func TestBadFilesKeepTheLastGood(t *testing.T) {
 	next.Write(t, dir, refresh, []string{"127.0.0.1"}, ca, next)
 	if err := servedBy(t, addr, client, "next"); err != nil {
 		t.Fatalf("a good set after the bad ones: %v", err)
-	}
-}
-
-// waitForLog waits up to 10 s for logs to hold text.
-func waitForLog(t *testing.T, logs *logbuffer.Buffer, text string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), text); time.Sleep(refresh) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log saying %q:\n%s", text, logs.String())
-		}
 	}
 }
 
