@@ -31,8 +31,10 @@ package access
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -42,12 +44,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/duetkit/duet/internal/watchfile"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/mtls"
 )
 
 // ReasonCallerNotAllowed is the ErrorInfo reason of a call the policy
@@ -86,13 +88,7 @@ type Config struct {
 type Policy struct {
 	cfg    Config
 	engine atomic.Pointer[authz.StaticInterceptor]
-	stop   context.CancelFunc
-	done   chan struct{}
-
-	// Kept by the reading goroutine alone: the file's contents in use,
-	// and the last ones refused or the last failure to read it.
-	used, refused []byte
-	readErr       string
+	file   *watchfile.Watcher
 }
 
 // Load reads and compiles the policy file, so that a file missing or not
@@ -123,16 +119,30 @@ func Load(ctx context.Context, cfg Config) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{cfg: cfg, used: contents, done: make(chan struct{})}
+	p := &Policy{cfg: cfg}
 	p.engine.Store(engine)
-	var watch context.Context
-	watch, p.stop = context.WithCancel(context.WithoutCancel(ctx))
-	go p.watch(watch)
+	p.file = watchfile.Start(ctx, watchfile.Config{File: cfg.PolicyFile, Every: cfg.Refresh, Package: "access", Noun: "policy", Logger: cfg.Logger,
+		Take: func(contents []byte) error {
+			engine, err := compile(cfg.PolicyFile, contents)
+			if err == nil {
+				p.engine.Store(engine)
+			}
+			return err
+		}}, contents)
 	return p, nil
 }
 
 // compile parses a policy, saying which file is wrong.
 func compile(file string, contents []byte) (*authz.StaticInterceptor, error) {
+	// authz reads the first JSON value and ignores what follows it: a
+	// second policy pasted after the first would be silently dropped.
+	dec := json.NewDecoder(bytes.NewReader(contents))
+	var policy json.RawMessage
+	if err := dec.Decode(&policy); err == nil {
+		if _, err := dec.Token(); err != io.EOF {
+			return nil, fmt.Errorf("access: policy %s: text after the policy", file)
+		}
+	}
 	engine, err := authz.NewStatic(string(contents))
 	if err != nil {
 		return nil, fmt.Errorf("access: policy %s: %w", file, err)
@@ -142,10 +152,7 @@ func compile(file string, contents []byte) (*authz.StaticInterceptor, error) {
 
 // Close stops reading the file and waits for the reader to end. The
 // interceptors go on deciding with the last policy read.
-func (p *Policy) Close() {
-	p.stop()
-	<-p.done
-}
+func (p *Policy) Close() { p.file.Close() }
 
 // UnaryInterceptor refuses unary calls the policy does not allow.
 func (p *Policy) UnaryInterceptor() grpc.UnaryServerInterceptor {
@@ -200,73 +207,7 @@ func (p *Policy) refusal(ctx context.Context, method string, err error) error {
 		"the caller's certificate is not allowed to call "+method, apierr.Metadata("method", method))
 }
 
-// principal is the name the policy knew the caller by: its certificate's
-// URI names, else its DNS names, else its subject, as authz matches them.
+// principal is the name the policy knew the caller by (mtls.PeerNames).
 func principal(ctx context.Context) string {
-	pr, ok := peer.FromContext(ctx)
-	if !ok {
-		return ""
-	}
-	info, ok := pr.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.PeerCertificates) == 0 {
-		return ""
-	}
-	cert := info.State.PeerCertificates[0]
-	switch {
-	case len(cert.URIs) > 0:
-		names := make([]string, len(cert.URIs))
-		for i, u := range cert.URIs {
-			names[i] = u.String()
-		}
-		return strings.Join(names, ",")
-	case len(cert.DNSNames) > 0:
-		return strings.Join(cert.DNSNames, ",")
-	}
-	return cert.Subject.String()
-}
-
-// watch reads the file every Refresh until ctx ends.
-func (p *Policy) watch(ctx context.Context) {
-	defer close(p.done)
-	t := time.NewTicker(p.cfg.Refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.reload(ctx)
-		}
-	}
-}
-
-// reload takes the file's contents if they changed and compile, and says
-// what it did, once for each failure to read and each policy refused.
-func (p *Policy) reload(ctx context.Context) {
-	log := p.cfg.Logger.With("policy_file", p.cfg.PolicyFile)
-	contents, err := os.ReadFile(p.cfg.PolicyFile)
-	if err != nil {
-		if err.Error() != p.readErr {
-			p.readErr = err.Error()
-			log.ErrorContext(ctx, "access: policy file not read; the last good policy is still used", "error", err)
-		}
-		return
-	}
-	p.readErr = ""
-	switch {
-	case bytes.Equal(contents, p.used):
-		p.refused = nil
-		return
-	case p.refused != nil && bytes.Equal(contents, p.refused):
-		return // said already
-	}
-	engine, err := compile(p.cfg.PolicyFile, contents)
-	if err != nil {
-		p.refused = contents
-		log.ErrorContext(ctx, "access: new policy not used; the last good one still is", "error", err)
-		return
-	}
-	p.engine.Store(engine)
-	p.used, p.refused = contents, nil
-	log.InfoContext(ctx, "access: policy reloaded")
+	return strings.Join(mtls.PeerNames(ctx), ",")
 }

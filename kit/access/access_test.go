@@ -307,6 +307,8 @@ func TestLoadRefuses(t *testing.T) {
 		{"missing", access.Config{PolicyFile: filepath.Join(dir, "missing.json")}, "missing.json"},
 		{"not JSON", access.Config{PolicyFile: write("bad.json", "{")}, "bad.json"},
 		{"no allow rules", access.Config{PolicyFile: write("empty.json", `{"name": "x"}`)}, "empty.json"},
+		{"a second policy after it", access.Config{PolicyFile: write("two.json", policy+policy)}, "text after the policy"},
+		{"a brace after it", access.Config{PolicyFile: write("brace.json", policy+"}")}, "text after the policy"},
 		{"negative refresh", access.Config{PolicyFile: write("ok.json", policy), Refresh: -time.Second}, "negative"},
 	}
 	for _, tt := range tests {

@@ -47,6 +47,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/tls/certprovider"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/security/advancedtls"
 
 	"github.com/duetkit/duet/kit/metrics"
@@ -532,3 +533,30 @@ func (s *source) KeyMaterial(context.Context) (*certprovider.KeyMaterial, error)
 func (s *source) Close() {}
 
 func (s *source) leaf() *x509.Certificate { return s.km.Load().Certs[0].Leaf }
+
+// PeerNames are the names of the certificate a call's caller presented,
+// as gRPC's authorization policies match them: its URI names if it has
+// any, else its DNS names, else its subject ("CN=operator,O=Shop"). None
+// for a call without mutual TLS.
+func PeerNames(ctx context.Context) []string {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	cert := info.State.PeerCertificates[0]
+	switch {
+	case len(cert.URIs) > 0:
+		names := make([]string, len(cert.URIs))
+		for i, u := range cert.URIs {
+			names[i] = u.String()
+		}
+		return names
+	case len(cert.DNSNames) > 0:
+		return slices.Clone(cert.DNSNames)
+	}
+	return []string{cert.Subject.String()}
+}
