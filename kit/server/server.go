@@ -206,6 +206,12 @@ type Config struct {
 	// skip it: balancers and kit/client watch them, and a refused watch
 	// takes the server out of every client's rotation.
 	Authorizer Authorizer
+	// Authenticator, when not nil, checks on whose behalf a call is made
+	// (kit/authn's Verifier is one: end users' JSON Web Tokens). It runs
+	// right after the Authorizer, so a component refused by its
+	// certificate learns nothing of its token, and before validation;
+	// health checks skip it as they skip the Authorizer.
+	Authenticator Authorizer
 	// UnaryInterceptors and StreamInterceptors run after the defaults,
 	// closest to the handler.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
@@ -323,8 +329,10 @@ func New(cfg Config) (*Server, error) {
 		m.Server.UnaryServerInterceptor(),
 		recovery.UnaryServerInterceptor(recover),
 	}
-	if cfg.Authorizer != nil {
-		unary = append(unary, skipHealthUnary(cfg.Authorizer.UnaryInterceptor()))
+	for _, auth := range []Authorizer{cfg.Authorizer, cfg.Authenticator} {
+		if auth != nil {
+			unary = append(unary, skipHealthUnary(auth.UnaryInterceptor()))
+		}
 	}
 	unary = append(unary, inner.intercept)
 
@@ -347,8 +355,10 @@ func New(cfg Config) (*Server, error) {
 		sd.finite[name] = true
 	}
 	stream = append(stream, m.Server.StreamServerInterceptor(), recovery.StreamServerInterceptor(recover), sd.intercept)
-	if cfg.Authorizer != nil {
-		stream = append(stream, skipHealthStream(cfg.Authorizer.StreamInterceptor()))
+	for _, auth := range []Authorizer{cfg.Authorizer, cfg.Authenticator} {
+		if auth != nil {
+			stream = append(stream, skipHealthStream(auth.StreamInterceptor()))
+		}
 	}
 	if !cfg.DisableValidation {
 		stream = append(stream, validation.StreamServerInterceptor(validator))

@@ -1,0 +1,100 @@
+// Package devissuer signs JSON Web Tokens for development and tests: the
+// issuer an identity provider would be, with a key made in memory, so
+// that kit/authn can be tried and tested without one.
+//
+// Production tokens come from an identity provider (Keycloak, Auth0,
+// Dex, a cloud's); this package is not one: it has no users, no login
+// and no revocation.
+package devissuer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Issuer signs tokens with one ES256 key.
+type Issuer struct {
+	// Name is the "iss" of the tokens it signs.
+	Name   string
+	key    jose.JSONWebKey
+	signer jose.Signer
+}
+
+// New makes an issuer named name with a new key, whose "kid" is kid.
+func New(name, kid string) (*Issuer, error) {
+	if name == "" || kid == "" {
+		return nil, errors.New("devissuer: an issuer needs a name and a key id")
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %w", err)
+	}
+	key := jose.JSONWebKey{Key: priv, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %w", err)
+	}
+	return &Issuer{Name: name, key: key, signer: signer}, nil
+}
+
+// KeySet is the issuer's public JSON Web Key Set, as kit/authn reads it.
+func (i *Issuer) KeySet() ([]byte, error) {
+	return KeySet(i)
+}
+
+// KeySet is the public keys of issuers, in one JSON Web Key Set: the set
+// a verifier reads while keys rotate.
+func KeySet(issuers ...*Issuer) ([]byte, error) {
+	var set jose.JSONWebKeySet
+	for _, i := range issuers {
+		set.Keys = append(set.Keys, i.key.Public())
+	}
+	return json.Marshal(set)
+}
+
+// Claims are what a token says.
+type Claims struct {
+	// Subject is the "sub": the user.
+	Subject string
+	// Audience is the "aud".
+	Audience []string
+	// Scopes go into "scope", joined by spaces.
+	Scopes []string
+	// NotBefore and Expiry bound the token's life; a zero NotBefore
+	// means now, a zero Expiry an hour from NotBefore.
+	NotBefore, Expiry time.Time
+}
+
+// Sign signs a token of c's claims.
+func (i *Issuer) Sign(c Claims) (string, error) {
+	nbf := c.NotBefore
+	if nbf.IsZero() {
+		nbf = time.Now()
+	}
+	exp := c.Expiry
+	if exp.IsZero() {
+		exp = nbf.Add(time.Hour)
+	}
+	registered := jwt.Claims{
+		Issuer: i.Name, Subject: c.Subject, Audience: c.Audience,
+		NotBefore: jwt.NewNumericDate(nbf), IssuedAt: jwt.NewNumericDate(nbf), Expiry: jwt.NewNumericDate(exp),
+	}
+	b := jwt.Signed(i.signer).Claims(registered)
+	if len(c.Scopes) > 0 {
+		b = b.Claims(map[string]any{"scope": strings.Join(c.Scopes, " ")})
+	}
+	token, err := b.Serialize()
+	if err != nil {
+		return "", fmt.Errorf("devissuer: %w", err)
+	}
+	return token, nil
+}
