@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ import (
 
 	benchv1 "github.com/duetkit/duet/gen/duet/bench/v1"
 	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authn/devissuer"
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/tracing"
@@ -49,7 +52,9 @@ const (
 
 // hello is the first line a child writes: the addresses it serves.
 type hello struct {
-	Addr                                                string `json:"addr,omitempty"`
+	Addr string `json:"addr,omitempty"`
+	// Token is an end user's token the kit's echo server accepts.
+	Token                                               string `json:"token,omitempty"`
 	HTTP, User, Order, Payment, Inventory, Notification string `json:",omitempty"`
 	Error                                               string `json:"error,omitempty"`
 }
@@ -125,7 +130,7 @@ func serveRole(role string) (hello, func(), error) {
 		benchv1.RegisterEchoServiceServer(srv, echoServer{})
 		go srv.Serve(lis)
 		return hello{Addr: addr}, srv.Stop, nil
-	case roleKit, kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers:
+	case roleKit, kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers, kitNoAuthn:
 		// What `duet up` does: the tracer provider, a JSON logger at info
 		// (so the access log writes a line per call; /dev/null keeps the
 		// write system call and drops the bytes), and kit/server's defaults.
@@ -138,7 +143,12 @@ func serveRole(role string) (hello, func(), error) {
 		if err != nil {
 			return hello{}, nil, err
 		}
-		cfg := server.Config{Name: "echo", Logger: log}
+		verifier, token, closeVerifier, err := benchVerifier()
+		if err != nil {
+			closeLog()
+			return hello{}, nil, err
+		}
+		cfg := server.Config{Name: "echo", Logger: log, Authenticator: verifier}
 		switch role {
 		case kitNoLog:
 			cfg.DisableAccessLog = true
@@ -146,6 +156,8 @@ func serveRole(role string) (hello, func(), error) {
 			cfg.DisableTracing = true
 		case kitNoWorkers:
 			cfg.StreamWorkers = -1
+		case kitNoAuthn:
+			cfg.Authenticator = nil
 		}
 		srv, err := server.New(cfg)
 		if err != nil {
@@ -153,9 +165,10 @@ func serveRole(role string) (hello, func(), error) {
 		}
 		benchv1.RegisterEchoServiceServer(srv, echoServer{})
 		go srv.Serve(lis)
-		return hello{Addr: addr}, func() {
+		return hello{Addr: addr, Token: token}, func() {
 			srv.Shutdown(context.Background())
 			_ = shutdownTracing(context.Background())
+			closeVerifier()
 			closeLog()
 		}, nil
 	case roleSystem:
@@ -164,6 +177,42 @@ func serveRole(role string) (hello, func(), error) {
 	}
 	lis.Close()
 	return hello{}, nil, fmt.Errorf("unknown role %q", role)
+}
+
+// benchVerifier is kit/authn checking tokens of an issuer made for the
+// run, and a token of its for the clients to send: the end user's token
+// a call through the gateway carries.
+func benchVerifier() (v *authn.Verifier, token string, close func(), err error) {
+	const iss, aud = "https://bench.duet.invalid", "bench"
+	issuer, err := devissuer.New(iss, "bench")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	keys, err := issuer.KeySet()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "duet-bench-keys")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	file := filepath.Join(dir, "keys.json")
+	if err := os.WriteFile(file, keys, 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	v, err = authn.Load(context.Background(), authn.Config{KeysFile: file, Issuer: iss, Audience: aud})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	token, err = issuer.Sign(devissuer.Claims{Subject: "bench-user", Audience: []string{aud}, Expiry: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		v.Close()
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	return v, token, func() { v.Close(); os.RemoveAll(dir) }, nil
 }
 
 // devNullLogger is kit/logger's JSON logger at info writing to /dev/null:

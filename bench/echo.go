@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	benchv1 "github.com/duetkit/duet/gen/duet/bench/v1"
 	"github.com/duetkit/duet/kit/client"
@@ -25,7 +26,7 @@ const (
 	grpcEcho  = "grpc"       // grpc-go, default options on both sides
 	httpPool  = "http-pool"  // net/http + encoding/json, HTTP/1.1 keep-alive, one connection per worker
 	httpOne   = "http-1conn" // the same over exactly one connection
-	kitEcho   = "kit"        // kit/server + kit/client, every default on
+	kitEcho   = "kit"        // kit/server + kit/client, every default on, and an end user's token checked
 	sizeSmall = 100
 	sizeLarge = 4096
 
@@ -35,17 +36,20 @@ const (
 	// (logger.New instead of logger.NewAsync), to show what it costs.
 	// kit-noworkers runs every call on a goroutine of its own, as bare
 	// grpc-go does, instead of kit/server's stream workers: the kit's chain
-	// without the one default that makes calls cheaper.
+	// without the one default that makes calls cheaper. kit-noauthn sends
+	// no token and checks none: what an end user's token costs, on the
+	// wire (a header of some 300 bytes on every call) and in kit/authn.
 	kitNoLog     = "kit-noaccesslog"
 	kitNoTrace   = "kit-notracing"
 	kitSyncLog   = "kit-synclog"
 	kitNoWorkers = "kit-noworkers"
+	kitNoAuthn   = "kit-noauthn"
 )
 
 // echoTransports run by default; knownTransports may be asked for.
 var (
 	echoTransports  = []string{tcpEcho, grpcEcho, httpPool, httpOne, kitEcho}
-	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers)
+	knownTransports = append(slices.Clone(echoTransports), kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers, kitNoAuthn)
 )
 
 func roleOf(transport string) string {
@@ -63,9 +67,11 @@ func sizeLabel(n int) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-// echoClient returns a call that echoes size bytes over transport to addr
-// from conc workers, and a function that releases its connections.
-func echoClient(transport, addr string, size, conc int) (call, func(), error) {
+// echoClient returns a call that echoes size bytes over transport to the
+// server srv said hello with, from conc workers, and a function that
+// releases its connections.
+func echoClient(transport string, srv hello, size, conc int) (call, func(), error) {
+	addr := srv.Addr
 	payload := bytes.Repeat([]byte{'d'}, size)
 	check := func(n int) error {
 		if n != size {
@@ -112,7 +118,7 @@ func echoClient(transport, addr string, size, conc int) (call, func(), error) {
 			}
 		}, nil
 
-	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers:
+	case grpcEcho, kitEcho, kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers, kitNoAuthn:
 		var conn *grpc.ClientConn
 		var err error
 		switch transport {
@@ -124,8 +130,18 @@ func echoClient(transport, addr string, size, conc int) (call, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		// Every kit call carries an end user's token, which the server
+		// checks (kit/authn), put in each call's metadata as the gateway
+		// forwards one.
+		var authorization string
+		if transport != grpcEcho && transport != kitNoAuthn {
+			authorization = "Bearer " + srv.Token
+		}
 		echo := benchv1.NewEchoServiceClient(conn)
 		do := func(ctx context.Context, _ int, _ int64) error {
+			if authorization != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", authorization)
+			}
 			resp, err := echo.Echo(ctx, &benchv1.EchoRequest{Payload: payload})
 			if err != nil {
 				return err
@@ -231,7 +247,7 @@ func runTransports(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error
 				cs := make([]contender, 0, len(turn))
 				for _, t := range turn {
 					srv := servers[roleOf(t)]
-					do, closeClient, err := echoClient(t, srv.hello.Addr, size, conc)
+					do, closeClient, err := echoClient(t, srv.hello, size, conc)
 					if err != nil {
 						closeAll(cs)
 						return nil, fmt.Errorf("%s: %w", key(t, size, conc), err)

@@ -20,7 +20,7 @@ func mustJSON(v any) string {
 // plotColors gives each transport a fixed color.
 var plotColors = map[string]string{
 	tcpEcho: "#888888", grpcEcho: "#1f77b4", httpPool: "#ff7f0e", httpOne: "#d62728", kitEcho: "#2ca02c",
-	kitNoLog: "#9467bd", kitNoTrace: "#8c564b", kitSyncLog: "#e377c2", kitNoWorkers: "#7f7f7f",
+	kitNoLog: "#9467bd", kitNoTrace: "#8c564b", kitSyncLog: "#e377c2", kitNoWorkers: "#7f7f7f", kitNoAuthn: "#bcbd22",
 }
 
 // writePlot draws throughput against concurrency, one line per transport

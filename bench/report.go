@@ -175,7 +175,7 @@ func (r *Results) computeRatios() {
 		l := sizeLabel(size)
 		add("kit/grpc throughput, "+l+", C=64", tr(kitEcho, size, 64), tr(grpcEcho, size, 64), rps, ">= 0.85", atLeast(0.85), "issue 4 item 2")
 		add("kit/grpc p50, "+l+", C=1", tr(kitEcho, size, 1), tr(grpcEcho, size, 1), p50, "<= 1.15", atMost(1.15), "issue 4 item 2")
-		for _, v := range []string{kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers} {
+		for _, v := range []string{kitNoLog, kitNoTrace, kitSyncLog, kitNoWorkers, kitNoAuthn} {
 			add(v+"/grpc throughput, "+l+", C=64", tr(v, size, 64), tr(grpcEcho, size, 64), rps, "", nil, "diagnostic: kit with one change")
 			add(v+"/grpc server CPU per request, "+l+", C=64", tr(v, size, 64), tr(grpcEcho, size, 64), srvCPU, "", nil, "diagnostic: kit with one change")
 		}
