@@ -37,8 +37,10 @@ const (
 	// kit-noworkers runs every call on a goroutine of its own, as bare
 	// grpc-go does, instead of kit/server's stream workers: the kit's chain
 	// without the one default that makes calls cheaper. kit-noauthn sends
-	// no token and checks none: what an end user's token costs, on the
-	// wire (a header of some 300 bytes on every call) and in kit/authn.
+	// no token and checks none: what an end user's token costs, in
+	// grpc-go's metadata and HPACK handling of a 300-byte header (indexed
+	// after a connection's first call, sent again whenever the per-call
+	// headers have pushed it out of the table) and in kit/authn.
 	kitNoLog     = "kit-noaccesslog"
 	kitNoTrace   = "kit-notracing"
 	kitSyncLog   = "kit-synclog"

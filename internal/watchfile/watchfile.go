@@ -7,6 +7,7 @@ package watchfile
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"log/slog"
 	"os"
@@ -18,6 +19,8 @@ type Config struct {
 	// File is read again every Every.
 	File  string
 	Every time.Duration
+	// FileKey is the log attribute that names File; empty means "file".
+	FileKey string
 	// Package and Noun name the contents in log lines, as in "access:
 	// new policy not used".
 	Package, Noun string
@@ -76,7 +79,7 @@ func (w *Watcher) watch(ctx context.Context) {
 // changed. It shares the reading goroutine's state unguarded: tests call
 // it on a Watcher whose Every is longer than they last.
 func (w *Watcher) Check(ctx context.Context) {
-	log := w.cfg.Logger.With("file", w.cfg.File)
+	log := w.cfg.Logger.With(cmp.Or(w.cfg.FileKey, "file"), w.cfg.File)
 	contents, err := os.ReadFile(w.cfg.File)
 	if err != nil {
 		if err.Error() != w.readErr {

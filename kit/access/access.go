@@ -121,7 +121,7 @@ func Load(ctx context.Context, cfg Config) (*Policy, error) {
 	}
 	p := &Policy{cfg: cfg}
 	p.engine.Store(engine)
-	p.file = watchfile.Start(ctx, watchfile.Config{File: cfg.PolicyFile, Every: cfg.Refresh, Package: "access", Noun: "policy", Logger: cfg.Logger,
+	p.file = watchfile.Start(ctx, watchfile.Config{File: cfg.PolicyFile, FileKey: "policy_file", Every: cfg.Refresh, Package: "access", Noun: "policy", Logger: cfg.Logger,
 		Take: func(contents []byte) error {
 			engine, err := compile(cfg.PolicyFile, contents)
 			if err == nil {

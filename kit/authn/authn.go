@@ -18,18 +18,27 @@
 // call (signing up, a product catalogue); a token sent to one is still
 // checked, so a handler can tell a signed-in caller. Config.TrustedPeers
 // names the system's own components, by the names in their mutual-TLS
-// certificates (as kit/access names callers), whose calls act on their
-// own behalf: the order saga reserving stock long after the user's token
-// expired. Without mutual TLS no caller has a name, so none is trusted.
+// certificates (as kit/access names callers, but exactly: no wildcards),
+// whose calls act on their own behalf: the order saga reserving stock long
+// after the user's token expired. Never list a component that passes end
+// users' calls on, such as the REST gateway: its calls without a token
+// would then pass as its own. Without mutual TLS no caller has a name, so
+// none is trusted; the names are only as good as the server's check of
+// client certificates (kit/mtls checks them against its CA).
 //
 // The key set is a file, read again every Config.Refresh so the issuer's
 // keys rotate without a restart (publish the new key, wait a refresh,
 // then sign with it); a set that does not parse, or holds a private or
-// symmetric key, is logged once and the last good one kept. A token
-// verified once is remembered until it expires or the key set changes,
-// so a client's calls after its first cost a map lookup, not a
-// signature check (an RSA or ECDSA verification costs tens of
-// microseconds, as much as the rest of the kit's chain).
+// symmetric key, is logged once and the last good one kept (keys it
+// cannot use, such as an issuer's encryption keys, are skipped and
+// logged). A token verified once is remembered until it expires or the
+// key set changes, so a client's calls after its first cost a map
+// lookup, not a signature check (an RSA or ECDSA verification costs tens
+// of microseconds, as much as the rest of the kit's chain). Up to 4,096
+// tokens are remembered; past that all are forgotten at once, so a
+// server whose clients hold more tokens than that at a time checks
+// signatures more often. Health checks need no token, whatever they
+// carry; reflection does, unless listed in Config.Public.
 package authn
 
 import (
@@ -117,8 +126,9 @@ type Config struct {
 	// call may reach without a token.
 	Public []string
 	// TrustedPeers lists the certificate names (a certificate's URI names
-	// if it has any, else its DNS names, else its subject) of callers
-	// whose calls need no token.
+	// if it has any, else its DNS names, else its subject; matched
+	// exactly) of callers whose calls need no token. Never a component
+	// that passes end users' calls on, such as the REST gateway.
 	TrustedPeers []string
 	// Logger receives a line for each key set taken or refused after
 	// Load; nil means slog.Default().
@@ -221,9 +231,12 @@ func Load(ctx context.Context, cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authn: %w", err)
 	}
-	keys, err := parseKeys(contents)
+	keys, skipped, err := parseKeys(contents)
 	if err != nil {
 		return nil, fmt.Errorf("authn: key set %s: %w", cfg.KeysFile, err)
+	}
+	if len(skipped) > 0 {
+		cfg.Logger.InfoContext(ctx, "authn: keys skipped", "keys_file", cfg.KeysFile, "skipped", skipped)
 	}
 	v := &Verifier{cfg: cfg, public: make(map[string]bool, len(cfg.Public)), trusted: make(map[string]bool, len(cfg.TrustedPeers))}
 	for _, m := range cfg.Public {
@@ -233,50 +246,67 @@ func Load(ctx context.Context, cfg Config) (*Verifier, error) {
 		v.trusted[p] = true
 	}
 	v.keys.Store(keys)
-	v.file = watchfile.Start(ctx, watchfile.Config{File: cfg.KeysFile, Every: cfg.Refresh, Package: "authn", Noun: "key set", Logger: cfg.Logger,
+	v.file = watchfile.Start(ctx, watchfile.Config{File: cfg.KeysFile, FileKey: "keys_file", Every: cfg.Refresh, Package: "authn", Noun: "key set", Logger: cfg.Logger,
 		Take: func(contents []byte) error {
-			keys, err := parseKeys(contents)
-			if err == nil {
-				v.keys.Store(keys)
+			keys, skipped, err := parseKeys(contents)
+			if err != nil {
+				return err
 			}
-			return err
+			if len(skipped) > 0 {
+				cfg.Logger.InfoContext(ctx, "authn: keys skipped", "keys_file", cfg.KeysFile, "skipped", skipped)
+			}
+			v.keys.Store(keys)
+			return nil
 		}}, contents)
 	return v, nil
 }
 
-// parseKeys reads a JSON Web Key Set and checks that every key can only
-// verify: public, asymmetric, for signatures, named uniquely.
-func parseKeys(contents []byte) (*keySet, error) {
-	var set jose.JSONWebKeySet
+// parseKeys reads a JSON Web Key Set and keeps the keys that can verify
+// a token: for signatures, with an algorithm accepted, named by a kid.
+// Other keys are skipped and said in skipped (RFC 7517 §5: an issuer's
+// set may also publish keys for encryption, or of types this library
+// does not know), so that one of them does not stop a rotation; a set
+// without a key to use is refused, and so is one holding a private or
+// symmetric key, which a set to verify with never should.
+func parseKeys(contents []byte) (ks *keySet, skipped []string, err error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(contents))
 	if err := dec.Decode(&set); err != nil {
-		return nil, fmt.Errorf("not a JSON Web Key Set: %w", err)
+		return nil, nil, fmt.Errorf("not a JSON Web Key Set: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("not a JSON Web Key Set: text after it")
+		return nil, nil, errors.New("not a JSON Web Key Set: text after it")
 	}
-	if len(set.Keys) == 0 {
-		return nil, errors.New("no keys")
-	}
-	ks := &keySet{byID: make(map[string]jose.JSONWebKey, len(set.Keys))}
-	for i, k := range set.Keys {
-		switch {
-		case k.KeyID == "":
-			return nil, fmt.Errorf("key %d has no kid", i)
-		case ks.byID[k.KeyID].Key != nil:
-			return nil, fmt.Errorf("two keys have kid %q", k.KeyID)
-		case k.Use != "" && k.Use != "sig":
-			return nil, fmt.Errorf("key %q is for %q, not signatures", k.KeyID, k.Use)
-		case k.Algorithm != "" && !slices.Contains(algorithms, jose.SignatureAlgorithm(k.Algorithm)):
-			return nil, fmt.Errorf("key %q is for %s, not one of the algorithms accepted", k.KeyID, k.Algorithm)
-		case !k.IsPublic():
-			return nil, fmt.Errorf("key %q is private or symmetric: a key set to verify with holds public keys only", k.KeyID)
-		case !k.Valid():
-			return nil, fmt.Errorf("key %q is not valid", k.KeyID)
+	ks = &keySet{byID: make(map[string]jose.JSONWebKey, len(set.Keys))}
+	for i, raw := range set.Keys {
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(raw); err != nil {
+			skipped = append(skipped, fmt.Sprintf("key %d: %v", i, err))
+			continue
 		}
-		ks.byID[k.KeyID] = k
+		switch {
+		case !k.IsPublic():
+			return nil, nil, fmt.Errorf("key %d (kid %q) is private or symmetric: a key set to verify with holds public keys only", i, k.KeyID)
+		case k.Use != "" && k.Use != "sig":
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): for %q, not signatures", i, k.KeyID, k.Use))
+		case k.Algorithm != "" && !slices.Contains(algorithms, jose.SignatureAlgorithm(k.Algorithm)):
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): for %s, not an algorithm accepted", i, k.KeyID, k.Algorithm))
+		case k.KeyID == "":
+			skipped = append(skipped, fmt.Sprintf("key %d: no kid, so no token can name it", i))
+		case !k.Valid():
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): not a valid key", i, k.KeyID))
+		case ks.byID[k.KeyID].Key != nil:
+			return nil, nil, fmt.Errorf("two keys have kid %q", k.KeyID)
+		default:
+			ks.byID[k.KeyID] = k
+		}
 	}
-	return ks, nil
+	if len(ks.byID) == 0 {
+		return nil, nil, fmt.Errorf("no key to verify signatures with (%d skipped: %s)", len(skipped), strings.Join(skipped, "; "))
+	}
+	return ks, skipped, nil
 }
 
 // Close stops reading the file and waits for the reader to end. The
@@ -286,7 +316,26 @@ func (v *Verifier) Close() { v.file.Close() }
 // claims are the registered claims and "scope".
 type claims struct {
 	jwt.Claims
-	Scope string `json:"scope"`
+	Scope scopes `json:"scope"`
+}
+
+// scopes is a "scope" claim: a string of names separated by spaces (RFC
+// 8693), or, as some issuers send it, an array of names.
+type scopes []string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (s *scopes) UnmarshalJSON(b []byte) error {
+	var joined string
+	if err := json.Unmarshal(b, &joined); err == nil {
+		*s = strings.Fields(joined)
+		return nil
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return errors.New(`"scope" is neither a string nor an array of strings`)
+	}
+	*s = names
+	return nil
 }
 
 // Verify checks a token (without its "Bearer " prefix) and says whom it
@@ -297,7 +346,9 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return *id, nil
+	out := *id
+	out.Scopes = slices.Clone(id.Scopes) // the remembered one stays as verified
+	return out, nil
 }
 
 // identity is Verify's, shared with every call of the same token.
@@ -341,9 +392,18 @@ func (v *Verifier) verify(token string, keys *keySet, now time.Time) (Identity, 
 	if key.Algorithm != "" && key.Algorithm != header.Algorithm {
 		return Identity{}, invalid("its key is for another algorithm")
 	}
+	// The payload is taken as it is and decoded apart, so that claims of
+	// the wrong type are not reported as a bad signature.
+	var payload json.RawMessage
+	if err := tok.Claims(key.Key, &payload); err != nil {
+		if errors.Is(err, jose.ErrCryptoFailure) {
+			return Identity{}, invalid("its signature does not verify")
+		}
+		return Identity{}, invalid("it cannot be verified")
+	}
 	var c claims
-	if err := tok.Claims(key.Key, &c); err != nil {
-		return Identity{}, invalid("its signature does not verify")
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return Identity{}, invalid("its claims are malformed")
 	}
 	if c.Expiry == nil {
 		return Identity{}, invalid("it has no exp")
@@ -364,7 +424,7 @@ func (v *Verifier) verify(token string, keys *keySet, now time.Time) (Identity, 
 	case err != nil:
 		return Identity{}, invalid("its claims do not hold")
 	}
-	return Identity{Subject: c.Subject, Scopes: strings.Fields(c.Scope), Expiry: c.Expiry.Time()}, nil
+	return Identity{Subject: c.Subject, Scopes: c.Scope, Expiry: c.Expiry.Time()}, nil
 }
 
 func invalid(why string) error {
@@ -386,9 +446,12 @@ var healthMethods = map[string]bool{
 // check decides a call to method: its context with the caller's identity,
 // or the refusal.
 func (v *Verifier) check(ctx context.Context, method string) (context.Context, error) {
+	if healthMethods[method] {
+		return ctx, nil // whatever the call carries: a probe's stale token must not fail it
+	}
 	values := metadata.ValueFromIncomingContext(ctx, "authorization")
 	if len(values) == 0 {
-		if healthMethods[method] || v.public[method] {
+		if v.public[method] {
 			return ctx, nil
 		}
 		if len(v.trusted) > 0 {

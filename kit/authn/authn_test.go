@@ -168,6 +168,7 @@ func TestVerify(t *testing.T) {
 		name   string
 		token  string
 		reason string // "" for accepted
+		says   string // part of the refusal's message
 		want   authn.Identity
 	}{
 		{name: "ES256 with scopes", token: sign(t, good, devissuer.Claims{Subject: "u1", Scopes: []string{"orders:read", "admin"}}),
@@ -189,12 +190,19 @@ func TestVerify(t *testing.T) {
 		{name: "no expiry", token: signWith(t, jose.RS256, rsaKey, "rsa",
 			jwt.Claims{Issuer: issuerName, Subject: "u", Audience: jwt.Audience{audience}}), reason: authn.ReasonTokenInvalid},
 		{name: "no subject", token: signWith(t, jose.RS256, rsaKey, "rsa", claims("")), reason: authn.ReasonTokenInvalid},
-		{name: "signed by another key under the same kid", token: sign(t, impostor, devissuer.Claims{Subject: "u"}), reason: authn.ReasonTokenInvalid},
+		{name: "signed by another key under the same kid", token: sign(t, impostor, devissuer.Claims{Subject: "u"}), reason: authn.ReasonTokenInvalid, says: "signature does not verify"},
 		{name: "no kid", token: signWith(t, jose.RS256, rsaKey, "", claims("u")), reason: authn.ReasonTokenInvalid},
 		{name: "unknown kid", token: signWith(t, jose.RS256, rsaKey, "nobody", claims("u")), reason: authn.ReasonTokenInvalid},
 		{name: "key for another algorithm", token: signWith(t, jose.ES256, ecKey, "es384", claims("u")), reason: authn.ReasonTokenInvalid},
 		{name: "HS256 with the public key as secret", token: signWith(t, jose.HS256, hmacSecret, "rsa", claims("u")), reason: authn.ReasonTokenInvalid},
 		{name: "alg none", token: b64(map[string]string{"alg": "none", "kid": "k1"}) + "." + b64(claims("u")) + ".", reason: authn.ReasonTokenInvalid},
+		{name: "scope as an array", token: signWith(t, jose.RS256, rsaKey, "rsa", map[string]any{
+			"iss": issuerName, "sub": "u6", "aud": audience, "exp": now.Add(time.Hour).Unix(), "scope": []string{"a", "b"}}),
+			want: authn.Identity{Subject: "u6", Scopes: []string{"a", "b"}}},
+		{name: "expiry not a number", token: signWith(t, jose.RS256, rsaKey, "rsa", map[string]any{
+			"iss": issuerName, "sub": "u", "aud": audience, "exp": "tomorrow"}), reason: authn.ReasonTokenInvalid, says: "claims are malformed"},
+		{name: "scope a number", token: signWith(t, jose.RS256, rsaKey, "rsa", map[string]any{
+			"iss": issuerName, "sub": "u", "aud": audience, "exp": now.Add(time.Hour).Unix(), "scope": 7}), reason: authn.ReasonTokenInvalid, says: "claims are malformed"},
 		{name: "not a JWT", token: "hello", reason: authn.ReasonTokenInvalid},
 		{name: "empty", token: "", reason: authn.ReasonTokenInvalid},
 		{name: "too long", token: strings.Repeat("a", authn.MaxTokenBytes+1), reason: authn.ReasonTokenInvalid},
@@ -204,8 +212,8 @@ func TestVerify(t *testing.T) {
 			for range 2 { // the second answer may be a remembered one
 				id, err := v.Verify(tt.token)
 				if tt.reason != "" {
-					if status.Code(err) != codes.Unauthenticated || !apierr.Is(err, tt.reason) {
-						t.Fatalf("Verify = %+v, %v; want UNAUTHENTICATED %s", id, err, tt.reason)
+					if status.Code(err) != codes.Unauthenticated || !apierr.Is(err, tt.reason) || !strings.Contains(status.Convert(err).Message(), tt.says) {
+						t.Fatalf("Verify = %+v, %v; want UNAUTHENTICATED %s saying %q", id, err, tt.reason, tt.says)
 					}
 					continue
 				}
@@ -214,6 +222,10 @@ func TestVerify(t *testing.T) {
 				}
 				if id.Subject != tt.want.Subject || strings.Join(id.Scopes, " ") != strings.Join(tt.want.Scopes, " ") || id.Expiry.IsZero() || id.Peer != "" {
 					t.Fatalf("Verify = %+v, want %+v with an expiry", id, tt.want)
+				}
+				// A caller's changes stay its own.
+				for i := range id.Scopes {
+					id.Scopes[i] = "changed"
 				}
 			}
 		})
@@ -292,6 +304,123 @@ func TestKeysRotate(t *testing.T) {
 	}
 }
 
+// TestKeysSkipped: keys a verifier cannot use (an issuer's encryption
+// key, a type go-jose does not know, one without a kid) are skipped and
+// said, and the others used.
+func TestKeysSkipped(t *testing.T) {
+	iss := newIssuer(t, "k1")
+	set, err := devissuer.KeySet(iss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(set, &keys); err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := json.Marshal(jose.JSONWebKey{Key: &rsaKey.PublicKey, KeyID: "enc-1", Use: "enc", Algorithm: "RSA-OAEP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noKid, err := json.Marshal(jose.JSONWebKey{Key: &rsaKey.PublicKey, Use: "sig"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.Keys = append(keys.Keys, enc, noKid, json.RawMessage(`{"kty": "PQC", "kid": "future", "x": "AAAA"}`))
+	contents, err := json.Marshal(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "keys.json")
+	mtlstest.WriteFile(t, file, contents)
+	logs := &logbuffer.Buffer{}
+	v := load(t, authn.Config{KeysFile: file, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if _, err := v.Verify(sign(t, iss, devissuer.Claims{Subject: "u"})); err != nil {
+		t.Fatalf("the usable key's token: %v", err)
+	}
+	lines := logs.Lines(t)
+	if len(lines) != 1 || lines[0]["msg"] != "authn: keys skipped" {
+		t.Fatalf("logged %v, want one line of keys skipped", lines)
+	}
+	skipped := fmt.Sprint(lines[0]["skipped"])
+	for _, want := range []string{`"enc"`, "no kid", "key 3: go-jose/go-jose: unsupported key type"} {
+		if !strings.Contains(skipped, want) {
+			t.Errorf("the keys skipped %s do not say %s", skipped, want)
+		}
+	}
+}
+
+// TestInterceptorAlone checks the interceptor's answers that kit/server
+// does not show: a server of one's own runs health checks through it,
+// and a public method called with a good token gives the handler its
+// identity.
+func TestInterceptorAlone(t *testing.T) {
+	iss := newIssuer(t, "k1")
+	v := load(t, authn.Config{KeysFile: writeKeys(t, iss), Public: []string{publicMethod}})
+	token := sign(t, iss, devissuer.Claims{Subject: "u1"})
+	tests := []struct {
+		name, method, authorization string
+		reason, who                 string
+	}{
+		{name: "health with a bad token", method: healthpb.Health_Check_FullMethodName, authorization: "Bearer nope", who: "nobody"},
+		{name: "health without a token", method: healthpb.Health_Watch_FullMethodName, who: "nobody"},
+		{name: "a made-up health method", method: "/grpc.health.v1.Health/Other", reason: authn.ReasonTokenMissing},
+		{name: "public with a good token", method: publicMethod, authorization: "Bearer " + token, who: "u1"},
+		{name: "public without a token", method: publicMethod, who: "nobody"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			if tt.authorization != "" {
+				ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", tt.authorization))
+			}
+			var got string
+			_, err := v.UnaryInterceptor()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: tt.method}, func(ctx context.Context, _ any) (any, error) {
+				got = who(ctx)
+				return nil, nil
+			})
+			if tt.reason != "" {
+				if !apierr.Is(err, tt.reason) {
+					t.Fatalf("answered %v, want %s", err, tt.reason)
+				}
+				return
+			}
+			if err != nil || got != tt.who {
+				t.Fatalf("answered %v, the handler saw %q; want %q", err, got, tt.who)
+			}
+		})
+	}
+}
+
+// TestRememberedBounded: past its bound, the verdicts remembered are
+// forgotten, not kept growing.
+func TestRememberedBounded(t *testing.T) {
+	iss := newIssuer(t, "k1")
+	v := load(t, authn.Config{KeysFile: writeKeys(t, iss)})
+	first := sign(t, iss, devissuer.Claims{Subject: "first"})
+	if _, err := v.Verify(first); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for i := range authn.MaxRemembered {
+		last = sign(t, iss, devissuer.Claims{Subject: fmt.Sprint("u", i)})
+		if _, err := v.Verify(last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v.Remembered(first) || !v.Remembered(last) {
+		t.Fatalf("after %d more tokens: the first remembered %v, the last %v; want false, true", authn.MaxRemembered, v.Remembered(first), v.Remembered(last))
+	}
+	if n := v.RememberedCount(); n > authn.MaxRemembered {
+		t.Fatalf("%d tokens remembered, more than %d", n, authn.MaxRemembered)
+	}
+}
+
 func TestLoadRefuses(t *testing.T) {
 	iss := newIssuer(t, "k1")
 	good := writeKeys(t, iss)
@@ -328,12 +457,13 @@ func TestLoadRefuses(t *testing.T) {
 		{name: "not JSON", keys: "keys", contains: "not a JSON Web Key Set"},
 		{name: "text after the set", keys: setOf(pub) + "{}", contains: "text after it"},
 		{name: "a brace after the set", keys: setOf(pub) + "}", contains: "text after it"},
-		{name: "no keys", keys: `{"keys": []}`, contains: "no keys"},
+		{name: "no keys", keys: `{"keys": []}`, contains: "no key to verify"},
 		{name: "private key", keys: setOf(jose.JSONWebKey{Key: rsaKey, KeyID: "r"}), contains: "private or symmetric"},
 		{name: "symmetric key", keys: setOf(jose.JSONWebKey{Key: []byte("secret-secret-secret-secret-1234"), KeyID: "s"}), contains: "private or symmetric"},
-		{name: "key for encryption", keys: setOf(withUse), contains: "not signatures"},
-		{name: "key for HMAC", keys: setOf(withAlg), contains: "not one of the algorithms"},
-		{name: "key without kid", keys: setOf(noKid), contains: "no kid"},
+		{name: "only a key for encryption", keys: setOf(withUse), contains: "no key to verify"},
+		{name: "only a key for HMAC", keys: setOf(withAlg), contains: "no key to verify"},
+		{name: "only a key without kid", keys: setOf(noKid), contains: "no kid"},
+		{name: "a private key among good ones", keys: setOf(pub, jose.JSONWebKey{Key: rsaKey, KeyID: "p"}), contains: "private or symmetric"},
 		{name: "two keys, one kid", keys: setOf(pub, pub), contains: "two keys"},
 	}
 	for _, tt := range tests {
@@ -613,8 +743,8 @@ func TestTrustedPeers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := callAs(t, tt.conn, "unary", tt.authorization...)
 			if tt.reason != "" {
-				if !apierr.Is(err, tt.reason) {
-					t.Fatalf("answered %v, want %s", err, tt.reason)
+				if status.Code(err) != codes.Unauthenticated || !apierr.Is(err, tt.reason) {
+					t.Fatalf("answered %v, want UNAUTHENTICATED %s", err, tt.reason)
 				}
 				return
 			}

@@ -18,3 +18,13 @@ func (v *Verifier) Forget() {
 	v.remembered.Clear()
 	v.count.Store(0)
 }
+
+// MaxRemembered is how many verdicts are remembered at most.
+const MaxRemembered = maxRemembered
+
+// RememberedCount is how many verdicts are remembered.
+func (v *Verifier) RememberedCount() int {
+	n := 0
+	v.remembered.Range(func(any, any) bool { n++; return true })
+	return n
+}
