@@ -419,6 +419,9 @@ func writeError(w http.ResponseWriter, e apiError) {
 		body.Details = append(body.Details, b)
 	}
 	setRetryAfter(w.Header(), e.status.GetDetails())
+	if e.httpStatus == http.StatusUnauthorized {
+		setAuthenticate(w.Header(), e.status.GetDetails())
+	}
 	buf, err := json.Marshal(body)
 	if err != nil {
 		buf = []byte(`{"code":13,"status":"INTERNAL","message":"internal error","details":[]}`)
@@ -446,6 +449,24 @@ func setRetryAfter(h http.Header, details []*anypb.Any) {
 }
 
 // retryDelay returns the delay in seconds of a RetryInfo detail.
+// tokenRefused are kit/authn's reasons for a bearer token it refused (as
+// opposed to none sent): RFC 6750's "invalid_token".
+var tokenRefused = map[string]bool{"TOKEN_INVALID": true, "TOKEN_EXPIRED": true}
+
+// setAuthenticate gives a 401 the challenge RFC 6750 asks of it: Bearer,
+// with error="invalid_token" when the token sent was refused, so a
+// client knows to get a new one rather than to sign in.
+func setAuthenticate(h http.Header, details []*anypb.Any) {
+	challenge := "Bearer"
+	for _, a := range details {
+		info := new(errdetails.ErrorInfo)
+		if a.MessageIs(info) && a.UnmarshalTo(info) == nil && tokenRefused[info.GetReason()] {
+			challenge = `Bearer error="invalid_token"`
+		}
+	}
+	h.Set("WWW-Authenticate", challenge)
+}
+
 func retryDelay(a *anypb.Any) (float64, bool) {
 	ri := new(errdetails.RetryInfo)
 	if !a.MessageIs(ri) || a.UnmarshalTo(ri) != nil {

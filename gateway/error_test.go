@@ -20,6 +20,7 @@ import (
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/authn"
 )
 
 const (
@@ -365,6 +366,30 @@ func TestToAPIErrorPassesBackendDetails(t *testing.T) {
 	}
 	if e.status.GetMessage() != "too much" {
 		t.Errorf("message %q changed", e.status.GetMessage())
+	}
+}
+
+// TestUnauthorizedChallenges: a 401 says how to authenticate (RFC 6750),
+// and whether the token sent was refused.
+func TestUnauthorizedChallenges(t *testing.T) {
+	tests := []struct {
+		reason, want string
+	}{
+		{authn.ReasonTokenMissing, "Bearer"},
+		{authn.ReasonTokenInvalid, `Bearer error="invalid_token"`},
+		{authn.ReasonTokenExpired, `Bearer error="invalid_token"`},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		writeError(rec, toAPIError(status.Convert(apierr.New(codes.Unauthenticated, tt.reason, "no")), 0, nil))
+		if rec.Code != http.StatusUnauthorized || rec.Header().Get("WWW-Authenticate") != tt.want {
+			t.Errorf("%s: HTTP %d, WWW-Authenticate %q; want 401, %q", tt.reason, rec.Code, rec.Header().Get("WWW-Authenticate"), tt.want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	writeError(rec, toAPIError(status.Convert(apierr.New(codes.PermissionDenied, "CALLER_NOT_ALLOWED", "no")), 0, nil))
+	if got := rec.Header().Get("WWW-Authenticate"); got != "" {
+		t.Errorf("a 403 says WWW-Authenticate %q", got)
 	}
 }
 
