@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -13,9 +15,12 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 
 	benchv1 "github.com/duetkit/duet/gen/duet/bench/v1"
+	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authn/devissuer"
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/server"
 )
@@ -78,11 +83,17 @@ func withTracing(b *testing.B) {
 // deadline, protovalidate) with bare grpc-go, over an in-memory connection
 // with a bare client. The kit-no* variants switch one default off each to
 // show what it costs; kit-noworkers runs every call on a goroutine of its
-// own instead of the kit's stream workers (Config.StreamWorkers). Run with -benchmem: allocations are most of the difference.
+// own instead of the kit's stream workers (Config.StreamWorkers). The
+// -token cases send an end user's token with every call: bare-token
+// shows what grpc-go spends carrying it, kit-authn the kit checking it
+// as well (kit/authn). Run with -benchmem: allocations are most of the
+// difference.
 //
 //	go test -run '^$' -bench UnaryChain -benchmem ./kit/server
 func BenchmarkUnaryChain(b *testing.B) {
 	payload := bytes.Repeat([]byte{'d'}, 100)
+	req := &benchv1.EchoRequest{Payload: payload}
+	verifier, token := benchVerifier(b)
 	// The access log writes JSON lines as in production, to nowhere.
 	log := logger.New(io.Discard, slog.LevelInfo, "echo")
 	kit := func(mod func(*server.Config)) func(b *testing.B) benchv1.EchoServiceClient {
@@ -99,29 +110,40 @@ func BenchmarkUnaryChain(b *testing.B) {
 			return serveBufconn(b, srv, func() { srv.Shutdown(context.Background()) })
 		}
 	}
+	bare := func(b *testing.B) benchv1.EchoServiceClient {
+		srv := grpc.NewServer()
+		return serveBufconn(b, srv, srv.Stop)
+	}
 	cases := []struct {
 		name  string
 		start func(b *testing.B) benchv1.EchoServiceClient
+		token bool
 	}{
-		{"bare", func(b *testing.B) benchv1.EchoServiceClient {
-			srv := grpc.NewServer()
-			return serveBufconn(b, srv, srv.Stop)
-		}},
-		{"kit", kit(nil)},
-		{"kit-noaccesslog", kit(func(c *server.Config) { c.DisableAccessLog = true })},
-		{"kit-notracing", kit(func(c *server.Config) { c.DisableTracing = true })},
-		{"kit-novalidation", kit(func(c *server.Config) { c.DisableValidation = true })},
-		{"kit-noworkers", kit(func(c *server.Config) { c.StreamWorkers = -1 })},
+		{"bare", bare, false},
+		{"bare-token", bare, true},
+		{"kit", kit(nil), false},
+		{"kit-authn", kit(func(c *server.Config) { c.Authenticator = verifier }), true},
+		{"kit-noaccesslog", kit(func(c *server.Config) { c.DisableAccessLog = true }), false},
+		{"kit-notracing", kit(func(c *server.Config) { c.DisableTracing = true }), false},
+		{"kit-novalidation", kit(func(c *server.Config) { c.DisableValidation = true }), false},
+		{"kit-noworkers", kit(func(c *server.Config) { c.StreamWorkers = -1 }), false},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			client := c.start(b)
 			ctx := context.Background()
-			req := &benchv1.EchoRequest{Payload: payload}
+			call := func() (*benchv1.EchoResponse, error) { return client.Echo(ctx, req) }
+			if c.token {
+				// As each call of the gateway's carries its caller's.
+				authorization := "Bearer " + token
+				call = func() (*benchv1.EchoResponse, error) {
+					return client.Echo(metadata.AppendToOutgoingContext(ctx, "authorization", authorization), req)
+				}
+			}
 			b.Run("serial", func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, err := client.Echo(ctx, req); err != nil {
+					if _, err := call(); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -131,7 +153,7 @@ func BenchmarkUnaryChain(b *testing.B) {
 				b.SetParallelism(32) // 32 x GOMAXPROCS callers, like bench's C=64 on two cores
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						if _, err := client.Echo(ctx, req); err != nil {
+						if _, err := call(); err != nil {
 							b.Error(err)
 							return
 						}
@@ -140,4 +162,32 @@ func BenchmarkUnaryChain(b *testing.B) {
 			})
 		})
 	}
+}
+
+// benchVerifier is a kit/authn Verifier of a key made for the benchmark,
+// and a token it accepts.
+func benchVerifier(b *testing.B) (*authn.Verifier, string) {
+	b.Helper()
+	issuer, err := devissuer.New("https://bench.duet.invalid", "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := issuer.KeySet()
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(b.TempDir(), "keys.json")
+	if err := os.WriteFile(file, keys, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	v, err := authn.Load(context.Background(), authn.Config{KeysFile: file, Issuer: issuer.Name, Audience: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(v.Close)
+	token, err := issuer.Sign(devissuer.Claims{Subject: "bench-user", Audience: []string{"bench"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v, token
 }
