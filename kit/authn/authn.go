@@ -109,8 +109,9 @@ var algorithms = []jose.SignatureAlgorithm{
 
 // Config names the key set and what tokens must claim.
 type Config struct {
-	// KeysFile is the issuer's JSON Web Key Set, public keys only, each
-	// with a "kid" of its own.
+	// KeysFile is the issuer's JSON Web Key Set: public keys only, each
+	// named by a "kid" of its own; keys for encryption, of another
+	// algorithm or without a kid are skipped.
 	KeysFile string
 	// Issuer is the "iss" a token must claim.
 	Issuer string
@@ -140,7 +141,8 @@ type Identity struct {
 	// Subject is the token's "sub": the end user. Empty for a trusted
 	// peer's call.
 	Subject string
-	// Scopes are the token's "scope" claim, split at spaces (RFC 8693).
+	// Scopes are the token's "scope" claim, split at spaces (RFC 8693),
+	// or its names if the issuer sent an array.
 	Scopes []string
 	// Expiry is when the token expires; zero for a trusted peer's call.
 	Expiry time.Time
