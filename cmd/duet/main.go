@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/duetkit/duet/internal/system"
+	"github.com/duetkit/duet/kit/authn"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/tracing"
@@ -102,9 +103,12 @@ type common struct {
 }
 
 // origins splits the --cors-origins list.
-func (c *common) origins() []string {
+func (c *common) origins() []string { return commaList(c.corsOrigins) }
+
+// commaList splits a comma-separated flag, dropping blanks.
+func commaList(flag string) []string {
 	var out []string
-	for _, o := range strings.Split(c.corsOrigins, ",") {
+	for _, o := range strings.Split(flag, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			out = append(out, o)
 		}
@@ -253,6 +257,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var tls tlsFlags
 	tls.register(fs)
 	accessPolicy := fs.String("access-policy", "", "services: gRPC authorization policy file (JSON) naming which callers' certificates may call which methods, read again every --tls-refresh; needs the --tls-* flags; none, any caller the CA signed may call any method")
+	authKeys := fs.String("auth-keys", "", "services: the identity provider's JSON Web Key Set (a file, read again every --auth-refresh): every call then needs an end user's token (Authorization: Bearer, which the gateway passes on) signed by one of its keys, but signing up and reading the catalogue; none, no token is asked for")
+	authIssuer := fs.String("auth-issuer", "", "services: the \"iss\" tokens must claim; needs --auth-keys")
+	authAudience := fs.String("auth-audience", "duet", "services: the \"aud\" tokens must claim")
+	authTrusted := fs.String("auth-trusted", "", "services: comma-separated certificate names whose calls need no token (the order saga's: order; operators' commands: operator); needs the --tls-* flags; never the gateway")
+	authRefresh := fs.Duration("auth-refresh", authn.DefaultRefresh, "services: how often --auth-keys is read again, so the issuer's keys rotate without a restart (at least 1s)")
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
@@ -275,6 +284,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	auth := authn.Config{KeysFile: *authKeys, Issuer: *authIssuer, Audience: *authAudience, Refresh: *authRefresh, TrustedPeers: commaList(*authTrusted)}
+	switch {
+	case *authKeys != "" && *authIssuer == "":
+		return errors.New("--auth-keys needs --auth-issuer, the \"iss\" tokens must claim")
+	case *authKeys != "" && *authRefresh < time.Second:
+		return fmt.Errorf("--auth-refresh must be at least 1s, got %v", *authRefresh)
+	}
 	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
 		return err
@@ -291,7 +307,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
-		TLS: tlsCfg, AccessPolicy: *accessPolicy, Logger: log,
+		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: auth, Logger: log,
 	})
 }
 

@@ -19,7 +19,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/duetkit/duet/gateway"
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/access"
+	"github.com/duetkit/duet/kit/authn"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
@@ -89,6 +92,12 @@ type ServeConfig struct {
 	// methods, read again every TLS.Refresh. It needs TLS. Empty: any
 	// caller the CA signed may call any method.
 	AccessPolicy string
+	// Auth, for a service, checks end users' JSON Web Tokens (kit/authn)
+	// when its KeysFile is set: every call needs a good token but those
+	// of PublicMethods[component] and of Auth.TrustedPeers (callers named
+	// by their certificates, so with TLS), such as the order saga's.
+	// Serve sets its Public and Logger. Zero: no token is asked for.
+	Auth authn.Config
 	// Logger receives the component's logs.
 	Logger *slog.Logger
 	// Ready, when not nil, is called with the bound address once the
@@ -140,6 +149,17 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if cfg.AccessPolicy != "" {
 		var err error
 		if s.access, err = access.Load(ctx, access.Config{PolicyFile: cfg.AccessPolicy, Refresh: cfg.TLS.Refresh, Logger: log.With("component", component)}); err != nil {
+			s.Shutdown(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+
+	if cfg.Auth.KeysFile != "" {
+		auth := cfg.Auth
+		auth.Public = PublicMethods[component]
+		auth.Logger = log.With("component", component)
+		var err error
+		if s.authn, err = authn.Load(ctx, auth); err != nil {
 			s.Shutdown(context.WithoutCancel(ctx))
 			return err
 		}
@@ -222,7 +242,8 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if metricsLis != nil {
 		metricsSrv, metricsAddr = serveMetrics(metricsLis, healthProbes(s.services[0].srv))
 	}
-	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr, "mutual_tls", s.tls != nil, "access_policy", cfg.AccessPolicy)
+	log.Info("serving", "component", component, "grpc", addr, "metrics", metricsAddr, "mutual_tls", s.tls != nil, "access_policy", cfg.AccessPolicy,
+		"end_user_tokens", s.authn != nil)
 	if cfg.Ready != nil {
 		cfg.Ready(addr)
 	}
@@ -237,6 +258,14 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		metricsSrv.Shutdown(stop)
 	}
 	return err
+}
+
+// PublicMethods are the methods of each service that a call may reach
+// without an end user's token when tokens are checked (ServeConfig.Auth):
+// signing up and reading the catalogue.
+var PublicMethods = map[string][]string{
+	User:      {userv1.UserService_CreateUser_FullMethodName},
+	Inventory: {inventoryv1.InventoryService_GetProduct_FullMethodName, inventoryv1.InventoryService_ListProducts_FullMethodName},
 }
 
 // usesNATS reports whether component publishes or consumes events.
@@ -275,6 +304,14 @@ func (cfg ServeConfig) check(component string) error {
 		return errors.New("--access-policy is for services: the gateway serves HTTP")
 	case cfg.AccessPolicy != "" && cfg.TLS.IsZero():
 		return errors.New("--access-policy needs mutual TLS (--tls-cert, --tls-key, --tls-ca): callers are known by their certificates")
+	case cfg.Auth.KeysFile != "" && component == Gateway:
+		return errors.New("--auth-keys is for services: the gateway passes each request's Authorization on, and the services check it")
+	case cfg.Auth.KeysFile == "" && (cfg.Auth.Issuer != "" || len(cfg.Auth.TrustedPeers) > 0):
+		return errors.New("--auth-issuer and --auth-trusted need --auth-keys, the issuer's key set")
+	case len(cfg.Auth.TrustedPeers) > 0 && cfg.TLS.IsZero():
+		return errors.New("--auth-trusted needs mutual TLS (--tls-cert, --tls-key, --tls-ca): callers are known by their certificates")
+	case slices.Contains(cfg.Auth.TrustedPeers, Gateway):
+		return errors.New("--auth-trusted must not name the gateway: its calls without a token would pass as its own")
 	}
 	type peer struct{ flag, target string }
 	peers := []peer{{"user-target", cfg.UserTarget}, {"payment-target", cfg.PaymentTarget}, {"inventory-target", cfg.InventoryTarget}}

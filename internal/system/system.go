@@ -24,6 +24,7 @@ import (
 
 	"github.com/duetkit/duet/gateway"
 	"github.com/duetkit/duet/kit/access"
+	"github.com/duetkit/duet/kit/authn"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
@@ -150,6 +151,8 @@ type System struct {
 	tls *mtls.Credentials
 	// access, when not nil, is Serve's policy of who may call what.
 	access *access.Policy
+	// authn, when not nil, checks end users' tokens on Serve's service.
+	authn *authn.Verifier
 	// notServingDelay is the longest of the services' NotServingDelay
 	// (Serve's one service's), which Shutdown waits before they drain.
 	notServingDelay time.Duration
@@ -344,6 +347,9 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 	if s.access != nil {
 		scfg.Authorizer = s.access
 	}
+	if s.authn != nil {
+		scfg.Authenticator = s.authn
+	}
 	srv, err := server.New(scfg)
 	if err != nil {
 		svc.Close()
@@ -513,6 +519,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 	if s.access != nil {
 		s.access.Close()
 		s.access = nil
+	}
+	if s.authn != nil {
+		s.authn.Close()
+		s.authn = nil
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/duetkit/duet/kit/authn/devissuer"
+	"github.com/duetkit/duet/kit/mtls/mtlstest"
+)
+
+// TestServeEndUserTokens: a service given --auth-keys answers the
+// gateway's REST callers only with a token its issuer signed (401 with a
+// Bearer challenge otherwise), but for signing up and health checks.
+func TestServeEndUserTokens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const issuerName = "https://id.test"
+	iss, err := devissuer.New(issuerName, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := iss.KeySet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(t.TempDir(), "jwks.json")
+	mtlstest.WriteFile(t, keys, set)
+	user := startComponent(t, ctx, "user", "--data-dir", t.TempDir(), "--auth-keys", keys, "--auth-issuer", issuerName)
+	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr)
+	if !strings.Contains(user.stderr.String(), `"end_user_tokens":true`) {
+		t.Errorf("the user service's serving line does not say it checks tokens:\n%s", user.stderr.String())
+	}
+
+	sign := func(c devissuer.Claims) string {
+		t.Helper()
+		tok, err := iss.Sign(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + tok
+	}
+	call := func(method, path, authorization, body string) (int, http.Header, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+gateway.addr+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return resp.StatusCode, resp.Header, m
+	}
+
+	// Signing up needs no token.
+	code, _, created := call("POST", "/v1/users", "", `{"name":"Ada","email":"ada@example.com"}`)
+	if code != http.StatusOK {
+		t.Fatalf("POST /v1/users without a token: %d %v", code, created)
+	}
+	id, _ := created["user"].(map[string]any)["id"].(string)
+	path := "/v1/users/" + id
+
+	good := sign(devissuer.Claims{Subject: id, Audience: []string{"duet"}})
+	tests := []struct {
+		name, authorization string
+		status              int
+		challenge, reason   string
+	}{
+		{name: "no token", status: 401, challenge: "Bearer", reason: "TOKEN_MISSING"},
+		{name: "expired", authorization: sign(devissuer.Claims{Subject: id, Audience: []string{"duet"},
+			NotBefore: time.Now().Add(-2 * time.Hour), Expiry: time.Now().Add(-time.Hour)}),
+			status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_EXPIRED"},
+		{name: "another audience", authorization: sign(devissuer.Claims{Subject: id, Audience: []string{"billing"}}),
+			status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_INVALID"},
+		{name: "good", authorization: good, status: 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, header, body := call("GET", path, tt.authorization, "")
+			if code != tt.status {
+				t.Fatalf("GET %s: %d %v, want %d", path, code, body, tt.status)
+			}
+			if tt.status == 200 {
+				return
+			}
+			if got := header.Get("WWW-Authenticate"); got != tt.challenge {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tt.challenge)
+			}
+			if b, _ := json.Marshal(body); !bytes.Contains(b, []byte(`"reason":"`+tt.reason+`"`)) {
+				t.Errorf("body %s does not give reason %s", b, tt.reason)
+			}
+		})
+	}
+
+	// Health checks need none.
+	conn, err := grpc.NewClient(user.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health without a token: %v, %v", resp, err)
+	}
+}
+
+// TestServeAuthFlagsChecked: the token flags are refused where they
+// cannot work, before anything starts.
+func TestServeAuthFlagsChecked(t *testing.T) {
+	keys := filepath.Join(t.TempDir(), "jwks.json")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"gateway", "--user-target", "127.0.0.1:1", "--order-target", "127.0.0.1:1", "--payment-target", "127.0.0.1:1",
+			"--auth-keys", keys, "--auth-issuer", "x"}, "for services"},
+		{[]string{"user", "--auth-keys", keys}, "needs --auth-issuer"},
+		{[]string{"user", "--auth-issuer", "x"}, "need --auth-keys"},
+		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-trusted", "order"}, "needs mutual TLS"},
+		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-refresh", "10ms"}, "at least 1s"},
+		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x"}, "no such file"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"serve"}, tt.args...)
+		args = append(args, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+		err := run(t.Context(), args, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v = %v, want an error saying %q", tt.args, err, tt.want)
+		}
+	}
+}
