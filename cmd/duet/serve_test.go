@@ -29,6 +29,8 @@ import (
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/access"
 	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authn/devissuer"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/mtls"
@@ -122,9 +124,28 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	if err := os.WriteFile(policy, []byte(readmeAccessPolicy(t)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// withTLS gives a service its certificate and the README's policy.
+	// End users' tokens are checked by every service; the saga and the
+	// operator's commands call by certificate name, without one.
+	const issuerName = "https://id.test"
+	issuer, err := devissuer.New(issuerName, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keySet, err := issuer.KeySet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(t.TempDir(), "jwks.json")
+	mtlstest.WriteFile(t, keys, keySet)
+	token, err := issuer.Sign(devissuer.Claims{Subject: "proc-user", Audience: []string{"duet"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// withTLS gives a service its certificate, the README's policy and
+	// the token flags.
 	withTLS := func(name string, flags ...string) []string {
-		return append(append(tlsFlags(name), "--access-policy", policy), flags...)
+		return append(append(tlsFlags(name), "--access-policy", policy,
+			"--auth-keys", keys, "--auth-issuer", issuerName, "--auth-trusted", "order,operator"), flags...)
 	}
 
 	user := startComponent(t, ctx, "user", withTLS("user", append(dbFlags(), natsFlags...)...)...)
@@ -139,8 +160,11 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		"--inventory-target", inventory.addr, "--notification-target", notification.addr)...)
 	base := "http://" + gateway.addr
 
-	send := func(method, path, body string) (int, map[string]any) {
+	sendAs := func(authorization, method, path, body string) (int, map[string]any) {
 		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
 		resp, err := testClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -149,6 +173,9 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		var b map[string]any
 		json.NewDecoder(resp.Body).Decode(&b)
 		return resp.StatusCode, b
+	}
+	send := func(method, path, body string) (int, map[string]any) {
+		return sendAs("Bearer "+token, method, path, body)
 	}
 	if status, b := send("POST", "/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"700"},"stock":5}`); status != 200 {
 		t.Fatalf("create product: %d %v", status, b)
@@ -179,6 +206,11 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		if strings.HasSuffix(url, "/metrics") && !strings.Contains(string(body), `grpc_server_handled_total{grpc_code="OK",grpc_method="CreateOrder"`) {
 			t.Errorf("order's /metrics has no CreateOrder count")
 		}
+	}
+	// Without a token the services refuse a REST caller, the saga's
+	// calls (by the order service's certificate) went through above.
+	if status, b := sendAs("", "GET", "/v1/users/"+userID+"/orders", ""); status != http.StatusUnauthorized || !strings.Contains(fmt.Sprint(b), authn.ReasonTokenMissing) {
+		t.Errorf("orders without a token: %d %v, want 401 %s", status, b, authn.ReasonTokenMissing)
 	}
 	// Events cross processes: user -> NATS -> notification, order -> NATS -> notification.
 	want := 4 // welcome, confirmed, cancelled twice
