@@ -125,8 +125,11 @@ func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Stat
 		// No line went out: grpc-gateway answers with the error's HTTP
 		// status next, which may take the retry hint (a watch refused
 		// with RESOURCE_EXHAUSTED, TOO_MANY_WATCHES) as a unary error's
-		// does.
+		// does, and a 401 its challenge.
 		setRetryAfter(rec.Header(), e.status.GetDetails())
+		if st.Code() == codes.Unauthenticated {
+			setAuthenticate(rec.Header(), e.status.GetDetails())
+		}
 	}
 	return status.FromProto(e.status)
 }

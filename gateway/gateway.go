@@ -171,7 +171,7 @@ func newCORS(origins []string, trustTrace bool) (*cors.Cors, error) {
 		// The methods of the contract's routes (HEAD is GET's).
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch},
 		AllowedHeaders: headers,
-		ExposedHeaders: []string{requestIDHeader, "Retry-After", "Allow"},
+		ExposedHeaders: []string{requestIDHeader, "Retry-After", "Allow", "WWW-Authenticate"},
 		MaxAge:         corsMaxAge,
 	}), nil
 }

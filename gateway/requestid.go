@@ -115,12 +115,15 @@ func checkForwardedSize(r *http.Request) *apierr.Error {
 // grpc-* headers, and the trace context and baggage, which the gateway
 // sets itself (from the traceparent and baggage headers, when it trusts
 // them: Config.TrustTraceContext); Grpc-Metadata-Baggage carried a public
-// caller's key-value pairs to every service past that.
+// caller's key-value pairs to every service past that. Authorization too:
+// it comes from the Authorization header alone, so a proxy that filters
+// or logs that header sees every token (Grpc-Metadata-Authorization was
+// a second way in).
 func notMetadata(name string) bool {
 	name = strings.ToLower(name)
 	switch name {
 	case "connection", "host", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
-		"traceparent", "tracestate", "baggage":
+		"traceparent", "tracestate", "baggage", "authorization":
 		return true
 	}
 	return strings.HasPrefix(name, "grpc-") || strings.HasPrefix(name, ":")

@@ -148,6 +148,8 @@ func TestHeadersReachingBackends(t *testing.T) {
 		// The gateway sends its own.
 		"Grpc-Metadata-Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		"Grpc-Metadata-Baggage", "tenant=evil",
+		// Tokens come in Authorization only.
+		"Grpc-Metadata-Authorization", "Bearer smuggled",
 		"Grpc-Metadata-Grpc-Timeout", "1n")
 	if resp.status != 200 {
 		t.Fatalf("status %d: %s", resp.status, resp.body)

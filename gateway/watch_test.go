@@ -126,7 +126,13 @@ func TestWatchErrors(t *testing.T) {
 		wantMsg    string
 		// wantRetryAfter is the Retry-After header, "" for none.
 		wantRetryAfter string
+		// wantChallenge is the WWW-Authenticate header, "" for none.
+		wantChallenge string
 	}{
+		{name: "no token", watch: failingWatch{err: apierr.New(codes.Unauthenticated, "TOKEN_MISSING", "a bearer token is needed")},
+			wantStatus: 401, wantCode: codes.Unauthenticated, wantReason: "TOKEN_MISSING", wantMsg: "a bearer token is needed", wantChallenge: "Bearer"},
+		{name: "expired token", watch: failingWatch{err: apierr.New(codes.Unauthenticated, "TOKEN_EXPIRED", "the bearer token has expired")},
+			wantStatus: 401, wantCode: codes.Unauthenticated, wantReason: "TOKEN_EXPIRED", wantMsg: "the bearer token has expired", wantChallenge: `Bearer error="invalid_token"`},
 		{name: "not found", watch: failingWatch{err: apierr.NotFound("ORDER_NOT_FOUND", "order", knownUserID)},
 			wantStatus: 404, wantCode: codes.NotFound, wantReason: "ORDER_NOT_FOUND", wantMsg: `order "` + knownUserID + `" not found`},
 		{name: "refused with a retry hint", watch: failingWatch{err: apierr.New(codes.ResourceExhausted, "TOO_MANY_WATCHES", "too many watches", apierr.RetryAfter(4500*time.Millisecond))},
@@ -170,6 +176,9 @@ func TestWatchErrors(t *testing.T) {
 			}
 			if got := resp.Header.Get("Retry-After"); got != tt.wantRetryAfter {
 				t.Errorf("Retry-After %q, want %q", got, tt.wantRetryAfter)
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); got != tt.wantChallenge {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tt.wantChallenge)
 			}
 			for _, leak := range []string{"/var/lib", "disk I/O", "127.0.0.1", "dial"} {
 				if strings.Contains(string(body), leak) {

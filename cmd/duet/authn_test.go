@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/duetkit/duet/kit/authn/devissuer"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
@@ -36,8 +38,11 @@ func TestServeEndUserTokens(t *testing.T) {
 	}
 	keys := filepath.Join(t.TempDir(), "jwks.json")
 	mtlstest.WriteFile(t, keys, set)
-	user := startComponent(t, ctx, "user", "--data-dir", t.TempDir(), "--auth-keys", keys, "--auth-issuer", issuerName)
-	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr)
+	authFlags := []string{"--auth-keys", keys, "--auth-issuer", issuerName}
+	user := startComponent(t, ctx, "user", append([]string{"--data-dir", t.TempDir()}, authFlags...)...)
+	inventory := startComponent(t, ctx, "inventory", append([]string{"--data-dir", t.TempDir()}, authFlags...)...)
+	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr,
+		"--inventory-target", inventory.addr)
 	if !strings.Contains(user.stderr.String(), `"end_user_tokens":true`) {
 		t.Errorf("the user service's serving line does not say it checks tokens:\n%s", user.stderr.String())
 	}
@@ -81,12 +86,29 @@ func TestServeEndUserTokens(t *testing.T) {
 	path := "/v1/users/" + id
 
 	good := sign(devissuer.Claims{Subject: id, Audience: []string{"duet"}})
+	impostor, err := devissuer.New(issuerName, "k1") // another key under the same kid
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := impostor.Sign(devissuer.Claims{Subject: id, Audience: []string{"duet"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name, authorization string
-		status              int
-		challenge, reason   string
+		name, method, path, authorization, body string
+		status                                  int
+		challenge, reason                       string
 	}{
 		{name: "no token", status: 401, challenge: "Bearer", reason: "TOKEN_MISSING"},
+		{name: "forged", authorization: "Bearer " + forged, status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_INVALID"},
+		{name: "catalogue without a token", path: "/v1/products", status: 200},
+		{name: "catalogue with an expired token", path: "/v1/products", authorization: sign(devissuer.Claims{Subject: id, Audience: []string{"duet"},
+			NotBefore: time.Now().Add(-2 * time.Hour), Expiry: time.Now().Add(-time.Hour)}),
+			status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_EXPIRED"},
+		{name: "new product without a token", method: "POST", path: "/v1/products",
+			body: `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"7"},"stock":1}`, status: 401, challenge: "Bearer", reason: "TOKEN_MISSING"},
+		{name: "new product", method: "POST", path: "/v1/products", authorization: good,
+			body: `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"7"},"stock":1}`, status: 200},
 		{name: "expired", authorization: sign(devissuer.Claims{Subject: id, Audience: []string{"duet"},
 			NotBefore: time.Now().Add(-2 * time.Hour), Expiry: time.Now().Add(-time.Hour)}),
 			status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_EXPIRED"},
@@ -96,9 +118,10 @@ func TestServeEndUserTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, header, body := call("GET", path, tt.authorization, "")
+			method, p := cmp.Or(tt.method, "GET"), cmp.Or(tt.path, path)
+			code, header, body := call(method, p, tt.authorization, tt.body)
 			if code != tt.status {
-				t.Fatalf("GET %s: %d %v, want %d", path, code, body, tt.status)
+				t.Fatalf("%s %s: %d %v, want %d", method, p, code, body, tt.status)
 			}
 			if tt.status == 200 {
 				return
@@ -112,14 +135,15 @@ func TestServeEndUserTokens(t *testing.T) {
 		})
 	}
 
-	// Health checks need none.
+	// Health checks need none, whatever they carry.
 	conn, err := grpc.NewClient(user.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Errorf("health without a token: %v, %v", resp, err)
+	stale := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer stale")
+	if resp, err := healthpb.NewHealthClient(conn).Check(stale, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health with a bad token: %v, %v", resp, err)
 	}
 }
 
@@ -134,7 +158,12 @@ func TestServeAuthFlagsChecked(t *testing.T) {
 		{[]string{"gateway", "--user-target", "127.0.0.1:1", "--order-target", "127.0.0.1:1", "--payment-target", "127.0.0.1:1",
 			"--auth-keys", keys, "--auth-issuer", "x"}, "for services"},
 		{[]string{"user", "--auth-keys", keys}, "needs --auth-issuer"},
-		{[]string{"user", "--auth-issuer", "x"}, "need --auth-keys"},
+		{[]string{"user", "--auth-issuer", "x"}, "needs --auth-keys"},
+		{[]string{"user", "--auth-audience", "x"}, "needs --auth-keys"},
+		{[]string{"user", "--auth-refresh", "1ms"}, "needs --auth-keys"},
+		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-audience", " "}, "must not be empty"},
+		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-trusted", "order,Gateway"}, `must not name "Gateway"`},
+		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-trusted", "localhost"}, `must not name "localhost"`},
 		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-trusted", "order"}, "needs mutual TLS"},
 		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x", "--auth-refresh", "10ms"}, "at least 1s"},
 		{[]string{"user", "--auth-keys", keys, "--auth-issuer", "x"}, "no such file"},

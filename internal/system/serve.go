@@ -93,10 +93,12 @@ type ServeConfig struct {
 	// caller the CA signed may call any method.
 	AccessPolicy string
 	// Auth, for a service, checks end users' JSON Web Tokens (kit/authn)
-	// when its KeysFile is set: every call needs a good token but those
-	// of PublicMethods[component] and of Auth.TrustedPeers (callers named
-	// by their certificates, so with TLS), such as the order saga's.
-	// Serve sets its Public and Logger. Zero: no token is asked for.
+	// when its KeysFile is set: every call needs a good token but health
+	// checks and, when they carry none, calls of publicMethods[component]
+	// and of Auth.TrustedPeers (callers named by their certificates, so
+	// with TLS), such as the order saga's; a token sent is always
+	// checked. Serve sets its Public (replacing any given) and Logger.
+	// Zero: no token is asked for.
 	Auth authn.Config
 	// Logger receives the component's logs.
 	Logger *slog.Logger
@@ -156,7 +158,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 
 	if cfg.Auth.KeysFile != "" {
 		auth := cfg.Auth
-		auth.Public = PublicMethods[component]
+		auth.Public = publicMethods[component]
 		auth.Logger = log.With("component", component)
 		var err error
 		if s.authn, err = authn.Load(ctx, auth); err != nil {
@@ -260,10 +262,10 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	return err
 }
 
-// PublicMethods are the methods of each service that a call may reach
+// publicMethods are the methods of each service that a call may reach
 // without an end user's token when tokens are checked (ServeConfig.Auth):
 // signing up and reading the catalogue.
-var PublicMethods = map[string][]string{
+var publicMethods = map[string][]string{
 	User:      {userv1.UserService_CreateUser_FullMethodName},
 	Inventory: {inventoryv1.InventoryService_GetProduct_FullMethodName, inventoryv1.InventoryService_ListProducts_FullMethodName},
 }
@@ -308,10 +310,18 @@ func (cfg ServeConfig) check(component string) error {
 		return errors.New("--auth-keys is for services: the gateway passes each request's Authorization on, and the services check it")
 	case cfg.Auth.KeysFile == "" && (cfg.Auth.Issuer != "" || len(cfg.Auth.TrustedPeers) > 0):
 		return errors.New("--auth-issuer and --auth-trusted need --auth-keys, the issuer's key set")
-	case len(cfg.Auth.TrustedPeers) > 0 && cfg.TLS.IsZero():
+	}
+	for _, name := range cfg.Auth.TrustedPeers {
+		// Names every certificate of duet certs carries, or the
+		// gateway's: its calls without a token would pass as trusted.
+		// (A name of the gateway's own certificate under another
+		// spelling, a SPIFFE id or a DNS name, only the operator knows.)
+		if strings.EqualFold(name, Gateway) || strings.EqualFold(name, "localhost") || name == "127.0.0.1" || name == "::1" {
+			return fmt.Errorf("--auth-trusted must not name %q: the gateway's certificate carries it, and its calls without a token would pass as trusted", name)
+		}
+	}
+	if len(cfg.Auth.TrustedPeers) > 0 && cfg.TLS.IsZero() {
 		return errors.New("--auth-trusted needs mutual TLS (--tls-cert, --tls-key, --tls-ca): callers are known by their certificates")
-	case slices.Contains(cfg.Auth.TrustedPeers, Gateway):
-		return errors.New("--auth-trusted must not name the gateway: its calls without a token would pass as its own")
 	}
 	type peer struct{ flag, target string }
 	peers := []peer{{"user-target", cfg.UserTarget}, {"payment-target", cfg.PaymentTarget}, {"inventory-target", cfg.InventoryTarget}}
