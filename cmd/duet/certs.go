@@ -35,20 +35,8 @@ func certsCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("certs", "duet certs [flags] NAME...   (a certificate per name: user, order, …, gateway, operator)", stderr)
 	dir := fs.String("dir", "certs", "directory to write into: DIR/ca/ holds the CA (made once, reused), DIR/NAME/ each name's cert.pem, key.pem and ca.pem")
 	days := fs.Int("days", 30, "how long the certificates are valid, in days (the CA, made once, ten years)")
-	if len(args) > 0 && isHelp(args[0]) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	var names []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if args = fs.Args(); len(args) > 0 {
-			names, args = append(names, args[0]), args[1:]
-		}
-	}
-	if err := parse(fs, nil); err != nil {
+	names, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
 	if len(names) == 0 {
@@ -110,4 +98,24 @@ func certsCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "%s: %s/{cert,key,ca}.pem (names %s, localhost, 127.0.0.1, ::1)\n", name, out, name)
 	}
 	return nil
+}
+
+// parseInterleaved parses a command's flags given before, between and
+// after its arguments (duet certs --days 1 user order --dir x), then the
+// environment's, and returns the arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	if len(args) > 0 && isHelp(args[0]) {
+		fs.Usage()
+		return nil, flag.ErrHelp
+	}
+	var rest []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if args = fs.Args(); len(args) > 0 {
+			rest, args = append(rest, args[0]), args[1:]
+		}
+	}
+	return rest, parse(fs, nil)
 }

@@ -53,6 +53,8 @@ Usage:
   duet order watch ORDER_ID         follow an order's saga until it ends
   duet certs NAME...                a development CA and certificates for
                                     mutual TLS between duet serve's components
+  duet token SUBJECT                an end user's token from a development
+                                    issuer, for duet serve --auth-keys
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;
@@ -76,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return orderCmd(ctx, args, stdout, stderr)
 	case "certs":
 		return certsCmd(ctx, args, stdout, stderr)
+	case "token":
+		return tokenCmd(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		if len(args) > 0 {
@@ -338,7 +342,9 @@ func envName(name string) string {
 // hand next week's import this week's id, and have it skipped.
 // So are `duet certs`' flags: a one-off command for a developer, whose
 // generic names (DUET_DIR) a deployment's environment could hold.
-var commandLineOnly = map[string]bool{"import-id": true, "dir": true, "days": true}
+var commandLineOnly = map[string]bool{"import-id": true, "dir": true, "days": true,
+	// And `duet token`'s, for the same reason.
+	"issuer": true, "audience": true, "scope": true, "ttl": true}
 
 func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)

@@ -14,11 +14,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/duetkit/duet/kit/mtls/devca"
 )
 
 // Issuer signs tokens with one ES256 key.
@@ -39,6 +42,52 @@ func New(name, kid string) (*Issuer, error) {
 		return nil, fmt.Errorf("devissuer: %w", err)
 	}
 	key := jose.JSONWebKey{Key: priv, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %w", err)
+	}
+	return &Issuer{Name: name, key: key, signer: signer}, nil
+}
+
+// Save writes the issuer's key, private, as a JSON Web Key to keyFile
+// (mode 0600) and its public key set, as kit/authn reads it, to keysFile,
+// each replaced by a rename.
+func (i *Issuer) Save(keyFile, keysFile string) error {
+	private, err := json.Marshal(i.key)
+	if err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	set, err := i.KeySet()
+	if err != nil {
+		return err
+	}
+	if err := devca.WriteFile(keyFile, private); err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	if err := devca.WriteFile(keysFile, set); err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	return nil
+}
+
+// Load reads an issuer's key that Save wrote; the issuer signs as name.
+func Load(name, keyFile string) (*Issuer, error) {
+	if name == "" {
+		return nil, errors.New("devissuer: an issuer needs a name")
+	}
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %w", err)
+	}
+	var key jose.JSONWebKey
+	if err := key.UnmarshalJSON(b); err != nil {
+		return nil, fmt.Errorf("devissuer: %s: %w", keyFile, err)
+	}
+	priv, ok := key.Key.(*ecdsa.PrivateKey)
+	if !ok || key.KeyID == "" || priv.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("devissuer: %s is not the private P-256 key, with a kid, that Save writes", keyFile)
+	}
+	key.Algorithm, key.Use = string(jose.ES256), "sig"
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: %w", err)
