@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/duetkit/duet/kit/authn/devissuer"
+	"github.com/duetkit/duet/kit/mtls/devca"
 )
 
 // maxTokenTTL bounds `duet token --ttl`: a development token should not
@@ -35,36 +38,83 @@ func tokenCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	case len(subjects) != 1:
 		fs.Usage()
 		return errors.New("token needs one subject")
-	case strings.TrimSpace(subjects[0]) != subjects[0] || subjects[0] == "":
+	case subjects[0] == "":
+		return errors.New("the subject must not be empty")
+	case strings.TrimSpace(subjects[0]) != subjects[0]:
 		return fmt.Errorf("the subject %q has blanks at an end", subjects[0])
 	case *ttl <= 0 || *ttl > maxTokenTTL:
 		return fmt.Errorf("--ttl must be over 0 and at most %v, got %v", maxTokenTTL, *ttl)
-	case *issuer == "" || strings.TrimSpace(*audience) == "":
+	case strings.TrimSpace(*issuer) == "" || strings.TrimSpace(*audience) == "":
 		return errors.New("--issuer and --audience must not be empty")
 	}
-	issuerDir := filepath.Join(*dir, "issuer")
-	keyFile, keysFile := filepath.Join(issuerDir, "key.jwk"), filepath.Join(issuerDir, "jwks.json")
-	iss, err := devissuer.Load(*issuer, keyFile)
-	switch {
-	case errors.Is(err, os.ErrNotExist) && !exists(keyFile) && !exists(keysFile):
-		if iss, err = devissuer.New(*issuer, "duet-dev-"+time.Now().UTC().Format("20060102")); err != nil {
-			return err
-		}
-		if err := os.MkdirAll(issuerDir, 0o700); err != nil {
-			return err
-		}
-		if err := iss.Save(keyFile, keysFile); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "made a development token issuer in %s: give services --auth-keys %s --auth-issuer %s\n", issuerDir, keysFile, *issuer)
-	case err != nil:
-		return fmt.Errorf("%w (remove %s to make a new issuer; tokens it signed stop being accepted)", err, issuerDir)
+	iss, err := openIssuer(*dir, strings.TrimSpace(*issuer), stderr)
+	if err != nil {
+		return err
 	}
-	token, err := iss.Sign(devissuer.Claims{Subject: subjects[0], Audience: []string{*audience},
-		Scopes: strings.FieldsFunc(*scopes, func(r rune) bool { return r == ',' || r == ' ' }), Expiry: time.Now().Add(*ttl)})
+	token, err := iss.Sign(devissuer.Claims{Subject: subjects[0], Audience: []string{strings.TrimSpace(*audience)},
+		Scopes: strings.FieldsFunc(*scopes, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }), Expiry: time.Now().Add(*ttl)})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, token)
 	return nil
+}
+
+// openIssuer loads the development issuer in dir/issuer, making it the
+// first time: in a directory of its own, renamed into place whole, so
+// that runs at once agree on one key. It checks that the key set beside
+// the key publishes that key, writing it again if it is missing.
+func openIssuer(dir, name string, stderr io.Writer) (*devissuer.Issuer, error) {
+	issuerDir := filepath.Join(dir, "issuer")
+	keyFile, keysFile := filepath.Join(issuerDir, "key.jwk"), filepath.Join(issuerDir, "jwks.json")
+	if !exists(issuerDir) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		tmp, err := os.MkdirTemp(dir, ".issuer-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp) // gone once renamed; a loser's copy otherwise
+		iss, err := devissuer.New(name, "")
+		if err != nil {
+			return nil, err
+		}
+		if err := iss.Save(filepath.Join(tmp, "key.jwk"), filepath.Join(tmp, "jwks.json")); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(tmp, issuerDir); err == nil {
+			fmt.Fprintf(stderr, "made a development token issuer in %s: give services --auth-keys %s --auth-issuer %s\n", issuerDir, keysFile, name)
+			return iss, nil
+		} else if !exists(issuerDir) {
+			return nil, err
+		}
+		// Another run made it first: use its key.
+	}
+	remake := fmt.Sprintf("remove %s to make a new issuer; tokens it signed stop being accepted", issuerDir)
+	iss, err := devissuer.Load(name, keyFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%s has no key.jwk (%s)", issuerDir, remake)
+	case errors.Is(err, devissuer.ErrNotAKey):
+		return nil, fmt.Errorf("%w (%s)", err, remake)
+	case err != nil:
+		return nil, err
+	}
+	want, err := iss.KeySet()
+	if err != nil {
+		return nil, err
+	}
+	switch got, err := os.ReadFile(keysFile); {
+	case errors.Is(err, os.ErrNotExist):
+		if err := devca.WriteFile(keysFile, want); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "wrote %s again from the issuer's key\n", keysFile)
+	case err != nil:
+		return nil, err
+	case !bytes.Equal(got, want):
+		return nil, fmt.Errorf("%s does not publish the key in key.jwk, so services would refuse its tokens (%s)", keysFile, remake)
+	}
+	return iss, nil
 }

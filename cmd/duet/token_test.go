@@ -6,10 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authn/devissuer"
+	"github.com/duetkit/duet/kit/mtls/mtlstest"
 )
 
 // TestToken: duet token makes a development issuer once and signs tokens
@@ -57,17 +60,106 @@ func TestToken(t *testing.T) {
 		}
 	}
 
-	for _, args := range [][]string{{"token", "--dir", dir}, {"token", "--dir", dir, "a", "b"}, {"token", "--dir", dir, " a"},
-		{"token", "--dir", dir, "--ttl", "48h", "a"}, {"token", "--dir", dir, "--audience", "", "a"}} {
-		if err := run(t.Context(), args, &stdout, &stderr); err == nil {
-			t.Errorf("%v succeeded", args)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"token", "--dir", dir}, "one subject"},
+		{[]string{"token", "--dir", dir, "a", "b"}, "one subject"},
+		{[]string{"token", "--dir", dir, " a"}, "blanks"},
+		{[]string{"token", "--dir", dir, ""}, "must not be empty"},
+		{[]string{"token", "--dir", dir, "--ttl", "48h", "a"}, "--ttl"},
+		{[]string{"token", "--dir", dir, "--audience", " ", "a"}, "must not be empty"},
+	} {
+		if err := run(t.Context(), c.args, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error saying %q", c.args, err, c.want)
 		}
 	}
-	// A half issuer is not replaced: tokens it signed would stop passing.
-	if err := os.Remove(filepath.Join(dir, "issuer", "key.jwk")); err != nil {
-		t.Fatal(err)
+}
+
+// TestTokenIssuerKeptWhole: duet token notices an issuer directory that
+// lost a file or whose key set is not its key's, and first runs at once
+// agree on one key.
+func TestTokenIssuerKeptWhole(t *testing.T) {
+	newIssuer := func(t *testing.T) (dir, keyFile, keysFile string) {
+		dir = t.TempDir()
+		var out bytes.Buffer
+		if err := run(t.Context(), []string{"token", "--dir", dir, "a"}, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		return dir, filepath.Join(dir, "issuer", "key.jwk"), filepath.Join(dir, "issuer", "jwks.json")
 	}
-	if err := run(t.Context(), []string{"token", "--dir", dir, "a"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "remove") {
-		t.Errorf("with the key gone: %v, want a refusal naming the directory to remove", err)
+	token := func(t *testing.T, dir string) (string, string, error) {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), []string{"token", "--dir", dir, "a"}, &stdout, &stderr)
+		return strings.TrimSpace(stdout.String()), stderr.String(), err
 	}
+	verify := func(t *testing.T, keysFile, tok string) {
+		t.Helper()
+		v, err := authn.Load(t.Context(), authn.Config{KeysFile: keysFile, Issuer: "duet-dev", Audience: "duet", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatalf("a token against the key set: %v", err)
+		}
+	}
+
+	t.Run("key set lost", func(t *testing.T) {
+		dir, _, keysFile := newIssuer(t)
+		if err := os.Remove(keysFile); err != nil {
+			t.Fatal(err)
+		}
+		tok, said, err := token(t, dir)
+		if err != nil || !strings.Contains(said, "again") {
+			t.Fatalf("%v; said %q", err, said)
+		}
+		verify(t, keysFile, tok)
+	})
+	t.Run("key lost", func(t *testing.T) {
+		dir, keyFile, _ := newIssuer(t)
+		if err := os.Remove(keyFile); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := token(t, dir); err == nil || !strings.Contains(err.Error(), "has no key.jwk") {
+			t.Fatalf("%v, want a refusal saying the key is missing", err)
+		}
+	})
+	t.Run("key set of another key", func(t *testing.T) {
+		dir, _, keysFile := newIssuer(t)
+		other, err := devissuer.New("duet-dev", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := other.KeySet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mtlstest.WriteFile(t, keysFile, set)
+		if _, _, err := token(t, dir); err == nil || !strings.Contains(err.Error(), "does not publish") {
+			t.Fatalf("%v, want a refusal saying the key set does not publish the key", err)
+		}
+	})
+	t.Run("first runs at once", func(t *testing.T) {
+		for range 20 { // a lost race is rare in any one round
+			dir := t.TempDir()
+			tokens := make([]string, 8)
+			errs := make([]error, 8)
+			var wg sync.WaitGroup
+			for i := range tokens {
+				wg.Go(func() { tokens[i], _, errs[i] = token(t, dir) })
+			}
+			wg.Wait()
+			for i := range tokens {
+				if errs[i] != nil {
+					t.Fatalf("run %d: %v", i, errs[i])
+				}
+				verify(t, filepath.Join(dir, "issuer", "jwks.json"), tokens[i])
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, ".issuer-*")); len(left) != 0 {
+				t.Fatalf("left behind: %v", left)
+			}
+		}
+	})
 }

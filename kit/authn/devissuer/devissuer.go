@@ -1,6 +1,7 @@
 // Package devissuer signs JSON Web Tokens for development and tests: the
-// issuer an identity provider would be, with a key made in memory, so
-// that kit/authn can be tried and tested without one.
+// issuer an identity provider would be, with a key of its own (made in
+// memory, and saved to files for `duet token`), so that kit/authn can be
+// tried and tested without one.
 //
 // Production tokens come from an identity provider (Keycloak, Auth0,
 // Dex, a cloud's); this package is not one: it has no users, no login
@@ -8,9 +9,12 @@
 package devissuer
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,16 +36,30 @@ type Issuer struct {
 	signer jose.Signer
 }
 
-// New makes an issuer named name with a new key, whose "kid" is kid.
+// New makes an issuer named name with a new key, whose "kid" is kid, or,
+// when kid is empty, the key's own thumbprint (RFC 7638), so that no two
+// keys share one.
 func New(name, kid string) (*Issuer, error) {
-	if name == "" || kid == "" {
-		return nil, errors.New("devissuer: an issuer needs a name and a key id")
+	if name == "" {
+		return nil, errors.New("devissuer: an issuer needs a name")
 	}
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: %w", err)
 	}
 	key := jose.JSONWebKey{Key: priv, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"}
+	if kid == "" {
+		thumb, err := key.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("devissuer: %w", err)
+		}
+		key.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
+	}
+	return withKey(name, key)
+}
+
+// withKey is an issuer signing with key.
+func withKey(name string, key jose.JSONWebKey) (*Issuer, error) {
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: %w", err)
@@ -70,7 +88,12 @@ func (i *Issuer) Save(keyFile, keysFile string) error {
 	return nil
 }
 
+// ErrNotAKey is Load's error for a file that is not the key Save writes.
+var ErrNotAKey = errors.New("not the private ES256 key, with a kid, that devissuer saves")
+
 // Load reads an issuer's key that Save wrote; the issuer signs as name.
+// It refuses anything else: a public key, another curve or algorithm, a
+// key for encryption, a private part that does not match the public one.
 func Load(name, keyFile string) (*Issuer, error) {
 	if name == "" {
 		return nil, errors.New("devissuer: an issuer needs a name")
@@ -81,18 +104,25 @@ func Load(name, keyFile string) (*Issuer, error) {
 	}
 	var key jose.JSONWebKey
 	if err := key.UnmarshalJSON(b); err != nil {
-		return nil, fmt.Errorf("devissuer: %s: %w", keyFile, err)
+		return nil, fmt.Errorf("devissuer: %s: %w: %w", keyFile, ErrNotAKey, err)
 	}
 	priv, ok := key.Key.(*ecdsa.PrivateKey)
-	if !ok || key.KeyID == "" || priv.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("devissuer: %s is not the private P-256 key, with a kid, that Save writes", keyFile)
+	if !ok || key.KeyID == "" || priv.Curve != elliptic.P256() ||
+		(key.Algorithm != "" && key.Algorithm != string(jose.ES256)) || (key.Use != "" && key.Use != "sig") {
+		return nil, fmt.Errorf("devissuer: %s: %w", keyFile, ErrNotAKey)
+	}
+	// go-jose takes d, x and y as given: a d of another key would sign
+	// what the published x and y do not verify.
+	derived, err := priv.ECDH()
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %s: %w: %w", keyFile, ErrNotAKey, err)
+	}
+	given, err := priv.PublicKey.ECDH()
+	if err != nil || !bytes.Equal(derived.PublicKey().Bytes(), given.Bytes()) {
+		return nil, fmt.Errorf("devissuer: %s: %w: its private part is not its public key's", keyFile, ErrNotAKey)
 	}
 	key.Algorithm, key.Use = string(jose.ES256), "sig"
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return nil, fmt.Errorf("devissuer: %w", err)
-	}
-	return &Issuer{Name: name, key: key, signer: signer}, nil
+	return withKey(name, key)
 }
 
 // KeySet is the issuer's public JSON Web Key Set, as kit/authn reads it.

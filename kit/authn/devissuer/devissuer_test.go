@@ -2,10 +2,17 @@ package devissuer_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/duetkit/duet/kit/authn"
 	"github.com/duetkit/duet/kit/authn/devissuer"
@@ -42,8 +49,61 @@ func TestSaveLoad(t *testing.T) {
 	if id, err := v.Verify(token); err != nil || id.Subject != "u" {
 		t.Fatalf("a loaded issuer's token: %+v, %v", id, err)
 	}
-	// The public key set is no key to load.
-	if _, err := devissuer.Load("https://id.test", keysFile); err == nil {
-		t.Fatal("Load took the public key set as a key")
+}
+
+// TestLoadRefuses: Load takes only the key Save writes.
+func TestLoadRefuses(t *testing.T) {
+	p256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A private key whose d is another key's.
+	mixed := *p256
+	mixed.D = other.D
+	tests := []struct {
+		name string
+		key  jose.JSONWebKey
+	}{
+		{"public", jose.JSONWebKey{Key: &p256.PublicKey, KeyID: "k"}},
+		{"P-384", jose.JSONWebKey{Key: p384, KeyID: "k"}},
+		{"symmetric", jose.JSONWebKey{Key: []byte("0123456789abcdef0123456789abcdef"), KeyID: "k"}},
+		{"no kid", jose.JSONWebKey{Key: p256}},
+		{"for ES384", jose.JSONWebKey{Key: p256, KeyID: "k", Algorithm: string(jose.ES384)}},
+		{"for encryption", jose.JSONWebKey{Key: p256, KeyID: "k", Use: "enc"}},
+		{"private part of another key", jose.JSONWebKey{Key: &mixed, KeyID: "k"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "key.jwk")
+			if err := os.WriteFile(file, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := devissuer.Load("https://id.test", file); !errors.Is(err, devissuer.ErrNotAKey) {
+				t.Fatalf("Load = %v, want ErrNotAKey", err)
+			}
+		})
+	}
+	good, err := json.Marshal(jose.JSONWebKey{Key: p256, KeyID: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "key.jwk")
+	if err := os.WriteFile(file, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devissuer.Load("https://id.test", file); err != nil {
+		t.Fatalf("a good key: %v", err)
 	}
 }
