@@ -65,12 +65,26 @@ func TestLoadRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A private key whose d is another key's.
-	mixed := *p256
-	mixed.D = other.D
+	// A private key whose d is another key's, as a file could hold it.
+	mine, err := json.Marshal(jose.JSONWebKey{Key: p256, KeyID: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := json.Marshal(jose.JSONWebKey{Key: other, KeyID: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mixed, donor map[string]any
+	if err := json.Unmarshal(mine, &mixed); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(theirs, &donor); err != nil {
+		t.Fatal(err)
+	}
+	mixed["d"] = donor["d"]
 	tests := []struct {
 		name string
-		key  jose.JSONWebKey
+		key  any // a jose.JSONWebKey, or its JSON as a map
 	}{
 		{"public", jose.JSONWebKey{Key: &p256.PublicKey, KeyID: "k"}},
 		{"P-384", jose.JSONWebKey{Key: p384, KeyID: "k"}},
@@ -78,7 +92,7 @@ func TestLoadRefuses(t *testing.T) {
 		{"no kid", jose.JSONWebKey{Key: p256}},
 		{"for ES384", jose.JSONWebKey{Key: p256, KeyID: "k", Algorithm: string(jose.ES384)}},
 		{"for encryption", jose.JSONWebKey{Key: p256, KeyID: "k", Use: "enc"}},
-		{"private part of another key", jose.JSONWebKey{Key: &mixed, KeyID: "k"}},
+		{"private part of another key", mixed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
