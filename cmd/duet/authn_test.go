@@ -156,7 +156,7 @@ func TestServeAuthFlagsChecked(t *testing.T) {
 		want string
 	}{
 		{[]string{"gateway", "--user-target", "127.0.0.1:1", "--order-target", "127.0.0.1:1", "--payment-target", "127.0.0.1:1",
-			"--auth-keys", keys, "--auth-issuer", "x"}, "for services"},
+			"--auth-keys", keys, "--auth-issuer", "x", "--auth-trusted", "order"}, "for services"},
 		{[]string{"user", "--auth-keys", keys}, "needs --auth-issuer"},
 		{[]string{"user", "--auth-issuer", "x"}, "needs --auth-keys"},
 		{[]string{"user", "--auth-audience", "x"}, "needs --auth-keys"},
@@ -175,5 +175,72 @@ func TestServeAuthFlagsChecked(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v = %v, want an error saying %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestServeGatewayChecksTokens: a gateway given --auth-keys refuses a
+// call without a good token itself, before it reaches a service (this
+// one checks none), and passes good ones and public calls on.
+func TestServeGatewayChecksTokens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	iss, err := devissuer.New("https://id.test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := iss.KeySet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(t.TempDir(), "jwks.json")
+	mtlstest.WriteFile(t, keys, set)
+	user := startComponent(t, ctx, "user", "--data-dir", t.TempDir())
+	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr,
+		"--auth-keys", keys, "--auth-issuer", "https://id.test")
+	if !strings.Contains(gateway.stderr.String(), `"end_user_tokens":true`) {
+		t.Errorf("the gateway's serving line does not say it checks tokens:\n%s", gateway.stderr.String())
+	}
+	token, err := iss.Sign(devissuer.Claims{Subject: "u", Audience: []string{"duet"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, path, authorization, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, "http://"+gateway.addr+path, strings.NewReader(body))
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
+		resp, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := do("POST", "/v1/users", "", `{"name":"Ada","email":"ada@example.com"}`); code != 200 {
+		t.Fatalf("sign-up without a token: %d %s", code, body)
+	}
+	const unknown = "/v1/users/01a2507e-1204-7e18-96e6-32e181e063b4"
+	for _, tt := range []struct {
+		authorization string
+		status        int
+		reason        string
+	}{
+		{"", 401, "TOKEN_MISSING"},
+		{"Bearer nope", 401, "TOKEN_INVALID"},
+		{"Bearer " + token, 404, ""}, // passed on: the user service answers
+	} {
+		code, body := do("GET", unknown, tt.authorization, "")
+		if code != tt.status || !strings.Contains(body, tt.reason) {
+			t.Errorf("GET with %q: %d %s, want %d %s", tt.authorization, code, body, tt.status, tt.reason)
+		}
+	}
+	// The user service saw the good token's call only (its log is
+	// written in batches, in order: once that call's line is there, a
+	// refused one's before it would be too).
+	user.stderr.WaitFor(t, `"grpc.method":"GetUser"`, 10*time.Second)
+	if n := strings.Count(user.stderr.String(), `"grpc.method":"GetUser"`); n != 1 {
+		t.Errorf("the user service logged %d GetUser calls, want 1 (the refused ones must not reach it):\n%s", n, user.stderr.String())
 	}
 }

@@ -261,11 +261,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var tls tlsFlags
 	tls.register(fs)
 	accessPolicy := fs.String("access-policy", "", "services: gRPC authorization policy file (JSON) naming which callers' certificates may call which methods, read again every --tls-refresh; needs the --tls-* flags; none, any caller the CA signed may call any method")
-	authKeys := fs.String("auth-keys", "", "services: the identity provider's JSON Web Key Set (a file, read again every --auth-refresh): every call then needs an end user's token (Authorization: Bearer, which the gateway passes on) signed by one of its keys, but health checks and, without a token, signing up, reading the catalogue and the --auth-trusted certificates' calls; a token sent is always checked; none, no token is asked for")
-	authIssuer := fs.String("auth-issuer", "", "services: the \"iss\" tokens must claim; needs --auth-keys")
-	authAudience := fs.String("auth-audience", "duet", "services: the \"aud\" tokens must claim; needs --auth-keys")
+	authKeys := fs.String("auth-keys", "", "services and gateway: the identity provider's JSON Web Key Set (a file, read again every --auth-refresh): every call then needs an end user's token (Authorization: Bearer, which the gateway checks and passes on) signed by one of its keys, but health checks and, without a token, signing up, reading the catalogue and the --auth-trusted certificates' calls; a token sent is always checked; none, no token is asked for")
+	authIssuer := fs.String("auth-issuer", "", "services and gateway: the \"iss\" tokens must claim; needs --auth-keys")
+	authAudience := fs.String("auth-audience", "duet", "services and gateway: the \"aud\" tokens must claim; needs --auth-keys")
 	authTrusted := fs.String("auth-trusted", "", "services: comma-separated certificate names whose calls need no token (the order saga's: order; operators' commands: operator); needs --auth-keys and the --tls-* flags; never a name the gateway's certificate carries")
-	authRefresh := fs.Duration("auth-refresh", authn.DefaultRefresh, "services: how often --auth-keys is read again, so the issuer's keys rotate without a restart (at least 1s); needs --auth-keys")
+	authRefresh := fs.Duration("auth-refresh", authn.DefaultRefresh, "services and gateway: how often --auth-keys is read again, so the issuer's keys rotate without a restart (at least 1s); needs --auth-keys")
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {

@@ -155,7 +155,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	order := startComponent(t, ctx, "order", withTLS("order", append(append(dbFlags(), natsFlags...),
 		"--user-target", "dns:///"+user.addr, "--payment-target", payment.addr, "--inventory-target", inventory.addr,
 		"--metrics-addr", "127.0.0.1:0")...)...)
-	gateway := startComponent(t, ctx, "gateway", append(tlsFlags("gateway"),
+	gateway := startComponent(t, ctx, "gateway", append(tlsFlags("gateway"), "--auth-keys", keys, "--auth-issuer", issuerName,
 		"--user-target", user.addr, "--order-target", order.addr, "--payment-target", payment.addr,
 		"--inventory-target", inventory.addr, "--notification-target", notification.addr)...)
 	base := "http://" + gateway.addr

@@ -92,13 +92,16 @@ type ServeConfig struct {
 	// methods, read again every TLS.Refresh. It needs TLS. Empty: any
 	// caller the CA signed may call any method.
 	AccessPolicy string
-	// Auth, for a service, checks end users' JSON Web Tokens (kit/authn)
-	// when its KeysFile is set: every call needs a good token but health
-	// checks and, when they carry none, calls of publicMethods[component]
-	// and of Auth.TrustedPeers (callers named by their certificates, so
-	// with TLS), such as the order saga's; a token sent is always
-	// checked. Serve sets its Public (replacing any given) and Logger.
-	// Zero: no token is asked for.
+	// Auth checks end users' JSON Web Tokens (kit/authn) when its
+	// KeysFile is set. A service: every call needs a good token but
+	// health checks and, when they carry none, calls of
+	// publicMethods[component] and of Auth.TrustedPeers (callers named by
+	// their certificates, so with TLS), such as the order saga's; a token
+	// sent is always checked. The gateway: every call it passes on is
+	// checked the same way before it leaves (its Authorization header),
+	// so a bad token costs no service a hop; TrustedPeers is refused.
+	// Serve sets its Public (replacing any given) and Logger. Zero: no
+	// token is asked for.
 	Auth authn.Config
 	// Logger receives the component's logs.
 	Logger *slog.Logger
@@ -159,6 +162,10 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if cfg.Auth.KeysFile != "" {
 		auth := cfg.Auth
 		auth.Public = publicMethods[component]
+		if component == Gateway {
+			// It checks the calls it passes on to every service.
+			auth.Public = slices.Concat(publicMethods[User], publicMethods[Inventory])
+		}
 		auth.Logger = log.With("component", component)
 		var err error
 		if s.authn, err = authn.Load(ctx, auth); err != nil {
@@ -214,6 +221,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 			Bus: bus, Saga: cfg.Saga,
 		})
 	case Gateway:
+		s.edge = s.authn // checks the calls it passes on
 		return serveGateway(ctx, s, cfg, log.With("service", Gateway))
 	}
 	if err != nil {
@@ -306,8 +314,8 @@ func (cfg ServeConfig) check(component string) error {
 		return errors.New("--access-policy is for services: the gateway serves HTTP")
 	case cfg.AccessPolicy != "" && cfg.TLS.IsZero():
 		return errors.New("--access-policy needs mutual TLS (--tls-cert, --tls-key, --tls-ca): callers are known by their certificates")
-	case cfg.Auth.KeysFile != "" && component == Gateway:
-		return errors.New("--auth-keys is for services: the gateway passes each request's Authorization on, and the services check it")
+	case len(cfg.Auth.TrustedPeers) > 0 && component == Gateway:
+		return errors.New("--auth-trusted is for services: the gateway's callers are REST clients, known by their tokens alone")
 	case cfg.Auth.KeysFile == "" && (cfg.Auth.Issuer != "" || len(cfg.Auth.TrustedPeers) > 0):
 		return errors.New("--auth-issuer and --auth-trusted need --auth-keys, the issuer's key set")
 	}
@@ -412,7 +420,7 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	s.http = HTTPServer(gw, s.HTTPAddr, prom)
 	s.httpDone = make(chan error, 1)
 	go func() { s.httpDone <- s.http.Serve(lis) }()
-	log.Info("serving", "component", Gateway, "http", s.HTTPAddr, "metrics", metricsAddr, "mutual_tls", s.tls != nil)
+	log.Info("serving", "component", Gateway, "http", s.HTTPAddr, "metrics", metricsAddr, "mutual_tls", s.tls != nil, "end_user_tokens", s.edge != nil)
 	if cfg.Ready != nil {
 		cfg.Ready(s.HTTPAddr)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -151,8 +152,10 @@ type System struct {
 	tls *mtls.Credentials
 	// access, when not nil, is Serve's policy of who may call what.
 	access *access.Policy
-	// authn, when not nil, checks end users' tokens on Serve's service.
+	// authn, when not nil, checks end users' tokens on Serve's service,
+	// or, as edge too, on the calls Serve's gateway passes on.
 	authn *authn.Verifier
+	edge  *authn.Verifier
 	// notServingDelay is the longest of the services' NotServingDelay
 	// (Serve's one service's), which Shutdown waits before they drain.
 	notServingDelay time.Duration
@@ -392,6 +395,10 @@ func (s *System) dial(target string) (*grpc.ClientConn, error) {
 	cfg := peerConfig
 	if s.tls != nil {
 		cfg.Creds = s.tls.Client()
+	}
+	if s.edge != nil {
+		cfg.UnaryInterceptors = append(slices.Clone(cfg.UnaryInterceptors), s.edge.UnaryClientInterceptor())
+		cfg.StreamInterceptors = append(slices.Clone(cfg.StreamInterceptors), s.edge.StreamClientInterceptor())
 	}
 	conn, err := client.New(target, cfg)
 	if err != nil {

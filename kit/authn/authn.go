@@ -12,7 +12,10 @@
 // is refused with UNAUTHENTICATED, reason TOKEN_MISSING (HTTP 401
 // through the gateway); one whose token fails a check with reason
 // TOKEN_INVALID, or TOKEN_EXPIRED once it has expired, so a client knows
-// to fetch a new one. Handlers read who called with FromContext.
+// to fetch a new one. Handlers read who called with FromContext. A
+// process that passes its callers' tokens on, such as a REST gateway,
+// checks them before the calls leave with UnaryClientInterceptor and
+// StreamClientInterceptor, so a bad token is refused at the edge.
 //
 // Two kinds of calls need no token. Config.Public names methods anyone may
 // call (signing up, a product catalogue); a token sent to one is still
@@ -463,20 +466,73 @@ func (v *Verifier) check(ctx context.Context, method string) (context.Context, e
 				}
 			}
 		}
-		return ctx, apierr.New(codes.Unauthenticated, ReasonTokenMissing, "a bearer token is needed (metadata \"authorization: Bearer <token>\")")
+		return ctx, missing()
 	}
-	if len(values) > 1 {
-		return ctx, invalid("the call has more than one authorization")
-	}
-	scheme, token, _ := strings.Cut(values[0], " ")
-	if !strings.EqualFold(scheme, "bearer") {
-		return ctx, invalid("the authorization is not \"Bearer <token>\"")
-	}
-	id, err := v.identity(strings.TrimSpace(token))
+	id, err := v.bearer(values)
 	if err != nil {
 		return ctx, err
 	}
 	return context.WithValue(ctx, identityKey{}, id), nil
+}
+
+func missing() error {
+	return apierr.New(codes.Unauthenticated, ReasonTokenMissing, "a bearer token is needed (metadata \"authorization: Bearer <token>\")")
+}
+
+// bearer checks a call's authorization values: one, "Bearer <token>",
+// the token good.
+func (v *Verifier) bearer(values []string) (*Identity, error) {
+	if len(values) > 1 {
+		return nil, invalid("the call has more than one authorization")
+	}
+	scheme, token, _ := strings.Cut(values[0], " ")
+	if !strings.EqualFold(scheme, "bearer") {
+		return nil, invalid("the authorization is not \"Bearer <token>\"")
+	}
+	return v.identity(strings.TrimSpace(token))
+}
+
+// checkOutgoing decides an outgoing call to method by the token its
+// outgoing metadata carries, as check does an incoming one's but
+// for TrustedPeers (the caller is this process).
+func (v *Verifier) checkOutgoing(ctx context.Context, method string) error {
+	if healthMethods[method] {
+		return nil
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	values := md.Get("authorization")
+	if len(values) == 0 {
+		if v.public[method] {
+			return nil
+		}
+		return missing()
+	}
+	_, err := v.bearer(values)
+	return err
+}
+
+// UnaryClientInterceptor refuses outgoing unary calls whose metadata does
+// not carry a good token, before they leave: for a process that passes
+// its callers' tokens on, such as a REST gateway, which so checks them at
+// the edge as well as the services do behind it. Config.Public applies,
+// Config.TrustedPeers does not.
+func (v *Verifier) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if err := v.checkOutgoing(ctx, method); err != nil {
+			return err
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// StreamClientInterceptor is UnaryClientInterceptor for streams.
+func (v *Verifier) StreamClientInterceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if err := v.checkOutgoing(ctx, method); err != nil {
+			return nil, err
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
 }
 
 // UnaryInterceptor refuses unary calls without a good token and gives the

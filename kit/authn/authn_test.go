@@ -787,3 +787,50 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 }
+
+// TestClientInterceptors: a process that passes its callers' tokens on
+// refuses an outgoing call without a good one before it leaves.
+func TestClientInterceptors(t *testing.T) {
+	iss := newIssuer(t, "k1")
+	v := load(t, authn.Config{KeysFile: writeKeys(t, iss), Public: []string{publicMethod}, TrustedPeers: []string{"order"}})
+	token := sign(t, iss, devissuer.Claims{Subject: "u1"})
+	const private = "/grpc.testing.TestService/UnaryCall"
+	tests := []struct {
+		name, method, authorization, reason string
+	}{
+		{name: "good token", method: private, authorization: "Bearer " + token},
+		{name: "no token", method: private, reason: authn.ReasonTokenMissing},
+		{name: "bad token", method: private, authorization: "Bearer nope", reason: authn.ReasonTokenInvalid},
+		{name: "public without a token", method: publicMethod},
+		{name: "public with a bad token", method: publicMethod, authorization: "Bearer nope", reason: authn.ReasonTokenInvalid},
+		{name: "health", method: healthpb.Health_Check_FullMethodName, authorization: "Bearer nope"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			if tt.authorization != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", tt.authorization)
+			}
+			var sent, streamed bool
+			err := v.UnaryClientInterceptor()(ctx, tt.method, nil, nil, nil, func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
+				sent = true
+				return nil
+			})
+			_, serr := v.StreamClientInterceptor()(ctx, &grpc.StreamDesc{}, nil, tt.method, func(context.Context, *grpc.StreamDesc, *grpc.ClientConn, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+				streamed = true
+				return nil, nil
+			})
+			for kind, got := range map[string]struct {
+				err  error
+				went bool
+			}{"unary": {err, sent}, "stream": {serr, streamed}} {
+				if tt.reason == "" && (got.err != nil || !got.went) {
+					t.Errorf("%s: %v, sent %v; want it sent", kind, got.err, got.went)
+				}
+				if tt.reason != "" && (!apierr.Is(got.err, tt.reason) || got.went) {
+					t.Errorf("%s: %v, sent %v; want %s and nothing sent", kind, got.err, got.went, tt.reason)
+				}
+			}
+		})
+	}
+}
