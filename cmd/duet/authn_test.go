@@ -195,8 +195,9 @@ func TestServeGatewayChecksTokens(t *testing.T) {
 	keys := filepath.Join(t.TempDir(), "jwks.json")
 	mtlstest.WriteFile(t, keys, set)
 	user := startComponent(t, ctx, "user", "--data-dir", t.TempDir())
+	inventory := startComponent(t, ctx, "inventory", "--data-dir", t.TempDir())
 	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr,
-		"--auth-keys", keys, "--auth-issuer", "https://id.test")
+		"--inventory-target", inventory.addr, "--auth-keys", keys, "--auth-issuer", "https://id.test")
 	if !strings.Contains(gateway.stderr.String(), `"end_user_tokens":true`) {
 		t.Errorf("the gateway's serving line does not say it checks tokens:\n%s", gateway.stderr.String())
 	}
@@ -204,6 +205,7 @@ func TestServeGatewayChecksTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var challenge string
 	do := func(method, path, authorization, body string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, method, "http://"+gateway.addr+path, strings.NewReader(body))
@@ -216,10 +218,18 @@ func TestServeGatewayChecksTokens(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
+		challenge = resp.Header.Get("WWW-Authenticate")
 		return resp.StatusCode, string(b)
 	}
+	// Signing up and the catalogue pass without a token.
 	if code, body := do("POST", "/v1/users", "", `{"name":"Ada","email":"ada@example.com"}`); code != 200 {
 		t.Fatalf("sign-up without a token: %d %s", code, body)
+	}
+	if code, body := do("GET", "/v1/products", "", ""); code != 200 {
+		t.Fatalf("the catalogue without a token: %d %s", code, body)
+	}
+	if code, body := do("GET", "/v1/orders/"+strings.Repeat("0", 8)+"-0000-7000-8000-000000000000:watch", "", ""); code != 401 || challenge != "Bearer" {
+		t.Errorf("a watch without a token: %d %s, WWW-Authenticate %q; want 401, Bearer", code, body, challenge)
 	}
 	const unknown = "/v1/users/01a2507e-1204-7e18-96e6-32e181e063b4"
 	for _, tt := range []struct {

@@ -207,7 +207,8 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			t.Errorf("order's /metrics has no CreateOrder count")
 		}
 	}
-	// Without a token the services refuse a REST caller, the saga's
+	// Without a token the gateway refuses a REST caller (the services,
+	// which check too, behind it: TestServeEndUserTokens); the saga's
 	// calls (by the order service's certificate) went through above.
 	if status, b := sendAs("", "GET", "/v1/users/"+userID+"/orders", ""); status != http.StatusUnauthorized || !strings.Contains(fmt.Sprint(b), authn.ReasonTokenMissing) {
 		t.Errorf("orders without a token: %d %v, want 401 %s", status, b, authn.ReasonTokenMissing)

@@ -164,7 +164,10 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		auth.Public = publicMethods[component]
 		if component == Gateway {
 			// It checks the calls it passes on to every service.
-			auth.Public = slices.Concat(publicMethods[User], publicMethods[Inventory])
+			auth.Public = nil
+			for _, methods := range publicMethods {
+				auth.Public = append(auth.Public, methods...)
+			}
 		}
 		auth.Logger = log.With("component", component)
 		var err error

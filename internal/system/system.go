@@ -152,10 +152,12 @@ type System struct {
 	tls *mtls.Credentials
 	// access, when not nil, is Serve's policy of who may call what.
 	access *access.Policy
-	// authn, when not nil, checks end users' tokens on Serve's service,
-	// or, as edge too, on the calls Serve's gateway passes on.
+	// authn, when not nil, checks end users' tokens on Serve's service.
 	authn *authn.Verifier
-	edge  *authn.Verifier
+	// edge, when not nil, is authn on Serve's gateway: dial gives its
+	// connections to the services the client interceptors that check the
+	// tokens the gateway passes on. Shutdown closes it as authn.
+	edge *authn.Verifier
 	// notServingDelay is the longest of the services' NotServingDelay
 	// (Serve's one service's), which Shutdown waits before they drain.
 	notServingDelay time.Duration
@@ -390,7 +392,8 @@ const inprocBuffer = 256 << 10
 var peerConfig = client.Config{Timeout: -1}
 
 // dial connects to target over the network (`duet serve`'s components
-// reach each other this way).
+// reach each other this way), checking end users' tokens on the way out
+// when s.edge is set (the gateway's).
 func (s *System) dial(target string) (*grpc.ClientConn, error) {
 	cfg := peerConfig
 	if s.tls != nil {
@@ -529,7 +532,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	if s.authn != nil {
 		s.authn.Close()
-		s.authn = nil
+		s.authn, s.edge = nil, nil
 	}
 	return errors.Join(errs...)
 }
