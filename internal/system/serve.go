@@ -303,8 +303,10 @@ func natsOverTLS(url string) bool {
 
 // check refuses what Serve cannot run component with, before anything is
 // created or opened: an unknown component, no address to listen on (""
-// would listen on every interface, on a port chosen at random), and peers
-// missing or given as targets nothing could dial.
+// would listen on every interface, on a port chosen at random), an
+// access policy or trusted certificate names where no caller has a
+// certificate to be known by, trusted names the gateway's certificate
+// carries, and peers missing or given as targets nothing could dial.
 func (cfg ServeConfig) check(component string) error {
 	if !slices.Contains(Components, component) {
 		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
