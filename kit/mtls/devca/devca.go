@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -167,17 +168,23 @@ func (ca *CA) Issue(leaf Leaf) (certPEM, keyPEM []byte, err error) {
 
 // WriteFile replaces name with data by a rename, readable by the owner
 // only, so a reader (kit/mtls re-reading its files) sees a whole file.
+// The data goes first to a file of a name of its own beside name
+// (os.CreateTemp: mode 0600, never a leftover's), so writers at once do
+// not write into each other's.
 func WriteFile(name string, data []byte) error {
-	tmp := name + ".tmp"
-	// A leftover of a crash keeps its mode through os.WriteFile.
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		return errors.Join(err, os.Remove(tmp))
+	if err == nil {
+		err = os.Rename(f.Name(), name)
+	}
+	if err != nil {
+		return errors.Join(err, os.Remove(f.Name()))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,4 +99,40 @@ func Example() {
 	}
 	fmt.Println(pair.Leaf.DNSNames, pair.Leaf.IPAddresses, pair.Leaf.ExtKeyUsage)
 	// Output: [order localhost] [127.0.0.1] [serverAuth clientAuth]
+}
+
+// TestWriteFile: writers at once each succeed and leave one of their
+// files whole, readable by the owner only, and no temporary file behind.
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(name, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Go(func() { errs[i] = devca.WriteFile(name, bytes.Repeat([]byte{byte('a' + i)}, 4096)) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("writer %d: %v", i, err)
+			}
+		}
+		got, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 4096 || !bytes.Equal(got, bytes.Repeat(got[:1], 4096)) {
+			t.Fatalf("the file is not one writer's whole: %d bytes, %q…", len(got), got[:min(len(got), 16)])
+		}
+	}
+	if info, err := os.Stat(name); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, %v; want 0600", info.Mode().Perm(), err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("left in the directory: %v", entries)
+	}
 }
