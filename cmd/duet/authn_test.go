@@ -21,14 +21,14 @@ import (
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 )
 
-// TestServeEndUserTokens: a service given --auth-keys answers the
-// gateway's REST callers only with a token its issuer signed (401 with a
-// Bearer challenge otherwise), but for signing up and health checks.
-func TestServeEndUserTokens(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	const issuerName = "https://id.test"
-	iss, err := devissuer.New(issuerName, "k1")
+// testIssuerName is the issuer of the tests' tokens (--auth-issuer).
+const testIssuerName = "https://id.test"
+
+// testIssuer makes an issuer whose key is named kid (its thumbprint when
+// empty) and writes its key set to a file, for --auth-keys.
+func testIssuer(t *testing.T, kid string) (iss *devissuer.Issuer, keysFile string) {
+	t.Helper()
+	iss, err := devissuer.New(testIssuerName, kid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,9 +36,19 @@ func TestServeEndUserTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := filepath.Join(t.TempDir(), "jwks.json")
-	mtlstest.WriteFile(t, keys, set)
-	authFlags := []string{"--auth-keys", keys, "--auth-issuer", issuerName}
+	keysFile = filepath.Join(t.TempDir(), "jwks.json")
+	mtlstest.WriteFile(t, keysFile, set)
+	return iss, keysFile
+}
+
+// TestServeEndUserTokens: a service given --auth-keys answers the
+// gateway's REST callers only with a token its issuer signed (401 with a
+// Bearer challenge otherwise), but for signing up and health checks.
+func TestServeEndUserTokens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	iss, keys := testIssuer(t, "k1")
+	authFlags := []string{"--auth-keys", keys, "--auth-issuer", testIssuerName}
 	user := startComponent(t, ctx, "user", append([]string{"--data-dir", t.TempDir()}, authFlags...)...)
 	inventory := startComponent(t, ctx, "inventory", append([]string{"--data-dir", t.TempDir()}, authFlags...)...)
 	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr,
@@ -86,7 +96,7 @@ func TestServeEndUserTokens(t *testing.T) {
 	path := "/v1/users/" + id
 
 	good := sign(devissuer.Claims{Subject: id, Audience: []string{"duet"}})
-	impostor, err := devissuer.New(issuerName, "k1") // another key under the same kid
+	impostor, err := devissuer.New(testIssuerName, "k1") // another key under the same kid
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,20 +194,11 @@ func TestServeAuthFlagsChecked(t *testing.T) {
 func TestServeGatewayChecksTokens(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	iss, err := devissuer.New("https://id.test", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := iss.KeySet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(t.TempDir(), "jwks.json")
-	mtlstest.WriteFile(t, keys, set)
+	iss, keys := testIssuer(t, "")
 	user := startComponent(t, ctx, "user", "--data-dir", t.TempDir())
 	inventory := startComponent(t, ctx, "inventory", "--data-dir", t.TempDir())
 	gateway := startComponent(t, ctx, "gateway", "--user-target", user.addr, "--order-target", user.addr, "--payment-target", user.addr,
-		"--inventory-target", inventory.addr, "--auth-keys", keys, "--auth-issuer", "https://id.test")
+		"--inventory-target", inventory.addr, "--auth-keys", keys, "--auth-issuer", testIssuerName)
 	if !strings.Contains(gateway.stderr.String(), `"end_user_tokens":true`) {
 		t.Errorf("the gateway's serving line does not say it checks tokens:\n%s", gateway.stderr.String())
 	}

@@ -126,17 +126,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	}
 	// End users' tokens are checked by every service; the saga and the
 	// operator's commands call by certificate name, without one.
-	const issuerName = "https://id.test"
-	issuer, err := devissuer.New(issuerName, "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keySet, err := issuer.KeySet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(t.TempDir(), "jwks.json")
-	mtlstest.WriteFile(t, keys, keySet)
+	issuer, keys := testIssuer(t, "")
 	token, err := issuer.Sign(devissuer.Claims{Subject: "proc-user", Audience: []string{"duet"}})
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +135,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	// the token flags.
 	withTLS := func(name string, flags ...string) []string {
 		return append(append(tlsFlags(name), "--access-policy", policy,
-			"--auth-keys", keys, "--auth-issuer", issuerName, "--auth-trusted", "order,operator"), flags...)
+			"--auth-keys", keys, "--auth-issuer", testIssuerName, "--auth-trusted", "order,operator"), flags...)
 	}
 
 	user := startComponent(t, ctx, "user", withTLS("user", append(dbFlags(), natsFlags...)...)...)
@@ -155,7 +145,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	order := startComponent(t, ctx, "order", withTLS("order", append(append(dbFlags(), natsFlags...),
 		"--user-target", "dns:///"+user.addr, "--payment-target", payment.addr, "--inventory-target", inventory.addr,
 		"--metrics-addr", "127.0.0.1:0")...)...)
-	gateway := startComponent(t, ctx, "gateway", append(tlsFlags("gateway"), "--auth-keys", keys, "--auth-issuer", issuerName,
+	gateway := startComponent(t, ctx, "gateway", append(tlsFlags("gateway"), "--auth-keys", keys, "--auth-issuer", testIssuerName,
 		"--user-target", user.addr, "--order-target", order.addr, "--payment-target", payment.addr,
 		"--inventory-target", inventory.addr, "--notification-target", notification.addr)...)
 	base := "http://" + gateway.addr
