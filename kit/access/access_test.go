@@ -287,6 +287,12 @@ func TestReloadSaysEachOnce(t *testing.T) {
 			}
 		}
 	}
+	// Every line names the file, as policy_file.
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if !strings.Contains(line, "policy_file="+file) {
+			t.Errorf("a line does not name the policy file: %s", line)
+		}
+	}
 }
 
 func TestLoadRefuses(t *testing.T) {

@@ -552,6 +552,8 @@ func TestReloadSays(t *testing.T) {
 			t.Errorf("%s: said %q, want nothing", s.name, lines)
 		case s.says != "" && (len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["msg"]), s.says)):
 			t.Errorf("%s: said %q, want one line saying %q", s.name, lines, s.says)
+		case s.says != "" && lines[0]["keys_file"] != file:
+			t.Errorf("%s: the line does not name the key set file as keys_file: %v", s.name, lines[0])
 		}
 		_, err := v.Verify(token)
 		if rotated := s.write == "next"; (err == nil) == rotated {
