@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/duetkit/duet/internal/system"
 	"github.com/duetkit/duet/kit/authn/devissuer"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
 )
@@ -96,6 +97,13 @@ func TestServeEndUserTokens(t *testing.T) {
 	path := "/v1/users/" + id
 
 	good := sign(devissuer.Claims{Subject: id, Audience: []string{"duet"}})
+	// The admin's own record need not exist: the scope reaches anyone's.
+	admin := sign(devissuer.Claims{Subject: "0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a0f", Audience: []string{"duet"}, Scopes: []string{system.AdminScope}})
+	code, _, created = call("POST", "/v1/users", "", `{"name":"Bo","email":"bo@example.com"}`)
+	if code != http.StatusOK {
+		t.Fatalf("POST /v1/users without a token: %d %v", code, created)
+	}
+	other, _ := created["user"].(map[string]any)["id"].(string)
 	impostor, err := devissuer.New(testIssuerName, "k1") // another key under the same kid
 	if err != nil {
 		t.Fatal(err)
@@ -117,8 +125,14 @@ func TestServeEndUserTokens(t *testing.T) {
 			status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_EXPIRED"},
 		{name: "new product without a token", method: "POST", path: "/v1/products",
 			body: `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"7"},"stock":1}`, status: 401, challenge: "Bearer", reason: "TOKEN_MISSING"},
-		{name: "new product", method: "POST", path: "/v1/products", authorization: good,
+		{name: "new product, a user's token", method: "POST", path: "/v1/products", authorization: good,
+			body: `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"7"},"stock":1}`, status: 403, reason: "NOT_PERMITTED"},
+		{name: "new product, an admin's token", method: "POST", path: "/v1/products", authorization: admin,
 			body: `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"7"},"stock":1}`, status: 200},
+		{name: "another user's record", path: "/v1/users/" + other, authorization: good, status: 403, reason: "NOT_PERMITTED"},
+		{name: "another user's record, an admin's token", path: "/v1/users/" + other, authorization: admin, status: 200},
+		{name: "all users, a user's token", path: "/v1/users", authorization: good, status: 403, reason: "NOT_PERMITTED"},
+		{name: "all users, an admin's token", path: "/v1/users", authorization: admin, status: 200},
 		{name: "expired", authorization: sign(devissuer.Claims{Subject: id, Audience: []string{"duet"},
 			NotBefore: time.Now().Add(-2 * time.Hour), Expiry: time.Now().Add(-time.Hour)}),
 			status: 401, challenge: `Bearer error="invalid_token"`, reason: "TOKEN_EXPIRED"},

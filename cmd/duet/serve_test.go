@@ -31,6 +31,7 @@ import (
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/authn"
 	"github.com/duetkit/duet/kit/authn/devissuer"
+	"github.com/duetkit/duet/kit/authz"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/mtls"
@@ -38,6 +39,7 @@ import (
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 
 	"github.com/duetkit/duet/internal/logbuffer"
+	"github.com/duetkit/duet/internal/system"
 )
 
 // process is one `duet serve` child.
@@ -127,10 +129,15 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	// End users' tokens are checked by every service; the saga and the
 	// operator's commands call by certificate name, without one.
 	issuer, keys := testIssuer(t, "")
-	token, err := issuer.Sign(devissuer.Claims{Subject: "proc-user", Audience: []string{"duet"}})
-	if err != nil {
-		t.Fatal(err)
+	signFor := func(subject string, scopes ...string) string {
+		t.Helper()
+		token, err := issuer.Sign(devissuer.Claims{Subject: subject, Audience: []string{"duet"}, Scopes: scopes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + token
 	}
+	admin := signFor("0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a0f", system.AdminScope)
 	// withTLS gives a service its certificate, the README's policy and
 	// the token flags.
 	withTLS := func(name string, flags ...string) []string {
@@ -164,23 +171,45 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&b)
 		return resp.StatusCode, b
 	}
-	send := func(method, path, body string) (int, map[string]any) {
-		return sendAs("Bearer "+token, method, path, body)
-	}
-	if status, b := send("POST", "/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"700"},"stock":5}`); status != 200 {
+	if status, b := sendAs(admin, "POST", "/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"700"},"stock":5}`); status != 200 {
 		t.Fatalf("create product: %d %v", status, b)
 	}
-	status, b := send("POST", "/v1/users", `{"email":"proc@example.com","name":"Proc"}`)
+	status, b := sendAs("", "POST", "/v1/users", `{"email":"proc@example.com","name":"Proc"}`)
 	if status != 200 {
 		t.Fatalf("create user: %d %v", status, b)
 	}
 	userID := b["user"].(map[string]any)["id"].(string)
+	// The user's own token: the services check that its subject is the
+	// user whose data a call reaches.
+	token := signFor(userID)
+	send := func(method, path, body string) (int, map[string]any) {
+		return sendAs(token, method, path, body)
+	}
 	// tok_nope, a token the payment service does not know, takes the
 	// saga through CancelCharge: every method the policy lets it call.
-	for token, want := range map[string]string{"tok_approve": "ORDER_STATUS_CONFIRMED", "tok_decline": "ORDER_STATUS_CANCELLED", "tok_nope": "ORDER_STATUS_CANCELLED"} {
-		status, b := send("POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, token, token))
+	var orderID string
+	for pay, want := range map[string]string{"tok_approve": "ORDER_STATUS_CONFIRMED", "tok_decline": "ORDER_STATUS_CANCELLED", "tok_nope": "ORDER_STATUS_CANCELLED"} {
+		status, b := send("POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, pay, pay))
 		if status != 200 || b["order"].(map[string]any)["status"] != want {
-			t.Errorf("order with %s: %d %v, want %s", token, status, b, want)
+			t.Fatalf("order with %s: %d %v, want %s", pay, status, b, want)
+		}
+		orderID = b["order"].(map[string]any)["id"].(string)
+	}
+	if status, b := send("GET", "/v1/orders/"+orderID, ""); status != 200 {
+		t.Errorf("GET /v1/orders/%s with its user's token: %d %v", orderID, status, b)
+	}
+	// Another user's token reaches none of it, through the gateway and
+	// each service's rules.
+	stranger := signFor("0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a0e")
+	for _, call := range []struct{ method, path, body string }{
+		{"GET", "/v1/users/" + userID, ""},
+		{"GET", "/v1/users/" + userID + "/orders", ""},
+		{"GET", "/v1/users/" + userID + "/notifications", ""},
+		{"GET", "/v1/orders/" + orderID, ""},
+		{"POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":"tok_approve","idempotencyKey":"stranger"}`, userID)},
+	} {
+		if status, b := sendAs(stranger, call.method, call.path, call.body); status != http.StatusForbidden || !strings.Contains(fmt.Sprint(b), authz.ReasonNotPermitted) {
+			t.Errorf("%s %s with another user's token: %d %v, want 403 %s", call.method, call.path, status, b, authz.ReasonNotPermitted)
 		}
 	}
 	for _, url := range []string{base + "/readyz", "http://" + order.metrics + "/readyz", "http://" + order.metrics + "/metrics"} {
@@ -304,11 +333,12 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 			t.Errorf("%v exited with %v:\n%s", p.cmd.Args[1:3], err, p.stderr.String())
 		}
 	}
-	// Every hop logged the order requests under one request id.
+	// Every hop logged the order requests under one request id (the
+	// stranger's, refused, aside).
 	var ids []string
 	for _, line := range strings.Split(gateway.stderr.String(), "\n") {
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["path"] == "/v1/orders" {
+		if json.Unmarshal([]byte(line), &m) == nil && m["path"] == "/v1/orders" && m["status"] == float64(http.StatusOK) {
 			ids = append(ids, m["request_id"].(string))
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/access"
 	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authz"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
@@ -97,7 +98,8 @@ type ServeConfig struct {
 	// health checks and, when they carry none, calls of
 	// publicMethods[component] and of Auth.TrustedPeers (callers named by
 	// their certificates, so with TLS), such as the order saga's; a token
-	// sent is always checked. The gateway: every call it passes on is
+	// sent is always checked, and the service's permissions (kit/authz)
+	// decide whose data it reaches. The gateway: every call it passes on is
 	// checked the same way before it leaves (its Authorization header),
 	// so a bad token costs no service a hop; TrustedPeers is refused.
 	// Serve sets its Public (replacing any given) and Logger. Zero: no
@@ -174,6 +176,14 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		if s.authn, err = authn.Load(ctx, auth); err != nil {
 			s.Shutdown(context.WithoutCancel(ctx))
 			return err
+		}
+		if component != Gateway {
+			// Whose data a token reaches is the services' to decide,
+			// where the data is.
+			if s.permissions, err = authz.New(authz.Config{Rules: permissions[component], Logger: auth.Logger}); err != nil {
+				s.Shutdown(context.WithoutCancel(ctx))
+				return err
+			}
 		}
 	}
 

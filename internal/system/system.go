@@ -26,6 +26,7 @@ import (
 	"github.com/duetkit/duet/gateway"
 	"github.com/duetkit/duet/kit/access"
 	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authz"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
@@ -154,6 +155,9 @@ type System struct {
 	access *access.Policy
 	// authn, when not nil, checks end users' tokens on Serve's service.
 	authn *authn.Verifier
+	// permissions, when not nil, are the rules of Serve's service: whose
+	// data the tokens authn checked reach.
+	permissions *authz.Permissions
 	// edge, when not nil, is authn on Serve's gateway: dial gives its
 	// connections to the services the client interceptors that check the
 	// tokens the gateway passes on. Shutdown closes it as authn.
@@ -354,6 +358,9 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 	}
 	if s.authn != nil {
 		scfg.Authenticator = s.authn
+	}
+	if s.permissions != nil {
+		scfg.Permissions = s.permissions
 	}
 	srv, err := server.New(scfg)
 	if err != nil {

@@ -212,6 +212,12 @@ type Config struct {
 	// certificate learns nothing of its token, and before validation;
 	// health checks skip it as they skip the Authorizer.
 	Authenticator Authorizer
+	// Permissions, when not nil, decides what the caller the
+	// Authenticator found may do with the call's data (kit/authz's
+	// Permissions: that users read only their own orders). It runs after
+	// validation, so its rules read well-formed requests, and closest to
+	// the handler but for UnaryInterceptors and StreamInterceptors.
+	Permissions Authorizer
 	// UnaryInterceptors and StreamInterceptors run after the defaults,
 	// closest to the handler.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
@@ -335,6 +341,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	unary = append(unary, inner.intercept)
+	if cfg.Permissions != nil {
+		unary = append(unary, skipHealthUnary(cfg.Permissions.UnaryInterceptor()))
+	}
 
 	stream := []grpc.StreamServerInterceptor{requestid.StreamServerInterceptor()}
 	if carryTrace {
@@ -362,6 +371,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if !cfg.DisableValidation {
 		stream = append(stream, validation.StreamServerInterceptor(validator))
+	}
+	if cfg.Permissions != nil {
+		stream = append(stream, skipHealthStream(cfg.Permissions.StreamInterceptor()))
 	}
 	unary = append(unary, cfg.UnaryInterceptors...)
 	stream = append(stream, cfg.StreamInterceptors...)

@@ -1,0 +1,454 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/logbuffer"
+	"github.com/duetkit/duet/kit/apierr"
+	"github.com/duetkit/duet/kit/authn"
+	"github.com/duetkit/duet/kit/authn/devissuer"
+	"github.com/duetkit/duet/kit/authz"
+	"github.com/duetkit/duet/kit/server"
+	"github.com/duetkit/duet/kit/server/servertest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	alice = "0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a01"
+	bob   = "0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a02"
+	// aliceOrder and bobOrder are orders of theirs.
+	aliceOrder = "7c1e2a3b-1111-4c6a-9a0e-1f6f3f6b1a01"
+	bobOrder   = "7c1e2a3b-2222-4c6a-9a0e-1f6f3f6b1a02"
+)
+
+// rules are the test server's: its own records for a user, all of them
+// for the "admin" scope.
+var rules = map[string]authz.Rule{
+	userv1.UserService_GetUser_FullMethodName: {
+		Request: `request.id == caller.subject || "admin" in caller.scopes`,
+		Why:     "a user reads their own record only",
+	},
+	userv1.UserService_UpdateUser_FullMethodName: {
+		Request: `request.user.id == caller.subject`,
+	},
+	userv1.UserService_ListUsers_FullMethodName: {
+		Request: `"admin" in caller.scopes`,
+	},
+	orderv1.OrderService_GetOrder_FullMethodName: {
+		Response: `response.order.user_id == caller.subject`,
+		Why:      "an order is read by the user who placed it",
+	},
+	orderv1.OrderService_WatchOrder_FullMethodName: {
+		Response: `response.order.user_id == caller.subject`,
+		Why:      "an order is watched by the user who placed it",
+	},
+	notificationv1.NotificationService_Subscribe_FullMethodName: {
+		Request: `!has(request.subscribe) || request.subscribe.user_id == caller.subject`,
+	},
+}
+
+// shop is the test server's handlers; ran counts the calls that reached
+// them.
+type shop struct {
+	userv1.UnimplementedUserServiceServer
+	orderv1.UnimplementedOrderServiceServer
+	notificationv1.UnimplementedNotificationServiceServer
+	ran atomic.Int32
+}
+
+func (s *shop) GetUser(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	s.ran.Add(1)
+	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+}
+
+func (s *shop) UpdateUser(_ context.Context, req *userv1.UpdateUserRequest) (*userv1.UpdateUserResponse, error) {
+	s.ran.Add(1)
+	return &userv1.UpdateUserResponse{User: req.GetUser()}, nil
+}
+
+func (s *shop) ListUsers(context.Context, *userv1.ListUsersRequest) (*userv1.ListUsersResponse, error) {
+	s.ran.Add(1)
+	return &userv1.ListUsersResponse{}, nil
+}
+
+// owners of the orders WatchOrder sends.
+var owners = map[string]string{aliceOrder: alice, bobOrder: bob}
+
+func (s *shop) GetOrder(_ context.Context, req *orderv1.GetOrderRequest) (*orderv1.GetOrderResponse, error) {
+	s.ran.Add(1)
+	return &orderv1.GetOrderResponse{Order: &orderv1.Order{Id: req.GetId(), UserId: owners[req.GetId()]}}, nil
+}
+
+// WatchOrder ignores its sends' errors, as a handler may: the refusal
+// must still end the call.
+func (s *shop) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
+	s.ran.Add(1)
+	for range 2 {
+		_ = stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId(), UserId: owners[req.GetId()]}})
+	}
+	return nil
+}
+
+func (s *shop) Subscribe(stream grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]) error {
+	s.ran.Add(1)
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if sub := req.GetSubscribe(); sub != nil {
+			if err := stream.Send(&notificationv1.SubscribeResponse{Notification: &notificationv1.Notification{UserId: sub.GetUserId()}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fixture is a server checking tokens and rules, and a client of it.
+type fixture struct {
+	conn   *grpc.ClientConn
+	issuer *devissuer.Issuer
+	shop   *shop
+	logs   *logbuffer.Buffer
+}
+
+func start(t *testing.T, rules map[string]authz.Rule) *fixture {
+	t.Helper()
+	ctx := t.Context()
+	f := &fixture{shop: &shop{}, logs: &logbuffer.Buffer{}}
+	var err error
+	if f.issuer, err = devissuer.New("https://id.test", "k1"); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := f.issuer.KeySet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysFile := filepath.Join(t.TempDir(), "keys.json")
+	if err := os.WriteFile(keysFile, keys, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := authn.Load(ctx, authn.Config{KeysFile: keysFile, Issuer: "https://id.test", Audience: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(verifier.Close)
+	perms, err := authz.New(authz.Config{Rules: rules, Logger: slog.New(slog.NewJSONHandler(f.logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.conn = servertest.Start(t, server.Config{Name: "test", Authenticator: verifier, Permissions: perms, DisableAccessLog: true},
+		func(r grpc.ServiceRegistrar) {
+			userv1.RegisterUserServiceServer(r, f.shop)
+			orderv1.RegisterOrderServiceServer(r, f.shop)
+			notificationv1.RegisterNotificationServiceServer(r, f.shop)
+		})
+	return f
+}
+
+// as is ctx carrying a token for subject with scopes.
+func (f *fixture) as(t *testing.T, subject string, scopes ...string) context.Context {
+	t.Helper()
+	token, err := f.issuer.Sign(devissuer.Claims{Subject: subject, Audience: []string{"shop"}, Scopes: scopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token)
+}
+
+// wantRefused checks err is a rule's refusal saying why.
+func wantRefused(t *testing.T, err error, why string) {
+	t.Helper()
+	if apierr.Code(err) != codes.PermissionDenied || apierr.Reason(err) != authz.ReasonNotPermitted {
+		t.Fatalf("got %v, want PERMISSION_DENIED %s", err, authz.ReasonNotPermitted)
+	}
+	if !strings.Contains(err.Error(), why) {
+		t.Errorf("the refusal %q does not say %q", err, why)
+	}
+}
+
+func TestUnaryRules(t *testing.T) {
+	f := start(t, rules)
+	users := userv1.NewUserServiceClient(f.conn)
+	update := func(ctx context.Context, id string) error {
+		_, err := users.UpdateUser(ctx, &userv1.UpdateUserRequest{
+			User:       &userv1.User{Id: id, Name: "Ann"},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}},
+		})
+		return err
+	}
+	get := func(ctx context.Context, id string) error {
+		_, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: id})
+		return err
+	}
+	list := func(ctx context.Context, _ string) error {
+		_, err := users.ListUsers(ctx, &userv1.ListUsersRequest{})
+		return err
+	}
+	getOrder := func(ctx context.Context, id string) error {
+		resp, err := orderv1.NewOrderServiceClient(f.conn).GetOrder(ctx, &orderv1.GetOrderRequest{Id: id})
+		if err == nil && resp.GetOrder().GetId() != id {
+			t.Errorf("GetOrder answered %v", resp)
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name    string
+		subject string
+		scopes  []string
+		call    func(context.Context, string) error
+		id      string
+		allowed bool
+		why     string
+		// ran is whether the handler runs when the call is refused: a
+		// Response rule lets it.
+		ran bool
+	}{
+		{name: "own record", subject: alice, call: get, id: alice, allowed: true},
+		{name: "another's record", subject: alice, call: get, id: bob, why: "a user reads their own record only"},
+		{name: "another's record with the admin scope", subject: alice, scopes: []string{"read", "admin"}, call: get, id: bob, allowed: true},
+		{name: "own update", subject: alice, call: update, id: alice, allowed: true},
+		{name: "another's update, no Why", subject: alice, call: update, id: bob, why: "the caller may not make this call"},
+		{name: "list without the scope", subject: alice, scopes: []string{"adm"}, call: list},
+		{name: "list with the scope", subject: alice, scopes: []string{"admin"}, call: list, allowed: true},
+		{name: "own order", subject: alice, call: getOrder, id: aliceOrder, allowed: true},
+		{name: "another's order", subject: alice, call: getOrder, id: bobOrder, why: "an order is read by the user who placed it", ran: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.shop.ran.Load()
+			err := tc.call(f.as(t, tc.subject, tc.scopes...), tc.id)
+			ran := f.shop.ran.Load() - before
+			if tc.allowed {
+				if err != nil || ran != 1 {
+					t.Fatalf("got %v with the handler run %d times, want it allowed", err, ran)
+				}
+				return
+			}
+			wantRefused(t, err, tc.why)
+			if want := map[bool]int32{false: 0, true: 1}[tc.ran]; ran != want {
+				t.Errorf("the handler ran %d times for a refused call, want %d", ran, want)
+			}
+		})
+	}
+}
+
+// A rule reads a request after validation: a malformed one is refused by
+// its own rules, naming the field, not by the rule.
+func TestValidationFirst(t *testing.T) {
+	f := start(t, rules)
+	_, err := userv1.NewUserServiceClient(f.conn).GetUser(f.as(t, alice), &userv1.GetUserRequest{Id: "not-a-uuid"})
+	if apierr.Code(err) != codes.InvalidArgument {
+		t.Fatalf("got %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+func TestResponseRuleOnAStream(t *testing.T) {
+	f := start(t, rules)
+	orders := orderv1.NewOrderServiceClient(f.conn)
+	for _, tc := range []struct {
+		name  string
+		order string
+		want  int // messages received; -1: refused before any
+	}{
+		{name: "own order", order: aliceOrder, want: 2},
+		{name: "another's order", order: bobOrder, want: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream, err := orders.WatchOrder(f.as(t, alice), &orderv1.WatchOrderRequest{Id: tc.order})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for {
+				resp, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					if tc.want >= 0 {
+						t.Fatalf("after %d messages: %v", got, err)
+					}
+					if got != 0 {
+						t.Fatalf("%d messages before the refusal", got)
+					}
+					wantRefused(t, err, "an order is watched by the user who placed it")
+					return
+				}
+				if resp.GetOrder().GetUserId() != alice {
+					t.Fatalf("got another user's order: %v", resp)
+				}
+				got++
+			}
+			if got != tc.want {
+				t.Fatalf("got %d messages and the end, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequestRuleOnEachStreamMessage(t *testing.T) {
+	f := start(t, rules)
+	notifications := notificationv1.NewNotificationServiceClient(f.conn)
+	subscribe := func(user string) *notificationv1.SubscribeRequest {
+		return &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Subscribe{Subscribe: &notificationv1.Subscription{UserId: user}}}
+	}
+	ack := &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Ack{Ack: &notificationv1.Ack{NotificationId: aliceOrder}}}
+	for _, tc := range []struct {
+		name    string
+		send    []*notificationv1.SubscribeRequest
+		refused bool
+	}{
+		{name: "own, then an ack", send: []*notificationv1.SubscribeRequest{subscribe(alice), ack}},
+		{name: "another's first", send: []*notificationv1.SubscribeRequest{subscribe(bob)}, refused: true},
+		{name: "an ack, then another's", send: []*notificationv1.SubscribeRequest{ack, subscribe(bob)}, refused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream, err := notifications.Subscribe(f.as(t, alice))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range tc.send {
+				if err := stream.Send(m); err != nil && !errors.Is(err, io.EOF) {
+					t.Fatal(err)
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			var got []*notificationv1.SubscribeResponse
+			for {
+				resp, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					if !tc.refused {
+						t.Fatal(err)
+					}
+					wantRefused(t, err, "the caller may not make this call")
+					for _, r := range got {
+						if r.GetNotification().GetUserId() != alice {
+							t.Fatalf("sent another user's notification before the refusal: %v", r)
+						}
+					}
+					return
+				}
+				got = append(got, resp)
+			}
+			if tc.refused {
+				t.Fatal("the stream ended without the refusal")
+			}
+			if len(got) != 1 || got[0].GetNotification().GetUserId() != alice {
+				t.Fatalf("got %v, want alice's one notification", got)
+			}
+		})
+	}
+}
+
+// The interceptors read the caller kit/authn put in the context: a
+// trusted component's name, or nobody's on a public method.
+func TestCallers(t *testing.T) {
+	perms, err := authz.New(authz.Config{Rules: map[string]authz.Rule{
+		userv1.UserService_GetUser_FullMethodName: {Request: `caller.peer == "order" || caller.subject == "" && size(caller.scopes) == 0 && request.id == "anyone"`},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intercept := perms.UnaryInterceptor()
+	info := &grpc.UnaryServerInfo{FullMethod: userv1.UserService_GetUser_FullMethodName}
+	handler := func(context.Context, any) (any, error) { return &userv1.GetUserResponse{}, nil }
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		id      string
+		allowed bool
+	}{
+		{name: "trusted peer", ctx: authn.NewContext(t.Context(), authn.Identity{Peer: "order"}), id: alice, allowed: true},
+		{name: "another peer", ctx: authn.NewContext(t.Context(), authn.Identity{Peer: "gateway"}), id: alice},
+		{name: "nobody", ctx: t.Context(), id: "anyone", allowed: true},
+		{name: "nobody, another id", ctx: t.Context(), id: alice},
+		{name: "a user", ctx: authn.NewContext(t.Context(), authn.Identity{Subject: alice}), id: "anyone"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := intercept(tc.ctx, &userv1.GetUserRequest{Id: tc.id}, info, handler)
+			if tc.allowed != (err == nil) {
+				t.Fatalf("got %v, want allowed %v", err, tc.allowed)
+			}
+			if err != nil {
+				wantRefused(t, err, "")
+			}
+		})
+	}
+	// A method without a rule is not checked.
+	if _, err := intercept(t.Context(), &userv1.ListUsersRequest{}, &grpc.UnaryServerInfo{FullMethod: userv1.UserService_ListUsers_FullMethodName}, handler); err != nil {
+		t.Fatalf("a method without a rule: %v", err)
+	}
+}
+
+// An expression that fails at a call refuses it and says so in the log.
+func TestEvaluationFailureRefuses(t *testing.T) {
+	f := start(t, map[string]authz.Rule{
+		userv1.UserService_GetUser_FullMethodName: {Request: `caller.scopes[0] == "admin"`},
+	})
+	users := userv1.NewUserServiceClient(f.conn)
+	if _, err := users.GetUser(f.as(t, alice, "admin"), &userv1.GetUserRequest{Id: bob}); err != nil {
+		t.Fatalf("with the scope: %v", err)
+	}
+	_, err := users.GetUser(f.as(t, alice), &userv1.GetUserRequest{Id: bob})
+	wantRefused(t, err, "")
+	lines := f.logs.Lines(t)
+	if len(lines) != 1 || lines[0]["method"] != userv1.UserService_GetUser_FullMethodName || lines[0]["error"] == nil {
+		t.Fatalf("logged %v, want one line naming the method and the error", lines)
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		method string
+		rule   authz.Rule
+		want   string
+	}{
+		{name: "no expression", method: userv1.UserService_GetUser_FullMethodName, want: "neither"},
+		{name: "not a full name", method: "duet.user.v1.UserService/GetUser", rule: authz.Rule{Request: "true"}, want: "full method name"},
+		{name: "extra part", method: "/duet.user.v1.UserService/GetUser/x", rule: authz.Rule{Request: "true"}, want: "full method name"},
+		{name: "unknown service", method: "/duet.user.v1.NoService/GetUser", rule: authz.Rule{Request: "true"}, want: "no service"},
+		{name: "a message, not a service", method: "/duet.user.v1.User/GetUser", rule: authz.Rule{Request: "true"}, want: "not a service"},
+		{name: "unknown method", method: "/duet.user.v1.UserService/GetUsers", rule: authz.Rule{Request: "true"}, want: "no method"},
+		{name: "misspelt field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.idd == caller.subject"}, want: "idd"},
+		{name: "misspelt caller field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id == caller.sub"}, want: "sub"},
+		{name: "response in a request rule", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "response.user.id == caller.subject"}, want: "response"},
+		{name: "not a bool", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Response: "response.user.id"}, want: "not a bool"},
+		{name: "does not parse", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id =="}, want: "Request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := authz.New(authz.Config{Rules: map[string]authz.Rule{tc.method: tc.rule}})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
