@@ -138,12 +138,12 @@ func compile(method string, r Rule) (*rule, error) {
 	out := &rule{method: method, denied: notPermitted(r.Why)}
 	if r.Request != "" {
 		if out.request, err = program("request", md.Input(), r.Request); err != nil {
-			return nil, fmt.Errorf("Request: %w", err)
+			return nil, fmt.Errorf("the Request expression: %w", err)
 		}
 	}
 	if r.Response != "" {
 		if out.response, err = program("response", md.Output(), r.Response); err != nil {
-			return nil, fmt.Errorf("Response: %w", err)
+			return nil, fmt.Errorf("the Response expression: %w", err)
 		}
 	}
 	return out, nil

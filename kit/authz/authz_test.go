@@ -442,7 +442,7 @@ func TestNewRefuses(t *testing.T) {
 		{name: "misspelt caller field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id == caller.sub"}, want: "sub"},
 		{name: "response in a request rule", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "response.user.id == caller.subject"}, want: "response"},
 		{name: "not a bool", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Response: "response.user.id"}, want: "not a bool"},
-		{name: "does not parse", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id =="}, want: "Request"},
+		{name: "does not parse", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id =="}, want: "the Request expression"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := authz.New(authz.Config{Rules: map[string]authz.Rule{tc.method: tc.rule}})
