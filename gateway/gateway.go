@@ -137,6 +137,20 @@ type Config struct {
 	// credentials: no cookies, which the API does not use. Empty, none: a
 	// browser then lets only the gateway's own origin read its answers.
 	CORSOrigins []string
+	// Tokens, when not nil, says that calls need an end user's bearer
+	// token (the services check them, and the gateway's connections
+	// when given kit/authn's client interceptors): /openapi.json then
+	// declares the Authorization header, required by every operation but
+	// those of Tokens.Public, and the 401 and 403 answers, and /docs says
+	// so. It documents; it checks nothing.
+	Tokens *Tokens
+}
+
+// Tokens documents the end users' tokens calls need.
+type Tokens struct {
+	// Public lists the methods, by full name ("/pkg.Service/Method"),
+	// that a call may reach without a token.
+	Public []string
 }
 
 // corsMaxAge is how long, in seconds, a browser may keep a preflight's
@@ -323,6 +337,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	if g.openAPI, err = openAPIOf(openAPIDocument, services); err != nil {
 		return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
+	}
+	if cfg.Tokens != nil {
+		if g.openAPI, err = withTokens(g.openAPI, cfg.Tokens.Public); err != nil {
+			return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
+		}
 	}
 	if g.docs, err = renderDocs(g.openAPI); err != nil {
 		return nil, fmt.Errorf("gateway: docs page: %w", err)

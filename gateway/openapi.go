@@ -129,6 +129,90 @@ func openAPIOf(doc []byte, services []string) ([]byte, error) {
 	return json.MarshalIndent(spec, "", "  ")
 }
 
+// tokenScheme names the end users' tokens among the document's
+// securityDefinitions. Swagger 2.0 has no bearer type (OpenAPI 3's
+// http/bearer): an API key in the Authorization header is how it says
+// one, and what code generators and /docs consoles send.
+const tokenScheme = "bearer"
+
+// tokenAnswers are the answers an operation that needs a token gets
+// when it lacks one, or its user may not make the call.
+var tokenAnswers = map[string]json.RawMessage{
+	"401": json.RawMessage(`{"description": "No token (reason TOKEN_MISSING), or a bad or expired one (TOKEN_INVALID, TOKEN_EXPIRED): WWW-Authenticate says which.", "headers": {"WWW-Authenticate": {"type": "string", "description": "Bearer, with error=\"invalid_token\" for a token refused."}}, "schema": {"$ref": "#/definitions/rpcStatus"}}`),
+	"403": json.RawMessage(`{"description": "The token's user may not make this call (reason NOT_PERMITTED).", "schema": {"$ref": "#/definitions/rpcStatus"}}`),
+}
+
+// withTokens returns doc declaring the end users' tokens: a security
+// scheme, required by every operation but those of the public methods
+// (full names, "/duet.user.v1.UserService/CreateUser", which
+// protoc-gen-openapiv2 makes the operation "UserService_CreateUser"),
+// which get an empty requirement, and the 401 and 403 answers of the
+// others. Operations get their keys sorted; what is in them is kept.
+func withTokens(doc []byte, public []string) ([]byte, error) {
+	var spec map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &spec); err != nil {
+		return nil, err
+	}
+	open := map[string]bool{}
+	for _, m := range public {
+		service, method, _ := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+		open[service[strings.LastIndexByte(service, '.')+1:]+"_"+method] = true
+	}
+	var paths map[string]map[string]json.RawMessage
+	if raw, ok := spec["paths"]; ok {
+		if err := json.Unmarshal(raw, &paths); err != nil {
+			return nil, fmt.Errorf("paths: %w", err)
+		}
+	}
+	for path, item := range paths {
+		for key, raw := range item {
+			if !slices.Contains(httpMethods, key) {
+				continue
+			}
+			var op map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &op); err != nil {
+				return nil, fmt.Errorf("paths %s %s: %w", path, key, err)
+			}
+			var id string
+			if raw, ok := op["operationId"]; ok {
+				if err := json.Unmarshal(raw, &id); err != nil {
+					return nil, fmt.Errorf("paths %s %s operationId: %w", path, key, err)
+				}
+			}
+			if open[id] {
+				op["security"] = json.RawMessage(`[]`)
+			} else {
+				responses := map[string]json.RawMessage{}
+				if raw, ok := op["responses"]; ok {
+					if err := json.Unmarshal(raw, &responses); err != nil {
+						return nil, fmt.Errorf("paths %s %s responses: %w", path, key, err)
+					}
+				}
+				for status, answer := range tokenAnswers {
+					if _, ok := responses[status]; !ok {
+						responses[status] = answer
+					}
+				}
+				var err error
+				if op["responses"], err = json.Marshal(responses); err != nil {
+					return nil, err
+				}
+			}
+			var err error
+			if item[key], err = json.Marshal(op); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var err error
+	if spec["paths"], err = json.Marshal(paths); err != nil {
+		return nil, err
+	}
+	spec["securityDefinitions"] = json.RawMessage(`{"` + tokenScheme + `": {"type": "apiKey", "name": "Authorization", "in": "header", "description": "An end user's JSON Web Token, sent as \"Bearer <jwt>\"."}}`)
+	spec["security"] = json.RawMessage(`[{"` + tokenScheme + `": []}]`)
+	return json.MarshalIndent(spec, "", "  ")
+}
+
 // definitionRef finds the definitions a piece of the document refers to.
 var definitionRef = regexp.MustCompile(`"\$ref":\s*"#/definitions/([^"]+)"`)
 
@@ -146,6 +230,16 @@ func (g *Gateway) serveDocs(w http.ResponseWriter, _ *http.Request) {
 // operation is one REST operation listed on the docs page.
 type operation struct {
 	Method, Path, ID, Summary string
+	// NoToken marks an operation that needs no token when the others
+	// do (withTokens).
+	NoToken bool
+}
+
+// docsPage is what the docs page shows.
+type docsPage struct {
+	// Tokens says the calls need end users' tokens (withTokens).
+	Tokens bool
+	Groups []docsGroup
 }
 
 // docsGroup is the operations of one service.
@@ -166,7 +260,8 @@ func renderDocs(doc []byte) ([]byte, error) {
 			Name        string `json:"name"`
 			Description string `json:"description"`
 		} `json:"tags"`
-		Paths map[string]map[string]json.RawMessage `json:"paths"`
+		Paths    map[string]map[string]json.RawMessage `json:"paths"`
+		Security []json.RawMessage                     `json:"security"`
 	}
 	if err := json.Unmarshal(doc, &spec); err != nil {
 		return nil, err
@@ -187,9 +282,10 @@ func renderDocs(doc []byte) ([]byte, error) {
 				continue // path-level "parameters" and extensions
 			}
 			var op struct {
-				OperationID string   `json:"operationId"`
-				Summary     string   `json:"summary"`
-				Tags        []string `json:"tags"`
+				OperationID string            `json:"operationId"`
+				Summary     string            `json:"summary"`
+				Tags        []string          `json:"tags"`
+				Security    []json.RawMessage `json:"security"`
 			}
 			if err := json.Unmarshal(raw, &op); err != nil {
 				return nil, err
@@ -204,6 +300,7 @@ func renderDocs(doc []byte) ([]byte, error) {
 				Path:    path,
 				ID:      op.OperationID,
 				Summary: op.Summary,
+				NoToken: len(spec.Security) > 0 && op.Security != nil && len(op.Security) == 0,
 			})
 		}
 	}
@@ -223,7 +320,7 @@ func renderDocs(doc []byte) ([]byte, error) {
 	slices.SortFunc(list, func(a, b docsGroup) int { return strings.Compare(a.Tag, b.Tag) })
 
 	var buf bytes.Buffer
-	if err := docsTemplate.Execute(&buf, list); err != nil {
+	if err := docsTemplate.Execute(&buf, docsPage{Tokens: len(spec.Security) > 0, Groups: list}); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -252,12 +349,15 @@ The machine-readable description is <a href="openapi.json">openapi.json</a> (Ope
 detail whose <code>reason</code> is stable. HTTP statuses: 400 invalid input (a <code>BadRequest</code> detail names the field, or the query parameter a route does not take),
 402 payment declined, 404 not found, 409 duplicate (<code>ALREADY_EXISTS</code>) or a race lost to a concurrent call that changed nothing (<code>ABORTED</code>, reason <code>CONFLICT</code>: send it again), 413 body too large, 503 temporarily unavailable (see <code>Retry-After</code>).
 Send <code>X-Request-ID</code> to trace a call; every response returns it.</p>
-{{range .}}
+{{if .Tokens}}<p>Calls need an end user's token, <code>Authorization: Bearer &lt;jwt&gt;</code>, but those marked <em>no token</em>:
+401 without one or with a bad or expired one (<code>WWW-Authenticate</code> says which), 403 when the token's user may not make the call (reason <code>NOT_PERMITTED</code>).</p>
+{{end}}{{range .Groups}}
 <h2 id="{{.Tag}}">{{.Tag}}</h2>
 {{with .Description}}<p class="desc">{{.}}</p>{{end}}
 <table>
 <tr><th>Method</th><th>Path</th><th>Operation</th><th>Summary</th></tr>
-{{range .Operations}}<tr><td class="method">{{.Method}}</td><td><code>{{.Path}}</code></td><td>{{.ID}}</td><td class="summary">{{.Summary}}</td></tr>
+{{range .Operations}}<tr><td class="method">{{.Method}}</td><td><code>{{.Path}}</code></td><td>{{.ID}}</td><td class="summary">{{.Summary}}{{if .NoToken}}
+<em>No token.</em>{{end}}</td></tr>
 {{end}}</table>
 {{end}}
 </body>

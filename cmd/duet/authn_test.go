@@ -236,6 +236,11 @@ func TestServeGatewayChecksTokens(t *testing.T) {
 		challenge = resp.Header.Get("WWW-Authenticate")
 		return resp.StatusCode, string(b)
 	}
+	// Its document says which calls need a token: all but the public.
+	if code, body := do("GET", "/openapi.json", "", ""); code != 200 || !strings.Contains(body, `"securityDefinitions"`) ||
+		strings.Count(body, `"security": []`) != 3 {
+		t.Errorf("/openapi.json: %d, without the token scheme or the three public operations: %.300s", code, body)
+	}
 	// Signing up and the catalogue pass without a token.
 	if code, body := do("POST", "/v1/users", "", `{"name":"Ada","email":"ada@example.com"}`); code != 200 {
 		t.Fatalf("sign-up without a token: %d %s", code, body)

@@ -21,10 +21,11 @@ const AdminScope = "duet:admin"
 const staff = `caller.peer != "" || "` + AdminScope + `" in caller.scopes`
 
 // own is a rule that staff pass, and an end user when expr holds: that
-// the data is theirs. A token's subject is the user's id (the shop's
-// issuer signs tokens for the ids user.CreateUser gives; ids are lower
-// case, as validation makes a request's). A caller without a subject
-// owns nothing, not even a payment charged to no user.
+// the data is theirs. A token's subject is the user's id, as
+// user.CreateUser gives it, in lower case (validation lowers the UUIDs
+// of a request's fields with a uuid rule; the rules lower the others).
+// A caller without a subject owns nothing, not even a payment charged
+// to no user.
 func own(expr string) string { return staff + ` || caller.subject != "" && (` + expr + ")" }
 
 // permissions are the rules (kit/authz) of each service's methods when
@@ -37,7 +38,7 @@ var permissions = map[string]map[string]authz.Rule{
 			Why:     "a user reads their own record only",
 		},
 		userv1.UserService_UpdateUser_FullMethodName: {
-			Request: own(`request.user.id == caller.subject`),
+			Request: own(`request.user.id.lowerAscii() == caller.subject`),
 			Why:     "a user changes their own record only",
 		},
 		userv1.UserService_ListUsers_FullMethodName: {
@@ -110,8 +111,10 @@ var permissions = map[string]map[string]authz.Rule{
 	},
 	Notification: {
 		notificationv1.NotificationService_Subscribe_FullMethodName: {
-			// Acks carry no user: what a subscriber may ack is what it
-			// was sent, which Response checks.
+			// Acks name no user: the handler acks a notification only
+			// among the subscriber's own. Response keeps another user's
+			// notifications from being sent, should one ever reach the
+			// stream.
 			Request:  own(`!has(request.subscribe) || request.subscribe.user_id == caller.subject`),
 			Response: own(`response.notification.user_id == caller.subject`),
 			Why:      "a user subscribes to their own notifications only",

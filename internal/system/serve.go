@@ -166,10 +166,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		auth.Public = publicMethods[component]
 		if component == Gateway {
 			// It checks the calls it passes on to every service.
-			auth.Public = nil
-			for _, methods := range publicMethods {
-				auth.Public = append(auth.Public, methods...)
-			}
+			auth.Public = everyPublicMethod()
 		}
 		auth.Logger = log.With("component", component)
 		var err error
@@ -291,6 +288,17 @@ var publicMethods = map[string][]string{
 	Inventory: {inventoryv1.InventoryService_GetProduct_FullMethodName, inventoryv1.InventoryService_ListProducts_FullMethodName},
 }
 
+// everyPublicMethod is publicMethods of every service, for the gateway,
+// which passes calls on to them all.
+func everyPublicMethod() []string {
+	var all []string
+	for _, methods := range publicMethods {
+		all = append(all, methods...)
+	}
+	slices.Sort(all)
+	return all
+}
+
 // usesNATS reports whether component publishes or consumes events.
 func usesNATS(component string) bool {
 	return component != Gateway && component != Inventory
@@ -406,6 +414,9 @@ func serveGateway(ctx context.Context, s *System, cfg ServeConfig, log *slog.Log
 	}
 	gcfg := gateway.Config{Users: userConn, Orders: orderConn, Payments: paymentConn, Logger: log,
 		TrustTraceContext: cfg.TrustTraceContext, CORSOrigins: cfg.CORSOrigins}
+	if s.edge != nil {
+		gcfg.Tokens = &gateway.Tokens{Public: everyPublicMethod()}
+	}
 	if cfg.InventoryTarget != "" {
 		if gcfg.Inventory, err = s.dial(cfg.InventoryTarget); err != nil {
 			return err

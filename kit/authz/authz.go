@@ -8,25 +8,38 @@
 //
 // A Rule's Request expression is checked on the request before the
 // handler runs, and on each message a client or bidirectional stream
-// receives. Its Response expression is checked on each response before
-// it is sent, for methods whose request cannot tell whose resource it
-// names (an order fetched by its own id): the handler has run by then,
-// so give Response only to methods that change nothing. A call either
-// expression refuses, or whose expression fails to evaluate (which is
-// logged), ends with PERMISSION_DENIED, reason ReasonNotPermitted (HTTP
-// 403 through the REST gateway), and nothing of the response is sent.
+// receives, even one that fails validation. On such a stream the handler
+// starts before the first message arrives, so an expression that reads
+// only the caller (the request's fields aside: "the admin scope") is
+// checked before the handler starts instead, and a stream that sends no
+// message is checked too.
+//
+// A Response expression is checked on each response before it is sent,
+// for methods whose request cannot tell whose resource it names (an
+// order fetched by its own id): the handler has run by then, so give
+// Response only to methods that change nothing. A handler's NOT_FOUND is
+// checked as an empty response would be, so a caller the rule would
+// refuse cannot tell a missing id from another's (AIP-211): both are
+// refused.
+//
+// A call an expression refuses, or whose expression fails to evaluate
+// (which is logged), ends with PERMISSION_DENIED, reason
+// ReasonNotPermitted (HTTP 403 through the REST gateway): a unary call
+// gets no response, a stream nothing from the refused message on
+// (earlier messages were sent), whatever its handler then returns.
 //
 // Expressions see three variables: request (the method's request
 // message; Request only), response (its response message; Response
 // only) and caller (a Caller: caller.subject, caller.scopes,
-// caller.peer). They are compiled and type-checked against the methods'
-// messages in New, so a misspelt field or a method that does not exist
-// is an error at start, not a refusal at the first call.
+// caller.peer), with CEL's standard functions and its strings extension
+// (lowerAscii and the like). They are compiled and type-checked against
+// the methods' messages in New, so a misspelt field or a method that
+// does not exist is an error at start, not a refusal at the first call.
 //
 // Methods without a rule are not checked. A server that checks rules
 // should have one for every method its callers reach; kit/server runs
 // these interceptors as Config.Permissions, after validation, so rules
-// read well-formed requests.
+// read well-formed unary requests.
 package authz
 
 import (
@@ -103,10 +116,16 @@ type Permissions struct {
 }
 
 type rule struct {
-	method   string
-	request  cel.Program
-	response cel.Program
-	denied   error
+	method  string
+	request cel.Program
+	// callerOnly says request reads only the caller: streams check it
+	// before their handler starts.
+	callerOnly bool
+	response   cel.Program
+	// missing is an empty response, which a handler's NOT_FOUND is
+	// checked as.
+	missing proto.Message
+	denied  error
 }
 
 // New compiles cfg.Rules; an expression that does not compile, or does
@@ -140,11 +159,18 @@ func compile(method string, r Rule) (*rule, error) {
 		if out.request, err = program("request", md.Input(), r.Request); err != nil {
 			return nil, fmt.Errorf("the Request expression: %w", err)
 		}
+		_, err := program("", nil, r.Request)
+		out.callerOnly = err == nil
 	}
 	if r.Response != "" {
 		if out.response, err = program("response", md.Output(), r.Response); err != nil {
 			return nil, fmt.Errorf("the Response expression: %w", err)
 		}
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+		if err != nil {
+			return nil, fmt.Errorf("no Go type for %s in the protobuf registry", md.Output().FullName())
+		}
+		out.missing = mt.Zero().Interface()
 	}
 	return out, nil
 }
@@ -173,18 +199,24 @@ func methodDescriptor(method string) (protoreflect.MethodDescriptor, error) {
 // callerType is Caller as CEL knows it.
 var callerType = reflect.TypeOf(Caller{})
 
-// program compiles expr with the message md as the variable name.
+// program compiles expr with the message md as the variable name, or
+// with caller alone when name is empty.
 func program(name string, md protoreflect.MessageDescriptor, expr string) (cel.Program, error) {
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
-	if err != nil {
-		return nil, fmt.Errorf("no Go type for %s in the protobuf registry", md.FullName())
-	}
-	env, err := cel.NewEnv(
-		cel.Types(mt.Zero().Interface()),
+	opts := []cel.EnvOption{
+		ext.Strings(),
 		ext.NativeTypes(callerType, ext.ParseStructTags(true)),
-		cel.Variable(name, cel.ObjectType(string(md.FullName()))),
 		cel.Variable("caller", cel.ObjectType("authz.Caller")),
-	)
+	}
+	if name != "" {
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
+		if err != nil {
+			return nil, fmt.Errorf("no Go type for %s in the protobuf registry", md.FullName())
+		}
+		// Proto types before native ones, as ext.NativeTypes asks.
+		opts = append([]cel.EnvOption{cel.Types(mt.Zero().Interface())}, opts...)
+		opts = append(opts, cel.Variable(name, cel.ObjectType(string(md.FullName()))))
+	}
+	env, err := cel.NewEnv(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -227,9 +259,6 @@ func (v *vars) Parent() interpreter.Activation { return nil }
 
 // check evaluates prg on message for caller: nil, or the refusal.
 func (p *Permissions) check(ctx context.Context, r *rule, prg cel.Program, name string, message any, caller *Caller) error {
-	if _, ok := message.(proto.Message); !ok {
-		return r.denied
-	}
 	out, _, err := prg.Eval(&vars{name: name, message: message, caller: caller})
 	if err != nil {
 		p.log.WarnContext(ctx, "authz: a rule failed to evaluate; the call is refused", "method", r.method, "variable", name, "error", err.Error())
@@ -267,14 +296,31 @@ func (p *Permissions) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			}
 		}
 		resp, err := handler(ctx, req)
-		if err != nil || r.response == nil {
+		if r.response == nil {
 			return resp, err
+		}
+		if err != nil {
+			return nil, p.missing(ctx, r, err, caller)
 		}
 		if err := p.check(ctx, r, r.response, "response", resp, caller); err != nil {
 			return nil, err
 		}
 		return resp, nil
 	}
+}
+
+// missing is the answer to a call of r whose handler failed with err:
+// for NOT_FOUND, the refusal of an empty response if the Response
+// expression refuses one, so a caller cannot probe for others' ids;
+// else err.
+func (p *Permissions) missing(ctx context.Context, r *rule, err error, caller *Caller) error {
+	if apierr.Code(err) != codes.NotFound {
+		return err
+	}
+	if refused := p.check(ctx, r, r.response, "response", r.missing, caller); refused != nil {
+		return refused
+	}
+	return err
 }
 
 // StreamInterceptor checks each message a stream receives against its
@@ -287,10 +333,19 @@ func (p *Permissions) StreamInterceptor() grpc.StreamServerInterceptor {
 		if r == nil {
 			return handler(srv, ss)
 		}
-		cs := &checkedStream{ServerStream: ss, p: p, rule: r, caller: callerOf(ss.Context())}
+		caller := callerOf(ss.Context())
+		if r.request != nil && r.callerOnly {
+			if err := p.check(ss.Context(), r, r.request, "request", nil, caller); err != nil {
+				return err
+			}
+		}
+		cs := &checkedStream{ServerStream: ss, p: p, rule: r, caller: caller}
 		err := handler(srv, cs)
 		if denied := cs.denied.Load(); denied != nil {
 			return *denied
+		}
+		if err != nil && r.response != nil {
+			return p.missing(ss.Context(), r, err, caller)
 		}
 		return err
 	}
@@ -312,18 +367,26 @@ func (s *checkedStream) refuse(err error) error {
 	return err
 }
 
-// RecvMsg receives m and checks it.
+// RecvMsg receives m and checks it. After a refusal it receives nothing
+// more.
 func (s *checkedStream) RecvMsg(m any) error {
-	if err := s.ServerStream.RecvMsg(m); err != nil {
+	if denied := s.denied.Load(); denied != nil {
+		return *denied
+	}
+	err := s.ServerStream.RecvMsg(m)
+	if s.rule.request == nil || s.rule.callerOnly {
+		return err // checked before the handler started
+	}
+	// Validation's INVALID_ARGUMENT comes with m decoded, and a handler
+	// may go on past it (an import rejecting one record): the caller is
+	// checked all the same.
+	if err != nil && apierr.Code(err) != codes.InvalidArgument {
 		return err
 	}
-	if s.rule.request == nil {
-		return nil
+	if refused := s.p.check(s.Context(), s.rule, s.rule.request, "request", m, s.caller); refused != nil {
+		return s.refuse(refused)
 	}
-	if err := s.p.check(s.Context(), s.rule, s.rule.request, "request", m, s.caller); err != nil {
-		return s.refuse(err)
-	}
-	return nil
+	return err
 }
 
 // SendMsg checks m and sends it if allowed.

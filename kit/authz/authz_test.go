@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
@@ -36,9 +37,10 @@ func TestMain(m *testing.M) {
 const (
 	alice = "0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a01"
 	bob   = "0b0d5c4e-5d35-4c6a-9a0e-1f6f3f6b1a02"
-	// aliceOrder and bobOrder are orders of theirs.
-	aliceOrder = "7c1e2a3b-1111-4c6a-9a0e-1f6f3f6b1a01"
-	bobOrder   = "7c1e2a3b-2222-4c6a-9a0e-1f6f3f6b1a02"
+	// aliceOrder and bobOrder are orders of theirs; missingOrder none.
+	aliceOrder   = "7c1e2a3b-1111-4c6a-9a0e-1f6f3f6b1a01"
+	bobOrder     = "7c1e2a3b-2222-4c6a-9a0e-1f6f3f6b1a02"
+	missingOrder = "7c1e2a3b-3333-4c6a-9a0e-1f6f3f6b1a03"
 )
 
 // rules are the test server's: its own records for a user, all of them
@@ -55,7 +57,7 @@ var rules = map[string]authz.Rule{
 		Request: `"admin" in caller.scopes`,
 	},
 	orderv1.OrderService_GetOrder_FullMethodName: {
-		Response: `response.order.user_id == caller.subject`,
+		Response: `response.order.user_id == caller.subject || "admin" in caller.scopes`,
 		Why:      "an order is read by the user who placed it",
 	},
 	orderv1.OrderService_WatchOrder_FullMethodName: {
@@ -65,6 +67,10 @@ var rules = map[string]authz.Rule{
 	notificationv1.NotificationService_Subscribe_FullMethodName: {
 		Request: `!has(request.subscribe) || request.subscribe.user_id == caller.subject`,
 	},
+	inventoryv1.InventoryService_ImportStock_FullMethodName: {
+		Request: `"admin" in caller.scopes`,
+		Why:     "importing stock takes the admin scope",
+	},
 }
 
 // shop is the test server's handlers; ran counts the calls that reached
@@ -73,6 +79,7 @@ type shop struct {
 	userv1.UnimplementedUserServiceServer
 	orderv1.UnimplementedOrderServiceServer
 	notificationv1.UnimplementedNotificationServiceServer
+	inventoryv1.UnimplementedInventoryServiceServer
 	ran atomic.Int32
 }
 
@@ -96,6 +103,9 @@ var owners = map[string]string{aliceOrder: alice, bobOrder: bob}
 
 func (s *shop) GetOrder(_ context.Context, req *orderv1.GetOrderRequest) (*orderv1.GetOrderResponse, error) {
 	s.ran.Add(1)
+	if owners[req.GetId()] == "" {
+		return nil, apierr.NotFound("ORDER_NOT_FOUND", "order", req.GetId())
+	}
 	return &orderv1.GetOrderResponse{Order: &orderv1.Order{Id: req.GetId(), UserId: owners[req.GetId()]}}, nil
 }
 
@@ -103,18 +113,26 @@ func (s *shop) GetOrder(_ context.Context, req *orderv1.GetOrderRequest) (*order
 // must still end the call.
 func (s *shop) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
 	s.ran.Add(1)
+	if owners[req.GetId()] == "" {
+		return apierr.NotFound("ORDER_NOT_FOUND", "order", req.GetId())
+	}
 	for range 2 {
 		_ = stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId(), UserId: owners[req.GetId()]}})
 	}
 	return nil
 }
 
+// Subscribe skips the messages that fail validation, as a handler may (an
+// import rejecting one record): the rule must still see them.
 func (s *shop) Subscribe(stream grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]) error {
 	s.ran.Add(1)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
+		}
+		if apierr.Code(err) == codes.InvalidArgument {
+			continue
 		}
 		if err != nil {
 			return err
@@ -124,6 +142,21 @@ func (s *shop) Subscribe(stream grpc.BidiStreamingServer[notificationv1.Subscrib
 				return err
 			}
 		}
+	}
+}
+
+func (s *shop) ImportStock(stream grpc.ClientStreamingServer[inventoryv1.ImportStockRequest, inventoryv1.ImportStockResponse]) error {
+	s.ran.Add(1)
+	var received int64
+	for {
+		_, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&inventoryv1.ImportStockResponse{Received: received})
+		}
+		if err != nil {
+			return err
+		}
+		received++
 	}
 }
 
@@ -165,6 +198,7 @@ func start(t *testing.T, rules map[string]authz.Rule) *fixture {
 			userv1.RegisterUserServiceServer(r, f.shop)
 			orderv1.RegisterOrderServiceServer(r, f.shop)
 			notificationv1.RegisterNotificationServiceServer(r, f.shop)
+			inventoryv1.RegisterInventoryServiceServer(r, f.shop)
 		})
 	return f
 }
@@ -236,6 +270,8 @@ func TestUnaryRules(t *testing.T) {
 		{name: "list with the scope", subject: alice, scopes: []string{"admin"}, call: list, allowed: true},
 		{name: "own order", subject: alice, call: getOrder, id: aliceOrder, allowed: true},
 		{name: "another's order", subject: alice, call: getOrder, id: bobOrder, why: "an order is read by the user who placed it", ran: true},
+		// A missing id is refused as another's would be (AIP-211).
+		{name: "a missing order", subject: alice, call: getOrder, id: missingOrder, why: "an order is read by the user who placed it", ran: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := f.shop.ran.Load()
@@ -265,6 +301,16 @@ func TestValidationFirst(t *testing.T) {
 	}
 }
 
+// A caller the Response expression lets through whatever the response
+// learns that an id is missing.
+func TestMissingForTheAllowed(t *testing.T) {
+	f := start(t, rules)
+	_, err := orderv1.NewOrderServiceClient(f.conn).GetOrder(f.as(t, alice, "admin"), &orderv1.GetOrderRequest{Id: missingOrder})
+	if apierr.Code(err) != codes.NotFound {
+		t.Fatalf("got %v, want NOT_FOUND", err)
+	}
+}
+
 func TestResponseRuleOnAStream(t *testing.T) {
 	f := start(t, rules)
 	orders := orderv1.NewOrderServiceClient(f.conn)
@@ -275,6 +321,7 @@ func TestResponseRuleOnAStream(t *testing.T) {
 	}{
 		{name: "own order", order: aliceOrder, want: 2},
 		{name: "another's order", order: bobOrder, want: -1},
+		{name: "a missing order", order: missingOrder, want: -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stream, err := orders.WatchOrder(f.as(t, alice), &orderv1.WatchOrderRequest{Id: tc.order})
@@ -316,6 +363,11 @@ func TestRequestRuleOnEachStreamMessage(t *testing.T) {
 		return &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Subscribe{Subscribe: &notificationv1.Subscription{UserId: user}}}
 	}
 	ack := &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Ack{Ack: &notificationv1.Ack{NotificationId: aliceOrder}}}
+	invalid := func(user string) *notificationv1.SubscribeRequest {
+		m := subscribe(user)
+		m.GetSubscribe().MaxInFlight = 1000 // over its bound of 100
+		return m
+	}
 	for _, tc := range []struct {
 		name    string
 		send    []*notificationv1.SubscribeRequest
@@ -324,6 +376,10 @@ func TestRequestRuleOnEachStreamMessage(t *testing.T) {
 		{name: "own, then an ack", send: []*notificationv1.SubscribeRequest{subscribe(alice), ack}},
 		{name: "another's first", send: []*notificationv1.SubscribeRequest{subscribe(bob)}, refused: true},
 		{name: "an ack, then another's", send: []*notificationv1.SubscribeRequest{ack, subscribe(bob)}, refused: true},
+		// The handler skips a message that fails validation; the rule
+		// refuses it first.
+		{name: "another's, invalid, then own", send: []*notificationv1.SubscribeRequest{invalid(bob), subscribe(alice)}, refused: true},
+		{name: "own, invalid, then own", send: []*notificationv1.SubscribeRequest{invalid(alice), subscribe(alice)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stream, err := notifications.Subscribe(f.as(t, alice))
@@ -363,6 +419,48 @@ func TestRequestRuleOnEachStreamMessage(t *testing.T) {
 			}
 			if len(got) != 1 || got[0].GetNotification().GetUserId() != alice {
 				t.Fatalf("got %v, want alice's one notification", got)
+			}
+		})
+	}
+}
+
+// An expression that reads only the caller is checked before a client
+// stream's handler starts: a stream that sends nothing is refused too.
+func TestCallerOnlyRuleBeforeTheStream(t *testing.T) {
+	f := start(t, rules)
+	inventory := inventoryv1.NewInventoryServiceClient(f.conn)
+	for _, tc := range []struct {
+		name    string
+		scopes  []string
+		records int
+		allowed bool
+	}{
+		{name: "no records, no scope", records: 0},
+		{name: "records, no scope", records: 2},
+		{name: "records, the scope", scopes: []string{"admin"}, records: 2, allowed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.shop.ran.Load()
+			stream, err := inventory.ImportStock(f.as(t, alice, tc.scopes...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range tc.records {
+				if err := stream.Send(&inventoryv1.ImportStockRequest{Sku: "A", StockDelta: 1}); err != nil && !errors.Is(err, io.EOF) {
+					t.Fatal(err)
+				}
+			}
+			resp, err := stream.CloseAndRecv()
+			ran := f.shop.ran.Load() - before
+			if tc.allowed {
+				if err != nil || resp.GetReceived() != int64(tc.records) || ran != 1 {
+					t.Fatalf("got %v, %v with the handler run %d times", resp, err, ran)
+				}
+				return
+			}
+			wantRefused(t, err, "importing stock takes the admin scope")
+			if ran != 0 {
+				t.Errorf("the handler ran %d times for a refused caller", ran)
 			}
 		})
 	}
@@ -438,9 +536,10 @@ func TestNewRefuses(t *testing.T) {
 		{name: "unknown service", method: "/duet.user.v1.NoService/GetUser", rule: authz.Rule{Request: "true"}, want: "no service"},
 		{name: "a message, not a service", method: "/duet.user.v1.User/GetUser", rule: authz.Rule{Request: "true"}, want: "not a service"},
 		{name: "unknown method", method: "/duet.user.v1.UserService/GetUsers", rule: authz.Rule{Request: "true"}, want: "no method"},
-		{name: "misspelt field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.idd == caller.subject"}, want: "idd"},
-		{name: "misspelt caller field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id == caller.sub"}, want: "sub"},
-		{name: "response in a request rule", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "response.user.id == caller.subject"}, want: "response"},
+		{name: "misspelt field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.idd == caller.subject"}, want: "undefined field 'idd'"},
+		{name: "misspelt caller field", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id == caller.sub"}, want: "undefined field 'sub'"},
+		{name: "response in a request rule", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "response.user.id == caller.subject"}, want: "undeclared reference to 'response'"},
+		{name: "request in a response rule", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Response: "request.id == caller.subject"}, want: "undeclared reference to 'request'"},
 		{name: "not a bool", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Response: "response.user.id"}, want: "not a bool"},
 		{name: "does not parse", method: userv1.UserService_GetUser_FullMethodName, rule: authz.Rule{Request: "request.id =="}, want: "the Request expression"},
 	} {

@@ -165,10 +165,11 @@ func (h *Handler) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*
 // stopping) ends the watch at once. An order with MaxWatchesPerOrder
 // watches open on this server, or a server with MaxWatches, gets
 // RESOURCE_EXHAUSTED, reason ReasonTooManyWatches (with a retry delay for
-// the latter). Watches count by order id, whoever opens them: the API has
-// no authentication yet, so whoever knows an order's id (a UUID its
+// the latter). Watches count by order id, whoever opens them: without
+// tokens (duet serve --auth-keys) whoever knows an order's id (a UUID its
 // owner was given) counts against its bound, as whoever knows a user's id
-// does against Subscribe's.
+// does against Subscribe's; with them, another user's watch takes its
+// place only until its first message, which the rules refuse.
 func (h *Handler) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStreamingServer[orderv1.WatchOrderResponse]) error {
 	ctx := stream.Context()
 	if err := h.watches.Take(req.GetId()); err != nil {
