@@ -139,15 +139,19 @@ const tokenScheme = "bearer"
 // when it lacks one, or its user may not make the call.
 var tokenAnswers = map[string]json.RawMessage{
 	"401": json.RawMessage(`{"description": "No token (reason TOKEN_MISSING), or a bad or expired one (TOKEN_INVALID, TOKEN_EXPIRED): WWW-Authenticate says which.", "headers": {"WWW-Authenticate": {"type": "string", "description": "Bearer, with error=\"invalid_token\" for a token refused."}}, "schema": {"$ref": "#/definitions/rpcStatus"}}`),
-	"403": json.RawMessage(`{"description": "The token's user may not make this call (reason NOT_PERMITTED).", "schema": {"$ref": "#/definitions/rpcStatus"}}`),
+	"403": json.RawMessage(`{"description": "The token's user may not make this call (reason NOT_PERMITTED); a read of one resource by its id answers so for a missing id too.", "schema": {"$ref": "#/definitions/rpcStatus"}}`),
 }
+
+// publicTokenAnswer is the answer of an operation that needs no token
+// to one sent that fails its check.
+var publicTokenAnswer = json.RawMessage(`{"description": "A bad or expired token (TOKEN_INVALID, TOKEN_EXPIRED): none is needed, but one sent is checked.", "headers": {"WWW-Authenticate": {"type": "string", "description": "Bearer error=\"invalid_token\"."}}, "schema": {"$ref": "#/definitions/rpcStatus"}}`)
 
 // withTokens returns doc declaring the end users' tokens: a security
 // scheme, required by every operation but those of the public methods
 // (full names, "/duet.user.v1.UserService/CreateUser", which
 // protoc-gen-openapiv2 makes the operation "UserService_CreateUser"),
-// which get an empty requirement, and the 401 and 403 answers of the
-// others. Operations get their keys sorted; what is in them is kept.
+// which get an empty requirement and a 401 for a bad token sent, and the
+// 401 and 403 answers of the others. Operations get their keys sorted; what is in them is kept.
 func withTokens(doc []byte, public []string) ([]byte, error) {
 	var spec map[string]json.RawMessage
 	if err := json.Unmarshal(doc, &spec); err != nil {
@@ -179,26 +183,26 @@ func withTokens(doc []byte, public []string) ([]byte, error) {
 					return nil, fmt.Errorf("paths %s %s operationId: %w", path, key, err)
 				}
 			}
+			responses := map[string]json.RawMessage{}
+			if raw, ok := op["responses"]; ok {
+				if err := json.Unmarshal(raw, &responses); err != nil {
+					return nil, fmt.Errorf("paths %s %s responses: %w", path, key, err)
+				}
+			}
+			answers := tokenAnswers
 			if open[id] {
 				op["security"] = json.RawMessage(`[]`)
-			} else {
-				responses := map[string]json.RawMessage{}
-				if raw, ok := op["responses"]; ok {
-					if err := json.Unmarshal(raw, &responses); err != nil {
-						return nil, fmt.Errorf("paths %s %s responses: %w", path, key, err)
-					}
-				}
-				for status, answer := range tokenAnswers {
-					if _, ok := responses[status]; !ok {
-						responses[status] = answer
-					}
-				}
-				var err error
-				if op["responses"], err = json.Marshal(responses); err != nil {
-					return nil, err
+				answers = map[string]json.RawMessage{"401": publicTokenAnswer}
+			}
+			for status, answer := range answers {
+				if _, ok := responses[status]; !ok {
+					responses[status] = answer
 				}
 			}
 			var err error
+			if op["responses"], err = json.Marshal(responses); err != nil {
+				return nil, err
+			}
 			if item[key], err = json.Marshal(op); err != nil {
 				return nil, err
 			}
@@ -208,7 +212,7 @@ func withTokens(doc []byte, public []string) ([]byte, error) {
 	if spec["paths"], err = json.Marshal(paths); err != nil {
 		return nil, err
 	}
-	spec["securityDefinitions"] = json.RawMessage(`{"` + tokenScheme + `": {"type": "apiKey", "name": "Authorization", "in": "header", "description": "An end user's JSON Web Token, sent as \"Bearer <jwt>\"."}}`)
+	spec["securityDefinitions"] = json.RawMessage(`{"` + tokenScheme + `": {"type": "apiKey", "name": "Authorization", "in": "header", "description": "An end user's JSON Web Token, after \"Bearer \"."}}`)
 	spec["security"] = json.RawMessage(`[{"` + tokenScheme + `": []}]`)
 	return json.MarshalIndent(spec, "", "  ")
 }
@@ -350,7 +354,7 @@ detail whose <code>reason</code> is stable. HTTP statuses: 400 invalid input (a 
 402 payment declined, 404 not found, 409 duplicate (<code>ALREADY_EXISTS</code>) or a race lost to a concurrent call that changed nothing (<code>ABORTED</code>, reason <code>CONFLICT</code>: send it again), 413 body too large, 503 temporarily unavailable (see <code>Retry-After</code>).
 Send <code>X-Request-ID</code> to trace a call; every response returns it.</p>
 {{if .Tokens}}<p>Calls need an end user's token, <code>Authorization: Bearer &lt;jwt&gt;</code>, but those marked <em>no token</em>:
-401 without one or with a bad or expired one (<code>WWW-Authenticate</code> says which), 403 when the token's user may not make the call (reason <code>NOT_PERMITTED</code>).</p>
+401 without one, or with a bad or expired one, even sent where none is needed (<code>WWW-Authenticate</code> says which), 403 when the token's user may not make the call (reason <code>NOT_PERMITTED</code>), which a read of one resource by its id answers for a missing id too.</p>
 {{end}}{{range .Groups}}
 <h2 id="{{.Tag}}">{{.Tag}}</h2>
 {{with .Description}}<p class="desc">{{.}}</p>{{end}}

@@ -311,6 +311,10 @@ func TestOpenAPIWithTokens(t *testing.T) {
 				if op.Security == nil || len(*op.Security) != 0 {
 					t.Errorf("%s %s (%s): security %v, want [] (no token)", method, path, op.OperationID, op.Security)
 				}
+				// A token sent is checked all the same.
+				if op.Responses["401"] == nil || op.Responses["403"] != nil {
+					t.Errorf("%s %s (%s): a public operation's answers %v, want a 401 and no 403", method, path, op.OperationID, op.Responses)
+				}
 			default:
 				if op.Security != nil {
 					t.Errorf("%s %s (%s): security %v of its own", method, path, op.OperationID, *op.Security)

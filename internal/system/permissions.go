@@ -23,7 +23,9 @@ const staff = `caller.peer != "" || "` + AdminScope + `" in caller.scopes`
 // own is a rule that staff pass, and an end user when expr holds: that
 // the data is theirs. A token's subject is the user's id, as
 // user.CreateUser gives it, in lower case (validation lowers the UUIDs
-// of a request's fields with a uuid rule; the rules lower the others).
+// of a unary request's fields with a uuid rule; the rules lower the
+// others, and those of stream messages, which the rules also see when
+// they fail validation).
 // A caller without a subject owns nothing, not even a payment charged
 // to no user.
 func own(expr string) string { return staff + ` || caller.subject != "" && (` + expr + ")" }
@@ -115,7 +117,7 @@ var permissions = map[string]map[string]authz.Rule{
 			// among the subscriber's own. Response keeps another user's
 			// notifications from being sent, should one ever reach the
 			// stream.
-			Request:  own(`!has(request.subscribe) || request.subscribe.user_id == caller.subject`),
+			Request:  own(`!has(request.subscribe) || request.subscribe.user_id.lowerAscii() == caller.subject`),
 			Response: own(`response.notification.user_id == caller.subject`),
 			Why:      "a user subscribes to their own notifications only",
 		},

@@ -98,6 +98,9 @@ func TestShopPermissions(t *testing.T) {
 	order := func(owner string) *orderv1.GetOrderResponse {
 		return &orderv1.GetOrderResponse{Order: &orderv1.Order{UserId: owner}}
 	}
+	subscription := func(user string) *notificationv1.SubscribeRequest {
+		return &notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Subscribe{Subscribe: &notificationv1.Subscription{UserId: user}}}
+	}
 	everyone := []string{"user", "admin", "saga"}
 	staffOnly := []string{"admin", "saga"}
 	calls := []call{
@@ -126,6 +129,14 @@ func TestShopPermissions(t *testing.T) {
 		{"products by sku", Inventory, inventoryv1.InventoryService_BatchGetProducts_FullMethodName, &inventoryv1.BatchGetProductsRequest{}, &inventoryv1.BatchGetProductsResponse{}, append([]string{"nobody"}, everyone...)},
 		{"own notifications", Notification, notificationv1.NotificationService_ListNotifications_FullMethodName, &notificationv1.ListNotificationsRequest{UserId: ann}, &notificationv1.ListNotificationsResponse{}, everyone},
 		{"another's notifications", Notification, notificationv1.NotificationService_ListNotifications_FullMethodName, &notificationv1.ListNotificationsRequest{UserId: bob}, &notificationv1.ListNotificationsResponse{}, staffOnly},
+		// A stream's messages, checked as a unary request would be: one
+		// that fails validation reaches the rule with its id as sent.
+		{"own subscription, upper case", Notification, notificationv1.NotificationService_Subscribe_FullMethodName,
+			subscription(strings.ToUpper(ann)), &notificationv1.SubscribeResponse{Notification: &notificationv1.Notification{UserId: ann}}, everyone},
+		{"another's subscription", Notification, notificationv1.NotificationService_Subscribe_FullMethodName,
+			subscription(bob), &notificationv1.SubscribeResponse{Notification: &notificationv1.Notification{UserId: ann}}, staffOnly},
+		{"another's notification sent", Notification, notificationv1.NotificationService_Subscribe_FullMethodName,
+			subscription(ann), &notificationv1.SubscribeResponse{Notification: &notificationv1.Notification{UserId: bob}}, staffOnly},
 		{"the audit log", Notification, notificationv1.NotificationService_ListAuditEvents_FullMethodName, &notificationv1.ListAuditEventsRequest{}, &notificationv1.ListAuditEventsResponse{}, staffOnly},
 	}
 	perms := map[string]*authz.Permissions{}

@@ -8,19 +8,24 @@
 //
 // A Rule's Request expression is checked on the request before the
 // handler runs, and on each message a client or bidirectional stream
-// receives, even one that fails validation. On such a stream the handler
+// receives, even one that fails validation (as it was sent: validation
+// lowers a valid message's UUIDs only). On such a stream the handler
 // starts before the first message arrives, so an expression that reads
 // only the caller (the request's fields aside: "the admin scope") is
-// checked before the handler starts instead, and a stream that sends no
-// message is checked too.
+// checked before the handler starts instead, and before the first
+// message is validated, and a stream that sends no message is checked
+// too.
 //
 // A Response expression is checked on each response before it is sent,
 // for methods whose request cannot tell whose resource it names (an
 // order fetched by its own id): the handler has run by then, so give
-// Response only to methods that change nothing. A handler's NOT_FOUND is
-// checked as an empty response would be, so a caller the rule would
-// refuse cannot tell a missing id from another's (AIP-211): both are
-// refused.
+// Response only to methods that change nothing. A handler's NOT_FOUND
+// (on a stream, before it sent anything) is checked as an empty response
+// would be, so a caller the expression refuses an empty response cannot
+// tell a missing id from another's (AIP-211): both are refused. Write
+// such expressions so that a caller who owns nothing owns no empty
+// response either: `caller.subject != "" && response.order.user_id ==
+// caller.subject`.
 //
 // A call an expression refuses, or whose expression fails to evaluate
 // (which is logged), ends with PERMISSION_DENIED, reason
@@ -74,8 +79,9 @@ type Rule struct {
 	// sees it: `request.user_id == caller.subject`.
 	Request string
 	// Response is checked on each response message before it is sent:
-	// `response.order.user_id == caller.subject`. Only for methods that
-	// change nothing: the handler has run.
+	// `caller.subject != "" && response.order.user_id ==
+	// caller.subject`. Only for methods that change nothing: the handler
+	// has run.
 	Response string
 	// Why, when set, ends the refusal's message, so a caller learns what
 	// the rule asks ("an order is read by the user who placed it"); the
@@ -344,7 +350,7 @@ func (p *Permissions) StreamInterceptor() grpc.StreamServerInterceptor {
 		if denied := cs.denied.Load(); denied != nil {
 			return *denied
 		}
-		if err != nil && r.response != nil {
+		if err != nil && r.response != nil && !cs.sent.Load() {
 			return p.missing(ss.Context(), r, err, caller)
 		}
 		return err
@@ -357,9 +363,11 @@ type checkedStream struct {
 	p      *Permissions
 	rule   *rule
 	caller *Caller
-	// denied is the refusal, once a message was refused: the handler
-	// may receive and send from two goroutines.
+	// denied is the refusal, once a message was refused, and sent
+	// whether a message was sent: the handler may receive and send from
+	// two goroutines.
 	denied atomic.Pointer[error]
+	sent   atomic.Bool
 }
 
 func (s *checkedStream) refuse(err error) error {
@@ -374,6 +382,9 @@ func (s *checkedStream) RecvMsg(m any) error {
 		return *denied
 	}
 	err := s.ServerStream.RecvMsg(m)
+	if denied := s.denied.Load(); denied != nil {
+		return *denied // refused while this receive waited
+	}
 	if s.rule.request == nil || s.rule.callerOnly {
 		return err // checked before the handler started
 	}
@@ -399,5 +410,6 @@ func (s *checkedStream) SendMsg(m any) error {
 			return s.refuse(err)
 		}
 	}
+	s.sent.Store(true)
 	return s.ServerStream.SendMsg(m)
 }

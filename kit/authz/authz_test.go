@@ -41,6 +41,8 @@ const (
 	aliceOrder   = "7c1e2a3b-1111-4c6a-9a0e-1f6f3f6b1a01"
 	bobOrder     = "7c1e2a3b-2222-4c6a-9a0e-1f6f3f6b1a02"
 	missingOrder = "7c1e2a3b-3333-4c6a-9a0e-1f6f3f6b1a03"
+	// vanishingOrder is alice's until WatchOrder has sent it once.
+	vanishingOrder = "7c1e2a3b-4444-4c6a-9a0e-1f6f3f6b1a04"
 )
 
 // rules are the test server's: its own records for a user, all of them
@@ -99,7 +101,7 @@ func (s *shop) ListUsers(context.Context, *userv1.ListUsersRequest) (*userv1.Lis
 }
 
 // owners of the orders WatchOrder sends.
-var owners = map[string]string{aliceOrder: alice, bobOrder: bob}
+var owners = map[string]string{aliceOrder: alice, bobOrder: bob, vanishingOrder: alice}
 
 func (s *shop) GetOrder(_ context.Context, req *orderv1.GetOrderRequest) (*orderv1.GetOrderResponse, error) {
 	s.ran.Add(1)
@@ -118,6 +120,9 @@ func (s *shop) WatchOrder(req *orderv1.WatchOrderRequest, stream grpc.ServerStre
 	}
 	for range 2 {
 		_ = stream.Send(&orderv1.WatchOrderResponse{Order: &orderv1.Order{Id: req.GetId(), UserId: owners[req.GetId()]}})
+		if req.GetId() == vanishingOrder {
+			return apierr.NotFound("ORDER_NOT_FOUND", "order", req.GetId())
+		}
 	}
 	return nil
 }
@@ -318,10 +323,13 @@ func TestResponseRuleOnAStream(t *testing.T) {
 		name  string
 		order string
 		want  int // messages received; -1: refused before any
+		end   codes.Code
 	}{
 		{name: "own order", order: aliceOrder, want: 2},
 		{name: "another's order", order: bobOrder, want: -1},
 		{name: "a missing order", order: missingOrder, want: -1},
+		// NOT_FOUND after a message the caller was sent is theirs to see.
+		{name: "own order, then gone", order: vanishingOrder, want: 1, end: codes.NotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stream, err := orders.WatchOrder(f.as(t, alice), &orderv1.WatchOrderRequest{Id: tc.order})
@@ -333,6 +341,12 @@ func TestResponseRuleOnAStream(t *testing.T) {
 				resp, err := stream.Recv()
 				if errors.Is(err, io.EOF) {
 					break
+				}
+				if err != nil && tc.end != codes.OK && got == tc.want {
+					if apierr.Code(err) != tc.end {
+						t.Fatalf("after %d messages: %v, want %v", got, err, tc.end)
+					}
+					return
 				}
 				if err != nil {
 					if tc.want >= 0 {
@@ -349,8 +363,8 @@ func TestResponseRuleOnAStream(t *testing.T) {
 				}
 				got++
 			}
-			if got != tc.want {
-				t.Fatalf("got %d messages and the end, want %d", got, tc.want)
+			if got != tc.want || tc.end != codes.OK {
+				t.Fatalf("got %d messages and the end, want %d and %v", got, tc.want, tc.end)
 			}
 		})
 	}
