@@ -28,7 +28,7 @@
 // caller.subject`.
 //
 // A call an expression refuses, or whose expression fails to evaluate
-// (which is logged), ends with PERMISSION_DENIED, reason
+// (which is logged, once a FailureLogInterval per rule), ends with PERMISSION_DENIED, reason
 // ReasonNotPermitted (HTTP 403 through the REST gateway): a unary call
 // gets no response, a stream nothing from the refused message on
 // (earlier messages were sent), whatever its handler then returns.
@@ -55,6 +55,7 @@ import (
 	"reflect"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/ext"
@@ -132,7 +133,13 @@ type rule struct {
 	// checked as.
 	missing proto.Message
 	denied  error
+	// logged is when an evaluation failure was last logged (Unix ns).
+	logged atomic.Int64
 }
+
+// FailureLogInterval is how often a rule that fails to evaluate is
+// logged: its first failure, then at most once an interval.
+const FailureLogInterval = time.Minute
 
 // New compiles cfg.Rules; an expression that does not compile, or does
 // not give a bool, or a method not in the registry is an error.
@@ -267,7 +274,14 @@ func (v *vars) Parent() interpreter.Activation { return nil }
 func (p *Permissions) check(ctx context.Context, r *rule, prg cel.Program, name string, message any, caller *Caller) error {
 	out, _, err := prg.Eval(&vars{name: name, message: message, caller: caller})
 	if err != nil {
-		p.log.WarnContext(ctx, "authz: a rule failed to evaluate; the call is refused", "method", r.method, "variable", name, "error", err.Error())
+		// A rule that fails for one call likely fails for every call:
+		// a line per rule per FailureLogInterval, not per call.
+		now := time.Now().UnixNano()
+		last := r.logged.Load()
+		if (last == 0 || now-last >= int64(FailureLogInterval)) && r.logged.CompareAndSwap(last, now) {
+			p.log.WarnContext(ctx, "authz: a rule failed to evaluate; the call is refused (said once a minute per rule)",
+				"method", r.method, "variable", name, "error", err.Error())
+		}
 		return r.denied
 	}
 	if allowed, ok := out.Value().(bool); ok && allowed {
