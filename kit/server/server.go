@@ -215,8 +215,10 @@ type Config struct {
 	// Permissions, when not nil, decides what the caller the
 	// Authenticator found may do with the call's data (kit/authz's
 	// Permissions: that users read only their own orders). It runs after
-	// validation, so its rules read well-formed requests, and closest to
-	// the handler but for UnaryInterceptors and StreamInterceptors.
+	// validation, so its rules read well-formed unary requests (a
+	// stream's message that fails validation reaches them too, as
+	// kit/authz says), and closest to the handler but for
+	// UnaryInterceptors and StreamInterceptors.
 	Permissions Authorizer
 	// UnaryInterceptors and StreamInterceptors run after the defaults,
 	// closest to the handler.
