@@ -200,6 +200,28 @@ func TestServeAuthFlagsChecked(t *testing.T) {
 			t.Errorf("%v = %v, want an error saying %q", tt.args, err, tt.want)
 		}
 	}
+	// duet up checks them alike, before anything starts, and has no
+	// --auth-trusted: its saga's connections name it.
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth-keys", keys}, "needs --auth-issuer"},
+		{[]string{"--auth-issuer", "x"}, "needs --auth-keys"},
+		{[]string{"--auth-keys", keys, "--auth-issuer", "x", "--auth-refresh", "10ms"}, "at least 1s"},
+		{[]string{"--auth-keys", keys, "--auth-issuer", "x", "--auth-trusted", "order"}, "flag provided but not defined: -auth-trusted"},
+		{[]string{"--auth-keys", keys, "--auth-issuer", "x"}, "no such file"},
+	} {
+		args := append([]string{"up"}, tt.args...)
+		for _, flag := range []string{"--http-addr", "--user-addr", "--order-addr", "--payment-addr", "--inventory-addr", "--notification-addr"} {
+			args = append(args, flag, "127.0.0.1:0")
+		}
+		args = append(args, "--data-dir", t.TempDir())
+		err := run(t.Context(), args, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("up %v = %v, want an error saying %q", tt.args, err, tt.want)
+		}
+	}
 }
 
 // TestServeGatewayChecksTokens: a gateway given --auth-keys refuses a

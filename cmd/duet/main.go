@@ -189,10 +189,16 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	inventoryAddr := fs.String("inventory-addr", system.DefaultInventoryAddr, "inventory service gRPC listen address")
 	notificationAddr := fs.String("notification-addr", system.DefaultNotificationAddr, "notification service gRPC listen address")
 	natsURL := fs.String("nats-url", "", "external NATS server for events (default: embedded, JetStream store in --data-dir)")
+	var auth authFlags
+	auth.register(fs, false)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := c.check(); err != nil {
+		return err
+	}
+	authCfg, err := auth.config(fs)
+	if err != nil {
 		return err
 	}
 	log, flushLog, err := c.logger(stderr, "")
@@ -216,6 +222,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		TrustTraceContext: c.trustTrace,
 		CORSOrigins:       c.origins(),
 		DrainTimeout:      c.drainTimeout,
+		Auth:              authCfg,
 		Logger:            log,
 	})
 	if err != nil {
@@ -261,11 +268,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var tls tlsFlags
 	tls.register(fs)
 	accessPolicy := fs.String("access-policy", "", "services: gRPC authorization policy file (JSON) naming which callers' certificates may call which methods, read again every --tls-refresh; needs the --tls-* flags; none, any caller the CA signed may call any method")
-	authKeys := fs.String("auth-keys", "", "services and gateway: the identity provider's JSON Web Key Set (a file, read again every --auth-refresh): every call then needs an end user's token (Authorization: Bearer, which the gateway checks and passes on) signed by one of its keys, but health checks and, without a token, signing up, reading the catalogue and the --auth-trusted certificates' calls; a token sent is always checked; none, no token is asked for")
-	authIssuer := fs.String("auth-issuer", "", "services and gateway: the \"iss\" tokens must claim; needs --auth-keys")
-	authAudience := fs.String("auth-audience", "duet", "services and gateway: the \"aud\" tokens must claim; needs --auth-keys")
-	authTrusted := fs.String("auth-trusted", "", "services: comma-separated certificate names whose calls need no token (the order saga's: order; operators' commands: operator); needs --auth-keys and the --tls-* flags; never a name the gateway's certificate carries")
-	authRefresh := fs.Duration("auth-refresh", authn.DefaultRefresh, "services and gateway: how often --auth-keys is read again, so the issuer's keys rotate without a restart (at least 1s); needs --auth-keys")
+	var auth authFlags
+	auth.register(fs, true)
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
@@ -288,21 +292,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	auth := authn.Config{KeysFile: *authKeys, Issuer: *authIssuer, Audience: *authAudience, Refresh: *authRefresh, TrustedPeers: commaList(*authTrusted)}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true }) // the environment's too
-	for _, name := range []string{"auth-issuer", "auth-audience", "auth-trusted", "auth-refresh"} {
-		if given[name] && *authKeys == "" {
-			return fmt.Errorf("--%s needs --auth-keys, the identity provider's key set", name)
-		}
-	}
-	switch {
-	case *authKeys != "" && *authIssuer == "":
-		return errors.New("--auth-keys needs --auth-issuer, the \"iss\" tokens must claim")
-	case *authKeys != "" && strings.TrimSpace(*authAudience) == "":
-		return errors.New("--auth-audience must not be empty: it is the \"aud\" tokens must claim")
-	case *authKeys != "" && *authRefresh < time.Second:
-		return fmt.Errorf("--auth-refresh must be at least 1s, got %v", *authRefresh)
+	authCfg, err := auth.config(fs)
+	if err != nil {
+		return err
 	}
 	log, flushLog, err := c.logger(stderr, "")
 	if err != nil {
@@ -320,8 +312,52 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
-		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: auth, Logger: log,
+		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: authCfg, Logger: log,
 	})
+}
+
+// authFlags are the end users' token flags of serve and up.
+type authFlags struct {
+	keys, issuer, audience, trusted *string
+	refresh                         *time.Duration
+}
+
+// register adds the flags to fs; serve's (services) take --auth-trusted
+// too, which up, whose saga its in-memory connections name, does not.
+func (a *authFlags) register(fs *flag.FlagSet, serve bool) {
+	who, but := "services and gateway", "the --auth-trusted certificates' calls"
+	if !serve {
+		who, but = "every component", "the order saga's calls"
+	}
+	a.keys = fs.String("auth-keys", "", who+": the identity provider's JSON Web Key Set (a file, read again every --auth-refresh): every call then needs an end user's token (Authorization: Bearer, which the gateway checks and passes on) signed by one of its keys, but health checks and, without a token, signing up, reading the catalogue and "+but+"; a token sent is always checked, and whose data it reaches is each service's rules' to say; none, no token is asked for")
+	a.issuer = fs.String("auth-issuer", "", who+": the \"iss\" tokens must claim; needs --auth-keys")
+	a.audience = fs.String("auth-audience", "duet", who+": the \"aud\" tokens must claim; needs --auth-keys")
+	if serve {
+		a.trusted = fs.String("auth-trusted", "", "services: comma-separated certificate names whose calls need no token (the order saga's: order; operators' commands: operator); needs --auth-keys and the --tls-* flags; never a name the gateway's certificate carries")
+	} else {
+		a.trusted = new(string)
+	}
+	a.refresh = fs.Duration("auth-refresh", authn.DefaultRefresh, who+": how often --auth-keys is read again, so the issuer's keys rotate without a restart (at least 1s); needs --auth-keys")
+}
+
+// config checks the flags fs parsed and returns what they ask for.
+func (a *authFlags) config(fs *flag.FlagSet) (authn.Config, error) {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true }) // the environment's too
+	for _, name := range []string{"auth-issuer", "auth-audience", "auth-trusted", "auth-refresh"} {
+		if given[name] && *a.keys == "" {
+			return authn.Config{}, fmt.Errorf("--%s needs --auth-keys, the identity provider's key set", name)
+		}
+	}
+	switch {
+	case *a.keys != "" && *a.issuer == "":
+		return authn.Config{}, errors.New("--auth-keys needs --auth-issuer, the \"iss\" tokens must claim")
+	case *a.keys != "" && strings.TrimSpace(*a.audience) == "":
+		return authn.Config{}, errors.New("--auth-audience must not be empty: it is the \"aud\" tokens must claim")
+	case *a.keys != "" && *a.refresh < time.Second:
+		return authn.Config{}, fmt.Errorf("--auth-refresh must be at least 1s, got %v", *a.refresh)
+	}
+	return authn.Config{KeysFile: *a.keys, Issuer: *a.issuer, Audience: *a.audience, Refresh: *a.refresh, TrustedPeers: commaList(*a.trusted)}, nil
 }
 
 func natsLabel(url string) string {

@@ -1,22 +1,25 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/duetkit/duet/internal/logbuffer"
 )
 
 // TestREADMETokenExample runs README's `duet token` block verbatim, with
-// ./duet this test binary and localhost:8080 a gateway the test starts
-// as the block's comment says (every service and the gateway given the
-// development issuer's key set; here the user service and the gateway,
-// all the block calls): a user reads their own record with their token,
-// is refused the list of users, and an admin's token lists them.
+// ./duet this test binary and localhost:8080 the gateway of the `duet
+// up` the block's comment starts (its addresses, here, free ports): a
+// user reads their own record with their token, is refused the list of
+// users, and an admin's token lists them.
 func TestREADMETokenExample(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -70,14 +73,55 @@ func TestREADMETokenExample(t *testing.T) {
 		return out.String()
 	}
 	bash(first)
-	auth := []string{"--auth-keys", filepath.Join(dir, "certs", "issuer", "jwks.json"), "--auth-issuer", "duet-dev"}
-	if !strings.Contains(block, strings.Join(auth[2:], " ")) || !strings.Contains(block, "--auth-keys certs/issuer/jwks.json") {
-		t.Fatalf("the example's comment does not give the flags the test uses (%v):\n%s", auth, block)
+	const upLine = "./duet up --auth-keys certs/issuer/jwks.json --auth-issuer duet-dev"
+	if !strings.Contains(block, "# start "+upLine+"\n") {
+		t.Fatalf("the example's comment does not start %q:\n%s", upLine, block)
 	}
-	user := startComponent(t, ctx, "user", append([]string{"--data-dir", t.TempDir()}, auth...)...)
-	gateway := startComponent(t, ctx, "gateway", append([]string{"--user-target", user.addr, "--order-target", user.addr,
-		"--payment-target", user.addr}, auth...)...)
-	out := bash(strings.ReplaceAll(strings.Join(calls, "\n"), "localhost:8080", gateway.addr))
+	args := strings.Fields(strings.TrimPrefix(upLine, "./duet "))
+	for _, flag := range []string{"--http-addr", "--user-addr", "--order-addr", "--payment-addr", "--inventory-addr", "--notification-addr"} {
+		args = append(args, flag, "127.0.0.1:0")
+	}
+	up := exec.Command(exe, append(args, "--data-dir", t.TempDir())...) // stopped below, by SIGINT
+	up.Dir = dir
+	up.Env = append(os.Environ(), "DUET_TEST_AS_DUET=1")
+	stdout, err := up.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	upLog := &logbuffer.Buffer{}
+	up.Stderr = upLog
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = up.Process.Signal(os.Interrupt)
+		exited := make(chan error, 1)
+		go func() { exited <- up.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("duet up: %v\n%s", err, upLog.String())
+			}
+		case <-time.After(30 * time.Second):
+			_ = up.Process.Kill()
+			<-exited
+			t.Errorf("duet up did not stop on SIGINT within 30 s:\n%s", upLog.String())
+		}
+	})
+	// "REST gateway   http://ADDR" once it serves.
+	var gateway string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "REST" && f[1] == "gateway" {
+			gateway = strings.TrimPrefix(f[2], "http://")
+			break
+		}
+	}
+	if gateway == "" {
+		t.Fatalf("duet up said no gateway address:\n%s", upLog.String())
+	}
+	go io.Copy(io.Discard, stdout)
+	out := bash(strings.ReplaceAll(strings.Join(calls, "\n"), "localhost:8080", gateway))
 
 	// The answers in the order of the comments: a 401, the user, a 403,
 	// the list.

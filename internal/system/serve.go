@@ -23,7 +23,6 @@ import (
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 	"github.com/duetkit/duet/kit/access"
 	"github.com/duetkit/duet/kit/authn"
-	"github.com/duetkit/duet/kit/authz"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
@@ -177,7 +176,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 		if component != Gateway {
 			// Whose data a token reaches is the services' to decide,
 			// where the data is.
-			if s.permissions, err = authz.New(authz.Config{Rules: permissions[component], Logger: auth.Logger}); err != nil {
+			if err := s.permit(auth.Logger, component); err != nil {
 				s.Shutdown(context.WithoutCancel(ctx))
 				return err
 			}

@@ -81,6 +81,15 @@ type Config struct {
 	// CORSOrigins are the origins whose browser pages may call the
 	// gateway (gateway.Config.CORSOrigins).
 	CORSOrigins []string
+	// Auth checks end users' JSON Web Tokens (kit/authn) when its
+	// KeysFile is set, as ServeConfig.Auth does for `duet serve`: every
+	// service asks every call for a good token but health checks and,
+	// without one, the public methods (signing up, the catalogue), its
+	// permissions (kit/authz) decide whose data a token reaches, and the
+	// gateway checks tokens before its calls leave. The order saga's
+	// calls, over in-memory connections that name it (inprocCreds), need
+	// none. Start sets Public, TrustedPeers, PeerNames and Logger.
+	Auth authn.Config
 	// DrainTimeout bounds graceful shutdown of each component.
 	DrainTimeout time.Duration
 	// Logger receives every component's logs; nil means slog.Default().
@@ -155,9 +164,12 @@ type System struct {
 	access *access.Policy
 	// authn, when not nil, checks end users' tokens on Serve's service.
 	authn *authn.Verifier
-	// permissions, when not nil, are the rules of Serve's service: whose
+	// permissions, when authn is set, are each service's rules: whose
 	// data the tokens authn checked reach.
-	permissions *authz.Permissions
+	permissions map[string]*authz.Permissions
+	// inprocCreds, when set (Start with Auth), are the in-memory
+	// connections' credentials, which name their callers.
+	inprocCreds bool
 	// edge, when not nil, is authn on Serve's gateway: dial gives its
 	// connections to the services the client interceptors that check the
 	// tokens the gateway passes on. Shutdown closes it as authn.
@@ -197,6 +209,23 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Auth.KeysFile != "" {
+		// One verifier for every service and the gateway: the public
+		// methods are named in full, so their union is each one's.
+		auth := cfg.Auth
+		auth.Public = everyPublicMethod()
+		auth.TrustedPeers = []string{Order}
+		auth.PeerNames = inprocPeerNames
+		auth.Logger = cfg.Logger
+		if s.authn, err = authn.Load(ctx, auth); err != nil {
+			return nil, err
+		}
+		s.edge = s.authn
+		s.inprocCreds = true
+		if err := s.permit(cfg.Logger, User, Payment, Inventory, Notification, Order); err != nil {
+			return nil, err
+		}
+	}
 
 	users, err := user.Open(ctx, user.Config{DatabaseURL: cfg.UserDB, Logger: cfg.Logger, Bus: bus})
 	if err != nil {
@@ -227,28 +256,43 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		return nil, err
 	}
 
-	userConn, err := s.dialInproc(User)
+	// The gateway's connections, and without tokens the saga's too; with
+	// them the saga has its own, which name it, and the gateway's check
+	// the tokens they pass on (dialInproc).
+	userConn, err := s.dialInproc(User, "")
 	if err != nil {
 		return nil, err
 	}
-	paymentConn, err := s.dialInproc(Payment)
+	paymentConn, err := s.dialInproc(Payment, "")
 	if err != nil {
 		return nil, err
 	}
-	inventoryConn, err := s.dialInproc(Inventory)
+	inventoryConn, err := s.dialInproc(Inventory, "")
 	if err != nil {
 		return nil, err
 	}
-	notificationConn, err := s.dialInproc(Notification)
+	notificationConn, err := s.dialInproc(Notification, "")
 	if err != nil {
 		return nil, err
+	}
+	sagaUsers, sagaPayments, sagaInventory := userConn, paymentConn, inventoryConn
+	if s.inprocCreds {
+		if sagaUsers, err = s.dialInproc(User, Order); err != nil {
+			return nil, err
+		}
+		if sagaPayments, err = s.dialInproc(Payment, Order); err != nil {
+			return nil, err
+		}
+		if sagaInventory, err = s.dialInproc(Inventory, Order); err != nil {
+			return nil, err
+		}
 	}
 	orders, err := order.Open(ctx, order.Config{
 		DatabaseURL: cfg.OrderDB,
 		Logger:      cfg.Logger,
-		Users:       userConn,
-		Payments:    paymentConn,
-		Inventory:   inventoryConn,
+		Users:       sagaUsers,
+		Payments:    sagaPayments,
+		Inventory:   sagaInventory,
 		Bus:         bus,
 		Saga:        cfg.Saga,
 	})
@@ -258,18 +302,22 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if s.OrderAddr, err = s.serve(Order, cfg, cfg.OrderAddr, orders); err != nil {
 		return nil, err
 	}
-	orderConn, err := s.dialInproc(Order)
+	orderConn, err := s.dialInproc(Order, "")
 	if err != nil {
 		return nil, err
 	}
 
-	gw, err := gateway.New(ctx, gateway.Config{
+	gcfg := gateway.Config{
 		Users: userConn, Orders: orderConn, Payments: paymentConn,
 		Inventory: inventoryConn, Notifications: notificationConn,
 		Logger:            cfg.Logger.With("service", Gateway),
 		TrustTraceContext: cfg.TrustTraceContext,
 		CORSOrigins:       cfg.CORSOrigins,
-	})
+	}
+	if s.edge != nil {
+		gcfg.Tokens = &gateway.Tokens{Public: everyPublicMethod()}
+	}
+	gw, err := gateway.New(ctx, gcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +330,21 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s.httpDone = make(chan error, 1)
 	go func() { s.httpDone <- s.http.Serve(lis) }()
 	return s, nil
+}
+
+// permit compiles the permissions of components (kit/authz).
+func (s *System) permit(log *slog.Logger, components ...string) error {
+	if s.permissions == nil {
+		s.permissions = map[string]*authz.Permissions{}
+	}
+	for _, c := range components {
+		p, err := authz.New(authz.Config{Rules: permissions[c], Logger: log})
+		if err != nil {
+			return err
+		}
+		s.permissions[c] = p
+	}
+	return nil
 }
 
 // openBus connects to the NATS server at url, or starts one embedded in
@@ -359,8 +422,11 @@ func (s *System) serve(name string, cfg Config, addr string, svc service) (strin
 	if s.authn != nil {
 		scfg.Authenticator = s.authn
 	}
-	if s.permissions != nil {
-		scfg.Permissions = s.permissions
+	if p := s.permissions[name]; p != nil {
+		scfg.Permissions = p
+	}
+	if s.inprocCreds {
+		scfg.Creds = inprocCreds{} // reads the names of in-memory callers; TCP stays plaintext
 	}
 	srv, err := server.New(scfg)
 	if err != nil {
@@ -428,7 +494,13 @@ func (s *System) dial(target string) (*grpc.ClientConn, error) {
 // through the gateway at C=64 (bench/README.md). The TCP listeners stay, for
 // grpcurl and every client outside the process; `duet serve`, one
 // component per process, uses TCP throughout.
-func (s *System) dialInproc(name string) (*grpc.ClientConn, error) {
+//
+// With tokens checked (Start's Config.Auth) the connection names its
+// caller as (inprocCreds): the order saga's are "order", which the
+// services trust to call without a token; a nameless one (the
+// gateway's) checks the tokens it passes on before they leave, as
+// `duet serve`'s gateway does.
+func (s *System) dialInproc(name, as string) (*grpc.ClientConn, error) {
 	var r *running
 	for _, c := range s.services {
 		if c.name == name {
@@ -440,11 +512,18 @@ func (s *System) dialInproc(name string) (*grpc.ClientConn, error) {
 	}
 	if r.inproc == nil {
 		r.inproc = bufconn.Listen(inprocBuffer)
-		r.serve(r.inproc)
+		r.serve(inprocListener{r.inproc})
 	}
 	cfg := peerConfig
 	cfg.Options = []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return r.inproc.DialContext(ctx) }),
+	}
+	if s.inprocCreds {
+		cfg.Creds = inprocCreds{name: as}
+		if as == "" && s.edge != nil {
+			cfg.UnaryInterceptors = append(slices.Clone(cfg.UnaryInterceptors), s.edge.UnaryClientInterceptor())
+			cfg.StreamInterceptors = append(slices.Clone(cfg.StreamInterceptors), s.edge.StreamClientInterceptor())
+		}
 	}
 	conn, err := client.New("passthrough:///"+name, cfg)
 	if err != nil {

@@ -26,8 +26,9 @@
 // after the user's token expired. Never list a component that passes end
 // users' calls on, such as the REST gateway: its calls without a token
 // would then pass as its own. Without mutual TLS no caller has a name, so
-// none is trusted; the names are only as good as the server's check of
-// client certificates (kit/mtls checks them against its CA).
+// none is trusted (unless Config.PeerNames reads names from elsewhere);
+// the names are only as good as the server's check of client
+// certificates (kit/mtls checks them against its CA).
 //
 // The key set is a file, read again every Config.Refresh so the issuer's
 // keys rotate without a restart (publish the new key, wait a refresh,
@@ -134,6 +135,12 @@ type Config struct {
 	// exactly) of callers whose calls need no token. Never a component
 	// that passes end users' calls on, such as the REST gateway.
 	TrustedPeers []string
+	// PeerNames reads a call's caller's names for TrustedPeers; nil means
+	// mtls.PeerNames, the names of its mutual-TLS certificate. A process
+	// whose connections name their callers another way (duet up's
+	// in-memory ones) gives its own; whatever names it returns are
+	// trusted as a certificate's would be.
+	PeerNames func(context.Context) []string
 	// Logger receives a line for each key set taken or refused after
 	// Load; nil means slog.Default().
 	Logger *slog.Logger
@@ -231,6 +238,9 @@ func Load(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.PeerNames == nil {
+		cfg.PeerNames = mtls.PeerNames
 	}
 	contents, err := os.ReadFile(cfg.KeysFile)
 	if err != nil {
@@ -460,7 +470,7 @@ func (v *Verifier) check(ctx context.Context, method string) (context.Context, e
 			return ctx, nil
 		}
 		if len(v.trusted) > 0 {
-			for _, name := range mtls.PeerNames(ctx) {
+			for _, name := range v.cfg.PeerNames(ctx) {
 				if v.trusted[name] {
 					return NewContext(ctx, Identity{Peer: name}), nil
 				}
