@@ -54,7 +54,7 @@ Usage:
   duet certs NAME...                a development CA and certificates for
                                     mutual TLS between duet serve's components
   duet token SUBJECT                an end user's token from a development
-                                    issuer, for duet serve --auth-keys
+                                    issuer, for duet up/serve --auth-keys
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;

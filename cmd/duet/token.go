@@ -84,7 +84,7 @@ func openIssuer(dir, name string, stderr io.Writer) (*devissuer.Issuer, error) {
 			return nil, err
 		}
 		if err := os.Rename(tmp, issuerDir); err == nil {
-			fmt.Fprintf(stderr, "made a development token issuer in %s: give services --auth-keys %s --auth-issuer %s\n", issuerDir, keysFile, name)
+			fmt.Fprintf(stderr, "made a development token issuer in %s: give duet up (or each duet serve) --auth-keys %s --auth-issuer %s\n", issuerDir, keysFile, name)
 			return iss, nil
 		} else if !exists(issuerDir) {
 			return nil, err

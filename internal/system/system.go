@@ -162,7 +162,8 @@ type System struct {
 	tls *mtls.Credentials
 	// access, when not nil, is Serve's policy of who may call what.
 	access *access.Policy
-	// authn, when not nil, checks end users' tokens on Serve's service.
+	// authn, when not nil, checks end users' tokens on Serve's service,
+	// or on every service of Start's.
 	authn *authn.Verifier
 	// permissions, when authn is set, are each service's rules: whose
 	// data the tokens authn checked reach.
@@ -170,9 +171,10 @@ type System struct {
 	// inprocCreds, when set (Start with Auth), are the in-memory
 	// connections' credentials, which name their callers.
 	inprocCreds bool
-	// edge, when not nil, is authn on Serve's gateway: dial gives its
-	// connections to the services the client interceptors that check the
-	// tokens the gateway passes on. Shutdown closes it as authn.
+	// edge, when not nil, is authn on the gateway (Serve's, or Start's):
+	// dial and dialInproc give its connections to the services the
+	// client interceptors that check the tokens the gateway passes on.
+	// Shutdown closes it as authn.
 	edge *authn.Verifier
 	// notServingDelay is the longest of the services' NotServingDelay
 	// (Serve's one service's), which Shutdown waits before they drain.
@@ -195,20 +197,14 @@ type running struct {
 // accept calls. On error, whatever had started is stopped again.
 func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	cfg = cfg.withDefaults()
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
 	s := &System{log: cfg.Logger}
 	defer func() {
 		if err != nil {
 			s.Shutdown(context.WithoutCancel(ctx))
 		}
 	}()
-
-	bus, err := s.openBus(ctx, cfg.NATSURL, filepath.Join(cfg.DataDir, "nats"), cfg.Bus)
-	if err != nil {
-		return nil, err
-	}
+	// The key set first: a file missing is an error before anything
+	// is made.
 	if cfg.Auth.KeysFile != "" {
 		// One verifier for every service and the gateway: the public
 		// methods are named in full, so their union is each one's.
@@ -226,7 +222,14 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 			return nil, err
 		}
 	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 
+	bus, err := s.openBus(ctx, cfg.NATSURL, filepath.Join(cfg.DataDir, "nats"), cfg.Bus)
+	if err != nil {
+		return nil, err
+	}
 	users, err := user.Open(ctx, user.Config{DatabaseURL: cfg.UserDB, Logger: cfg.Logger, Bus: bus})
 	if err != nil {
 		return nil, fmt.Errorf("user: %w", err)

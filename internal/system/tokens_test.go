@@ -2,6 +2,7 @@ package system_test
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,6 +89,34 @@ func TestStartWithTokens(t *testing.T) {
 				t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.url, r.status, r.raw, tc.status, tc.reason)
 			}
 		})
+	}
+
+	// The gateway refused the call without a token itself: its client
+	// counted it, the user service never saw it.
+	count := func(metric string) float64 {
+		t.Helper()
+		resp, err := testClient.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var sum float64
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, metric+"{") && strings.Contains(line, `grpc_code="Unauthenticated"`) && strings.Contains(line, `grpc_method="GetUser"`) {
+				var v float64
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				sum += v
+			}
+		}
+		return sum
+	}
+	client, server := count("grpc_client_handled_total"), count("grpc_server_handled_total")
+	if r := do(t, "GET", base+"/v1/users/"+ann, ""); r.status != 401 {
+		t.Fatalf("no token: %d", r.status)
+	}
+	if c, s := count("grpc_client_handled_total")-client, count("grpc_server_handled_total")-server; c != 1 || s != 0 {
+		t.Errorf("a call without a token: the gateway's client counted %v refusals, the user service %v; want 1 and 0", c, s)
 	}
 
 	// The saga checks the user, prices, reserves and charges without

@@ -757,6 +757,47 @@ func TestTrustedPeers(t *testing.T) {
 	}
 }
 
+// TestPeerNamesReader: Config.PeerNames replaces the certificate as the
+// source of a caller's names, for connections that name their callers
+// otherwise; a name it gives is trusted as a certificate's would be.
+func TestPeerNamesReader(t *testing.T) {
+	iss := newIssuer(t, "k1")
+	// Plaintext, so no certificate names anyone: the reader alone does.
+	names := func(ctx context.Context) []string {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			return md.Get("x-test-caller")
+		}
+		return nil
+	}
+	v := load(t, authn.Config{KeysFile: writeKeys(t, iss), TrustedPeers: []string{"order"}, PeerNames: names})
+	conn := dial(t, serve(t, v, nil), nil)
+	for _, tt := range []struct {
+		caller, who, reason string
+	}{
+		{caller: "order", who: "peer order"},
+		{caller: "gateway", reason: authn.ReasonTokenMissing},
+		{reason: authn.ReasonTokenMissing},
+	} {
+		ctx := t.Context()
+		if tt.caller != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-test-caller", tt.caller)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{})
+		cancel()
+		got := resp.GetUsername()
+		if tt.reason != "" {
+			if !apierr.Is(err, tt.reason) {
+				t.Errorf("%q: %v, want %s", tt.caller, err, tt.reason)
+			}
+			continue
+		}
+		if err != nil || got != tt.who {
+			t.Errorf("%q: %q, %v; want %q", tt.caller, got, err, tt.who)
+		}
+	}
+}
+
 func loadCreds(t *testing.T, ca *mtlstest.CA, name string) *mtls.Credentials {
 	t.Helper()
 	cfg := ca.Write(t, t.TempDir(), time.Hour, []string{name})
