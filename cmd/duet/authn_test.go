@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -68,24 +67,12 @@ func TestServeEndUserTokens(t *testing.T) {
 	}
 	call := func(method, path, authorization, body string) (int, http.Header, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, method, "http://"+gateway.addr+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if authorization != "" {
-			req.Header.Set("Authorization", authorization)
-		}
-		resp, err := testClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		code, header, b := send(t, ctx, method, "http://"+gateway.addr+path, authorization, body)
 		var m map[string]any
 		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+			t.Fatalf("%s %s: %d %s", method, path, code, b)
 		}
-		return resp.StatusCode, resp.Header, m
+		return code, header, m
 	}
 
 	// Signing up needs no token.
@@ -245,18 +232,9 @@ func TestServeGatewayChecksTokens(t *testing.T) {
 	var challenge string
 	do := func(method, path, authorization, body string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, method, "http://"+gateway.addr+path, strings.NewReader(body))
-		if authorization != "" {
-			req.Header.Set("Authorization", authorization)
-		}
-		resp, err := testClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		challenge = resp.Header.Get("WWW-Authenticate")
-		return resp.StatusCode, string(b)
+		code, header, b := send(t, ctx, method, "http://"+gateway.addr+path, authorization, body)
+		challenge = header.Get("WWW-Authenticate")
+		return code, string(b)
 	}
 	// Its document says which calls need a token: all but the public.
 	if code, body := do("GET", "/openapi.json", "", ""); code != 200 || !strings.Contains(body, `"securityDefinitions"`) ||

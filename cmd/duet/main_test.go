@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +27,30 @@ import (
 // testClient is the tests' HTTP client: a request that hangs fails the
 // test after a minute instead of holding it for go test's whole timeout.
 var testClient = &http.Client{Timeout: time.Minute}
+
+// send makes an HTTP request with authorization as its Authorization
+// header (none when empty) and returns the answer's status, headers and
+// body.
+func send(t *testing.T, ctx context.Context, method, url, authorization, body string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
 
 // TestMain lets the test binary stand in for duet: run with DUET_TEST_AS_DUET=1
 // it executes main, so tests can start real duet processes and signal them.

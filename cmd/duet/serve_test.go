@@ -158,18 +158,11 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	base := "http://" + gateway.addr
 
 	sendAs := func(authorization, method, path, body string) (int, map[string]any) {
-		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
-		if authorization != "" {
-			req.Header.Set("Authorization", authorization)
-		}
-		resp, err := testClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		t.Helper()
+		code, _, raw := send(t, ctx, method, base+path, authorization, body)
 		var b map[string]any
-		json.NewDecoder(resp.Body).Decode(&b)
-		return resp.StatusCode, b
+		json.Unmarshal(raw, &b) // an answer that is not JSON reads as empty
+		return code, b
 	}
 	if status, b := sendAs(admin, "POST", "/v1/products", `{"sku":"A","name":"A","price":{"currencyCode":"EUR","units":"700"},"stock":5}`); status != 200 {
 		t.Fatalf("create product: %d %v", status, b)
@@ -182,20 +175,20 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	// The user's own token: the services check that its subject is the
 	// user whose data a call reaches.
 	token := signFor(userID)
-	send := func(method, path, body string) (int, map[string]any) {
+	sendUser := func(method, path, body string) (int, map[string]any) {
 		return sendAs(token, method, path, body)
 	}
 	// tok_nope, a token the payment service does not know, takes the
 	// saga through CancelCharge: every method the policy lets it call.
 	var orderID string
 	for pay, want := range map[string]string{"tok_approve": "ORDER_STATUS_CONFIRMED", "tok_decline": "ORDER_STATUS_CANCELLED", "tok_nope": "ORDER_STATUS_CANCELLED"} {
-		status, b := send("POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, pay, pay))
+		status, b := sendUser("POST", "/v1/orders", fmt.Sprintf(`{"userId":%q,"items":[{"sku":"A","quantity":1}],"paymentToken":%q,"idempotencyKey":%q,"wait":true}`, userID, pay, pay))
 		if status != 200 || b["order"].(map[string]any)["status"] != want {
 			t.Fatalf("order with %s: %d %v, want %s", pay, status, b, want)
 		}
 		orderID = b["order"].(map[string]any)["id"].(string)
 	}
-	if status, b := send("GET", "/v1/orders/"+orderID, ""); status != 200 {
+	if status, b := sendUser("GET", "/v1/orders/"+orderID, ""); status != 200 {
 		t.Errorf("GET /v1/orders/%s with its user's token: %d %v", orderID, status, b)
 	}
 	// Another user's token reaches none of it, through the gateway and
@@ -236,7 +229,7 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 	want := 4 // welcome, confirmed, cancelled twice
 	var got int
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		_, b := send("GET", "/v1/users/"+userID+"/notifications", "")
+		_, b := sendUser("GET", "/v1/users/"+userID+"/notifications", "")
 		notes, _ := b["notifications"].([]any)
 		if got = len(notes); got >= want {
 			break
@@ -287,12 +280,12 @@ func TestServeEachComponentInItsOwnProcess(t *testing.T) {
 		}
 	}
 	// Through the gateway, the policy's deny rule: no charge but an order's.
-	if status, b := send("POST", "/v1/payments", `{"amount":{"currencyCode":"EUR","units":"5"},"paymentMethodToken":"tok_approve","idempotencyKey":"rest-charge"}`); status != http.StatusForbidden || !strings.Contains(fmt.Sprint(b), access.ReasonCallerNotAllowed) {
+	if status, b := sendUser("POST", "/v1/payments", `{"amount":{"currencyCode":"EUR","units":"5"},"paymentMethodToken":"tok_approve","idempotencyKey":"rest-charge"}`); status != http.StatusForbidden || !strings.Contains(fmt.Sprint(b), access.ReasonCallerNotAllowed) {
 		t.Errorf("REST charge: %d %v, want 403 %s", status, b, access.ReasonCallerNotAllowed)
 	}
 	// The commands that call a service do so with the same flags.
 	confirmed := ""
-	if _, b := send("GET", "/v1/users/"+userID+"/orders", ""); b != nil {
+	if _, b := sendUser("GET", "/v1/users/"+userID+"/orders", ""); b != nil {
 		for _, o := range b["orders"].([]any) {
 			if o := o.(map[string]any); o["status"] == "ORDER_STATUS_CONFIRMED" {
 				confirmed = o["id"].(string)
