@@ -27,6 +27,8 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	target := fs.String("inventory-target", system.DefaultInventoryAddr, "inventory service address")
 	var tls tlsFlags
 	tls.register(fs)
+	var bearer bearerFlag
+	bearer.register(fs, "importing stock takes one with the duet:admin scope")
 	importID := fs.String("import-id", "", "make the import idempotent: sent again with the same id (its answer lost, say), it applies nothing and prints the first one's summary; 1 to 128 characters, a new one per import meant to apply")
 	if len(args) > 0 && isHelp(args[0]) {
 		fs.Usage()
@@ -45,7 +47,7 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer f.Close()
-	conn, closeTLS, err := dialTool(ctx, "inventory-target", *target, &tls, stderr)
+	conn, closeTLS, err := dialTool(ctx, "inventory-target", *target, &tls, &bearer, stderr)
 	if err != nil {
 		return err
 	}
@@ -85,6 +87,8 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	target := fs.String("order-target", system.DefaultOrderAddr, "order service address")
 	var tls tlsFlags
 	tls.register(fs)
+	var bearer bearerFlag
+	bearer.register(fs, "watching an order takes its owner's, or one with the duet:admin scope")
 	if len(args) > 0 && isHelp(args[0]) {
 		fs.Usage()
 		return flag.ErrHelp
@@ -97,7 +101,7 @@ func orderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	conn, closeTLS, err := dialTool(ctx, "order-target", *target, &tls, stderr)
+	conn, closeTLS, err := dialTool(ctx, "order-target", *target, &tls, &bearer, stderr)
 	if err != nil {
 		return err
 	}
@@ -187,9 +191,9 @@ func parseWithArg(fs *flag.FlagSet, args []string, name string) (string, error) 
 
 // dialTool connects a command to the service its flag --name addresses,
 // over mutual TLS when tls names files (a rotation refused is said on
-// stderr). The caller closes the connection, then calls the function
-// returned.
-func dialTool(ctx context.Context, name, target string, tls *tlsFlags, stderr io.Writer) (*grpc.ClientConn, func(), error) {
+// stderr), each call carrying bearer's token if one was given. The caller
+// closes the connection, then calls the function returned.
+func dialTool(ctx context.Context, name, target string, tls *tlsFlags, bearer *bearerFlag, stderr io.Writer) (*grpc.ClientConn, func(), error) {
 	if err := system.CheckTarget(name, target); err != nil {
 		return nil, nil, err
 	}
@@ -198,7 +202,16 @@ func dialTool(ctx context.Context, name, target string, tls *tlsFlags, stderr io
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := client.New(target, client.Config{Creds: creds})
+	sendToken, err := bearer.dialOption(target, creds != nil)
+	if err != nil {
+		closeTLS()
+		return nil, nil, err
+	}
+	var opts []grpc.DialOption
+	if sendToken != nil {
+		opts = append(opts, sendToken)
+	}
+	conn, err := client.New(target, client.Config{Creds: creds, Options: opts})
 	if err != nil {
 		closeTLS()
 		return nil, nil, err

@@ -1,6 +1,7 @@
 package system
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -26,6 +27,39 @@ func CheckTarget(flag, target string) error {
 	if target == "" {
 		return fmt.Errorf("--%s: an address is required", flag)
 	}
+	_, _, err := targetHost(target)
+	switch {
+	case errors.Is(err, errUnknownScheme):
+		return fmt.Errorf("--%s %q: unknown scheme (want host:port or dns:///host:port)", flag, target)
+	case err != nil:
+		return fmt.Errorf("--%s %q: want host:port or dns:///host:port, with the port's number", flag, target)
+	}
+	return nil
+}
+
+// LocalTarget reports whether a target CheckTarget accepts reaches only
+// this machine: a loopback address, "localhost", or a unix socket. A
+// command sends an end user's token over plaintext only to such a target.
+func LocalTarget(target string) bool {
+	host, unix, err := targetHost(target)
+	switch {
+	case err != nil:
+		return false
+	case unix:
+		return true
+	case host == "localhost":
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+var errUnknownScheme = errors.New("unknown scheme")
+
+// targetHost returns the host a target dials; unix is true for a unix
+// socket, whose host is empty. A resolver of the caller's own has no host
+// known here: host "" and unix false.
+func targetHost(target string) (host string, unix bool, err error) {
 	endpoint := target
 	if u, err := url.Parse(target); err == nil && u.Scheme != "" && resolver.Get(u.Scheme) != nil {
 		switch u.Scheme {
@@ -34,15 +68,17 @@ func CheckTarget(flag, target string) error {
 			if u.Opaque != "" {
 				endpoint = u.Opaque
 			}
+		case "unix", "unix-abstract":
+			return "", true, nil
 		default:
-			return nil // unix sockets and resolvers of the caller's own
+			return "", false, nil // resolvers of the caller's own
 		}
 	} else if strings.Contains(target, "://") {
-		return fmt.Errorf("--%s %q: unknown scheme (want host:port or dns:///host:port)", flag, target)
+		return "", false, errUnknownScheme
 	}
 	host, port, err := net.SplitHostPort(endpoint)
 	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("--%s %q: want host:port or dns:///host:port, with the port's number", flag, target)
+		return "", false, errors.New("not host:port")
 	}
-	return nil
+	return host, false, nil
 }

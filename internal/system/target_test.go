@@ -42,3 +42,34 @@ func TestCheckTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalTarget(t *testing.T) {
+	tests := []struct {
+		target string
+		local  bool
+	}{
+		{"127.0.0.1:9091", true},
+		{"127.9.9.9:9091", true},
+		{"localhost:9091", true},
+		{"[::1]:9091", true},
+		{"dns:///localhost:9091", true},
+		{"passthrough:///127.0.0.1:9091", true},
+		{"unix:///run/duet/user.sock", true},
+		{"unix:user.sock", true},
+		{"10.0.0.2:9091", false},
+		{"[::]:9091", false},
+		{"0.0.0.0:9091", false},
+		{"user.internal:9091", false},
+		{"localhost.example.com:9091", false},
+		{"dns:///user.internal:9091", false},
+		{"dns://127.0.0.1:53/user.internal:9091", false}, // a local DNS server, a remote host
+		{"usersvc", false},
+		{"http://localhost:9091", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := system.LocalTarget(tt.target); got != tt.local {
+			t.Errorf("LocalTarget(%q) = %v, want %v", tt.target, got, tt.local)
+		}
+	}
+}
