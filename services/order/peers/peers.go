@@ -209,17 +209,16 @@ func (p *Payments) CancelCharge(ctx context.Context, key string) (string, error)
 // refused the call for good (INVALID_ARGUMENT, OUT_OF_RANGE,
 // FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS with a reason the adapter
 // does not know: a bug, or data the peer does not accept, such as a price
-// in a currency the payment service does not know; UNAUTHENTICATED and
-// PERMISSION_DENIED: the peer does not let the saga in, a deployment's
-// mistake that every order would otherwise wait out to the step's bound
-// before it is cancelled all the same), context.Canceled when
+// in a currency the payment service does not know), context.Canceled when
 // the caller went away, and the error itself, described by what, otherwise
 // (INTERNAL and the like: the saga retries those within its bound, in case
-// they pass, and logs them).
+// they pass, and logs them). UNAUTHENTICATED and PERMISSION_DENIED are
+// among the latter on purpose: a peer refusing the saga is a deployment's
+// mistake that access policies and key sets, re-read while serving, and a
+// rolling change's other replicas may mend within the bound.
 func unknown(err error, kind error, what string) error {
 	switch apierr.Code(err) {
-	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists,
-		codes.Unauthenticated, codes.PermissionDenied:
+	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists:
 		return &domain.RefusedError{Cause: fmt.Errorf("%s: %w", what, err)}
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
 		d, ok := apierr.RetryDelay(err)

@@ -88,7 +88,6 @@ func TestPaymentsCharge(t *testing.T) {
 		{name: "connection refused", err: status.Error(codes.Unavailable, "connection refused"), wantErr: domain.ErrPaymentUnavailable, wantRetry: peers.DefaultRetryAfter},
 		{name: "deadline", err: status.Error(codes.DeadlineExceeded, "slow"), wantErr: domain.ErrPaymentUnavailable, wantRetry: peers.DefaultRetryAfter},
 		{name: "canceled", err: status.Error(codes.Canceled, "gone"), wantErr: context.Canceled},
-		{name: "access policy", err: status.Error(codes.PermissionDenied, "order may not call Charge"), wantErr: errRefused},
 		{name: "internal", err: apierr.Internal(), wantErr: errAny},
 	}
 	for _, tt := range tests {
@@ -125,10 +124,10 @@ func TestUsersCheckUser(t *testing.T) {
 		{"not found", apierr.NotFound("USER_NOT_FOUND", "user", "u"), domain.ErrUserNotFound},
 		{"malformed id", apierr.InvalidField("id", "not a uuid"), domain.ErrUserNotFound},
 		{"down", status.Error(codes.Unavailable, "down"), domain.ErrUsersUnavailable},
-		// The saga is not trusted by the user service (`duet serve`
-		// without --auth-trusted order): no retry changes that.
-		{"no token", apierr.New(codes.Unauthenticated, "TOKEN_MISSING", "a bearer token is needed"), errRefused},
-		{"not permitted", apierr.New(codes.PermissionDenied, "NOT_PERMITTED", "not yours"), errRefused},
+		// Retried within the step's bound: a policy or key set re-read
+		// may let the saga in.
+		{"no token", apierr.New(codes.Unauthenticated, "TOKEN_MISSING", "a bearer token is needed"), errAny},
+		{"not permitted", apierr.New(codes.PermissionDenied, "NOT_PERMITTED", "not yours"), errAny},
 		{"internal", apierr.Internal(), errAny},
 	}
 	for _, tt := range tests {
