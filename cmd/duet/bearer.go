@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/local"
 
 	"github.com/duetkit/duet/internal/system"
 )
@@ -16,41 +18,63 @@ import (
 // (`duet stock import`, `duet order watch`): the end user's token the
 // call carries, for services that check tokens (`duet up` or `duet
 // serve` with --auth-keys). Under `duet serve` with mutual TLS an
-// operator's certificate named in --auth-trusted needs none.
+// operator's certificate named in --auth-trusted needs none, and a token
+// sent beside it is checked all the same: it decides the call.
 type bearerFlag struct {
 	token string
 }
 
 func (b *bearerFlag) register(fs *flag.FlagSet, needs string) {
-	fs.StringVar(&b.token, "token", "", "an end user's token (the JWT alone, as `duet token` prints it), sent as \"authorization: Bearer\" with each call, for services that check tokens (--auth-keys); "+needs+"; sent in plaintext only to a loopback address or a unix socket, elsewhere it needs the --tls-* flags; prefer the environment variable, which ps does not show")
+	fs.StringVar(&b.token, "token", "", "an end user's token (the JWT alone, as `duet token` prints it), sent as \"authorization: Bearer\" with each call, for services that check tokens (--auth-keys); "+needs+"; a token sent is checked even from a certificate --auth-trusted names; in plaintext it goes only to a loopback address or a unix socket, elsewhere it needs the --tls-* flags; prefer the environment variable, which ps does not show")
 }
 
-// dialOption checks the token and returns the option that sends it on a
-// connection to target; nil when no token was given. withTLS says whether
-// the connection is over TLS.
-func (b *bearerFlag) dialOption(target string, withTLS bool) (grpc.DialOption, error) {
-	token := strings.TrimSpace(b.token)
+// check refuses a token that could not be one, or that would cross the
+// network in plaintext to target; withTLS says whether the --tls-* flags
+// were given. It trims the token.
+func (b *bearerFlag) check(target string, withTLS bool) error {
+	if b.token == "" {
+		return nil
+	}
+	b.token = strings.TrimSpace(b.token)
 	switch {
 	case b.token == "":
-		return nil, nil
-	case token == "":
-		return nil, errors.New("--token is blank")
-	case strings.HasPrefix(strings.ToLower(token), "bearer "):
-		return nil, errors.New(`--token takes the token alone, without "Bearer "`)
-	case strings.IndexFunc(token, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+		return errors.New("--token (or DUET_TOKEN) is blank")
+	case strings.HasPrefix(strings.ToLower(b.token), "bearer "):
+		return errors.New(`--token takes the token alone, without "Bearer "`)
+	case strings.ContainsFunc(b.token, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return errors.New("--token has a control character")
+	case strings.ContainsFunc(b.token, func(r rune) bool { return r == ' ' || r > '~' }):
 		// A JWT is base64url and dots; anything else would be refused by
 		// the service, or by HTTP/2 itself with a less helpful message.
-		return nil, errors.New("--token has a character no token has (a space, a control character or non-ASCII)")
+		return errors.New("--token has a space or a character beyond ASCII, which no token has")
 	case !withTLS && !system.LocalTarget(target):
-		return nil, fmt.Errorf("--token to %s over plaintext would show the token to the network: use the --tls-* flags, or a loopback address", target)
+		return fmt.Errorf("--token to %s over plaintext would show the token to the network: use the --tls-* flags, a loopback address or a unix socket", target)
 	}
-	return grpc.WithPerRPCCredentials(bearerCreds{header: "Bearer " + token, requireTLS: withTLS}), nil
+	return nil
+}
+
+// apply returns the transport credentials and dial options of a
+// connection that carries the token check accepted, given the
+// credentials the --tls-* flags made (nil: none). In plaintext they are
+// grpc-go's local credentials, which refuse a connection to anything but
+// a loopback address or a unix socket: a target's name (localhost) could
+// resolve elsewhere, and the token goes with every call, health checks
+// included.
+func (b *bearerFlag) apply(creds credentials.TransportCredentials) (credentials.TransportCredentials, []grpc.DialOption) {
+	if b.token == "" {
+		return creds, nil
+	}
+	tlsGiven := creds != nil
+	if !tlsGiven {
+		creds = local.NewCredentials()
+	}
+	return creds, []grpc.DialOption{grpc.WithPerRPCCredentials(bearerCreds{header: "Bearer " + b.token, requireTLS: tlsGiven})}
 }
 
 // bearerCreds sends one token with every call (grpc-go's
 // credentials.PerRPCCredentials). Its oauth package's equivalents
-// demand TLS for every connection, which a loopback `duet up` has not;
-// dialOption decides where plaintext is acceptable.
+// demand a transport that grpc-go deems secure, which loopback TCP under
+// local credentials is not; apply decides where plaintext is acceptable.
 type bearerCreds struct {
 	header     string
 	requireTLS bool
@@ -61,7 +85,6 @@ func (c bearerCreds) GetRequestMetadata(context.Context, ...string) (map[string]
 	return map[string]string{"authorization": c.header}, nil
 }
 
-// RequireTransportSecurity holds the connection to what dialOption
-// checked: over TLS, grpc-go then refuses to send the token on a
-// connection that turned out otherwise.
+// RequireTransportSecurity is true over TLS: grpc-go then refuses to send
+// the token on a connection that does not report it.
 func (c bearerCreds) RequireTransportSecurity() bool { return c.requireTLS }

@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/duetkit/duet/internal/system"
 	"github.com/duetkit/duet/kit/apierr"
@@ -27,36 +33,99 @@ func TestTokenFlagChecked(t *testing.T) {
 		target  string
 		tls     bool
 		wantErr string // "" means accepted
-		sent    bool
 	}{
 		{name: "none", target: "10.0.0.2:9094"},
-		{name: "loopback", token: "a.b.c", target: "127.0.0.1:9094", sent: true},
-		{name: "localhost, trailing newline", token: "a.b.c\n", target: "localhost:9094", sent: true},
-		{name: "unix socket", token: "a.b.c", target: "unix:///run/duet/inventory.sock", sent: true},
-		{name: "remote over TLS", token: "a.b.c", target: "inventory.internal:9094", tls: true, sent: true},
+		{name: "loopback", token: "a.b.c", target: "127.0.0.1:9094"},
+		{name: "localhost, trailing newline", token: "a.b.c\n", target: "localhost:9094"},
+		{name: "unix socket", token: "a.b.c", target: "unix:///run/duet/inventory.sock"},
+		{name: "remote over TLS", token: "a.b.c", target: "inventory.internal:9094", tls: true},
 		{name: "remote in plaintext", token: "a.b.c", target: "inventory.internal:9094", wantErr: "over plaintext"},
 		{name: "any address in plaintext", token: "a.b.c", target: "0.0.0.0:9094", wantErr: "over plaintext"},
 		{name: "blank", token: "  ", target: "127.0.0.1:9094", wantErr: "blank"},
 		{name: "with its scheme", token: "Bearer a.b.c", target: "127.0.0.1:9094", wantErr: `without "Bearer "`},
 		{name: "two tokens", token: "a.b.c d.e.f", target: "127.0.0.1:9094", wantErr: "a space"},
-		{name: "a header injected", token: "a.b.c\r\nx-admin: 1", target: "127.0.0.1:9094", wantErr: "control character"},
-		{name: "non-ASCII", token: "a.b.ç", target: "127.0.0.1:9094", wantErr: "non-ASCII"},
+		{name: "a header injected", token: "a.b.c\r\nx-admin:1", target: "127.0.0.1:9094", wantErr: "control character"},
+		{name: "a NUL", token: "a.b.c\x00", target: "127.0.0.1:9094", wantErr: "control character"},
+		{name: "non-ASCII", token: "a.b.ç", target: "127.0.0.1:9094", wantErr: "beyond ASCII"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := bearerFlag{token: tt.token}
-			opt, err := b.dialOption(tt.target, tt.tls)
+			err := b.check(tt.target, tt.tls)
 			switch {
 			case tt.wantErr == "" && err != nil:
-				t.Fatalf("dialOption = %v, want it accepted", err)
+				t.Fatalf("check = %v, want it accepted", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("dialOption = %v, want an error saying %q", err, tt.wantErr)
-			case (opt != nil) != tt.sent:
-				t.Fatalf("dialOption gave an option: %v, want %v", opt != nil, tt.sent)
+				t.Fatalf("check = %v, want an error saying %q", err, tt.wantErr)
 			}
 		})
 	}
 }
+
+// TestTokenOnlyToLoopback: in plaintext, a connection that carries a
+// token is made only to a loopback address, whatever address the target's
+// name resolved to: a peer reporting another address is refused before
+// the call is sent, so the server sees none.
+func TestTokenOnlyToLoopback(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		calls.Add(1)
+		return handler(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	tests := []struct {
+		name   string
+		remote net.Addr // what the connection reports; nil: its own
+		ok     bool
+	}{
+		{name: "loopback", ok: true},
+		{name: "resolved elsewhere", remote: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 9094}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := bearerFlag{token: "a.b.c"}
+			creds, opts := b.apply(nil)
+			dial := func(ctx context.Context, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				if err != nil || tt.remote == nil {
+					return c, err
+				}
+				return remoteAddrConn{Conn: c, remote: tt.remote}, nil
+			}
+			conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), append(opts, grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dial))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			before := calls.Load()
+			_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			if (err == nil) != tt.ok {
+				t.Fatalf("Check = %v, want ok %v", err, tt.ok)
+			}
+			if got := calls.Load() - before; (got > 0) != tt.ok {
+				t.Fatalf("the server saw %d calls, want any: %v", got, tt.ok)
+			}
+		})
+	}
+}
+
+// remoteAddrConn is a connection that reports another peer address, as one
+// to a name that resolved off this machine would.
+type remoteAddrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c remoteAddrConn) RemoteAddr() net.Addr { return c.remote }
 
 // TestOperatorsCommandsSendTokens: against a system that checks tokens
 // (`duet up --auth-keys`), `duet stock import` and `duet order watch`
@@ -145,6 +214,7 @@ func TestOperatorsCommandsSendTokens(t *testing.T) {
 	}
 	for _, tt := range watches {
 		t.Run("watch with "+tt.name, func(t *testing.T) {
+			t.Setenv("DUET_TOKEN", "")
 			args := watchArgs
 			if tt.token != "" {
 				args = append([]string{"order", "watch", "--token", tt.token}, watchArgs[2:]...)

@@ -197,20 +197,15 @@ func dialTool(ctx context.Context, name, target string, tls *tlsFlags, bearer *b
 	if err := system.CheckTarget(name, target); err != nil {
 		return nil, nil, err
 	}
+	if err := bearer.check(target, tls.given()); err != nil {
+		return nil, nil, err
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	creds, closeTLS, err := tls.clientCreds(ctx, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	sendToken, err := bearer.dialOption(target, creds != nil)
-	if err != nil {
-		closeTLS()
-		return nil, nil, err
-	}
-	var opts []grpc.DialOption
-	if sendToken != nil {
-		opts = append(opts, sendToken)
-	}
+	creds, opts := bearer.apply(creds)
 	conn, err := client.New(target, client.Config{Creds: creds, Options: opts})
 	if err != nil {
 		closeTLS()

@@ -88,8 +88,8 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
 					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins",
 					"tls-cert", "tls-key", "tls-ca", "tls-refresh", "access-policy"},
-				"stock": {"inventory-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh"},
-				"order": {"order-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh"},
+				"stock": {"inventory-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh", "token"},
+				"order": {"order-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh", "token"},
 			}[cmd] {
 				want := fmt.Sprintf("--%s  [%s]", flagName, envName(flagName))
 				if !strings.Contains(out.String(), want) {

@@ -26,6 +26,12 @@ func (t *tlsFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&t.refresh, "tls-refresh", mtls.DefaultRefresh, "mutual TLS: how often the three files are read again, so rotated certificates take effect without a restart (at least 1s)")
 }
 
+// given reports whether any of the three files is named: clientCreds
+// then makes TLS credentials, or fails.
+func (t *tlsFlags) given() bool {
+	return !(mtls.Config{CertFile: t.cert, KeyFile: t.key, CAFile: t.ca}).IsZero()
+}
+
 // config returns the flags as kit/mtls takes them; zero when no file is
 // named. With files, a refresh under a second is refused: they would be
 // read in a loop.
