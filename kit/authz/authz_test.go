@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -175,8 +176,23 @@ type fixture struct {
 
 func start(t *testing.T, rules map[string]authz.Rule) *fixture {
 	t.Helper()
+	shop := &shop{}
+	f := startWith(t, rules, func(r grpc.ServiceRegistrar) {
+		userv1.RegisterUserServiceServer(r, shop)
+		orderv1.RegisterOrderServiceServer(r, shop)
+		notificationv1.RegisterNotificationServiceServer(r, shop)
+		inventoryv1.RegisterInventoryServiceServer(r, shop)
+	})
+	f.shop = shop
+	return f
+}
+
+// startWith starts a server checking tokens and rules with the services
+// register registers and grpc-go's options opts.
+func startWith(t *testing.T, rules map[string]authz.Rule, register func(grpc.ServiceRegistrar), opts ...grpc.ServerOption) *fixture {
+	t.Helper()
 	ctx := t.Context()
-	f := &fixture{shop: &shop{}, logs: &logbuffer.Buffer{}}
+	f := &fixture{logs: &logbuffer.Buffer{}}
 	var err error
 	if f.issuer, err = devissuer.New("https://id.test", "k1"); err != nil {
 		t.Fatal(err)
@@ -198,13 +214,8 @@ func start(t *testing.T, rules map[string]authz.Rule) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.conn = servertest.Start(t, server.Config{Name: "test", Authenticator: verifier, Permissions: perms, DisableAccessLog: true},
-		func(r grpc.ServiceRegistrar) {
-			userv1.RegisterUserServiceServer(r, f.shop)
-			orderv1.RegisterOrderServiceServer(r, f.shop)
-			notificationv1.RegisterNotificationServiceServer(r, f.shop)
-			inventoryv1.RegisterInventoryServiceServer(r, f.shop)
-		})
+	f.conn = servertest.Start(t, server.Config{Name: "test", Authenticator: verifier, Permissions: perms, DisableAccessLog: true,
+		Options: opts}, register)
 	return f
 }
 
@@ -436,6 +447,90 @@ func TestRequestRuleOnEachStreamMessage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A refusal on a stream's send side ends a receive that was already
+// waiting on the other: the message it then gets is not handed to the
+// handler, though the request rule would pass it.
+func TestRefusalEndsAWaitingReceive(t *testing.T) {
+	rules := map[string]authz.Rule{
+		notificationv1.NotificationService_Subscribe_FullMethodName: {
+			Request:  `!has(request.subscribe) || request.subscribe.user_id == caller.subject`,
+			Response: `response.notification.user_id == caller.subject`,
+			Why:      "notifications go to their user only",
+		},
+	}
+	waiting := make(chan struct{}, 1) // the handler's receive is past the rules' first look
+	refused := make(chan struct{})    // the handler's send was refused
+	received := make(chan error, 1)   // what the handler's receive returned
+	// Outermost (grpc.StreamInterceptor), so that the stream it wraps is
+	// the one the rules' stream receives from.
+	signal := grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &signalStream{ServerStream: ss, waiting: waiting})
+	})
+	subscriber := &refusingSubscriber{refused: refused, received: received, waiting: waiting}
+	f := startWith(t, rules, func(r grpc.ServiceRegistrar) { notificationv1.RegisterNotificationServiceServer(r, subscriber) }, signal)
+
+	stream, err := notificationv1.NewNotificationServiceClient(f.conn).Subscribe(f.as(t, alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's send was not refused")
+	}
+	// Sent after the refusal, to the receive that waited through it.
+	_ = stream.Send(&notificationv1.SubscribeRequest{Action: &notificationv1.SubscribeRequest_Subscribe{Subscribe: &notificationv1.Subscription{UserId: alice}}})
+	select {
+	case err := <-received:
+		wantRefused(t, err, "notifications go to their user only")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting receive did not return")
+	}
+	_, err = stream.Recv()
+	wantRefused(t, err, "notifications go to their user only")
+}
+
+// refusingSubscriber receives on one goroutine and, once that receive
+// waits, sends another user's notification on its own; it returns once
+// the receive did, which it reports on received.
+type refusingSubscriber struct {
+	notificationv1.UnimplementedNotificationServiceServer
+	waiting  chan struct{}
+	refused  chan struct{}
+	received chan error
+}
+
+func (s *refusingSubscriber) Subscribe(stream grpc.BidiStreamingServer[notificationv1.SubscribeRequest, notificationv1.SubscribeResponse]) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := stream.Recv()
+		s.received <- err
+	}()
+	<-s.waiting
+	err := stream.Send(&notificationv1.SubscribeResponse{Notification: &notificationv1.Notification{UserId: bob}})
+	if apierr.Code(err) != codes.PermissionDenied {
+		return apierr.Internal() // the test sees no refusal
+	}
+	close(s.refused)
+	<-done
+	return nil
+}
+
+// signalStream says, as each receive starts to wait, that it does.
+type signalStream struct {
+	grpc.ServerStream
+	waiting chan struct{}
+}
+
+func (s *signalStream) RecvMsg(m any) error {
+	select {
+	case s.waiting <- struct{}{}:
+	default:
+	}
+	return s.ServerStream.RecvMsg(m)
 }
 
 // An expression that reads only the caller is checked before a client
