@@ -253,6 +253,29 @@ Press Ctrl+C to stop.
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	component, cfg, c, err := serveConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, flushLog, err := c.logger(stderr, "")
+	if err != nil {
+		return err
+	}
+	defer flushLog()
+	shutdownTracing, err := tracing.Setup(ctx, "duet-"+component)
+	if err != nil {
+		return err
+	}
+	defer flushTracing(ctx, shutdownTracing)
+	cfg.Logger = log
+	return system.Serve(ctx, component, cfg)
+}
+
+// serveConfig reads `duet serve`'s arguments, and the DUET_* variables of
+// the flags they leave unset, into the component and its configuration
+// (but its Logger), refused as Serve would refuse it; the common flags
+// come back too, for the logger.
+func serveConfig(args []string, stderr io.Writer) (string, system.ServeConfig, *common, error) {
 	fs := newFlagSet("serve", "duet serve COMPONENT [flags]   (COMPONENT: "+strings.Join(system.Components, ", ")+")", stderr)
 	var c common
 	c.register(fs)
@@ -271,49 +294,46 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var auth authFlags
 	auth.register(fs, true)
 	notServingDelay := fs.Duration("not-serving-delay", 0, "on SIGINT or SIGTERM, how long to go on serving while readiness reports not ready (gRPC health NOT_SERVING, /readyz 503) before draining, for balancers that poll it: as long as they take to act; stopping takes up to this plus --drain-timeout plus 5s; a second signal stops at once")
+	fail := func(err error) (string, system.ServeConfig, *common, error) {
+		return "", system.ServeConfig{}, nil, err
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parse(fs, args); err != nil {
-			return err
+			return fail(err)
 		}
 		fs.Usage()
-		return errors.New("serve needs a component")
+		return fail(errors.New("serve needs a component"))
 	}
 	component := args[0]
 	if err := parse(fs, args[1:]); err != nil {
-		return err
+		return fail(err)
 	}
 	if err := c.check(); err != nil {
-		return err
+		return fail(err)
 	}
 	if *notServingDelay < 0 {
-		return fmt.Errorf("--not-serving-delay must not be negative, got %v", *notServingDelay)
+		return fail(fmt.Errorf("--not-serving-delay must not be negative, got %v", *notServingDelay))
 	}
 	tlsCfg, err := tls.config()
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	authCfg, err := auth.config(fs)
 	if err != nil {
-		return err
+		return fail(err)
 	}
-	log, flushLog, err := c.logger(stderr, "")
-	if err != nil {
-		return err
-	}
-	defer flushLog()
-	shutdownTracing, err := tracing.Setup(ctx, "duet-"+component)
-	if err != nil {
-		return err
-	}
-	defer flushTracing(ctx, shutdownTracing)
-	return system.Serve(ctx, component, system.ServeConfig{
+	cfg := system.ServeConfig{
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
 		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
-		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: authCfg, Logger: log,
-	})
+		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: authCfg,
+	}
+	if err := cfg.Check(component); err != nil {
+		return fail(err)
+	}
+	return component, cfg, &c, nil
 }
 
 // authFlags are the end users' token flags of serve and up.

@@ -120,7 +120,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
 	}
-	if err := cfg.check(component); err != nil {
+	if err := cfg.Check(component); err != nil {
 		return err
 	}
 	if cfg.DatabaseURL == "" && component != Gateway {
@@ -318,13 +318,14 @@ func natsOverTLS(url string) bool {
 	return false
 }
 
-// check refuses what Serve cannot run component with, before anything is
-// created or opened: an unknown component, no address to listen on (""
+// Check refuses what Serve cannot run component with, before anything is
+// created or opened (Serve calls it first; a deployment's test may too):
+// an unknown component, no address to listen on (""
 // would listen on every interface, on a port chosen at random), an
 // access policy or trusted certificate names where no caller has a
 // certificate to be known by, trusted names the gateway's certificate
 // carries, and peers missing or given as targets nothing could dial.
-func (cfg ServeConfig) check(component string) error {
+func (cfg ServeConfig) Check(component string) error {
 	if !slices.Contains(Components, component) {
 		return fmt.Errorf("unknown component %q (want one of %v)", component, Components)
 	}
