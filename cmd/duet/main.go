@@ -145,6 +145,9 @@ func flushTracing(ctx context.Context, shutdown func(context.Context) error) {
 // drain of 0 or less as their own default while up would give shutdown
 // only 5 s, and a saga step with no time could never call a peer.
 func (c *common) check() error {
+	if _, err := c.level(); err != nil {
+		return err
+	}
 	if c.drainTimeout <= 0 {
 		return fmt.Errorf("--drain-timeout must be positive, got %v", c.drainTimeout)
 	}
@@ -166,13 +169,22 @@ func (c *common) saga() order.SagaConfig {
 	return order.SagaConfig{StepTimeout: c.sagaStep, MaxBacklog: c.sagaBacklog}
 }
 
+// level is --log-level's.
+func (c *common) level() (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return 0, fmt.Errorf("--log-level: %w", err)
+	}
+	return level, nil
+}
+
 // logger returns the process's JSON logger, whose lines a goroutine
 // writes in batches (logger.NewAsync), and the function that writes what
 // is still queued; call it on every way out.
 func (c *common) logger(w io.Writer, service string) (*slog.Logger, func(), error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, nil, fmt.Errorf("--log-level: %w", err)
+	level, err := c.level()
+	if err != nil {
+		return nil, nil, err
 	}
 	log, async := logger.NewAsync(w, level, service)
 	return log, func() { _ = async.Close(context.Background()) }, nil
