@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -37,6 +38,8 @@ type serveEnv struct {
 // check reads e as `duet serve` would: every DUET_ variable must name one
 // of its flags (duet ignores the others, silently), the values must parse
 // and the component's own checks pass. It returns the configuration.
+// Other variables (GOMEMLIMIT, OTEL_*) are not duet's flags and are left
+// alone.
 func (e serveEnv) check(t *testing.T) (string, system.ServeConfig) {
 	t.Helper()
 	if len(e.args) != 2 || e.args[0] != "serve" {
@@ -47,6 +50,9 @@ func (e serveEnv) check(t *testing.T) (string, system.ServeConfig) {
 		t.Setenv(name, "") // none of the test's own
 	}
 	for name, value := range e.env {
+		if !strings.HasPrefix(name, "DUET_") {
+			continue // the Go runtime's, OpenTelemetry's: not duet's flags
+		}
 		if !known[name] {
 			t.Errorf("%s: %s is no variable of duet serve's (duet would ignore it)", e.where, name)
 			continue
@@ -129,12 +135,16 @@ func TestDeployCompose(t *testing.T) {
 	}
 	listens := map[string]int{} // compose service → its duet listen port
 	configs := map[string]system.ServeConfig{}
+	var builders []string
 	for name, svc := range project.Services {
+		if svc.Build != nil {
+			builders = append(builders, name)
+			if svc.Image != "duet:dev" || svc.Build.Dockerfile != "deploy/Dockerfile" {
+				t.Errorf("compose %s builds %+v as %q, want deploy/Dockerfile as duet:dev", name, svc.Build, svc.Image)
+			}
+		}
 		if svc.Image != "duet:dev" {
 			continue
-		}
-		if svc.Build == nil || svc.Build.Dockerfile != "deploy/Dockerfile" {
-			t.Errorf("%s: not built from deploy/Dockerfile: %+v", name, svc.Build)
 		}
 		env := map[string]string{}
 		for k, v := range svc.Environment {
@@ -155,6 +165,15 @@ func TestDeployCompose(t *testing.T) {
 	}
 	if want := system.Components; len(configs) != len(want) {
 		t.Fatalf("compose runs %d components, want %v", len(configs), want)
+	}
+	if len(builders) != 1 {
+		// Several builds of one tag race (and take six times as long).
+		t.Errorf("compose services %v build the image, want one", builders)
+	}
+	for _, p := range project.Services[system.Gateway].Ports {
+		if int(p.Target) != listens[system.Gateway] || p.HostIP != "127.0.0.1" {
+			t.Errorf("compose gateway publishes %s:%s:%d, but listens on %d; want it on the host's loopback", p.HostIP, p.Published, p.Target, listens[system.Gateway])
+		}
 	}
 	for name, cfg := range configs {
 		if name != system.Gateway && !strings.HasPrefix(cfg.DatabaseURL, "postgres://") {
@@ -215,6 +234,9 @@ func loadManifests(t *testing.T) manifests {
 	if err := yaml.UnmarshalStrict(raw, &kustomization); err != nil {
 		t.Fatalf("kustomization.yaml: %v", err)
 	}
+	if len(kustomization.Images) != 1 || kustomization.Images[0].Name != "duet" {
+		t.Errorf("kustomization.yaml's images %+v, want the one duet image named", kustomization.Images)
+	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	for _, f := range files {
 		if base := filepath.Base(f); base != "kustomization.yaml" && !slices.Contains(kustomization.Resources, base) {
@@ -266,6 +288,9 @@ func loadManifests(t *testing.T) manifests {
 			if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
 				t.Fatalf("%s, document %d (%s %s): %v", file, i+1, head.Kind, head.Metadata.Name, err)
 			}
+			if ns, ok := obj.(interface{ GetNamespace() string }); ok && head.Kind != "Namespace" && ns.GetNamespace() != "duet" {
+				t.Errorf("%s: %s %s is in namespace %q, want duet", file, head.Kind, head.Metadata.Name, ns.GetNamespace())
+			}
 		}
 	}
 	return m
@@ -279,7 +304,7 @@ func (m manifests) environment(t *testing.T, where string, c corev1.Container) m
 	env := map[string]string{}
 	for _, from := range c.EnvFrom {
 		if from.ConfigMapRef == nil || m.configMaps[from.ConfigMapRef.Name] == nil {
-			t.Fatalf("%s: envFrom %+v names no ConfigMap of the manifests", where, from)
+			t.Fatalf("%s: envFrom %+v is not a ConfigMap of the manifests (the test reads only those)", where, from)
 		}
 		cm := m.configMaps[from.ConfigMapRef.Name]
 		for k, v := range cm.Data {
@@ -297,6 +322,9 @@ func (m manifests) environment(t *testing.T, where string, c corev1.Container) m
 				t.Fatalf("%s: %s from Secret %s, which the manifests lack", where, e.Name, ref.Name)
 			}
 			v, ok := s.StringData[ref.Key]
+			if b, inData := s.Data[ref.Key]; !ok && inData {
+				v, ok = string(b), true
+			}
 			if !ok {
 				t.Fatalf("%s: %s from Secret %s's %s, which it lacks", where, e.Name, ref.Name, ref.Key)
 			}
@@ -308,6 +336,8 @@ func (m manifests) environment(t *testing.T, where string, c corev1.Container) m
 				t.Fatalf("%s: %s from ConfigMap %s's %s, which the manifests lack", where, e.Name, ref.Name, ref.Key)
 			}
 			env[e.Name] = cm.Data[ref.Key]
+		case !strings.HasPrefix(e.Name, "DUET_"):
+			// Not duet's (GOMEMLIMIT from a resourceFieldRef, say).
 		default:
 			t.Fatalf("%s: %s comes from %+v", where, e.Name, e.ValueFrom)
 		}
@@ -368,14 +398,31 @@ func TestDeployKubernetes(t *testing.T) {
 		if int(ports[serving]) != listens[name] || cfg.MetricsAddr == "" || int(ports["metrics"]) != port(t, where, cfg.MetricsAddr) {
 			t.Errorf("%s: ports %v, but it listens on %s and serves /readyz on %q", where, ports, cfg.Listen, cfg.MetricsAddr)
 		}
-		for probe, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
-			if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.StrVal != "metrics" || (p.HTTPGet.Path != "/readyz" && p.HTTPGet.Path != "/healthz") {
-				t.Errorf("%s: %s probe %+v, want /readyz or /healthz on the metrics port", where, probe, p)
+		// Liveness on /readyz would restart the gateway whenever a
+		// backend is down.
+		for _, probe := range []struct {
+			kind, path string
+			p          *corev1.Probe
+		}{{"startup", "/healthz", c.StartupProbe}, {"readiness", "/readyz", c.ReadinessProbe}, {"liveness", "/healthz", c.LivenessProbe}} {
+			if p := probe.p; p == nil || p.HTTPGet == nil || p.HTTPGet.Port.StrVal != "metrics" || p.HTTPGet.Path != probe.path {
+				t.Errorf("%s: %s probe %+v, want %s on the metrics port", where, probe.kind, p, probe.path)
 			}
 		}
-		if r := c.ReadinessProbe; r != nil && time.Duration(r.PeriodSeconds*r.FailureThreshold)*time.Second > cfg.NotServingDelay {
-			t.Errorf("%s: readiness takes %ds to see the pod stopping, longer than --not-serving-delay %v: calls would reach a draining pod",
-				where, r.PeriodSeconds*r.FailureThreshold, cfg.NotServingDelay)
+		// Kubernetes' defaults: every 10 s, 3 failures.
+		probeTime := func(p *corev1.Probe) time.Duration {
+			if p == nil {
+				return 0
+			}
+			return time.Duration(cmp.Or(p.PeriodSeconds, 10)*cmp.Or(p.FailureThreshold, 3)) * time.Second
+		}
+		if d := probeTime(c.ReadinessProbe); d > cfg.NotServingDelay {
+			t.Errorf("%s: readiness takes %v to see the pod stopping, longer than --not-serving-delay %v: calls would reach a draining pod",
+				where, d, cfg.NotServingDelay)
+		}
+		// A replica waits up to 5 minutes for another's migration lock
+		// before it listens (README, "Several replicas").
+		if d := probeTime(c.StartupProbe); d < 5*time.Minute {
+			t.Errorf("%s: the startup probe gives up after %v, before a migration lock's 5 minutes", where, d)
 		}
 		grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
 		if spec.TerminationGracePeriodSeconds != nil {
