@@ -262,26 +262,20 @@ func loadManifests(t *testing.T) manifests {
 				t.Fatalf("%s, document %d: %v", file, i+1, err)
 			}
 			var obj any
-			key := head.APIVersion + " " + head.Kind
+			name, key := head.Metadata.Name, head.APIVersion+" "+head.Kind
 			switch key {
 			case "apps/v1 Deployment":
-				d := &appsv1.Deployment{}
-				m.deployments[head.Metadata.Name], obj = d, d
+				obj = add(m.deployments, name)
 			case "v1 Service":
-				s := &corev1.Service{}
-				m.services[head.Metadata.Name], obj = s, s
+				obj = add(m.services, name)
 			case "v1 ConfigMap":
-				c := &corev1.ConfigMap{}
-				m.configMaps[head.Metadata.Name], obj = c, c
+				obj = add(m.configMaps, name)
 			case "v1 Secret":
-				s := &corev1.Secret{}
-				m.secrets[head.Metadata.Name], obj = s, s
+				obj = add(m.secrets, name)
 			case "policy/v1 PodDisruptionBudget":
-				p := &policyv1.PodDisruptionBudget{}
-				m.budgets[head.Metadata.Name], obj = p, p
+				obj = add(m.budgets, name)
 			case "v1 Namespace":
-				n := &corev1.Namespace{}
-				m.namespaces[head.Metadata.Name], obj = n, n
+				obj = add(m.namespaces, name)
 			default:
 				t.Fatalf("%s, document %d: %q is no kind this test knows", file, i+1, key)
 			}
@@ -294,6 +288,14 @@ func loadManifests(t *testing.T) manifests {
 		}
 	}
 	return m
+}
+
+// add makes a new object under name in objects, for a document to be
+// decoded into.
+func add[T any](objects map[string]*T, name string) *T {
+	obj := new(T)
+	objects[name] = obj
+	return obj
 }
 
 // environment is a container's DUET_* environment as the cluster would

@@ -169,6 +169,25 @@ func (c *common) saga() order.SagaConfig {
 	return order.SagaConfig{StepTimeout: c.sagaStep, MaxBacklog: c.sagaBacklog}
 }
 
+// observe starts the process's logger and its tracing as service; flush
+// ends the tracing (its spans exported, within 2 s), then writes the log
+// lines still queued.
+func (c *common) observe(ctx context.Context, stderr io.Writer, service string) (_ *slog.Logger, flush func(), _ error) {
+	log, flushLog, err := c.logger(stderr, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	shutdownTracing, err := tracing.Setup(ctx, service)
+	if err != nil {
+		flushLog()
+		return nil, nil, err
+	}
+	return log, func() {
+		flushTracing(ctx, shutdownTracing)
+		flushLog()
+	}, nil
+}
+
 // level is --log-level's.
 func (c *common) level() (slog.Level, error) {
 	var level slog.Level
@@ -213,16 +232,11 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, flushLog, err := c.logger(stderr, "")
+	log, flush, err := c.observe(ctx, stderr, "duet")
 	if err != nil {
 		return err
 	}
-	defer flushLog()
-	shutdownTracing, err := tracing.Setup(ctx, "duet")
-	if err != nil {
-		return err
-	}
-	defer flushTracing(ctx, shutdownTracing)
+	defer flush()
 
 	sys, err := system.Start(ctx, system.Config{
 		DataDir:  c.dataDir,
@@ -269,16 +283,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, flushLog, err := c.logger(stderr, "")
+	log, flush, err := c.observe(ctx, stderr, "duet-"+component)
 	if err != nil {
 		return err
 	}
-	defer flushLog()
-	shutdownTracing, err := tracing.Setup(ctx, "duet-"+component)
-	if err != nil {
-		return err
-	}
-	defer flushTracing(ctx, shutdownTracing)
+	defer flush()
 	cfg.Logger = log
 	return system.Serve(ctx, component, cfg)
 }
