@@ -18,7 +18,6 @@ import (
 
 	"github.com/duetkit/duet/internal/system"
 	"github.com/duetkit/duet/kit/authn/devissuer"
-	"github.com/duetkit/duet/kit/mtls/mtlstest"
 )
 
 // testIssuerName is the issuer of the tests' tokens (--auth-issuer).
@@ -32,12 +31,10 @@ func testIssuer(t *testing.T, kid string) (iss *devissuer.Issuer, keysFile strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := iss.KeySet()
-	if err != nil {
+	keysFile = filepath.Join(t.TempDir(), "jwks.json")
+	if err := iss.WriteKeySet(keysFile); err != nil {
 		t.Fatal(err)
 	}
-	keysFile = filepath.Join(t.TempDir(), "jwks.json")
-	mtlstest.WriteFile(t, keysFile, set)
 	return iss, keysFile
 }
 

@@ -3,7 +3,6 @@ package system_test
 import (
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,12 +29,8 @@ func TestStartWithTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := issuer.KeySet()
-	if err != nil {
-		t.Fatal(err)
-	}
 	keysFile := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(keysFile, keys, 0o600); err != nil {
+	if err := issuer.WriteKeySet(keysFile); err != nil {
 		t.Fatal(err)
 	}
 	sys := start(t, system.Config{Auth: authn.Config{KeysFile: keysFile, Issuer: "https://id.test", Audience: "duet"}})

@@ -35,13 +35,8 @@ func Example() {
 		return
 	}
 	defer os.RemoveAll(dir)
-	keys, err := issuer.KeySet()
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
 	keysFile := filepath.Join(dir, "keys.json")
-	if err := os.WriteFile(keysFile, keys, 0o600); err != nil {
+	if err := issuer.WriteKeySet(keysFile); err != nil {
 		fmt.Println(err)
 		return
 	}

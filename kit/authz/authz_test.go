@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -197,12 +196,8 @@ func startWith(t *testing.T, rules map[string]authz.Rule, register func(grpc.Ser
 	if f.issuer, err = devissuer.New("https://id.test", "k1"); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := f.issuer.KeySet()
-	if err != nil {
-		t.Fatal(err)
-	}
 	keysFile := filepath.Join(t.TempDir(), "keys.json")
-	if err := os.WriteFile(keysFile, keys, 0o600); err != nil {
+	if err := f.issuer.WriteKeySet(keysFile); err != nil {
 		t.Fatal(err)
 	}
 	verifier, err := authn.Load(ctx, authn.Config{KeysFile: keysFile, Issuer: "https://id.test", Audience: "shop"})

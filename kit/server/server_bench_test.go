@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -172,12 +171,8 @@ func benchVerifier(b *testing.B) (*authn.Verifier, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	keys, err := issuer.KeySet()
-	if err != nil {
-		b.Fatal(err)
-	}
 	file := filepath.Join(b.TempDir(), "keys.json")
-	if err := os.WriteFile(file, keys, 0o600); err != nil {
+	if err := issuer.WriteKeySet(file); err != nil {
 		b.Fatal(err)
 	}
 	v, err := authn.Load(context.Background(), authn.Config{KeysFile: file, Issuer: issuer.Name, Audience: "bench"})

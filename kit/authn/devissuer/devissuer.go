@@ -75,14 +75,21 @@ func (i *Issuer) Save(keyFile, keysFile string) error {
 	if err != nil {
 		return fmt.Errorf("devissuer: %w", err)
 	}
+	if err := devca.WriteFile(keyFile, private); err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	return i.WriteKeySet(keysFile)
+}
+
+// WriteKeySet writes the issuer's public key set (KeySet) to file, for a
+// verifier's Config.KeysFile (kit/authn) or --auth-keys, replacing it
+// whole by a rename.
+func (i *Issuer) WriteKeySet(file string) error {
 	set, err := i.KeySet()
 	if err != nil {
 		return err
 	}
-	if err := devca.WriteFile(keyFile, private); err != nil {
-		return fmt.Errorf("devissuer: %w", err)
-	}
-	if err := devca.WriteFile(keysFile, set); err != nil {
+	if err := devca.WriteFile(file, set); err != nil {
 		return fmt.Errorf("devissuer: %w", err)
 	}
 	return nil
