@@ -29,7 +29,7 @@ func stockCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tls.register(fs)
 	var bearer bearerFlag
 	bearer.register(fs, "importing stock takes one with the duet:admin scope")
-	importID := fs.String("import-id", "", "make the import idempotent: sent again with the same id (its answer lost, say), it applies nothing and prints the first one's summary; 1 to 128 characters, a new one per import meant to apply")
+	importID := fs.String("import-id", "", "make the import idempotent: sent again with the same id (its answer lost, say), it applies nothing and prints the first one's summary; 1 to 128 characters, a new one per import meant to apply; the service forgets an id after its --import-retention, 30 days by default")
 	if len(args) > 0 && isHelp(args[0]) {
 		fs.Usage()
 		return flag.ErrHelp

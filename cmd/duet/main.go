@@ -23,6 +23,7 @@ import (
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/logger"
 	"github.com/duetkit/duet/kit/tracing"
+	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/order"
 	"github.com/duetkit/duet/services/order/saga"
 )
@@ -102,6 +103,7 @@ type common struct {
 	eventPrefix  string
 	sagaStep     time.Duration
 	sagaBacklog  int
+	importKeep   time.Duration
 	trustTrace   bool
 	corsOrigins  string
 }
@@ -128,6 +130,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.eventPrefix, "event-prefix", events.DefaultPrefix, "subject prefix of the events")
 	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
 	fs.IntVar(&c.sagaBacklog, "saga-max-backlog", saga.DefaultMaxBacklog, "order saga: orders in progress past which CreateOrder answers ORDERS_OVERLOADED (UNAVAILABLE, 503); -1 for no bound")
+	fs.DurationVar(&c.importKeep, "import-retention", inventory.DefaultImportRetention, "inventory: how long a stock import's import_id is remembered, so that the import sent again applies nothing (then forgotten: the id is new again); negative, for ever")
 	fs.BoolVar(&c.trustTrace, "trust-trace-context", false, "gateway: continue the trace a request's traceparent names (behind a proxy of your own); off, each request starts its own trace, linked to the caller's")
 	fs.StringVar(&c.corsOrigins, "cors-origins", "", "gateway: comma-separated origins whose browser pages may call the API (https://shop.example, https://*.shop.example, or * for any); empty, none")
 }
@@ -157,6 +160,10 @@ func (c *common) check() error {
 	if c.sagaBacklog == 0 || c.sagaBacklog < -1 {
 		// 0 would be the default, not "none"; below -1 means nothing.
 		return fmt.Errorf("--saga-max-backlog must be positive, or -1 for no bound, got %d", c.sagaBacklog)
+	}
+	if c.importKeep == 0 {
+		// 0 would be the default, not "no time at all".
+		return errors.New("--import-retention must be positive, or negative to remember imports for ever, got 0s")
 	}
 	return nil
 }
@@ -245,6 +252,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		NATSURL:           *natsURL,
 		Bus:               c.bus(),
 		Saga:              c.saga(),
+		ImportRetention:   c.importKeep,
 		TrustTraceContext: c.trustTrace,
 		CORSOrigins:       c.origins(),
 		DrainTimeout:      c.drainTimeout,
@@ -347,7 +355,7 @@ func serveConfig(args []string, stderr io.Writer) (string, system.ServeConfig, *
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
-		Bus: c.bus(), Saga: c.saga(), TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
+		Bus: c.bus(), Saga: c.saga(), ImportRetention: c.importKeep, TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
 		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: authCfg,
 	}

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/duetkit/duet/internal/logbuffer"
+	"github.com/duetkit/duet/services/inventory"
 )
 
 // testClient is the tests' HTTP client: a request that hangs fails the
@@ -84,9 +85,9 @@ func TestHelpDocumentsEveryFlagAndItsEnvironmentVariable(t *testing.T) {
 			}
 			for _, flagName := range map[string][]string{
 				"up": {"data-dir", "log-level", "drain-timeout", "http-addr", "user-addr", "order-addr", "payment-addr",
-					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins"},
+					"inventory-addr", "notification-addr", "nats-url", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "import-retention", "trust-trace-context", "cors-origins"},
 				"serve": {"data-dir", "log-level", "drain-timeout", "listen", "database-url", "user-target", "order-target", "payment-target",
-					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "trust-trace-context", "cors-origins",
+					"inventory-target", "notification-target", "nats-url", "metrics-addr", "not-serving-delay", "event-stream", "event-prefix", "saga-step-timeout", "saga-max-backlog", "import-retention", "trust-trace-context", "cors-origins",
 					"tls-cert", "tls-key", "tls-ca", "tls-refresh", "access-policy"},
 				"stock": {"inventory-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh", "token"},
 				"order": {"order-target", "tls-cert", "tls-key", "tls-ca", "tls-refresh", "token"},
@@ -153,6 +154,8 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--not-serving-delay=-1s"}, "--not-serving-delay must not be negative"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=0"}, "--saga-max-backlog must be positive"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=-2"}, "--saga-max-backlog must be positive"},
+		// 0 would be the default, thirty days, not "no time".
+		{[]string{"serve", "inventory", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--import-retention=0s"}, "--import-retention must be positive"},
 		// "" listened on every interface, on a port chosen at random.
 		{[]string{"serve", "user", "--listen", "", "--data-dir", "DATA"}, "--listen: an address is required"},
 		// Targets grpc.NewClient takes and every call then fails with,
@@ -359,4 +362,34 @@ var (
 func bannerShape(banner string) string {
 	banner = loopbackAddr.ReplaceAllString(banner, "ADDR")
 	return dataDir.ReplaceAllString(banner, "data in DIR)")
+}
+
+// TestImportRetention: --import-retention, or DUET_IMPORT_RETENTION,
+// reaches the inventory service's configuration; unset, its default.
+func TestImportRetention(t *testing.T) {
+	tests := []struct {
+		name string
+		env  string
+		args []string
+		want time.Duration
+	}{
+		{"default", "", nil, inventory.DefaultImportRetention},
+		{"flag", "", []string{"--import-retention", "48h"}, 48 * time.Hour},
+		{"environment", "72h", nil, 72 * time.Hour},
+		{"flag over environment", "72h", []string{"--import-retention=24h"}, 24 * time.Hour},
+		{"for ever", "", []string{"--import-retention=-1s"}, -time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("DUET_IMPORT_RETENTION", tt.env)
+			args := append([]string{"inventory", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, tt.args...)
+			_, cfg, _, err := serveConfig(args, &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.ImportRetention != tt.want {
+				t.Errorf("ImportRetention = %v, want %v", cfg.ImportRetention, tt.want)
+			}
+		})
+	}
 }

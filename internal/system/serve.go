@@ -57,6 +57,9 @@ type ServeConfig struct {
 	Bus events.BusConfig
 	// Saga tunes the order saga; zero means defaults.
 	Saga order.SagaConfig
+	// ImportRetention is how long the inventory service remembers stock
+	// imports' ids; zero means its default.
+	ImportRetention time.Duration
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).
 	TrustTraceContext bool
@@ -213,7 +216,7 @@ func Serve(ctx context.Context, component string, cfg ServeConfig) error {
 	case Payment:
 		svc, err = payment.Open(ctx, payment.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Bus: bus})
 	case Inventory:
-		svc, err = inventory.Open(ctx, inventory.Config{DatabaseURL: cfg.DatabaseURL, Logger: log})
+		svc, err = inventory.Open(ctx, inventory.Config{DatabaseURL: cfg.DatabaseURL, ImportRetention: cfg.ImportRetention, Logger: log})
 	case Notification:
 		svc, err = notification.Open(ctx, notification.Config{DatabaseURL: cfg.DatabaseURL, Logger: log, Bus: bus})
 	case Order:

@@ -75,6 +75,10 @@ type Config struct {
 	Bus events.BusConfig
 	// Saga tunes the order saga (retry bound, backoff); zero means defaults.
 	Saga order.SagaConfig
+	// ImportRetention is how long the inventory service remembers stock
+	// imports' ids (inventory.Config.ImportRetention); zero means its
+	// default.
+	ImportRetention time.Duration
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).
 	TrustTraceContext bool
@@ -244,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if s.PaymentAddr, err = s.serve(Payment, cfg, cfg.PaymentAddr, payments); err != nil {
 		return nil, err
 	}
-	stock, err := inventory.Open(ctx, inventory.Config{DatabaseURL: cfg.InventoryDB, Logger: cfg.Logger})
+	stock, err := inventory.Open(ctx, inventory.Config{DatabaseURL: cfg.InventoryDB, ImportRetention: cfg.ImportRetention, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/duetkit/duet/kit/retention"
 	"github.com/duetkit/duet/kit/sqldb"
 )
 
@@ -61,39 +62,6 @@ func StartInboxPurge(ctx context.Context, db *sqldb.DB, cfg InboxConfig) (stop f
 	if cfg.PurgeInterval <= 0 {
 		cfg.PurgeInterval = DefaultPurgeInterval
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if cfg.Retention < 0 {
-			return
-		}
-		timer := time.NewTimer(0)
-		defer timer.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-timer.C:
-			}
-			next := cfg.PurgeInterval
-			n, err := PurgeInbox(ctx, db, time.Now().Add(-cfg.Retention))
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err != nil:
-				cfg.Logger.WarnContext(ctx, "events: purge inbox rows", "err", err)
-			case n >= PurgeChunk:
-				next = 0
-			}
-			timer.Reset(next)
-		}
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
+	return retention.Start(ctx, retention.Config{Retention: cfg.Retention, Interval: cfg.PurgeInterval, Chunk: PurgeChunk, What: "events inbox", Logger: cfg.Logger},
+		func(ctx context.Context, before time.Time) (int64, error) { return PurgeInbox(ctx, db, before) })
 }

@@ -15,21 +15,35 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	"github.com/duetkit/duet/kit/retention"
 	"github.com/duetkit/duet/kit/sqldb"
 	"github.com/duetkit/duet/services/inventory/domain"
 	"github.com/duetkit/duet/services/inventory/grpchandler"
 	"github.com/duetkit/duet/services/inventory/store"
 )
 
+// DefaultImportRetention is the default of Config.ImportRetention: a
+// client that lost an import's answer sends it again within minutes, a
+// nightly job's retries within days.
+const DefaultImportRetention = 30 * 24 * time.Hour
+
 // Config configures the inventory service.
 type Config struct {
 	// DatabaseURL is the service's own database: "sqlite:PATH" or
 	// "postgres://…" (see kit/sqldb.Open). Required.
 	DatabaseURL string
+	// ImportRetention is how long the service remembers a stock import
+	// applied under an import_id (its summary, for the same import sent
+	// again), at least: the ones older are deleted every minute, so the
+	// table holds about a retention's worth of imports rather than every
+	// one ever sent. Default DefaultImportRetention; negative remembers
+	// them for ever.
+	ImportRetention time.Duration
 	// Logger receives migration and error logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -39,10 +53,13 @@ type Config struct {
 type Service struct {
 	db      *sqldb.DB
 	handler *grpchandler.Handler
+	// stopPurge ends the purge of old imports.
+	stopPurge func()
 }
 
-// Open connects to the database, applies pending migrations and builds the
-// service. Close it when done.
+// Open connects to the database, applies pending migrations, builds the
+// service and starts the purge of imports older than cfg.ImportRetention.
+// Close it when done.
 func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("inventory: Config.DatabaseURL is required")
@@ -56,8 +73,13 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	inv := domain.NewService(store.New(db))
-	return &Service{db: db, handler: grpchandler.New(inv, logger)}, nil
+	st := store.New(db)
+	keep := cfg.ImportRetention
+	if keep == 0 {
+		keep = DefaultImportRetention
+	}
+	stop := retention.Start(ctx, retention.Config{Retention: keep, Chunk: store.PurgeChunk, What: "stock imports", Logger: logger}, st.PurgeImports)
+	return &Service{db: db, handler: grpchandler.New(domain.NewService(st), logger), stopPurge: stop}, nil
 }
 
 // Register adds InventoryService to r, typically a *server.Server from
@@ -66,8 +88,9 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	inventoryv1.RegisterInventoryServiceServer(r, s.handler)
 }
 
-// Close closes the database. Stop the gRPC server first so no call is
-// still using it.
+// Close stops the purge and closes the database. Stop the gRPC server
+// first so no call is still using it.
 func (s *Service) Close() error {
+	s.stopPurge()
 	return s.db.Close()
 }

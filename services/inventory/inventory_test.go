@@ -30,6 +30,7 @@ import (
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
 	"github.com/duetkit/duet/services/inventory"
 	"github.com/duetkit/duet/services/inventory/domain"
+	"github.com/duetkit/duet/services/inventory/store"
 )
 
 func TestMain(m *testing.M) {
@@ -44,8 +45,16 @@ func TestMain(m *testing.M) {
 // the handler) and returns a client over kit/client.
 func start(t *testing.T, url string, interceptors ...grpc.StreamServerInterceptor) inventoryv1.InventoryServiceClient {
 	t.Helper()
+	return startConfig(t, inventory.Config{DatabaseURL: url}, interceptors...)
+}
+
+// startConfig is start with the service's whole configuration; its Logger
+// is replaced by one that discards.
+func startConfig(t *testing.T, cfg inventory.Config, interceptors ...grpc.StreamServerInterceptor) inventoryv1.InventoryServiceClient {
+	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
-	svc, err := inventory.Open(t.Context(), inventory.Config{DatabaseURL: url, Logger: logger})
+	cfg.Logger = logger
+	svc, err := inventory.Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("inventory.Open: %v", err)
 	}
@@ -507,6 +516,59 @@ func TestImportStockID(t *testing.T) {
 					t.Fatalf("MUG available %d, want 11: nothing applied", p.GetAvailable())
 				}
 			})
+		}
+	})
+}
+
+// TestImportStockIDForgotten: an import id is remembered for the
+// service's ImportRetention, then forgotten: the same import sent again
+// is applied again, while one applied since is still answered from the
+// first summary.
+func TestImportStockIDForgotten(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		ctx := t.Context()
+		cfg := inventory.Config{DatabaseURL: url, ImportRetention: time.Hour}
+		c := startConfig(t, cfg)
+		createProduct(t, c, "MUG", 5)
+		old := &inventoryv1.ImportStockRequest{Line: 2, Sku: "MUG", StockDelta: 3, ImportId: "restock-old"}
+		recent := &inventoryv1.ImportStockRequest{Line: 2, Sku: "MUG", StockDelta: 1, ImportId: "restock-recent"}
+		importRecords(t, c, old)
+		importRecords(t, c, recent)
+
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, db.Rebind("UPDATE stock_imports SET create_time = ? WHERE import_id = ?"),
+			time.Now().Add(-2*time.Hour).UnixMicro(), "restock-old"); err != nil {
+			t.Fatal(err)
+		}
+		// The service purges at start and every minute after: a second
+		// one started on the database purges now.
+		c = startConfig(t, cfg)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var n int
+			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM stock_imports").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d imports stored 20 s after the start, want the recent one only", n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := importRecords(t, c, old); got.GetReplayed() || got.GetApplied() != 1 {
+			t.Errorf("the import forgotten, sent again = %v; want it applied again", got)
+		}
+		if got := importRecords(t, c, recent); !got.GetReplayed() {
+			t.Errorf("the recent import sent again = %v; want it replayed", got)
+		}
+		if p := getProduct(t, c, "MUG"); p.GetAvailable() != 12 {
+			t.Errorf("MUG available %d, want 12: 5, the forgotten import's 3 twice and the recent one's 1 once", p.GetAvailable())
 		}
 	})
 }

@@ -771,3 +771,43 @@ func TestStoredImports(t *testing.T) {
 		}
 	})
 }
+
+// TestPurgeImports: one PurgeImports deletes at most PurgeChunk imports,
+// the oldest, of those applied before the cutoff; their ids are then
+// unknown, the newer ones still answered.
+func TestPurgeImports(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, url string) {
+		s, db := openStore(t, url)
+		ctx := t.Context()
+		create(t, s, product("OLD", 5))
+		keep := func(string, *domain.Product) (*domain.Product, error) { return nil, nil }
+		total := store.PurgeChunk + 3
+		// Stored newest first, so that the oldest are not simply the
+		// first rows written.
+		for i := total - 1; i >= 0; i-- {
+			imp := domain.StoredImport{ID: fmt.Sprint("imp-", i), Fingerprint: "fp", CreateTime: base.Add(time.Duration(i) * time.Second),
+				Summary: domain.ImportSummary{ImportID: fmt.Sprint("imp-", i)}}
+			if err := s.ApplyStock(ctx, []string{"OLD"}, keep, func() domain.StoredImport { return imp }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cutoff := base.Add(time.Duration(total-1) * time.Second) // all but the newest are older
+		for _, want := range []int64{store.PurgeChunk, 2, 0} {
+			n, err := s.PurgeImports(ctx, cutoff)
+			if err != nil || n != want {
+				t.Fatalf("PurgeImports = %d, %v; want %d", n, err, want)
+			}
+		}
+		if _, err := s.ImportByID(ctx, "imp-0"); !errors.Is(err, domain.ErrImportNotFound) {
+			t.Errorf("the oldest import after the purge: %v, want ErrImportNotFound", err)
+		}
+		newest := fmt.Sprint("imp-", total-1)
+		if got, err := s.ImportByID(ctx, newest); err != nil || got.ID != newest {
+			t.Errorf("the newest import after the purge: %+v, %v", got, err)
+		}
+		var stored int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM stock_imports").Scan(&stored); err != nil || stored != 1 {
+			t.Fatalf("%d imports left (%v), want the newest", stored, err)
+		}
+	})
+}

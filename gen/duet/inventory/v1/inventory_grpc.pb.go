@@ -76,7 +76,8 @@ type InventoryServiceClient interface {
 	// reason IMPORT_TOO_LARGE. An import sent with an import_id is applied
 	// once: sent again (its answer lost, say), it applies nothing and answers
 	// the first one's summary with replayed set; the same id with other
-	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
+	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED. The
+	// service forgets an id after its retention, 30 days by default.
 	ImportStock(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportStockRequest, ImportStockResponse], error)
 }
 
@@ -215,7 +216,8 @@ type InventoryServiceServer interface {
 	// reason IMPORT_TOO_LARGE. An import sent with an import_id is applied
 	// once: sent again (its answer lost, say), it applies nothing and answers
 	// the first one's summary with replayed set; the same id with other
-	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
+	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED. The
+	// service forgets an id after its retention, 30 days by default.
 	ImportStock(grpc.ClientStreamingServer[ImportStockRequest, ImportStockResponse]) error
 	mustEmbedUnimplementedInventoryServiceServer()
 }
