@@ -96,16 +96,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // common holds the flags every command has.
 type common struct {
-	logLevel     string
-	drainTimeout time.Duration
-	dataDir      string
-	eventStream  string
-	eventPrefix  string
-	sagaStep     time.Duration
-	sagaBacklog  int
-	importKeep   time.Duration
-	trustTrace   bool
-	corsOrigins  string
+	logLevel        string
+	drainTimeout    time.Duration
+	dataDir         string
+	eventStream     string
+	eventPrefix     string
+	sagaStep        time.Duration
+	sagaBacklog     int
+	importRetention time.Duration
+	trustTrace      bool
+	corsOrigins     string
 }
 
 // origins splits the --cors-origins list.
@@ -130,7 +130,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.eventPrefix, "event-prefix", events.DefaultPrefix, "subject prefix of the events")
 	fs.DurationVar(&c.sagaStep, "saga-step-timeout", 30*time.Second, "order saga: how long a step retries a peer that is down before compensating")
 	fs.IntVar(&c.sagaBacklog, "saga-max-backlog", saga.DefaultMaxBacklog, "order saga: orders in progress past which CreateOrder answers ORDERS_OVERLOADED (UNAVAILABLE, 503); -1 for no bound")
-	fs.DurationVar(&c.importKeep, "import-retention", inventory.DefaultImportRetention, "inventory: how long a stock import's import_id is remembered, so that the import sent again applies nothing (then forgotten: the id is new again); negative, for ever")
+	fs.DurationVar(&c.importRetention, "import-retention", inventory.DefaultImportRetention, "inventory: how long a stock import's import_id is remembered, at least, so that the import sent again applies nothing (then forgotten: the id is new again); at least 1h, or negative for ever")
 	fs.BoolVar(&c.trustTrace, "trust-trace-context", false, "gateway: continue the trace a request's traceparent names (behind a proxy of your own); off, each request starts its own trace, linked to the caller's")
 	fs.StringVar(&c.corsOrigins, "cors-origins", "", "gateway: comma-separated origins whose browser pages may call the API (https://shop.example, https://*.shop.example, or * for any); empty, none")
 }
@@ -146,7 +146,8 @@ func flushTracing(ctx context.Context, shutdown func(context.Context) error) {
 
 // check refuses durations the flags' users cannot mean: the servers read a
 // drain of 0 or less as their own default while up would give shutdown
-// only 5 s, and a saga step with no time could never call a peer.
+// only 5 s, a saga step with no time could never call a peer, and an
+// import id forgotten within the hour would not outlive its retries.
 func (c *common) check() error {
 	if _, err := c.level(); err != nil {
 		return err
@@ -161,9 +162,11 @@ func (c *common) check() error {
 		// 0 would be the default, not "none"; below -1 means nothing.
 		return fmt.Errorf("--saga-max-backlog must be positive, or -1 for no bound, got %d", c.sagaBacklog)
 	}
-	if c.importKeep == 0 {
-		// 0 would be the default, not "no time at all".
-		return errors.New("--import-retention must be positive, or negative to remember imports for ever, got 0s")
+	if c.importRetention >= 0 && c.importRetention < time.Hour {
+		// 0 would be the default, not "no time at all"; and an id must
+		// outlive its own import (up to 10 minutes) and the client's
+		// retries of it.
+		return fmt.Errorf("--import-retention must be at least 1h, or negative to remember imports for ever, got %v", c.importRetention)
 	}
 	return nil
 }
@@ -252,7 +255,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		NATSURL:           *natsURL,
 		Bus:               c.bus(),
 		Saga:              c.saga(),
-		ImportRetention:   c.importKeep,
+		ImportRetention:   c.importRetention,
 		TrustTraceContext: c.trustTrace,
 		CORSOrigins:       c.origins(),
 		DrainTimeout:      c.drainTimeout,
@@ -355,7 +358,7 @@ func serveConfig(args []string, stderr io.Writer) (string, system.ServeConfig, *
 		Listen: *listen, DatabaseURL: *dbURL, DataDir: c.dataDir,
 		UserTarget: *userTarget, OrderTarget: *orderTarget, PaymentTarget: *paymentTarget,
 		InventoryTarget: *inventoryTarget, NotificationTarget: *notificationTarget, NATSURL: *natsURL,
-		Bus: c.bus(), Saga: c.saga(), ImportRetention: c.importKeep, TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
+		Bus: c.bus(), Saga: c.saga(), ImportRetention: c.importRetention, TrustTraceContext: c.trustTrace, CORSOrigins: c.origins(),
 		MetricsAddr: *metricsAddr, DrainTimeout: c.drainTimeout, NotServingDelay: *notServingDelay,
 		TLS: tlsCfg, AccessPolicy: *accessPolicy, Auth: authCfg,
 	}

@@ -154,8 +154,10 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"serve", "user", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--not-serving-delay=-1s"}, "--not-serving-delay must not be negative"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=0"}, "--saga-max-backlog must be positive"},
 		{[]string{"up", "--data-dir", "DATA", "--saga-max-backlog=-2"}, "--saga-max-backlog must be positive"},
-		// 0 would be the default, thirty days, not "no time".
-		{[]string{"serve", "inventory", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--import-retention=0s"}, "--import-retention must be positive"},
+		// 0 would be the default, thirty days, not "no time"; an id
+		// forgotten in minutes would not outlive its import's retries.
+		{[]string{"serve", "inventory", "--listen", "127.0.0.1:0", "--data-dir", "DATA", "--import-retention=0s"}, "--import-retention must be at least 1h"},
+		{[]string{"up", "--data-dir", "DATA", "--import-retention=59m"}, "--import-retention must be at least 1h"},
 		// "" listened on every interface, on a port chosen at random.
 		{[]string{"serve", "user", "--listen", "", "--data-dir", "DATA"}, "--listen: an address is required"},
 		// Targets grpc.NewClient takes and every call then fails with,

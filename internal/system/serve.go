@@ -58,7 +58,8 @@ type ServeConfig struct {
 	// Saga tunes the order saga; zero means defaults.
 	Saga order.SagaConfig
 	// ImportRetention is how long the inventory service remembers stock
-	// imports' ids; zero means its default.
+	// imports' ids; zero means its default, negative for
+	// ever.
 	ImportRetention time.Duration
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).

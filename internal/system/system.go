@@ -77,7 +77,7 @@ type Config struct {
 	Saga order.SagaConfig
 	// ImportRetention is how long the inventory service remembers stock
 	// imports' ids (inventory.Config.ImportRetention); zero means its
-	// default.
+	// default, negative for ever.
 	ImportRetention time.Duration
 	// TrustTraceContext makes the gateway continue its callers' traces
 	// (gateway.Config.TrustTraceContext).

@@ -62,6 +62,7 @@ func StartInboxPurge(ctx context.Context, db *sqldb.DB, cfg InboxConfig) (stop f
 	if cfg.PurgeInterval <= 0 {
 		cfg.PurgeInterval = DefaultPurgeInterval
 	}
-	return retention.Start(ctx, retention.Config{Retention: cfg.Retention, Interval: cfg.PurgeInterval, Chunk: PurgeChunk, What: "events inbox", Logger: cfg.Logger},
-		func(ctx context.Context, before time.Time) (int64, error) { return PurgeInbox(ctx, db, before) })
+	// PurgeInbox deletes PurgeChunk rows a call, the limit given.
+	return retention.Start(ctx, retention.Config{Retention: cfg.Retention, Interval: cfg.PurgeInterval, Chunk: PurgeChunk, Name: "events inbox", Logger: cfg.Logger},
+		func(ctx context.Context, before time.Time, _ int) (int64, error) { return PurgeInbox(ctx, db, before) })
 }

@@ -32,22 +32,21 @@ func ExampleStart() {
 		}
 	}
 
-	const chunk = 2
 	done := make(chan struct{})
-	purge := func(ctx context.Context, before time.Time) (int64, error) {
+	purge := func(ctx context.Context, before time.Time, limit int) (int64, error) {
 		res, err := db.ExecContext(ctx, db.Rebind(`DELETE FROM idempotency_keys WHERE key IN (
-			SELECT key FROM idempotency_keys WHERE used_time < ? ORDER BY used_time LIMIT 2)`), before.UnixMicro())
+			SELECT key FROM idempotency_keys WHERE used_time < ? ORDER BY used_time LIMIT ?)`), before.UnixMicro(), limit)
 		if err != nil {
 			return 0, err
 		}
 		n, err := res.RowsAffected()
 		fmt.Println("purged", n)
-		if n < chunk {
+		if n < int64(limit) {
 			close(done) // for the example's output: the backlog is gone
 		}
 		return n, err
 	}
-	stop := retention.Start(ctx, retention.Config{Retention: 24 * time.Hour, Chunk: chunk, What: "idempotency keys"}, purge)
+	stop := retention.Start(ctx, retention.Config{Retention: 24 * time.Hour, Chunk: 2, Name: "idempotency keys"}, purge)
 	<-done
 	stop()
 

@@ -12,31 +12,37 @@ import (
 	"time"
 )
 
-// DefaultInterval is the default of Config.Interval.
-const DefaultInterval = time.Minute
+// Defaults of Config.
+const (
+	DefaultInterval = time.Minute
+	DefaultChunk    = 1000
+)
 
-// Purge deletes at most one chunk of the rows older than before, the
-// oldest first, and returns how many it deleted.
-type Purge func(ctx context.Context, before time.Time) (int64, error)
+// Purge deletes at most limit of the rows older than before and returns
+// how many it deleted. Deleting the oldest first keeps a backlog's chunks
+// in order, so a purge that falls behind still forgets the oldest first.
+type Purge func(ctx context.Context, before time.Time, limit int) (int64, error)
 
 // Config tunes Start.
 type Config struct {
-	// Retention is how long rows are kept. Zero or negative keeps them
-	// for ever: Start then never purges. (Callers map their own zero
-	// default first; a retention of nothing, which would delete rows
-	// as soon as they are written, is never meant.)
+	// Retention is how long rows are kept, at least: a row is deleted by
+	// the first purge after it is that old. Negative keeps them for ever
+	// (Start then never purges). Zero is a mistake, which Start refuses:
+	// a retention of nothing would delete rows as soon as they are
+	// written, and no default suits every kind of row.
 	Retention time.Duration
 	// Interval is how often the purge runs; default DefaultInterval.
 	Interval time.Duration
-	// Chunk is the most rows one call of the Purge deletes. A call that
-	// deleted Chunk rows or more is followed by the next at once, not an
-	// Interval later, so a backlog is worked off a chunk at a time.
-	// Zero or negative: every call is followed by an Interval's wait.
-	Chunk int64
-	// What names the rows in the log ("stock imports"); it is the value
-	// of the failure log's "rows" attribute.
-	What string
-	// Logger receives purge failures; nil means slog.Default().
+	// Chunk is the limit each call of the Purge is given; default
+	// DefaultChunk. A call that deleted that many is followed by the next
+	// at once, not an Interval later, so a backlog is worked off a chunk
+	// at a time.
+	Chunk int
+	// Name names the rows in the log ("stock imports"), as the "purge"
+	// attribute.
+	Name string
+	// Logger receives purge failures, and at DEBUG the rows deleted; nil
+	// means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -45,10 +51,17 @@ type Config struct {
 // values but not its cancellation (ctx is often a start-up deadline); stop
 // ends the purge, waits for a call in flight to return, and may be called
 // more than once. A failed call is logged and tried again an Interval
-// later: a purge that is late only keeps rows longer.
+// later: a purge that is late only keeps rows longer. Start panics when
+// cfg.Retention is zero.
 func Start(ctx context.Context, cfg Config, purge Purge) (stop func()) {
+	if cfg.Retention == 0 {
+		panic("retention: Config.Retention is zero; give one, or a negative one to keep rows for ever")
+	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
+	}
+	if cfg.Chunk <= 0 {
+		cfg.Chunk = DefaultChunk
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -57,7 +70,7 @@ func Start(ctx context.Context, cfg Config, purge Purge) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if cfg.Retention <= 0 {
+		if cfg.Retention < 0 {
 			return
 		}
 		timer := time.NewTimer(0)
@@ -69,14 +82,17 @@ func Start(ctx context.Context, cfg Config, purge Purge) (stop func()) {
 			case <-timer.C:
 			}
 			next := cfg.Interval
-			n, err := purge(ctx, time.Now().Add(-cfg.Retention))
+			n, err := purge(ctx, time.Now().Add(-cfg.Retention), cfg.Chunk)
 			switch {
 			case ctx.Err() != nil:
 				return
 			case err != nil:
-				cfg.Logger.WarnContext(ctx, "retention: purge failed; trying again later", "rows", cfg.What, "err", err, "retry_in", next)
-			case cfg.Chunk > 0 && n >= cfg.Chunk:
+				cfg.Logger.WarnContext(ctx, "retention: purge failed; trying again later", "purge", cfg.Name, "err", err, "retry_in", next)
+			case n >= int64(cfg.Chunk):
 				next = 0
+				fallthrough
+			case n > 0:
+				cfg.Logger.DebugContext(ctx, "retention: purged", "purge", cfg.Name, "deleted", n)
 			}
 			timer.Reset(next)
 		}

@@ -18,24 +18,28 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // table is rows with their times, purged as a store's Purge would: the
-// oldest first, at most limit a call.
+// oldest first, at most the limit a call, or at most max when it is set
+// (a Purge that deletes fewer than it is allowed).
 type table struct {
 	mu    sync.Mutex
 	rows  []time.Time // oldest first
-	limit int
+	max   int
 	calls []time.Time // each call's before
 	fail  error       // returned by every call while set
 }
 
-func (tb *table) purge(_ context.Context, before time.Time) (int64, error) {
+func (tb *table) purge(_ context.Context, before time.Time, limit int) (int64, error) {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	tb.calls = append(tb.calls, before)
 	if tb.fail != nil {
 		return 0, tb.fail
 	}
+	if tb.max > 0 {
+		limit = min(limit, tb.max)
+	}
 	n := 0
-	for n < len(tb.rows) && n < tb.limit && tb.rows[n].Before(before) {
+	for n < len(tb.rows) && n < limit && tb.rows[n].Before(before) {
 		n++
 	}
 	tb.rows = tb.rows[n:]
@@ -79,24 +83,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestStart: the purge runs at once with the cutoff a retention ago, goes
-// on without waiting while it finds full chunks, then waits an interval
+// on without waiting while it deletes full chunks, then waits an interval
 // (an hour here, so the calls counted are all it makes).
 func TestStart(t *testing.T) {
 	tests := []struct {
 		name        string
-		old, limit  int
-		chunk       int64
+		old, max    int
+		chunk       int
 		rows, calls int
 	}{
-		{"a backlog goes a chunk at a time, at once", 25, 10, 10, 3, 3},
-		{"a last chunk that is full takes one more call", 20, 10, 10, 3, 3},
-		{"nothing old: one call, then an interval", 0, 10, 10, 3, 1},
-		{"no chunk given: one call an interval", 25, 10, 0, 18, 1},
+		{"a backlog goes a chunk at a time, at once", 25, 0, 10, 3, 3},
+		{"a last chunk that is full takes one more call", 20, 0, 10, 3, 3},
+		{"nothing old: one call, then an interval", 0, 0, 10, 3, 1},
+		{"a purge deleting less than its limit waits", 25, 5, 10, 23, 1},
+		{"the default chunk", 1500, 0, 0, 3, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			now := time.Now()
-			tb := &table{rows: aged(now, tt.old, 3), limit: tt.limit}
+			tb := &table{rows: aged(now, tt.old, 3), max: tt.max}
 			stop := retention.Start(t.Context(), retention.Config{Retention: time.Hour, Interval: time.Hour, Chunk: tt.chunk}, tb.purge)
 			waitFor(t, "the purge's calls", func() bool { _, calls := tb.state(); return calls >= tt.calls })
 			stop()
@@ -113,40 +118,45 @@ func TestStart(t *testing.T) {
 	}
 }
 
-// TestNoRetentionKeepsEverything: a retention of none or less never
-// purges, while a purge started beside it with one runs many times.
-func TestNoRetentionKeepsEverything(t *testing.T) {
-	for _, keep := range []time.Duration{0, -time.Hour} {
-		t.Run(keep.String(), func(t *testing.T) {
-			now := time.Now()
-			kept := &table{rows: aged(now, 5, 0), limit: 10}
-			witness := &table{limit: 10}
-			stopKept := retention.Start(t.Context(), retention.Config{Retention: keep, Interval: time.Millisecond}, kept.purge)
-			stopWitness := retention.Start(t.Context(), retention.Config{Retention: time.Hour, Interval: time.Millisecond}, witness.purge)
-			waitFor(t, "the witness's purges", func() bool { _, calls := witness.state(); return calls >= 5 })
-			stopKept()
-			stopWitness()
-			if rows, calls := kept.state(); rows != 5 || calls != 0 {
-				t.Errorf("retention %v: %d calls, %d rows left; want none, all 5", keep, calls, rows)
-			}
-		})
+// TestNegativeRetentionKeepsEverything: a negative retention never
+// purges, while a purge started beside it runs many times; a zero one is
+// refused.
+func TestNegativeRetentionKeepsEverything(t *testing.T) {
+	now := time.Now()
+	kept := &table{rows: aged(now, 5, 0)}
+	witness := &table{}
+	stopKept := retention.Start(t.Context(), retention.Config{Retention: -time.Hour, Interval: time.Millisecond}, kept.purge)
+	stopWitness := retention.Start(t.Context(), retention.Config{Retention: time.Hour, Interval: time.Millisecond}, witness.purge)
+	waitFor(t, "the witness's purges", func() bool { _, calls := witness.state(); return calls >= 5 })
+	stopKept()
+	stopWitness()
+	if rows, calls := kept.state(); rows != 5 || calls != 0 {
+		t.Errorf("%d calls, %d rows left; want none, all 5", calls, rows)
 	}
+
+	defer func() {
+		if recover() == nil {
+			t.Error("a zero retention was taken")
+		}
+	}()
+	stop := retention.Start(t.Context(), retention.Config{}, kept.purge)
+	stop()
 }
 
 // TestFailuresAreLoggedAndRetried: a failing purge is logged, naming the
 // rows, and tried again an interval later, until it succeeds.
 func TestFailuresAreLoggedAndRetried(t *testing.T) {
 	var logs logbuffer.Buffer
-	tb := &table{rows: aged(time.Now(), 4, 1), limit: 10, fail: errors.New("database is locked")}
-	stop := retention.Start(t.Context(), retention.Config{Retention: time.Hour, Interval: time.Millisecond, What: "stock imports",
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, tb.purge)
+	tb := &table{rows: aged(time.Now(), 4, 1), fail: errors.New("database is locked")}
+	stop := retention.Start(t.Context(), retention.Config{Retention: time.Hour, Interval: time.Millisecond, Name: "stock imports",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, tb.purge)
 	defer stop()
 	waitFor(t, "a second try", func() bool { _, calls := tb.state(); return calls >= 2 })
 	tb.setFail(nil)
 	waitFor(t, "the old rows purged", func() bool { rows, _ := tb.state(); return rows == 1 })
 	stop()
 	out := logs.String()
-	for _, want := range []string{"level=WARN", `rows="stock imports"`, `err="database is locked"`} {
+	for _, want := range []string{"level=WARN", `purge="stock imports"`, `err="database is locked"`, "level=DEBUG msg=\"retention: purged\" purge=\"stock imports\" deleted=4"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}
@@ -161,38 +171,53 @@ type key struct{}
 // again.
 func TestStopWaitsForTheCallInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.WithValue(t.Context(), key{}, "request-scoped value"))
+	type seen struct {
+		value any
+		err   error // the call's context's, once Start's has ended
+	}
 	var (
-		mu       sync.Mutex
-		value    any
-		entered  = make(chan struct{})
-		returned bool
+		entered   = make(chan seen, 1)
+		goOn      = make(chan struct{})
+		cancelled = make(chan struct{})
+		release   = make(chan struct{})
 	)
-	stop := retention.Start(ctx, retention.Config{Retention: time.Hour}, func(ctx context.Context, _ time.Time) (int64, error) {
-		mu.Lock()
-		value = ctx.Value(key{})
-		mu.Unlock()
-		close(entered)
+	stop := retention.Start(ctx, retention.Config{Retention: time.Hour}, func(ctx context.Context, _ time.Time, _ int) (int64, error) {
+		<-goOn // Start's context has ended by now
+		entered <- seen{ctx.Value(key{}), ctx.Err()}
 		<-ctx.Done()
-		mu.Lock()
-		returned = true
-		mu.Unlock()
+		close(cancelled)
+		<-release
 		return 0, ctx.Err()
 	})
 	defer stop()
 	cancel()
+	close(goOn)
+	var s seen
 	select {
-	case <-entered:
+	case s = <-entered:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the purge never ran once Start's context had ended")
+		t.Fatal("the purge never ran")
 	}
-	stop()
-	mu.Lock()
-	defer mu.Unlock()
-	if !returned {
-		t.Error("stop returned before the call in flight did")
+	if s.err != nil || s.value != "request-scoped value" {
+		t.Errorf("the call's context: value %v, err %v; want Start's value, not its end", s.value, s.err)
 	}
-	if value != "request-scoped value" {
-		t.Errorf("the purge's context has value %v, want Start's", value)
+	stopped := make(chan struct{})
+	go func() {
+		stop()
+		close(stopped)
+	}()
+	<-cancelled
+	// A stop that did not wait would have returned by now, or soon.
+	select {
+	case <-stopped:
+		t.Error("stop returned while the call was in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop did not return once the call had")
 	}
 	stop()
 }

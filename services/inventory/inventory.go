@@ -32,6 +32,12 @@ import (
 // nightly job's retries within days.
 const DefaultImportRetention = 30 * 24 * time.Hour
 
+// importPurgeChunk is the most imports one statement of the purge
+// deletes: each keeps up to 1,000 rejections, and a statement deleting a
+// year of them would hold SQLite's only connection, and every call of the
+// service, until it ended.
+const importPurgeChunk = 100
+
 // Config configures the inventory service.
 type Config struct {
 	// DatabaseURL is the service's own database: "sqlite:PATH" or
@@ -42,7 +48,7 @@ type Config struct {
 	// again), at least: the ones older are deleted every minute, so the
 	// table holds about a retention's worth of imports rather than every
 	// one ever sent. Default DefaultImportRetention; negative remembers
-	// them for ever.
+	// them for ever, as the service did before it had this setting.
 	ImportRetention time.Duration
 	// Logger receives migration and error logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -78,7 +84,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if keep == 0 {
 		keep = DefaultImportRetention
 	}
-	stop := retention.Start(ctx, retention.Config{Retention: keep, Chunk: store.PurgeChunk, What: "stock imports", Logger: logger}, st.PurgeImports)
+	stop := retention.Start(ctx, retention.Config{Retention: keep, Chunk: importPurgeChunk, Name: "stock imports", Logger: logger}, st.PurgeImports)
 	return &Service{db: db, handler: grpchandler.New(domain.NewService(st), logger), stopPurge: stop}, nil
 }
 

@@ -194,7 +194,8 @@ func (imp *Import) count(rec StockRecord) error {
 }
 
 // SetID makes the import idempotent under id: Apply then applies it only
-// if no import was applied under id before, and otherwise answers that
+// if no import the store still keeps (the service forgets them after its
+// retention) was applied under id before, and otherwise answers that
 // one's summary (or ErrImportIDReused, when its records were others: the
 // same records are the same fields, line numbers and order). Call it once,
 // before the first record; an empty id leaves the import without one.
@@ -284,7 +285,8 @@ func checkRecord(rec *StockRecord) (reason, message string) {
 // Apply applies every record Add accepted, in one transaction, and returns
 // the summary of the whole import. When it fails nothing was applied. An
 // Import is applied at most once, and an import with an id (SetID) at most
-// once per id: when one was applied under the id before, Apply applies
+// once per id while the store keeps the id: when one was applied under it
+// before, Apply applies
 // nothing and returns that one's summary, Replayed, or ErrImportIDReused
 // when its records were others.
 func (imp *Import) Apply(ctx context.Context) (ImportSummary, error) {

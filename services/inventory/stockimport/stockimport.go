@@ -80,7 +80,8 @@ const maxRejections = 1000
 // Options tune an Import.
 type Options struct {
 	// ImportID, when set, makes the import idempotent: the service applies
-	// an import under an id once, and answers the same file sent again
+	// an import under an id once while it remembers the id (30 days by
+	// default: its --import-retention), and answers the same file sent again
 	// (its answer lost, say) with the first one's summary, Replayed set;
 	// another file under the same id is refused (FAILED_PRECONDITION,
 	// reason IDEMPOTENCY_KEY_REUSED). 1 to 128 characters.

@@ -534,19 +534,14 @@ func (s *Store) insertImport(ctx context.Context, tx *sql.Tx, imp domain.StoredI
 	return nil
 }
 
-// PurgeChunk is the most imports one PurgeImports deletes: each keeps up to
-// 1,000 rejections, and one statement deleting a year of them would hold
-// SQLite's only connection, and every call of the service, until it ended.
-const PurgeChunk = 100
-
-// PurgeImports deletes up to PurgeChunk of the imports applied before
-// before, the oldest first, and returns how many it deleted: their ids
-// are forgotten, so the same id sent again is a new import. inventory.Open
+// PurgeImports deletes up to limit of the imports applied before before,
+// the oldest first, and returns how many it deleted: their ids are
+// forgotten, so the same id sent again is a new import. inventory.Open
 // runs it every minute for the service's Config.ImportRetention.
-func (s *Store) PurgeImports(ctx context.Context, before time.Time) (int64, error) {
+func (s *Store) PurgeImports(ctx context.Context, before time.Time, limit int) (int64, error) {
 	res, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM stock_imports WHERE import_id IN (
 		SELECT import_id FROM stock_imports WHERE create_time < ?
-		ORDER BY create_time LIMIT `+fmt.Sprint(PurgeChunk)+`)`), before.UnixMicro())
+		ORDER BY create_time LIMIT ?)`), before.UnixMicro(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("store: purge imports: %w", err)
 	}

@@ -772,16 +772,16 @@ func TestStoredImports(t *testing.T) {
 	})
 }
 
-// TestPurgeImports: one PurgeImports deletes at most PurgeChunk imports,
-// the oldest, of those applied before the cutoff; their ids are then
-// unknown, the newer ones still answered.
+// TestPurgeImports: one PurgeImports deletes at most its limit of
+// imports, the oldest, of those applied before the cutoff; their ids are
+// then unknown, the newer ones still answered.
 func TestPurgeImports(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, url string) {
 		s, db := openStore(t, url)
 		ctx := t.Context()
 		create(t, s, product("OLD", 5))
 		keep := func(string, *domain.Product) (*domain.Product, error) { return nil, nil }
-		total := store.PurgeChunk + 3
+		const limit, total = 10, 13
 		// Stored newest first, so that the oldest are not simply the
 		// first rows written.
 		for i := total - 1; i >= 0; i-- {
@@ -791,19 +791,25 @@ func TestPurgeImports(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		known := func(i int) bool {
+			_, err := s.ImportByID(ctx, fmt.Sprint("imp-", i))
+			if err != nil && !errors.Is(err, domain.ErrImportNotFound) {
+				t.Fatal(err)
+			}
+			return err == nil
+		}
 		cutoff := base.Add(time.Duration(total-1) * time.Second) // all but the newest are older
-		for _, want := range []int64{store.PurgeChunk, 2, 0} {
-			n, err := s.PurgeImports(ctx, cutoff)
+		for call, want := range []int64{limit, 2, 0} {
+			n, err := s.PurgeImports(ctx, cutoff, limit)
 			if err != nil || n != want {
 				t.Fatalf("PurgeImports = %d, %v; want %d", n, err, want)
 			}
+			if call == 0 && (known(limit-1) || !known(limit) || !known(limit+1)) {
+				t.Fatalf("the first chunk did not take the %d oldest", limit)
+			}
 		}
-		if _, err := s.ImportByID(ctx, "imp-0"); !errors.Is(err, domain.ErrImportNotFound) {
-			t.Errorf("the oldest import after the purge: %v, want ErrImportNotFound", err)
-		}
-		newest := fmt.Sprint("imp-", total-1)
-		if got, err := s.ImportByID(ctx, newest); err != nil || got.ID != newest {
-			t.Errorf("the newest import after the purge: %+v, %v", got, err)
+		if known(0) || !known(total-1) {
+			t.Errorf("after the purge: the oldest import known %v, the newest %v; want false, true", known(0), known(total-1))
 		}
 		var stored int
 		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM stock_imports").Scan(&stored); err != nil || stored != 1 {

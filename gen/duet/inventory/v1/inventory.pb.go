@@ -1021,10 +1021,9 @@ type ImportStockRequest struct {
 	// the first record; on the others it must be empty or the same
 	// (INVALID_ARGUMENT otherwise, and nothing is applied). The same import
 	// is the same records, fields, line numbers and order alike. Ids are
-	// kept for the service's retention, 30 days unless it is set otherwise
-	// (duet's --import-retention), then forgotten: the import sent after
-	// that is applied again. Use a new id, a UUID say, for every import
-	// meant to apply.
+	// kept for at least the service's retention, 30 days unless it is set
+	// otherwise, then forgotten: the import sent after that is applied
+	// again. Use a new id, a UUID say, for every import meant to apply.
 	ImportId      string `protobuf:"bytes,6,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

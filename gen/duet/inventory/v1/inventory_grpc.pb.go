@@ -77,7 +77,8 @@ type InventoryServiceClient interface {
 	// once: sent again (its answer lost, say), it applies nothing and answers
 	// the first one's summary with replayed set; the same id with other
 	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED. The
-	// service forgets an id after its retention, 30 days by default.
+	// service forgets an id after its retention, at least 30 days by
+	// default.
 	ImportStock(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportStockRequest, ImportStockResponse], error)
 }
 
@@ -217,7 +218,8 @@ type InventoryServiceServer interface {
 	// once: sent again (its answer lost, say), it applies nothing and answers
 	// the first one's summary with replayed set; the same id with other
 	// records is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED. The
-	// service forgets an id after its retention, 30 days by default.
+	// service forgets an id after its retention, at least 30 days by
+	// default.
 	ImportStock(grpc.ClientStreamingServer[ImportStockRequest, ImportStockResponse]) error
 	mustEmbedUnimplementedInventoryServiceServer()
 }
