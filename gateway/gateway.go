@@ -10,6 +10,10 @@
 //	GET /healthz       200 while the process is alive
 //	GET /readyz        200 only when every backend's grpc.health.v1 reports SERVING
 //
+// Browsers, and any Connect client, may call the same methods as the REST
+// routes at their gRPC paths instead (POST /duet.user.v1.UserService/GetUser),
+// in the Connect protocol or gRPC-Web (connect.go).
+//
 // HEAD is answered on every GET route but the watches, as GET without the
 // body. A 405 names the methods the path takes in its Allow header.
 //
@@ -39,6 +43,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	connectcors "connectrpc.com/cors"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/rs/cors"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -180,12 +185,16 @@ func newCORS(origins []string, trustTrace bool) (*cors.Cors, error) {
 	if trustTrace {
 		headers = append(headers, "Baggage")
 	}
+	// And those of Connect and gRPC-Web, whose answers carry their status
+	// in headers of their own (connectcors lists both).
+	headers = append(headers, connectcors.AllowedHeaders()...)
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
-		// The methods of the contract's routes (HEAD is GET's).
+		// The methods of the contract's routes (HEAD is GET's); Connect
+		// and gRPC-Web take GET and POST.
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch},
 		AllowedHeaders: headers,
-		ExposedHeaders: []string{requestIDHeader, "Retry-After", "Allow", "WWW-Authenticate"},
+		ExposedHeaders: append([]string{requestIDHeader, "Retry-After", "Allow", "WWW-Authenticate"}, connectcors.ExposedHeaders()...),
 		MaxAge:         corsMaxAge,
 	}), nil
 }
@@ -279,6 +288,8 @@ type Gateway struct {
 	query queryFields
 	// cors answers cross-origin requests; nil without CORSOrigins.
 	cors *cors.Cors
+	// procedures are the Connect and gRPC-Web handlers, by path.
+	procedures procedures
 }
 
 // errDraining is the cause with which Drain cancels a watch.
@@ -360,6 +371,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		inventoryv1.File_duet_inventory_v1_inventory_proto,
 		notificationv1.File_duet_notification_v1_notification_proto,
 	)
+	g.procedures = g.connectProcedures()
 	g.entry = http.HandlerFunc(g.serve)
 	if tracing.Exporting() {
 		opts := []otelhttp.Option{
@@ -490,6 +502,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := checkForwardedSize(r); err != nil {
 		writeError(rec, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
+		return
+	}
+	if h, ok := g.procedures[r.URL.Path]; ok {
+		// Connect, gRPC-Web or gRPC (connect.go).
+		h.ServeHTTP(rec, r)
 		return
 	}
 	routed := r

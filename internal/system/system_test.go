@@ -512,7 +512,7 @@ func TestREADMEExamples(t *testing.T) {
 		"PAYMENT_STATUS_PARTIALLY_REFUNDED", "received 3, applied 3, rejected 0", "step=DONE", `"step": "ORDER_STEP_DONE"`, `"notification": {`,
 		"NOTIFICATION_KIND_WELCOME", "duet.order.v1.OrderConfirmed", `"rejected": "1"`, "INVALID_SKU",
 		"HTTP/1.1 400", "HTTP/1.1 409", "HTTP/1.1 404", "EMAIL_TAKEN", "USER_NOT_FOUND",
-		"duet.user.v1.UserService", `"status": "SERVING"`, `"status":"ready"`,
+		"duet.user.v1.UserService", `"status": "SERVING"`, `"status":"ready"`, `"code":"not_found"`,
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("README examples' output lacks %q", want)

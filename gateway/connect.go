@@ -1,0 +1,267 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// Connect and gRPC-Web. A browser, or any Connect client, calls the
+// methods the REST routes map at their gRPC paths (POST
+// /duet.user.v1.UserService/GetUser) on the gateway's port, in the Connect
+// protocol (JSON or binary; unary calls and server streams, over HTTP/1.1
+// or HTTP/2) or in gRPC-Web; over HTTP/2, plain gRPC clients may call it
+// too. connect-go's handlers speak the protocols; each call then goes on
+// over the same gRPC connection a REST call takes, with the caller's
+// token, the request id and the trace, so the services cannot tell the
+// two apart. The gRPC-only methods (the saga's, ImportStock, Subscribe)
+// are not served: a browser cannot stream its requests.
+
+// procedures maps each served procedure's path to its handler.
+type procedures map[string]http.Handler
+
+// connectProcedures returns the handlers of the methods the REST routes
+// map, of the services g has connections to.
+func (g *Gateway) connectProcedures() procedures {
+	users := userv1.NewUserServiceClient(g.cfg.Users)
+	orders := orderv1.NewOrderServiceClient(g.cfg.Orders)
+	payments := paymentv1.NewPaymentServiceClient(g.cfg.Payments)
+	p := procedures{}
+	unary(p, g, userv1.UserService_CreateUser_FullMethodName, users.CreateUser)
+	unary(p, g, userv1.UserService_GetUser_FullMethodName, users.GetUser)
+	unary(p, g, userv1.UserService_ListUsers_FullMethodName, users.ListUsers)
+	unary(p, g, userv1.UserService_UpdateUser_FullMethodName, users.UpdateUser)
+	unary(p, g, orderv1.OrderService_CreateOrder_FullMethodName, orders.CreateOrder)
+	unary(p, g, orderv1.OrderService_GetOrder_FullMethodName, orders.GetOrder)
+	unary(p, g, orderv1.OrderService_ListOrders_FullMethodName, orders.ListOrders)
+	watch(p, g, orderv1.OrderService_WatchOrder_FullMethodName, orders.WatchOrder)
+	unary(p, g, paymentv1.PaymentService_Charge_FullMethodName, payments.Charge)
+	unary(p, g, paymentv1.PaymentService_GetPayment_FullMethodName, payments.GetPayment)
+	unary(p, g, paymentv1.PaymentService_Refund_FullMethodName, payments.Refund)
+	if g.cfg.Inventory != nil {
+		inventory := inventoryv1.NewInventoryServiceClient(g.cfg.Inventory)
+		unary(p, g, inventoryv1.InventoryService_CreateProduct_FullMethodName, inventory.CreateProduct)
+		unary(p, g, inventoryv1.InventoryService_GetProduct_FullMethodName, inventory.GetProduct)
+		unary(p, g, inventoryv1.InventoryService_ListProducts_FullMethodName, inventory.ListProducts)
+	}
+	if g.cfg.Notifications != nil {
+		notifications := notificationv1.NewNotificationServiceClient(g.cfg.Notifications)
+		unary(p, g, notificationv1.NotificationService_ListNotifications_FullMethodName, notifications.ListNotifications)
+		unary(p, g, notificationv1.NotificationService_ListAuditEvents_FullMethodName, notifications.ListAuditEvents)
+	}
+	return p
+}
+
+// handlerOptions are every procedure's: the gateway's codecs, and its
+// body limit on the message as decompressed too.
+func (g *Gateway) handlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithCodec(codec{json: true}),
+		connect.WithCodec(codec{}),
+		connect.WithReadMaxBytes(int(g.cfg.MaxBodyBytes)),
+	}
+}
+
+// unary serves the unary procedure (a method's full name) by calling
+// call, the gRPC client's method, with RequestTimeout.
+func unary[Req, Res any, PReq interface {
+	*Req
+	proto.Message
+}](p procedures, g *Gateway, procedure string, call func(context.Context, PReq, ...grpc.CallOption) (*Res, error)) {
+	p[procedure] = connect.NewUnaryHandler(procedure, func(ctx context.Context, r *connect.Request[inbound[Req, PReq]]) (*connect.Response[Res], error) {
+		if r.Msg.err != nil {
+			return nil, r.Msg.err
+		}
+		ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+		defer cancel()
+		res, err := call(outgoing(ctx, r.Header()), r.Msg.message())
+		if err != nil {
+			return nil, g.connectError(ctx, procedure, err)
+		}
+		return connect.NewResponse(res), nil
+	}, g.handlerOptions()...)
+}
+
+// watch serves the server-streaming procedure by calling call and passing
+// every message on, until the backend ends the stream, the client goes,
+// or Drain ends it with UNAVAILABLE (reason SHUTTING_DOWN, RetryInfo) as
+// it ends a REST watch. Like a REST watch, it has no deadline: the saga
+// bounds it.
+func watch[Req, Res any, PReq interface {
+	*Req
+	proto.Message
+}](p procedures, g *Gateway, procedure string, call func(context.Context, PReq, ...grpc.CallOption) (grpc.ServerStreamingClient[Res], error)) {
+	handler := connect.NewServerStreamHandler(procedure, func(ctx context.Context, r *connect.Request[inbound[Req, PReq]], out *connect.ServerStream[Res]) error {
+		if r.Msg.err != nil {
+			return r.Msg.err
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
+		defer stop()
+		in, err := call(outgoing(ctx, r.Header()), r.Msg.message())
+		for err == nil {
+			var msg *Res
+			if msg, err = in.Recv(); err == nil {
+				err = out.Send(msg)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return g.connectError(ctx, procedure, err)
+	}, g.handlerOptions()...)
+	p[procedure] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec, ok := w.(*responseRecorder)
+		if !ok {
+			handler.ServeHTTP(w, r)
+			return
+		}
+		// The server's write timeout would cut the stream off; each
+		// message instead has its window to go out, as a REST watch's
+		// lines have (bound).
+		rc := http.NewResponseController(rec)
+		_ = rc.SetWriteDeadline(time.Time{})
+		handler.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}, r)
+	})
+}
+
+// outgoing is ctx with the metadata a call passes on to the service: the
+// caller's Authorization, which the services check, and the request id.
+// Its trace goes with ctx (kit/client's interceptors, or otelgrpc's).
+func outgoing(ctx context.Context, h http.Header) context.Context {
+	md := forwardRequestID(ctx, nil)
+	if auth := h.Values("Authorization"); len(auth) > 0 {
+		if md == nil {
+			md = metadata.MD{}
+		}
+		md["authorization"] = auth
+	}
+	if md == nil {
+		return ctx
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// connectError is what a Connect client sees of err, a call's: what a
+// REST client sees (toAPIError: the services' errors as they are, but
+// internal ones masked, transport errors given an ErrorInfo), with the
+// same details, logged the same way.
+func (g *Gateway) connectError(ctx context.Context, procedure string, err error) error {
+	if errors.Is(context.Cause(ctx), errDraining) {
+		return connectErrorOf(newAPIError(errShuttingDown(), 0))
+	}
+	st := status.Convert(err)
+	e := toAPIError(st, 0, nil)
+	if e.httpStatus >= 500 {
+		g.logFailure(ctx, st, "procedure", procedure)
+	}
+	return connectErrorOf(e)
+}
+
+// connectErrorOf turns e into connect-go's error.
+func connectErrorOf(e apiError) *connect.Error {
+	ce := connect.NewError(connect.Code(e.status.GetCode()), errors.New(e.status.GetMessage()))
+	for _, a := range e.status.GetDetails() {
+		if d, err := connect.NewErrorDetail(a); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	return ce
+}
+
+// inbound is a request message as the gateway's codec decodes it: the
+// message, or the error a client sees of a body that does not decode
+// (INVALID_ARGUMENT with an ErrorInfo, and the field, as a REST body
+// gets), which connect-go would otherwise answer with its own wording.
+type inbound[M any, P interface {
+	*M
+	proto.Message
+}] struct {
+	msg M
+	err error
+}
+
+func (in *inbound[M, P]) message() P { return P(&in.msg) }
+
+// decode implements decoder.
+func (in *inbound[M, P]) decode(data []byte, json bool) {
+	m := in.message()
+	if !json {
+		if err := proto.Unmarshal(data, m); err != nil {
+			in.err = connectErrorOf(newAPIError(apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument,
+				"the request body is not a binary "+string(m.ProtoReflect().Descriptor().FullName())), 0))
+		}
+		return
+	}
+	if len(data) == 0 {
+		return // an empty body is the empty message
+	}
+	if err := protojson.Unmarshal(data, m); err != nil {
+		st := status.New(codes.InvalidArgument, bodyError(err).Error())
+		in.err = connectErrorOf(toAPIError(st, 0, data))
+	}
+}
+
+// decoder is a request message codec decodes into.
+type decoder interface {
+	decode(data []byte, json bool)
+}
+
+// codec is the gateway's Connect codec, "json" or "proto": it encodes
+// answers as connect-go's own would, and decodes requests into inbound
+// messages, which keep a decoding error for the handler to answer.
+type codec struct{ json bool }
+
+// Name implements connect.Codec.
+func (c codec) Name() string {
+	if c.json {
+		return "json"
+	}
+	return "proto"
+}
+
+// Marshal implements connect.Codec.
+func (c codec) Marshal(v any) ([]byte, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("gateway: cannot encode %T", v)
+	}
+	if c.json {
+		return protojson.Marshal(m)
+	}
+	return proto.Marshal(m)
+}
+
+// Unmarshal implements connect.Codec.
+func (c codec) Unmarshal(data []byte, v any) error {
+	switch m := v.(type) {
+	case decoder:
+		m.decode(data, c.json)
+		return nil
+	case proto.Message:
+		if c.json {
+			return protojson.Unmarshal(data, m)
+		}
+		return proto.Unmarshal(data, m)
+	}
+	return fmt.Errorf("gateway: cannot decode into %T", v)
+}

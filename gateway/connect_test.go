@@ -1,0 +1,279 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
+)
+
+// protocols are the ways a Connect client may call the gateway over
+// HTTP/1.1: the Connect protocol, JSON and binary, and gRPC-Web.
+var protocols = []struct {
+	name string
+	opts []connect.ClientOption
+}{
+	{"connect+json", []connect.ClientOption{connect.WithProtoJSON()}},
+	{"connect+proto", nil},
+	{"grpc-web+proto", []connect.ClientOption{connect.WithGRPCWeb()}},
+	{"grpc-web+json", []connect.ClientOption{connect.WithGRPCWeb(), connect.WithProtoJSON()}},
+}
+
+// errorInfo returns the reason of err's ErrorInfo detail, "" without one.
+func errorInfo(t *testing.T, err error) string {
+	t.Helper()
+	ce, ok := errors.AsType[*connect.Error](err)
+	if !ok {
+		t.Fatalf("%v is not a connect error", err)
+	}
+	for _, d := range ce.Details() {
+		if v, err := d.Value(); err == nil {
+			if info, ok := v.(*errdetails.ErrorInfo); ok {
+				return info.GetReason()
+			}
+		}
+	}
+	return ""
+}
+
+// TestConnectUnary: each protocol reaches the service with the caller's
+// token and the request id, and answers as the service did: the message,
+// or its error with its code and ErrorInfo; an internal error masked.
+func TestConnectUnary(t *testing.T) {
+	e := newEnv(t)
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			getUser := connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](e.srv.Client(),
+				e.srv.URL+userv1.UserService_GetUser_FullMethodName, p.opts...)
+			req := connect.NewRequest(&userv1.GetUserRequest{Id: knownUserID})
+			req.Header().Set("Authorization", "Bearer a.b.c")
+			req.Header().Set(requestIDHeader, "connect-request-1")
+			res, err := getUser.CallUnary(t.Context(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Msg.GetUser().GetEmail() != "ada@example.com" {
+				t.Errorf("GetUser answered %v", res.Msg)
+			}
+			if got := res.Header().Get(requestIDHeader); got != "connect-request-1" {
+				t.Errorf("X-Request-Id %q, want the caller's", got)
+			}
+			md := e.userCalls.lastMD(t)
+			if got := md.Get("authorization"); !slices.Equal(got, []string{"Bearer a.b.c"}) {
+				t.Errorf("the service got authorization %q", got)
+			}
+			if got := md.Get("x-request-id"); !slices.Equal(got, []string{"connect-request-1"}) {
+				t.Errorf("the service got x-request-id %q", got)
+			}
+
+			_, err = getUser.CallUnary(t.Context(), connect.NewRequest(&userv1.GetUserRequest{Id: unknownID}))
+			if connect.CodeOf(err) != connect.CodeNotFound || errorInfo(t, err) != "USER_NOT_FOUND" {
+				t.Errorf("an unknown user: %v (reason %q), want not_found USER_NOT_FOUND", err, errorInfo(t, err))
+			}
+
+			createUser := connect.NewClient[userv1.CreateUserRequest, userv1.CreateUserResponse](e.srv.Client(),
+				e.srv.URL+userv1.UserService_CreateUser_FullMethodName, p.opts...)
+			_, err = createUser.CallUnary(t.Context(), connect.NewRequest(&userv1.CreateUserRequest{Email: "internal@example.com", Name: "X"}))
+			if connect.CodeOf(err) != connect.CodeInternal || strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("an internal error: %v, want it masked", err)
+			}
+			_, err = createUser.CallUnary(t.Context(), connect.NewRequest(&userv1.CreateUserRequest{Email: "taken@example.com", Name: "X"}))
+			if connect.CodeOf(err) != connect.CodeAlreadyExists || errorInfo(t, err) != "EMAIL_TAKEN" {
+				t.Errorf("a taken email: %v, want already_exists EMAIL_TAKEN", err)
+			}
+		})
+	}
+}
+
+// TestConnectBadBody: a body that does not decode is INVALID_ARGUMENT with
+// an ErrorInfo and the field, as a REST body's is, and reaches no service;
+// so is a body over the gateway's limit refused.
+func TestConnectBadBody(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name, contentType, body string
+		status                  int
+		code, reason, field     string
+	}{
+		{"unknown field", "application/json", `{"id": "x", "nmae": "y"}`, 400, "invalid_argument", apierr.ReasonInvalidArgument, "nmae"},
+		{"wrong type", "application/json", `{"id": 5}`, 400, "invalid_argument", apierr.ReasonInvalidArgument, "id"},
+		{"not JSON", "application/json", `{"id":`, 400, "invalid_argument", apierr.ReasonInvalidArgument, ""},
+		{"not binary", "application/proto", "\xff\xff\xff", 400, "invalid_argument", apierr.ReasonInvalidArgument, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(e.userCalls.md)
+			r := e.do(t, "POST", userv1.UserService_GetUser_FullMethodName, tt.body, "Content-Type", tt.contentType)
+			if r.status != tt.status {
+				t.Fatalf("HTTP %d %s, want %d", r.status, r.body, tt.status)
+			}
+			body := r.json(t)
+			if body["code"] != tt.code {
+				t.Errorf("code %v, want %s: %s", body["code"], tt.code, r.body)
+			}
+			details, _ := body["details"].([]any)
+			var reason, field string
+			for _, d := range details {
+				dm, _ := d.(map[string]any)
+				v, _ := dm["debug"].(map[string]any)
+				if r, ok := v["reason"].(string); ok {
+					reason = r
+				}
+				if fvs, ok := v["fieldViolations"].([]any); ok && len(fvs) > 0 {
+					field, _ = fvs[0].(map[string]any)["field"].(string)
+				}
+			}
+			if reason != tt.reason || field != tt.field {
+				t.Errorf("reason %q, field %q; want %q, %q: %s", reason, field, tt.reason, tt.field, r.body)
+			}
+			e.userCalls.mu.Lock()
+			after := len(e.userCalls.md)
+			e.userCalls.mu.Unlock()
+			if after != before {
+				t.Error("the service was called")
+			}
+		})
+	}
+	r := e.do(t, "POST", userv1.UserService_GetUser_FullMethodName, `{"id": "`+strings.Repeat("x", testMaxBody)+`"}`)
+	if r.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over the limit: HTTP %d %s, want 413", r.status, r.body)
+	}
+}
+
+// TestConnectServesTheRESTMethods: the procedures served are the methods
+// the REST routes map, no more (the saga's stay gRPC only), no fewer; a
+// call of another method is a JSON 404, as an unknown route is.
+func TestConnectServesTheRESTMethods(t *testing.T) {
+	e := newEnv(t)
+	var want []string
+	for _, fd := range []protoreflect.FileDescriptor{
+		userv1.File_duet_user_v1_user_proto, orderv1.File_duet_order_v1_order_proto, paymentv1.File_duet_payment_v1_payment_proto,
+		inventoryv1.File_duet_inventory_v1_inventory_proto, notificationv1.File_duet_notification_v1_notification_proto,
+	} {
+		for i := range fd.Services().Len() {
+			sd := fd.Services().Get(i)
+			for j := range sd.Methods().Len() {
+				md := sd.Methods().Get(j)
+				if proto.HasExtension(md.Options(), annotations.E_Http) {
+					want = append(want, "/"+string(sd.FullName())+"/"+string(md.Name()))
+				}
+			}
+		}
+	}
+	var got []string
+	for path := range e.gw.procedures {
+		got = append(got, path)
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("procedures served:\n%v\nwant the REST-mapped methods:\n%v", got, want)
+	}
+	r := e.do(t, "POST", inventoryv1.InventoryService_ReserveStock_FullMethodName, `{}`)
+	if r.status != http.StatusNotFound || !strings.Contains(string(r.body), ReasonRouteNotFound) {
+		t.Errorf("a gRPC-only method: HTTP %d %s, want a 404 %s", r.status, r.body, ReasonRouteNotFound)
+	}
+}
+
+// TestConnectWatch: a server stream passes every message on, in each
+// protocol, past the call deadline and past the server's write timeout,
+// as a REST watch does.
+func TestConnectWatch(t *testing.T) {
+	gw := quietGateway(t, nil, watchingOrders{pause: 300 * time.Millisecond}, func(c *Config) {
+		c.RequestTimeout, c.WriteTimeout = 100*time.Millisecond, 200*time.Millisecond
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gw.Server(lis.Addr().String())
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Close()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](http.DefaultClient,
+				"http://"+lis.Addr().String()+orderv1.OrderService_WatchOrder_FullMethodName, p.opts...)
+			stream, err := watch.CallServerStream(t.Context(), connect.NewRequest(&orderv1.WatchOrderRequest{Id: knownUserID}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stream.Close()
+			var got []orderv1.OrderStatus
+			for stream.Receive() {
+				got = append(got, stream.Msg().GetOrder().GetStatus())
+			}
+			if err := stream.Err(); err != nil {
+				t.Fatal(err)
+			}
+			want := []orderv1.OrderStatus{orderv1.OrderStatus_ORDER_STATUS_PENDING, orderv1.OrderStatus_ORDER_STATUS_PENDING, orderv1.OrderStatus_ORDER_STATUS_CONFIRMED}
+			if !slices.Equal(got, want) {
+				t.Errorf("watched %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestConnectWatchDrained: Drain ends an open stream with UNAVAILABLE,
+// reason SHUTTING_DOWN, as it ends a REST watch.
+func TestConnectWatchDrained(t *testing.T) {
+	w := endlessWatch{started: make(chan struct{}, 1)}
+	gw := quietGateway(t, nil, w)
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](srv.Client(),
+		srv.URL+orderv1.OrderService_WatchOrder_FullMethodName, connect.WithProtoJSON())
+	stream, err := watch.CallServerStream(ctx, connect.NewRequest(&orderv1.WatchOrderRequest{Id: knownUserID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first message: %v", stream.Err())
+	}
+	gw.Drain()
+	for stream.Receive() {
+	}
+	err = stream.Err()
+	if connect.CodeOf(err) != connect.CodeUnavailable || errorInfo(t, err) != apierr.ReasonShuttingDown {
+		t.Errorf("the stream ended with %v, want unavailable %s", err, apierr.ReasonShuttingDown)
+	}
+}
+
+// TestConnectCORS: a page of an allowed origin may send a Connect call's
+// headers and read its answer's.
+func TestConnectCORS(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.CORSOrigins = []string{"https://shop.example"} })
+	r := e.do(t, "OPTIONS", userv1.UserService_GetUser_FullMethodName, nil,
+		"Origin", "https://shop.example", "Access-Control-Request-Method", "POST",
+		"Access-Control-Request-Headers", "authorization,connect-protocol-version,connect-timeout-ms,content-type,x-grpc-web,x-user-agent") // sorted, as browsers send them
+	if r.status != http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != "https://shop.example" {
+		t.Fatalf("preflight: HTTP %d, headers %v", r.status, r.header)
+	}
+	r = e.do(t, "POST", userv1.UserService_GetUser_FullMethodName, `{"id": "`+knownUserID+`"}`, "Origin", "https://shop.example")
+	exposed := strings.ToLower(r.header.Get("Access-Control-Expose-Headers"))
+	for _, h := range []string{"grpc-status", "grpc-message", "x-request-id"} {
+		if !strings.Contains(exposed, h) {
+			t.Errorf("Access-Control-Expose-Headers %q lacks %s", exposed, h)
+		}
+	}
+}
