@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -15,6 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
@@ -26,10 +30,10 @@ import (
 
 // Connect and gRPC-Web. A browser, or any Connect client, calls the
 // methods the REST routes map at their gRPC paths (POST
-// /duet.user.v1.UserService/GetUser) on the gateway's port, in the Connect
-// protocol (JSON or binary; unary calls and server streams, over HTTP/1.1
-// or HTTP/2) or in gRPC-Web; over HTTP/2, plain gRPC clients may call it
-// too. connect-go's handlers speak the protocols; each call then goes on
+// /duet.user.v1.UserService/GetUser; GET too for those the contract marks
+// free of side effects) on the gateway's port, in the Connect protocol
+// (JSON or binary; unary calls and server streams) or in gRPC-Web.
+// connect-go's handlers speak the protocols; each call then goes on
 // over the same gRPC connection a REST call takes, with the caller's
 // token, the request id and the trace, so the services cannot tell the
 // two apart. The gRPC-only methods (the saga's, ImportStock, Subscribe)
@@ -70,14 +74,38 @@ func (g *Gateway) connectProcedures() procedures {
 	return p
 }
 
-// handlerOptions are every procedure's: the gateway's codecs, and its
-// body limit on the message as decompressed too.
-func (g *Gateway) handlerOptions() []connect.HandlerOption {
+// handlerOptions are procedure's: the gateway's codecs, under each name
+// connect-go registers its own for; the gateway's body limit; no request
+// compression, which browsers do not use and which would let a small
+// body cost inflating a large one (connect-go reads an over-long message
+// to its end to say how long it was); and GET for the methods the
+// contract marks free of side effects, which Connect clients may send as
+// GET (connect-es's useHttpGet), cacheable.
+func (g *Gateway) handlerOptions(procedure string) []connect.HandlerOption {
 	return []connect.HandlerOption{
-		connect.WithCodec(codec{json: true}),
-		connect.WithCodec(codec{}),
+		connect.WithCodec(codec{name: "json", json: true}),
+		connect.WithCodec(codec{name: "json; charset=utf-8", json: true}),
+		connect.WithCodec(codec{name: "proto"}),
 		connect.WithReadMaxBytes(int(g.cfg.MaxBodyBytes)),
+		connect.WithCompression("gzip", nil, nil),
+		connect.WithIdempotency(idempotency(procedure)),
 	}
+}
+
+// idempotency is the idempotency_level the contract gives the method
+// named by procedure ("/pkg.Service/Method").
+func idempotency(procedure string) connect.IdempotencyLevel {
+	name := protoreflect.FullName(strings.ReplaceAll(strings.TrimPrefix(procedure, "/"), "/", "."))
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
+	if err != nil {
+		return connect.IdempotencyUnknown
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return connect.IdempotencyUnknown
+	}
+	opts, _ := md.Options().(*descriptorpb.MethodOptions)
+	return connect.IdempotencyLevel(opts.GetIdempotencyLevel())
 }
 
 // unary serves the unary procedure (a method's full name) by calling
@@ -97,7 +125,7 @@ func unary[Req, Res any, PReq interface {
 			return nil, g.connectError(ctx, procedure, err)
 		}
 		return connect.NewResponse(res), nil
-	}, g.handlerOptions()...)
+	}, g.handlerOptions(procedure)...)
 }
 
 // watch serves the server-streaming procedure by calling call and passing
@@ -120,15 +148,20 @@ func watch[Req, Res any, PReq interface {
 		in, err := call(outgoing(ctx, r.Header()), r.Msg.message())
 		for err == nil {
 			var msg *Res
-			if msg, err = in.Recv(); err == nil {
-				err = out.Send(msg)
+			if msg, err = in.Recv(); err != nil {
+				break
+			}
+			if err := out.Send(msg); err != nil {
+				// The client went, or stopped reading: nothing to
+				// tell it, nor to log as the system's failure.
+				return err
 			}
 		}
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		return g.connectError(ctx, procedure, err)
-	}, g.handlerOptions()...)
+	}, g.handlerOptions(procedure)...)
 	p[procedure] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec, ok := w.(*responseRecorder)
 		if !ok {
@@ -177,13 +210,21 @@ func (g *Gateway) connectError(ctx context.Context, procedure string, err error)
 	return connectErrorOf(e)
 }
 
-// connectErrorOf turns e into connect-go's error.
+// connectErrorOf turns e into connect-go's error, with the headers a REST
+// answer of it has: Retry-After from its RetryInfo, and a 401's
+// WWW-Authenticate challenge (connect-go sends an error's Meta as
+// headers, or in gRPC-Web as trailers).
 func connectErrorOf(e apiError) *connect.Error {
 	ce := connect.NewError(connect.Code(e.status.GetCode()), errors.New(e.status.GetMessage()))
-	for _, a := range e.status.GetDetails() {
+	details := e.status.GetDetails()
+	for _, a := range details {
 		if d, err := connect.NewErrorDetail(a); err == nil {
 			ce.AddDetail(d)
 		}
+	}
+	setRetryAfter(ce.Meta(), details)
+	if ce.Code() == connect.CodeUnauthenticated {
+		setAuthenticate(ce.Meta(), details)
 	}
 	return ce
 }
@@ -226,18 +267,16 @@ type decoder interface {
 	decode(data []byte, json bool)
 }
 
-// codec is the gateway's Connect codec, "json" or "proto": it encodes
-// answers as connect-go's own would, and decodes requests into inbound
-// messages, which keep a decoding error for the handler to answer.
-type codec struct{ json bool }
+// codec is the gateway's Connect codec, JSON or binary, under name: it
+// encodes answers as connect-go's own would, and decodes requests into
+// inbound messages, which keep a decoding error for the handler to answer.
+type codec struct {
+	name string
+	json bool
+}
 
 // Name implements connect.Codec.
-func (c codec) Name() string {
-	if c.json {
-		return "json"
-	}
-	return "proto"
-}
+func (c codec) Name() string { return c.name }
 
 // Marshal implements connect.Codec.
 func (c codec) Marshal(v any) ([]byte, error) {

@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -207,9 +212,11 @@ func TestConnectWatch(t *testing.T) {
 	srv := gw.Server(lis.Addr().String())
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](http.DefaultClient,
+			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](client,
 				"http://"+lis.Addr().String()+orderv1.OrderService_WatchOrder_FullMethodName, p.opts...)
 			stream, err := watch.CallServerStream(t.Context(), connect.NewRequest(&orderv1.WatchOrderRequest{Id: knownUserID}))
 			if err != nil {
@@ -275,5 +282,79 @@ func TestConnectCORS(t *testing.T) {
 		if !strings.Contains(exposed, h) {
 			t.Errorf("Access-Control-Expose-Headers %q lacks %s", exposed, h)
 		}
+	}
+}
+
+// refusingUsers refuses GetUser as an edge's token check, or a busy
+// service, would.
+type refusingUsers struct {
+	userv1.UnimplementedUserServiceServer
+}
+
+func (refusingUsers) GetUser(_ context.Context, req *userv1.GetUserRequest) (*userv1.GetUserResponse, error) {
+	switch req.GetId() {
+	case "expired":
+		return nil, apierr.New(codes.Unauthenticated, "TOKEN_EXPIRED", "the bearer token has expired")
+	case "busy":
+		return nil, apierr.Unavailable("OVERLOADED", "too busy", 7*time.Second)
+	}
+	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
+}
+
+// TestConnectHTTP: what the Connect protocol looks like on the wire: JSON
+// with a charset as browsers' libraries send it, GET for a method free of
+// side effects but not for others, no compressed bodies, and a refusal's
+// headers as REST sends them.
+func TestConnectHTTP(t *testing.T) {
+	gw := quietGateway(t, refusingUsers{}, nil)
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(`{"id": "zipped"}`))
+	_ = zw.Close()
+	getUser := userv1.UserService_GetUser_FullMethodName
+	tests := []struct {
+		name, method, path, body string
+		header                   []string
+		status                   int
+		want                     []string // in the body, or "Header: value"
+	}{
+		{"JSON with a charset", "POST", getUser, `{"id": "ada"}`, []string{"Content-Type", "application/json; charset=utf-8"}, 200, []string{`"id":"ada"`}},
+		{"GET, free of side effects", "GET", getUser + "?encoding=json&message=" + url.QueryEscape(`{"id":"ada"}`), "", nil, 200, []string{`"id":"ada"`}},
+		{"GET, with side effects", "GET", userv1.UserService_CreateUser_FullMethodName + "?encoding=json&message=%7B%7D", "", nil, 405, []string{"Allow: POST"}},
+		{"a compressed body", "POST", getUser, gz.String(), []string{"Content-Type", "application/json", "Content-Encoding", "gzip"}, 501, []string{`"code":"unimplemented"`}},
+		{"a token refused", "POST", getUser, `{"id": "expired"}`, []string{"Content-Type", "application/json"}, 401,
+			[]string{`"code":"unauthenticated"`, "TOKEN_EXPIRED", `Www-Authenticate: Bearer error="invalid_token"`}},
+		{"busy", "POST", getUser, `{"id": "busy"}`, []string{"Content-Type", "application/json"}, 503, []string{`"code":"unavailable"`, "Retry-After: 7"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i+1 < len(tt.header); i += 2 {
+				req.Header.Set(tt.header[i], tt.header[i+1])
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Errorf("HTTP %d %s, want %d", resp.StatusCode, body, tt.status)
+			}
+			for _, w := range tt.want {
+				if name, value, ok := strings.Cut(w, ": "); ok {
+					if got := resp.Header.Get(name); got != value {
+						t.Errorf("%s: %q, want %q", name, got, value)
+					}
+				} else if !strings.Contains(string(body), w) {
+					t.Errorf("body %s lacks %s", body, w)
+				}
+			}
+		})
 	}
 }

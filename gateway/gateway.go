@@ -36,6 +36,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,8 +138,10 @@ type Config struct {
 	// from another origin: "https://shop.example", a "*" as the host's
 	// first label ("https://*.shop.example"), or "*" alone for any
 	// origin. The gateway answers preflight requests (204, with the CORS
-	// headers for these origins) and marks its answers, errors included,
-	// readable by them (with X-Request-Id, Retry-After and Allow), without
+	// headers for these origins, Connect's and gRPC-Web's included) and
+	// marks its answers, errors included, readable by them (with
+	// X-Request-Id, Retry-After, Allow, WWW-Authenticate, and gRPC-Web's
+	// Grpc-Status, Grpc-Message and Grpc-Status-Details-Bin), without
 	// credentials: no cookies, which the API does not use. Empty, none: a
 	// browser then lets only the gateway's own origin read its answers.
 	CORSOrigins []string
@@ -187,7 +190,11 @@ func newCORS(origins []string, trustTrace bool) (*cors.Cors, error) {
 	}
 	// And those of Connect and gRPC-Web, whose answers carry their status
 	// in headers of their own (connectcors lists both).
-	headers = append(headers, connectcors.AllowedHeaders()...)
+	for _, h := range connectcors.AllowedHeaders() {
+		if !slices.Contains(headers, h) {
+			headers = append(headers, h)
+		}
+	}
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		// The methods of the contract's routes (HEAD is GET's); Connect
