@@ -313,7 +313,7 @@ func serveConfig(args []string, stderr io.Writer) (string, system.ServeConfig, *
 	c.register(fs)
 	listen := fs.String("listen", "127.0.0.1:9090", "listen address: gRPC for a service, HTTP for the gateway")
 	dbURL := fs.String("database-url", "", "database URL: postgres://… or sqlite:PATH (default: a SQLite file in --data-dir)")
-	userTarget := fs.String("user-target", "", "user service address (host:port or dns:///host:port); order and gateway")
+	userTarget := fs.String("user-target", "", "user service address (host:port, dns:///host:port, or static:///host:port,host:port for a list of replicas); order and gateway")
 	orderTarget := fs.String("order-target", "", "order service address; gateway")
 	paymentTarget := fs.String("payment-target", "", "payment service address; order and gateway")
 	inventoryTarget := fs.String("inventory-target", "", "inventory service address; order and gateway")

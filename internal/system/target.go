@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/resolver"
+
+	"github.com/duetkit/duet/kit/client"
 )
 
 // CheckTarget refuses a peer target that grpc.NewClient would take and
@@ -22,63 +24,77 @@ import (
 //
 // A target is "host:port", or a URL of a resolver linked into the binary:
 // "dns:///host:port" (a port is required here too: Duet's services do not
-// listen on 443), "passthrough:///host:port", "unix:path" and the like.
+// listen on 443), "static:///host:port,host:port" (kit/client's list of
+// replicas), "passthrough:///host:port", "unix:path" and the like.
 func CheckTarget(flag, target string) error {
 	if target == "" {
 		return fmt.Errorf("--%s: an address is required", flag)
 	}
-	_, _, err := targetHost(target)
+	_, _, err := targetHosts(target)
 	switch {
 	case errors.Is(err, errUnknownScheme):
-		return fmt.Errorf("--%s %q: unknown scheme (want host:port or dns:///host:port)", flag, target)
+		return fmt.Errorf("--%s %q: unknown scheme (want host:port, dns:///host:port or static:///host:port,host:port)", flag, target)
 	case err != nil:
-		return fmt.Errorf("--%s %q: want host:port or dns:///host:port, with the port's number", flag, target)
+		return fmt.Errorf("--%s %q: want host:port, dns:///host:port or static:///host:port,host:port, with the ports' numbers", flag, target)
 	}
 	return nil
 }
 
 // LocalTarget reports whether a target CheckTarget accepts reaches only
-// this machine: a loopback address, "localhost", or a unix socket. A
-// command sends an end user's token over plaintext only to such a target.
+// this machine: a loopback address, "localhost", or a unix socket (every
+// address of a static list). A command sends an end user's token over
+// plaintext only to such a target.
 func LocalTarget(target string) bool {
-	host, unix, err := targetHost(target)
+	hosts, unix, err := targetHosts(target)
 	switch {
-	case err != nil:
+	case err != nil || (len(hosts) == 0 && !unix):
 		return false
 	case unix:
 		return true
-	case host == "localhost":
-		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	for _, host := range hosts {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return false
+		}
+	}
+	return true
 }
 
 var errUnknownScheme = errors.New("unknown scheme")
 
-// targetHost returns the host a target dials; unix is true for a unix
+// targetHosts returns the hosts a target dials; unix is true for a unix
 // socket, whose host is empty. A resolver of the caller's own has no host
-// known here: host "" and unix false.
-func targetHost(target string) (host string, unix bool, err error) {
+// known here: none, and unix false.
+func targetHosts(target string) (hosts []string, unix bool, err error) {
 	endpoint := target
 	if u, err := url.Parse(target); err == nil && u.Scheme != "" && resolver.Get(u.Scheme) != nil {
+		endpoint = strings.TrimPrefix(u.Path, "/")
+		if u.Opaque != "" {
+			endpoint = u.Opaque
+		}
 		switch u.Scheme {
 		case "dns", "passthrough":
-			endpoint = strings.TrimPrefix(u.Path, "/")
-			if u.Opaque != "" {
-				endpoint = u.Opaque
+		case client.StaticScheme:
+			addrs, err := client.StaticAddresses(endpoint)
+			if err != nil {
+				return nil, false, err
 			}
+			for _, a := range addrs {
+				host, _, _ := net.SplitHostPort(a)
+				hosts = append(hosts, host)
+			}
+			return hosts, false, nil
 		case "unix", "unix-abstract":
-			return "", true, nil
+			return nil, true, nil
 		default:
-			return "", false, nil // resolvers of the caller's own
+			return nil, false, nil // resolvers of the caller's own
 		}
 	} else if strings.Contains(target, "://") {
-		return "", false, errUnknownScheme
+		return nil, false, errUnknownScheme
 	}
 	host, port, err := net.SplitHostPort(endpoint)
 	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-		return "", false, errors.New("not host:port")
+		return nil, false, errors.New("not host:port")
 	}
-	return host, false, nil
+	return []string{host}, false, nil
 }

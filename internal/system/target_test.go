@@ -20,7 +20,12 @@ func TestCheckTarget(t *testing.T) {
 		{"passthrough:///127.0.0.1:9091", true},
 		{"unix:///run/duet/user.sock", true},
 		{"unix:user.sock", true},
+		{"static:///10.0.0.7:9091,10.0.0.8:9091", true},
+		{"static:///[::1]:9091", true},
 		{"", false},
+		{"static:///", false},
+		{"static:///10.0.0.7:9091,10.0.0.8", false}, // a port missing
+		{"static:///10.0.0.7:9091,10.0.0.7:9091", false},
 		{"usersvc", false},                // port 443, grpc's DNS default
 		{"dns:///usersvc", false},         // the same
 		{":9091", false},                  // no host
@@ -56,6 +61,8 @@ func TestLocalTarget(t *testing.T) {
 		{"passthrough:///127.0.0.1:9091", true},
 		{"unix:///run/duet/user.sock", true},
 		{"unix:user.sock", true},
+		{"static:///127.0.0.1:9091,localhost:9191", true},
+		{"static:///127.0.0.1:9091,10.0.0.2:9091", false}, // one remote
 		{"10.0.0.2:9091", false},
 		{"[::]:9091", false},
 		{"0.0.0.0:9091", false},

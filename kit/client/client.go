@@ -162,10 +162,18 @@ const (
 	DefaultKeepaliveTimeout = 10 * time.Second
 )
 
-// New returns a connection to target ("host:port", "dns:///name:port", or
-// any target grpc.NewClient accepts). It does not connect until first used;
-// share it for the life of the process.
+// New returns a connection to target ("host:port", "dns:///name:port",
+// "static:///host:port,host:port", or any target grpc.NewClient accepts).
+// It does not connect until first used; share it for the life of the
+// process.
 func New(target string, cfg Config) (*grpc.ClientConn, error) {
+	if endpoint, ok := strings.CutPrefix(target, StaticScheme+":///"); ok {
+		// grpc.NewClient resolves on the first call: a bad list would
+		// fail every call rather than the start.
+		if _, err := StaticAddresses(endpoint); err != nil {
+			return nil, fmt.Errorf("client: %s: %w", target, err)
+		}
+	}
 	m := cfg.Metrics
 	if m == nil {
 		m = metrics.Default()

@@ -45,3 +45,15 @@ func ExampleNew() {
 	fmt.Println(resp.GetUser().GetName())
 	// Output: req-42
 }
+
+// ExampleStaticAddresses: a static:/// target lists a peer's replicas;
+// New refuses a list StaticAddresses does not take.
+func ExampleStaticAddresses() {
+	addrs, err := client.StaticAddresses("10.0.0.7:9091, 10.0.0.8:9091")
+	fmt.Println(addrs, err)
+	_, err = client.New("static:///10.0.0.7:9091,10.0.0.8", client.Config{})
+	fmt.Println(err)
+	// Output:
+	// [10.0.0.7:9091 10.0.0.8:9091] <nil>
+	// client: static:///10.0.0.7:9091,10.0.0.8: static target address "10.0.0.8": want host:port, with the port's number
+}

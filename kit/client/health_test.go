@@ -75,6 +75,21 @@ func both(t *testing.T, users userv1.UserServiceClient) {
 	})
 }
 
+// onlyTo waits until 20 calls in a row have gone to the replica named
+// name (the other has said it is NOT_SERVING).
+func onlyTo(t *testing.T, users userv1.UserServiceClient, name string) {
+	t.Helper()
+	run := 0
+	within(t, users, "20 calls in a row to "+name, func(got string, err error) bool {
+		if err == nil && got == name {
+			run++
+		} else {
+			run = 0
+		}
+		return run == 20
+	})
+}
+
 // TestHealthCheckSteersCalls: round_robin sent a replica that reported
 // NOT_SERVING (draining, or told by its owner it cannot serve) its share
 // of the calls as long as the connection to it stood.
@@ -102,15 +117,7 @@ func TestHealthCheckSteersCalls(t *testing.T) {
 			}
 			// The status reaches the client over the Watch stream; wait
 			// for it, then every call goes to b.
-			run := 0
-			within(t, users, "20 calls in a row to b once a is NOT_SERVING", func(name string, err error) bool {
-				if err == nil && name == "b" {
-					run++
-				} else {
-					run = 0
-				}
-				return run == 20
-			})
+			onlyTo(t, users, "b")
 			for i := 0; i < 50; i++ {
 				resp, err := users.GetUser(context.Background(), &userv1.GetUserRequest{Id: "0b7f5b4e-8a1e-4f57-9d7e-0d4b8f3e2a11"})
 				if err != nil || resp.GetUser().GetName() != "b" {
@@ -130,5 +137,28 @@ func TestHealthCheckSteersCalls(t *testing.T) {
 			b.SetServing(true)
 			both(t, users)
 		})
+	}
+}
+
+// TestStaticTarget: a static:/// target balances calls over its list, and
+// a list that is not one is refused by New, not by every call.
+func TestStaticTarget(t *testing.T) {
+	a := servertest.NewServer(t, server.Config{}, func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, named{name: "a"}) })
+	b := servertest.NewServer(t, server.Config{}, func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, named{name: "b"}) })
+	conn, err := client.New("static:///"+a.Addr+", "+b.Addr, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	users := userv1.NewUserServiceClient(conn)
+	both(t, users)
+	a.SetServing(false)
+	onlyTo(t, users, "b")
+
+	for _, bad := range []string{"static:///", "static:///127.0.0.1", "static:///127.0.0.1:1,127.0.0.1:1", "static:///127.0.0.1:1,:2", "static:///127.0.0.1:99999"} {
+		if conn, err := client.New(bad, client.Config{}); err == nil {
+			_ = conn.Close()
+			t.Errorf("New(%q) took it", bad)
+		}
 	}
 }

@@ -1,0 +1,74 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/resolver"
+)
+
+// StaticScheme is the target scheme of a fixed list of a peer's replicas:
+// "static:///10.0.0.7:9091,10.0.0.8:9091". Calls are balanced over the
+// ones that are up and report SERVING, as over the addresses a dns:///
+// target resolves to; for replicas without a DNS name of their own (VMs,
+// a compose file's fixed addresses). Importing this package registers
+// it with grpc-go.
+const StaticScheme = "static"
+
+func init() { resolver.Register(staticBuilder{}) }
+
+// StaticAddresses returns the host:port addresses of a static target's
+// endpoint (what follows "static:///"), or an error naming the first one
+// that is not host:port with a port's number. Duplicates are an error:
+// round_robin would send the address twice the calls.
+func StaticAddresses(endpoint string) ([]string, error) {
+	if strings.TrimSpace(endpoint) == "" {
+		return nil, errors.New("a static target needs at least one host:port")
+	}
+	var addrs []string
+	seen := map[string]bool{}
+	for _, a := range strings.Split(endpoint, ",") {
+		a = strings.TrimSpace(a)
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("static target address %q: want host:port, with the port's number", a)
+		}
+		if seen[a] {
+			return nil, fmt.Errorf("static target address %q is given twice", a)
+		}
+		seen[a] = true
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
+}
+
+// staticBuilder resolves static targets, once: the list never changes.
+type staticBuilder struct{}
+
+func (staticBuilder) Scheme() string { return StaticScheme }
+
+func (staticBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	addrs, err := StaticAddresses(target.Endpoint())
+	if err != nil {
+		return nil, err
+	}
+	state := resolver.State{}
+	for _, a := range addrs {
+		addr := resolver.Address{Addr: a}
+		state.Addresses = append(state.Addresses, addr)
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+	}
+	if err := cc.UpdateState(state); err != nil {
+		return nil, err
+	}
+	return staticResolver{}, nil
+}
+
+// staticResolver has nothing to resolve again.
+type staticResolver struct{}
+
+func (staticResolver) ResolveNow(resolver.ResolveNowOptions) {}
+func (staticResolver) Close()                                {}
