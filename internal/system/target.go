@@ -31,7 +31,10 @@ func CheckTarget(flag, target string) error {
 		return fmt.Errorf("--%s: an address is required", flag)
 	}
 	_, _, err := targetHosts(target)
+	var list *staticError
 	switch {
+	case errors.As(err, &list):
+		return fmt.Errorf("--%s %q: %w", flag, target, list.err)
 	case errors.Is(err, errUnknownScheme):
 		return fmt.Errorf("--%s %q: unknown scheme (want host:port, dns:///host:port or static:///host:port,host:port)", flag, target)
 	case err != nil:
@@ -62,6 +65,12 @@ func LocalTarget(target string) bool {
 
 var errUnknownScheme = errors.New("unknown scheme")
 
+// staticError is what is wrong with a static:/// target's list, which
+// CheckTarget passes on as it is.
+type staticError struct{ err error }
+
+func (e *staticError) Error() string { return e.err.Error() }
+
 // targetHosts returns the hosts a target dials; unix is true for a unix
 // socket, whose host is empty. A resolver of the caller's own has no host
 // known here: none, and unix false.
@@ -77,7 +86,7 @@ func targetHosts(target string) (hosts []string, unix bool, err error) {
 		case client.StaticScheme:
 			addrs, err := client.StaticAddresses(endpoint)
 			if err != nil {
-				return nil, false, err
+				return nil, false, &staticError{err}
 			}
 			for _, a := range addrs {
 				host, _, _ := net.SplitHostPort(a)
@@ -89,6 +98,8 @@ func targetHosts(target string) (hosts []string, unix bool, err error) {
 		default:
 			return nil, false, nil // resolvers of the caller's own
 		}
+	} else if err != nil && strings.Contains(target, "://") {
+		return nil, false, errors.New("not a URL") // "static://[::1]:1,[::1]:2", say
 	} else if strings.Contains(target, "://") {
 		return nil, false, errUnknownScheme
 	}

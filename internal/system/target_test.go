@@ -26,14 +26,16 @@ func TestCheckTarget(t *testing.T) {
 		{"static:///", false},
 		{"static:///10.0.0.7:9091,10.0.0.8", false}, // a port missing
 		{"static:///10.0.0.7:9091,10.0.0.7:9091", false},
-		{"usersvc", false},                // port 443, grpc's DNS default
-		{"dns:///usersvc", false},         // the same
-		{":9091", false},                  // no host
-		{"127.0.0.1:", false},             // no port
-		{"http://user:9091", false},       // resolved as a host named "http://user:9091"
-		{"grpc://user:9091", false},       // no such resolver
-		{"passthrough:///no-port", false}, // dials port nothing
-		{"dns:///user:9091/extra", false}, // not a host:port
+		{"static:///10.0.0.7:9091,,10.0.0.8:9091", false},
+		{"static://[::1]:9091,[::1]:9092", false}, // one slash short: not a URL
+		{"usersvc", false},                        // port 443, grpc's DNS default
+		{"dns:///usersvc", false},                 // the same
+		{":9091", false},                          // no host
+		{"127.0.0.1:", false},                     // no port
+		{"http://user:9091", false},               // resolved as a host named "http://user:9091"
+		{"grpc://user:9091", false},               // no such resolver
+		{"passthrough:///no-port", false},         // dials port nothing
+		{"dns:///user:9091/extra", false},         // not a host:port
 		{"user:99999", false},
 		{"user:grpc", false},
 	}
@@ -63,6 +65,8 @@ func TestLocalTarget(t *testing.T) {
 		{"unix:user.sock", true},
 		{"static:///127.0.0.1:9091,localhost:9191", true},
 		{"static:///127.0.0.1:9091,10.0.0.2:9091", false}, // one remote
+		{"static:///[::1]:1,127.0.0.1:2", true},
+		{"static:///[::1]:1,[::]:2", false},
 		{"10.0.0.2:9091", false},
 		{"[::]:9091", false},
 		{"0.0.0.0:9091", false},
@@ -78,5 +82,14 @@ func TestLocalTarget(t *testing.T) {
 		if got := system.LocalTarget(tt.target); got != tt.local {
 			t.Errorf("LocalTarget(%q) = %v, want %v", tt.target, got, tt.local)
 		}
+	}
+}
+
+// TestCheckTargetNamesTheStaticListsMistake: what is wrong with a static
+// list is said as it is, not as a generic shape.
+func TestCheckTargetNamesTheStaticListsMistake(t *testing.T) {
+	err := system.CheckTarget("user-target", "static:///10.0.0.7:9091,10.0.0.7:9091")
+	if err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("CheckTarget of a list with a duplicate = %v, want it named", err)
 	}
 }

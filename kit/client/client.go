@@ -21,6 +21,7 @@ package client
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // registers client-side health checking
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -167,10 +169,11 @@ const (
 // It does not connect until first used; share it for the life of the
 // process.
 func New(target string, cfg Config) (*grpc.ClientConn, error) {
-	if endpoint, ok := strings.CutPrefix(target, StaticScheme+":///"); ok {
+	if u, err := url.Parse(target); err == nil && u.Scheme == StaticScheme {
 		// grpc.NewClient resolves on the first call: a bad list would
-		// fail every call rather than the start.
-		if _, err := StaticAddresses(endpoint); err != nil {
+		// fail every call rather than the start. The endpoint as grpc
+		// reads it ("static://a:1,b:2", one slash short, has none).
+		if _, err := StaticAddresses((resolver.Target{URL: *u}).Endpoint()); err != nil {
 			return nil, fmt.Errorf("client: %s: %w", target, err)
 		}
 	}

@@ -155,7 +155,8 @@ func TestStaticTarget(t *testing.T) {
 	a.SetServing(false)
 	onlyTo(t, users, "b")
 
-	for _, bad := range []string{"static:///", "static:///127.0.0.1", "static:///127.0.0.1:1,127.0.0.1:1", "static:///127.0.0.1:1,:2", "static:///127.0.0.1:99999"} {
+	for _, bad := range []string{"static:///", "static:///127.0.0.1", "static:///127.0.0.1:1,127.0.0.1:1", "static:///127.0.0.1:1,:2", "static:///127.0.0.1:99999",
+		"static://127.0.0.1:1,127.0.0.1:2", "static:127.0.0.1:1,127.0.0.1", "STATIC:///127.0.0.1", "static:///127.0.0.1:1,,127.0.0.1:2", "static:///10.0.0.7 :9091"} {
 		if conn, err := client.New(bad, client.Config{}); err == nil {
 			_ = conn.Close()
 			t.Errorf("New(%q) took it", bad)

@@ -13,17 +13,21 @@ import (
 // StaticScheme is the target scheme of a fixed list of a peer's replicas:
 // "static:///10.0.0.7:9091,10.0.0.8:9091". Calls are balanced over the
 // ones that are up and report SERVING, as over the addresses a dns:///
-// target resolves to; for replicas without a DNS name of their own (VMs,
-// a compose file's fixed addresses). Importing this package registers
-// it with grpc-go.
+// target resolves to; for replicas with no DNS name resolving to them
+// all (VMs, a compose file's fixed addresses). A host name in the list is
+// looked up when its connection is made, and only its first address
+// used. Each replica is its own TLS server name: with mutual TLS its
+// certificate must name the host its entry gives. Importing this package
+// registers the scheme with grpc-go (the last registration of a scheme
+// wins: a program that registers a "static" of its own replaces this one).
 const StaticScheme = "static"
 
 func init() { resolver.Register(staticBuilder{}) }
 
 // StaticAddresses returns the host:port addresses of a static target's
 // endpoint (what follows "static:///"), or an error naming the first one
-// that is not host:port with a port's number. Duplicates are an error:
-// round_robin would send the address twice the calls.
+// that is empty or not host:port with a port's number. An address given
+// twice is an error too: likely a typo for another replica.
 func StaticAddresses(endpoint string) ([]string, error) {
 	if strings.TrimSpace(endpoint) == "" {
 		return nil, errors.New("a static target needs at least one host:port")
@@ -32,8 +36,11 @@ func StaticAddresses(endpoint string) ([]string, error) {
 	seen := map[string]bool{}
 	for _, a := range strings.Split(endpoint, ",") {
 		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, errors.New("a static target has an empty entry (two commas, or one at an end)")
+		}
 		host, port, err := net.SplitHostPort(a)
-		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || strings.ContainsAny(host, " \t") || perr != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("static target address %q: want host:port, with the port's number", a)
 		}
 		if seen[a] {
@@ -57,13 +64,15 @@ func (staticBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ res
 	}
 	state := resolver.State{}
 	for _, a := range addrs {
-		addr := resolver.Address{Addr: a}
+		// Its own authority and TLS server name: the channel's would be
+		// the whole list, which no certificate names.
+		addr := resolver.Address{Addr: a, ServerName: a}
 		state.Addresses = append(state.Addresses, addr)
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
 	}
-	if err := cc.UpdateState(state); err != nil {
-		return nil, err
-	}
+	// An error here asks for the target to be resolved again, which
+	// would give the same list: there is nothing to do with it.
+	_ = cc.UpdateState(state)
 	return staticResolver{}, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/metrics"
 	"github.com/duetkit/duet/kit/mtls"
 	"github.com/duetkit/duet/kit/mtls/mtlstest"
@@ -384,4 +385,28 @@ func TestLoadRefuses(t *testing.T) {
 func withUse(c mtls.Config, use mtls.Use) mtls.Config {
 	c.Use = use
 	return c
+}
+
+// TestStaticTargetOverMutualTLS: each replica of a kit/client static:///
+// list is checked against its own entry's host, not against the whole
+// list, which no certificate names.
+func TestStaticTargetOverMutualTLS(t *testing.T) {
+	ca := mtlstest.NewCA(t, "duet")
+	cfg := ca.Write(t, t.TempDir(), refresh, []string{"127.0.0.1"})
+	a, b := serve(t, cfg), serve(t, cfg)
+	conn, err := client.New("static:///"+a+","+b, client.Config{Creds: clientOf(t, ca.Write(t, t.TempDir(), refresh, []string{"client"}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	seen := map[string]bool{}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for !seen[a] || !seen[b] {
+		var p peer.Peer
+		if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+			t.Fatalf("a call over the static list: %v (replicas reached: %v)", err, seen)
+		}
+		seen[p.Addr.String()] = true
+	}
 }
