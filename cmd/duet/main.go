@@ -220,25 +220,7 @@ func (c *common) logger(w io.Writer, service string) (*slog.Logger, func(), erro
 }
 
 func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("up", "duet [up] [flags]", stderr)
-	var c common
-	c.register(fs)
-	httpAddr := fs.String("http-addr", system.DefaultHTTPAddr, "gateway REST listen address")
-	userAddr := fs.String("user-addr", system.DefaultUserAddr, "user service gRPC listen address")
-	orderAddr := fs.String("order-addr", system.DefaultOrderAddr, "order service gRPC listen address")
-	paymentAddr := fs.String("payment-addr", system.DefaultPaymentAddr, "payment service gRPC listen address")
-	inventoryAddr := fs.String("inventory-addr", system.DefaultInventoryAddr, "inventory service gRPC listen address")
-	notificationAddr := fs.String("notification-addr", system.DefaultNotificationAddr, "notification service gRPC listen address")
-	natsURL := fs.String("nats-url", "", "external NATS server for events (default: embedded, JetStream store in --data-dir)")
-	var auth authFlags
-	auth.register(fs, false)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := c.check(); err != nil {
-		return err
-	}
-	authCfg, err := auth.config(fs)
+	cfg, c, err := upConfig(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -248,20 +230,8 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer flush()
 
-	sys, err := system.Start(ctx, system.Config{
-		DataDir:  c.dataDir,
-		HTTPAddr: *httpAddr, UserAddr: *userAddr, OrderAddr: *orderAddr, PaymentAddr: *paymentAddr,
-		InventoryAddr: *inventoryAddr, NotificationAddr: *notificationAddr,
-		NATSURL:           *natsURL,
-		Bus:               c.bus(),
-		Saga:              c.saga(),
-		ImportRetention:   c.importRetention,
-		TrustTraceContext: c.trustTrace,
-		CORSOrigins:       c.origins(),
-		DrainTimeout:      c.drainTimeout,
-		Auth:              authCfg,
-		Logger:            log,
-	})
+	cfg.Logger = log
+	sys, err := system.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -287,6 +257,48 @@ Press Ctrl+C to stop.
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// upConfig reads `duet up`'s arguments, and the DUET_* variables of the
+// flags they leave unset, into the whole system's configuration (but its
+// Logger), refused as up would refuse it; the common flags come back too,
+// for the logger.
+func upConfig(args []string, stderr io.Writer) (system.Config, *common, error) {
+	fs := newFlagSet("up", "duet [up] [flags]", stderr)
+	var c common
+	c.register(fs)
+	httpAddr := fs.String("http-addr", system.DefaultHTTPAddr, "gateway REST listen address")
+	userAddr := fs.String("user-addr", system.DefaultUserAddr, "user service gRPC listen address")
+	orderAddr := fs.String("order-addr", system.DefaultOrderAddr, "order service gRPC listen address")
+	paymentAddr := fs.String("payment-addr", system.DefaultPaymentAddr, "payment service gRPC listen address")
+	inventoryAddr := fs.String("inventory-addr", system.DefaultInventoryAddr, "inventory service gRPC listen address")
+	notificationAddr := fs.String("notification-addr", system.DefaultNotificationAddr, "notification service gRPC listen address")
+	natsURL := fs.String("nats-url", "", "external NATS server for events (default: embedded, JetStream store in --data-dir)")
+	var auth authFlags
+	auth.register(fs, false)
+	if err := parse(fs, args); err != nil {
+		return system.Config{}, nil, err
+	}
+	if err := c.check(); err != nil {
+		return system.Config{}, nil, err
+	}
+	authCfg, err := auth.config(fs)
+	if err != nil {
+		return system.Config{}, nil, err
+	}
+	return system.Config{
+		DataDir:  c.dataDir,
+		HTTPAddr: *httpAddr, UserAddr: *userAddr, OrderAddr: *orderAddr, PaymentAddr: *paymentAddr,
+		InventoryAddr: *inventoryAddr, NotificationAddr: *notificationAddr,
+		NATSURL:           *natsURL,
+		Bus:               c.bus(),
+		Saga:              c.saga(),
+		ImportRetention:   c.importRetention,
+		TrustTraceContext: c.trustTrace,
+		CORSOrigins:       c.origins(),
+		DrainTimeout:      c.drainTimeout,
+		Auth:              authCfg,
+	}, &c, nil
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {

@@ -367,7 +367,8 @@ func bannerShape(banner string) string {
 }
 
 // TestImportRetention: --import-retention, or DUET_IMPORT_RETENTION,
-// reaches the inventory service's configuration; unset, its default.
+// reaches the inventory service's configuration, under up and serve
+// alike; unset, its default.
 func TestImportRetention(t *testing.T) {
 	tests := []struct {
 		name string
@@ -390,7 +391,14 @@ func TestImportRetention(t *testing.T) {
 				t.Fatal(err)
 			}
 			if cfg.ImportRetention != tt.want {
-				t.Errorf("ImportRetention = %v, want %v", cfg.ImportRetention, tt.want)
+				t.Errorf("serve: ImportRetention = %v, want %v", cfg.ImportRetention, tt.want)
+			}
+			upCfg, _, err := upConfig(append([]string{"--data-dir", t.TempDir()}, tt.args...), &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if upCfg.ImportRetention != tt.want {
+				t.Errorf("up: ImportRetention = %v, want %v", upCfg.ImportRetention, tt.want)
 			}
 		})
 	}
