@@ -353,6 +353,9 @@ The machine-readable description is <a href="openapi.json">openapi.json</a> (Ope
 detail whose <code>reason</code> is stable. HTTP statuses: 400 invalid input (a <code>BadRequest</code> detail names the field, or the query parameter a route does not take),
 402 payment declined, 404 not found, 409 duplicate (<code>ALREADY_EXISTS</code>) or a race lost to a concurrent call that changed nothing (<code>ABORTED</code>, reason <code>CONFLICT</code>: send it again), 413 body too large, 503 temporarily unavailable (see <code>Retry-After</code>).
 Send <code>X-Request-ID</code> to trace a call; every response returns it.</p>
+<p>Browsers, and any Connect client, may call the same operations at their gRPC paths instead,
+<code>POST /duet.user.v1.UserService/GetUser</code> say (the operation <code>UserService_GetUser</code>), in the Connect protocol
+(JSON or binary) or gRPC-Web, with the same errors in Connect's shape; the reads take GET too.</p>
 {{if .Tokens}}<p>Calls need an end user's token, <code>Authorization: Bearer &lt;jwt&gt;</code>, but those marked <em>no token</em>:
 401 without one, or with a bad or expired one, even sent where none is needed (<code>WWW-Authenticate</code> says which), 403 when the token's user may not make the call (reason <code>NOT_PERMITTED</code>), which a read of one resource by its id answers for a missing id too.</p>
 {{end}}{{range .Groups}}

@@ -75,7 +75,7 @@ func TestDocs(t *testing.T) {
 		t.Fatalf("status %d, Content-Type %q", resp.status, resp.header.Get("Content-Type"))
 	}
 	page := string(resp.body)
-	for _, want := range []string{"UserService", "OrderService", "PaymentService", "/v1/payments/{id}:refund", "PATCH", "openapi.json", "402"} {
+	for _, want := range []string{"UserService", "OrderService", "PaymentService", "/v1/payments/{id}:refund", "PATCH", "openapi.json", "402", "/duet.user.v1.UserService/GetUser"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("docs page lacks %q", want)
 		}
