@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
@@ -141,9 +140,7 @@ func watch[Req, Res any, PReq interface {
 		if r.Msg.err != nil {
 			return r.Msg.err
 		}
-		ctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
+		ctx, stop := g.untilDrained(ctx)
 		defer stop()
 		in, err := call(outgoing(ctx, r.Header()), r.Msg.message())
 		for err == nil {
@@ -171,9 +168,7 @@ func watch[Req, Res any, PReq interface {
 		// The server's write timeout would cut the stream off; each
 		// message instead has its window to go out, as a REST watch's
 		// lines have (bound).
-		rc := http.NewResponseController(rec)
-		_ = rc.SetWriteDeadline(time.Time{})
-		handler.ServeHTTP(watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}, r)
+		handler.ServeHTTP(g.watchWriter(rec), r)
 	})
 }
 

@@ -358,3 +358,52 @@ func TestConnectHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectWatchSilentPastTheWriteTimeout: a stream whose order has
+// not changed for longer than the server's write timeout is still open,
+// over HTTP/1.1 and HTTP/2 (whose server resets a stream once its write
+// deadline passes, writing or not), and ends as Drain says, not cut off
+// by the deadline of its start.
+func TestConnectWatchSilentPastTheWriteTimeout(t *testing.T) {
+	const writeTimeout = 200 * time.Millisecond
+	for _, http2 := range []bool{false, true} {
+		name := map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[http2]
+		t.Run(name, func(t *testing.T) {
+			w := endlessWatch{silent: true, started: make(chan struct{}, 1)}
+			gw := quietGateway(t, nil, w, func(c *Config) { c.WriteTimeout = writeTimeout })
+			ts := httptest.NewUnstartedServer(nil)
+			ts.Config = gw.Server("")
+			ts.EnableHTTP2 = http2
+			ts.StartTLS()
+			defer ts.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](ts.Client(),
+				ts.URL+orderv1.OrderService_WatchOrder_FullMethodName, connect.WithProtoJSON())
+			ended := make(chan error, 1)
+			go func() {
+				// The call returns once the answer's headers have
+				// come, which a silent watch sends only at its end.
+				stream, err := watch.CallServerStream(ctx, connect.NewRequest(&orderv1.WatchOrderRequest{Id: knownUserID}))
+				if err != nil {
+					ended <- err
+					return
+				}
+				defer stream.Close()
+				for stream.Receive() {
+				}
+				ended <- stream.Err()
+			}()
+			select {
+			case <-w.started:
+			case <-ctx.Done():
+				t.Fatal("the watch never reached the backend")
+			}
+			time.Sleep(3 * writeTimeout) // the scenario: silence past the timeout, not a wait for an event
+			gw.Drain()
+			if err := <-ended; connect.CodeOf(err) != connect.CodeUnavailable || errorInfo(t, err) != apierr.ReasonShuttingDown {
+				t.Errorf("the stream ended with %v, want unavailable %s", err, apierr.ReasonShuttingDown)
+			}
+		})
+	}
+}

@@ -574,15 +574,32 @@ func (g *Gateway) bound(next runtime.HandlerFunc) runtime.HandlerFunc {
 			next(w, r.WithContext(ctx), params)
 			return
 		}
-		rc := http.NewResponseController(rec)
-		_ = rc.SetWriteDeadline(time.Time{})
-		ctx, cancel := context.WithCancelCause(r.Context())
-		defer cancel(nil)
-		stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
+		out := g.watchWriter(rec)
+		ctx, stop := g.untilDrained(r.Context())
 		defer stop()
 		// handleStreamError sets Retry-After on the response through it.
 		ctx = context.WithValue(ctx, watchResponseKey{}, rec)
-		next(watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}, r.WithContext(ctx), params)
+		next(out, r.WithContext(ctx), params)
+	}
+}
+
+// watchWriter clears rec's write deadline, which would cut a watch off,
+// and returns the writer that gives each of its writes a window of its
+// own instead. REST and Connect watches write through it.
+func (g *Gateway) watchWriter(rec *responseRecorder) watchWriter {
+	rc := http.NewResponseController(rec)
+	_ = rc.SetWriteDeadline(time.Time{})
+	return watchWriter{responseRecorder: rec, rc: rc, window: g.lineWindow}
+}
+
+// untilDrained returns ctx, cancelled with cause errDraining when Drain
+// is called (at once if it has been), and the function that releases it.
+func (g *Gateway) untilDrained(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(g.draining, func() { cancel(errDraining) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
 	}
 }
 
