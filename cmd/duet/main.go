@@ -179,14 +179,17 @@ func (c *common) saga() order.SagaConfig {
 	return order.SagaConfig{StepTimeout: c.sagaStep, MaxBacklog: c.sagaBacklog}
 }
 
-// observe starts the process's logger and its tracing as service; flush
-// ends the tracing (its spans exported, within 2 s), then writes the log
-// lines still queued.
+// observe starts the process's JSON logger, whose lines a goroutine
+// writes in batches (logger.NewAsync), and its tracing as service; flush,
+// to be called on every way out, ends the tracing (its spans exported,
+// within 2 s), then writes the log lines still queued.
 func (c *common) observe(ctx context.Context, stderr io.Writer, service string) (_ *slog.Logger, flush func(), _ error) {
-	log, flushLog, err := c.logger(stderr, "")
+	level, err := c.level()
 	if err != nil {
 		return nil, nil, err
 	}
+	log, async := logger.NewAsync(stderr, level, "")
+	flushLog := func() { _ = async.Close(context.Background()) }
 	shutdownTracing, err := tracing.Setup(ctx, service)
 	if err != nil {
 		flushLog()
@@ -205,18 +208,6 @@ func (c *common) level() (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level: %w", err)
 	}
 	return level, nil
-}
-
-// logger returns the process's JSON logger, whose lines a goroutine
-// writes in batches (logger.NewAsync), and the function that writes what
-// is still queued; call it on every way out.
-func (c *common) logger(w io.Writer, service string) (*slog.Logger, func(), error) {
-	level, err := c.level()
-	if err != nil {
-		return nil, nil, err
-	}
-	log, async := logger.NewAsync(w, level, service)
-	return log, func() { _ = async.Close(context.Background()) }, nil
 }
 
 func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
