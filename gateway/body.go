@@ -17,9 +17,9 @@ import (
 // exceeds Config.MaxBodyBytes (HTTP 413).
 const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 
-// limitBody enforces Config.MaxBodyBytes before any handler sees the body
-// and answers 413 itself when it is exceeded; it reports whether the
-// request may go on. The body is kept as it is read (capturedBody, or
+// limitBody enforces Config.MaxBodyBytes before any handler sees the body:
+// it reports whether the request may go on, and if not, the error to
+// answer it with (413, or 400 for a body it could not read). The body is kept as it is read (capturedBody, or
 // keptBody when read here whole), so a decode error can name its field's
 // whole path.
 //
@@ -30,34 +30,31 @@ const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 // either be lost (the call proceeds on a truncated body) or surface as a
 // generic decode error. Buffering costs nothing extra, since the decoders
 // hold the whole body in memory anyway, and the buffer is what is kept.
-func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) bool {
+func (g *Gateway) limitBody(w http.ResponseWriter, r *http.Request) (apiError, bool) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return true
+		return apiError{}, true
 	}
 	limit := g.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
-		writeError(w, tooLarge(limit))
-		return false
+		return tooLarge(limit), false
 	}
 	if r.ContentLength >= 0 {
 		// net/http never reads past a declared Content-Length.
 		// Room for a typical body only: a client that declares the
 		// largest and sends nothing must not cost that much at once.
 		r.Body = &capturedBody{ReadCloser: r.Body, read: make([]byte, 0, min(r.ContentLength, 4<<10))}
-		return true
+		return apiError{}, true
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			writeError(w, tooLarge(limit))
-		} else {
-			writeError(w, newAPIError(apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, errBodyRead.Error()), 0))
+			return tooLarge(limit), false
 		}
-		return false
+		return newAPIError(apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, errBodyRead.Error()), 0), false
 	}
 	r.Body = &keptBody{Reader: bytes.NewReader(body), all: body}
 	r.ContentLength = int64(len(body))
-	return true
+	return apiError{}, true
 }
 
 // keptBody is a body read whole by limitBody: bodyRead returns all, the

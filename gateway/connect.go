@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 
 	"connectrpc.com/connect"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -88,7 +92,114 @@ func (g *Gateway) handlerOptions(procedure string) []connect.HandlerOption {
 		connect.WithReadMaxBytes(int(g.cfg.MaxBodyBytes)),
 		connect.WithCompression("gzip", nil, nil),
 		connect.WithIdempotency(idempotency(procedure)),
+		connect.WithInterceptors(outcome{g}),
 	}
+}
+
+// outcome is the Connect handlers' interceptor. It answers a call serve
+// refused before routing with its refusal, and notes the code of a call
+// that failed on the request's responseRecorder, for the access log:
+// gRPC-Web answers every call with HTTP 200 (its status goes in the
+// trailers), and so do Connect streams once they have begun, so the HTTP
+// status alone would log a failed call as a success.
+type outcome struct {
+	g *Gateway
+}
+
+// WrapUnary implements connect.Interceptor.
+func (o outcome) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		rec, _ := ctx.Value(connectKey{}).(*responseRecorder)
+		if rec != nil && rec.refusal != nil {
+			return nil, o.note(rec, rec.refusal)
+		}
+		res, err := next(ctx, req)
+		return res, o.note(rec, err)
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor; the gateway is no
+// Connect client.
+func (outcome) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler implements connect.Interceptor.
+func (o outcome) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		rec, _ := ctx.Value(connectKey{}).(*responseRecorder)
+		if rec != nil && rec.refusal != nil {
+			return o.note(rec, rec.refusal)
+		}
+		return o.note(rec, next(ctx, conn))
+	}
+}
+
+// note records the code of err, a call's failure, on rec for the access
+// log, and returns err. connect-go answers a bare context error as the
+// context's code (canceled, deadline_exceeded), which CodeOf would call
+// unknown. The UNAVAILABLE a drain ends calls with is no failure of the
+// server's, as the drain of a REST watch is not.
+func (o outcome) note(rec *responseRecorder, err error) error {
+	if rec == nil || err == nil {
+		return err
+	}
+	code := connect.CodeOf(err)
+	if _, ok := errors.AsType[*connect.Error](err); !ok {
+		switch {
+		case errors.Is(err, context.Canceled):
+			code = connect.CodeCanceled
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+			code = connect.CodeDeadlineExceeded
+		}
+	}
+	rec.rpcCode = code
+	rec.rpcFailed = serverFailure(code) && (code != connect.CodeUnavailable || o.g.draining.Err() == nil)
+	return err
+}
+
+// serverFailure reports whether a call that failed with code failed by
+// the server's fault: what REST answers with a 5xx.
+func serverFailure(code connect.Code) bool {
+	return runtime.HTTPStatusFromCode(codes.Code(code)) >= 500
+}
+
+// connectKey is the context key under which serve hands a Connect call its
+// responseRecorder.
+type connectKey struct{}
+
+// refuse answers a request serve refuses before routing (a body over the
+// limit or unreadable, a URL that is not UTF-8, forwarded headers too
+// large) with e: as a REST error, or, on a procedure's path (h not nil),
+// as the procedure's answer to the same error, in the caller's protocol,
+// which a Connect or gRPC-Web client can read (REST's JSON error is
+// neither). connect-go's handler writes it: it is handed the empty message
+// in place of the request's (the body's, or a GET's in its URL), without
+// the headers connect-go would refuse first (compression, timeouts), and
+// the outcome interceptor answers with e before the call is made.
+func (g *Gateway) refuse(rec *responseRecorder, r *http.Request, h http.Handler, e apiError) {
+	if h == nil {
+		writeError(rec, e)
+		return
+	}
+	rec.refusal = connectErrorOf(e)
+	r.Header = r.Header.Clone()
+	for _, name := range []string{"Content-Encoding", "Connect-Content-Encoding", "Grpc-Encoding", "Connect-Timeout-Ms", "Grpc-Timeout"} {
+		r.Header.Del(name)
+	}
+	r.Body, r.ContentLength = http.NoBody, 0
+	if r.Method == http.MethodGet {
+		// Only the parameters a Connect GET needs, the message empty.
+		q := r.URL.Query()
+		u := *r.URL
+		u.RawQuery = url.Values{"encoding": {q.Get("encoding")}, "message": {""}, "connect": q["connect"]}.Encode()
+		r.URL = &u
+	} else if ct := strings.ToLower(r.Header.Get("Content-Type")); strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+") {
+		// An enveloped protocol: one envelope, uncompressed, of no bytes
+		// (connect-go answers a unary call without a message itself).
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(make([]byte, 5))), 5
+	}
+	h.ServeHTTP(rec, r)
 }
 
 // idempotency is the idempotency_level the contract gives the method
@@ -150,8 +261,10 @@ func watch[Req, Res any, PReq interface {
 			}
 			if err := out.Send(msg); err != nil {
 				// The client went, or stopped reading: nothing to
-				// tell it, nor to log as the system's failure.
-				return err
+				// tell it, nor to log as the system's failure
+				// (connect-go would call a write past its deadline
+				// deadline_exceeded).
+				return connect.NewError(connect.CodeCanceled, err)
 			}
 		}
 		if errors.Is(err, io.EOF) {

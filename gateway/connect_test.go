@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -27,6 +29,7 @@ import (
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/logbuffer"
 	"github.com/duetkit/duet/kit/apierr"
 )
 
@@ -109,8 +112,7 @@ func TestConnectUnary(t *testing.T) {
 }
 
 // TestConnectBadBody: a body that does not decode is INVALID_ARGUMENT with
-// an ErrorInfo and the field, as a REST body's is, and reaches no service;
-// so is a body over the gateway's limit refused.
+// an ErrorInfo and the field, as a REST body's is, and reaches no service.
 func TestConnectBadBody(t *testing.T) {
 	e := newEnv(t)
 	tests := []struct {
@@ -157,9 +159,92 @@ func TestConnectBadBody(t *testing.T) {
 			}
 		})
 	}
-	r := e.do(t, "POST", userv1.UserService_GetUser_FullMethodName, `{"id": "`+strings.Repeat("x", testMaxBody)+`"}`)
-	if r.status != http.StatusRequestEntityTooLarge {
-		t.Errorf("a body over the limit: HTTP %d %s, want 413", r.status, r.body)
+}
+
+// TestConnectRefusedBeforeRouting: what the gateway refuses before it
+// routes a request (a body over its limit, headers too large to forward,
+// a URL that is not UTF-8) a Connect or gRPC-Web client reads as an error
+// of its own protocol, with the code and reason a REST client gets, on
+// unary calls and streams alike; no service is called.
+func TestConnectRefusedBeforeRouting(t *testing.T) {
+	e := newEnv(t)
+	huge := strings.Repeat("x", testMaxBody)
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			getUser := connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](e.srv.Client(),
+				e.srv.URL+userv1.UserService_GetUser_FullMethodName, p.opts...)
+			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](e.srv.Client(),
+				e.srv.URL+orderv1.OrderService_WatchOrder_FullMethodName, p.opts...)
+			unary := func(id, token string) error {
+				req := connect.NewRequest(&userv1.GetUserRequest{Id: id})
+				if token != "" {
+					req.Header().Set("Authorization", "Bearer "+token)
+				}
+				_, err := getUser.CallUnary(t.Context(), req)
+				return err
+			}
+			stream := func(id, token string) error {
+				req := connect.NewRequest(&orderv1.WatchOrderRequest{Id: id})
+				if token != "" {
+					req.Header().Set("Authorization", "Bearer "+token)
+				}
+				return watchToEnd(t.Context(), watch, req)
+			}
+			tests := []struct {
+				name   string
+				err    error
+				reason string
+			}{
+				{"a body over the limit", unary(huge, ""), ReasonRequestTooLarge},
+				{"a stream's body over the limit", stream(huge, ""), ReasonRequestTooLarge},
+				{"headers too large", unary(knownUserID, strings.Repeat("t", maxForwardedMetadata)), ReasonHeadersTooLarge},
+				{"a stream's headers too large", stream(knownUserID, strings.Repeat("t", maxForwardedMetadata)), ReasonHeadersTooLarge},
+			}
+			for _, tt := range tests {
+				if connect.CodeOf(tt.err) != connect.CodeInvalidArgument || errorInfo(t, tt.err) != tt.reason {
+					t.Errorf("%s: %v (reason %q), want invalid_argument %s", tt.name, tt.err, errorInfo(t, tt.err), tt.reason)
+				}
+			}
+		})
+	}
+	// What connect-go would refuse before the refusal is given (a GET's
+	// message in the URL, base64 it cannot decode, compression it does
+	// not take, a timeout it cannot read) does not replace it.
+	getUser := userv1.UserService_GetUser_FullMethodName
+	huger := `{"id":"` + huge + `"}`
+	for _, tt := range []struct {
+		name, method, path, body string
+		header                   []string
+		reason                   string
+	}{
+		{"a GET's URL not UTF-8", "GET", getUser + "?encoding=json&message=%7B%22id%22%3A%22%FF%22%7D", "", nil, apierr.ReasonInvalidArgument},
+		{"a GET's URL not UTF-8, nor base64", "GET", getUser + "?encoding=proto&base64=1&message=%FF", "", nil, apierr.ReasonInvalidArgument},
+		{"a GET compressed", "GET", getUser + "?encoding=json&compression=gzip&message=%FF", "", nil, apierr.ReasonInvalidArgument},
+		{"a body over the limit, compressed", "POST", getUser, huger, []string{"Content-Type", "application/json", "Content-Encoding", "gzip"}, ReasonRequestTooLarge},
+		{"a body over the limit, a bad timeout", "POST", getUser, huger, []string{"Content-Type", "application/json", "Connect-Timeout-Ms", "soon"}, ReasonRequestTooLarge},
+	} {
+		r := e.do(t, tt.method, tt.path, tt.body, tt.header...)
+		body := r.json(t)
+		var reason string
+		details, _ := body["details"].([]any)
+		for _, d := range details {
+			dm, _ := d.(map[string]any)
+			v, _ := dm["debug"].(map[string]any)
+			if got, ok := v["reason"].(string); ok {
+				reason = got
+			}
+		}
+		if r.status != http.StatusBadRequest || body["code"] != "invalid_argument" || reason != tt.reason {
+			t.Errorf("%s: HTTP %d %s, want 400 invalid_argument %s", tt.name, r.status, r.body, tt.reason)
+		}
+	}
+	for _, c := range []*calls{e.userCalls, e.orderCalls} {
+		c.mu.Lock()
+		n := len(c.md)
+		c.mu.Unlock()
+		if n != 0 {
+			t.Errorf("a service was called %d times", n)
+		}
 	}
 }
 
@@ -242,7 +327,8 @@ func TestConnectWatch(t *testing.T) {
 // reason SHUTTING_DOWN, as it ends a REST watch.
 func TestConnectWatchDrained(t *testing.T) {
 	w := endlessWatch{started: make(chan struct{}, 1)}
-	gw := quietGateway(t, nil, w)
+	logs := &logbuffer.Buffer{}
+	gw := quietGateway(t, nil, w, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -263,6 +349,13 @@ func TestConnectWatchDrained(t *testing.T) {
 	err = stream.Err()
 	if connect.CodeOf(err) != connect.CodeUnavailable || errorInfo(t, err) != apierr.ReasonShuttingDown {
 		t.Errorf("the stream ended with %v, want unavailable %s", err, apierr.ReasonShuttingDown)
+	}
+	// As a REST watch drained, no failure of the server's: INFO.
+	logs.WaitFor(t, `"msg":"http request"`, 10*time.Second)
+	for _, rec := range logs.Lines(t) {
+		if rec["msg"] == "http request" && (rec["code"] != "unavailable" || rec["level"] != "INFO") {
+			t.Errorf("access line %v, want code unavailable at INFO", rec)
+		}
 	}
 }
 
@@ -406,4 +499,99 @@ func TestConnectWatchSilentPastTheWriteTimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConnectAccessLog: a Connect or gRPC-Web call that failed says so in
+// its access log line, with the code, at ERROR for a server's failure,
+// though gRPC-Web (and a Connect stream once begun) answers HTTP 200; a
+// call that succeeded has no code.
+func TestConnectAccessLog(t *testing.T) {
+	logs := &logbuffer.Buffer{}
+	gw := quietGateway(t, refusingUsers{}, failingWatch{sendFirst: true, err: status.Error(codes.DataLoss, "disk on fire")}, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			getUser := connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](srv.Client(),
+				srv.URL+userv1.UserService_GetUser_FullMethodName, p.opts...)
+			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](srv.Client(),
+				srv.URL+orderv1.OrderService_WatchOrder_FullMethodName, p.opts...)
+			call := func(id string, do func(requestID string) error) map[string]any {
+				t.Helper()
+				_ = do(id)
+				logs.WaitFor(t, `"request_id":"`+id+`"`, 10*time.Second)
+				for _, rec := range logs.Lines(t) {
+					if rec["msg"] == "http request" && rec["request_id"] == id {
+						return rec
+					}
+				}
+				t.Fatalf("no access log line for %s", id)
+				return nil
+			}
+			unary := func(userID string) func(string) error {
+				return func(requestID string) error {
+					req := connect.NewRequest(&userv1.GetUserRequest{Id: userID})
+					req.Header().Set(requestIDHeader, requestID)
+					_, err := getUser.CallUnary(t.Context(), req)
+					return err
+				}
+			}
+			stream := func(requestID string) error {
+				req := connect.NewRequest(&orderv1.WatchOrderRequest{Id: "o1"})
+				req.Header().Set(requestIDHeader, requestID)
+				return watchToEnd(t.Context(), watch, req)
+			}
+			tests := []struct {
+				name, code, level string
+				do                func(requestID string) error
+			}{
+				{"answered", "", "INFO", unary("ada")},
+				{"refused", "unauthenticated", "INFO", unary("expired")},
+				{"busy", "unavailable", "ERROR", unary("busy")},
+				{"a stream that failed", "internal", "ERROR", stream}, // DATA_LOSS, masked
+			}
+			for _, tt := range tests {
+				rec := call(strings.NewReplacer("+", "-", " ", "-").Replace("access-"+p.name+"-"+tt.name), tt.do)
+				code, _ := rec["code"].(string)
+				if code != tt.code || rec["level"] != tt.level {
+					t.Errorf("%s: access line %v, want code %q at %s", tt.name, rec, tt.code, tt.level)
+				}
+			}
+		})
+	}
+	// A gRPC-Web call connect-go refuses itself, before the interceptor:
+	// its status is in the headers of a trailers-only answer.
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+userv1.UserService_GetUser_FullMethodName, strings.NewReader("\x00\x00\x00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc-web+proto")
+	req.Header.Set(requestIDHeader, "access-grpc-web-malformed")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	logs.WaitFor(t, `"request_id":"access-grpc-web-malformed"`, 10*time.Second)
+	for _, rec := range logs.Lines(t) {
+		if rec["request_id"] == "access-grpc-web-malformed" && (rec["code"] == nil || rec["code"] == "") {
+			t.Errorf("a malformed gRPC-Web call: access line %v, want its code (grpc-status %q)", rec, resp.Header.Get("Grpc-Status"))
+		}
+	}
+}
+
+// watchToEnd calls WatchOrder with req and reads the stream to its end:
+// how it ended.
+func watchToEnd(ctx context.Context, c *connect.Client[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse], req *connect.Request[orderv1.WatchOrderRequest]) error {
+	s, err := c.CallServerStream(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for s.Receive() {
+	}
+	return s.Err()
 }

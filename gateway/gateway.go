@@ -44,6 +44,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"connectrpc.com/connect"
 	connectcors "connectrpc.com/cors"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/rs/cors"
@@ -486,6 +487,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
 	rec := &responseRecorder{ResponseWriter: w}
+	procedure := g.procedures[r.URL.Path]
+	if procedure != nil {
+		// Connect, gRPC-Web or gRPC (connect.go): the outcome
+		// interceptor finds rec here.
+		ctx = context.WithValue(ctx, connectKey{}, rec)
+		rec.connect = true
+	}
 	r = r.WithContext(ctx)
 	defer func() { g.logAccess(ctx, r, rec, time.Since(start)) }()
 	defer g.recoverPanic(ctx, rec, r)
@@ -500,20 +508,20 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !g.limitBody(rec, r) {
+	if refusal, ok := g.limitBody(rec, r); !ok {
+		g.refuse(rec, r, procedure, refusal)
 		return
 	}
 	if err := checkURLText(r.URL); err != nil {
-		writeError(rec, newAPIError(err, 0))
+		g.refuse(rec, r, procedure, newAPIError(err, 0))
 		return
 	}
 	if err := checkForwardedSize(r); err != nil {
-		writeError(rec, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
+		g.refuse(rec, r, procedure, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
 		return
 	}
-	if h, ok := g.procedures[r.URL.Path]; ok {
-		// Connect, gRPC-Web or gRPC (connect.go).
-		h.ServeHTTP(rec, r)
+	if procedure != nil {
+		procedure.ServeHTTP(rec, r)
 		return
 	}
 	routed := r
@@ -732,15 +740,31 @@ func (g *Gateway) recoverPanic(ctx context.Context, w *responseRecorder, r *http
 
 // logAccess writes the access log line of one request.
 func (g *Gateway) logAccess(ctx context.Context, r *http.Request, w *responseRecorder, d time.Duration) {
+	code, failed := w.rpcCode, w.rpcFailed
+	if code == 0 && w.connect && w.status() == http.StatusOK {
+		// A gRPC or gRPC-Web call connect-go refused itself, before
+		// the outcome interceptor (a malformed envelope, say): its
+		// answer is trailers-only, the status in the headers.
+		if n, err := strconv.Atoi(w.Header().Get("Grpc-Status")); err == nil && n > 0 {
+			code = connect.Code(n)
+			failed = serverFailure(code)
+		}
+	}
 	level := slog.LevelInfo
-	if w.status() >= 500 || w.aborted {
+	if w.status() >= 500 || w.aborted || failed {
 		level = slog.LevelError
 	}
-	// "aborted" joins the last attribute, in a group without a name
-	// (which slog inlines), only when set: the common line's attributes
-	// stay a fixed list, with no slice to build.
+	// "code" (a Connect, gRPC-Web or gRPC call that failed) and "aborted"
+	// join the last attribute, in a group without a name (which slog
+	// inlines), only when set: the common line's attributes stay a fixed
+	// list, with no slice to build.
 	last := slog.Int64("bytes", w.written)
-	if w.aborted {
+	switch {
+	case code != 0 && w.aborted:
+		last = slog.Group("", last, slog.String("code", code.String()), slog.Bool("aborted", true))
+	case code != 0:
+		last = slog.Group("", last, slog.String("code", code.String()))
+	case w.aborted:
 		last = slog.Group("", last, slog.Bool("aborted", true))
 	}
 	logger.LogAttrs(ctx, g.log, level, "http request",
@@ -761,6 +785,17 @@ type responseRecorder struct {
 	written     int64
 	// aborted: the response was cut off after it had begun.
 	aborted bool
+	// connect: the request is a call of a Connect procedure (Connect,
+	// gRPC-Web or gRPC), which serve hands rec in its context.
+	connect bool
+	// refusal is the answer to such a call that serve refused before
+	// routing (refuse), for the outcome interceptor to give.
+	refusal *connect.Error
+	// rpcCode is the code of such a call that failed, as the outcome
+	// interceptor saw it; 0 otherwise. rpcFailed: it is the server's
+	// failure, logged at ERROR as a REST 5xx is.
+	rpcCode   connect.Code
+	rpcFailed bool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
