@@ -154,6 +154,7 @@ func TestQuickRun(t *testing.T) {
 		"gateway/direct server CPU per request, GetUser (small), C=64",
 		"gateway/direct client+server CPU per request, GetUser (small), C=64",
 		"gateway/direct throughput, ListUsers page of 20 (medium), C=64",
+		"connect/direct throughput, GetUser (small), C=64",
 		"grpc/http-1conn throughput, 100B, C=64",
 		"max sustained orders/s, sqlite",
 		"idle RSS MB",

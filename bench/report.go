@@ -200,6 +200,8 @@ func (r *Results) computeRatios() {
 	add("gateway/direct throughput, ListUsers page of 20 (medium), C=64", rest("gateway", "ListUsers", "medium", 64), rest("grpc", "ListUsers", "medium", 64), rps, "", nil, "issue 4 item 3 (0.13 for stock grpc-gateway)")
 	add("gateway/direct throughput, CreateUser (small), C=64", rest("gateway", "CreateUser", "small", 64), rest("grpc", "CreateUser", "small", 64), rps, "", nil, "a write: SQLite bounds both")
 	add("gateway/direct p50, GetUser, C=1", rest("gateway", "GetUser", "small", 1), rest("grpc", "GetUser", "small", 1), p50, "", nil, `seeds: "P50 5 ms -> 1.5 ms", REST edge vs gRPC`)
+	add("connect/direct throughput, GetUser (small), C=64", rest("connect", "GetUser", "small", 64), directGet, rps, "", nil, "browsers' path: the Connect protocol (a JSON POST) at the gateway")
+	add("connect/gateway throughput, GetUser (small), C=64", rest("connect", "GetUser", "small", 64), gwGet, rps, "", nil, "Connect against REST at the same gateway")
 
 	for _, o := range r.Orders {
 		if o.MaxRPS == 0 {

@@ -111,6 +111,11 @@ type restOp struct {
 	conc        []int
 	gateway     func(ctx context.Context, hc *loadClient, w int, seq int64) error
 	direct      func(ctx context.Context, c userv1.UserServiceClient, w int, seq int64) error
+	// connect, when set, is the operation in the Connect protocol at the
+	// gateway (a JSON POST to its gRPC path, as a browser's client sends
+	// it), a third path taking turns with the two at connectConc.
+	connect     func(ctx context.Context, hc *loadClient, w int, seq int64) error
+	connectConc int
 }
 
 // runREST measures GetUser, ListUsers (a page of 20: the medium message)
@@ -149,6 +154,11 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 				_, err := c.GetUser(ctx, &userv1.GetUserRequest{Id: pick(w, seq)})
 				return err
 			},
+			connect: func(ctx context.Context, hc *loadClient, w int, seq int64) error {
+				body := fmt.Appendf(nil, `{"id":%q}`, pick(w, seq))
+				return hc.do(ctx, http.MethodPost, userv1.UserService_GetUser_FullMethodName, body, http.StatusOK, nil)
+			},
+			connectConc: 64,
 		},
 		{
 			op: "ListUsers", payload: "medium", conc: []int{64},
@@ -179,17 +189,26 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 		// (interleave), each first on every other repetition, so that
 		// neither always meets the machine warmer or after the other's
 		// leftovers.
-		paths := turnOrder([]string{"gateway", "grpc"}, rep)
 		for _, op := range ops {
 			for _, conc := range op.conc {
+				paths := []string{"gateway", "grpc"}
+				if op.connect != nil && conc == op.connectConc {
+					paths = append(paths, "connect")
+				}
+				paths = turnOrder(paths, rep)
 				cs := make([]contender, 0, len(paths))
 				for _, path := range paths {
 					side := contender{server: childSource(sys)}
-					if path == "gateway" {
+					switch path {
+					case "gateway", "connect":
 						hc := newLoadClient(sys.hello.HTTP, conc)
-						side.do = func(ctx context.Context, w int, seq int64) error { return op.gateway(ctx, hc, w, seq) }
+						call := op.gateway
+						if path == "connect" {
+							call = op.connect
+						}
+						side.do = func(ctx context.Context, w int, seq int64) error { return call(ctx, hc, w, seq) }
 						side.close = hc.close
-					} else {
+					default:
 						c, err := bareConn(sys.hello.User)
 						if err != nil {
 							closeAll(cs)
