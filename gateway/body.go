@@ -19,9 +19,9 @@ const ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 
 // limitBody enforces Config.MaxBodyBytes before any handler sees the body:
 // it reports whether the request may go on, and if not, the error to
-// answer it with (413, or 400 for a body it could not read). The body is kept as it is read (capturedBody, or
-// keptBody when read here whole), so a decode error can name its field's
-// whole path.
+// answer it with (413, or 400 for a body it could not read). The body is
+// kept as it is read (capturedBody, or keptBody when read here whole), so
+// a decode error can name its field's whole path.
 //
 // A declared Content-Length over the limit is refused without reading. A
 // body of unknown length (chunked) is read up to the limit into memory

@@ -92,7 +92,9 @@ func (g *Gateway) handlerOptions(procedure string) []connect.HandlerOption {
 		connect.WithReadMaxBytes(int(g.cfg.MaxBodyBytes)),
 		connect.WithCompression("gzip", nil, nil),
 		connect.WithIdempotency(idempotency(procedure)),
-		connect.WithInterceptors(outcome{g}),
+		// Outermost, so that it notes what WithRecover answers.
+		connect.WithInterceptors(outcome{}),
+		connect.WithRecover(g.recoverCall),
 	}
 }
 
@@ -102,9 +104,7 @@ func (g *Gateway) handlerOptions(procedure string) []connect.HandlerOption {
 // gRPC-Web answers every call with HTTP 200 (its status goes in the
 // trailers), and so do Connect streams once they have begun, so the HTTP
 // status alone would log a failed call as a success.
-type outcome struct {
-	g *Gateway
-}
+type outcome struct{}
 
 // WrapUnary implements connect.Interceptor.
 func (o outcome) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -138,9 +138,10 @@ func (o outcome) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect
 // note records the code of err, a call's failure, on rec for the access
 // log, and returns err. connect-go answers a bare context error as the
 // context's code (canceled, deadline_exceeded), which CodeOf would call
-// unknown. The UNAVAILABLE a drain ends calls with is no failure of the
-// server's, as the drain of a REST watch is not.
-func (o outcome) note(rec *responseRecorder, err error) error {
+// unknown. The UNAVAILABLE a drain ends a call with (connectError marks
+// rec drained) is no failure of the server's, as the drain of a REST watch
+// is not.
+func (outcome) note(rec *responseRecorder, err error) error {
 	if rec == nil || err == nil {
 		return err
 	}
@@ -154,7 +155,7 @@ func (o outcome) note(rec *responseRecorder, err error) error {
 		}
 	}
 	rec.rpcCode = code
-	rec.rpcFailed = serverFailure(code) && (code != connect.CodeUnavailable || o.g.draining.Err() == nil)
+	rec.rpcFailed = serverFailure(code) && !rec.drained
 	return err
 }
 
@@ -192,7 +193,11 @@ func (g *Gateway) refuse(rec *responseRecorder, r *http.Request, h http.Handler,
 		// Only the parameters a Connect GET needs, the message empty.
 		q := r.URL.Query()
 		u := *r.URL
-		u.RawQuery = url.Values{"encoding": {q.Get("encoding")}, "message": {""}, "connect": q["connect"]}.Encode()
+		v := url.Values{"encoding": {q.Get("encoding")}, "message": {""}}
+		if q.Get("connect") == "v1" {
+			v.Set("connect", "v1")
+		}
+		u.RawQuery = v.Encode()
 		r.URL = &u
 	} else if ct := strings.ToLower(r.Header.Get("Content-Type")); strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+") {
 		// An enveloped protocol: one envelope, uncompressed, of no bytes
@@ -308,6 +313,9 @@ func outgoing(ctx context.Context, h http.Header) context.Context {
 // same details, logged the same way.
 func (g *Gateway) connectError(ctx context.Context, procedure string, err error) error {
 	if errors.Is(context.Cause(ctx), errDraining) {
+		if rec, ok := ctx.Value(connectKey{}).(*responseRecorder); ok {
+			rec.drained = true
+		}
 		return connectErrorOf(newAPIError(errShuttingDown(), 0))
 	}
 	st := status.Convert(err)
@@ -335,6 +343,15 @@ func connectErrorOf(e apiError) *connect.Error {
 		setAuthenticate(ce.Meta(), details)
 	}
 	return ce
+}
+
+// recoverCall is the Connect handlers' answer to a panic: logged as
+// serve's recoverPanic logs one, and answered as an internal error that
+// reveals nothing, in the caller's protocol (which a REST 500's JSON is
+// not).
+func (g *Gateway) recoverCall(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+	g.log.ErrorContext(ctx, "gateway: panic serving request", "panic", fmt.Sprint(p), "procedure", spec.Procedure)
+	return connectErrorOf(internalError())
 }
 
 // inbound is a request message as the gateway's codec decodes it: the

@@ -19,7 +19,9 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -69,8 +71,7 @@ func TestConnectUnary(t *testing.T) {
 	e := newEnv(t)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			getUser := connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](e.srv.Client(),
-				e.srv.URL+userv1.UserService_GetUser_FullMethodName, p.opts...)
+			getUser := getUserClient(e.srv, p.opts...)
 			req := connect.NewRequest(&userv1.GetUserRequest{Id: knownUserID})
 			req.Header().Set("Authorization", "Bearer a.b.c")
 			req.Header().Set(requestIDHeader, "connect-request-1")
@@ -171,8 +172,7 @@ func TestConnectRefusedBeforeRouting(t *testing.T) {
 	huge := strings.Repeat("x", testMaxBody)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			getUser := connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](e.srv.Client(),
-				e.srv.URL+userv1.UserService_GetUser_FullMethodName, p.opts...)
+			getUser := getUserClient(e.srv, p.opts...)
 			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](e.srv.Client(),
 				e.srv.URL+orderv1.OrderService_WatchOrder_FullMethodName, p.opts...)
 			unary := func(id, token string) error {
@@ -328,7 +328,7 @@ func TestConnectWatch(t *testing.T) {
 func TestConnectWatchDrained(t *testing.T) {
 	w := endlessWatch{started: make(chan struct{}, 1)}
 	logs := &logbuffer.Buffer{}
-	gw := quietGateway(t, nil, w, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
+	gw := quietGateway(t, nil, w, logTo(logs))
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -507,15 +507,12 @@ func TestConnectWatchSilentPastTheWriteTimeout(t *testing.T) {
 // call that succeeded has no code.
 func TestConnectAccessLog(t *testing.T) {
 	logs := &logbuffer.Buffer{}
-	gw := quietGateway(t, refusingUsers{}, failingWatch{sendFirst: true, err: status.Error(codes.DataLoss, "disk on fire")}, func(c *Config) {
-		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-	})
+	gw := quietGateway(t, refusingUsers{}, failingWatch{sendFirst: true, err: status.Error(codes.DataLoss, "disk on fire")}, logTo(logs))
 	srv := httptest.NewServer(gw)
 	defer srv.Close()
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			getUser := connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](srv.Client(),
-				srv.URL+userv1.UserService_GetUser_FullMethodName, p.opts...)
+			getUser := getUserClient(srv, p.opts...)
 			watch := connect.NewClient[orderv1.WatchOrderRequest, orderv1.WatchOrderResponse](srv.Client(),
 				srv.URL+orderv1.OrderService_WatchOrder_FullMethodName, p.opts...)
 			call := func(id string, do func(requestID string) error) map[string]any {
@@ -594,4 +591,84 @@ func watchToEnd(ctx context.Context, c *connect.Client[orderv1.WatchOrderRequest
 	for s.Receive() {
 	}
 	return s.Err()
+}
+
+// TestConnectPanic: a panic while serving a Connect or gRPC-Web call is
+// answered in the caller's protocol, as an internal error that reveals
+// nothing, and logged with the access line's code.
+func TestConnectPanic(t *testing.T) {
+	logs := &logbuffer.Buffer{}
+	b := startBackend(t, "", func(r grpc.ServiceRegistrar) { userv1.RegisterUserServiceServer(r, refusingUsers{}) })
+	panicking, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(func(context.Context, string, any, any, *grpc.ClientConn, grpc.UnaryInvoker, ...grpc.CallOption) error {
+			panic("hunter2")
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = panicking.Close() })
+	gw := quietGateway(t, nil, nil, logTo(logs), func(c *Config) { c.Users = panicking })
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			getUser := getUserClient(srv, p.opts...)
+			id := strings.ReplaceAll("panic-"+p.name, "+", "-")
+			req := connect.NewRequest(&userv1.GetUserRequest{Id: "ada"})
+			req.Header().Set(requestIDHeader, id)
+			_, err := getUser.CallUnary(t.Context(), req)
+			if connect.CodeOf(err) != connect.CodeInternal || strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("a panic: %v, want internal, masked", err)
+			}
+			logs.WaitFor(t, `"request_id":"`+id+`"`, 10*time.Second)
+			var logged bool
+			for _, rec := range logs.Lines(t) {
+				if rec["request_id"] != id {
+					continue
+				}
+				logged = logged || rec["panic"] == "hunter2"
+				if rec["msg"] == "http request" && (rec["code"] != "internal" || rec["level"] != "ERROR") {
+					t.Errorf("access line %v, want code internal at ERROR", rec)
+				}
+			}
+			if !logged {
+				t.Error("the panic was not logged")
+			}
+		})
+	}
+}
+
+// TestConnectGRPCAccessLog: a gRPC call (HTTP/2) that connect-go refuses
+// itself, before the gateway's interceptor, has its code in the access
+// log: gRPC carries it in HTTP trailers.
+func TestConnectGRPCAccessLog(t *testing.T) {
+	logs := &logbuffer.Buffer{}
+	gw := quietGateway(t, refusingUsers{}, nil, logTo(logs))
+	ts := httptest.NewUnstartedServer(gw)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	getUser := getUserClient(ts, connect.WithGRPC(), connect.WithSendGzip())
+	req := connect.NewRequest(&userv1.GetUserRequest{Id: "ada"})
+	req.Header().Set(requestIDHeader, "grpc-compressed")
+	_, err := getUser.CallUnary(t.Context(), req)
+	if connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Fatalf("a compressed gRPC call: %v, want unimplemented", err)
+	}
+	logs.WaitFor(t, `"request_id":"grpc-compressed"`, 10*time.Second)
+	for _, rec := range logs.Lines(t) {
+		if rec["msg"] == "http request" && rec["code"] != "unimplemented" {
+			t.Errorf("access line %v, want code unimplemented", rec)
+		}
+	}
+}
+
+// logTo has a gateway log to b, in JSON.
+func logTo(b *logbuffer.Buffer) func(*Config) {
+	return func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(b, nil)) }
+}
+
+// getUserClient is a Connect client of GetUser at srv's gateway.
+func getUserClient(srv *httptest.Server, opts ...connect.ClientOption) *connect.Client[userv1.GetUserRequest, userv1.GetUserResponse] {
+	return connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](srv.Client(), srv.URL+userv1.UserService_GetUser_FullMethodName, opts...)
 }

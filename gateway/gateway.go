@@ -743,9 +743,14 @@ func (g *Gateway) logAccess(ctx context.Context, r *http.Request, w *responseRec
 	code, failed := w.rpcCode, w.rpcFailed
 	if code == 0 && w.connect && w.status() == http.StatusOK {
 		// A gRPC or gRPC-Web call connect-go refused itself, before
-		// the outcome interceptor (a malformed envelope, say): its
-		// answer is trailers-only, the status in the headers.
-		if n, err := strconv.Atoi(w.Header().Get("Grpc-Status")); err == nil && n > 0 {
+		// the outcome interceptor (a malformed envelope, say): a
+		// gRPC-Web answer is trailers-only, the status in the headers;
+		// a gRPC one has it in HTTP trailers.
+		grpcStatus := w.Header().Get("Grpc-Status")
+		if grpcStatus == "" {
+			grpcStatus = w.Header().Get(http.TrailerPrefix + "Grpc-Status")
+		}
+		if n, err := strconv.Atoi(grpcStatus); err == nil && n > 0 {
 			code = connect.Code(n)
 			failed = serverFailure(code)
 		}
@@ -793,9 +798,10 @@ type responseRecorder struct {
 	refusal *connect.Error
 	// rpcCode is the code of such a call that failed, as the outcome
 	// interceptor saw it; 0 otherwise. rpcFailed: it is the server's
-	// failure, logged at ERROR as a REST 5xx is.
-	rpcCode   connect.Code
-	rpcFailed bool
+	// failure, logged at ERROR as a REST 5xx is. drained: Drain ended
+	// the call.
+	rpcCode            connect.Code
+	rpcFailed, drained bool
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
