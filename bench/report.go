@@ -315,7 +315,7 @@ func (r *Results) writeTable(w io.Writer) {
 
 	sections := []struct{ scenario, title string }{
 		{"transport", "1-2. Echo: transport baselines and the kit (closed loop)"},
-		{"rest", "3. REST edge: the gateway against direct gRPC, same embedded system (closed loop)"},
+		{"rest", "3. REST edge: the gateway (REST, and Connect for GetUser at C=64) against direct gRPC, same embedded system (closed loop)"},
 		{"orders", "4. Whole orders: POST /v1/orders with wait through the gateway"},
 	}
 	for _, s := range sections {

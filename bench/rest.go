@@ -105,7 +105,8 @@ func bareConn(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
-// restOp is one operation measured over both paths.
+// restOp is one operation measured over both paths, gateway and direct,
+// and for GetUser over a third, Connect's.
 type restOp struct {
 	op, payload string
 	conc        []int
@@ -120,7 +121,8 @@ type restOp struct {
 
 // runREST measures GetUser, ListUsers (a page of 20: the medium message)
 // and CreateUser through the gateway and over direct gRPC to the user
-// service, on one embedded system in a child process.
+// service, and GetUser at C=64 in the Connect protocol too, on one
+// embedded system in a child process.
 func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 	dir, err := os.MkdirTemp("", "duet-bench-rest-")
 	if err != nil {
@@ -185,15 +187,17 @@ func runREST(ctx context.Context, cfg *Config, p *printer) ([]*Cell, error) {
 	var cells []*Cell
 	index := map[string]*Cell{}
 	for rep := range cfg.Reps {
-		// Gateway and direct calls of one point take turns slice by slice
-		// (interleave), each first on every other repetition, so that
-		// neither always meets the machine warmer or after the other's
-		// leftovers.
+		// Gateway and direct calls of one point (and Connect's, at its
+		// point) take turns slice by slice (interleave), gateway and direct
+		// each first on every other repetition, so that neither always
+		// meets the machine warmer or after the other's leftovers.
 		for _, op := range ops {
 			for _, conc := range op.conc {
 				paths := []string{"gateway", "grpc"}
 				if op.connect != nil && conc == op.connectConc {
-					paths = append(paths, "connect")
+					// Between the two, so that gateway and direct
+					// still take the first turn by repetition.
+					paths = []string{"gateway", "connect", "grpc"}
 				}
 				paths = turnOrder(paths, rep)
 				cs := make([]contender, 0, len(paths))
