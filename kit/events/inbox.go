@@ -26,8 +26,8 @@ type InboxConfig struct {
 	Retention time.Duration
 	// PurgeInterval is how often rows older than Retention are deleted;
 	// default DefaultPurgeInterval. Each statement deletes at most
-	// PurgeChunk rows; while one finds a full chunk the next follows at
-	// once.
+	// PurgeChunk rows; while one finds a full chunk the next follows
+	// after a pause as long as it took (kit/retention).
 	PurgeInterval time.Duration
 	// Logger receives purge failures; nil means slog.Default().
 	Logger *slog.Logger

@@ -45,7 +45,7 @@ func TestInboxPurge(t *testing.T) {
 			return n
 		}
 		// One interval of an hour: the chunks after the first follow
-		// at once, not an hour later.
+		// after a short pause, not an hour later.
 		waitFor(t, "old inbox rows purged", 20*time.Second, func() bool { return rows() == 2 })
 		stop()
 		if once("consumer-0", "recent-0") || once("consumer-1", "recent-1") {

@@ -3,7 +3,9 @@
 // retention. Start runs a Purge now and then for as long as the service
 // runs; the Purge deletes a bounded chunk of the oldest rows per call, so
 // that no statement holds the database (SQLite's only writer) for long,
-// and Start calls it again at once while it finds full chunks.
+// and Start calls it again while it finds full chunks, after a pause as
+// long as the chunk took, so that a backlog takes at most about half of
+// the database's time and the service's own writes go on between chunks.
 package retention
 
 import (
@@ -35,8 +37,9 @@ type Config struct {
 	Interval time.Duration
 	// Chunk is the limit each call of the Purge is given; default
 	// DefaultChunk. A call that deleted that many is followed by the next
-	// at once, not an Interval later, so a backlog is worked off a chunk
-	// at a time.
+	// after a pause as long as the call took, not an Interval later, so a
+	// backlog is worked off a chunk at a time, at most about half the
+	// time busy.
 	Chunk int
 	// Name names the rows in the log ("stock imports"), as the "purge"
 	// attribute.
@@ -82,14 +85,15 @@ func Start(ctx context.Context, cfg Config, purge Purge) (stop func()) {
 			case <-timer.C:
 			}
 			next := cfg.Interval
-			n, err := purge(ctx, time.Now().Add(-cfg.Retention), cfg.Chunk)
+			began := time.Now()
+			n, err := purge(ctx, began.Add(-cfg.Retention), cfg.Chunk)
 			switch {
 			case ctx.Err() != nil:
 				return
 			case err != nil:
 				cfg.Logger.WarnContext(ctx, "retention: purge failed; trying again later", "purge", cfg.Name, "err", err, "retry_in", next)
 			case n >= int64(cfg.Chunk):
-				next = 0
+				next = min(time.Since(began), cfg.Interval)
 				fallthrough
 			case n > 0:
 				cfg.Logger.DebugContext(ctx, "retention: purged", "purge", cfg.Name, "deleted", n)

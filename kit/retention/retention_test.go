@@ -83,8 +83,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestStart: the purge runs at once with the cutoff a retention ago, goes
-// on without waiting while it deletes full chunks, then waits an interval
-// (an hour here, so the calls counted are all it makes).
+// on (after a pause: TestBacklogPauses) while it deletes full chunks,
+// then waits an interval (an hour here, so the calls counted are all it
+// makes).
 func TestStart(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -92,7 +93,7 @@ func TestStart(t *testing.T) {
 		chunk       int
 		rows, calls int
 	}{
-		{"a backlog goes a chunk at a time, at once", 25, 0, 10, 3, 3},
+		{"a backlog goes a chunk at a time", 25, 0, 10, 3, 3},
 		{"a last chunk that is full takes one more call", 20, 0, 10, 3, 3},
 		{"nothing old: one call, then an interval", 0, 0, 10, 3, 1},
 		{"a purge deleting less than its limit waits", 25, 5, 10, 23, 1},
@@ -115,6 +116,38 @@ func TestStart(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBacklogPauses: while it finds full chunks, the purge pauses between
+// calls for as long as the last call took, so that a backlog leaves the
+// database (SQLite's one writer) to the service about half the time.
+func TestBacklogPauses(t *testing.T) {
+	const work = 20 * time.Millisecond
+	tb := &table{rows: aged(time.Now(), 40, 0)}
+	var (
+		mu    sync.Mutex
+		spans [][2]time.Time // each call's start and end
+	)
+	stop := retention.Start(t.Context(), retention.Config{Retention: time.Hour, Interval: time.Hour, Chunk: 10},
+		func(ctx context.Context, before time.Time, limit int) (int64, error) {
+			began := time.Now()
+			time.Sleep(work) // the chunk's statement, as slow as a big DELETE
+			n, err := tb.purge(ctx, before, limit)
+			mu.Lock()
+			spans = append(spans, [2]time.Time{began, time.Now()})
+			mu.Unlock()
+			return n, err
+		})
+	waitFor(t, "the backlog purged", func() bool { _, calls := tb.state(); return calls >= 5 })
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(spans); i++ {
+		took, pause := spans[i-1][1].Sub(spans[i-1][0]), spans[i][0].Sub(spans[i-1][1])
+		if pause < took {
+			t.Errorf("call %d came %v after call %d, which took %v: want a pause at least as long", i+1, pause, i, took)
+		}
 	}
 }
 
