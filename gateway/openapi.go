@@ -20,12 +20,14 @@ import (
 //go:embed openapi/duet.swagger.json
 var openAPIDocument []byte
 
-// serveOpenAPI serves the OpenAPI document of the services configured.
+// serveOpenAPI serves the OpenAPI document of the services configured,
+// with the contract's validation rules written in.
 func (g *Gateway) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	doc := g.withRules()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(g.openAPI)))
-	_, _ = w.Write(g.openAPI)
+	h.Set("Content-Length", strconv.Itoa(len(doc)))
+	_, _ = w.Write(doc)
 }
 
 // openAPIOf returns doc cut down to the operations and tags of services
@@ -168,45 +170,34 @@ func withTokens(doc []byte, public []string) ([]byte, error) {
 			return nil, fmt.Errorf("paths: %w", err)
 		}
 	}
-	for path, item := range paths {
-		for key, raw := range item {
-			if !slices.Contains(httpMethods, key) {
-				continue
-			}
-			var op map[string]json.RawMessage
-			if err := json.Unmarshal(raw, &op); err != nil {
-				return nil, fmt.Errorf("paths %s %s: %w", path, key, err)
-			}
-			var id string
-			if raw, ok := op["operationId"]; ok {
-				if err := json.Unmarshal(raw, &id); err != nil {
-					return nil, fmt.Errorf("paths %s %s operationId: %w", path, key, err)
-				}
-			}
-			responses := map[string]json.RawMessage{}
-			if raw, ok := op["responses"]; ok {
-				if err := json.Unmarshal(raw, &responses); err != nil {
-					return nil, fmt.Errorf("paths %s %s responses: %w", path, key, err)
-				}
-			}
-			answers := tokenAnswers
-			if open[id] {
-				op["security"] = json.RawMessage(`[]`)
-				answers = map[string]json.RawMessage{"401": publicTokenAnswer}
-			}
-			for status, answer := range answers {
-				if _, ok := responses[status]; !ok {
-					responses[status] = answer
-				}
-			}
-			var err error
-			if op["responses"], err = json.Marshal(responses); err != nil {
-				return nil, err
-			}
-			if item[key], err = json.Marshal(op); err != nil {
-				return nil, err
+	if err := editOperations(paths, func(op map[string]json.RawMessage) error {
+		var id string
+		if raw, ok := op["operationId"]; ok {
+			if err := json.Unmarshal(raw, &id); err != nil {
+				return fmt.Errorf("operationId: %w", err)
 			}
 		}
+		responses := map[string]json.RawMessage{}
+		if raw, ok := op["responses"]; ok {
+			if err := json.Unmarshal(raw, &responses); err != nil {
+				return fmt.Errorf("responses: %w", err)
+			}
+		}
+		answers := tokenAnswers
+		if open[id] {
+			op["security"] = json.RawMessage(`[]`)
+			answers = map[string]json.RawMessage{"401": publicTokenAnswer}
+		}
+		for status, answer := range answers {
+			if _, ok := responses[status]; !ok {
+				responses[status] = answer
+			}
+		}
+		var err error
+		op["responses"], err = json.Marshal(responses)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	var err error
 	if spec["paths"], err = json.Marshal(paths); err != nil {
@@ -215,6 +206,31 @@ func withTokens(doc []byte, public []string) ([]byte, error) {
 	spec["securityDefinitions"] = json.RawMessage(`{"` + tokenScheme + `": {"type": "apiKey", "name": "Authorization", "in": "header", "description": "An end user's JSON Web Token, after \"Bearer \"."}}`)
 	spec["security"] = json.RawMessage(`[{"` + tokenScheme + `": []}]`)
 	return json.MarshalIndent(spec, "", "  ")
+}
+
+// editOperations calls edit with each operation of paths decoded, and
+// puts it back encoded, its keys sorted; an error of edit's is returned
+// naming the operation.
+func editOperations(paths map[string]map[string]json.RawMessage, edit func(op map[string]json.RawMessage) error) error {
+	for path, item := range paths {
+		for key, raw := range item {
+			if !slices.Contains(httpMethods, key) {
+				continue
+			}
+			var op map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &op); err != nil {
+				return fmt.Errorf("paths %s %s: %w", path, key, err)
+			}
+			if err := edit(op); err != nil {
+				return fmt.Errorf("paths %s %s: %w", path, key, err)
+			}
+			var err error
+			if item[key], err = json.Marshal(op); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // definitionRef finds the definitions a piece of the document refers to.

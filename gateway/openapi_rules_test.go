@@ -1,0 +1,260 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"buf.build/go/protovalidate"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+)
+
+// TestOpenAPIRules: the document served says what the contract's
+// validation rules require of request bodies, the messages in them and
+// query and path parameters, in OpenAPI's keywords, required fields
+// included; a message's fields keep the contract's order.
+func TestOpenAPIRules(t *testing.T) {
+	e := newEnv(t)
+	var doc struct {
+		Paths       map[string]map[string]struct{ Parameters []map[string]any } `json:"paths"`
+		Definitions map[string]map[string]json.RawMessage                       `json:"definitions"`
+	}
+	body := e.do(t, "GET", "/openapi.json", nil).body
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	property := func(def, name string) map[string]any {
+		t.Helper()
+		var props map[string]map[string]any
+		if err := json.Unmarshal(doc.Definitions[def]["properties"], &props); err != nil {
+			t.Fatalf("definition %s: %v", def, err)
+		}
+		return props[name]
+	}
+	parameter := func(path, method, name string) map[string]any {
+		t.Helper()
+		for _, p := range doc.Paths[path][method].Parameters {
+			if p["name"] == name {
+				return p
+			}
+		}
+		t.Fatalf("%s %s has no parameter %s", method, path, name)
+		return nil
+	}
+	tests := []struct {
+		name string
+		got  map[string]any
+		want map[string]any
+	}{
+		{"an email", property("v1CreateUserRequest", "email"), map[string]any{"format": "email", "maxLength": 254.0}},
+		{"a length", property("v1CreateUserRequest", "name"), map[string]any{"minLength": 1.0, "maxLength": 100.0}},
+		{"a uuid", property("v1CreateOrderRequest", "userId"), map[string]any{"format": "uuid"}},
+		{"a list's size", property("v1CreateOrderRequest", "items"), map[string]any{"minItems": 1.0, "maxItems": 100.0}},
+		{"a nested message's pattern", property("v1LineItem", "sku"), map[string]any{"pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+		{"a nested message's bounds", property("v1LineItem", "quantity"), map[string]any{"minimum": 1.0, "maximum": 10000.0}},
+		{"two messages down", property("v1Money", "currencyCode"), map[string]any{"pattern": "^[A-Z]{3}$"}},
+		{"a query parameter's bounds", parameter("/v1/users", "get", "pageSize"), map[string]any{"minimum": 0.0, "maximum": 100.0}},
+		{"a query parameter's length", parameter("/v1/users", "get", "pageToken"), map[string]any{"maxLength": 1024.0}},
+		{"a path parameter", parameter("/v1/users/{id}", "get", "id"), map[string]any{"format": "uuid"}},
+	}
+	for _, tt := range tests {
+		for k, v := range tt.want {
+			if !reflect.DeepEqual(tt.got[k], v) {
+				t.Errorf("%s: %s is %v, want %v (%v)", tt.name, k, tt.got[k], v, tt.got)
+			}
+		}
+	}
+	// Required: a message field the rules require, and a field whose zero
+	// value ("", 0), which JSON leaving it out means, the rules refuse;
+	// not one whose rules ignore its zero value (userId), which keeps no
+	// keyword "" would fail.
+	for _, tt := range []struct {
+		def  string
+		want []string
+	}{
+		{"v1ChargeRequest", []string{"amount", "paymentMethodToken", "idempotencyKey"}},
+		{"v1CreateUserRequest", []string{"email", "name"}},
+		{"v1LineItem", []string{"sku", "quantity"}},
+		{"PaymentServiceRefundBody", nil},
+	} {
+		var required []string
+		_ = json.Unmarshal(doc.Definitions[tt.def]["required"], &required)
+		if !reflect.DeepEqual(required, tt.want) {
+			t.Errorf("%s's required fields %v, want %v", tt.def, required, tt.want)
+		}
+	}
+	if userID := property("v1ChargeRequest", "userId"); userID["format"] != nil {
+		t.Errorf("ChargeRequest's userId, which may be empty: %v, want no format", userID)
+	}
+	// The contract's order, not the alphabet's.
+	props, err := decodeOrdered(doc.Definitions["v1CreateOrderRequest"]["properties"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, p := range props {
+		order = append(order, p.key)
+	}
+	if want := []string{"userId", "items", "paymentToken", "idempotencyKey", "wait"}; !reflect.DeepEqual(order, want) {
+		t.Errorf("CreateOrderRequest's properties in the order %v, want %v", order, want)
+	}
+}
+
+// TestOpenAPIRulesAreEnforced: every limit the document states of a
+// request message's field, protovalidate enforces on that field: a value
+// just past it, or the field left out when the document lists it as
+// required, is a violation of the field itself. The document claims
+// nothing the services do not check.
+func TestOpenAPIRulesAreEnforced(t *testing.T) {
+	var services []string
+	for _, f := range []protoreflect.FileDescriptor{userv1.File_duet_user_v1_user_proto, orderv1.File_duet_order_v1_order_proto,
+		paymentv1.File_duet_payment_v1_payment_proto, inventoryv1.File_duet_inventory_v1_inventory_proto,
+		notificationv1.File_duet_notification_v1_notification_proto} {
+		for i := range f.Services().Len() {
+			services = append(services, string(f.Services().Get(i).FullName()))
+		}
+	}
+	out, messages, err := rulesDocument(openAPIDocument, serviceDescriptors(services))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string           `json:"operationId"`
+			Parameters  []map[string]any `json:"parameters"`
+		} `json:"paths"`
+		Definitions map[string]struct {
+			Properties map[string]map[string]any `json:"properties"`
+			Required   []string                  `json:"required"`
+		} `json:"definitions"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	check := func(where string, md protoreflect.MessageDescriptor, fd protoreflect.FieldDescriptor, schema map[string]any) {
+		for _, kw := range []string{"minLength", "maxLength", "pattern", "format", "minimum", "maximum", "minItems", "maxItems"} {
+			bound, ok := schema[kw]
+			if !ok || (kw == "format" && fd.Kind() != protoreflect.StringKind) {
+				continue // the format of a number or a Timestamp is its type's
+			}
+			msg := dynamicpb.NewMessage(md)
+			if !setPast(msg, fd, kw, bound, schema) {
+				continue
+			}
+			checked++
+			if !violates(msg, fd) {
+				t.Errorf("%s: %s %v is not enforced", where, kw, bound)
+			}
+		}
+	}
+	inputs := map[string]protoreflect.MessageDescriptor{}
+	for _, s := range serviceDescriptors(services) {
+		for i := range s.Methods().Len() {
+			inputs[string(s.Name())+"_"+string(s.Methods().Get(i).Name())] = s.Methods().Get(i).Input()
+		}
+	}
+	for path, item := range doc.Paths {
+		for method, op := range item {
+			for _, p := range op.Parameters {
+				if name, _ := p["name"].(string); p["in"] != "body" {
+					check(method+" "+path+" "+name, inputs[op.OperationID], fieldAt(inputs[op.OperationID], name), p)
+				}
+			}
+		}
+	}
+	for name, md := range messages {
+		def := doc.Definitions[name]
+		for prop, schema := range def.Properties {
+			check(name+"."+prop, md, fieldAt(md, prop), schema)
+		}
+		for _, prop := range def.Required {
+			checked++
+			if fd := fieldAt(md, prop); !violates(dynamicpb.NewMessage(md), fd) {
+				t.Errorf("%s.%s: required, but may be left out", name, prop)
+			}
+		}
+	}
+	// 63 when written: a document that lost some would check fewer.
+	if checked < 63 {
+		t.Errorf("%d limits checked, want 63: the document states fewer than the contract has", checked)
+	}
+}
+
+// setPast sets fd of msg to a value just past the limit the keyword kw,
+// bound, states; false for a limit it has no such value for.
+func setPast(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor, kw string, bound any, schema map[string]any) bool {
+	n, _ := bound.(float64)
+	if fd.IsList() {
+		items := int(n) + 1 // past maxItems
+		if kw == "minItems" {
+			items = int(n) - 1
+		} else if kw != "maxItems" {
+			return false
+		}
+		list := msg.NewField(fd).List()
+		for range items {
+			list.Append(list.NewElement())
+		}
+		msg.Set(fd, protoreflect.ValueOfList(list))
+		return true
+	}
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		v := ""
+		switch kw {
+		case "maxLength":
+			v = strings.Repeat("a", int(n)+1)
+		case "minLength":
+			v = strings.Repeat("a", int(n)-1)
+		case "pattern":
+			v = "!"
+			if regexp.MustCompile(bound.(string)).MatchString(v) {
+				return false
+			}
+		case "format":
+			v = "not-" + bound.(string)
+		}
+		msg.Set(fd, protoreflect.ValueOfString(v))
+		return true
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		v := int32(n) + 1
+		if kw == "minimum" {
+			v = int32(n) - 1
+			if schema["exclusiveMinimum"] == true {
+				v = int32(n)
+			}
+		} else if schema["exclusiveMaximum"] == true {
+			v = int32(n)
+		}
+		msg.Set(fd, protoreflect.ValueOfInt32(v))
+		return true
+	}
+	return false
+}
+
+// violates reports whether protovalidate finds msg's field fd itself
+// (not a field inside it) in violation.
+func violates(msg proto.Message, fd protoreflect.FieldDescriptor) bool {
+	var verr *protovalidate.ValidationError
+	if !errors.As(protovalidate.Validate(msg), &verr) {
+		return false
+	}
+	for _, v := range verr.Violations {
+		if elems := v.Proto.GetField().GetElements(); len(elems) == 1 && elems[0].GetFieldNumber() == int32(fd.Number()) {
+			return true
+		}
+	}
+	return false
+}
