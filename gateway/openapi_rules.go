@@ -23,12 +23,15 @@ import (
 // OpenAPI keywords that say the same (minLength, maxLength, pattern,
 // format, minimum, maximum, minItems, maxItems, uniqueItems, enum,
 // required). protoc-gen-openapiv2 does not read them, so a client
-// generated from the document, or a person reading /docs, learned a
-// field's limits only from its comment or from a 400. A rule with no
-// keyword of its own (a CEL expression, prefix, bytes counts, 64-bit
-// bounds, which JSON carries as strings) stays the comment's and the
-// service's. services are the services whose methods' operations
-// (operationId "UserService_CreateUser") the document may hold.
+// generated from the document, or a person reading it, learned a field's
+// limits only from its comment or from a 400. A definition a request
+// shares with responses (Money, LineItem) carries them too, which the
+// services' answers meet. A rule with no keyword that says exactly the
+// same (a CEL expression, prefix, bytes counts, an email address, 64-bit
+// bounds, which JSON carries as strings) is not stated: the document
+// never refuses what the services take. services are the services whose
+// methods' operations (operationId "UserService_CreateUser") the document
+// may hold.
 func withRules(doc []byte, services []protoreflect.ServiceDescriptor) ([]byte, error) {
 	out, _, err := rulesDocument(doc, services)
 	return out, err
@@ -93,11 +96,15 @@ func rulesDocument(doc []byte, services []protoreflect.ServiceDescriptor) ([]byt
 		return nil, nil, err
 	}
 	var err error
-	if spec["paths"], err = json.Marshal(paths); err != nil {
-		return nil, nil, err
+	if paths != nil {
+		if spec["paths"], err = json.Marshal(paths); err != nil {
+			return nil, nil, err
+		}
 	}
-	if spec["definitions"], err = json.Marshal(definitions); err != nil {
-		return nil, nil, err
+	if definitions != nil {
+		if spec["definitions"], err = json.Marshal(definitions); err != nil {
+			return nil, nil, err
+		}
 	}
 	out, err := json.MarshalIndent(spec, "", "  ")
 	return out, r.done, err
@@ -121,6 +128,9 @@ func (r *ruleWriter) parameter(p map[string]json.RawMessage, msg protoreflect.Me
 	_ = json.Unmarshal(p["name"], &name)
 	switch in {
 	case "body":
+		if p["schema"] == nil {
+			return nil
+		}
 		carried := msg
 		if body != "*" && body != "" {
 			fd := msg.Fields().ByName(protoreflect.Name(body))
@@ -136,7 +146,10 @@ func (r *ruleWriter) parameter(p map[string]json.RawMessage, msg protoreflect.Me
 		p["schema"] = schema
 	case "query", "path":
 		if fd := fieldAt(msg, name); fd != nil {
-			if err := writeRules(p, fd, rulesOf(fd), false); err != nil {
+			// A field inside another ("filter.status") is required only
+			// when the one around it is set: not said.
+			nested := strings.Contains(name, ".")
+			if err := writeRules(p, fd, rulesOf(fd), nested); err != nil {
 				return fmt.Errorf("parameter %s: %w", name, err)
 			}
 		}
@@ -191,7 +204,8 @@ func (r *ruleWriter) object(raw json.RawMessage, msg protoreflect.MessageDescrip
 			continue
 		}
 		rules := rulesOf(fd)
-		if (rules.GetRequired() || zeroRefused[fd.Name()]) && !slices.Contains(required, prop.key) {
+		needed := rules.GetRequired() && ignoreOf(fd, rules) != validate.Ignore_IGNORE_ALWAYS
+		if (needed || zeroRefused[fd.Name()]) && !slices.Contains(required, prop.key) {
 			required = append(required, prop.key)
 		}
 		var s map[string]json.RawMessage
@@ -292,7 +306,11 @@ func fieldAt(msg protoreflect.MessageDescriptor, name string) protoreflect.Field
 // not a parameter, which says a required field by its message's
 // "required" list instead.
 func writeRules(s map[string]json.RawMessage, fd protoreflect.FieldDescriptor, rules *validate.FieldRules, inSchema bool) error {
-	if rules == nil || rules.GetIgnore() == validate.Ignore_IGNORE_ALWAYS {
+	if rules == nil {
+		return nil
+	}
+	ignore := ignoreOf(fd, rules)
+	if ignore == validate.Ignore_IGNORE_ALWAYS {
 		return nil
 	}
 	if _, ok := s["$ref"]; ok {
@@ -302,46 +320,69 @@ func writeRules(s map[string]json.RawMessage, fd protoreflect.FieldDescriptor, r
 	if rules.GetRequired() && !inSchema {
 		kw["required"] = true
 	}
-	if fd.IsList() {
-		if rr := rules.GetRepeated(); rr != nil {
-			if rr.HasMinItems() {
-				kw["minItems"] = rr.GetMinItems()
-			}
-			if rr.HasMaxItems() {
-				kw["maxItems"] = rr.GetMaxItems()
-			}
-			if rr.GetUnique() {
-				kw["uniqueItems"] = true
-			}
-			if items := rr.GetItems(); items != nil {
-				var is map[string]json.RawMessage
-				if err := json.Unmarshal(s["items"], &is); err == nil {
-					if err := writeRules(is, fd, items, true); err != nil {
-						return err
-					}
-					raw, err := json.Marshal(is)
-					if err != nil {
-						return err
-					}
-					s["items"] = raw
+	if !fd.IsList() {
+		scalarKeywords(kw, s, rules)
+		return put(s, kw, ignore)
+	}
+	if rr := rules.GetRepeated(); rr != nil {
+		if rr.HasMinItems() {
+			kw["minItems"] = rr.GetMinItems()
+		}
+		if rr.HasMaxItems() {
+			kw["maxItems"] = rr.GetMaxItems()
+		}
+		if rr.GetUnique() {
+			kw["uniqueItems"] = true
+		}
+		if items := rr.GetItems(); items != nil && items.GetIgnore() != validate.Ignore_IGNORE_ALWAYS {
+			var is map[string]json.RawMessage
+			if err := json.Unmarshal(s["items"], &is); err == nil && is["$ref"] == nil {
+				ikw := map[string]any{}
+				scalarKeywords(ikw, is, items)
+				if err := put(is, ikw, items.GetIgnore()); err != nil {
+					return err
 				}
+				raw, err := json.Marshal(is)
+				if err != nil {
+					return err
+				}
+				s["items"] = raw
 			}
 		}
-	} else {
-		scalarKeywords(kw, s, rules)
 	}
-	if rules.GetIgnore() == validate.Ignore_IGNORE_IF_ZERO_VALUE {
-		// The zero value ("", 0, no items) passes whatever the rules
-		// say; OpenAPI has no "or empty", so only what it passes too
-		// is written.
+	return put(s, kw, ignore)
+}
+
+// ignoreOf is when fd's rules are skipped: as they say, or, for a field
+// named by its message's (buf.validate.message).oneof that says nothing,
+// when it is zero, as protovalidate does.
+func ignoreOf(fd protoreflect.FieldDescriptor, rules *validate.FieldRules) validate.Ignore {
+	if rules.HasIgnore() {
+		return rules.GetIgnore()
+	}
+	mr, _ := proto.GetExtension(fd.ContainingMessage().Options(), validate.E_Message).(*validate.MessageRules)
+	for _, o := range mr.GetOneof() {
+		if slices.Contains(o.GetFields(), string(fd.Name())) {
+			return validate.Ignore_IGNORE_IF_ZERO_VALUE
+		}
+	}
+	return rules.GetIgnore()
+}
+
+// put writes the keywords kw into s. Rules skipped when the value is zero
+// ("", 0, no items) let the zero value pass whatever they say, and
+// OpenAPI has no "or empty": only the keywords zero passes too are
+// written then.
+func put(s map[string]json.RawMessage, kw map[string]any, ignore validate.Ignore) error {
+	if ignore == validate.Ignore_IGNORE_IF_ZERO_VALUE {
 		for _, k := range []string{"format", "pattern", "enum", "minLength", "minItems"} {
 			delete(kw, k)
 		}
-		if min, ok := kw["minimum"]; ok && positive(min) {
+		if min, ok := kw["minimum"]; ok && (positive(min) || (kw["exclusiveMinimum"] == true && !negative(min))) {
 			delete(kw, "minimum")
 			delete(kw, "exclusiveMinimum")
 		}
-		if max, ok := kw["maximum"]; ok && !positive(max) { // zero included: it may be exclusive
+		if max, ok := kw["maximum"]; ok && (negative(max) || (kw["exclusiveMaximum"] == true && !positive(max))) {
 			delete(kw, "maximum")
 			delete(kw, "exclusiveMaximum")
 		}
@@ -370,7 +411,7 @@ func scalarKeywords(kw map[string]any, s map[string]json.RawMessage, rules *vali
 		if sr.HasMaxLen() {
 			kw["maxLength"] = sr.GetMaxLen()
 		}
-		if sr.HasPattern() {
+		if sr.HasPattern() && portablePattern(sr.GetPattern()) {
 			kw["pattern"] = sr.GetPattern()
 		}
 		if len(sr.GetIn()) > 0 {
@@ -384,7 +425,10 @@ func scalarKeywords(kw map[string]any, s map[string]json.RawMessage, rules *vali
 				has    bool
 				format string
 			}{
-				{sr.GetEmail(), "email"}, {sr.GetUuid(), "uuid"}, {sr.GetHostname(), "hostname"},
+				// Not email: protovalidate's is HTML's, which takes
+				// addresses (a..b@example.com) that RFC 5322's, JSON
+				// Schema's, refuses.
+				{sr.GetUuid(), "uuid"}, {sr.GetHostname(), "hostname"},
 				{sr.GetUri(), "uri"}, {sr.GetIpv4(), "ipv4"}, {sr.GetIpv6(), "ipv6"},
 			} {
 				if f.has {
@@ -448,6 +492,18 @@ func scalarKeywords(kw map[string]any, s map[string]json.RawMessage, rules *vali
 	if v, ok := value("const"); ok {
 		kw["enum"] = []any{v}
 	}
+}
+
+// portablePattern reports whether the RE2 pattern p (protovalidate's)
+// means the same as an ECMA-262 one (OpenAPI's): none of RE2's own syntax
+// (flags, \A and \z, Unicode classes, POSIX classes).
+func portablePattern(p string) bool {
+	for _, own := range []string{"(?i", "(?m", "(?s", "(?U", "(?-", "(?P<", `\A`, `\z`, `\p`, `\P`, "[[:", `\Q`} {
+		if strings.Contains(p, own) {
+			return false
+		}
+	}
+	return true
 }
 
 // member is one key of a JSON object and its value.
@@ -517,18 +573,29 @@ func serviceDescriptors(names []string) []protoreflect.ServiceDescriptor {
 	return out
 }
 
-// positive reports whether v, a bound scalarKeywords wrote, is more than
-// zero.
-func positive(v any) bool {
+// positive and negative report whether v, a bound scalarKeywords wrote,
+// is more, or less, than zero.
+func positive(v any) bool { return sign(v) > 0 }
+
+func negative(v any) bool { return sign(v) < 0 }
+
+func sign(v any) int {
+	var f float64
 	switch n := v.(type) {
 	case int32:
-		return n > 0
+		f = float64(n)
 	case uint32:
-		return n > 0
+		f = float64(n)
 	case float32:
-		return n > 0
+		f = float64(n)
 	case float64:
-		return n > 0
+		f = n
 	}
-	return false
+	switch {
+	case f > 0:
+		return 1
+	case f < 0:
+		return -1
+	}
+	return 0
 }

@@ -170,6 +170,9 @@ func TestOpenAPIOfTheServicesConfigured(t *testing.T) {
 	if resp := full.do(t, "GET", "/openapi.json", nil); string(resp.body) != string(want) {
 		t.Error("with every service configured, the document served is not the generated one with its rules")
 	}
+	if got := string(full.gw.openAPI); got != string(openAPIDocument) {
+		t.Error("with every service configured, the document the rules go into is not the generated one, byte for byte")
+	}
 
 	e := newEnv(t, func(c *Config) { c.Inventory, c.Notifications = nil, nil })
 	resp := e.do(t, "GET", "/openapi.json", nil)
