@@ -399,7 +399,9 @@ func TestRedeliveredEventHasOneEffect(t *testing.T) {
 
 // TestRelayPurgesPublishedRows: rows published longer than Retention ago
 // are deleted, PurgeChunk per statement and without waiting PurgeInterval
-// between chunks; pending rows and recently published ones stay.
+// between chunks, though after a pause as long as the last statement took
+// (on PostgreSQL, whose triggers time the statements); pending rows and
+// recently published ones stay.
 func TestRelayPurgesPublishedRows(t *testing.T) {
 	matrix(t, func(t *testing.T, db *sqldb.DB, bus *events.Bus) {
 		ctx := t.Context()
@@ -418,12 +420,17 @@ func TestRelayPurgesPublishedRows(t *testing.T) {
 			t.Fatal(err)
 		}
 		if db.Dialect == sqldb.Postgres {
-			// A statement-level trigger records how many rows each DELETE
-			// removed.
+			// Statement-level triggers record when each DELETE began,
+			// and when it ended how many rows it removed.
 			for _, stmt := range []string{
-				`CREATE TABLE purge_statements (n BIGINT NOT NULL)`,
+				`CREATE TABLE purge_starts (at TIMESTAMPTZ NOT NULL)`,
+				`CREATE TABLE purge_statements (n BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL)`,
+				`CREATE FUNCTION start_purge() RETURNS trigger LANGUAGE plpgsql AS $$
+				 BEGIN INSERT INTO purge_starts VALUES (clock_timestamp()); RETURN NULL; END $$`,
+				`CREATE TRIGGER start_purge BEFORE DELETE ON events_outbox
+				 FOR EACH STATEMENT EXECUTE FUNCTION start_purge()`,
 				`CREATE FUNCTION count_purged() RETURNS trigger LANGUAGE plpgsql AS $$
-				 BEGIN INSERT INTO purge_statements SELECT count(*) FROM gone; RETURN NULL; END $$`,
+				 BEGIN INSERT INTO purge_statements SELECT count(*), clock_timestamp() FROM gone; RETURN NULL; END $$`,
 				`CREATE TRIGGER count_purged AFTER DELETE ON events_outbox
 				 REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION count_purged()`,
 			} {
@@ -463,6 +470,35 @@ func TestRelayPurgesPublishedRows(t *testing.T) {
 		if most > events.PurgeChunk || total != old || statements < 3 {
 			t.Errorf("%d DELETE statements removed %d rows, at most %d at once; want %d rows, at most %d per statement",
 				statements, total, most, old, events.PurgeChunk)
+		}
+		// Each statement after a full one began no sooner than that one
+		// took after it ended.
+		rows, err := db.QueryContext(ctx, `SELECT s.at, e.at, e.n FROM
+			(SELECT at, row_number() OVER (ORDER BY at) AS i FROM purge_starts) s JOIN
+			(SELECT at, n, row_number() OVER (ORDER BY at) AS i FROM purge_statements) e ON s.i = e.i ORDER BY s.i`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var spans [][2]time.Time
+		var full []bool
+		for rows.Next() {
+			var began, ended time.Time
+			var n int
+			if err := rows.Scan(&began, &ended, &n); err != nil {
+				t.Fatal(err)
+			}
+			spans = append(spans, [2]time.Time{began, ended})
+			full = append(full, n >= events.PurgeChunk)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(spans); i++ {
+			took, pause := spans[i-1][1].Sub(spans[i-1][0]), spans[i][0].Sub(spans[i-1][1])
+			if full[i-1] && pause < took {
+				t.Errorf("DELETE %d began %v after DELETE %d, which took %v: want a pause at least as long", i+1, pause, i, took)
+			}
 		}
 	})
 }
