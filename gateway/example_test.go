@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net/http"
@@ -43,4 +45,28 @@ func ExampleNew() {
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
+}
+
+// ExampleDocument writes the REST API's OpenAPI document, as a gateway of
+// every service serves it, to generate a client from it; here, what it
+// says of a new user's name.
+func ExampleDocument() {
+	doc, err := gateway.Document(gateway.Services, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var spec struct {
+		Definitions map[string]struct {
+			Properties map[string]struct {
+				MinLength, MaxLength int
+			}
+			Required []string
+		}
+	}
+	if err := json.Unmarshal(doc, &spec); err != nil {
+		log.Fatal(err)
+	}
+	create := spec.Definitions["v1CreateUserRequest"]
+	fmt.Println(create.Required, create.Properties["name"].MinLength, create.Properties["name"].MaxLength)
+	// Output: [email name] 1 100
 }

@@ -359,13 +359,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	for i, b := range g.backends {
 		services[i] = b.service
 	}
-	if g.openAPI, err = openAPIOf(openAPIDocument, services); err != nil {
-		return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
-	}
-	if cfg.Tokens != nil {
-		if g.openAPI, err = withTokens(g.openAPI, cfg.Tokens.Public); err != nil {
-			return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
-		}
+	if g.openAPI, err = documentOf(services, cfg.Tokens); err != nil {
+		return nil, err
 	}
 	g.withRules = sync.OnceValue(func() []byte {
 		doc, err := withRules(g.openAPI, serviceDescriptors(services))

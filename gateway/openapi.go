@@ -11,6 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	inventoryv1 "github.com/duetkit/duet/gen/duet/inventory/v1"
+	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
+	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
+	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
 )
 
 // openAPIDocument is the OpenAPI document of the REST API, generated from
@@ -28,6 +34,49 @@ func (g *Gateway) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(doc)))
 	_, _ = w.Write(doc)
+}
+
+// Services are the full names of the services whose REST routes the
+// gateway may serve: all five of the shop.
+var Services = []string{
+	userv1.UserService_ServiceDesc.ServiceName,
+	orderv1.OrderService_ServiceDesc.ServiceName,
+	paymentv1.PaymentService_ServiceDesc.ServiceName,
+	inventoryv1.InventoryService_ServiceDesc.ServiceName,
+	notificationv1.NotificationService_ServiceDesc.ServiceName,
+}
+
+// Document returns the OpenAPI document that a Gateway reaching services
+// (full names, among Services) and taking tokens (Config.Tokens; nil for
+// none) serves at /openapi.json, the contract's validation rules written
+// in: for generating a client, or checking one, without running the
+// system.
+func Document(services []string, tokens *Tokens) ([]byte, error) {
+	doc, err := documentOf(services, tokens)
+	if err != nil {
+		return nil, err
+	}
+	return withRules(doc, serviceDescriptors(services))
+}
+
+// documentOf is Document without the validation rules, which New's
+// Gateway writes in when first asked for the document.
+func documentOf(services []string, tokens *Tokens) ([]byte, error) {
+	for _, s := range services {
+		if !slices.Contains(Services, s) {
+			return nil, fmt.Errorf("gateway: no REST routes for service %q", s)
+		}
+	}
+	doc, err := openAPIOf(openAPIDocument, services)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
+	}
+	if tokens != nil {
+		if doc, err = withTokens(doc, tokens.Public); err != nil {
+			return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)
+		}
+	}
+	return doc, nil
 }
 
 // openAPIOf returns doc cut down to the operations and tags of services

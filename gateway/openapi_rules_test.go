@@ -362,3 +362,38 @@ func TestWriteRules(t *testing.T) {
 		}
 	}
 }
+
+// TestDocument: Document is, byte for byte, what a gateway of the same
+// services and tokens serves at /openapi.json; a service it has no routes
+// of is an error.
+func TestDocument(t *testing.T) {
+	tokens := &Tokens{Public: []string{"/duet.user.v1.UserService/CreateUser"}}
+	for _, tt := range []struct {
+		name      string
+		configure func(*Config)
+		services  []string
+		tokens    *Tokens
+	}{
+		{"every service", nil, Services, nil},
+		{"three, with tokens", func(c *Config) { c.Inventory, c.Notifications, c.Tokens = nil, nil, tokens }, Services[:3], tokens},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var e *env
+			if tt.configure != nil {
+				e = newEnv(t, tt.configure)
+			} else {
+				e = newEnv(t)
+			}
+			doc, err := Document(tt.services, tt.tokens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if served := e.do(t, "GET", "/openapi.json", nil).body; string(served) != string(doc) {
+				t.Errorf("Document differs from the document served (%d bytes against %d)", len(doc), len(served))
+			}
+		})
+	}
+	if _, err := Document([]string{"duet.bench.v1.EchoService"}, nil); err == nil {
+		t.Error("a service without REST routes was taken")
+	}
+}

@@ -56,6 +56,8 @@ Usage:
                                     mutual TLS between duet serve's components
   duet token SUBJECT                an end user's token from a development
                                     issuer, for duet up/serve --auth-keys
+  duet openapi [--tokens]           the REST API's OpenAPI document, as the
+                                    gateway serves it at /openapi.json
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return certsCmd(ctx, args, stdout, stderr)
 	case "token":
 		return tokenCmd(ctx, args, stdout, stderr)
+	case "openapi":
+		return openAPICmd(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		if len(args) > 0 {
@@ -435,7 +439,9 @@ func envName(name string) string {
 // generic names (DUET_DIR) a deployment's environment could hold.
 var commandLineOnly = map[string]bool{"import-id": true, "dir": true, "days": true,
 	// And `duet token`'s, for the same reason.
-	"issuer": true, "audience": true, "scope": true, "ttl": true}
+	"issuer": true, "audience": true, "scope": true, "ttl": true,
+	// And `duet openapi`'s.
+	"tokens": true}
 
 func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)

@@ -302,6 +302,19 @@ func everyPublicMethod() []string {
 	return all
 }
 
+// OpenAPI returns the REST API's OpenAPI document as the gateway of every
+// service serves it (`duet up`, or a `duet serve gateway` given every
+// target), validation rules included; tokens: as it serves it when it
+// checks end users' tokens, which every call but the public methods'
+// needs.
+func OpenAPI(tokens bool) ([]byte, error) {
+	var t *gateway.Tokens
+	if tokens {
+		t = &gateway.Tokens{Public: everyPublicMethod()}
+	}
+	return gateway.Document(gateway.Services, t)
+}
+
 // usesNATS reports whether component publishes or consumes events.
 func usesNATS(component string) bool {
 	return component != Gateway && component != Inventory

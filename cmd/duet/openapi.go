@@ -1,0 +1,27 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/duetkit/duet/internal/system"
+)
+
+// openAPICmd runs `duet openapi`: the REST API's OpenAPI document, as
+// `duet up`'s gateway serves it at /openapi.json (validation rules
+// included), on stdout, to generate or check a client without running
+// the system.
+func openAPICmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("openapi", "duet openapi [flags] > openapi.json   (the REST API's OpenAPI document, as the gateway serves it at /openapi.json)", stderr)
+	tokens := fs.Bool("tokens", false, "declare the end users' tokens every call but the public ones needs, as a gateway with --auth-keys does")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	doc, err := system.OpenAPI(*tokens)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", doc)
+	return err
+}
