@@ -49,9 +49,9 @@ type RelayConfig struct {
 	// PurgeInterval is how often the relay deletes rows older than
 	// Retention; default 1 min. It deletes PurgeChunk rows per statement,
 	// and while a statement finds a full chunk it goes on after a pause
-	// as long as the statement took (as kit/retention does), rather than
-	// waiting an interval: a backlog takes about half of the database's
-	// time at most.
+	// as long as the statement took (at most an interval, as kit/retention
+	// does), rather than waiting an interval: working off a backlog takes
+	// about half of the database's time at most.
 	PurgeInterval time.Duration
 	// Linger is the least time between two reads of the outbox when
 	// Notify wakes the relay; default 2ms, negative for none. Events that
@@ -142,8 +142,11 @@ type Relay struct {
 	notify              chan struct{}
 	// markSQL is mark's UPDATE, in db's dialect.
 	markSQL string
-	// nextPurge is when Run next deletes old published rows.
+	// nextPurge is when Run next deletes old published rows; backlog:
+	// the last purge found a full chunk, so nextPurge is a pause's end
+	// rather than an interval's.
 	nextPurge time.Time
+	backlog   bool
 	// purgeSQL is purge's DELETE, in db's dialect.
 	purgeSQL string
 	// lastLoad is when Run last read the outbox.
@@ -281,8 +284,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue
 		default:
 			delay = 0
-			if r.purge(ctx) {
-				resetTimer(timer, time.Until(r.nextPurge))
+			// After a full chunk, the next at its pause's end, though
+			// a Notify woke the loop in between (and this pass came
+			// too early to purge).
+			if r.purge(ctx); r.backlog {
+				resetTimer(timer, min(time.Until(r.nextPurge), r.cfg.PollInterval))
 				continue
 			}
 		}
@@ -479,7 +485,7 @@ func (r *Relay) purge(ctx context.Context) (more bool) {
 	if r.cfg.Retention < 0 || now.Before(r.nextPurge) {
 		return false
 	}
-	r.nextPurge = now.Add(r.cfg.PurgeInterval)
+	r.nextPurge, r.backlog = now.Add(r.cfg.PurgeInterval), false
 	res, err := r.db.ExecContext(ctx, r.purgeSQL, now.Add(-r.cfg.Retention).UnixMicro())
 	if err != nil {
 		if ctx.Err() == nil {
@@ -488,7 +494,7 @@ func (r *Relay) purge(ctx context.Context) (more bool) {
 		return false
 	}
 	if n, err := res.RowsAffected(); err == nil && n >= PurgeChunk {
-		r.nextPurge = time.Now().Add(time.Since(now))
+		r.nextPurge, r.backlog = time.Now().Add(min(time.Since(now), r.cfg.PurgeInterval)), true
 		return true
 	}
 	return false

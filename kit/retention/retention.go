@@ -4,8 +4,10 @@
 // runs; the Purge deletes a bounded chunk of the oldest rows per call, so
 // that no statement holds the database (SQLite's only writer) for long,
 // and Start calls it again while it finds full chunks, after a pause as
-// long as the chunk took, so that a backlog takes at most about half of
-// the database's time and the service's own writes go on between chunks.
+// long as the chunk took (at most an Interval), so that working off a
+// backlog takes at most about half of the database's time (each purge's:
+// a service with several may run them at once) and the service's own
+// writes go on between chunks.
 package retention
 
 import (
@@ -37,9 +39,9 @@ type Config struct {
 	Interval time.Duration
 	// Chunk is the limit each call of the Purge is given; default
 	// DefaultChunk. A call that deleted that many is followed by the next
-	// after a pause as long as the call took, not an Interval later, so a
-	// backlog is worked off a chunk at a time, at most about half the
-	// time busy.
+	// after a pause as long as the call took (at most an Interval), not
+	// an Interval later, so a backlog is worked off a chunk at a time, at
+	// most about half the time busy.
 	Chunk int
 	// Name names the rows in the log ("stock imports"), as the "purge"
 	// attribute.
