@@ -47,11 +47,11 @@ func ExampleNew() {
 	}
 }
 
-// ExampleDocument writes the REST API's OpenAPI document, as a gateway of
-// every service serves it, to generate a client from it; here, what it
-// says of a new user's name.
+// ExampleDocument gets the REST API's OpenAPI document, as a gateway of
+// every service serves it, to generate a client from it; here, it reads
+// what the document says of a new user.
 func ExampleDocument() {
-	doc, err := gateway.Document(gateway.Services, nil)
+	doc, err := gateway.Document(gateway.Services(), nil)
 	if err != nil {
 		log.Fatal(err)
 	}

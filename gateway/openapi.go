@@ -36,9 +36,9 @@ func (g *Gateway) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(doc)
 }
 
-// Services are the full names of the services whose REST routes the
-// gateway may serve: all five of the shop.
-var Services = []string{
+// restServices are the services whose REST routes a Gateway may serve,
+// the first three always (Config's Users, Orders, Payments).
+var restServices = []string{
 	userv1.UserService_ServiceDesc.ServiceName,
 	orderv1.OrderService_ServiceDesc.ServiceName,
 	paymentv1.PaymentService_ServiceDesc.ServiceName,
@@ -46,12 +46,29 @@ var Services = []string{
 	notificationv1.NotificationService_ServiceDesc.ServiceName,
 }
 
+// Services returns the full names of the services whose REST routes a
+// Gateway may serve, all five of the shop's ("duet.user.v1.UserService"
+// first): user, order and payment always, inventory and notification
+// when configured.
+func Services() []string { return slices.Clone(restServices) }
+
 // Document returns the OpenAPI document that a Gateway reaching services
-// (full names, among Services) and taking tokens (Config.Tokens; nil for
-// none) serves at /openapi.json, the contract's validation rules written
+// (full names, among Services, the first three of which it always
+// reaches) and taking tokens (Config.Tokens; nil for none) serves at
+// /openapi.json, byte for byte, the contract's validation rules written
 // in: for generating a client, or checking one, without running the
 // system.
 func Document(services []string, tokens *Tokens) ([]byte, error) {
+	for _, s := range restServices[:3] {
+		if !slices.Contains(services, s) {
+			return nil, fmt.Errorf("gateway: a gateway always serves %s: it must be among the services", s)
+		}
+	}
+	for _, s := range services {
+		if !slices.Contains(restServices, s) {
+			return nil, fmt.Errorf("gateway: no REST routes for service %q", s)
+		}
+	}
 	doc, err := documentOf(services, tokens)
 	if err != nil {
 		return nil, err
@@ -62,11 +79,6 @@ func Document(services []string, tokens *Tokens) ([]byte, error) {
 // documentOf is Document without the validation rules, which New's
 // Gateway writes in when first asked for the document.
 func documentOf(services []string, tokens *Tokens) ([]byte, error) {
-	for _, s := range services {
-		if !slices.Contains(Services, s) {
-			return nil, fmt.Errorf("gateway: no REST routes for service %q", s)
-		}
-	}
 	doc, err := openAPIOf(openAPIDocument, services)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: OpenAPI document: %w", err)

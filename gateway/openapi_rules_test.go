@@ -365,7 +365,7 @@ func TestWriteRules(t *testing.T) {
 
 // TestDocument: Document is, byte for byte, what a gateway of the same
 // services and tokens serves at /openapi.json; a service it has no routes
-// of is an error.
+// of, or a set without one a gateway always reaches, is an error.
 func TestDocument(t *testing.T) {
 	tokens := &Tokens{Public: []string{"/duet.user.v1.UserService/CreateUser"}}
 	for _, tt := range []struct {
@@ -374,8 +374,8 @@ func TestDocument(t *testing.T) {
 		services  []string
 		tokens    *Tokens
 	}{
-		{"every service", nil, Services, nil},
-		{"three, with tokens", func(c *Config) { c.Inventory, c.Notifications, c.Tokens = nil, nil, tokens }, Services[:3], tokens},
+		{"every service", nil, Services(), nil},
+		{"three, with tokens", func(c *Config) { c.Inventory, c.Notifications, c.Tokens = nil, nil, tokens }, Services()[:3], tokens},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var e *env
@@ -393,7 +393,15 @@ func TestDocument(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Document([]string{"duet.bench.v1.EchoService"}, nil); err == nil {
-		t.Error("a service without REST routes was taken")
+	for _, services := range [][]string{append(Services(), "duet.bench.v1.EchoService"), Services()[1:]} {
+		if _, err := Document(services, nil); err == nil {
+			t.Errorf("%v taken: a service without REST routes, or without one a gateway always serves", services)
+		}
+	}
+	// A caller's slice is its own.
+	all := Services()
+	_ = append(all[:3], all[4])
+	if got := Services(); got[3] != "duet.inventory.v1.InventoryService" {
+		t.Errorf("Services changed under a caller's append: %v", got)
 	}
 }

@@ -56,8 +56,8 @@ Usage:
                                     mutual TLS between duet serve's components
   duet token SUBJECT                an end user's token from a development
                                     issuer, for duet up/serve --auth-keys
-  duet openapi [--tokens]           the REST API's OpenAPI document, as the
-                                    gateway serves it at /openapi.json
+  duet openapi [--tokens]           the REST API's OpenAPI document of all five
+                                    services, as duet up serves it at /openapi.json
   duet help [COMMAND]               this text, or a command's flags
 
 Each flag may also be set with the environment variable shown beside it;

@@ -312,7 +312,7 @@ func OpenAPI(tokens bool) ([]byte, error) {
 	if tokens {
 		t = &gateway.Tokens{Public: everyPublicMethod()}
 	}
-	return gateway.Document(gateway.Services, t)
+	return gateway.Document(gateway.Services(), t)
 }
 
 // usesNATS reports whether component publishes or consumes events.
