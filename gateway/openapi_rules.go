@@ -218,17 +218,22 @@ func (r *ruleWriter) object(raw json.RawMessage, msg protoreflect.MessageDescrip
 		if props[i].value, err = json.Marshal(s); err != nil {
 			return nil, err
 		}
-		if fd.Message() != nil && !fd.IsMap() {
-			// The message's own fields, in its schema or its items'.
-			if fd.IsList() {
-				if s["items"], err = r.schema(s["items"], fd.Message()); err != nil {
-					return nil, fmt.Errorf("property %s: %w", prop.key, err)
-				}
-				if props[i].value, err = json.Marshal(s); err != nil {
-					return nil, err
-				}
-			} else if props[i].value, err = r.schema(props[i].value, fd.Message()); err != nil {
+		if fd.Message() == nil || fd.IsMap() {
+			continue
+		}
+		// The message's own fields, in its schema or its items' (a list
+		// without items says nothing of them).
+		switch {
+		case !fd.IsList():
+			if props[i].value, err = r.schema(props[i].value, fd.Message()); err != nil {
 				return nil, fmt.Errorf("property %s: %w", prop.key, err)
+			}
+		case s["items"] != nil:
+			if s["items"], err = r.schema(s["items"], fd.Message()); err != nil {
+				return nil, fmt.Errorf("property %s: %w", prop.key, err)
+			}
+			if props[i].value, err = json.Marshal(s); err != nil {
+				return nil, err
 			}
 		}
 	}

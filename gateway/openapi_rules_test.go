@@ -405,3 +405,25 @@ func TestDocument(t *testing.T) {
 		t.Errorf("Services changed under a caller's append: %v", got)
 	}
 }
+
+// TestRulesWriteNoNull: keys a schema lacks (a list's items, a body's
+// schema, a document's definitions) stay absent, not null.
+func TestRulesWriteNoNull(t *testing.T) {
+	r := ruleWriter{definitions: map[string]json.RawMessage{}, done: map[string]protoreflect.MessageDescriptor{}}
+	got, err := r.object(json.RawMessage(`{"type":"object","properties":{"items":{"type":"array"}}}`),
+		(&orderv1.CreateOrderRequest{}).ProtoReflect().Descriptor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(got), "null") {
+		t.Errorf("a list without items: %s", got)
+	}
+	p := map[string]json.RawMessage{"in": json.RawMessage(`"body"`), "name": json.RawMessage(`"body"`)}
+	if err := r.parameter(p, (&orderv1.CreateOrderRequest{}).ProtoReflect().Descriptor(), "*"); err != nil || p["schema"] != nil {
+		t.Errorf("a body without a schema: %v, %s", err, p["schema"])
+	}
+	doc, err := withRules([]byte(`{"swagger":"2.0"}`), nil)
+	if err != nil || strings.Contains(string(doc), "null") {
+		t.Errorf("a document without paths or definitions: %v, %s", err, doc)
+	}
+}
