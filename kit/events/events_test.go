@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/duetkit/duet/internal/await"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb"
@@ -126,25 +127,10 @@ func (c *collector) snapshot() ([]events.Message, []string) {
 	return append([]events.Message(nil), c.msgs...), append([]string(nil), c.vals...)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is await.Until, failing the test once d passes.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	if !eventually(d, cond) {
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
-// eventually polls cond until it holds, and reports false if d passes
-// first.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
+	await.Until(t, what, d, cond)
 }
 
 // consume runs a consumer on bus that decodes StringValue events into c.

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/duetkit/duet/internal/await"
 	"github.com/duetkit/duet/internal/tcpproxy"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
@@ -136,7 +137,7 @@ func TestOutboxCommitsWhileNATSIsDown(t *testing.T) {
 				// in the outbox, in the stream, or with the consumer.
 				wait := func(what string, d time.Duration, cond func() bool) {
 					t.Helper()
-					if !eventually(d, cond) {
+					if !await.Within(d, cond) {
 						t.Fatalf("timed out waiting for %s; %s", what, outageState(t, o.bus, db, "outage", c))
 					}
 				}
@@ -207,7 +208,7 @@ func TestConsumerOutlivesAnEmptiedServer(t *testing.T) {
 	})
 	appendEvent(t, ctx, db, "order.confirmed", "after")
 	relay.Notify()
-	if !eventually(45*time.Second, func() bool { return c.count("after") == 1 }) {
+	if !await.Within(45*time.Second, func() bool { return c.count("after") == 1 }) {
 		t.Fatalf("the event after the restart did not reach the consumer; %s", outageState(t, bus, db, "emptied", c))
 	}
 }

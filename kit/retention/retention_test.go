@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/duetkit/duet/internal/await"
 	"github.com/duetkit/duet/internal/logbuffer"
 	"github.com/duetkit/duet/kit/retention"
 )
@@ -70,16 +71,10 @@ func aged(now time.Time, old, recent int) []time.Time {
 	return rows
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
+// waitFor is await.Until with this package's deadline, 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	await.Until(t, what, 10*time.Second, cond)
 }
 
 // TestStart: the purge runs at once with the cutoff a retention ago, goes

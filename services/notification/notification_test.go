@@ -23,6 +23,7 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/await"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/requestid"
@@ -119,16 +120,10 @@ func (p *producer) publish(t *testing.T, ctx context.Context, subject, aggregate
 	return id
 }
 
-// waitFor polls cond until it holds, failing the test after a deadline.
+// waitFor is await.Until with this package's deadline, 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Until(t, what, 30*time.Second, cond)
 }
 
 func audit(t *testing.T, c notificationv1.NotificationServiceClient, aggregate string) []*notificationv1.AuditEvent {

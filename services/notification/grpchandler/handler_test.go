@@ -21,6 +21,7 @@ import (
 
 	notificationv1 "github.com/duetkit/duet/gen/duet/notification/v1"
 	orderv1 "github.com/duetkit/duet/gen/duet/order/v1"
+	"github.com/duetkit/duet/internal/await"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/client"
 	"github.com/duetkit/duet/kit/server"
@@ -179,17 +180,10 @@ func (s *subscriber) ack(t *testing.T, id string) {
 	}
 }
 
-// waitFor polls cond every few milliseconds until it holds, failing the
-// test after a deadline.
+// waitFor is await.Until with this package's deadline, 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	await.Until(t, what, 10*time.Second, cond)
 }
 
 // acked reports whether notification id of user has an ack time.
