@@ -102,14 +102,7 @@ func TestOpenAPIRules(t *testing.T) {
 		t.Errorf("ChargeRequest's userId, which may be empty: %v, want no format", userID)
 	}
 	// The contract's order, not the alphabet's.
-	props, err := decodeOrdered(doc.Definitions["v1CreateOrderRequest"]["properties"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var order []string
-	for _, p := range props {
-		order = append(order, p.key)
-	}
+	order := propertyOrder(t, definition(t, body, "v1CreateOrderRequest"))
 	if want := []string{"userId", "items", "paymentToken", "idempotencyKey", "wait"}; !reflect.DeepEqual(order, want) {
 		t.Errorf("CreateOrderRequest's properties in the order %v, want %v", order, want)
 	}

@@ -256,21 +256,13 @@ func propertyOrder(t *testing.T, def json.RawMessage) []string {
 	if err := json.Unmarshal(def, &d); err != nil {
 		t.Fatal(err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(d.Properties))
-	var names []string
-	if _, err := dec.Token(); err != nil { // {
+	props, err := decodeOrdered(d.Properties)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, tok.(string))
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			t.Fatal(err)
-		}
+	var names []string
+	for _, p := range props {
+		names = append(names, p.key)
 	}
 	return names
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/duetkit/duet/internal/await"
 )
 
 // Buffer is a bytes.Buffer safe for concurrent writes and reads. The zero
@@ -50,13 +52,11 @@ func (b *Buffer) Lines(t testing.TB) []map[string]any {
 	return out
 }
 
-// WaitFor waits up to within for what was written to hold text, looking
-// again every 10 ms, and fails t with what was written if it never does.
+// WaitFor waits up to within for what was written to hold text, and
+// fails t with what was written if it never does.
 func (b *Buffer) WaitFor(t testing.TB, text string, within time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(within); !strings.Contains(b.String(), text); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing written says %q:\n%s", text, b.String())
-		}
+	if !await.Within(within, func() bool { return strings.Contains(b.String(), text) }) {
+		t.Fatalf("nothing written says %q:\n%s", text, b.String())
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"modernc.org/sqlite"
+
+	"github.com/duetkit/duet/internal/await"
 )
 
 // openGroupTest opens a SQLite database with one table of unique names.
@@ -50,7 +52,7 @@ func holdTurn(t *testing.T, db *DB) (release chan struct{}, done chan error) {
 // waitForWaiters waits until n calls wait for their turn.
 func waitForWaiters(t *testing.T, db *DB, n int) {
 	t.Helper()
-	waitFor(t, func() bool {
+	await.Until(t, fmt.Sprintf("%d calls waiting their turn", n), 10*time.Second, func() bool {
 		db.group.mu.Lock()
 		defer db.group.mu.Unlock()
 		return len(db.group.waiters) == n
@@ -68,15 +70,6 @@ func insertInTx(ctx context.Context, db *DB, name string) <-chan error {
 		})
 	}()
 	return done
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-	}
 }
 
 func names(t *testing.T, db *DB) map[string]bool {
