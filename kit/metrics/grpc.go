@@ -328,6 +328,18 @@ func (s *ServerMetrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	}
 }
 
+// UnreadCall counts a unary call that ended before any interceptor ran
+// because its request could not be read (over the size limit, not the
+// method's message, or the call ended while it came): grpc-go reads a
+// unary request before it calls the interceptors. The call counts as
+// started and handled with err's code, with its duration since start, and
+// its request, never read, not as received.
+func (s *ServerMetrics) UnreadCall(fullMethod string, start time.Time, err error) {
+	m := s.r.method(unaryType, fullMethod)
+	m.inc(&m.started, s.r.started)
+	m.finish(err, start)
+}
+
 // StreamServerInterceptor counts a stream as started, each message it
 // sends or receives without error, and, once the handler returns, the
 // stream as handled, by code, with its duration.

@@ -240,22 +240,33 @@ func TestOwnUnknownServiceHandler(t *testing.T) {
 // code in m, 0 when there is no such series.
 func handled(t *testing.T, m *metrics.Metrics, service, method, code string) float64 {
 	t.Helper()
+	return count(t, m, "grpc_server_handled_total", map[string]string{"grpc_service": service, "grpc_method": method, "grpc_code": code})
+}
+
+// count returns the value of the counter family's series in m whose
+// labels include want, 0 when there is none.
+func count(t *testing.T, m *metrics.Metrics, family string, want map[string]string) float64 {
+	t.Helper()
 	families, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != "grpc_server_handled_total" {
+		if f.GetName() != family {
 			continue
 		}
+	series:
 		for _, s := range f.GetMetric() {
 			labels := map[string]string{}
 			for _, l := range s.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["grpc_service"] == service && labels["grpc_method"] == method && labels["grpc_code"] == code {
-				return s.GetCounter().GetValue()
+			for k, v := range want {
+				if labels[k] != v {
+					continue series
+				}
 			}
+			return s.GetCounter().GetValue()
 		}
 	}
 	return 0

@@ -256,6 +256,10 @@ type Server struct {
 	deadlines *deadlines
 	// metrics counts the calls; Serve tells it the registered methods.
 	metrics *metrics.ServerMetrics
+	// outer is the unary chain's outermost step, whose access log and
+	// request id a unary call whose request could not be read gets too
+	// (read.go).
+	outer unaryOuter
 
 	mu       sync.Mutex
 	services []string
@@ -421,8 +425,8 @@ func New(cfg Config) (*Server, error) {
 	opts = append(opts, cfg.Options...)
 
 	s := &Server{grpc: grpc.NewServer(opts...), health: health.NewServer(), log: log, drain: drain, notServingDelay: max(cfg.NotServingDelay, 0),
-		endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart, metrics: m.Server}
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+		endStreams: endStreams, deadlines: dl, notReady: cfg.NotReadyAtStart, metrics: m.Server, outer: outer}
+	s.grpc.RegisterService(s.reporting(&healthpb.Health_ServiceDesc), s.health)
 	if !cfg.DisableReflection {
 		reflection.Register(s.grpc)
 	}
@@ -468,9 +472,13 @@ func orDefault(v, d int) int {
 }
 
 // RegisterService implements grpc.ServiceRegistrar and records the service
-// so that its health status follows the server's.
+// so that its health status follows the server's. A unary call of the
+// service whose request cannot be read (over MaxRecvMsgSize, not the
+// method's message, or not sent before the call's deadline), which
+// grpc-go answers before any interceptor runs, is logged and counted as
+// any other call; a service registered on GRPC() is not.
 func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
-	s.grpc.RegisterService(desc, impl)
+	s.grpc.RegisterService(s.reporting(desc), impl)
 	s.mu.Lock()
 	s.services = append(s.services, desc.ServiceName)
 	s.mu.Unlock()
@@ -628,6 +636,18 @@ type unaryOuter struct {
 
 func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
+	ctx = o.incoming(ctx)
+	resp, err := handler(ctx, req)
+	if o.log != nil {
+		// The whole error, for the server's own log; the client gets the
+		// status it wraps.
+		logCall(ctx, o.log, info.FullMethod, "unary", start, err, callRead)
+	}
+	return resp, statusError(err)
+}
+
+// incoming returns ctx with the call's trace context and request id.
+func (o unaryOuter) incoming(ctx context.Context) context.Context {
 	switch {
 	case o.trace && o.public:
 		ctx = tracing.NewTrace(ctx)
@@ -640,13 +660,7 @@ func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 		// every id cost ~3 µs of CPU per small call (kit/requestid).
 		requestid.SetTrailer(ctx)
 	}
-	resp, err := handler(ctx, req)
-	if o.log != nil {
-		// The whole error, for the server's own log; the client gets the
-		// status it wraps.
-		logCall(ctx, o.log, info.FullMethod, "unary", start, err, false)
-	}
-	return resp, statusError(err)
+	return ctx
 }
 
 // unaryInner gives a call without a deadline the default one, checks the
@@ -760,7 +774,11 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 		case info.IsClientStream:
 			kind = "client_stream"
 		}
-		logCall(ss.Context(), log, info.FullMethod, kind, start, err, info.FullMethod == healthpb.Health_Watch_FullMethodName)
+		how := callRead
+		if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+			how = healthWatch
+		}
+		logCall(ss.Context(), log, info.FullMethod, kind, start, err, how)
 		return err
 	}
 }
@@ -771,7 +789,8 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 // logging interceptor, which measured at 18% of a small call's server CPU
 // and 43 allocations per call (bench/README.md): the same facts in one
 // record, and nothing at all when the level is off. The level is
-// codeLevel's, but for a health Watch that ended as Watches do.
+// codeLevel's, but for a health Watch that ended as Watches do and a
+// request grpc-go could not read (INTERNAL, by its code).
 //
 // A balancer's health Watch (kit/client keeps one open on every
 // connection) ends at each connection's max age (CANCELLED) and at each
@@ -779,12 +798,17 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 // of the calls served: DEBUG. A Watch refused (an interceptor of the
 // owner's wanting credentials, say) keeps its code's level: its client
 // never sees the server healthy.
-func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error, healthWatch bool) {
+func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, start time.Time, err error, how callKind) {
 	code := apierr.CallCode(err)
 	level := codeLevel(code)
 	switch {
-	case healthWatch && (code == codes.OK || code == codes.Canceled || code == codes.Unavailable):
+	case how == healthWatch && (code == codes.OK || code == codes.Canceled || code == codes.Unavailable):
 		level = slog.LevelDebug
+	case how == requestUnread && code == codes.Internal:
+		// grpc-go's code for bytes that are not the method's message,
+		// or a message cut short or missing: the client's doing, not a
+		// bug of the server's.
+		level = slog.LevelInfo
 	case code == codes.Unimplemented && apierr.Reason(err) == apierr.ReasonUnknownMethod:
 		// The caller's mistake, and some callers make it on purpose:
 		// AWS load balancers' gRPC health checks call a method nobody
@@ -820,6 +844,20 @@ func logCall(ctx context.Context, log *slog.Logger, fullMethod, kind string, sta
 	}
 	logger.LogAttrs(ctx, log, level, "finished call", attrs[:n]...)
 }
+
+// callKind tells logCall what kind of call it logs, where that changes
+// the level of its line.
+type callKind uint8
+
+const (
+	// callRead: a call whose request was read, the usual kind.
+	callRead callKind = iota
+	// healthWatch: a grpc.health.v1.Health Watch.
+	healthWatch
+	// requestUnread: a unary call whose request could not be read
+	// (read.go).
+	requestUnread
+)
 
 // codeLevel is the level a call ending with code is logged at: the caller's
 // mistakes and normal outcomes at INFO, trouble worth a look at WARN, bugs
