@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,15 @@ func TestStaticTarget(t *testing.T) {
 			_ = conn.Close()
 			t.Errorf("New(%q) took it", bad)
 		}
+	}
+	// One replica twice, spelled two ways.
+	for _, twice := range []string{"127.0.0.1:1,127.0.0.1:01", "Localhost:1,localhost:1", "[::1]:1,[0:0::1]:1", "[::ffff:127.0.0.1]:1,127.0.0.1:1"} {
+		if _, err := client.StaticAddresses(twice); err == nil || !strings.Contains(err.Error(), "given twice") {
+			t.Errorf("StaticAddresses(%q) = %v, want an address given twice", twice, err)
+		}
+	}
+	// Apart, though alike: search domains may complete "host" only.
+	if _, err := client.StaticAddresses("host:1,host.:1"); err != nil {
+		t.Errorf("StaticAddresses took \"host\" and \"host.\" for one address: %v", err)
 	}
 }

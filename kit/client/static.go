@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -27,7 +28,10 @@ func init() { resolver.Register(staticBuilder{}) }
 // StaticAddresses returns the host:port addresses of a static target's
 // endpoint (what follows "static:///"), or an error naming the first one
 // that is empty or not host:port with a port's number. An address given
-// twice is an error too: likely a typo for another replica.
+// twice is an error too, however it is spelled ("10.0.0.7:9091" and
+// "10.0.0.7:09091", "Host:1" and "host:1", two forms of one IPv6
+// address): likely a typo for another replica, and calls balanced over
+// the list would send that replica twice its share.
 func StaticAddresses(endpoint string) ([]string, error) {
 	if strings.TrimSpace(endpoint) == "" {
 		return nil, errors.New("a static target needs at least one host:port")
@@ -40,16 +44,33 @@ func StaticAddresses(endpoint string) ([]string, error) {
 			return nil, errors.New("a static target has an empty entry (two commas, or one at an end)")
 		}
 		host, port, err := net.SplitHostPort(a)
-		if n, perr := strconv.Atoi(port); err != nil || host == "" || strings.ContainsAny(host, " \t") || perr != nil || n < 1 || n > 65535 {
+		n, perr := strconv.Atoi(port)
+		if err != nil || host == "" || strings.ContainsAny(host, " \t") || perr != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("static target address %q: want host:port, with the port's number", a)
 		}
-		if seen[a] {
+		key := sameAddress(host, n)
+		if seen[key] {
 			return nil, fmt.Errorf("static target address %q is given twice", a)
 		}
-		seen[a] = true
+		seen[key] = true
 		addrs = append(addrs, a)
 	}
 	return addrs, nil
+}
+
+// sameAddress is the one spelling of host and port that StaticAddresses
+// compares entries by: an IP address in its canonical form (an IPv4
+// address in IPv6's mapped form as IPv4), a name in lower case (DNS names
+// are case-insensitive), the port as its number.
+func sameAddress(host string, port int) string {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else {
+		// "host." stays apart from "host": only the second may be
+		// completed with the resolver's search domains.
+		host = strings.ToLower(host)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // staticBuilder resolves static targets, once: the list never changes.
