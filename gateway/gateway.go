@@ -676,9 +676,20 @@ type headKey struct{}
 // and the header size limit set from the Config, and net/http's own errors
 // sent to the Logger. Its Shutdown closes at once the connections on which
 // no request has begun, as it does idle ones.
+//
+// Without TLS it speaks HTTP/2 too (h2c, to a client that starts with
+// HTTP/2's preface), beside HTTP/1.1: gRPC clients (grpc-go, grpcurl
+// -plaintext) call the Connect procedures there as they would a
+// service, and a TLS-terminating proxy in front may forward HTTP/2 as
+// it is. With TLS, HTTP/2 is offered by ALPN as net/http does.
 func (g *Gateway) Server(addr string) *http.Server {
 	var fresh newConns
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
+		Protocols:         &protocols,
 		Addr:              addr,
 		Handler:           g,
 		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,

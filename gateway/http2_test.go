@@ -9,7 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/kit/apierr"
 )
 
 // heldUserID is the user whose GetUser heldUsers holds until release.
@@ -40,14 +45,29 @@ func (h heldUsers) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*us
 // that never carried a request (newConns) by what ConnState reports;
 // net/http skips the hook when it hands a connection to HTTP/2, whose
 // server then reports it active and idle itself, and this test keeps it
-// that way.
+// that way, over TLS and without (h2c).
 func TestShutdownDrainsHTTP2(t *testing.T) {
+	t.Run("TLS", func(t *testing.T) { drainsHTTP2(t, true) })
+	t.Run("h2c", func(t *testing.T) { drainsHTTP2(t, false) })
+}
+
+func drainsHTTP2(t *testing.T, tls bool) {
 	users := heldUsers{started: make(chan struct{}, 1), release: make(chan struct{})}
 	ts := httptest.NewUnstartedServer(nil)
 	ts.Config = quietGateway(t, users, nil).Server("")
-	ts.EnableHTTP2 = true
-	ts.StartTLS()
+	var client *http.Client
+	if tls {
+		ts.EnableHTTP2 = true
+		ts.StartTLS()
+		client = ts.Client()
+	} else {
+		ts.Start()
+		var h2c http.Protocols
+		h2c.SetUnencryptedHTTP2(true)
+		client = &http.Client{Transport: &http.Transport{Protocols: &h2c}}
+	}
 	defer ts.Close()
+	defer client.CloseIdleConnections()
 	hooked := make(chan struct{})
 	ts.Config.RegisterOnShutdown(func() { close(hooked) })
 
@@ -55,7 +75,7 @@ func TestShutdownDrainsHTTP2(t *testing.T) {
 	defer cancel()
 	get := func(id string) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/v1/users/"+id, nil)
-		resp, err := ts.Client().Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -123,5 +143,45 @@ func TestWatchSilentOverHTTP2(t *testing.T) {
 	}
 	if n := strings.Count(string(body), "\n"); n != 3 {
 		t.Errorf("watch sent %d lines, want 3: %q", n, body)
+	}
+}
+
+// TestGRPCOverH2C: without TLS the server speaks HTTP/2 to a client that
+// begins with its preface, so a plain gRPC client calls the gateway's
+// procedures, its errors' codes and reasons intact; HTTP/1.1 clients are
+// served on the same port as before. The server spoke HTTP/1.1 only, on
+// which gRPC cannot run.
+func TestGRPCOverH2C(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = quietGateway(t, refusingUsers{}, nil).Server("")
+	ts.Start()
+	defer ts.Close()
+	conn, err := grpc.NewClient(ts.Listener.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	users := userv1.NewUserServiceClient(conn)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := users.GetUser(ctx, &userv1.GetUserRequest{Id: knownUserID})
+	if err != nil || resp.GetUser().GetId() != knownUserID {
+		t.Fatalf("GetUser over gRPC at the gateway: %v, %v", resp, err)
+	}
+	_, err = users.GetUser(ctx, &userv1.GetUserRequest{Id: "expired"})
+	if apierr.Code(err) != codes.Unauthenticated || apierr.Reason(err) != "TOKEN_EXPIRED" {
+		t.Errorf("refused GetUser over gRPC at the gateway: %v (reason %q), want UNAUTHENTICATED TOKEN_EXPIRED", err, apierr.Reason(err))
+	}
+
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/v1/users/"+knownUserID, nil)
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	r, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK || r.ProtoMajor != 1 {
+		t.Errorf("GET over HTTP/1.1: HTTP/%d.%d %d, want HTTP/1.1 200", r.ProtoMajor, r.ProtoMinor, r.StatusCode)
 	}
 }
