@@ -19,7 +19,9 @@ package metrics
 // only once grpcprom would have created them. It differs where grpcprom
 // lets a caller or a peer grow the series without bound: method names past
 // maxCachedMethods, and status codes past Unauthenticated (counted as
-// Unknown).
+// Unknown); and kit/server counts (UnreadCall) the unary calls whose
+// request could not be read, which no interceptor sees and grpcprom never
+// counted.
 
 import (
 	"context"
@@ -333,7 +335,12 @@ func (s *ServerMetrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // method's message, or the call ended while it came): grpc-go reads a
 // unary request before it calls the interceptors. The call counts as
 // started and handled with err's code, with its duration since start, and
-// its request, never read, not as received.
+// its request, never read, not as received. Their codes are grpc-go's:
+// INTERNAL for bytes that are not the method's message, RESOURCE_EXHAUSTED
+// over the size limit, DEADLINE_EXCEEDED for a request that never came (its
+// duration the whole wait), so an alert on a method's share of INTERNAL
+// sees clients that send garbage too. A call counts as started when it
+// ends.
 func (s *ServerMetrics) UnreadCall(fullMethod string, start time.Time, err error) {
 	m := s.r.method(unaryType, fullMethod)
 	m.inc(&m.started, s.r.started)

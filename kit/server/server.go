@@ -476,7 +476,10 @@ func orDefault(v, d int) int {
 // service whose request cannot be read (over MaxRecvMsgSize, not the
 // method's message, or not sent before the call's deadline), which
 // grpc-go answers before any interceptor runs, is logged and counted as
-// any other call; a service registered on GRPC() is not.
+// any other call; a service registered on GRPC() is not. (A method
+// handler of one's own, not generated, must read its request before it
+// calls the interceptor, and once, as generated ones do, or such a call
+// is logged twice.)
 func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	s.grpc.RegisterService(s.reporting(desc), impl)
 	s.mu.Lock()
@@ -636,7 +639,12 @@ type unaryOuter struct {
 
 func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
-	ctx = o.incoming(ctx)
+	ctx, made := o.incoming(ctx)
+	if made {
+		// Only an id the caller does not have is sent back: echoing
+		// every id cost ~3 µs of CPU per small call (kit/requestid).
+		requestid.SetTrailer(ctx)
+	}
 	resp, err := handler(ctx, req)
 	if o.log != nil {
 		// The whole error, for the server's own log; the client gets the
@@ -646,21 +654,16 @@ func (o unaryOuter) intercept(ctx context.Context, req any, info *grpc.UnaryServ
 	return resp, statusError(err)
 }
 
-// incoming returns ctx with the call's trace context and request id.
-func (o unaryOuter) incoming(ctx context.Context) context.Context {
+// incoming returns ctx with the call's trace context and request id, and
+// whether the id was made here (the caller sent none).
+func (o unaryOuter) incoming(ctx context.Context) (context.Context, bool) {
 	switch {
 	case o.trace && o.public:
 		ctx = tracing.NewTrace(ctx)
 	case o.trace:
 		ctx = tracing.Incoming(ctx)
 	}
-	ctx, made := requestid.Incoming(ctx)
-	if made {
-		// Only an id the caller does not have is sent back: echoing
-		// every id cost ~3 µs of CPU per small call (kit/requestid).
-		requestid.SetTrailer(ctx)
-	}
-	return ctx
+	return requestid.Incoming(ctx)
 }
 
 // unaryInner gives a call without a deadline the default one, checks the
@@ -766,7 +769,8 @@ func shortMethod(fullMethod string) string {
 func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
-		err := handler(srv, ss)
+		read := &readFailures{ServerStream: ss}
+		err := handler(srv, read)
 		kind := "server_stream"
 		switch {
 		case info.IsClientStream && info.IsServerStream:
@@ -775,7 +779,10 @@ func streamAccessLog(log *slog.Logger) grpc.StreamServerInterceptor {
 			kind = "client_stream"
 		}
 		how := callRead
-		if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+		switch {
+		case read.unread(err):
+			how = requestUnread
+		case info.FullMethod == healthpb.Health_Watch_FullMethodName:
 			how = healthWatch
 		}
 		logCall(ss.Context(), log, info.FullMethod, kind, start, err, how)
@@ -854,8 +861,8 @@ const (
 	callRead callKind = iota
 	// healthWatch: a grpc.health.v1.Health Watch.
 	healthWatch
-	// requestUnread: a unary call whose request could not be read
-	// (read.go).
+	// requestUnread: a call that ended because a message it was sent
+	// could not be read (read.go).
 	requestUnread
 )
 
