@@ -8,9 +8,11 @@
 #
 # It starts duet with a fresh data directory on free ports (its log to a
 # file, as in production), creates a user and ten products, then, twice,
-# the second round in the other order: wrk -> gateway GET /v1/users/{id}
-# and ghz -> the user service's GetUser directly, 64 connections or callers
-# for PROBE_SECONDS (8) each; then wrk posting orders (bench/orders.lua) twice. duet's CPU per
+# the second round in the other order: wrk -> gateway GET /v1/users/{id},
+# wrk -> the gateway's Connect procedure (a JSON POST to
+# /duet.user.v1.UserService/GetUser) and ghz -> the user service's GetUser
+# directly, 64 connections or callers for PROBE_SECONDS (8) each; then wrk
+# posting orders (bench/orders.lua) twice. duet's CPU per
 # request comes from /proc/<pid>/stat. Needs wrk (apt-get install wrk), ghz
 # (go install github.com/bojand/ghz/cmd/ghz@v0.93.0), curl and python3.
 set -euo pipefail
@@ -70,13 +72,22 @@ cpu() { awk '{print $14 + $15}' "/proc/$duet_pid/stat"; }
 per_request() { python3 -c "print(round(($2 - $1) * 1e6 / $ticks / $3, 1) if $3 else 'n/a (no answers)')"; }
 
 echo "probe: $bin (repository at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $(nproc) CPUs, ${secs}s per run, 64 connections"
-# gateway measures GetUser through the gateway with wrk, setting gw_rps.
-gateway() {
-  local c0 c1 out non2xx sockerr n ok
+# A Connect call of GetUser: the JSON POST a Connect client sends.
+cat >"$tmp/connect.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"id":"$user_id"}'
+LUA
+
+# edge measures GetUser through the gateway with wrk (its arguments after
+# the label), setting rps to its rate of 2xx answers.
+edge() {
+  local label=$1 c0 c1 out non2xx sockerr n ok
+  shift
   c0=$(cpu)
-  out=$(wrk -t2 -c64 -d"${secs}s" "http://$http/v1/users/$user_id")
+  out=$(wrk -t2 -c64 -d"${secs}s" "$@")
   c1=$(cpu)
-  gw_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   sockerr=$(sed -n 's/^ *Socket errors: //p' <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -84,9 +95,16 @@ gateway() {
   # the others, which would make the gateway look faster and cheaper.
   n=${n:-0}
   ok=$(( n - ${non2xx:-0} ))
-  gw_rps=$(python3 -c "print(round(${gw_rps:-0} * $ok / $n, 2) if $n else 0)")
-  echo "  wrk -> gateway GetUser         ${gw_rps} req/s (2xx), duet $(per_request "$c0" "$c1" "$ok") µs CPU/request${non2xx:+, non-2xx $non2xx}${sockerr:+, socket errors: $sockerr}"
+  rps=$(python3 -c "print(round(${rps:-0} * $ok / $n, 2) if $n else 0)")
+  [ "$ok" -gt 0 ] || { echo "probe: wrk got no 2xx answer ($label): $out" >&2; exit 1; }
+  printf '  %-30s %s req/s (2xx), duet %s µs CPU/request%s%s\n' "wrk -> $label" "$rps" "$(per_request "$c0" "$c1" "$ok")" \
+    "${non2xx:+, non-2xx $non2xx}" "${sockerr:+, socket errors: $sockerr}"
 }
+
+# gateway sets gw_rps: REST's GET /v1/users/{id}.
+gateway() { edge "gateway GetUser" "http://$http/v1/users/$user_id"; gw_rps=$rps; }
+# connect sets connect_rps: the Connect procedure's JSON POST.
+connect() { edge "gateway Connect GetUser" -s "$tmp/connect.lua" "http://$http/duet.user.v1.UserService/GetUser"; connect_rps=$rps; }
 
 # direct measures GetUser on the user service with ghz, setting direct_rps.
 direct() {
@@ -104,11 +122,13 @@ direct() {
   echo "  ghz -> user service GetUser    $(printf '%.0f' "$direct_rps") req/s (OK), duet $(per_request "$c0" "$c1" "$n") µs CPU/request, errors $errs"
 }
 
-# The two sides take turns, and the second round starts from the other
-# one, so neither always runs first.
+# The sides take turns, and the second round starts from the other end,
+# so neither REST nor direct gRPC always runs first; Connect, in the
+# middle, as the bench has it.
 for round in 1 2; do
-  if [ "$round" = 1 ]; then gateway; direct; else direct; gateway; fi
+  if [ "$round" = 1 ]; then gateway; connect; direct; else direct; connect; gateway; fi
   echo "  gateway/direct, round $round:     $(python3 -c "print(round($gw_rps / $direct_rps, 3))")"
+  echo "  connect/direct, round $round:     $(python3 -c "print(round($connect_rps / $direct_rps, 3))")"
 done
 
 for round in 1 2; do
