@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # probe.sh: an independent check of the bench's REST-edge ratio and orders
 # rate, with tools that are not Duet's: wrk (HTTP) and ghz (gRPC) against a
-# `duet up` of its own, on loopback, bounded in time (~1 minute).
+# `duet up` of its own, on loopback, bounded in time (~2 minutes).
 #
 #   bench/probe.sh                 # builds ./cmd/duet into a temporary directory
 #   DUET_BIN=/path/to/duet bench/probe.sh
@@ -73,10 +73,10 @@ per_request() { python3 -c "print(round(($2 - $1) * 1e6 / $ticks / $3, 1) if $3 
 
 echo "probe: $bin (repository at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $(nproc) CPUs, ${secs}s per run, 64 connections"
 # A Connect call of GetUser: the JSON POST a Connect client sends.
-cat >"$tmp/connect.lua" <<LUA
+cat >"$tmp/connect.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"id":"$user_id"}'
+wrk.body = '{"id":"' .. os.getenv("USER_ID") .. '"}'
 LUA
 
 # edge measures GetUser through the gateway with wrk (its arguments after
@@ -85,7 +85,7 @@ edge() {
   local label=$1 c0 c1 out non2xx sockerr n ok
   shift
   c0=$(cpu)
-  out=$(wrk -t2 -c64 -d"${secs}s" "$@")
+  out=$(USER_ID=$user_id wrk -t2 -c64 -d"${secs}s" "$@") || { echo "probe: wrk failed ($label): $out" >&2; exit 1; }
   c1=$(cpu)
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")

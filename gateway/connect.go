@@ -35,7 +35,8 @@ import (
 // methods the REST routes map at their gRPC paths (POST
 // /duet.user.v1.UserService/GetUser; GET too for those the contract marks
 // free of side effects) on the gateway's port, in the Connect protocol
-// (JSON or binary; unary calls and server streams) or in gRPC-Web.
+// (JSON or binary; unary calls and server streams) or in gRPC-Web, and a
+// gRPC client in gRPC over HTTP/2 (Server).
 // connect-go's handlers speak the protocols; each call then goes on
 // over the same gRPC connection a REST call takes, with the caller's
 // token, the request id and the trace, so the services cannot tell the

@@ -12,7 +12,8 @@
 //
 // Browsers, and any Connect client, may call the same methods as the REST
 // routes at their gRPC paths instead (POST /duet.user.v1.UserService/GetUser),
-// in the Connect protocol or gRPC-Web (connect.go).
+// in the Connect protocol or gRPC-Web (connect.go), and gRPC clients in
+// gRPC, over HTTP/2 (h2c without TLS; Server).
 //
 // HEAD is answered on every GET route but the watches, as GET without the
 // body. A 405 names the methods the path takes in its Allow header.
@@ -97,8 +98,16 @@ const (
 	// what kit/server lets a call's metadata be (64 KiB, counting 32 bytes
 	// a field): headers the gateway took must not make the backend refuse
 	// the call, which the client would see as a 500. net/http reads 4 KiB
-	// more than this before it answers 431.
+	// more than this before it answers 431 over HTTP/1.1; over HTTP/2 it
+	// advertises this plus 320 bytes as the header list's limit, which
+	// the client keeps to before it sends.
 	DefaultMaxHeaderBytes = 32 << 10
+	// MaxConcurrentStreams bounds the calls one HTTP/2 connection to the
+	// gateway has open at once (net/http's default is 250; a service's
+	// clients are the system's own, and kit/server allows them 10,000).
+	// It also bounds the handlers a client that resets its streams keeps
+	// running; a gRPC client queues its calls past it.
+	MaxConcurrentStreams = 100
 )
 
 // Config configures a Gateway. Users, Orders and Payments are required;
@@ -681,7 +690,15 @@ type headKey struct{}
 // HTTP/2's preface), beside HTTP/1.1: gRPC clients (grpc-go, grpcurl
 // -plaintext) call the Connect procedures there as they would a
 // service, and a TLS-terminating proxy in front may forward HTTP/2 as
-// it is. With TLS, HTTP/2 is offered by ALPN as net/http does.
+// it is. With TLS, HTTP/2 is offered by ALPN as net/http does. To serve
+// HTTP/1.1 only, call SetUnencryptedHTTP2(false) and SetHTTP2(false) on
+// the returned server's Protocols.
+//
+// Over HTTP/2 a connection carries at most MaxConcurrentStreams calls at
+// once, each buffering at most twice MaxBodyBytes of its body unread, and
+// a connection whose writes make no progress for WriteTimeout is closed
+// (net/http's WriteByteTimeout): over HTTP/2, WriteTimeout itself ends a
+// stream, not its connection.
 func (g *Gateway) Server(addr string) *http.Server {
 	var fresh newConns
 	var protocols http.Protocols
@@ -689,7 +706,12 @@ func (g *Gateway) Server(addr string) *http.Server {
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Protocols:         &protocols,
+		Protocols: &protocols,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:      MaxConcurrentStreams,
+			MaxReceiveBufferPerStream: int(min(2*g.cfg.MaxBodyBytes, 1<<20)),
+			WriteByteTimeout:          g.cfg.WriteTimeout,
+		},
 		Addr:              addr,
 		Handler:           g,
 		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,

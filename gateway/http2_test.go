@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -40,7 +44,7 @@ func (h heldUsers) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*us
 	return &userv1.GetUserResponse{User: &userv1.User{Id: req.GetId()}}, nil
 }
 
-// TestShutdownDrainsHTTP2: over HTTP/2 (TLS here) too, a request in
+// TestShutdownDrainsHTTP2: over HTTP/2 too, a request in
 // flight when Shutdown starts is answered. The server closes connections
 // that never carried a request (newConns) by what ConnState reports;
 // net/http skips the hook when it hands a connection to HTTP/2, whose
@@ -183,5 +187,80 @@ func TestGRPCOverH2C(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != http.StatusOK || r.ProtoMajor != 1 {
 		t.Errorf("GET over HTTP/1.1: HTTP/%d.%d %d, want HTTP/1.1 200", r.ProtoMajor, r.ProtoMinor, r.StatusCode)
+	}
+}
+
+// TestH2CLimits: over HTTP/2 the server advertises at most
+// MaxConcurrentStreams calls a connection (net/http's default was 250)
+// and twice MaxBodyBytes of window a stream, and a client that stops
+// reading in the middle of its answers does not hold Shutdown up.
+func TestH2CLimits(t *testing.T) {
+	srv := quietGateway(t, heldUsers{}, nil, func(c *Config) { c.WriteTimeout = 300 * time.Millisecond }).Server("")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+
+	c, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A small window of its own, so the server's writes fill the socket.
+	_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	// Flow control never stops the server: only the socket does.
+	const window = 1<<31 - 1
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteWindowUpdate(0, window-65535); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no SETTINGS from the server: %v", err)
+		}
+		sf, ok := f.(*http2.SettingsFrame)
+		if !ok || sf.IsAck() {
+			continue
+		}
+		for id, want := range map[http2.SettingID]uint32{
+			http2.SettingMaxConcurrentStreams: MaxConcurrentStreams,
+			http2.SettingInitialWindowSize:    2 * DefaultMaxBodyBytes,
+		} {
+			if got, ok := sf.Value(id); !ok || got != want {
+				t.Errorf("%v = %d (sent: %v), want %d", id, got, ok, want)
+			}
+		}
+		break
+	}
+	// Some 5 MB of answers (the OpenAPI document, 99 times), more than
+	// the sockets hold, and then the client reads no more.
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for i := range MaxConcurrentStreams - 1 {
+		block.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", lis.Addr().String()}, {":path", "/openapi.json"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown with a client that stopped reading = %v, want nil once WriteTimeout passed", err)
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Errorf("Serve = %v", err)
 	}
 }

@@ -28,9 +28,9 @@ import (
 // refused before any handler, UNIMPLEMENTED, and still shows nowhere but
 // in a stats.Handler.)
 //
-// A server-streaming method reads its request inside the stream
-// interceptors, which log and count it already; readFailures marks such
-// a failure so that its line has the same level as a unary call's.
+// A stream's handler reads its messages inside the stream interceptors,
+// which log and count such a failure already; readFailures marks it so
+// that its line has the level a unary call's has.
 
 // reporting returns a copy of desc whose unary methods log and count a
 // call whose request cannot be read (Server.unread).
