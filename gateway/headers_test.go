@@ -44,6 +44,9 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 		// place when forwardedHost is not printable ASCII.
 		forwardedHost string
 		host          int
+		// connect: the call is Connect's POST of GetUser, whose
+		// Authorization alone goes on to the service.
+		connect bool
 	}{
 		{name: "30 KB bearer token", header: "Authorization", size: 30_000, want: http.StatusOK},
 		{name: "30 KB of metadata", header: "Grpc-Metadata-Blob", size: 30_000, want: http.StatusOK},
@@ -65,10 +68,22 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 			want: http.StatusRequestHeaderFieldsTooLarge, forwardedHost: "h\u00e9", host: 17_000},
 		{name: "1,060 small Authorization headers and a short host", header: "Authorization", size: 1, count: 1060,
 			want: http.StatusOK, host: 100},
+		// Connect forwards Authorization only: other headers, and the
+		// X-Forwarded-For that REST passes on, are not refused for a
+		// size they never take on the way.
+		{name: "Connect: 1,500 small metadata headers", header: "Grpc-Metadata-Blob", size: 1, count: 1500, want: http.StatusOK, connect: true},
+		{name: "Connect: 1,068 small Authorization headers and a long X-Forwarded-For", header: "Authorization", size: 1, count: 1068,
+			want: http.StatusOK, forwardedFor: []int{17_000}, connect: true},
+		{name: "Connect: 1,500 small Authorization headers", header: "Authorization", size: 1, count: 1500, want: http.StatusBadRequest, connect: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/v1/users/"+knownUserID, nil)
+			if tt.connect {
+				req, _ = http.NewRequestWithContext(t.Context(), "POST", ts.URL+userv1.UserService_GetUser_FullMethodName,
+					strings.NewReader(`{"id":"`+knownUserID+`"}`))
+				req.Header.Set("Content-Type", "application/json")
+			}
 			req.Header.Set(tt.header, "Bearer "+strings.Repeat("x", tt.size))
 			for range tt.count - 1 {
 				req.Header.Add(tt.header, strings.Repeat("x", tt.size))

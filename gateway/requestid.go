@@ -79,20 +79,26 @@ const maxForwardedMetadata = 48 << 10
 // grpc-gateway always passes on, Authorization, X-Forwarded-For (every
 // value, joined by ", ", with the client's address) and X-Forwarded-Host
 // (the header's first value, or the request's host when that value is
-// not printable ASCII: the longer of the two is counted).
-func checkForwardedSize(r *http.Request) *apierr.Error {
-	const addrRoom = len(", [ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]")
+// not printable ASCII: the longer of the two is counted). A call of a
+// Connect procedure (procedure true) forwards Authorization alone
+// (outgoing), so only it is counted: its other headers, however many,
+// never reach the backend.
+func checkForwardedSize(r *http.Request, procedure bool) *apierr.Error {
 	h := r.Header
-	size := len("x-forwarded-for") + addrRoom + 32
-	for _, v := range h.Values("X-Forwarded-For") {
-		size += len(v) + len(", ")
+	size := 0
+	if !procedure {
+		const addrRoom = len(", [ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]")
+		size += len("x-forwarded-for") + addrRoom + 32
+		for _, v := range h.Values("X-Forwarded-For") {
+			size += len(v) + len(", ")
+		}
+		size += len("x-forwarded-host") + max(len(h.Get("X-Forwarded-Host")), len(r.Host)) + 32
 	}
-	size += len("x-forwarded-host") + max(len(h.Get("X-Forwarded-Host")), len(r.Host)) + 32
 	for key, values := range h {
 		var name string
 		if key == "Authorization" {
 			name = "authorization"
-		} else if n, ok := incomingHeader(key); ok {
+		} else if n, ok := incomingHeader(key); ok && !procedure {
 			name = n
 		} else {
 			continue
@@ -104,8 +110,12 @@ func checkForwardedSize(r *http.Request) *apierr.Error {
 	if size <= maxForwardedMetadata {
 		return nil
 	}
+	what := "Authorization and Grpc-Metadata-* headers exceed"
+	if procedure {
+		what = "Authorization headers exceed"
+	}
 	return apierr.New(codes.InvalidArgument, ReasonHeadersTooLarge,
-		fmt.Sprintf("the request's Authorization and Grpc-Metadata-* headers exceed %d bytes as gRPC metadata (32 bytes more a header)", maxForwardedMetadata),
+		fmt.Sprintf("the request's %s %d bytes as gRPC metadata (32 bytes more a header)", what, maxForwardedMetadata),
 		apierr.Metadata("limit", strconv.Itoa(maxForwardedMetadata)))
 }
 
