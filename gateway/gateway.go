@@ -534,7 +534,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 		g.refuse(rec, r, procedure, newAPIError(err, 0))
 		return
 	}
-	if err := checkForwardedSize(r, procedure != nil); err != nil {
+	if err := checkForwardedSize(r, procedure != nil, g.cfg.TrustTraceContext); err != nil {
 		g.refuse(rec, r, procedure, newAPIError(err, http.StatusRequestHeaderFieldsTooLarge))
 		return
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -26,14 +27,18 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 		userv1.RegisterUserServiceServer(r, heldUsers{})
 	})
 	none := startBackend(t, "", func(grpc.ServiceRegistrar) {})
-	gw, err := New(t.Context(), Config{Users: users.Conn, Orders: none.conn, Payments: none.conn, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
+	serve := func(trust bool) *httptest.Server {
+		gw, err := New(t.Context(), Config{Users: users.Conn, Orders: none.conn, Payments: none.conn, Logger: quiet, TrustTraceContext: trust})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewUnstartedServer(nil)
+		ts.Config = gw.Server("")
+		ts.Start()
+		t.Cleanup(ts.Close)
+		return ts
 	}
-	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = gw.Server("")
-	ts.Start()
-	defer ts.Close()
+	plain, trusting := serve(false), serve(true)
 	tests := []struct {
 		name, header string
 		size, count  int // count headers of size bytes (one when 0)
@@ -47,6 +52,9 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 		// connect: the call is Connect's POST of GetUser, whose
 		// Authorization alone goes on to the service.
 		connect bool
+		// tracestate, when set, is sent to a gateway that trusts the
+		// caller's trace context, and so passes it on.
+		tracestate string
 	}{
 		{name: "30 KB bearer token", header: "Authorization", size: 30_000, want: http.StatusOK},
 		{name: "30 KB of metadata", header: "Grpc-Metadata-Blob", size: 30_000, want: http.StatusOK},
@@ -75,9 +83,21 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 		{name: "Connect: 1,068 small Authorization headers and a long X-Forwarded-For", header: "Authorization", size: 1, count: 1068,
 			want: http.StatusOK, forwardedFor: []int{17_000}, connect: true},
 		{name: "Connect: 1,500 small Authorization headers", header: "Authorization", size: 1, count: 1500, want: http.StatusBadRequest, connect: true},
+		// A trusted tracestate goes on beside them: OpenTelemetry takes
+		// one of 32 entries of 513 bytes. These were a 500.
+		{name: "1,060 small Authorization headers and a long trusted tracestate", header: "Authorization", size: 1, count: 1060,
+			want: http.StatusRequestHeaderFieldsTooLarge, tracestate: longTracestate()},
+		{name: "Connect: 1,060 small Authorization headers and a long trusted tracestate", header: "Authorization", size: 1, count: 1060,
+			want: http.StatusBadRequest, connect: true, tracestate: longTracestate()},
+		{name: "500 small Authorization headers and a long trusted tracestate", header: "Authorization", size: 1, count: 500,
+			want: http.StatusOK, tracestate: longTracestate()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			ts := plain
+			if tt.tracestate != "" {
+				ts = trusting
+			}
 			req, _ := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/v1/users/"+knownUserID, nil)
 			if tt.connect {
 				req, _ = http.NewRequestWithContext(t.Context(), "POST", ts.URL+userv1.UserService_GetUser_FullMethodName,
@@ -93,6 +113,10 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 			}
 			if tt.forwardedHost != "" {
 				req.Header.Set("X-Forwarded-Host", tt.forwardedHost)
+			}
+			if tt.tracestate != "" {
+				req.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+				req.Header.Set("Tracestate", tt.tracestate)
 			}
 			if tt.host > 0 {
 				req.Host = strings.Repeat("a", tt.host)
@@ -112,4 +136,14 @@ func TestLargeHeadersToKitBackends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// longTracestate is a W3C tracestate as long as OpenTelemetry takes: 32
+// entries, each a 256-byte key and a 256-byte value.
+func longTracestate() string {
+	entries := make([]string, 32)
+	for i := range entries {
+		entries[i] = fmt.Sprintf("k%03d%s=%s", i, strings.Repeat("k", 252), strings.Repeat("v", 256))
+	}
+	return strings.Join(entries, ",")
 }

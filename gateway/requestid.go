@@ -81,11 +81,24 @@ const maxForwardedMetadata = 48 << 10
 // (the header's first value, or the request's host when that value is
 // not printable ASCII: the longer of the two is counted). A call of a
 // Connect procedure (procedure true) forwards Authorization alone
-// (outgoing), so only it is counted: its other headers, however many,
-// never reach the backend.
-func checkForwardedSize(r *http.Request, procedure bool) *apierr.Error {
+// (outgoing), so of those only it is counted. With trustTrace
+// (Config.TrustTraceContext) the caller's trace context goes on too, on
+// either path: its traceparent, the first tracestate (up to 32 entries
+// of 513 bytes, W3C's and OpenTelemetry's limit) and its baggage (which
+// goes on when traces are exported; counted either way).
+func checkForwardedSize(r *http.Request, procedure, trustTrace bool) *apierr.Error {
 	h := r.Header
 	size := 0
+	if trustTrace {
+		size += len("traceparent") + len(h.Get("Traceparent")) + 32
+		size += len("tracestate") + len(h.Get("Tracestate")) + 32
+		if b := h.Values("Baggage"); len(b) > 0 {
+			size += len("baggage") + 32
+			for _, v := range b {
+				size += len(v) + len(",")
+			}
+		}
+	}
 	if !procedure {
 		const addrRoom = len(", [ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]")
 		size += len("x-forwarded-for") + addrRoom + 32
@@ -113,6 +126,9 @@ func checkForwardedSize(r *http.Request, procedure bool) *apierr.Error {
 	what := "Authorization and Grpc-Metadata-* headers exceed"
 	if procedure {
 		what = "Authorization headers exceed"
+	}
+	if trustTrace {
+		what = strings.Replace(what, " headers", " and trace context headers", 1)
 	}
 	return apierr.New(codes.InvalidArgument, ReasonHeadersTooLarge,
 		fmt.Sprintf("the request's %s %d bytes as gRPC metadata (32 bytes more a header)", what, maxForwardedMetadata),
