@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -93,6 +94,10 @@ const (
 	// DefaultIdleTimeout bounds how long a keep-alive connection waits for
 	// its next request.
 	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultMaxConnectionAge is how long a connection takes new requests
+	// (Config.MaxConnectionAge), as kit/server's DefaultMaxConnectionAge
+	// is a service's.
+	DefaultMaxConnectionAge = 5 * time.Minute
 	// DefaultMaxHeaderBytes bounds request headers; room for a bearer token
 	// and tracing headers, far less than net/http's 1 MiB, and well under
 	// what kit/server lets a call's metadata be (64 KiB, counting 32 bytes
@@ -134,6 +139,14 @@ type Config struct {
 	// returned by Server.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                                            int
+	// MaxConnectionAge is how long a connection to the server from Server
+	// takes new requests: past it (±10 %, so that connections made
+	// together do not end together) the next answer closes it, over
+	// HTTP/1.1 with Connection: close, over HTTP/2 with a GOAWAY once its
+	// calls end. Keep-alive and gRPC clients behind a load balancer then
+	// reach replicas added since they connected, as a service's clients
+	// do. Default DefaultMaxConnectionAge; negative means for ever.
+	MaxConnectionAge time.Duration
 	// TrustTraceContext continues the trace a request's traceparent
 	// names, with its baggage, for a gateway behind a proxy of one's own
 	// that starts the traces. Off, the gateway is a public endpoint, with
@@ -269,6 +282,9 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&cfg.WriteTimeout, max(DefaultWriteTimeout, cfg.ReadTimeout+cfg.RequestTimeout+5*time.Second))
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	if cfg.MaxConnectionAge == 0 {
+		cfg.MaxConnectionAge = DefaultMaxConnectionAge
+	}
 	return cfg
 }
 
@@ -504,6 +520,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = withRequestID(ctx, r.Header.Get(requestIDHeader))
 	w.Header().Set(requestIDHeader, requestIDFrom(ctx))
+	if end, ok := ctx.Value(connEndKey{}).(time.Time); ok && start.After(end) {
+		// net/http closes the connection after this answer (HTTP/1.1),
+		// or sends a GOAWAY and closes it once its calls end (HTTP/2).
+		w.Header().Set("Connection", "close")
+	}
 	rec := &responseRecorder{ResponseWriter: w}
 	procedure := g.procedures[r.URL.Path]
 	if procedure != nil {
@@ -722,10 +743,21 @@ func (g *Gateway) Server(addr string) *http.Server {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 		ConnState:         fresh.track,
 	}
+	if age := g.cfg.MaxConnectionAge; age > 0 {
+		srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			jitter := time.Duration(rand.Int64N(int64(age/5)+1)) - age/10
+			return context.WithValue(ctx, connEndKey{}, time.Now().Add(age+jitter))
+		}
+	}
 	srv.RegisterOnShutdown(fresh.close)
 	srv.RegisterOnShutdown(g.Drain)
 	return srv
 }
+
+// connEndKey holds, in the context of a connection to the server from
+// Server, when the connection stops taking new requests
+// (Config.MaxConnectionAge).
+type connEndKey struct{}
 
 // newConns holds the connections of a server still in http.StateNew.
 // http.Server.Shutdown closes idle connections at once but waits up to 5 s

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,5 +263,66 @@ func TestH2CLimits(t *testing.T) {
 	}
 	if err := <-served; err != http.ErrServerClosed {
 		t.Errorf("Serve = %v", err)
+	}
+}
+
+// TestMaxConnectionAge: a connection past Config.MaxConnectionAge is
+// closed by its next answer, with Connection: close over HTTP/1.1 and a
+// GOAWAY over HTTP/2, and the client's next request comes on a new one;
+// younger connections are kept. Kept for ever, a keep-alive or gRPC
+// client behind a load balancer never reached a replica added after it
+// connected.
+func TestMaxConnectionAge(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		age  time.Duration
+		h2c  bool
+		// wantNew: each request after the first comes on a new
+		// connection; otherwise all three share one.
+		wantNew bool
+	}{
+		{"HTTP/1.1, aged", time.Nanosecond, false, true},
+		{"HTTP/1.1, young", 0, false, false},
+		{"h2c, aged", time.Nanosecond, true, true},
+		{"h2c, young", 0, true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := httptest.NewUnstartedServer(nil)
+			ts.Config = quietGateway(t, refusingUsers{}, nil, func(c *Config) { c.MaxConnectionAge = tt.age }).Server("")
+			var conns atomic.Int32
+			track := ts.Config.ConnState
+			ts.Config.ConnState = func(c net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+				track(c, s)
+			}
+			ts.Start()
+			defer ts.Close()
+			transport := &http.Transport{}
+			if tt.h2c {
+				var h2c http.Protocols
+				h2c.SetUnencryptedHTTP2(true)
+				transport.Protocols = &h2c
+			}
+			client := &http.Client{Transport: transport}
+			defer client.CloseIdleConnections()
+			for i := range 3 {
+				req, _ := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/v1/users/"+knownUserID, nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("request %d: HTTP %d", i, resp.StatusCode)
+				}
+			}
+			got := conns.Load()
+			if tt.wantNew && got < 2 || !tt.wantNew && got != 1 {
+				t.Errorf("3 requests came on %d connections; want new ones: %v", got, tt.wantNew)
+			}
+		})
 	}
 }
