@@ -141,11 +141,13 @@ type Config struct {
 	MaxHeaderBytes                                            int
 	// MaxConnectionAge is how long a connection to the server from Server
 	// takes new requests: past it (±10 %, so that connections made
-	// together do not end together) the next answer closes it, over
-	// HTTP/1.1 with Connection: close, over HTTP/2 with a GOAWAY once its
-	// calls end. Keep-alive and gRPC clients behind a load balancer then
-	// reach replicas added since they connected, as a service's clients
-	// do. Default DefaultMaxConnectionAge; negative means for ever.
+	// together do not end together) the gateway's next answer on it
+	// closes it: over HTTP/1.1 with Connection: close; over HTTP/2 with a
+	// GOAWAY sent at once, the connection closed once its open calls (a
+	// watch, say) end. Keep-alive and gRPC clients behind a load balancer
+	// then reach replicas added since they connected, as a service's
+	// clients do. An idle connection goes at IdleTimeout instead.
+	// Default DefaultMaxConnectionAge; negative means for ever.
 	MaxConnectionAge time.Duration
 	// TrustTraceContext continues the trace a request's traceparent
 	// names, with its baggage, for a gateway behind a proxy of one's own
@@ -746,7 +748,9 @@ func (g *Gateway) Server(addr string) *http.Server {
 	if age := g.cfg.MaxConnectionAge; age > 0 {
 		srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
 			jitter := time.Duration(rand.Int64N(int64(age/5)+1)) - age/10
-			return context.WithValue(ctx, connEndKey{}, time.Now().Add(age+jitter))
+			// Two Adds: Time.Add saturates, where age+jitter would wrap
+			// for an age as large as math.MaxInt64 (grpc-go's "for ever").
+			return context.WithValue(ctx, connEndKey{}, time.Now().Add(age).Add(jitter))
 		}
 	}
 	srv.RegisterOnShutdown(fresh.close)

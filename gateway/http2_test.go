@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -285,6 +286,8 @@ func TestMaxConnectionAge(t *testing.T) {
 		{"HTTP/1.1, young", 0, false, false},
 		{"h2c, aged", time.Nanosecond, true, true},
 		{"h2c, young", 0, true, false},
+		{"for ever", -1, false, false},
+		{"for ever, by the largest age", math.MaxInt64, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := httptest.NewUnstartedServer(nil)
