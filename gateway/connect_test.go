@@ -672,3 +672,26 @@ func logTo(b *logbuffer.Buffer) func(*Config) {
 func getUserClient(srv *httptest.Server, opts ...connect.ClientOption) *connect.Client[userv1.GetUserRequest, userv1.GetUserResponse] {
 	return connect.NewClient[userv1.GetUserRequest, userv1.GetUserResponse](srv.Client(), srv.URL+userv1.UserService_GetUser_FullMethodName, opts...)
 }
+
+// TestConnectForwardsAuthorizationOnly: a Connect call passes on the
+// caller's Authorization and nothing else of its headers, neither the
+// Grpc-Metadata-* nor the X-Forwarded-* ones REST passes on:
+// checkForwardedSize counts Authorization alone for it, on that ground.
+func TestConnectForwardsAuthorizationOnly(t *testing.T) {
+	e := newEnv(t)
+	r := e.do(t, "POST", userv1.UserService_GetUser_FullMethodName, `{"id":"`+knownUserID+`"}`,
+		"Content-Type", "application/json", "Authorization", "Bearer t0ken",
+		"Grpc-Metadata-Blob", "b", "X-Forwarded-For", "10.0.0.1", "X-Forwarded-Host", "shop.example", "X-Custom", "c")
+	if r.status != http.StatusOK {
+		t.Fatalf("HTTP %d %s", r.status, r.body)
+	}
+	md := e.userCalls.lastMD(t)
+	if got := md.Get("authorization"); len(got) != 1 || got[0] != "Bearer t0ken" {
+		t.Errorf("authorization reached the service as %q", got)
+	}
+	for _, key := range []string{"blob", "grpc-metadata-blob", "x-forwarded-for", "x-forwarded-host", "x-custom"} {
+		if v := md.Get(key); len(v) > 0 {
+			t.Errorf("%s reached the service (%q): checkForwardedSize does not count it for Connect", key, v)
+		}
+	}
+}
