@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/h2conn"
 	"github.com/duetkit/duet/kit/apierr"
 )
 
@@ -205,44 +206,16 @@ func TestH2CLimits(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 
-	c, err := net.Dial("tcp", lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	// A small window of its own, so the server's writes fill the socket.
-	_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
 	// Flow control never stops the server: only the socket does.
 	const window = 1<<31 - 1
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window}); err != nil {
-		t.Fatal(err)
-	}
+	c, fr := h2conn.Dial(t, lis.Addr().String(), map[http2.SettingID]uint32{
+		http2.SettingMaxConcurrentStreams: MaxConcurrentStreams,
+		http2.SettingInitialWindowSize:    2 * DefaultMaxBodyBytes,
+	}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	// A small window of its own, so the server's writes fill the socket.
+	_ = c.SetReadBuffer(4 << 10)
 	if err := fr.WriteWindowUpdate(0, window-65535); err != nil {
 		t.Fatal(err)
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("no SETTINGS from the server: %v", err)
-		}
-		sf, ok := f.(*http2.SettingsFrame)
-		if !ok || sf.IsAck() {
-			continue
-		}
-		for id, want := range map[http2.SettingID]uint32{
-			http2.SettingMaxConcurrentStreams: MaxConcurrentStreams,
-			http2.SettingInitialWindowSize:    2 * DefaultMaxBodyBytes,
-		} {
-			if got, ok := sf.Value(id); !ok || got != want {
-				t.Errorf("%v = %d (sent: %v), want %d", id, got, ok, want)
-			}
-		}
-		break
 	}
 	// Some 5 MB of answers (the OpenAPI document, 99 times), more than
 	// the sockets hold, and then the client reads no more.

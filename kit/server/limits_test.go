@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/h2conn"
 	"github.com/duetkit/duet/kit/apierr"
 	"github.com/duetkit/duet/kit/server"
 	"github.com/duetkit/duet/kit/server/servertest"
@@ -77,38 +77,10 @@ func TestLimitsAdvertised(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := servertest.NewServer(t, tt.cfg, (&users{}).register)
-			c, err := net.Dial("tcp", srv.Addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
-				t.Fatal(err)
-			}
-			fr := http2.NewFramer(c, c)
-			if err := fr.WriteSettings(); err != nil {
-				t.Fatal(err)
-			}
-			for {
-				f, err := fr.ReadFrame()
-				if err != nil {
-					t.Fatalf("no SETTINGS from the server: %v", err)
-				}
-				sf, ok := f.(*http2.SettingsFrame)
-				if !ok || sf.IsAck() {
-					continue
-				}
-				for id, want := range map[http2.SettingID]uint32{
-					http2.SettingMaxConcurrentStreams: tt.streams,
-					http2.SettingMaxHeaderListSize:    tt.headerList,
-				} {
-					if got, ok := sf.Value(id); !ok || got != want {
-						t.Errorf("%v = %d (sent: %v), want %d", id, got, ok, want)
-					}
-				}
-				return
-			}
+			h2conn.Dial(t, srv.Addr, map[http2.SettingID]uint32{
+				http2.SettingMaxConcurrentStreams: tt.streams,
+				http2.SettingMaxHeaderListSize:    tt.headerList,
+			})
 		})
 	}
 }
