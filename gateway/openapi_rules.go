@@ -277,9 +277,11 @@ func refusesZero(msg protoreflect.MessageDescriptor) map[protoreflect.Name]bool 
 	return out
 }
 
-// rulesOf returns fd's validation rules; nil when it has none.
+// rulesOf returns fd's validation rules, read as protovalidate reads
+// them; nil when it has none (or they do not parse, which protovalidate
+// would refuse to compile).
 func rulesOf(fd protoreflect.FieldDescriptor) *validate.FieldRules {
-	rules, _ := proto.GetExtension(fd.Options(), validate.E_Field).(*validate.FieldRules)
+	rules, _ := protovalidate.ResolveFieldRules(fd)
 	return rules
 }
 
@@ -365,7 +367,7 @@ func ignoreOf(fd protoreflect.FieldDescriptor, rules *validate.FieldRules) valid
 	if rules.HasIgnore() {
 		return rules.GetIgnore()
 	}
-	mr, _ := proto.GetExtension(fd.ContainingMessage().Options(), validate.E_Message).(*validate.MessageRules)
+	mr, _ := protovalidate.ResolveMessageRules(fd.ContainingMessage())
 	for _, o := range mr.GetOneof() {
 		if slices.Contains(o.GetFields(), string(fd.Name())) {
 			return validate.Ignore_IGNORE_IF_ZERO_VALUE
