@@ -92,13 +92,17 @@ func TestOpenAPIRules(t *testing.T) {
 		{"v1LineItem", []string{"sku", "quantity"}},
 		{"PaymentServiceRefundBody", nil},
 	} {
+		if doc.Definitions[tt.def] == nil {
+			t.Errorf("no definition %s", tt.def)
+			continue
+		}
 		var required []string
 		_ = json.Unmarshal(doc.Definitions[tt.def]["required"], &required)
 		if !reflect.DeepEqual(required, tt.want) {
 			t.Errorf("%s's required fields %v, want %v", tt.def, required, tt.want)
 		}
 	}
-	if userID := property("v1ChargeRequest", "userId"); userID["format"] != nil {
+	if userID := property("v1ChargeRequest", "userId"); userID == nil || userID["format"] != nil {
 		t.Errorf("ChargeRequest's userId, which may be empty: %v, want no format", userID)
 	}
 	// The contract's order, not the alphabet's.
