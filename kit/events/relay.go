@@ -287,7 +287,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			// After a full chunk, the next at its pause's end, though
 			// a Notify woke the loop in between (and this pass came
 			// too early to purge).
-			if r.purge(ctx); r.backlog {
+			r.purge(ctx)
+			if r.backlog {
 				resetTimer(timer, min(time.Until(r.nextPurge), r.cfg.PollInterval))
 				continue
 			}
@@ -477,13 +478,13 @@ func (r *Relay) restoreStream(ctx context.Context) {
 }
 
 // purge deletes up to PurgeChunk rows published longer than Retention
-// ago, when one is due (every PurgeInterval), and reports whether it found
-// a full chunk, so more are due after a pause as long as this one took
+// ago, when one is due (every PurgeInterval). After a full chunk it marks
+// a backlog: more are due after a pause as long as this one took
 // (nextPurge). Failing to purge only delays it.
-func (r *Relay) purge(ctx context.Context) (more bool) {
+func (r *Relay) purge(ctx context.Context) {
 	now := time.Now()
 	if r.cfg.Retention < 0 || now.Before(r.nextPurge) {
-		return false
+		return
 	}
 	r.nextPurge, r.backlog = now.Add(r.cfg.PurgeInterval), false
 	res, err := r.db.ExecContext(ctx, r.purgeSQL, now.Add(-r.cfg.Retention).UnixMicro())
@@ -491,11 +492,10 @@ func (r *Relay) purge(ctx context.Context) (more bool) {
 		if ctx.Err() == nil {
 			r.log.WarnContext(ctx, "events: purge published outbox rows", "err", err)
 		}
-		return false
+		return
 	}
 	if n, err := res.RowsAffected(); err == nil && n >= PurgeChunk {
-		r.nextPurge, r.backlog = time.Now().Add(min(time.Since(now), r.cfg.PurgeInterval)), true
-		return true
+		end := time.Now()
+		r.nextPurge, r.backlog = end.Add(min(end.Sub(now), r.cfg.PurgeInterval)), true
 	}
-	return false
 }
