@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/duetkit/duet/internal/await"
 )
 
 // TestInProcessConnectionReconnects: an in-process connection the embedded
@@ -33,12 +35,8 @@ func TestInProcessConnectionReconnects(t *testing.T) {
 	if err := s.ns.DisconnectClientByID(id); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for nc.Stats().Reconnects == 0 || !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not reconnected: status %v, %d reconnects", nc.Status(), nc.Stats().Reconnects)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !await.Within(10*time.Second, func() bool { return nc.Stats().Reconnects > 0 && nc.IsConnected() }) {
+		t.Fatalf("not reconnected: status %v, %d reconnects", nc.Status(), nc.Stats().Reconnects)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Errorf("Flush after reconnecting: %v", err)
@@ -105,12 +103,8 @@ func TestServerLogsToSlog(t *testing.T) {
 	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, _ = io.Copy(io.Discard, c) // until the server closes it
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logged(), `"level":"ERROR","msg":"nats-server: `) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no error from the server in the log:\n%s", logged())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !await.Within(10*time.Second, func() bool { return strings.Contains(logged(), `"level":"ERROR","msg":"nats-server: `) }) {
+		t.Fatalf("no error from the server in the log:\n%s", logged())
 	}
 	if strings.Contains(logged(), `"level":"INFO"`) {
 		t.Errorf("the server's notices are logged at info level:\n%s", logged())

@@ -19,6 +19,7 @@ import (
 	paymentv1 "github.com/duetkit/duet/gen/duet/payment/v1"
 	typev1 "github.com/duetkit/duet/gen/duet/type/v1"
 	userv1 "github.com/duetkit/duet/gen/duet/user/v1"
+	"github.com/duetkit/duet/internal/await"
 	"github.com/duetkit/duet/kit/events"
 	"github.com/duetkit/duet/kit/events/eventstest"
 	"github.com/duetkit/duet/kit/sqldb/sqldbtest"
@@ -232,17 +233,7 @@ func consume(t *testing.T, bus *events.Bus, handle func(context.Context, events.
 			t.Errorf("Consume: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !done() {
-		if time.Now().After(deadline) {
-			t.Fatal("events not consumed in time")
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	await.Until(t, "the events to be consumed", 30*time.Second, done)
 }
 
 // counter counts deliveries per event id.
