@@ -11,7 +11,6 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -36,11 +35,7 @@ func TestDeadlineFromHeaders(t *testing.T) {
 		return &userv1.GetUserResponse{}, nil
 	}}
 	srv := servertest.NewServer(t, server.Config{DefaultTimeout: 100 * time.Millisecond}, svc.register)
-	raw, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, srv.Addr)
 	// No deadline may go to the server, so the test's bound is a cancel.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

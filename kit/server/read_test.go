@@ -184,8 +184,9 @@ func sendRaw(method string, body []byte) func(ctx context.Context, conn *grpc.Cl
 	}
 }
 
-// rawClient is a grpc-go client of addr with none of the kit's client
-// steps, which would refuse what these tests send.
+// rawClient is a plain grpc-go client of addr, closed at the test's end:
+// none of kit/client's steps (retries, health checks, validation), which
+// would refuse or change what tests send.
 func rawClient(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

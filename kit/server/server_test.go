@@ -119,11 +119,7 @@ func TestRequestIDAndDefaultDeadline(t *testing.T) {
 	}}
 	srv := servertest.NewServer(t, server.Config{DefaultTimeout: time.Minute}, svc.register)
 	// A bare grpc-go client sends no deadline and no request id.
-	raw, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, srv.Addr)
 
 	var trailer metadata.MD
 	if _, err := userv1.NewUserServiceClient(raw).GetUser(context.Background(), &userv1.GetUserRequest{Id: validID}, grpc.Trailer(&trailer)); err != nil {
@@ -258,11 +254,7 @@ func TestNotReadyAtStart(t *testing.T) {
 	srv := servertest.NewServer(t, server.Config{NotReadyAtStart: true}, ann.register)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	raw, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, srv.Addr)
 	for _, name := range []string{"", userv1.UserService_ServiceDesc.ServiceName} {
 		resp, err := healthpb.NewHealthClient(raw).Check(ctx, &healthpb.HealthCheckRequest{Service: name}, grpc.WaitForReady(true))
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
@@ -582,11 +574,7 @@ func TestNotServingDelay(t *testing.T) {
 	}
 	shutdown := startShutdown(t, ctx, srv)
 	// A new caller, as a balancer that has not probed yet sends one.
-	late, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
+	late := rawClient(t, srv.Addr)
 	if _, err := userv1.NewUserServiceClient(late).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); err != nil {
 		t.Errorf("a call while NOT_SERVING within the delay: %v", err)
 	}
@@ -596,11 +584,7 @@ func TestNotServingDelay(t *testing.T) {
 		t.Fatal("Shutdown did not return after its delay")
 	}
 	// After the delay the server takes no new calls.
-	gone, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gone.Close()
+	gone := rawClient(t, srv.Addr)
 	if _, err := userv1.NewUserServiceClient(gone).GetUser(ctx, &userv1.GetUserRequest{Id: validID}); apierr.Code(err) != codes.Unavailable {
 		t.Errorf("a call after Shutdown: %v, want UNAVAILABLE", err)
 	}
